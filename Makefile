@@ -1,0 +1,10 @@
+# The two commands. Each installs what it needs (idempotently) and says what it is doing.
+.PHONY: run test
+
+## Build and run the whole stack locally: the four Workers in workerd and the origin.
+run:
+	@tests/stack/run.sh
+
+## Every test: fmt, clippy (host and wasm32), cargo test, wasm builds, deploy dry-runs, end-to-end.
+test:
+	@tests/stack/test.sh

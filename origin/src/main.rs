@@ -1,0 +1,81 @@
+//! The origin binary: parse config, start logging, bind, serve until SIGTERM or Ctrl-C.
+//! `origin healthcheck` asks a running origin for `/health` instead: the container image has no
+//! shell or curl, so this is what a container health check runs.
+
+use std::process::ExitCode;
+
+use origin::config::{Config, LogFormat};
+use origin::{AppState, serve};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = match Config::from_lookup(|key| std::env::var(key).ok()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprint!("origin: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        return origin::healthcheck::run(config.listen_addr).await;
+    }
+    init_logging(&config);
+
+    let listener = match TcpListener::bind(config.listen_addr).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(addr = %config.listen_addr, %error, "cannot listen");
+            return ExitCode::FAILURE;
+        }
+    };
+    let local_addr = listener
+        .local_addr()
+        .map_or_else(|_| config.listen_addr.to_string(), |addr| addr.to_string());
+    tracing::info!(addr = %local_addr, version = env!("CARGO_PKG_VERSION"), "origin listening");
+
+    match serve(listener, AppState::new(config), shutdown_signal()).await {
+        Ok(()) => {
+            tracing::info!("origin stopped");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!(%error, "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Resolves on SIGTERM (what ECS sends to stop a task) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

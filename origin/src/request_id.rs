@@ -1,0 +1,69 @@
+//! Every request carries an id: the edge's `X-Request-Id` when it sent a sane one, else a new
+//! UUID. The id is in every log line of the request and in the response.
+
+use axum::extract::{FromRequestParts, Request};
+use axum::http::HeaderValue;
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::Response;
+use shared::request_id::{Trust, choose};
+use tracing::Instrument;
+
+/// The request's id, available to handlers as an extractor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(String);
+
+impl RequestId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<RequestId>()
+            .cloned()
+            .unwrap_or_else(|| RequestId(uuid::Uuid::new_v4().to_string())))
+    }
+}
+
+/// Middleware: assigns the id, logs the request once it is answered, echoes the id back.
+pub async fn assign(mut request: Request, next: Next) -> Response {
+    let incoming = request
+        .headers()
+        .get(shared::headers::REQUEST_ID)
+        .and_then(|value| value.to_str().ok());
+    // The origin sits behind the signed edge, so the edge's id is adopted.
+    let id = match choose(Trust::Internal, incoming, None) {
+        Some(id) => id.to_owned(),
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    request.extensions_mut().insert(RequestId(id.clone()));
+
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.uri().path()
+    );
+    let started = std::time::Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "answered"
+        );
+    });
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response
+            .headers_mut()
+            .insert(shared::headers::REQUEST_ID, value);
+    }
+    response
+}

@@ -1,0 +1,24 @@
+//! Header names of the edge ↔ origin contract, declared once.
+
+/// Correlates one request across every hop and log line.
+pub const REQUEST_ID: &str = "x-request-id";
+/// The caller's country as Cloudflare saw it.
+pub const CF_COUNTRY: &str = "x-cf-country";
+/// The AWS region the edge chose for this request.
+pub const CF_REGION: &str = "x-cf-region";
+/// base64url JSON of the authenticated principal.
+pub const EDGE_PRINCIPAL: &str = "x-edge-principal";
+/// Unix seconds at which the edge signed the request.
+pub const EDGE_TIMESTAMP: &str = "x-edge-timestamp";
+/// HMAC-SHA256 of the request, proving it came through the edge.
+pub const EDGE_SIGNATURE: &str = "x-edge-signature";
+
+/// Every header only the edge may set; a client-sent copy is stripped before forwarding.
+pub const EDGE_SET: [&str; 6] = [
+    REQUEST_ID,
+    CF_COUNTRY,
+    CF_REGION,
+    EDGE_PRINCIPAL,
+    EDGE_TIMESTAMP,
+    EDGE_SIGNATURE,
+];

@@ -1,0 +1,139 @@
+// Starts the stack as a client meets it: the origin binary on a free loopback port and the four
+// built Workers in workerd (wrangler's test harness over miniflare), wired exactly as their
+// wrangler configs say. Inputs come from the test command:
+//   ORIGIN_BIN          the origin binary
+//   WORKER_BUNDLES_DIR  `wrangler deploy --dry-run` output of the development environment
+
+import { spawn } from "node:child_process";
+import { createRequire } from "node:module";
+import { once } from "node:events";
+import { createInterface } from "node:readline";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+// wrangler is pinned in wrangler/package.json; resolve it from there.
+const { createTestHarness } = createRequire(path.join(root, "wrangler/package.json"))("wrangler");
+
+export const ENVIRONMENT = "development";
+export const WORKERS = ["voice-router", "auth-validator", "rate-limiter", "geo-router"];
+/** Deployed name of a Worker in the test environment, as service bindings refer to it. */
+export const workerName = (worker) => `${worker}-${ENVIRONMENT}`;
+
+function required(name) {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set: run the tests through \`make test\``);
+  return value;
+}
+
+/** Starts the origin; resolves once it logged the address it listens on. */
+export async function startOrigin(env = {}) {
+  const child = spawn(required("ORIGIN_BIN"), [], {
+    env: { ...process.env, LISTEN_ADDR: "127.0.0.1:0", LOG_FORMAT: "json", ...env },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const logs = [];
+  const lines = createInterface({ input: child.stdout });
+  const listening = new Promise((resolve, reject) => {
+    child.once("exit", (code) => reject(new Error(`origin exited with ${code} before listening`)));
+    lines.on("line", (line) => {
+      logs.push(line);
+      let record;
+      try {
+        record = JSON.parse(line);
+      } catch {
+        return;
+      }
+      if (record.message === "origin listening") resolve(record.addr);
+    });
+  });
+  const addr = await withTimeout(listening, 15_000, "origin did not start listening");
+  return {
+    url: `http://${addr}`,
+    logs,
+    process: child,
+    async stop(signal = "SIGTERM") {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill(signal);
+      const [code] = await once(child, "exit");
+      return code;
+    },
+  };
+}
+
+/**
+ * Starts the four Workers. `originUrl` is what voice-router forwards to; `vars` overrides a
+ * Worker's vars by worker name.
+ */
+export async function startWorkers({ originUrl, vars = {} } = {}) {
+  const bundles = required("WORKER_BUNDLES_DIR");
+  const workers = WORKERS.map((worker) => ({
+    configPath: path.join(root, "wrangler", `${worker}.toml`),
+    env: ENVIRONMENT,
+    prebuiltWorkerDir: path.join(bundles, worker),
+    vars: { ...(worker === "voice-router" && originUrl ? { ORIGIN_URL: originUrl } : {}), ...vars[worker] },
+  }));
+  const server = createTestHarness({ root, workers });
+  const { url } = await server.listen();
+  return {
+    /** The public entry (voice-router) over real HTTP. */
+    url: url.href.replace(/\/$/, ""),
+    server,
+    /** An internal Worker, reached as a service binding would reach it. */
+    worker: (worker) => server.getWorker(workerName(worker)),
+    close: () => server.close(),
+  };
+}
+
+/** The whole stack: origin + Workers. */
+export async function startStack(options = {}) {
+  const origin = await startOrigin(options.originEnv);
+  try {
+    const edge = await startWorkers({ originUrl: origin.url, vars: options.vars });
+    return {
+      origin,
+      edge,
+      async close() {
+        await edge.close();
+        await origin.stop();
+      },
+    };
+  } catch (error) {
+    await origin.stop();
+    throw error;
+  }
+}
+
+/** A port on loopback with nothing listening: for "the origin is down". */
+export async function closedPortUrl() {
+  const net = await import("node:net");
+  const server = net.createServer();
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const { port } = server.address();
+  server.close();
+  await once(server, "close");
+  return `http://127.0.0.1:${port}`;
+}
+
+export async function withTimeout(promise, ms, message) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${message} within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Reads a response as JSON, failing with the text when it is not. */
+export async function json(response) {
+  const text = await response.text();
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new Error(`expected JSON, got ${response.status}: ${text.slice(0, 300)}`);
+  }
+}

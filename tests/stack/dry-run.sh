@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# `wrangler deploy --dry-run` for every Worker and environment: proves each config can deploy,
+# and leaves the exact bundles that would be uploaded in $OUT/<environment>/<worker>.
+# Usage: dry-run.sh OUT
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+out=${1:?usage: dry-run.sh OUT}
+cd "$ROOT"
+for environment in $ENVIRONMENTS; do
+  for worker in $WORKERS; do
+    log=$(mktemp)
+    if wrangler deploy --dry-run --env "$environment" -c "wrangler/$worker.toml" \
+      --outdir "$out/$environment/$worker" >"$log" 2>&1; then
+      note "$environment/$worker: $(grep -o 'Total Upload:.*' "$log" || echo ok)"
+      rm -f "$log"
+    else
+      cat "$log"
+      rm -f "$log"
+      fail "wrangler deploy --dry-run failed for $worker ($environment)"
+    fi
+  done
+done

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The run command (README: `make run`): builds and starts the whole stack locally —
+# the origin on loopback with its embedded defaults, and the four Workers together in workerd
+# (`wrangler dev`, development environment) with KV, Durable Objects and service bindings wired.
+# Ctrl-C stops everything it started.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$ROOT"
+
+ORIGIN_PORT=${ORIGIN_PORT:-4000}
+EDGE_PORT=${EDGE_PORT:-8787}
+target_dir=${CARGO_TARGET_DIR:-$ROOT/target}
+pids=()
+
+# Stops a process and everything it started (wrangler runs workerd and esbuild under it).
+kill_tree() {
+  local child
+  for child in $(pgrep -P "$1" 2>/dev/null); do
+    kill_tree "$child"
+  done
+  kill -TERM "$1" 2>/dev/null || true
+}
+cleanup() {
+  trap - EXIT INT TERM
+  if [ ${#pids[@]} -gt 0 ]; then
+    step "stopping"
+    for pid in "${pids[@]}"; do kill_tree "$pid"; done
+    wait "${pids[@]}" 2>/dev/null || true
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_is_free() {
+  python3 -c 'import socket, sys; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1]))); s.close()' "$1" 2>/dev/null
+}
+http_status() {
+  python3 - "$1" <<'PY' 2>/dev/null || echo 000
+import sys, urllib.request, urllib.error
+try:
+    print(urllib.request.urlopen(sys.argv[1], timeout=5).status)
+except urllib.error.HTTPError as e:
+    print(e.code)
+PY
+}
+
+for port in "$ORIGIN_PORT" "$EDGE_PORT"; do
+  port_is_free "$port" || fail "port $port is in use; set ORIGIN_PORT / EDGE_PORT to free ones"
+done
+
+"$ROOT/tests/stack/setup.sh"
+
+step "[1/3] origin (cargo build -p origin)"
+cargo build -p origin --locked
+# Process substitution, not a pipe, so that $! is the origin itself.
+LISTEN_ADDR=127.0.0.1:$ORIGIN_PORT LOG_FORMAT=text "$target_dir/debug/origin" > >(sed -u 's/^/[origin] /') 2>&1 &
+pids+=($!)
+
+step "[2/3] the four Workers in workerd (wrangler dev builds them first; cold: a few minutes)"
+wrangler dev --env development --ip 127.0.0.1 --port "$EDGE_PORT" --persist-to "$ROOT/.wrangler/state" \
+  --var "ORIGIN_URL:http://127.0.0.1:$ORIGIN_PORT" \
+  $(for worker in voice-router auth-validator rate-limiter geo-router; do printf -- '-c wrangler/%s.toml ' "$worker"; done) \
+  > >(sed -u 's/^/[edge] /') 2>&1 &
+pids+=($!)
+
+step "[3/3] waiting for the edge to answer /health"
+deadline=$((SECONDS + 900))
+until [ "$(http_status "http://127.0.0.1:$EDGE_PORT/health")" = 200 ]; do
+  for pid in "${pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null || fail "a process of the stack exited; see its output above"
+  done
+  [ $SECONDS -lt $deadline ] || fail "the edge did not become healthy within 15 minutes"
+  sleep 2
+done
+
+cat <<MSG
+
+$(printf '\033[1m')AYBIZA Edge is running locally.$(printf '\033[0m')
+  edge (voice-router):  curl http://127.0.0.1:$EDGE_PORT/health    all four Workers and the origin
+  origin:               curl http://127.0.0.1:$ORIGIN_PORT/health
+  Ctrl-C stops everything.
+MSG
+
+wait -n "${pids[@]}" || true
+fail "a process of the stack exited; stopping the rest"

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Installs everything the build (and, with --with-databases, the tests) needs. Idempotent: a
+# second run checks versions and installs nothing. Only package registries are contacted
+# (crates.io, npm, Debian).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+with_databases=false
+[ "${1:-}" = "--with-databases" ] && with_databases=true
+total=5
+$with_databases && total=6
+
+# 1. Rust: the pinned toolchain with the wasm target.
+step "[1/$total] Rust toolchain (rust-toolchain.toml) with wasm32-unknown-unknown"
+command -v rustup >/dev/null 2>&1 || fail "rustup is required: https://rustup.rs"
+toolchain=$(awk -F'"' '/^channel/ { print $2 }' "$ROOT/rust-toolchain.toml")
+if ! rustup toolchain list | grep -q "^$toolchain"; then
+  note "installing Rust $toolchain"
+  rustup toolchain install "$toolchain" --profile minimal --component rustfmt,clippy --target wasm32-unknown-unknown
+fi
+if ! rustup target list --installed --toolchain "$toolchain" | grep -qx wasm32-unknown-unknown; then
+  rustup target add wasm32-unknown-unknown --toolchain "$toolchain"
+fi
+for component in rustfmt clippy; do
+  rustup component list --installed --toolchain "$toolchain" | grep -q "^$component" ||
+    rustup component add "$component" --toolchain "$toolchain"
+done
+note "rust $toolchain ready"
+
+# 2. Node >= 22.12 for wrangler; from the npm registry into .tools/ when the machine's is older.
+step "[2/$total] Node.js >= $NODE_MIN_VERSION"
+command -v npm >/dev/null 2>&1 || fail "Node.js and npm are required (any version; a Node $NODE_MIN_VERSION+ is fetched when needed)"
+if [ "$NODE_SOURCE" = machine ]; then
+  note "using the machine's node $(node --version)"
+else
+  if ! { [ -x "$NODE_FALLBACK_BIN/node" ] && [ "$("$NODE_FALLBACK_BIN/node" --version)" = "v$NODE_FALLBACK_VERSION" ]; }; then
+    package=$(node_platform_package)
+    case "$package" in
+      *unsupported*) fail "no Node $NODE_MIN_VERSION+ here and no npm package for $(uname -sm): install Node 22 yourself" ;;
+    esac
+    note "the machine's node is $(node --version 2>/dev/null || echo missing); fetching $package@$NODE_FALLBACK_VERSION from npm"
+    mkdir -p "$TOOLS_DIR/node"
+    npm install --prefix "$TOOLS_DIR/node" --no-save --no-package-lock --no-audit --no-fund --loglevel=error \
+      "$package@$NODE_FALLBACK_VERSION"
+  fi
+  PATH=$NODE_FALLBACK_BIN:$PATH
+  export PATH
+  note "using node $(node --version) from .tools/"
+fi
+
+# 3. wrangler, miniflare and binaryen's wasm-opt, pinned by wrangler/package-lock.json.
+step "[3/$total] wrangler and wasm-opt (wrangler/package-lock.json)"
+stamp=$ROOT/wrangler/node_modules/.installed-lock-sha256
+want=$(sha256sum "$ROOT/wrangler/package-lock.json" | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  note "up to date: $(wrangler --version 2>/dev/null | tail -n 1)"
+else
+  # `npm install`, not `npm ci`: the lockfile pins every package the registry has, but the
+  # registries reachable here lack workerd's macOS/Windows builds, which `npm ci` insists on.
+  npm install --prefix "$ROOT/wrangler" --no-audit --no-fund --loglevel=error
+  echo "$want" >"$stamp"
+  note "installed wrangler $(wrangler --version 2>/dev/null | tail -n 1)"
+fi
+
+# 4. worker-build, pinned, in a version-keyed folder of the cache.
+step "[4/$total] worker-build $WORKER_BUILD_VERSION"
+if [ -x "$WORKER_BUILD_ROOT/bin/worker-build" ]; then
+  note "present"
+else
+  note "compiling from crates.io (cold: ~6 minutes on 2 cores)"
+  cargo install worker-build --version "$WORKER_BUILD_VERSION" --locked --root "$WORKER_BUILD_ROOT"
+fi
+
+# 5. wasm-bindgen-cli matching Cargo.lock exactly.
+step "[5/$total] wasm-bindgen-cli $WASM_BINDGEN_VERSION (must equal Cargo.lock's wasm-bindgen)"
+[ -n "$WASM_BINDGEN_VERSION" ] || fail "wasm-bindgen not found in Cargo.lock"
+if [ -x "$WASM_BINDGEN_ROOT/bin/wasm-bindgen" ] &&
+  [ "$("$WASM_BINDGEN_ROOT/bin/wasm-bindgen" --version)" = "wasm-bindgen $WASM_BINDGEN_VERSION" ]; then
+  note "present"
+else
+  # Not --locked: one of its locked dependencies is no longer on crates.io.
+  note "compiling from crates.io (cold: ~4 minutes on 2 cores)"
+  cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --root "$WASM_BINDGEN_ROOT"
+fi
+
+# 6. PostgreSQL and Redis servers for the integration and end-to-end tests.
+if $with_databases; then
+  step "[6/$total] PostgreSQL and Redis servers"
+  source "$ROOT/tests/stack/services.sh"
+  if postgres_bin_dir >/dev/null && command -v redis-server >/dev/null 2>&1; then
+    note "present: $("$(postgres_bin_dir)/postgres" --version), $(redis-server --version | cut -d' ' -f1-3)"
+  elif command -v apt-get >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    note "installing Debian packages postgresql and redis-server"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql redis-server
+  else
+    fail "the tests need a PostgreSQL (>= 14) server and redis-server (>= 6) on PATH; install them with your package manager (e.g. 'brew install postgresql@16 redis') and run again"
+  fi
+fi
+
+step "set-up complete"

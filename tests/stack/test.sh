@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The test command (README: `make test`): formatting, lints for host and wasm32, native tests,
+# the Workers' wasm builds, `wrangler deploy --dry-run` for every Worker and environment, and the
+# end-to-end tests: the built Workers in workerd plus the origin, PostgreSQL and Redis on free
+# loopback ports, driven over HTTP as a client would.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+source "$ROOT/tests/stack/services.sh"
+cd "$ROOT"
+
+target_dir=${CARGO_TARGET_DIR:-$ROOT/target}
+work=$(mktemp -d "${TMPDIR:-/tmp}/aybiza-test.XXXXXX")
+cleanup() {
+  stop_databases
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+run_started=$(now_s)
+total=9
+wasm_packages=(-p shared -p edge-io -p voice-router -p auth-validator -p geo-router -p rate-limiter)
+
+"$ROOT/tests/stack/setup.sh" --with-databases
+
+step "[1/$total] cargo fmt --check"
+cargo fmt --all -- --check
+
+step "[2/$total] clippy, host, every target, -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "[3/$total] clippy, wasm32-unknown-unknown (shared and the Workers), -D warnings"
+cargo clippy --target wasm32-unknown-unknown "${wasm_packages[@]}" --locked -- -D warnings
+
+step "[4/$total] shared builds for wasm32-unknown-unknown"
+cargo build --target wasm32-unknown-unknown -p shared --locked
+
+step "[5/$total] PostgreSQL and Redis on free loopback ports"
+start_databases "$work/databases"
+
+step "[6/$total] cargo test (native: shared, origin, Workers' pure parts)"
+cargo test --workspace --locked
+
+step "[7/$total] the four Workers to wasm (worker-build --release)"
+"$ROOT/tests/stack/build.sh"
+
+step "[8/$total] wrangler deploy --dry-run for every Worker and environment"
+bundles=$target_dir/wrangler-dry-run
+"$ROOT/tests/stack/dry-run.sh" "$bundles"
+
+step "[9/$total] end-to-end: Workers in workerd + origin (node --test tests/e2e)"
+cargo build -p origin --locked
+export ORIGIN_BIN=$target_dir/debug/origin
+export WORKER_BUNDLES_DIR=$bundles/development
+node --test --test-concurrency=1 --test-timeout=120000 "tests/e2e/**/*.test.mjs"
+
+step "all green in $(elapsed_since "$run_started")"

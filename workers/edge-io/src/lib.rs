@@ -1,0 +1,10 @@
+//! The I/O half every Worker shares: JSON answers, request ids and binding probes.
+//!
+//! Policy stays in `shared`; this crate only moves bytes between the Workers runtime and it.
+
+pub mod answer;
+pub mod probe;
+pub mod request_id;
+
+pub use answer::{Failure, json, respond};
+pub use request_id::request_id;
