@@ -55,5 +55,7 @@ pub async fn status_of_health(target: SocketAddr) -> std::io::Result<u16> {
     line.split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {:?}", line.lines().next())))
+        .ok_or_else(|| {
+            std::io::Error::other(format!("not an HTTP answer: {:?}", line.lines().next()))
+        })
 }

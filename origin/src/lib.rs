@@ -56,7 +56,10 @@ pub async fn serve(
     let (fired, on_fired) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
         shutdown.await;
-        tracing::info!(grace_secs = grace.as_secs(), "shutting down: draining live requests");
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: draining live requests"
+        );
         // The receiver only goes away when `serve` returns; nothing to do then.
         let _ = fired.send(());
     });

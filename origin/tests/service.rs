@@ -12,14 +12,24 @@ use tower::ServiceExt;
 
 fn state() -> AppState {
     let env: HashMap<&str, &str> = HashMap::from([("SHUTDOWN_GRACE_SECS", "1")]);
-    AppState::new(Config::from_lookup(|key| env.get(key).map(|v| (*v).to_owned())).expect("valid config"))
+    AppState::new(
+        Config::from_lookup(|key| env.get(key).map(|v| (*v).to_owned())).expect("valid config"),
+    )
 }
 
 async fn call(request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
-    let response = app(state()).oneshot(request).await.expect("router is infallible");
+    let response = app(state())
+        .oneshot(request)
+        .await
+        .expect("router is infallible");
     let status = response.status();
     let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
     let json = serde_json::from_slice(&bytes).expect("every answer is JSON");
     (status, headers, json)
 }
@@ -60,13 +70,18 @@ async fn a_malformed_request_id_is_replaced_not_echoed() {
     let (_, headers, body) = call(request).await;
     let id = body["error"]["request_id"].as_str().expect("id");
     assert_ne!(id, "<script>alert(1)</script>");
-    assert_eq!(uuid::Uuid::parse_str(id).map(|u| u.get_version_num()), Ok(4));
+    assert_eq!(
+        uuid::Uuid::parse_str(id).map(|u| u.get_version_num()),
+        Ok(4)
+    );
     assert_eq!(headers["x-request-id"], id);
 }
 
 #[tokio::test]
 async fn health_rejects_other_methods() {
-    let request = Request::post("/health").body(Body::empty()).expect("request");
+    let request = Request::post("/health")
+        .body(Body::empty())
+        .expect("request");
     let (status, _, body) = call(request).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(body["error"]["code"], "method_not_allowed");
@@ -84,7 +99,9 @@ async fn raw_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<Stri
 
 #[tokio::test]
 async fn serve_answers_on_a_socket_and_stops_on_the_shutdown_signal() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind port 0");
     let addr = listener.local_addr().expect("addr");
     let (stop, on_stop) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, state(), async {
@@ -101,12 +118,17 @@ async fn serve_answers_on_a_socket_and_stops_on_the_shutdown_signal() {
         .expect("serve returns promptly after the signal")
         .expect("task did not panic");
     assert!(outcome.is_ok(), "{outcome:?}");
-    assert!(raw_get(addr, "/health").await.is_err(), "no longer accepting");
+    assert!(
+        raw_get(addr, "/health").await.is_err(),
+        "no longer accepting"
+    );
 }
 
 #[tokio::test]
 async fn shutdown_is_bounded_by_the_grace_even_with_a_client_holding_a_connection() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind port 0");
     let addr = listener.local_addr().expect("addr");
     let (stop, on_stop) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, state(), async {
@@ -128,18 +150,29 @@ async fn shutdown_is_bounded_by_the_grace_even_with_a_client_holding_a_connectio
         .expect("serve returns within the 1 s grace")
         .expect("task did not panic");
     assert!(outcome.is_ok());
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn healthcheck_reads_the_status_of_a_live_origin_and_fails_on_a_dead_one() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind port 0");
     let addr = listener.local_addr().expect("addr");
     let (stop, on_stop) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, state(), async {
         let _ = on_stop.await;
     }));
-    assert_eq!(origin::healthcheck::status_of_health(addr).await.expect("answers"), 200);
+    assert_eq!(
+        origin::healthcheck::status_of_health(addr)
+            .await
+            .expect("answers"),
+        200
+    );
     stop.send(()).expect("running");
     server.await.expect("no panic").expect("clean stop");
     assert!(origin::healthcheck::status_of_health(addr).await.is_err());

@@ -74,7 +74,12 @@ impl BindingHealth {
     pub fn from_remote_body(body: &str, latency_ms: Option<u64>) -> Self {
         let report: HealthReport = match serde_json::from_str(body) {
             Ok(report) => report,
-            Err(_) => return Self::failed("answered with something other than a health report", latency_ms),
+            Err(_) => {
+                return Self::failed(
+                    "answered with something other than a health report",
+                    latency_ms,
+                );
+            }
         };
         let version = Some(format!("{}@{}", report.service, report.version));
         let error = match report.status {
@@ -133,7 +138,9 @@ mod tests {
         HealthReport::from_checks(
             "svc",
             "1.2.3",
-            checks.into_iter().map(|(name, check)| (name.to_owned(), check)),
+            checks
+                .into_iter()
+                .map(|(name, check)| (name.to_owned(), check)),
         )
     }
 

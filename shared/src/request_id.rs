@@ -15,7 +15,11 @@ pub enum Trust {
 
 /// Chooses the request id from the candidates, in order of preference; `None` means
 /// "generate one". `incoming` is the `X-Request-Id` header, `ray` is `cf-ray`.
-pub fn choose<'a>(trust: Trust, incoming: Option<&'a str>, ray: Option<&'a str>) -> Option<&'a str> {
+pub fn choose<'a>(
+    trust: Trust,
+    incoming: Option<&'a str>,
+    ray: Option<&'a str>,
+) -> Option<&'a str> {
     let incoming = match trust {
         Trust::Internal => incoming.filter(|id| is_well_formed(id)),
         Trust::Public => None,
@@ -41,14 +45,23 @@ mod tests {
         let cases = [
             (Trust::Internal, Some("hop-1"), Some("ray-1"), Some("hop-1")),
             (Trust::Internal, None, Some("ray-1"), Some("ray-1")),
-            (Trust::Internal, Some("bad id\n"), Some("ray-1"), Some("ray-1")),
+            (
+                Trust::Internal,
+                Some("bad id\n"),
+                Some("ray-1"),
+                Some("ray-1"),
+            ),
             (Trust::Public, Some("hop-1"), Some("ray-1"), Some("ray-1")),
             (Trust::Public, Some("hop-1"), None, None),
             (Trust::Internal, None, None, None),
             (Trust::Internal, Some(""), Some("<script>"), None),
         ];
         for (trust, incoming, ray, expected) in cases {
-            assert_eq!(choose(trust, incoming, ray), expected, "{trust:?} {incoming:?} {ray:?}");
+            assert_eq!(
+                choose(trust, incoming, ray),
+                expected,
+                "{trust:?} {incoming:?} {ray:?}"
+            );
         }
     }
 

@@ -62,16 +62,17 @@ export async function startOrigin(env = {}) {
 }
 
 /**
- * Starts the four Workers. `originUrl` is what voice-router forwards to; `vars` overrides a
- * Worker's vars by worker name.
+ * Starts the four Workers. `originUrl` is what voice-router forwards to; `vars` and `secrets`
+ * override a Worker's vars and secrets, keyed by worker name (e.g. `{ "auth-validator": {...} }`).
  */
-export async function startWorkers({ originUrl, vars = {} } = {}) {
+export async function startWorkers({ originUrl, vars = {}, secrets = {} } = {}) {
   const bundles = required("WORKER_BUNDLES_DIR");
   const workers = WORKERS.map((worker) => ({
     configPath: path.join(root, "wrangler", `${worker}.toml`),
     env: ENVIRONMENT,
     prebuiltWorkerDir: path.join(bundles, worker),
     vars: { ...(worker === "voice-router" && originUrl ? { ORIGIN_URL: originUrl } : {}), ...vars[worker] },
+    secrets: { ...secrets[worker] },
   }));
   const server = createTestHarness({ root, workers });
   const { url } = await server.listen();
@@ -89,7 +90,7 @@ export async function startWorkers({ originUrl, vars = {} } = {}) {
 export async function startStack(options = {}) {
   const origin = await startOrigin(options.originEnv);
   try {
-    const edge = await startWorkers({ originUrl: origin.url, vars: options.vars });
+    const edge = await startWorkers({ originUrl: origin.url, vars: options.vars, secrets: options.secrets });
     return {
       origin,
       edge,

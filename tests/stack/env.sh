@@ -64,7 +64,7 @@ export WRANGLER_SEND_METRICS=false
 export CLOUDFLARE_CF_FETCH_ENABLED=false
 
 WORKERS="auth-validator rate-limiter geo-router voice-router"
-ENVIRONMENTS="development staging production"
+ENVIRONMENTS=${ENVIRONMENTS:-"development staging production"}
 
 # Output helpers: every step says what it does; steps are numbered when a script knows its total.
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }

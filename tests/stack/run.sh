@@ -50,6 +50,12 @@ done
 
 "$ROOT/tests/stack/setup.sh"
 
+# Local secrets: wrangler reads wrangler/.dev.vars (git-ignored) for every config in that folder.
+if [ ! -f "$ROOT/wrangler/.dev.vars" ]; then
+  cp "$ROOT/wrangler/.dev.vars.example" "$ROOT/wrangler/.dev.vars"
+  note "created wrangler/.dev.vars from .dev.vars.example (development-only values)"
+fi
+
 step "[1/3] origin (cargo build -p origin)"
 cargo build -p origin --locked
 # Process substitution, not a pipe, so that $! is the origin itself.

@@ -18,10 +18,15 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     respond(route(req, &env, &request_id).await, &request_id)
 }
 
-async fn route(req: Request, env: &Env, request_id: &str) -> std::result::Result<Response, Failure> {
+async fn route(
+    req: Request,
+    env: &Env,
+    request_id: &str,
+) -> std::result::Result<Response, Failure> {
     match (req.method(), req.path().as_str()) {
         (Method::Get, "/health") => {
-            let report = HealthReport::from_checks(SERVICE, VERSION, [probe::kv(env, AUTH_KV).await]);
+            let report =
+                HealthReport::from_checks(SERVICE, VERSION, [probe::kv(env, AUTH_KV).await]);
             edge_io::answer::health(&report, request_id)
         }
         (_, "/health") => Err(Failure::MethodNotAllowed),

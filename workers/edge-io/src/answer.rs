@@ -12,32 +12,70 @@ pub enum Failure {
     NotFound,
     /// The route exists but not for this method.
     MethodNotAllowed,
+    /// A domain error, already given its status by the Worker's one mapping function.
+    Rejected(Rejection),
     /// The runtime failed underneath us; the cause is logged, never sent.
     Internal(worker::Error),
 }
 
+/// A refusal with everything the client sees: status, stable code, message, extra headers
+/// (`WWW-Authenticate`, `Retry-After`, …). Each Worker builds these in one function that maps
+/// its domain errors, so statuses are chosen in one place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// HTTP status, 4xx or 5xx.
+    pub status: u16,
+    /// Stable snake_case code clients branch on.
+    pub code: &'static str,
+    /// Human sentence; never a secret or an internal cause.
+    pub message: String,
+    /// Extra response headers.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Rejection {
+    /// A rejection without extra headers.
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a response header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+impl From<Rejection> for Failure {
+    fn from(rejection: Rejection) -> Self {
+        Failure::Rejected(rejection)
+    }
+}
+
 impl Failure {
-    fn status(&self) -> u16 {
+    /// The rejection a client sees for this failure.
+    fn into_rejection(self, request_id: &str) -> Rejection {
         match self {
-            Failure::NotFound => 404,
-            Failure::MethodNotAllowed => 405,
-            Failure::Internal(_) => 500,
-        }
-    }
-
-    fn code(&self) -> &'static str {
-        match self {
-            Failure::NotFound => "not_found",
-            Failure::MethodNotAllowed => "method_not_allowed",
-            Failure::Internal(_) => "internal",
-        }
-    }
-
-    fn message(&self) -> &'static str {
-        match self {
-            Failure::NotFound => "no such route",
-            Failure::MethodNotAllowed => "method not allowed on this route",
-            Failure::Internal(_) => "internal error; quote the request id when reporting it",
+            Failure::NotFound => Rejection::new(404, "not_found", "no such route"),
+            Failure::MethodNotAllowed => Rejection::new(
+                405,
+                "method_not_allowed",
+                "method not allowed on this route",
+            ),
+            Failure::Rejected(rejection) => rejection,
+            Failure::Internal(cause) => {
+                console_error!("request {request_id} failed: {cause}");
+                Rejection::new(
+                    500,
+                    "internal",
+                    "internal error; quote the request id when reporting it",
+                )
+            }
         }
     }
 }
@@ -50,16 +88,25 @@ impl From<worker::Error> for Failure {
 
 /// Turns a handler's outcome into the response the client sees; never an `Err` to the runtime,
 /// whose default error page would leak the cause.
-pub fn respond(outcome: std::result::Result<Response, Failure>, request_id: &str) -> Result<Response> {
-    let failure = match outcome {
-        Ok(response) => return Ok(response),
-        Err(failure) => failure,
-    };
-    if let Failure::Internal(cause) = &failure {
-        console_error!("request {request_id} failed: {cause}");
+pub fn respond(
+    outcome: std::result::Result<Response, Failure>,
+    request_id: &str,
+) -> Result<Response> {
+    match outcome {
+        Ok(response) => Ok(response),
+        Err(failure) => rejection_response(&failure.into_rejection(request_id), request_id),
     }
-    let body = ErrorBody::new(failure.code(), failure.message(), request_id).to_json();
-    json_text(failure.status(), body, request_id)
+}
+
+/// The JSON error envelope for a rejection, with its headers.
+pub fn rejection_response(rejection: &Rejection, request_id: &str) -> Result<Response> {
+    let body = ErrorBody::new(rejection.code, rejection.message.as_str(), request_id).to_json();
+    let response = json_text(rejection.status, body, request_id)?;
+    let headers = response.headers().clone();
+    for (name, value) in &rejection.headers {
+        headers.set(name, value)?;
+    }
+    Ok(response.with_headers(headers))
 }
 
 /// A JSON answer with the request id attached.
@@ -86,5 +133,7 @@ fn json_text(status: u16, body: String, request_id: &str) -> Result<Response> {
     headers.set("content-type", "application/json")?;
     headers.set(shared::headers::REQUEST_ID, request_id)?;
     headers.set("cache-control", "no-store")?;
-    Ok(Response::ok(body)?.with_status(status).with_headers(headers))
+    Ok(Response::ok(body)?
+        .with_status(status)
+        .with_headers(headers))
 }

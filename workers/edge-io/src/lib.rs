@@ -6,5 +6,5 @@ pub mod answer;
 pub mod probe;
 pub mod request_id;
 
-pub use answer::{Failure, json, respond};
+pub use answer::{Failure, Rejection, json, respond};
 pub use request_id::request_id;

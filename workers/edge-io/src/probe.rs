@@ -27,7 +27,9 @@ pub async fn kv(env: &Env, binding: &str) -> (String, BindingHealth) {
     };
     let health = match outcome {
         Some(Ok(_)) => BindingHealth::answered(Some(elapsed_since(started))),
-        Some(Err(error)) => BindingHealth::failed(short(&error.to_string()), Some(elapsed_since(started))),
+        Some(Err(error)) => {
+            BindingHealth::failed(short(&error.to_string()), Some(elapsed_since(started)))
+        }
         None => timed_out(started),
     };
     (binding.to_owned(), health)
@@ -40,7 +42,13 @@ pub async fn durable_object(env: &Env, binding: &str) -> (String, BindingHealth)
         .durable_object(binding)
         .and_then(|namespace| namespace.get_by_name("health-probe"));
     let outcome = match stub {
-        Ok(stub) => within(PROBE_TIMEOUT, stub.fetch_with_str("https://durable-object/health")).await,
+        Ok(stub) => {
+            within(
+                PROBE_TIMEOUT,
+                stub.fetch_with_str("https://durable-object/health"),
+            )
+            .await
+        }
         Err(error) => Some(Err(error)),
     };
     (binding.to_owned(), judge_status(outcome, started))
@@ -66,7 +74,13 @@ pub async fn url(name: &str, base_url: &str, request_id: &str) -> (String, Bindi
     let controller = AbortController::default();
     let signal = controller.signal();
     let outcome = match health_request(&target, request_id) {
-        Ok(request) => within(PROBE_TIMEOUT, Fetch::Request(request).send_with_signal(&signal)).await,
+        Ok(request) => {
+            within(
+                PROBE_TIMEOUT,
+                Fetch::Request(request).send_with_signal(&signal),
+            )
+            .await
+        }
         Err(error) => Some(Err(error)),
     };
     if outcome.is_none() {
@@ -84,13 +98,20 @@ fn health_request(url: &str, request_id: &str) -> worker::Result<Request> {
 }
 
 /// A remote service's answer judged by its own health report.
-async fn judge_report(outcome: Option<worker::Result<worker::Response>>, started: u64) -> BindingHealth {
+async fn judge_report(
+    outcome: Option<worker::Result<worker::Response>>,
+    started: u64,
+) -> BindingHealth {
     match outcome {
         Some(Ok(mut response)) => match response.text().await {
             Ok(body) => BindingHealth::from_remote_body(&body, Some(elapsed_since(started))),
-            Err(error) => BindingHealth::failed(short(&error.to_string()), Some(elapsed_since(started))),
+            Err(error) => {
+                BindingHealth::failed(short(&error.to_string()), Some(elapsed_since(started)))
+            }
         },
-        Some(Err(error)) => BindingHealth::failed(short(&error.to_string()), Some(elapsed_since(started))),
+        Some(Err(error)) => {
+            BindingHealth::failed(short(&error.to_string()), Some(elapsed_since(started)))
+        }
         None => timed_out(started),
     }
 }
@@ -105,7 +126,9 @@ fn judge_status(outcome: Option<worker::Result<worker::Response>>, started: u64)
             format!("answered {}", response.status_code()),
             Some(elapsed_since(started)),
         ),
-        Some(Err(error)) => BindingHealth::failed(short(&error.to_string()), Some(elapsed_since(started))),
+        Some(Err(error)) => {
+            BindingHealth::failed(short(&error.to_string()), Some(elapsed_since(started)))
+        }
         None => timed_out(started),
     }
 }

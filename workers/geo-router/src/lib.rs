@@ -6,8 +6,8 @@ use edge_io::{Failure, probe, respond};
 use shared::health::HealthReport;
 use shared::request_id::Trust;
 use worker::{
-    Context, Env, Method, Request, Response, Result, ScheduleContext, ScheduledEvent, console_error,
-    console_log, event,
+    Context, Env, Method, Request, Response, Result, ScheduleContext, ScheduledEvent,
+    console_error, console_log, event,
 };
 
 const SERVICE: &str = env!("CARGO_PKG_NAME");
@@ -24,10 +24,15 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     respond(route(req, &env, &request_id).await, &request_id)
 }
 
-async fn route(req: Request, env: &Env, request_id: &str) -> std::result::Result<Response, Failure> {
+async fn route(
+    req: Request,
+    env: &Env,
+    request_id: &str,
+) -> std::result::Result<Response, Failure> {
     match (req.method(), req.path().as_str()) {
         (Method::Get, "/health") => {
-            let report = HealthReport::from_checks(SERVICE, VERSION, [probe::kv(env, GEO_KV).await]);
+            let report =
+                HealthReport::from_checks(SERVICE, VERSION, [probe::kv(env, GEO_KV).await]);
             edge_io::answer::health(&report, request_id)
         }
         (_, "/health") => Err(Failure::MethodNotAllowed),

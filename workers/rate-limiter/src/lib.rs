@@ -25,7 +25,11 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     respond(route(req, &env, &request_id).await, &request_id)
 }
 
-async fn route(req: Request, env: &Env, request_id: &str) -> std::result::Result<Response, Failure> {
+async fn route(
+    req: Request,
+    env: &Env,
+    request_id: &str,
+) -> std::result::Result<Response, Failure> {
     match (req.method(), req.path().as_str()) {
         (Method::Get, "/health") => {
             let (kv, limiter) = futures::join!(

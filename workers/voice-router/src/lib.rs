@@ -32,7 +32,11 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     respond(route(req, &env, &request_id).await, &request_id)
 }
 
-async fn route(req: Request, env: &Env, request_id: &str) -> std::result::Result<Response, Failure> {
+async fn route(
+    req: Request,
+    env: &Env,
+    request_id: &str,
+) -> std::result::Result<Response, Failure> {
     match (req.method(), req.path().as_str()) {
         (Method::Get, "/health") => health(env, request_id).await,
         (_, "/health") => Err(Failure::MethodNotAllowed),
