@@ -6,4 +6,5 @@
 pub mod error_body;
 pub mod headers;
 pub mod health;
+pub mod principal;
 pub mod request_id;
