@@ -1,0 +1,431 @@
+//! The public HTTP surface of voice-router: which route a request is, and each route's policy —
+//! firewall stage, credential, scopes, body limit, and whether a failed forward may be retried
+//! on another region.
+
+use crate::firewall::RouteKind;
+
+/// A recognised public route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublicRoute {
+    /// `GET /health`.
+    Health,
+    /// `OPTIONS *`: a CORS preflight.
+    Preflight,
+    /// `POST /voice/twilio/incoming`: the carrier's incoming-call webhook.
+    TwilioIncoming,
+    /// `POST /voice/twilio/status`: the carrier's call status callback.
+    TwilioStatus,
+    /// `GET /voice/relay/{call_id}`: the ConversationRelay WebSocket.
+    Relay {
+        /// The call's id (the carrier's CallSid for phone calls).
+        call_id: String,
+    },
+    /// `POST /api/v1/calls`.
+    CreateCall,
+    /// `GET /api/v1/calls/{id}`.
+    GetCall {
+        /// The call's id.
+        call_id: String,
+    },
+    /// `POST /api/v1/calls/{id}/turns`: one turn in, the reply out as SSE.
+    Turn {
+        /// The call's id.
+        call_id: String,
+    },
+    /// `POST /api/v1/calls/{id}/end`.
+    EndCall {
+        /// The call's id.
+        call_id: String,
+    },
+    /// `/api/v1/agents…`: agent configuration, passed to the origin.
+    Agents {
+        /// The origin path, e.g. `/v1/agents/a1`.
+        origin_path: String,
+    },
+}
+
+/// Why a request matches no route.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// No route has this path.
+    #[error("no such route")]
+    NotFound,
+    /// The path exists, not for this method.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    /// A path segment that must be an id is not one.
+    #[error("{0:?} is not a valid id")]
+    BadId(String),
+}
+
+/// Which credential a route accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// None: open routes.
+    None,
+    /// The carrier's `X-Twilio-Signature`.
+    CarrierSignature,
+    /// The carrier's signature on the handshake, or a Bearer JWT/API key/call session token.
+    CarrierOrBearer,
+    /// A Bearer JWT or API key (`Authorization` or `X-Api-Key`).
+    Bearer,
+}
+
+/// Scope an API client needs to read calls.
+pub const SCOPE_CALLS_READ: &str = "calls:read";
+/// Scope an API client needs to start, drive and end calls.
+pub const SCOPE_CALLS_WRITE: &str = "calls:write";
+/// Scope needed to manage agents.
+pub const SCOPE_AGENTS_ADMIN: &str = "agents:admin";
+
+/// Body limit of the carrier's webhooks (form posts of a few hundred bytes).
+pub const VOICE_BODY_LIMIT: u64 = 64 * 1024;
+/// Body limit of API requests (a turn's text, an agent's configuration).
+pub const API_BODY_LIMIT: u64 = 256 * 1024;
+
+/// Longest id accepted in a path.
+const MAX_ID_LEN: usize = 64;
+
+impl PublicRoute {
+    /// Recognises `method` + `path` (no query).
+    pub fn parse(method: &str, path: &str) -> Result<Self, RouteError> {
+        if method.eq_ignore_ascii_case("OPTIONS") {
+            return Ok(PublicRoute::Preflight);
+        }
+        let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+        let (route, allowed_method) = match segments.as_slice() {
+            ["health"] => (PublicRoute::Health, "GET"),
+            ["voice", "twilio", "incoming"] => (PublicRoute::TwilioIncoming, "POST"),
+            ["voice", "twilio", "status"] => (PublicRoute::TwilioStatus, "POST"),
+            ["voice", "relay", id] => (
+                PublicRoute::Relay {
+                    call_id: id_of(id)?,
+                },
+                "GET",
+            ),
+            ["api", "v1", "calls"] => (PublicRoute::CreateCall, "POST"),
+            ["api", "v1", "calls", id] => (
+                PublicRoute::GetCall {
+                    call_id: id_of(id)?,
+                },
+                "GET",
+            ),
+            ["api", "v1", "calls", id, "turns"] => (
+                PublicRoute::Turn {
+                    call_id: id_of(id)?,
+                },
+                "POST",
+            ),
+            ["api", "v1", "calls", id, "end"] => (
+                PublicRoute::EndCall {
+                    call_id: id_of(id)?,
+                },
+                "POST",
+            ),
+            ["api", "v1", "agents", rest @ ..] => {
+                for segment in rest {
+                    id_of(segment)?;
+                }
+                let route = PublicRoute::Agents {
+                    origin_path: format!(
+                        "/v1/agents{}",
+                        rest.iter().map(|s| format!("/{s}")).collect::<String>()
+                    ),
+                };
+                let allowed = match rest.len() {
+                    0 => ["GET", "POST"]
+                        .iter()
+                        .any(|m| method.eq_ignore_ascii_case(m)),
+                    1 => ["GET", "PUT", "DELETE"]
+                        .iter()
+                        .any(|m| method.eq_ignore_ascii_case(m)),
+                    _ => return Err(RouteError::NotFound),
+                };
+                return if allowed {
+                    Ok(route)
+                } else {
+                    Err(RouteError::MethodNotAllowed)
+                };
+            }
+            _ => return Err(RouteError::NotFound),
+        };
+        if method.eq_ignore_ascii_case(allowed_method) {
+            Ok(route)
+        } else {
+            Err(RouteError::MethodNotAllowed)
+        }
+    }
+
+    /// The firewall stage this route goes through.
+    pub fn kind(&self) -> RouteKind {
+        match self {
+            PublicRoute::Health | PublicRoute::Preflight => RouteKind::Open,
+            PublicRoute::TwilioIncoming | PublicRoute::TwilioStatus | PublicRoute::Relay { .. } => {
+                RouteKind::Voice
+            }
+            _ => RouteKind::Api,
+        }
+    }
+
+    /// The credential the route accepts.
+    pub fn credential(&self) -> Credential {
+        match self {
+            PublicRoute::Health | PublicRoute::Preflight => Credential::None,
+            PublicRoute::TwilioIncoming | PublicRoute::TwilioStatus => Credential::CarrierSignature,
+            PublicRoute::Relay { .. } => Credential::CarrierOrBearer,
+            _ => Credential::Bearer,
+        }
+    }
+
+    /// Scopes a Bearer principal needs (carrier-signed requests carry none and need none).
+    pub fn required_scopes(&self) -> &'static [&'static str] {
+        match self {
+            PublicRoute::GetCall { .. } => &[SCOPE_CALLS_READ],
+            PublicRoute::CreateCall | PublicRoute::Turn { .. } | PublicRoute::EndCall { .. } => {
+                &[SCOPE_CALLS_WRITE]
+            }
+            PublicRoute::Agents { .. } => &[SCOPE_AGENTS_ADMIN],
+            _ => &[],
+        }
+    }
+
+    /// Largest body accepted; larger is 413 before it is read.
+    pub fn body_limit(&self) -> u64 {
+        match self.kind() {
+            RouteKind::Voice => VOICE_BODY_LIMIT,
+            RouteKind::Api => API_BODY_LIMIT,
+            RouteKind::Open => 0,
+        }
+    }
+
+    /// The call this route is bound to, if any.
+    pub fn call_id(&self) -> Option<&str> {
+        match self {
+            PublicRoute::Relay { call_id }
+            | PublicRoute::GetCall { call_id }
+            | PublicRoute::Turn { call_id }
+            | PublicRoute::EndCall { call_id } => Some(call_id),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a path segment is an acceptable id: 1–64 of `[A-Za-z0-9_-]`.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn id_of(segment: &str) -> Result<String, RouteError> {
+    if is_valid_id(segment) {
+        Ok(segment.to_owned())
+    } else {
+        Err(RouteError::BadId(segment.chars().take(80).collect()))
+    }
+}
+
+/// How a forward to the origin failed before an answer the client should see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardFailure {
+    /// No connection, or it broke before a response.
+    Connect,
+    /// The origin (or its load balancer) answered 502, 503 or 504.
+    Unavailable(u16),
+}
+
+/// Whether a forward that failed this way may be tried again on the next region. Only requests
+/// that cannot do harm twice: reads, idempotent writes (`PUT`, `DELETE`), and writes the origin
+/// deduplicates by an id the edge chose (call creation).
+pub fn may_retry_elsewhere(method: &str, route: &PublicRoute, failure: ForwardFailure) -> bool {
+    let retryable_failure = match failure {
+        ForwardFailure::Connect => true,
+        ForwardFailure::Unavailable(status) => matches!(status, 502..=504),
+    };
+    let idempotent = matches!(
+        method.to_ascii_uppercase().as_str(),
+        "GET" | "HEAD" | "PUT" | "DELETE"
+    ) || matches!(route, PublicRoute::CreateCall | PublicRoute::EndCall { .. });
+    retryable_failure && idempotent
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(id: &str) -> String {
+        id.to_owned()
+    }
+
+    #[test]
+    fn recognises_every_public_route() {
+        let cases = [
+            ("GET", "/health", PublicRoute::Health),
+            ("OPTIONS", "/api/v1/calls", PublicRoute::Preflight),
+            (
+                "POST",
+                "/voice/twilio/incoming",
+                PublicRoute::TwilioIncoming,
+            ),
+            ("POST", "/voice/twilio/status", PublicRoute::TwilioStatus),
+            (
+                "GET",
+                "/voice/relay/CA0123456789abcdef0123456789abcdef",
+                PublicRoute::Relay {
+                    call_id: call("CA0123456789abcdef0123456789abcdef"),
+                },
+            ),
+            ("POST", "/api/v1/calls", PublicRoute::CreateCall),
+            ("POST", "/api/v1/calls/", PublicRoute::CreateCall),
+            (
+                "GET",
+                "/api/v1/calls/c-1",
+                PublicRoute::GetCall {
+                    call_id: call("c-1"),
+                },
+            ),
+            (
+                "POST",
+                "/api/v1/calls/c-1/turns",
+                PublicRoute::Turn {
+                    call_id: call("c-1"),
+                },
+            ),
+            (
+                "POST",
+                "/api/v1/calls/c-1/end",
+                PublicRoute::EndCall {
+                    call_id: call("c-1"),
+                },
+            ),
+            (
+                "GET",
+                "/api/v1/agents",
+                PublicRoute::Agents {
+                    origin_path: "/v1/agents".into(),
+                },
+            ),
+            (
+                "POST",
+                "/api/v1/agents",
+                PublicRoute::Agents {
+                    origin_path: "/v1/agents".into(),
+                },
+            ),
+            (
+                "PUT",
+                "/api/v1/agents/a_1",
+                PublicRoute::Agents {
+                    origin_path: "/v1/agents/a_1".into(),
+                },
+            ),
+            (
+                "DELETE",
+                "/api/v1/agents/a_1",
+                PublicRoute::Agents {
+                    origin_path: "/v1/agents/a_1".into(),
+                },
+            ),
+        ];
+        for (method, path, expected) in cases {
+            assert_eq!(
+                PublicRoute::parse(method, path),
+                Ok(expected),
+                "{method} {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn refusals() {
+        let cases = [
+            ("GET", "/", RouteError::NotFound),
+            ("GET", "/api/v1/call", RouteError::NotFound),
+            ("GET", "/api/v1/agents/a/b", RouteError::NotFound),
+            ("POST", "/health", RouteError::MethodNotAllowed),
+            (
+                "GET",
+                "/voice/twilio/incoming",
+                RouteError::MethodNotAllowed,
+            ),
+            ("DELETE", "/api/v1/calls/c1", RouteError::MethodNotAllowed),
+            ("DELETE", "/api/v1/agents", RouteError::MethodNotAllowed),
+            (
+                "GET",
+                "/api/v1/calls/..%2f..",
+                RouteError::BadId("..%2f..".into()),
+            ),
+            ("GET", "/voice/relay/a.b", RouteError::BadId("a.b".into())),
+        ];
+        for (method, path, expected) in cases {
+            assert_eq!(
+                PublicRoute::parse(method, path),
+                Err(expected),
+                "{method} {path}"
+            );
+        }
+        let long = format!("/api/v1/calls/{}", "a".repeat(65));
+        assert!(matches!(
+            PublicRoute::parse("GET", &long),
+            Err(RouteError::BadId(_))
+        ));
+    }
+
+    #[test]
+    fn policies_per_route() {
+        let relay = PublicRoute::Relay { call_id: call("c") };
+        assert_eq!(relay.kind(), RouteKind::Voice);
+        assert_eq!(relay.credential(), Credential::CarrierOrBearer);
+        assert_eq!(relay.call_id(), Some("c"));
+        assert_eq!(
+            PublicRoute::CreateCall.required_scopes(),
+            &[SCOPE_CALLS_WRITE]
+        );
+        assert_eq!(
+            PublicRoute::GetCall { call_id: call("c") }.required_scopes(),
+            &[SCOPE_CALLS_READ]
+        );
+        assert_eq!(PublicRoute::Health.credential(), Credential::None);
+        assert_eq!(PublicRoute::Health.body_limit(), 0);
+        assert_eq!(PublicRoute::TwilioIncoming.body_limit(), VOICE_BODY_LIMIT);
+        assert_eq!(
+            PublicRoute::Turn { call_id: call("c") }.body_limit(),
+            API_BODY_LIMIT
+        );
+    }
+
+    #[test]
+    fn retry_only_what_cannot_do_harm_twice() {
+        let turn = PublicRoute::Turn { call_id: call("c") };
+        let get = PublicRoute::GetCall { call_id: call("c") };
+        assert!(may_retry_elsewhere("GET", &get, ForwardFailure::Connect));
+        assert!(may_retry_elsewhere(
+            "GET",
+            &get,
+            ForwardFailure::Unavailable(503)
+        ));
+        assert!(!may_retry_elsewhere(
+            "GET",
+            &get,
+            ForwardFailure::Unavailable(500)
+        ));
+        assert!(may_retry_elsewhere(
+            "POST",
+            &PublicRoute::CreateCall,
+            ForwardFailure::Unavailable(502)
+        ));
+        assert!(
+            !may_retry_elsewhere("POST", &turn, ForwardFailure::Connect),
+            "a turn could be answered twice"
+        );
+        assert!(may_retry_elsewhere(
+            "PUT",
+            &PublicRoute::Agents {
+                origin_path: "/v1/agents/a".into()
+            },
+            ForwardFailure::Connect
+        ));
+    }
+}
