@@ -5,6 +5,7 @@
 
 pub mod call_session;
 pub mod cors;
+pub mod edge_config;
 pub mod error_body;
 pub mod firewall;
 pub mod headers;
