@@ -4,6 +4,7 @@
 //! so the same code runs natively in tests and as wasm32 inside the Workers.
 
 pub mod error_body;
+pub mod geo;
 pub mod headers;
 pub mod health;
 pub mod principal;
