@@ -158,19 +158,20 @@ const SEED_REPORT_WINDOW_MS: u64 = 60_000;
 const SEED_PROBE_TIMEOUT_MS: u64 = 2_000;
 const SEED_HEALTH_CACHE_MS: u64 = 5_000;
 
-/// Everything geo-router decides with, checked and indexed.
+/// Everything geo-router decides with, checked and indexed. Only [`GeoConfig::from_lookup`]
+/// builds one, so every index below points at a region.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GeoConfig {
     /// Every configured region, sorted by name; maps below hold indices into it.
-    pub regions: Vec<Region>,
+    pub(crate) regions: Vec<Region>,
     /// Country (`US`) → region index.
-    pub country_map: BTreeMap<String, usize>,
+    pub(crate) country_map: BTreeMap<String, usize>,
     /// Region code (`US-CA`) → region index.
-    pub region_code_map: BTreeMap<String, usize>,
+    pub(crate) region_code_map: BTreeMap<String, usize>,
     /// Continent (`EU`) → region index.
-    pub continent_map: BTreeMap<String, usize>,
+    pub(crate) continent_map: BTreeMap<String, usize>,
     /// Index of the region for callers no rule places.
-    pub default_region: usize,
+    pub(crate) default_region: usize,
     /// Hysteresis and report bounds.
     pub health: HealthPolicy,
     /// Deadline of one probe, in milliseconds.
@@ -197,7 +198,17 @@ pub struct Region {
 }
 
 impl GeoConfig {
-    /// The region called `name`.
+    /// Every configured region, sorted by name.
+    pub fn regions(&self) -> &[Region] {
+        &self.regions
+    }
+
+    /// The region for callers no rule places.
+    pub fn default_region(&self) -> &Region {
+        &self.regions[self.default_region]
+    }
+
+    /// The index of the region called `name` in [`GeoConfig::regions`].
     pub fn region_index(&self, name: &str) -> Option<usize> {
         self.regions.iter().position(|region| region.name == name)
     }

@@ -275,7 +275,7 @@ impl RegionsView {
             })
             .collect();
         Self {
-            default_region: config.regions[config.default_region].name.clone(),
+            default_region: config.default_region().name.clone(),
             probed_at_ms: table.probed_at_ms,
             policy: PolicyView {
                 fall: config.health.fall,

@@ -232,7 +232,7 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         }
     };
     let run_id = format!("geo-cron-{}", now_ms());
-    let probes = origins::probe_all(&config.regions, config.probe_timeout_ms, &run_id).await;
+    let probes = origins::probe_all(config.regions(), config.probe_timeout_ms, &run_id).await;
 
     // Read KV after probing, so reports stored meanwhile are kept; the isolate's own copy wins
     // when KV hands back an older one.
@@ -259,7 +259,7 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         );
     }
     let usable = config
-        .regions
+        .regions()
         .iter()
         .filter(|region| table.state(&region.name).is_usable())
         .count();
@@ -267,7 +267,7 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     console_log!(
         "cron {}: probed {} regions, {usable} usable, {} changed",
         event.cron(),
-        config.regions.len(),
+        config.regions().len(),
         transitions.len()
     );
 }
