@@ -33,9 +33,11 @@ async fn main() -> ExitCode {
     let local_addr = listener
         .local_addr()
         .map_or_else(|_| config.listen_addr.to_string(), |addr| addr.to_string());
+    // Before announcing: a SIGTERM that follows "origin listening" at once must still drain.
+    let shutdown = shutdown_signal();
     tracing::info!(addr = %local_addr, version = env!("CARGO_PKG_VERSION"), "origin listening");
 
-    match serve(listener, AppState::new(config), shutdown_signal()).await {
+    match serve(listener, AppState::new(config), shutdown).await {
         Ok(()) => {
             tracing::info!("origin stopped");
             ExitCode::SUCCESS
@@ -56,26 +58,32 @@ fn init_logging(config: &Config) {
     }
 }
 
-/// Resolves on SIGTERM (what ECS sends to stop a task) or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// Resolves on SIGTERM (what ECS sends to stop a task) or Ctrl-C. The SIGTERM handler is
+/// installed when this is called, not when the future is first polled: until then the default
+/// action of SIGTERM (exit at once) would apply.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    async move {
+        let ctrl_c = async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        #[cfg(unix)]
+        let terminate = async {
+            match terminate {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            () = ctrl_c => {},
+            () = terminate => {},
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
     }
 }

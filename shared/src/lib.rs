@@ -8,6 +8,7 @@ pub mod cors;
 pub mod edge_config;
 pub mod error_body;
 pub mod firewall;
+pub mod geo;
 pub mod headers;
 pub mod health;
 pub mod principal;

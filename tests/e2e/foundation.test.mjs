@@ -1,9 +1,9 @@
 // The foundation as a client sees it: every service answers /health, failures are JSON with a
-// request id, a dead origin shows in the edge's health, the Cron Trigger runs.
+// request id, a dead origin shows in the edge's health, geo-router's Cron Trigger probes the origin.
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { closedPortUrl, json, startStack, startWorkers, WORKERS } from "./harness.mjs";
+import { closedPortUrl, json, SEED_REGIONS, startStack, startWorkers, WORKERS } from "./harness.mjs";
 
 describe("the whole stack", () => {
   let stack;
@@ -85,14 +85,22 @@ describe("the whole stack", () => {
     assert.equal((await json(internal)).error.request_id, "hop-42");
   });
 
-  test("geo-router's Cron Trigger runs and records it in KV", async () => {
+  test("geo-router's Cron Trigger probes the origin for every region and stores the health table", async () => {
     const geo = stack.edge.worker("geo-router");
     const before = Date.now();
     const result = await geo.scheduled({ cron: "* * * * *" });
     assert.equal(result.outcome, "ok");
     const env = await geo.getEnv();
-    const recorded = Number(await env.GEO_KV.get("cron:last-run-ms"));
-    assert.ok(recorded >= before - 1000, `recorded ${recorded}, expected >= ${before}`);
+    const table = JSON.parse((await env.GEO_KV.get("health:v1")) ?? "null");
+    assert.ok(table, "the cron wrote health:v1");
+    assert.ok(table.probed_at_ms >= before - 1000, `probed at ${table.probed_at_ms}, expected >= ${before}`);
+    assert.deepEqual(Object.keys(table.regions).sort(), [...SEED_REGIONS].sort());
+    for (const [region, health] of Object.entries(table.regions)) {
+      assert.equal(health.state, "up", `${region}: ${JSON.stringify(health)}`);
+      assert.equal(health.last_probe.ok, true);
+      assert.equal(health.last_probe.status, 200);
+      assert.ok(health.last_probe.at_ms >= before - 1000);
+    }
   });
 
   test("the origin exits cleanly on SIGTERM", async () => {

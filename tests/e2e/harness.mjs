@@ -17,6 +17,32 @@ const { createTestHarness } = createRequire(path.join(root, "wrangler/package.js
 
 export const ENVIRONMENT = "development";
 export const WORKERS = ["voice-router", "auth-validator", "rate-limiter", "geo-router"];
+/** The regions geo-router's seed tables name (ARCHITECTURE.md, "Seed facts"). */
+export const SEED_REGIONS = [
+  "us-east-1",
+  "us-west-2",
+  "eu-west-2",
+  "eu-central-1",
+  "eu-north-1",
+  "ap-southeast-1",
+  "ap-northeast-1",
+  "ap-southeast-2",
+  "sa-east-1",
+];
+
+/**
+ * geo-router's GEO_REGIONS var: every seed region, its origin at `originFor(region)` (a URL, or
+ * an object of region fields such as `{ origin_url, enabled }`).
+ */
+export function geoRegions(originFor) {
+  const regions = {};
+  for (const region of SEED_REGIONS) {
+    const origin = originFor(region);
+    regions[region] = typeof origin === "string" ? { origin_url: origin } : origin;
+  }
+  return JSON.stringify(regions);
+}
+
 /** Deployed name of a Worker in the test environment, as service bindings refer to it. */
 export const workerName = (worker) => `${worker}-${ENVIRONMENT}`;
 
@@ -62,8 +88,10 @@ export async function startOrigin(env = {}) {
 }
 
 /**
- * Starts the four Workers. `originUrl` is what voice-router forwards to; `vars` and `secrets`
- * override a Worker's vars and secrets, keyed by worker name (e.g. `{ "auth-validator": {...} }`).
+ * Starts the four Workers. `originUrl` is what voice-router forwards to and where geo-router's
+ * regions all point (unless `vars["geo-router"].GEO_REGIONS` says otherwise); `vars` and
+ * `secrets` override a Worker's vars and secrets, keyed by worker name (e.g.
+ * `{ "auth-validator": {...} }`).
  */
 export async function startWorkers({ originUrl, vars = {}, secrets = {} } = {}) {
   const bundles = required("WORKER_BUNDLES_DIR");
@@ -71,7 +99,7 @@ export async function startWorkers({ originUrl, vars = {}, secrets = {} } = {}) 
     configPath: path.join(root, "wrangler", `${worker}.toml`),
     env: ENVIRONMENT,
     prebuiltWorkerDir: path.join(bundles, worker),
-    vars: { ...(worker === "voice-router" && originUrl ? { ORIGIN_URL: originUrl } : {}), ...vars[worker] },
+    vars: { ...originVars(worker, originUrl), ...vars[worker] },
     secrets: { ...secrets[worker] },
   }));
   const server = createTestHarness({ root, workers });
@@ -84,6 +112,14 @@ export async function startWorkers({ originUrl, vars = {}, secrets = {} } = {}) 
     worker: (worker) => server.getWorker(workerName(worker)),
     close: () => server.close(),
   };
+}
+
+/** The vars that point a Worker at the stack's origin. */
+function originVars(worker, originUrl) {
+  if (!originUrl) return {};
+  if (worker === "voice-router") return { ORIGIN_URL: originUrl };
+  if (worker === "geo-router") return { GEO_REGIONS: geoRegions(() => originUrl) };
+  return {};
 }
 
 /** The whole stack: origin + Workers. */
