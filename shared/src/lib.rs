@@ -3,8 +3,20 @@
 //! Sans-I/O: every input, the clock included, is an argument and every output is a value,
 //! so the same code runs natively in tests and as wasm32 inside the Workers.
 
+pub mod api_key;
+pub mod auth;
 pub mod error_body;
 pub mod headers;
 pub mod health;
+pub mod jwks;
+pub mod jwt;
 pub mod principal;
+pub mod public_url;
 pub mod request_id;
+pub mod secret;
+pub mod session_token;
+pub mod signature;
+pub mod twilio;
+
+#[cfg(test)]
+mod test_support;
