@@ -590,6 +590,25 @@ mod tests {
     }
 
     #[test]
+    fn an_inline_key_set_is_a_key_source_of_its_own() {
+        let inline = r#"{"keys":[
+            {"kty":"EC","kid":"ec-1","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
+            {"kty":"oct","kid":"hs-1","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"}]}"#;
+        let config = parse(&[
+            (JWKS_INLINE, inline),
+            (JWT_ISSUER, "i"),
+            (JWT_AUDIENCE, "a"),
+        ])
+        .expect("valid");
+        let jwt = config.jwt.expect("enabled by the inline set alone");
+        assert_eq!(jwt.jwks_url, None);
+        let kids: Vec<_> = jwt.static_keys.iter().filter_map(Jwk::kid).collect();
+        assert_eq!(kids, ["ec-1", "hs-1"]);
+        assert_eq!(jwt.policy.default_plan, "free");
+        assert_eq!(jwt.policy.algorithms, Algorithm::ALL);
+    }
+
+    #[test]
     fn jwks_urls_must_be_https_except_on_loopback() {
         for (url, ok) in [
             (
