@@ -1,6 +1,10 @@
 //! The keys a JWT may be verified with: configured keys plus the JWKS fetched from `JWKS_URL`,
 //! cached in this isolate's memory and in KV (shared by isolates, with a TTL). A hot path reads
 //! neither KV nor the network. When to fetch is decided by `shared::jwks::CacheState::refresh`.
+//!
+//! A token whose key is not in memory costs one KV read (another isolate may already hold the
+//! rotated set), but never more than one fetch per `JWKS_REFETCH_MIN_INTERVAL_S`: invented key
+//! ids cannot be turned into traffic to the key server.
 
 use std::cell::RefCell;
 use std::rc::Rc;
