@@ -3,6 +3,8 @@
 //! Sans-I/O: every input, the clock included, is an argument and every output is a value,
 //! so the same code runs natively in tests and as wasm32 inside the Workers.
 
+pub mod api_key;
+pub mod auth;
 pub mod call_session;
 pub mod cors;
 pub mod edge_config;
@@ -11,7 +13,17 @@ pub mod firewall;
 pub mod geo;
 pub mod headers;
 pub mod health;
+pub mod jwks;
+pub mod jwt;
 pub mod principal;
 pub mod public_route;
+pub mod public_url;
 pub mod request_id;
+pub mod secret;
+pub mod session_token;
+pub mod signature;
+pub mod twilio;
 pub mod twiml;
+
+#[cfg(test)]
+mod test_support;

@@ -1,0 +1,640 @@
+//! auth-validator's configuration, parsed once from a lookup (wrangler vars and secrets) with
+//! every problem reported together. Secret values never appear in a problem.
+//!
+//! Each credential kind is enabled by configuring it: JWTs by any key source (`JWKS_URL`,
+//! `JWKS_INLINE`, `JWT_HS256_SECRET`), session tokens by `SESSION_TOKEN_SECRET`, Twilio by
+//! `TWILIO_ACCOUNTS`. API keys need only the KV namespace.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::jwks::{self, CachePolicy, Jwk, JwkError, JwksError, KeySet, KeySource};
+use crate::jwt::JwtPolicy;
+use crate::public_url;
+use crate::secret::Secret;
+use crate::signature::Algorithm;
+use crate::twilio::{self, TwilioAccount};
+
+/// Var: the one accepted JWT `iss` (required when JWTs are enabled).
+pub const JWT_ISSUER: &str = "JWT_ISSUER";
+/// Var: accepted JWT `aud` values, comma-separated (required when JWTs are enabled).
+pub const JWT_AUDIENCE: &str = "JWT_AUDIENCE";
+/// Var: enabled algorithms, comma-separated (default `RS256,ES256,HS256`).
+pub const JWT_ALGORITHMS: &str = "JWT_ALGORITHMS";
+/// Var: clock skew tolerated on `exp`/`nbf`/`iat`, seconds (default 60).
+pub const JWT_LEEWAY_S: &str = "JWT_LEEWAY_S";
+/// Var: claim holding the tenant id (default `tenant_id`).
+pub const JWT_TENANT_CLAIM: &str = "JWT_TENANT_CLAIM";
+/// Var: tenant of tokens without the tenant claim (default: none, such tokens are refused).
+pub const JWT_DEFAULT_TENANT: &str = "JWT_DEFAULT_TENANT";
+/// Var: plan of tokens without a `plan` claim (default `free`).
+pub const JWT_DEFAULT_PLAN: &str = "JWT_DEFAULT_PLAN";
+/// Var: the JWKS URL, e.g. `https://<team>.cloudflareaccess.com/cdn-cgi/access/certs`.
+pub const JWKS_URL: &str = "JWKS_URL";
+/// Var: a JWKS document held in configuration (public keys, or `oct` keys).
+pub const JWKS_INLINE: &str = "JWKS_INLINE";
+/// Var: how long a fetched JWKS is fresh, seconds (default 600).
+pub const JWKS_CACHE_TTL_S: &str = "JWKS_CACHE_TTL_S";
+/// Var: least time between two JWKS fetches, seconds (default 30).
+pub const JWKS_REFETCH_MIN_INTERVAL_S: &str = "JWKS_REFETCH_MIN_INTERVAL_S";
+/// Secret: the HS256 shared secret (at least 32 bytes).
+pub const JWT_HS256_SECRET: &str = "JWT_HS256_SECRET";
+/// Var: the `kid` of the HS256 secret (optional).
+pub const JWT_HS256_KID: &str = "JWT_HS256_KID";
+/// Secret: the session token key (at least 32 bytes).
+pub const SESSION_TOKEN_SECRET: &str = "SESSION_TOKEN_SECRET";
+/// Secret: the previous session token key, accepted during a rotation.
+pub const SESSION_TOKEN_SECRET_PREVIOUS: &str = "SESSION_TOKEN_SECRET_PREVIOUS";
+/// Var: default session token lifetime, seconds (default 120).
+pub const SESSION_TOKEN_TTL_S: &str = "SESSION_TOKEN_TTL_S";
+/// Var: longest session token lifetime a caller may ask for, seconds (default 900).
+pub const SESSION_TOKEN_MAX_TTL_S: &str = "SESSION_TOKEN_MAX_TTL_S";
+/// Var: JSON object of accepted Twilio accounts:
+/// `{"AC…":{"tenant_id":"t1","plan":"pro","scopes":["voice:carrier"]}}`.
+pub const TWILIO_ACCOUNTS: &str = "TWILIO_ACCOUNTS";
+/// Secret name prefix: `TWILIO_AUTH_TOKEN_<AccountSid>` holds each account's auth token.
+pub const TWILIO_AUTH_TOKEN_PREFIX: &str = "TWILIO_AUTH_TOKEN_";
+
+/// Everything auth-validator needs to decide, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// JWT verification, when any key source is configured.
+    pub jwt: Option<JwtConfig>,
+    /// Session tokens, when a key is configured.
+    pub session_tokens: Option<SessionTokenConfig>,
+    /// Accepted Twilio accounts (none: carrier signatures are not enabled).
+    pub twilio_accounts: Vec<TwilioAccount>,
+}
+
+/// JWT verification settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtConfig {
+    /// Claims and algorithm policy.
+    pub policy: JwtPolicy,
+    /// Keys from configuration (`JWKS_INLINE`, `JWT_HS256_SECRET`).
+    pub static_keys: KeySet,
+    /// The JWKS URL, if keys are fetched.
+    pub jwks_url: Option<String>,
+    /// Freshness and fetch throttling of the fetched set.
+    pub cache: CachePolicy,
+}
+
+/// Session token settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionTokenConfig {
+    /// Current key first, then the previous one (if rotating).
+    pub keys: Vec<Secret>,
+    /// Lifetime when the caller names none.
+    pub default_ttl_s: u64,
+    /// Longest lifetime granted.
+    pub max_ttl_s: u64,
+}
+
+impl SessionTokenConfig {
+    /// The lifetime granted for a request: the default when absent, within `1..=max`.
+    pub fn ttl_s(&self, requested: Option<u64>) -> u64 {
+        requested
+            .unwrap_or(self.default_ttl_s)
+            .clamp(1, self.max_ttl_s)
+    }
+
+    /// The key new tokens are signed with.
+    pub fn signing_key(&self) -> Option<&Secret> {
+        self.keys.first()
+    }
+}
+
+/// One thing wrong with one setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The var or secret.
+    pub name: String,
+    /// What is wrong with it.
+    pub issue: ConfigIssue,
+}
+
+/// What can be wrong with a setting. Never carries a secret's value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigIssue {
+    /// Required and absent.
+    #[error("missing ({0})")]
+    Missing(&'static str),
+    /// Not a whole number.
+    #[error("not a whole number")]
+    NotANumber,
+    /// Outside the accepted range.
+    #[error("must be between {min} and {max}")]
+    OutOfRange {
+        /// Smallest accepted value.
+        min: u64,
+        /// Largest accepted value.
+        max: u64,
+    },
+    /// Names an algorithm that is not HS256, RS256 or ES256.
+    #[error("unknown algorithm `{0}` (HS256, RS256, ES256 are supported)")]
+    UnknownAlgorithm(String),
+    /// A list with no entry.
+    #[error("lists no value")]
+    Empty,
+    /// Not `https://`, or `http://` to a loopback host (tests).
+    #[error("must be an https URL (http only to a loopback host)")]
+    InsecureUrl,
+    /// A secret shorter than required.
+    #[error("shorter than {min} bytes")]
+    SecretTooShort {
+        /// Minimum length.
+        min: usize,
+    },
+    /// A key set document that cannot be used.
+    #[error("{0}")]
+    InvalidKeySet(JwksError),
+    /// One key of a configured set cannot be used.
+    #[error("key {kid:?} is unusable: {reason}")]
+    InvalidKey {
+        /// The key's id.
+        kid: Option<String>,
+        /// Why.
+        reason: JwkError,
+    },
+    /// Not the documented JSON shape.
+    #[error("not valid JSON of the documented shape")]
+    InvalidJson,
+    /// An account SID that is not `AC` followed by 32 hex digits.
+    #[error("account SID `{0}` is not AC followed by 32 hex digits")]
+    InvalidAccountSid(String),
+    /// The default is larger than the maximum.
+    #[error("is larger than {0}")]
+    AboveMaximum(&'static str),
+}
+
+/// Every problem found in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// All of them, in the order found.
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} configuration problem(s): ", self.problems.len())?;
+        for (index, problem) in self.problems.iter().enumerate() {
+            if index > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{}: {}", problem.name, problem.issue)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize)]
+struct AccountEntry {
+    tenant_id: String,
+    #[serde(default)]
+    plan: Option<String>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+}
+
+struct Reader<F> {
+    lookup: F,
+    problems: Vec<ConfigProblem>,
+}
+
+impl<F: Fn(&str) -> Option<String>> Reader<F> {
+    fn get(&self, name: &str) -> Option<String> {
+        (self.lookup)(name)
+            .map(|value| value.trim().to_owned())
+            .filter(|value| !value.is_empty())
+    }
+
+    fn problem(&mut self, name: &str, issue: ConfigIssue) {
+        self.problems.push(ConfigProblem {
+            name: name.to_owned(),
+            issue,
+        });
+    }
+
+    fn required(&mut self, name: &str, because: &'static str) -> String {
+        self.get(name).unwrap_or_else(|| {
+            self.problem(name, ConfigIssue::Missing(because));
+            String::new()
+        })
+    }
+
+    fn number(&mut self, name: &str, default: u64, min: u64, max: u64) -> u64 {
+        let Some(text) = self.get(name) else {
+            return default;
+        };
+        match text.parse::<u64>() {
+            Ok(value) if (min..=max).contains(&value) => value,
+            Ok(_) => {
+                self.problem(name, ConfigIssue::OutOfRange { min, max });
+                default
+            }
+            Err(_) => {
+                self.problem(name, ConfigIssue::NotANumber);
+                default
+            }
+        }
+    }
+
+    fn list(&mut self, name: &str, text: &str) -> Vec<String> {
+        let items: Vec<String> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if items.is_empty() {
+            self.problem(name, ConfigIssue::Empty);
+        }
+        items
+    }
+
+    fn secret(&mut self, name: &str, min: usize) -> Option<Secret> {
+        // Secrets are not trimmed: every byte counts.
+        let value = (self.lookup)(name).filter(|value| !value.is_empty())?;
+        if value.len() < min {
+            self.problem(name, ConfigIssue::SecretTooShort { min });
+            return None;
+        }
+        Some(Secret::new(value))
+    }
+}
+
+impl AuthConfig {
+    /// Parses the configuration; `lookup` returns a var's or secret's value by name.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut reader = Reader {
+            lookup,
+            problems: Vec::new(),
+        };
+        let jwt = jwt_config(&mut reader);
+        let session_tokens = session_config(&mut reader);
+        let twilio_accounts = twilio_accounts(&mut reader);
+        if reader.problems.is_empty() {
+            Ok(AuthConfig {
+                jwt,
+                session_tokens,
+                twilio_accounts,
+            })
+        } else {
+            Err(ConfigError {
+                problems: reader.problems,
+            })
+        }
+    }
+}
+
+fn jwt_config<F: Fn(&str) -> Option<String>>(reader: &mut Reader<F>) -> Option<JwtConfig> {
+    let jwks_url = reader.get(JWKS_URL);
+    let inline = reader.get(JWKS_INLINE);
+    let hs256_secret = reader.secret(JWT_HS256_SECRET, jwks::MIN_HMAC_SECRET_BYTES);
+    let hs256_named = (reader.lookup)(JWT_HS256_SECRET).is_some_and(|value| !value.is_empty());
+    if jwks_url.is_none() && inline.is_none() && !hs256_named {
+        return None;
+    }
+    const BECAUSE: &str = "required when JWT verification is enabled";
+
+    if let Some(url) = &jwks_url
+        && !is_acceptable_jwks_url(url)
+    {
+        reader.problem(JWKS_URL, ConfigIssue::InsecureUrl);
+    }
+    let mut static_keys: Vec<Jwk> = Vec::new();
+    if let Some(document) = &inline {
+        match jwks::parse_jwks(document, KeySource::Configured) {
+            Ok(parsed) => {
+                for skipped in parsed.skipped {
+                    reader.problem(
+                        JWKS_INLINE,
+                        ConfigIssue::InvalidKey {
+                            kid: skipped.kid,
+                            reason: skipped.reason,
+                        },
+                    );
+                }
+                static_keys.extend(parsed.keys.iter().cloned());
+            }
+            Err(error) => reader.problem(JWKS_INLINE, ConfigIssue::InvalidKeySet(error)),
+        }
+    }
+    if let Some(secret) = hs256_secret {
+        match Jwk::hmac(reader.get(JWT_HS256_KID), secret) {
+            Ok(key) => static_keys.push(key),
+            Err(_) => reader.problem(
+                JWT_HS256_SECRET,
+                ConfigIssue::SecretTooShort {
+                    min: jwks::MIN_HMAC_SECRET_BYTES,
+                },
+            ),
+        }
+    }
+
+    let issuer = reader.required(JWT_ISSUER, BECAUSE);
+    let audiences = match reader.get(JWT_AUDIENCE) {
+        Some(text) => reader.list(JWT_AUDIENCE, &text),
+        None => {
+            reader.problem(JWT_AUDIENCE, ConfigIssue::Missing(BECAUSE));
+            Vec::new()
+        }
+    };
+    let algorithms = match reader.get(JWT_ALGORITHMS) {
+        None => Algorithm::ALL.to_vec(),
+        Some(text) => {
+            let mut algorithms = Vec::new();
+            for name in reader.list(JWT_ALGORITHMS, &text) {
+                match Algorithm::from_name(&name) {
+                    Some(alg) => algorithms.push(alg),
+                    None => reader.problem(JWT_ALGORITHMS, ConfigIssue::UnknownAlgorithm(name)),
+                }
+            }
+            algorithms
+        }
+    };
+    let leeway_s = reader.number(JWT_LEEWAY_S, 60, 0, 600);
+    let ttl_s = reader.number(JWKS_CACHE_TTL_S, 600, 60, 86_400);
+    let min_refetch_s = reader.number(JWKS_REFETCH_MIN_INTERVAL_S, 30, 0, 3_600);
+    let policy = JwtPolicy {
+        algorithms,
+        issuer,
+        audiences,
+        leeway_s,
+        tenant_claim: reader
+            .get(JWT_TENANT_CLAIM)
+            .unwrap_or_else(|| "tenant_id".into()),
+        default_tenant: reader.get(JWT_DEFAULT_TENANT),
+        default_plan: reader
+            .get(JWT_DEFAULT_PLAN)
+            .unwrap_or_else(|| "free".into()),
+    };
+    Some(JwtConfig {
+        policy,
+        static_keys: KeySet::from_keys(static_keys),
+        jwks_url,
+        cache: CachePolicy {
+            ttl_ms: ttl_s * 1_000,
+            min_refetch_interval_ms: min_refetch_s * 1_000,
+        },
+    })
+}
+
+/// `https://…`, or `http://` to loopback so tests can serve keys locally.
+fn is_acceptable_jwks_url(url: &str) -> bool {
+    let Ok(parsed) = public_url::parse(url) else {
+        return false;
+    };
+    if parsed.scheme().eq_ignore_ascii_case("https") {
+        return true;
+    }
+    parsed.scheme().eq_ignore_ascii_case("http")
+        && matches!(parsed.host(), "127.0.0.1" | "localhost" | "[::1]")
+}
+
+fn session_config<F: Fn(&str) -> Option<String>>(
+    reader: &mut Reader<F>,
+) -> Option<SessionTokenConfig> {
+    let current = reader.secret(SESSION_TOKEN_SECRET, jwks::MIN_HMAC_SECRET_BYTES);
+    let previous = reader.secret(SESSION_TOKEN_SECRET_PREVIOUS, jwks::MIN_HMAC_SECRET_BYTES);
+    let default_ttl_s = reader.number(SESSION_TOKEN_TTL_S, 120, 1, 3_600);
+    let max_ttl_s = reader.number(SESSION_TOKEN_MAX_TTL_S, 900, 1, 86_400);
+    if default_ttl_s > max_ttl_s {
+        reader.problem(
+            SESSION_TOKEN_TTL_S,
+            ConfigIssue::AboveMaximum(SESSION_TOKEN_MAX_TTL_S),
+        );
+    }
+    let current = current?;
+    Some(SessionTokenConfig {
+        keys: std::iter::once(current).chain(previous).collect(),
+        default_ttl_s,
+        max_ttl_s,
+    })
+}
+
+fn twilio_accounts<F: Fn(&str) -> Option<String>>(reader: &mut Reader<F>) -> Vec<TwilioAccount> {
+    let Some(text) = reader.get(TWILIO_ACCOUNTS) else {
+        return Vec::new();
+    };
+    let entries: std::collections::BTreeMap<String, AccountEntry> =
+        match serde_json::from_str(&text) {
+            Ok(entries) => entries,
+            Err(_) => {
+                reader.problem(TWILIO_ACCOUNTS, ConfigIssue::InvalidJson);
+                return Vec::new();
+            }
+        };
+    if entries.is_empty() {
+        reader.problem(TWILIO_ACCOUNTS, ConfigIssue::Empty);
+    }
+    let mut accounts = Vec::new();
+    for (sid, entry) in entries {
+        let sid_ok = sid.len() == 34
+            && sid.starts_with("AC")
+            && sid[2..].bytes().all(|b| b.is_ascii_hexdigit());
+        if !sid_ok {
+            reader.problem(TWILIO_ACCOUNTS, ConfigIssue::InvalidAccountSid(sid));
+            continue;
+        }
+        if entry.tenant_id.trim().is_empty() {
+            reader.problem(TWILIO_ACCOUNTS, ConfigIssue::InvalidJson);
+            continue;
+        }
+        let token_name = format!("{TWILIO_AUTH_TOKEN_PREFIX}{sid}");
+        let Some(auth_token) = reader.secret(&token_name, 1) else {
+            reader.problem(
+                &token_name,
+                ConfigIssue::Missing("every account in TWILIO_ACCOUNTS needs its auth token"),
+            );
+            continue;
+        };
+        accounts.push(TwilioAccount {
+            account_sid: sid,
+            auth_token,
+            tenant_id: entry.tenant_id,
+            plan: entry.plan.unwrap_or_else(|| "free".into()),
+            scopes: entry.scopes.unwrap_or_else(|| {
+                twilio::DEFAULT_SCOPES
+                    .iter()
+                    .map(|scope| (*scope).to_owned())
+                    .collect()
+            }),
+        });
+    }
+    accounts
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    const SID: &str = "AC0123456789abcdef0123456789abcdef";
+    const SECRET: &str = "a-very-secret-value-of-40-characters-xx";
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<AuthConfig, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        AuthConfig::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn nothing_configured_means_only_api_keys() {
+        let config = parse(&[]).expect("valid");
+        assert_eq!(config.jwt, None);
+        assert_eq!(config.session_tokens, None);
+        assert!(config.twilio_accounts.is_empty());
+    }
+
+    #[test]
+    fn a_full_configuration() {
+        let accounts = format!(r#"{{"{SID}":{{"tenant_id":"tenant-a","plan":"pro"}}}}"#);
+        let token_name = format!("TWILIO_AUTH_TOKEN_{SID}");
+        let config = parse(&[
+            (
+                JWKS_URL,
+                "https://team.cloudflareaccess.com/cdn-cgi/access/certs",
+            ),
+            (JWT_HS256_SECRET, SECRET),
+            (JWT_HS256_KID, "hs-1"),
+            (JWT_ISSUER, "https://team.cloudflareaccess.com"),
+            (JWT_AUDIENCE, " aud-1 , aud-2 "),
+            (JWT_ALGORITHMS, "RS256, HS256"),
+            (JWT_LEEWAY_S, "30"),
+            (JWKS_CACHE_TTL_S, "300"),
+            (JWKS_REFETCH_MIN_INTERVAL_S, "10"),
+            (SESSION_TOKEN_SECRET, SECRET),
+            (SESSION_TOKEN_TTL_S, "60"),
+            (TWILIO_ACCOUNTS, &accounts),
+            (&token_name, "twilio-token"),
+        ])
+        .expect("valid");
+        let jwt = config.jwt.expect("enabled");
+        assert_eq!(jwt.policy.audiences, ["aud-1", "aud-2"]);
+        assert_eq!(jwt.policy.algorithms, [Algorithm::Rs256, Algorithm::Hs256]);
+        assert_eq!(jwt.policy.leeway_s, 30);
+        assert_eq!(jwt.policy.tenant_claim, "tenant_id");
+        assert_eq!(
+            jwt.cache,
+            CachePolicy {
+                ttl_ms: 300_000,
+                min_refetch_interval_ms: 10_000
+            }
+        );
+        assert_eq!(jwt.static_keys.len(), 1);
+        assert_eq!(
+            jwt.static_keys.iter().next().and_then(Jwk::kid),
+            Some("hs-1")
+        );
+        let session = config.session_tokens.expect("enabled");
+        assert_eq!(session.ttl_s(None), 60);
+        assert_eq!(session.ttl_s(Some(100_000)), 900);
+        assert_eq!(session.ttl_s(Some(0)), 1);
+        assert_eq!(config.twilio_accounts.len(), 1);
+        assert_eq!(config.twilio_accounts[0].tenant_id, "tenant-a");
+        assert_eq!(config.twilio_accounts[0].scopes, ["voice:carrier"]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_together_without_secret_values() {
+        let accounts = format!(r#"{{"{SID}":{{"tenant_id":"t"}},"ACnothex":{{"tenant_id":"t"}}}}"#);
+        let error = parse(&[
+            (JWKS_URL, "http://keys.example.com/certs"),
+            (
+                JWKS_INLINE,
+                r#"{"keys":[{"kty":"RSA","kid":"tiny","n":"AQAB","e":"AQAB"}]}"#,
+            ),
+            (JWT_HS256_SECRET, "short-secret-value"),
+            (JWT_ALGORITHMS, "RS256,HS512"),
+            (JWT_LEEWAY_S, "ten"),
+            (JWKS_CACHE_TTL_S, "5"),
+            (SESSION_TOKEN_SECRET, "also-short"),
+            (SESSION_TOKEN_TTL_S, "1000"),
+            (SESSION_TOKEN_MAX_TTL_S, "100"),
+            (TWILIO_ACCOUNTS, &accounts),
+        ])
+        .expect_err("invalid");
+        let names: Vec<&str> = error.problems.iter().map(|p| p.name.as_str()).collect();
+        let token_name = format!("TWILIO_AUTH_TOKEN_{SID}");
+        assert_eq!(
+            names,
+            [
+                JWT_HS256_SECRET,
+                JWKS_URL,
+                JWKS_INLINE,
+                JWT_ISSUER,
+                JWT_AUDIENCE,
+                JWT_ALGORITHMS,
+                JWT_LEEWAY_S,
+                JWKS_CACHE_TTL_S,
+                SESSION_TOKEN_SECRET,
+                SESSION_TOKEN_TTL_S,
+                token_name.as_str(),
+                TWILIO_ACCOUNTS,
+            ]
+        );
+        let shown = error.to_string();
+        assert!(shown.starts_with("12 configuration problem(s)"), "{shown}");
+        assert!(
+            !shown.contains("short-secret-value") && !shown.contains("also-short"),
+            "{shown}"
+        );
+        assert!(shown.contains("unknown algorithm `HS512`"), "{shown}");
+    }
+
+    #[test]
+    fn an_inline_key_set_is_a_key_source_of_its_own() {
+        let inline = r#"{"keys":[
+            {"kty":"EC","kid":"ec-1","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
+            {"kty":"oct","kid":"hs-1","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"}]}"#;
+        let config = parse(&[
+            (JWKS_INLINE, inline),
+            (JWT_ISSUER, "i"),
+            (JWT_AUDIENCE, "a"),
+        ])
+        .expect("valid");
+        let jwt = config.jwt.expect("enabled by the inline set alone");
+        assert_eq!(jwt.jwks_url, None);
+        let kids: Vec<_> = jwt.static_keys.iter().filter_map(Jwk::kid).collect();
+        assert_eq!(kids, ["ec-1", "hs-1"]);
+        assert_eq!(jwt.policy.default_plan, "free");
+        assert_eq!(jwt.policy.algorithms, Algorithm::ALL);
+    }
+
+    #[test]
+    fn jwks_urls_must_be_https_except_on_loopback() {
+        for (url, ok) in [
+            (
+                "https://team.cloudflareaccess.com/cdn-cgi/access/certs",
+                true,
+            ),
+            ("http://127.0.0.1:8123/certs", true),
+            ("http://localhost/certs", true),
+            ("http://[::1]:9/certs", true),
+            ("http://127.0.0.1.evil.example/certs", false),
+            ("http://example.com/certs", false),
+            ("ftp://example.com/certs", false),
+        ] {
+            assert_eq!(is_acceptable_jwks_url(url), ok, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_broken_twilio_accounts_var_is_one_problem() {
+        let error = parse(&[(TWILIO_ACCOUNTS, "[1,2]")]).expect_err("invalid");
+        assert_eq!(
+            error.problems,
+            [ConfigProblem {
+                name: TWILIO_ACCOUNTS.into(),
+                issue: ConfigIssue::InvalidJson
+            }]
+        );
+    }
+}
