@@ -7,4 +7,5 @@ pub mod error_body;
 pub mod headers;
 pub mod health;
 pub mod principal;
+pub mod rate_limit;
 pub mod request_id;
