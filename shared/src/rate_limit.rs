@@ -20,6 +20,7 @@ pub mod key;
 pub mod lease;
 pub mod object;
 pub mod policy;
+pub mod refusals;
 pub mod window;
 
 pub use decision::{Decision, Verdict};

@@ -108,6 +108,18 @@ describe("rate-limiter", () => {
       assert.equal(peek.body.decisions[0].remaining, 0);
     });
 
+    test("a refused cost does not block a smaller one that fits", async () => {
+      const key = fresh("192.0.2.77");
+      assert.equal((await check({ policy: "ip", key, cost: 95 })).body.allowed, true);
+      const big = await check({ policy: "ip", key, cost: 10 });
+      assert.equal(big.body.allowed, false);
+      assert.equal(big.body.decisions[0].remaining, 5);
+      assert.equal((await check({ policy: "ip", key, cost: 10 })).body.allowed, false, "refused again");
+      const small = await check({ policy: "ip", key, cost: 5 });
+      assert.equal(small.body.allowed, true, "5 units still fit");
+      assert.equal(small.body.decisions[0].remaining, 0);
+    });
+
     test("one request checks IP and principal; the refusing one governs, both count", async () => {
       const ip = fresh("198.51.100");
       const tenant = fresh("t-both");

@@ -32,6 +32,11 @@
 //! `LIMITER_TIMEOUT_MS` or fails, the decision is `degraded` and the policy's failure mode
 //! applies: open (the default: allowed) or closed (refused, retry after 1 s).
 //!
+//! An isolate repeats an enforced rate refusal for the same key, policy and at least the same
+//! cost until its `retry_after_ms` lapses, without asking the object again
+//! (`shared::rate_limit::refusals`): the object would refuse too, and a flood on one key is
+//! then absorbed at the edge instead of queueing at its object.
+//!
 //! # Statuses
 //!
 //! 400 with a code for bad input: `invalid_json`, `no_checks`, `too_many_checks`,

@@ -1,5 +1,6 @@
 //! Calls to `RateLimiter` objects, with a deadline; a failure becomes a degraded decision.
 
+use std::cell::RefCell;
 use std::time::Duration;
 
 use edge_io::probe::within;
@@ -7,10 +8,16 @@ use shared::rate_limit::decision::Decision;
 use shared::rate_limit::lease::LeaseGrant;
 use shared::rate_limit::object::{ObjectReply, ObjectRequest, Op};
 use shared::rate_limit::policy::{FailureMode, Policy, PolicyName};
-use worker::{Env, Headers, Method, Request, RequestInit, console_error, console_log};
+use shared::rate_limit::refusals::RefusalCache;
+use worker::{Date, Env, Headers, Method, Request, RequestInit, console_error, console_log};
 
 use crate::limiter::{APPLY_URL, LOGGED_NAME_LEN};
 use crate::{RATE_LIMITER, Service};
+
+thread_local! {
+    /// Refusals still in force, repeated without asking the object (see `shared`'s module).
+    static REFUSALS: RefCell<RefusalCache> = RefCell::new(RefusalCache::new());
+}
 
 /// One key under one policy: the object that decides for it.
 pub struct Target {
@@ -49,13 +56,32 @@ impl Target {
         }
     }
 
-    /// Takes `cost` units.
+    /// Takes `cost` units, or repeats a refusal still in force.
     pub async fn check(&self, env: &Env, cost: u64, request_id: &str) -> Decision {
-        match self.decide(env, Op::Check { cost }, request_id).await {
+        let sent_at_ms = Date::now().as_millis();
+        let repeated = REFUSALS.with(|cache| {
+            cache
+                .borrow()
+                .recall(&self.object_name, &self.policy, cost, sent_at_ms)
+        });
+        if let Some(decision) = repeated {
+            return decision;
+        }
+        let decision = match self.decide(env, Op::Check { cost }, request_id).await {
             Outcome::Decided { decision, .. } | Outcome::Degraded(decision) => decision,
             // `decide` answers a check with one of the two above.
             Outcome::NotHeld | Outcome::Released { .. } => self.degraded_decision(),
-        }
+        };
+        REFUSALS.with(|cache| {
+            cache.borrow_mut().remember(
+                &self.object_name,
+                &self.policy,
+                cost,
+                &decision,
+                sent_at_ms,
+            );
+        });
+        decision
     }
 
     /// Acquires lease `lease_id`; no lease when refused or degraded.
