@@ -26,6 +26,9 @@ start_databases() {
   local dir=$1 bin pg_port redis_port
   bin=$(postgres_bin_dir) || fail "PostgreSQL server binaries not found; run the set-up"
   mkdir -p "$dir"
+  # As root, the servers run as `postgres`, which must be able to reach $dir: mktemp -d makes
+  # its folder (the parent here) private to root.
+  [ "$(id -u)" -eq 0 ] && chmod o+x "$(dirname "$dir")" "$dir"
   DATABASES_DIR=$dir
 
   pg_port=$(free_port)
