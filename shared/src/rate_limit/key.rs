@@ -7,7 +7,8 @@
 //! the names nor the logs that carry them reveal raw keys (an IPv4 address space is small enough
 //! to hash exhaustively without one), and nobody can enumerate or target other keys' limiters.
 
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::digest::KeyInit;
+use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::policy::PolicyName;
