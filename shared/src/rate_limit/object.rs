@@ -12,6 +12,9 @@ use super::lease::{LeaseGrant, Leases};
 use super::policy::{Limit, Policy, PolicyName};
 use super::window::{SlidingWindow, WindowError};
 
+/// Rate state that has gone idle is deleted by the alarm, checked at most this often per key.
+pub const FORGET_IDLE_AFTER_MS: u64 = 60_000;
+
 /// What the Worker asks of one key's object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectRequest {
@@ -148,13 +151,16 @@ impl LimiterState {
         }
     }
 
-    /// When the object should next look at this state: rate state when it is idle and can be
-    /// forgotten, leases when the first one expires.
-    fn wake_at_ms(&self) -> u64 {
+    /// When the object should next look at this state: leases when the first one expires (a
+    /// vanished call's slot comes back on time), rate state once it is idle but not before
+    /// [`FORGET_IDLE_AFTER_MS`] from now (so a key used every few seconds costs at most one
+    /// alarm a minute instead of one per request).
+    fn wake_at_ms(&self, clock_ms: u64) -> u64 {
+        let not_before = clock_ms.saturating_add(FORGET_IDLE_AFTER_MS);
         match self {
-            LimiterState::Gcra(gcra) => gcra.idle_at_ms(),
-            LimiterState::Window(window) => window.idle_at_ms(),
-            LimiterState::Leases(leases) => leases.next_expiry_ms().unwrap_or(0),
+            LimiterState::Gcra(gcra) => gcra.idle_at_ms().max(not_before),
+            LimiterState::Window(window) => window.idle_at_ms().max(not_before),
+            LimiterState::Leases(leases) => leases.next_expiry_ms().unwrap_or(clock_ms),
         }
     }
 }
@@ -193,7 +199,7 @@ impl Transition {
             };
         }
         Self {
-            wake_at_ms: Some(state.wake_at_ms()),
+            wake_at_ms: Some(state.wake_at_ms(clock_ms)),
             stored: Some(Stored { clock_ms, state }),
         }
     }
@@ -425,7 +431,11 @@ mod tests {
             "a read stores nothing"
         );
         let (t, _) = apply(None, &request(policy::PRINCIPAL, check(2)), T0).expect("applies");
-        assert_eq!(t.wake_at_ms, Some(T0 + 2_000));
+        assert_eq!(
+            t.wake_at_ms,
+            Some(T0 + FORGET_IDLE_AFTER_MS),
+            "idle at T0 + 2 s, looked at later"
+        );
         assert!(t.stored.is_some());
     }
 
@@ -496,6 +506,14 @@ mod tests {
 
     #[test]
     fn the_alarm_forgets_idle_rate_state_and_keeps_busy_state() {
+        // A whole window of use: idle only at T0 + 60 s + a bucket.
+        let (busy, _) = run(&[(T0, request(policy::IP, check(5)))]);
+        let (later, _) = on_alarm(busy, T0 + 30_000);
+        assert_eq!(
+            later.wake_at_ms,
+            Some(T0 + 90_000),
+            "not before a minute from now"
+        );
         let (stored, _) = run(&[(T0, request(policy::PRINCIPAL, check(5)))]);
         let (early, _) = on_alarm(stored.clone(), T0 + 4_999);
         assert_eq!(
@@ -505,7 +523,7 @@ mod tests {
                 ..s
             })
         );
-        assert_eq!(early.wake_at_ms, Some(T0 + 5_000));
+        assert_eq!(early.wake_at_ms, Some(T0 + 4_999 + FORGET_IDLE_AFTER_MS));
         let forgotten = Transition {
             stored: None,
             wake_at_ms: None,
