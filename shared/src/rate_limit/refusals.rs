@@ -4,12 +4,13 @@
 //! Sound by construction: the memory only ever refuses, and only while the object would refuse
 //! too. A refusal of `cost` units with `retry_after_ms` means no request of at least that cost
 //! fits before then, whatever else happens meanwhile: admissions elsewhere only use more of the
-//! limit, and GCRA and the window free capacity on a fixed schedule. The memory counts from the
-//! moment the request was *sent*, which is no later than the object's own clock read on one
-//! machine, so it lapses no later than the object's refusal does; with clock skew between
-//! machines it may lapse early (the object then decides), never admit. Only enforced refusals of
-//! a rate limit are remembered: not shadow or degraded decisions, not leases (a release frees a
-//! slot at any moment), not a policy that has since changed.
+//! limit, and GCRA and the window free capacity on a fixed schedule. The memory lasts
+//! `retry_after_ms` from when the request was *sent*, on the isolate's own clock, while the
+//! refusal lasts as long from when the object decided, which is later: the memory lapses first
+//! (the object then decides again), whatever the skew between the two machines' clocks, since
+//! only a duration crosses between them. Only enforced refusals of a rate limit are remembered:
+//! not shadow or degraded decisions, not leases (a release frees a slot at any moment), not a
+//! policy that has since changed.
 
 use std::collections::HashMap;
 
