@@ -18,6 +18,7 @@ pub mod jwt;
 pub mod principal;
 pub mod public_route;
 pub mod public_url;
+pub mod rate_limit;
 pub mod request_id;
 pub mod secret;
 pub mod session_token;

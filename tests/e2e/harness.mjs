@@ -88,6 +88,14 @@ export async function startOrigin(env = {}) {
 }
 
 /**
+ * Test-only secrets each Worker gets unless a test overrides them (never used by a deploy), so
+ * every suite can start the stack without knowing other Workers' secrets.
+ */
+export const TEST_SECRETS = {
+  "rate-limiter": { RATE_LIMIT_KEY_SECRET: "test-only-rate-limit-key-secret-0123456789" },
+};
+
+/**
  * Starts the four Workers. `originUrl` is what voice-router forwards to and where geo-router's
  * regions all point (unless `vars["geo-router"].GEO_REGIONS` says otherwise); `vars` and
  * `secrets` override a Worker's vars and secrets, keyed by worker name (e.g.
@@ -100,7 +108,7 @@ export async function startWorkers({ originUrl, vars = {}, secrets = {} } = {}) 
     env: ENVIRONMENT,
     prebuiltWorkerDir: path.join(bundles, worker),
     vars: { ...originVars(worker, originUrl), ...vars[worker] },
-    secrets: { ...secrets[worker] },
+    secrets: { ...TEST_SECRETS[worker], ...secrets[worker] },
   }));
   const server = createTestHarness({ root, workers });
   const { url } = await server.listen();
