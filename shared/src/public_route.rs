@@ -132,10 +132,9 @@ impl PublicRoute {
                         rest.iter().map(|s| format!("/{s}")).collect::<String>()
                     ),
                 };
+                // The origin creates agents with `PUT /v1/agents/{id}` (the id is the client's).
                 let allowed = match rest.len() {
-                    0 => ["GET", "POST"]
-                        .iter()
-                        .any(|m| method.eq_ignore_ascii_case(m)),
+                    0 => method.eq_ignore_ascii_case("GET"),
                     1 => ["GET", "PUT", "DELETE"]
                         .iter()
                         .any(|m| method.eq_ignore_ascii_case(m)),
@@ -352,6 +351,7 @@ mod tests {
             ),
             ("DELETE", "/api/v1/calls/c1", RouteError::MethodNotAllowed),
             ("DELETE", "/api/v1/agents", RouteError::MethodNotAllowed),
+            ("POST", "/api/v1/agents", RouteError::MethodNotAllowed),
             (
                 "GET",
                 "/api/v1/calls/..%2f..",
