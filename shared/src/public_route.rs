@@ -307,13 +307,6 @@ mod tests {
                 },
             ),
             (
-                "POST",
-                "/api/v1/agents",
-                PublicRoute::Agents {
-                    origin_path: "/v1/agents".into(),
-                },
-            ),
-            (
                 "PUT",
                 "/api/v1/agents/a_1",
                 PublicRoute::Agents {
