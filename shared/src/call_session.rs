@@ -109,12 +109,13 @@ pub struct SessionLimits {
 }
 
 impl Default for SessionLimits {
-    /// 5 min idle, 1 h maximum, lease renewed every minute.
+    /// 5 min idle, 1 h maximum, lease renewed every 20 s: a third of the rate-limiter's
+    /// default 60 s lease, so two renewals can fail before a live call loses its lease.
     fn default() -> Self {
         Self {
             idle_timeout_ms: 5 * 60_000,
             max_duration_ms: 60 * 60_000,
-            lease_renew_every_ms: 60_000,
+            lease_renew_every_ms: 20_000,
         }
     }
 }

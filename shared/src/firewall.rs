@@ -162,6 +162,36 @@ pub struct ClientFacts<'a> {
     pub bot_score: Option<u8>,
 }
 
+/// The facts the firewall reads from `request.cf`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CfFacts {
+    /// `country`, upper case.
+    pub country: Option<String>,
+    /// `botManagement.score` (1–99), when the zone has Bot Management.
+    pub bot_score: Option<u8>,
+}
+
+impl CfFacts {
+    /// Reads `request.cf` serialised as JSON; anything missing or malformed is simply unknown.
+    pub fn from_cf_json(text: &str) -> Self {
+        let Ok(cf) = serde_json::from_str::<serde_json::Value>(text) else {
+            return Self::default();
+        };
+        let country = cf
+            .get("country")
+            .and_then(|c| c.as_str())
+            .filter(|c| !c.is_empty())
+            .map(str::to_ascii_uppercase);
+        let bot_score = cf
+            .get("botManagement")
+            .and_then(|b| b.get("score"))
+            .and_then(|s| s.as_u64())
+            .and_then(|s| u8::try_from(s).ok())
+            .filter(|s| (1..=99).contains(s));
+        Self { country, bot_score }
+    }
+}
+
 /// The firewall's decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -447,6 +477,17 @@ mod tests {
             Verdict::Pass,
             "health checks from monitors are not bot-filtered"
         );
+    }
+
+    #[test]
+    fn cf_facts_are_read_leniently() {
+        assert_eq!(
+            CfFacts::from_cf_json(r#"{"country":"gb","colo":"LHR","botManagement":{"score":12}}"#),
+            CfFacts { country: Some("GB".into()), bot_score: Some(12) }
+        );
+        assert_eq!(CfFacts::from_cf_json(r#"{"botManagement":{"score":0}}"#), CfFacts::default());
+        assert_eq!(CfFacts::from_cf_json("not json"), CfFacts::default());
+        assert_eq!(CfFacts::from_cf_json(r#"{"country":""}"#), CfFacts::default());
     }
 
     #[test]

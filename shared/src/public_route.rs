@@ -209,6 +209,34 @@ impl PublicRoute {
     }
 }
 
+/// The URL exactly as the client or carrier called it — what a carrier signature covers:
+/// `request_url` (as the runtime saw it) with the configured public base in front when there is
+/// one (the edge may sit behind a proxy or tunnel), and `ws`/`wss` for a WebSocket handshake.
+pub fn as_called(request_url: &str, public_base: Option<&str>, websocket: bool) -> String {
+    let after_scheme = request_url.find("://").map_or(0, |at| at + 3);
+    let path_start = request_url[after_scheme..]
+        .find('/')
+        .map_or(request_url.len(), |p| after_scheme + p);
+    let path_and_query = match &request_url[path_start..] {
+        "" => "/",
+        rest => rest,
+    };
+    let base = public_base
+        .map(|b| b.trim_end_matches('/'))
+        .unwrap_or(&request_url[..path_start]);
+    let full = format!("{base}{path_and_query}");
+    if !websocket {
+        return full;
+    }
+    if let Some(rest) = full.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = full.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        full
+    }
+}
+
 /// Whether a path segment is an acceptable id: 1–64 of `[A-Za-z0-9_-]`.
 pub fn is_valid_id(id: &str) -> bool {
     !id.is_empty()
@@ -387,6 +415,21 @@ mod tests {
             PublicRoute::Turn { call_id: call("c") }.body_limit(),
             API_BODY_LIMIT
         );
+    }
+
+    #[test]
+    fn url_as_called() {
+        let cases = [
+            ("https://edge.example/voice/twilio/incoming?x=1", None, false, "https://edge.example/voice/twilio/incoming?x=1"),
+            ("http://127.0.0.1:8787/voice/relay/CA1", None, true, "ws://127.0.0.1:8787/voice/relay/CA1"),
+            ("https://edge.example/voice/relay/CA1", None, true, "wss://edge.example/voice/relay/CA1"),
+            ("http://internal:8787/voice/relay/CA1?t=1", Some("https://voice.example.com/"), true, "wss://voice.example.com/voice/relay/CA1?t=1"),
+            ("http://internal:8787/voice/twilio/status", Some("https://voice.example.com"), false, "https://voice.example.com/voice/twilio/status"),
+            ("https://edge.example", None, false, "https://edge.example/"),
+        ];
+        for (url, base, websocket, expected) in cases {
+            assert_eq!(as_called(url, base, websocket), expected, "{url}");
+        }
     }
 
     #[test]

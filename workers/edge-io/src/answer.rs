@@ -1,5 +1,7 @@
 //! Building responses, and the one place a Worker's failures become HTTP statuses.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use shared::error_body::ErrorBody;
 use shared::health::{HealthReport, HealthStatus};
@@ -25,8 +27,9 @@ pub enum Failure {
 pub struct Rejection {
     /// HTTP status, 4xx or 5xx.
     pub status: u16,
-    /// Stable snake_case code clients branch on.
-    pub code: &'static str,
+    /// Stable snake_case code clients branch on (owned when passed through from another
+    /// service's answer).
+    pub code: Cow<'static, str>,
     /// Human sentence; never a secret or an internal cause.
     pub message: String,
     /// Extra response headers.
@@ -35,10 +38,14 @@ pub struct Rejection {
 
 impl Rejection {
     /// A rejection without extra headers.
-    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(
+        status: u16,
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             status,
-            code,
+            code: code.into(),
             message: message.into(),
             headers: Vec::new(),
         }
@@ -100,7 +107,12 @@ pub fn respond(
 
 /// The JSON error envelope for a rejection, with its headers.
 pub fn rejection_response(rejection: &Rejection, request_id: &str) -> Result<Response> {
-    let body = ErrorBody::new(rejection.code, rejection.message.as_str(), request_id).to_json();
+    let body = ErrorBody::new(
+        rejection.code.as_ref(),
+        rejection.message.as_str(),
+        request_id,
+    )
+    .to_json();
     let response = json_text(rejection.status, body, request_id)?;
     let headers = response.headers().clone();
     for (name, value) in &rejection.headers {

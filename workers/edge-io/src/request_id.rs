@@ -7,8 +7,9 @@ use worker::Request;
 #[wasm_bindgen]
 extern "C" {
     // The Workers runtime's CSPRNG-backed UUID; no need to ship a random generator in the wasm.
+    /// `crypto.randomUUID()`.
     #[wasm_bindgen(js_namespace = crypto, js_name = randomUUID)]
-    fn random_uuid() -> String;
+    pub fn random_uuid() -> String;
 }
 
 /// The id for this request: adopted per `shared::request_id::choose`, else a fresh UUID.

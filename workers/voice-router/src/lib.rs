@@ -1,68 +1,135 @@
-//! voice-router: the only public Worker. Composes auth-validator, rate-limiter and geo-router
-//! over service bindings, owns the `CallSession` Durable Object, and forwards to the origin.
+//! voice-router: the only public Worker. Every request passes the gate (route, firewall, body
+//! limit, authentication through auth-validator, rate limits through rate-limiter), is routed by
+//! geo-router to a region, and is forwarded to that region's origin signed by the edge; each call
+//! lives in a `CallSession` Durable Object. Every answer carries the security headers, the
+//! rate-limit headers and CORS for configured browser origins. Contracts:
+//! `ARCHITECTURE.md` ("Public HTTP surface", "Edge → origin contract").
 
-use edge_io::{Failure, probe, respond};
-use shared::health::HealthReport;
+use edge_io::{Failure, respond};
 use shared::request_id::Trust;
-use worker::{Context, Env, Method, Request, Response, Result, event};
+use worker::{Context, Env, Headers, Request, Response, ResponseBuilder, Result, event};
 
+mod api;
+mod config;
+mod gate;
+mod health;
+mod origin;
+mod services;
 mod session;
+mod voice;
 
 pub use session::CallSession;
 
-const SERVICE: &str = env!("CARGO_PKG_NAME");
-const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// Service binding to auth-validator.
-const AUTH: &str = "AUTH";
-/// Service binding to rate-limiter.
-const RATE_LIMITER: &str = "RATE_LIMITER";
-/// Service binding to geo-router.
-const GEO_ROUTER: &str = "GEO_ROUTER";
 /// Durable Object namespace of `CallSession`, one instance per call id.
-const CALL_SESSION: &str = "CALL_SESSION";
-/// Var: base URL of the origin (until geo-router chooses per region).
-const ORIGIN_URL: &str = "ORIGIN_URL";
-/// How the origin appears in the health report.
-const ORIGIN: &str = "ORIGIN";
+pub const CALL_SESSION: &str = "CALL_SESSION";
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let request_id = edge_io::request_id(&req, Trust::Public);
-    respond(route(req, &env, &request_id).await, &request_id)
+    let browser_origin = req.headers().get("origin").ok().flatten();
+    let limits = gate::Limits::default();
+    let outcome = handle(req, &env, &ctx, &limits, &request_id).await;
+    let response = respond(outcome, &request_id)?;
+    let cors = config::load(&env)
+        .map(|config| config.cors.response_headers(browser_origin.as_deref()))
+        .unwrap_or_default();
+    finish(response, &limits.headers(), &cors)
 }
 
-async fn route(
-    req: Request,
+/// Every public request, start to end.
+async fn handle(
+    mut req: Request,
     env: &Env,
+    ctx: &Context,
+    limits: &gate::Limits,
     request_id: &str,
 ) -> std::result::Result<Response, Failure> {
-    match (req.method(), req.path().as_str()) {
-        (Method::Get, "/health") => health(env, request_id).await,
-        (_, "/health") => Err(Failure::MethodNotAllowed),
-        _ => Err(Failure::NotFound),
+    let config = config::load(env).map_err(|error| {
+        worker::console_error!("request {request_id}: {error}");
+        gate::refuse(500, "misconfigured", "the edge is misconfigured; quote the request id when reporting it")
+    })?;
+    let method = req.method().to_string();
+    let route = gate::route_of(&method, &req.path())?;
+    if route == shared::public_route::PublicRoute::Preflight {
+        return api::preflight(&req, &config);
+    }
+    let client = gate::Client::of(&req);
+    gate::firewall(&config, &route, &client)?;
+    let body = gate::read_body(&mut req, &route).await?;
+    let exchange = Exchange {
+        env,
+        ctx,
+        config: &config,
+        limits,
+        request_id,
+        client,
+        body,
+        public_url: gate::public_url(&req, &config),
+    };
+    use shared::public_route::PublicRoute;
+    match route {
+        PublicRoute::Health => health::answer(&exchange).await,
+        PublicRoute::TwilioIncoming => voice::incoming(&exchange, &req, &route).await,
+        PublicRoute::TwilioStatus => voice::status(&exchange, &req, &route).await,
+        PublicRoute::Relay { .. } => voice::relay(&exchange, req, &route).await,
+        PublicRoute::CreateCall
+        | PublicRoute::GetCall { .. }
+        | PublicRoute::Turn { .. }
+        | PublicRoute::EndCall { .. }
+        | PublicRoute::Agents { .. } => api::handle(&exchange, &req, &route).await,
+        PublicRoute::Preflight => api::preflight(&req, &config),
     }
 }
 
-/// Probes every binding at once, so `/health` takes as long as the slowest, not the sum.
-async fn health(env: &Env, request_id: &str) -> std::result::Result<Response, Failure> {
-    let origin_url = env.var(ORIGIN_URL).map(|var| var.to_string());
-    let origin = async {
-        match &origin_url {
-            Ok(url) => probe::url(ORIGIN, url, request_id).await,
-            Err(_) => (
-                ORIGIN.to_owned(),
-                shared::health::BindingHealth::failed(format!("{ORIGIN_URL} is not set"), None),
-            ),
-        }
-    };
-    let (auth, limiter, geo, session, origin) = futures::join!(
-        probe::service(env, AUTH, request_id),
-        probe::service(env, RATE_LIMITER, request_id),
-        probe::service(env, GEO_ROUTER, request_id),
-        probe::durable_object(env, CALL_SESSION),
-        origin,
-    );
-    let report = HealthReport::from_checks(SERVICE, VERSION, [auth, limiter, geo, session, origin]);
-    edge_io::answer::health(&report, request_id)
+/// One request's context, shared by the route handlers.
+pub struct Exchange<'a> {
+    /// Bindings.
+    pub env: &'a Env,
+    /// For work that outlives the response.
+    pub ctx: &'a Context,
+    /// Parsed configuration.
+    pub config: &'a shared::edge_config::EdgeConfig,
+    /// Rate-limit decisions taken for this request.
+    pub limits: &'a gate::Limits,
+    /// This request's id.
+    pub request_id: &'a str,
+    /// What the edge knows about the client.
+    pub client: gate::Client,
+    /// The request body (within the route's limit).
+    pub body: Vec<u8>,
+    /// The URL as the client called it.
+    pub public_url: String,
+}
+
+/// Adds the security headers, the rate-limit headers and CORS to an answer. A WebSocket
+/// upgrade (101) is passed as it is: its headers are the handshake's.
+fn finish(
+    response: Response,
+    rate_limit: &[(&'static str, String)],
+    cors: &[(&'static str, String)],
+) -> Result<Response> {
+    if response.status_code() == 101 {
+        return Ok(response);
+    }
+    let status = response.status_code();
+    let headers = Headers::new();
+    for (name, value) in response.headers().entries() {
+        headers.set(&name, &value)?;
+    }
+    for (name, value) in shared::headers::SECURITY {
+        headers.set(name, value)?;
+    }
+    for (name, value) in rate_limit.iter().chain(cors) {
+        headers.set(name, value)?;
+    }
+    let (_, body) = response.into_parts();
+    Ok(ResponseBuilder::new()
+        .with_status(status)
+        .with_headers(headers)
+        .body(body))
+}
+
+/// A fresh random UUID (the runtime's CSPRNG).
+pub fn uuid() -> String {
+    edge_io::request_id::random_uuid()
 }

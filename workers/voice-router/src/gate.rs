@@ -1,0 +1,237 @@
+//! The gate every public request passes before its route runs: recognise the route, the
+//! firewall stage, the body limit, authentication, rate limits. The policy of each stage is in
+//! `shared` (`public_route`, `firewall`, `rate_limit`); this module gathers the inputs from the
+//! request, calls the services, and turns refusals into [`Rejection`]s.
+
+use std::cell::RefCell;
+use std::net::IpAddr;
+
+use edge_io::{Failure, Rejection};
+use shared::auth::{AuthenticateRequest, CredentialHeaders};
+use shared::edge_config::EdgeConfig;
+use shared::firewall::{self, ClientFacts, Verdict};
+use shared::geo::wire::CallerLocation;
+use shared::principal::Principal;
+use shared::public_route::{Credential, PublicRoute, RouteError};
+use shared::rate_limit::api::Check;
+use shared::rate_limit::decision::Decision;
+use shared::rate_limit::policy::{IP, PRINCIPAL};
+use worker::{Env, Request, console_error, console_warn};
+use worker::wasm_bindgen::JsValue;
+
+use crate::services::{self, ServiceError};
+
+/// What the edge knows about the client, read once from the request.
+pub struct Client {
+    /// `CF-Connecting-IP`.
+    pub ip: Option<String>,
+    /// `request.cf` as JSON text (country, region code, coordinates, colo, bot score…).
+    pub cf: Option<String>,
+    /// `request.cf.country`.
+    pub country: Option<String>,
+    /// `request.cf.botManagement.score`.
+    pub bot_score: Option<u8>,
+}
+
+impl Client {
+    /// Reads the client's facts from the request.
+    pub fn of(req: &Request) -> Self {
+        let ip = req.headers().get(shared::headers::CONNECTING_IP).ok().flatten();
+        let cf = worker::js_sys::Reflect::get(req.inner(), &JsValue::from_str("cf"))
+            .ok()
+            .filter(|cf| cf.is_object())
+            .and_then(|cf| worker::js_sys::JSON::stringify(&cf).ok()?.as_string());
+        let facts = cf.as_deref().map(shared::firewall::CfFacts::from_cf_json).unwrap_or_default();
+        Self {
+            ip,
+            cf,
+            country: facts.country,
+            bot_score: facts.bot_score,
+        }
+    }
+
+    /// Where the client is, for geo-router.
+    pub fn location(&self) -> CallerLocation {
+        self.cf
+            .as_deref()
+            .and_then(|cf| CallerLocation::from_cf_json(cf).ok())
+            .unwrap_or_default()
+    }
+
+    /// The rate-limit key of the client's address.
+    pub fn ip_key(&self) -> String {
+        self.ip.clone().unwrap_or_else(|| "unknown".to_owned())
+    }
+}
+
+/// A refusal with no more to say than its status, code and message.
+pub fn refuse(status: u16, code: &'static str, message: impl Into<String>) -> Failure {
+    Failure::Rejected(Rejection::new(status, code, message))
+}
+
+/// The route of a request, or why there is none.
+pub fn route_of(method: &str, path: &str) -> Result<PublicRoute, Failure> {
+    PublicRoute::parse(method, path).map_err(|error| match error {
+        RouteError::NotFound => Failure::NotFound,
+        RouteError::MethodNotAllowed => Failure::MethodNotAllowed,
+        RouteError::BadId(_) => refuse(400, "invalid_id", error.to_string()),
+    })
+}
+
+/// The firewall stage.
+pub fn firewall(config: &EdgeConfig, route: &PublicRoute, client: &Client) -> Result<(), Failure> {
+    let ip: Option<IpAddr> = client.ip.as_deref().and_then(|ip| ip.parse().ok());
+    let facts = ClientFacts {
+        ip,
+        country: client.country.as_deref(),
+        bot_score: client.bot_score,
+    };
+    match firewall::evaluate(&config.firewall, route.kind(), &facts) {
+        Verdict::Pass => Ok(()),
+        Verdict::Block(reason) => Err(refuse(403, reason.code(), reason.message())),
+    }
+}
+
+/// Reads the body, refusing one larger than the route accepts before reading it when its
+/// length is declared, and as soon as the limit is crossed when it is not.
+pub async fn read_body(req: &mut Request, route: &PublicRoute) -> Result<Vec<u8>, Failure> {
+    let limit = route.body_limit();
+    let declared = req
+        .headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Err(too_large) = firewall::check_declared_length(declared, limit) {
+        return Err(refuse(413, "payload_too_large", too_large.to_string()));
+    }
+    if declared == Some(0) || req.inner().body().is_none() {
+        return Ok(Vec::new());
+    }
+    use futures::StreamExt;
+    let mut stream = req.stream()?;
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        body.extend_from_slice(&chunk?);
+        if body.len() as u64 > limit {
+            return Err(refuse(
+                413,
+                "payload_too_large",
+                format!("body exceeds the limit of {limit} bytes"),
+            ));
+        }
+    }
+    Ok(body)
+}
+
+/// Decisions gathered for the response's rate-limit headers.
+#[derive(Default)]
+pub struct Limits {
+    decisions: RefCell<Vec<Decision>>,
+}
+
+impl Limits {
+    /// The rate-limit headers for every decision taken so far.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        shared::rate_limit::headers::for_decisions(&self.decisions.borrow())
+    }
+
+    fn record(&self, decisions: Vec<Decision>) {
+        self.decisions.borrow_mut().extend(decisions);
+    }
+}
+
+/// Runs `checks` and refuses with 429 when any refuses. The rate-limiter answers degraded
+/// decisions itself; when it cannot be reached at all, the request proceeds (fail open, as the
+/// limiter's own default) and the log says so.
+pub async fn enforce(env: &Env, limits: &Limits, checks: Vec<Check>, request_id: &str) -> Result<(), Failure> {
+    match services::check(env, checks, request_id).await {
+        Ok(answer) => {
+            let allowed = answer.allowed;
+            limits.record(answer.decisions);
+            if allowed {
+                Ok(())
+            } else {
+                Err(refuse(429, "rate_limited", "too many requests; retry after the time in Retry-After"))
+            }
+        }
+        Err(ServiceError::Refused(rejection)) => {
+            console_error!("request {request_id}: rate-limiter refused the check itself: {} {}", rejection.status, rejection.message);
+            Ok(())
+        }
+        Err(ServiceError::Unavailable { service, cause }) => {
+            console_warn!("request {request_id}: {service} unavailable, not limiting: {cause}");
+            Ok(())
+        }
+    }
+}
+
+/// The per-IP check every route gets.
+pub fn ip_check(client: &Client) -> Check {
+    Check {
+        policy: IP.to_owned(),
+        key: client.ip_key(),
+        cost: None,
+        tenant: None,
+        plan: None,
+    }
+}
+
+/// The per-principal check API routes get.
+pub fn principal_check(principal: &Principal) -> Check {
+    Check {
+        policy: PRINCIPAL.to_owned(),
+        key: format!("{}/{}", principal.tenant_id, principal.subject),
+        cost: None,
+        tenant: Some(principal.tenant_id.clone()),
+        plan: Some(principal.plan.clone()),
+    }
+}
+
+/// Asks auth-validator who this is, for a route that takes `route.credential()`.
+pub async fn authenticate(
+    env: &Env,
+    req: &Request,
+    route: &PublicRoute,
+    public_url: &str,
+    body: &[u8],
+    request_id: &str,
+) -> Result<Principal, Failure> {
+    let carrier_body = matches!(route.credential(), Credential::CarrierSignature);
+    let envelope = AuthenticateRequest {
+        method: req.method().to_string(),
+        url: public_url.to_owned(),
+        headers: CredentialHeaders::from_lookup(|name| req.headers().get(name).ok().flatten()),
+        body: carrier_body.then(|| String::from_utf8_lossy(body).into_owned()),
+        required_scopes: route.required_scopes().iter().map(|s| (*s).to_owned()).collect(),
+        call_id: route.call_id().map(str::to_owned),
+    };
+    services::authenticate(env, &envelope, request_id)
+        .await
+        .map_err(|error| unavailable_or_refused(error, request_id))
+}
+
+/// A service's refusal passes through; its unavailability is a 503 whose cause is logged.
+pub fn unavailable_or_refused(error: ServiceError, request_id: &str) -> Failure {
+    match error {
+        ServiceError::Refused(rejection) => Failure::Rejected(rejection),
+        ServiceError::Unavailable { service, cause } => {
+            console_error!("request {request_id}: {service} unavailable: {cause}");
+            Failure::Rejected(
+                Rejection::new(503, "service_unavailable", "a dependency of the edge is unavailable; retry shortly")
+                    .with_header("retry-after", "1"),
+            )
+        }
+    }
+}
+
+/// The URL exactly as the client or carrier called it (`shared::public_route::as_called`).
+pub fn public_url(req: &Request, config: &EdgeConfig) -> String {
+    let websocket = req
+        .headers()
+        .get("upgrade")
+        .ok()
+        .flatten()
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    shared::public_route::as_called(&req.inner().url(), config.public_base_url.as_deref(), websocket)
+}

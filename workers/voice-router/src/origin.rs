@@ -1,0 +1,233 @@
+//! Forwarding to the origin: signed with the edge's key (`shared::signing`), sent to the
+//! call's region first and, when the request cannot do harm twice, to the next region when an
+//! origin fails before answering; failures are reported to geo-router.
+
+use std::time::Duration;
+
+use edge_io::probe::{now_ms, within};
+use serde::{Deserialize, Serialize};
+use shared::geo::wire::{ReportRequest, RouteDecision};
+use shared::headers;
+use shared::principal::Principal;
+use shared::public_route::ForwardFailure;
+use shared::signing::{self, BodyHash, SignedRequest};
+use worker::{Env, Headers, Method, Request, RequestInit, Response};
+
+use crate::services;
+
+/// One region's origin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// AWS region.
+    pub region: String,
+    /// Base URL of its origin (no trailing slash).
+    pub origin_url: String,
+}
+
+/// The regions of a decision in preference order: the chosen one, then its fallbacks.
+pub fn targets_of(decision: &RouteDecision) -> Vec<Target> {
+    std::iter::once(Target {
+        region: decision.region.clone(),
+        origin_url: decision.origin_url.trim_end_matches('/').to_owned(),
+    })
+    .chain(decision.fallbacks.iter().map(|fallback| Target {
+        region: fallback.region.clone(),
+        origin_url: fallback.origin_url.trim_end_matches('/').to_owned(),
+    }))
+    .collect()
+}
+
+/// How long an origin may take to start answering. A turn's headers come before its first
+/// token, so this bounds connection and validation, not the reply.
+const HEAD_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Who a forwarded request is for, and how to sign it.
+pub struct Signer<'a> {
+    /// The edge ↔ origin key.
+    pub secret: &'a [u8],
+    /// The authenticated principal.
+    pub principal: &'a Principal,
+    /// The caller's country.
+    pub country: Option<&'a str>,
+    /// This request's id.
+    pub request_id: &'a str,
+}
+
+/// What a forwarded request carries.
+pub enum Body<'a> {
+    /// No body (`GET`, `DELETE`).
+    Empty,
+    /// A complete body, hashed into the signature.
+    Bytes(&'a [u8]),
+    /// A WebSocket upgrade: the stream marker is signed.
+    Upgrade,
+}
+
+/// Every region failed.
+#[derive(Debug)]
+pub struct Unavailable {
+    /// `region: cause` per attempt.
+    pub attempts: Vec<String>,
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no origin answered: {}", self.attempts.join("; "))
+    }
+}
+
+/// Builds the signed request for one target.
+pub fn signed_request(
+    signer: &Signer<'_>,
+    target: &Target,
+    method: Method,
+    path_and_query: &str,
+    body: &Body<'_>,
+    content_type: Option<&str>,
+    extra: &[(&str, &str)],
+) -> worker::Result<Request> {
+    let principal = principal_header(signer.principal);
+    let timestamp = now_ms() / 1000;
+    let body_hash = match body {
+        Body::Empty => BodyHash::of(b""),
+        Body::Bytes(bytes) => BodyHash::of(bytes),
+        Body::Upgrade => BodyHash::Stream,
+    };
+    let signature = signing::sign(
+        signer.secret,
+        &SignedRequest {
+            method: method.as_ref(),
+            path_and_query,
+            timestamp,
+            body: body_hash,
+            principal: &principal,
+        },
+    )
+    .map_err(|e| worker::Error::RustError(e.to_string()))?;
+
+    let headers = Headers::new();
+    headers.set(headers::REQUEST_ID, signer.request_id)?;
+    headers.set(headers::CF_REGION, &target.region)?;
+    if let Some(country) = signer.country {
+        headers.set(headers::CF_COUNTRY, country)?;
+    }
+    headers.set(headers::EDGE_PRINCIPAL, &principal)?;
+    headers.set(headers::EDGE_TIMESTAMP, &timestamp.to_string())?;
+    headers.set(headers::EDGE_SIGNATURE, &signature)?;
+    if let Some(content_type) = content_type {
+        headers.set("content-type", content_type)?;
+    }
+    if matches!(body, Body::Upgrade) {
+        headers.set("upgrade", "websocket")?;
+    }
+    for (name, value) in extra {
+        headers.set(name, value)?;
+    }
+    let mut init = RequestInit::new();
+    init.with_method(method).with_headers(headers);
+    if let Body::Bytes(bytes) = body {
+        init.with_body(Some(worker::js_sys::Uint8Array::from(*bytes).into()));
+    }
+    Request::new_with_init(&format!("{}{path_and_query}", target.origin_url), &init)
+}
+
+/// `X-Edge-Principal`: base64url (no padding) of the principal's JSON.
+pub fn principal_header(principal: &Principal) -> String {
+    let json = serde_json::to_vec(principal).unwrap_or_default();
+    base64url(&json)
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A forward to try: the request's shape, and whether a failure may move it to the next region.
+pub struct Forward<'a> {
+    /// Method.
+    pub method: Method,
+    /// Origin path and query.
+    pub path_and_query: &'a str,
+    /// Body.
+    pub body: Body<'a>,
+    /// The body's content type.
+    pub content_type: Option<&'a str>,
+    /// Extra headers passed to the origin (`accept`, `last-event-id`, …).
+    pub extra: &'a [(&'a str, &'a str)],
+    /// Whether a failure of this kind may be retried in the next region.
+    pub may_retry: &'a dyn Fn(ForwardFailure) -> bool,
+    /// Who reports a failure to geo-router (tenant or client IP); bounds one client's weight.
+    pub reporter: &'a str,
+}
+
+/// Sends `forward` to the targets in order until one answers; returns the answer and the
+/// target that gave it. A 502/503/504 that cannot move on (no retry allowed, or no region
+/// left) is returned as the origin gave it, so its `Retry-After` reaches the client.
+pub async fn send(
+    env: &Env,
+    signer: &Signer<'_>,
+    targets: &[Target],
+    forward: &Forward<'_>,
+) -> Result<(Response, Target), Unavailable> {
+    let mut attempts = Vec::new();
+    for (index, target) in targets.iter().enumerate() {
+        let is_last = index + 1 == targets.len();
+        let request = signed_request(
+            signer,
+            target,
+            forward.method.clone(),
+            forward.path_and_query,
+            &forward.body,
+            forward.content_type,
+            forward.extra,
+        );
+        let outcome = match request {
+            Ok(request) => within(HEAD_DEADLINE, worker::Fetch::Request(request).send()).await,
+            Err(error) => Some(Err(error)),
+        };
+        let failure = match outcome {
+            Some(Ok(response)) => {
+                let status = response.status_code();
+                if !matches!(status, 502..=504) {
+                    return Ok((response, target.clone()));
+                }
+                let failure = ForwardFailure::Unavailable(status);
+                if is_last || !(forward.may_retry)(failure) {
+                    report(env, signer, target, forward).await;
+                    return Ok((response, target.clone()));
+                }
+                attempts.push(format!("{}: answered {status}", target.region));
+                failure
+            }
+            Some(Err(error)) => {
+                attempts.push(format!("{}: {error}", target.region));
+                ForwardFailure::Connect
+            }
+            None => {
+                attempts.push(format!(
+                    "{}: no answer within {} ms",
+                    target.region,
+                    HEAD_DEADLINE.as_millis()
+                ));
+                ForwardFailure::Connect
+            }
+        };
+        report(env, signer, target, forward).await;
+        if !(forward.may_retry)(failure) {
+            break;
+        }
+    }
+    Err(Unavailable { attempts })
+}
+
+async fn report(env: &Env, signer: &Signer<'_>, target: &Target, forward: &Forward<'_>) {
+    services::report_failure(
+        env,
+        &ReportRequest {
+            region: target.region.clone(),
+            client: forward.reporter.to_owned(),
+        },
+        signer.request_id,
+    )
+    .await;
+}
