@@ -22,20 +22,28 @@ async fn main() -> ExitCode {
         return origin::healthcheck::run(config.listen_addr).await;
     }
     init_logging(&config);
+    let listen_addr = config.listen_addr;
 
-    let listener = match TcpListener::bind(config.listen_addr).await {
+    let state = match AppState::from_config(config).await {
+        Ok(state) => state,
+        Err(error) => {
+            tracing::error!(%error, "cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match TcpListener::bind(listen_addr).await {
         Ok(listener) => listener,
         Err(error) => {
-            tracing::error!(addr = %config.listen_addr, %error, "cannot listen");
+            tracing::error!(addr = %listen_addr, %error, "cannot listen");
             return ExitCode::FAILURE;
         }
     };
     let local_addr = listener
         .local_addr()
-        .map_or_else(|_| config.listen_addr.to_string(), |addr| addr.to_string());
+        .map_or_else(|_| listen_addr.to_string(), |addr| addr.to_string());
     tracing::info!(addr = %local_addr, version = env!("CARGO_PKG_VERSION"), "origin listening");
 
-    match serve(listener, AppState::new(config), shutdown_signal()).await {
+    match serve(listener, state, shutdown_signal()).await {
         Ok(()) => {
             tracing::info!("origin stopped");
             ExitCode::SUCCESS
