@@ -924,3 +924,59 @@ impl LlmClient for FakeLlm {
         }
     }
 }
+
+/// An SSE response read as it arrives.
+pub struct SseStream {
+    stream:
+        std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+}
+
+impl SseStream {
+    /// The next event within `wait` (comments and keep-alives skipped).
+    pub async fn next_within(&mut self, wait: Duration) -> Option<SseEvent> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                if let Some(event) = parse_sse(&block).into_iter().next() {
+                    return Some(event);
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .ok()??;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk.ok()?));
+        }
+    }
+
+    /// The next event of kind `event` within `wait`, skipping others.
+    pub async fn expect(&mut self, event: &str, wait: Duration) -> SseEvent {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let next = self
+                .next_within(left)
+                .await
+                .unwrap_or_else(|| panic!("no {event} event within {wait:?}"));
+            if next.event == event {
+                return next;
+            }
+        }
+    }
+}
+
+impl Client {
+    /// Opens `GET /v1/calls/{call}/events`.
+    pub async fn events(&self, call: &str) -> SseStream {
+        let response = self
+            .send("GET", &format!("/v1/calls/{call}/events"), None)
+            .await;
+        assert_eq!(response.status(), 200, "events stream opens");
+        SseStream {
+            stream: Box::pin(response.bytes_stream()),
+            buffer: String::new(),
+        }
+    }
+}
