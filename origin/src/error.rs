@@ -115,6 +115,11 @@ impl AppError {
             StatusCode::SERVICE_UNAVAILABLE => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
             }
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                // The rest of the body was never read, so this connection cannot carry another
+                // request: say so, or a pooling client may reuse it and fail.
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             _ => {}
         }
         response

@@ -532,7 +532,9 @@ impl Session {
     async fn on_interrupt(&mut self, heard: String) {
         if let Some(live) = &self.live {
             live.stop.stop(Stop::Interrupted { heard });
-            // The turn stores what was heard and reports back through `on_turn_finished`.
+            // The model stream is dropped at once; waiting for the turn to store what was heard
+            // (one write) keeps whatever the caller does next after it in the call's order.
+            self.settle_live_turn().await;
             return;
         }
         // The reply had already been generated; the caller cut its playback short.
