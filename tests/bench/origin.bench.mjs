@@ -25,7 +25,7 @@ const AGENT = "bench-agent";
 const MODEL = "bench-model";
 const TTFT_MS = 50;
 const LEVELS = [
-  { conversations: 1, seconds: 4, warmup: 1, thinkMs: 100 },
+  { conversations: 1, seconds: 5, warmup: 1, thinkMs: 40 },
   { conversations: 100, seconds: 6, warmup: 2, thinkMs: 1_000 },
   { conversations: 1_000, seconds: 8, warmup: 4, thinkMs: 2_000 },
 ];
@@ -79,7 +79,7 @@ async function metric(origin, name) {
 async function bootOrigin(emulator) {
   const origin = await startOrigin({
     BEDROCK_ENDPOINT_URL: emulator.url,
-    RUST_LOG: "warn",
+    RUST_LOG: "warn,origin=info",
     DATABASE_POOL_SIZE: "8",
   });
   const put = await signed(origin, "PUT", `/v1/agents/${AGENT}`, {
