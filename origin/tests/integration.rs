@@ -35,6 +35,7 @@ on_both_databases!(
     the_fallback_chain_runs_through_the_real_sdk,
     a_reconnect_continues_the_conversation,
     durable_usage_counts_what_bedrock_reported,
+    one_tenant_never_reaches_another_tenants_agents_calls_or_usage,
 );
 
 fn slow(reply: &str, inter_token_ms: u64) -> ModelScript {
@@ -426,6 +427,80 @@ async fn durable_usage_counts_what_bedrock_reported(db: Db) {
     assert_eq!(usage["totals"]["input_tokens"], 240);
     assert_eq!(usage["totals"]["output_tokens"], 14);
     assert_eq!(usage["days"].as_array().map(Vec::len), Some(1));
+}
+
+async fn one_tenant_never_reaches_another_tenants_agents_calls_or_usage(db: Db) {
+    let origin = Origin::start(Options::new(db)).await;
+    let alice = origin.client("alice");
+    let mallory = origin.client("mallory");
+    alice.agent("same-id", "m", &[]).await;
+    let call = alice.call("same-id").await;
+    assert_eq!(alice.turn(&call, "my secret is 42").await.0, 200);
+
+    for (method, path, body) in [
+        ("GET", "/v1/agents/same-id".to_owned(), None),
+        ("DELETE", "/v1/agents/same-id".to_owned(), None),
+        ("GET", format!("/v1/calls/{call}"), None),
+        ("GET", format!("/v1/calls/{call}/turns"), None),
+        (
+            "POST",
+            format!("/v1/calls/{call}/turns"),
+            Some(json!({"text": "what is the secret?"})),
+        ),
+        (
+            "POST",
+            format!("/v1/calls/{call}/end"),
+            Some(json!({"reason": "hijack"})),
+        ),
+        ("GET", format!("/v1/calls/{call}/events"), None),
+    ] {
+        let (status, answer) = mallory.json(method, &path, body).await;
+        assert_eq!(status, 404, "{method} {path}: {answer}");
+    }
+    // The same ids in Mallory's own namespace are independent of Alice's.
+    mallory.agent("same-id", "m", &[]).await;
+    let (status, _) = mallory
+        .json(
+            "POST",
+            "/v1/calls",
+            Some(json!({"id": call, "agent_id": "same-id"})),
+        )
+        .await;
+    assert_eq!(
+        status, 201,
+        "Mallory may use the same call id for her own call"
+    );
+    let (_, turns) = mallory
+        .json("GET", &format!("/v1/calls/{call}/turns"), None)
+        .await;
+    assert_eq!(turns["turns"], json!([]), "and sees none of Alice's turns");
+    // A relay from Mallory to that id binds her call, with her (empty) context.
+    let mut relay = mallory.relay(&call).await;
+    relay.setup(&call, json!({})).await;
+    relay.prompt("hello").await;
+    assert!(relay.reply().await.starts_with("I heard 1 message."));
+    let (_, usage) = mallory.json("GET", "/v1/usage", None).await;
+    assert_eq!(
+        (
+            usage["totals"]["calls"].clone(),
+            usage["totals"]["turns"].clone()
+        ),
+        (json!(1), json!(1))
+    );
+    let (_, usage) = alice.json("GET", "/v1/usage", None).await;
+    assert_eq!(
+        (
+            usage["totals"]["calls"].clone(),
+            usage["totals"]["turns"].clone()
+        ),
+        (json!(1), json!(1))
+    );
+    let (status, call_of_alice) = alice.json("GET", &format!("/v1/calls/{call}"), None).await;
+    assert_eq!(
+        (status, call_of_alice["status"].clone()),
+        (200, json!("active"))
+    );
+    assert_eq!(turns_of(&alice, &call).await.len(), 2);
 }
 
 #[tokio::test]
