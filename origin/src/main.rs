@@ -23,6 +23,7 @@ async fn main() -> ExitCode {
     }
     init_logging(&config);
     let listen_addr = config.listen_addr;
+    let shutdown = shutdown_signal();
 
     let state = match AppState::from_config(config).await {
         Ok(state) => state,
@@ -43,7 +44,7 @@ async fn main() -> ExitCode {
         .map_or_else(|_| listen_addr.to_string(), |addr| addr.to_string());
     tracing::info!(addr = %local_addr, version = env!("CARGO_PKG_VERSION"), "origin listening");
 
-    match serve(listener, state, shutdown_signal()).await {
+    match serve(listener, state, shutdown).await {
         Ok(()) => {
             tracing::info!("origin stopped");
             ExitCode::SUCCESS
@@ -64,26 +65,34 @@ fn init_logging(config: &Config) {
     }
 }
 
-/// Resolves on SIGTERM (what ECS sends to stop a task) or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Resolves on SIGTERM (what ECS sends to stop a task) or Ctrl-C. The handlers are installed
+/// when this is called, not when the future is first polled, so a signal that arrives while
+/// the origin is still starting is not the default "die at once" but a graceful stop.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let terminate = signal(SignalKind::terminate()).ok();
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        async move {
+            let wait = |signal: Option<tokio::signal::unix::Signal>| async move {
+                match signal {
+                    Some(mut signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(terminate) => {},
+                () = wait(interrupt) => {},
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
     }
 }

@@ -10,6 +10,8 @@ cd "$ROOT"
 
 target_dir=${CARGO_TARGET_DIR:-$ROOT/target}
 work=$(mktemp -d "${TMPDIR:-/tmp}/aybiza-test.XXXXXX")
+# mktemp makes it 0700; run as root, the postgres user must still reach its data directory inside.
+chmod 0755 "$work"
 cleanup() {
   stop_databases
   rm -rf "$work"
