@@ -1,37 +1,148 @@
-//! The origin: an axum service on ECS Fargate behind the Cloudflare edge.
+//! The origin: an axum service on ECS Fargate behind the Cloudflare edge, where a caller's
+//! words become Claude's reply.
 //!
 //! `app` builds the router (tests drive it with `oneshot`, no socket); `serve` runs it on a
-//! listener until `shutdown` resolves, then drains live requests for a bounded grace.
+//! listener until `shutdown` resolves, then stops accepting, lets live turns finish for a
+//! bounded grace and closes relay sockets so the edge reconnects elsewhere.
+//!
+//! # Routes
+//!
+//! Every route but `/health` needs the edge's signature (`X-Edge-Signature`, see
+//! `shared::signing`) and, for `/v1/…`, its principal (`X-Edge-Principal`), whose tenant scopes
+//! every read and write: another tenant's agent or call is simply `404`. Errors are the JSON
+//! envelope `{"error":{"code","message","request_id"}}` (`shared::error_body::ErrorBody`).
+//!
+//! | route | request | answer |
+//! | --- | --- | --- |
+//! | `GET /health` | — | 200 `HealthReport` (liveness, no signature) |
+//! | `GET /ready` | — | 200/503 `HealthReport`: `DATABASE`, `REDIS` (when configured; its failure degrades, not fails), `BEDROCK` |
+//! | `GET /metrics` | — | 200 Prometheus text |
+//! | `PUT /v1/agents/{id}` | `AgentSpec` | 201 (created) / 200 `Agent`; 400, 409 `phone_number_taken` |
+//! | `GET /v1/agents/{id}` | — | 200 `Agent`; 404 |
+//! | `DELETE /v1/agents/{id}` | — | 204; 404 |
+//! | `GET /v1/agents?after=&limit=` | — | 200 `AgentPage` (limit 1–100, default 50) |
+//! | `GET /v1/phone-numbers/{e164}/agent` | — | 200 `Agent` answering that number; 404 |
+//! | `POST /v1/calls` | `CreateCall` | 201 `Call`; 404 (agent), 409 `call_exists` |
+//! | `GET /v1/calls/{id}` | — | 200 `Call`; 404 |
+//! | `POST /v1/calls/{id}/end` | `EndCall` | 200 `Call`; 404, 409 `call_ended` |
+//! | `GET /v1/calls/{id}/turns` | — | 200 `TurnList` |
+//! | `POST /v1/calls/{id}/turns` | `TurnRequest` | 200 `text/event-stream`: `token` (`TokenEvent`)…, then `done` (`DoneEvent`, sent once the turn is durable) or `error` (`ErrorBody`); before streaming: 400, 404, 409 `call_ended`, 413, 503 + `Retry-After` |
+//! | `GET /v1/calls/{id}/events` | — | 200 `text/event-stream` of `CallEvent`s, event name = kind |
+//! | `GET /v1/calls/{id}/relay` | WebSocket | ConversationRelay (`shared::relay`); 409 `call_ended`, 503 before the upgrade |
+//! | `GET /v1/usage?from=&to=` | — | 200 `UsageReport` (UTC days, default the last 30) |
+//!
+//! All request bodies are limited to 512 KiB (413 beyond).
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 pub mod config;
+pub mod edge_auth;
 pub mod error;
+pub mod fanout;
 pub mod healthcheck;
+pub mod llm;
+pub mod metrics;
+pub mod relay;
 pub mod request_id;
 mod routes;
+pub mod store;
+pub mod turn;
 
 pub use config::Config;
+
+use crate::fanout::Fanout;
+use crate::llm::LlmClient;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Unix milliseconds; injected so tests can move time (signature skew) without sleeping.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    })
+}
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     /// The parsed configuration.
     pub config: Arc<Config>,
+    /// Agents, calls, turns, usage.
+    pub store: Arc<dyn Store>,
+    /// The model.
+    pub llm: Arc<dyn LlmClient>,
+    /// Events, relay sessions, agent cache.
+    pub fanout: Arc<Fanout>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Unix milliseconds.
+    pub clock: Clock,
+    /// Fires when the process starts shutting down.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
-    /// State for a configuration.
-    pub fn new(config: Config) -> Self {
+    /// State from its parts, with the system clock.
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        llm: Arc<dyn LlmClient>,
+        fanout: Arc<Fanout>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             config: Arc::new(config),
+            store,
+            llm,
+            fanout,
+            metrics,
+            clock: system_clock(),
+            shutdown: CancellationToken::new(),
         }
+    }
+
+    /// The same state with another clock.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The real dependencies: the SQL store (lazy, migrating in the background), Redis when
+    /// configured, Bedrock with the standard credential chain.
+    pub async fn from_config(config: Config) -> Result<Self, String> {
+        let metrics = Arc::new(Metrics::new());
+        let store = store::sql::SqlStore::open(&config.database).map_err(|e| e.to_string())?;
+        let fanout = match &config.redis {
+            Some(redis) => {
+                Fanout::with_redis(redis, Arc::clone(&metrics), Duration::from_secs(2)).await?
+            }
+            None => Fanout::local(Arc::clone(&metrics)),
+        };
+        let llm = llm::bedrock::BedrockClient::from_config(&config.bedrock).await;
+        Ok(Self::new(
+            config,
+            Arc::new(store),
+            Arc::new(llm),
+            fanout,
+            metrics,
+        ))
+    }
+
+    /// Now, in Unix milliseconds.
+    pub fn now_ms(&self) -> u64 {
+        (self.clock)()
     }
 }
 
@@ -39,20 +150,53 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/health", get(routes::health))
+        .route("/ready", get(routes::ready))
+        .route("/metrics", get(routes::metrics))
+        .route(
+            "/v1/agents/{id}",
+            put(routes::agents::put)
+                .get(routes::agents::get)
+                .delete(routes::agents::delete),
+        )
+        .route("/v1/agents", get(routes::agents::list))
+        .route(
+            "/v1/phone-numbers/{number}/agent",
+            get(routes::agents::by_number),
+        )
+        .route("/v1/calls", post(routes::calls::create))
+        .route("/v1/calls/{id}", get(routes::calls::get))
+        .route("/v1/calls/{id}/end", post(routes::calls::end))
+        .route(
+            "/v1/calls/{id}/turns",
+            post(routes::calls::turn).get(routes::calls::turns),
+        )
+        .route("/v1/calls/{id}/events", get(routes::calls::events))
+        .route("/v1/calls/{id}/relay", get(relay::upgrade))
+        .route("/v1/usage", get(routes::usage))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            edge_auth::require_signature,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routes::count_request,
+        ))
         .layer(axum::middleware::from_fn(request_id::assign))
         .with_state(state)
 }
 
-/// Serves `app(state)` on `listener` until `shutdown` resolves; then stops accepting and lets
-/// live requests finish for at most the configured grace before returning.
+/// Serves `app(state)` on `listener` until `shutdown` resolves; then stops accepting, tells
+/// relay sessions to close after their live turn, and lets live requests finish for at most
+/// the configured grace before returning.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = state.config.shutdown_grace;
+    let stopping = state.shutdown.clone();
     let (fired, on_fired) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
         shutdown.await;
@@ -60,6 +204,7 @@ pub async fn serve(
             grace_secs = grace.as_secs(),
             "shutting down: draining live requests"
         );
+        stopping.cancel();
         // The receiver only goes away when `serve` returns; nothing to do then.
         let _ = fired.send(());
     });

@@ -22,22 +22,29 @@ async fn main() -> ExitCode {
         return origin::healthcheck::run(config.listen_addr).await;
     }
     init_logging(&config);
+    let listen_addr = config.listen_addr;
+    let shutdown = shutdown_signal();
 
-    let listener = match TcpListener::bind(config.listen_addr).await {
+    let state = match AppState::from_config(config).await {
+        Ok(state) => state,
+        Err(error) => {
+            tracing::error!(%error, "cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match TcpListener::bind(listen_addr).await {
         Ok(listener) => listener,
         Err(error) => {
-            tracing::error!(addr = %config.listen_addr, %error, "cannot listen");
+            tracing::error!(addr = %listen_addr, %error, "cannot listen");
             return ExitCode::FAILURE;
         }
     };
     let local_addr = listener
         .local_addr()
-        .map_or_else(|_| config.listen_addr.to_string(), |addr| addr.to_string());
-    // Before announcing: a SIGTERM that follows "origin listening" at once must still drain.
-    let shutdown = shutdown_signal();
+        .map_or_else(|_| listen_addr.to_string(), |addr| addr.to_string());
     tracing::info!(addr = %local_addr, version = env!("CARGO_PKG_VERSION"), "origin listening");
 
-    match serve(listener, AppState::new(config), shutdown).await {
+    match serve(listener, state, shutdown).await {
         Ok(()) => {
             tracing::info!("origin stopped");
             ExitCode::SUCCESS
@@ -58,32 +65,34 @@ fn init_logging(config: &Config) {
     }
 }
 
-/// Resolves on SIGTERM (what ECS sends to stop a task) or Ctrl-C. The SIGTERM handler is
-/// installed when this is called, not when the future is first polled: until then the default
-/// action of SIGTERM (exit at once) would apply.
+/// Resolves on SIGTERM (what ECS sends to stop a task) or Ctrl-C. The handlers are installed
+/// when this is called, not when the future is first polled, so a signal that arrives while
+/// the origin is still starting is not the default "die at once" but a graceful stop.
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
-    async move {
-        let ctrl_c = async {
-            if tokio::signal::ctrl_c().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        };
-        #[cfg(unix)]
-        let terminate = async {
-            match terminate {
-                Ok(mut signal) => {
-                    signal.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let terminate = signal(SignalKind::terminate()).ok();
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        async move {
+            let wait = |signal: Option<tokio::signal::unix::Signal>| async move {
+                match signal {
+                    Some(mut signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
                 }
-                Err(_) => std::future::pending::<()>().await,
+            };
+            tokio::select! {
+                () = wait(terminate) => {},
+                () = wait(interrupt) => {},
             }
-        };
-        #[cfg(not(unix))]
-        let terminate = std::future::pending::<()>();
-        tokio::select! {
-            () = ctrl_c => {},
-            () = terminate => {},
+        }
+    }
+    #[cfg(not(unix))]
+    async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 }

@@ -14,6 +14,11 @@ use tracing::Instrument;
 pub struct RequestId(String);
 
 impl RequestId {
+    /// A fresh id.
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().to_string())
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0

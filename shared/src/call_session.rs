@@ -9,15 +9,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-/// Where a call came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CallSource {
-    /// A phone call through the carrier's ConversationRelay.
-    Phone,
-    /// An API client (SSE turns or its own relay WebSocket).
-    Api,
-}
+pub use crate::call::CallSource;
 
 /// Whether the call is live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,9 +3,14 @@
 //! Sans-I/O: every input, the clock included, is an argument and every output is a value,
 //! so the same code runs natively in tests and as wasm32 inside the Workers.
 
+pub mod agent;
 pub mod api_key;
 pub mod auth;
+pub mod call;
+pub mod call_event;
 pub mod call_session;
+pub mod chunking;
+pub mod conversation;
 pub mod cors;
 pub mod edge_config;
 pub mod error_body;
@@ -13,18 +18,24 @@ pub mod firewall;
 pub mod geo;
 pub mod headers;
 pub mod health;
+pub mod identifier;
 pub mod jwks;
 pub mod jwt;
+pub mod model;
 pub mod principal;
 pub mod public_route;
 pub mod public_url;
 pub mod rate_limit;
+pub mod relay;
 pub mod request_id;
 pub mod secret;
 pub mod session_token;
 pub mod signature;
+pub mod signing;
+pub mod turn;
 pub mod twilio;
 pub mod twiml;
+pub mod usage;
 
 #[cfg(test)]
 mod test_support;

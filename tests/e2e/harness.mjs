@@ -3,8 +3,14 @@
 // wrangler configs say. Inputs come from the test command:
 //   ORIGIN_BIN          the origin binary
 //   WORKER_BUNDLES_DIR  `wrangler deploy --dry-run` output of the development environment
+//   EMULATOR_BIN        the Bedrock emulator (tests/bedrock-emulator), for origin tests
+//   DATABASE_URL, REDIS_URL  PostgreSQL and Redis the test command started (optional: without
+//                       them an origin gets its own SQLite file and in-process fan-out)
 
 import { spawn } from "node:child_process";
+import { createHmac, createHash, randomUUID } from "node:crypto";
+import { mkdtempSync } from "node:fs";
+import os from "node:os";
 import { createRequire } from "node:module";
 import { once } from "node:events";
 import { createInterface } from "node:readline";
@@ -52,10 +58,38 @@ function required(name) {
   return value;
 }
 
+/**
+ * The HMAC key the edge and the origin share in development and tests; the same value is in
+ * wrangler/.dev.vars.example (voice-router signs with it) and tests/stack/run.sh.
+ */
+export const EDGE_SIGNING_SECRET = "development-only-edge-signing-secret-not-for-production";
+
+/**
+ * Per-origin isolation: its own PostgreSQL schema and Redis key prefix when the test command
+ * started those servers, else its own SQLite file. Static AWS credentials, no instance metadata.
+ */
+function originDefaults() {
+  const id = `e2e_${randomUUID().replaceAll("-", "").slice(0, 12)}`;
+  const defaults = {
+    EDGE_SIGNING_SECRET,
+    AWS_ACCESS_KEY_ID: "AKIDLOCALTEST",
+    AWS_SECRET_ACCESS_KEY: "local-test-secret",
+    AWS_EC2_METADATA_DISABLED: "true",
+  };
+  if (process.env.DATABASE_URL?.startsWith("postgres")) {
+    defaults.DATABASE_SCHEMA = id;
+  } else {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "aybiza-origin-"));
+    defaults.DATABASE_URL = `sqlite://${path.join(dir, "origin.sqlite3")}?mode=rwc`;
+  }
+  if (process.env.REDIS_URL) defaults.REDIS_KEY_PREFIX = `${id}:`;
+  return defaults;
+}
+
 /** Starts the origin; resolves once it logged the address it listens on. */
 export async function startOrigin(env = {}) {
   const child = spawn(required("ORIGIN_BIN"), [], {
-    env: { ...process.env, LISTEN_ADDR: "127.0.0.1:0", LOG_FORMAT: "json", ...env },
+    env: { ...process.env, LISTEN_ADDR: "127.0.0.1:0", LOG_FORMAT: "json", ...originDefaults(), ...env },
     stdio: ["ignore", "pipe", "inherit"],
   });
   const logs = [];
@@ -147,6 +181,80 @@ export async function startStack(options = {}) {
     await origin.stop();
     throw error;
   }
+}
+
+/**
+ * Starts the Bedrock emulator (EMULATOR_BIN). `script(model, behaviour)` sets a model's timing,
+ * reply and faults; `stats()` returns request/completion/cancellation counts per model.
+ */
+export async function startEmulator({ ttftMs = 20, interTokenMs = 2 } = {}) {
+  const child = spawn(required("EMULATOR_BIN"), ["--ttft-ms", String(ttftMs), "--inter-token-ms", String(interTokenMs)], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const lines = createInterface({ input: child.stdout });
+  const listening = new Promise((resolve, reject) => {
+    child.once("exit", (code) => reject(new Error(`emulator exited with ${code} before listening`)));
+    lines.on("line", (line) => {
+      try {
+        const record = JSON.parse(line);
+        if (record.message === "bedrock-emulator listening") resolve(record.addr);
+      } catch {
+        // not a record
+      }
+    });
+  });
+  const addr = await withTimeout(listening, 15_000, "emulator did not start listening");
+  const url = `http://${addr}`;
+  return {
+    url,
+    process: child,
+    async script(model, behaviour) {
+      const response = await fetch(`${url}/control/models/${encodeURIComponent(model)}`, {
+        method: "PUT",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(behaviour),
+      });
+      if (response.status !== 204) throw new Error(`emulator refused the script: ${response.status} ${await response.text()}`);
+    },
+    async stats() {
+      return (await (await fetch(`${url}/control/stats`)).json()).models;
+    },
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill("SIGTERM");
+      await once(child, "exit");
+    },
+  };
+}
+
+/**
+ * The edge's signed headers for a request to the origin (shared::signing, mirrored for tests):
+ * HMAC-SHA256 over method, path+query, timestamp, SHA-256 of the body (or the stream marker for a
+ * WebSocket upgrade) and the principal header.
+ */
+export function edgeHeaders({
+  method = "GET",
+  pathAndQuery,
+  body = "",
+  principal,
+  secret = EDGE_SIGNING_SECRET,
+  timestamp = Math.floor(Date.now() / 1000),
+  stream = false,
+}) {
+  const principalHeader = principal ? Buffer.from(JSON.stringify(principal)).toString("base64url") : "";
+  const bodyHash = stream ? "STREAMING-BODY" : createHash("sha256").update(body).digest("hex");
+  const canonical = ["AYBIZA-EDGE-HMAC-SHA256", method.toUpperCase(), pathAndQuery, String(timestamp), bodyHash, principalHeader].join("\n");
+  const headers = {
+    "x-edge-timestamp": String(timestamp),
+    "x-edge-signature": `v1=${createHmac("sha256", secret).update(canonical).digest("hex")}`,
+  };
+  if (principalHeader) headers["x-edge-principal"] = principalHeader;
+  return headers;
+}
+
+/** A principal of `tenant`, as auth-validator would produce it. */
+export function principalOf(tenant, scopes = ["calls:write", "agents:admin"]) {
+  return { tenant_id: tenant, subject: "e2e", scopes, plan: "pro", method: "api_key" };
 }
 
 /** A port on loopback with nothing listening: for "the origin is down". */

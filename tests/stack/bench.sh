@@ -13,9 +13,11 @@ target_dir=${CARGO_TARGET_DIR:-$ROOT/target}
 step "release builds: the four Workers (deploy bundles) and the origin (server profile)"
 "$ROOT/tests/stack/build.sh"
 ENVIRONMENTS=development "$ROOT/tests/stack/dry-run.sh" "$target_dir/wrangler-dry-run"
-cargo build --profile server --locked -p origin
+cargo build --profile server --locked -p origin -p bedrock-emulator
 export WORKER_BUNDLES_DIR=$target_dir/wrangler-dry-run/development
 export ORIGIN_BIN=$target_dir/server/origin
+export EMULATOR_BIN=$target_dir/server/bedrock-emulator
+export LOAD_BIN=$target_dir/server/origin-load
 
 shopt -s nullglob
 areas=${*:-$(for f in tests/bench/*.bench.mjs; do basename "$f" .bench.mjs; done)}

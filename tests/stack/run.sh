@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The run command (README: `make run`): builds and starts the whole stack locally —
-# the origin on loopback with its embedded defaults, and the four Workers together in workerd
-# (`wrangler dev`, development environment) with KV, Durable Objects and service bindings wired.
-# Ctrl-C stops everything it started.
+# the Bedrock emulator (tests/bedrock-emulator), the origin on loopback with its embedded
+# defaults (SQLite, in-process fan-out) streaming from that emulator through the real AWS SDK,
+# and the four Workers together in workerd (`wrangler dev`, development environment) with KV,
+# Durable Objects and service bindings wired. Ctrl-C stops everything it started.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ROOT"
 
 ORIGIN_PORT=${ORIGIN_PORT:-4000}
 EDGE_PORT=${EDGE_PORT:-8787}
+EMULATOR_PORT=${EMULATOR_PORT:-4005}
 target_dir=${CARGO_TARGET_DIR:-$ROOT/target}
 pids=()
 
@@ -44,8 +46,8 @@ except urllib.error.HTTPError as e:
 PY
 }
 
-for port in "$ORIGIN_PORT" "$EDGE_PORT"; do
-  port_is_free "$port" || fail "port $port is in use; set ORIGIN_PORT / EDGE_PORT to free ones"
+for port in "$ORIGIN_PORT" "$EDGE_PORT" "$EMULATOR_PORT"; do
+  port_is_free "$port" || fail "port $port is in use; set ORIGIN_PORT / EDGE_PORT / EMULATOR_PORT to free ones"
 done
 
 "$ROOT/tests/stack/setup.sh"
@@ -54,12 +56,35 @@ done
 if [ ! -f "$ROOT/wrangler/.dev.vars" ]; then
   cp "$ROOT/wrangler/.dev.vars.example" "$ROOT/wrangler/.dev.vars"
   note "created wrangler/.dev.vars from .dev.vars.example (development-only values)"
+else
+  # Variables the example gained since the copy was made are added, never overwritten.
+  while IFS= read -r line; do
+    case "$line" in '' | '#'*) continue ;; esac
+    key=${line%%=*}
+    if ! grep -q "^$key=" "$ROOT/wrangler/.dev.vars"; then
+      printf '%s\n' "$line" >>"$ROOT/wrangler/.dev.vars"
+      note "added $key to wrangler/.dev.vars from .dev.vars.example"
+    fi
+  done <"$ROOT/wrangler/.dev.vars.example"
 fi
 
-step "[1/3] origin (cargo build -p origin)"
-cargo build -p origin --locked
-# Process substitution, not a pipe, so that $! is the origin itself.
-LISTEN_ADDR=127.0.0.1:$ORIGIN_PORT LOG_FORMAT=text "$target_dir/debug/origin" > >(sed -u 's/^/[origin] /') 2>&1 &
+step "[1/3] Bedrock emulator and origin (cargo build -p origin -p bedrock-emulator)"
+cargo build -p origin -p bedrock-emulator --locked
+# Process substitution, not a pipe, so that $! is the process itself.
+"$target_dir/debug/bedrock-emulator" --listen "127.0.0.1:$EMULATOR_PORT" --ttft-ms 300 --inter-token-ms 30 \
+  > >(sed -u 's/^/[bedrock] /') 2>&1 &
+pids+=($!)
+# The origin and voice-router share the development signing secret of wrangler/.dev.vars.
+edge_secret=$(sed -n 's/^EDGE_SIGNING_SECRET=//p' "$ROOT/wrangler/.dev.vars" | tail -n 1)
+[ -n "$edge_secret" ] || edge_secret=$(sed -n 's/^EDGE_SIGNING_SECRET=//p' "$ROOT/wrangler/.dev.vars.example" | tail -n 1)
+[ -n "$edge_secret" ] || fail "EDGE_SIGNING_SECRET is missing from wrangler/.dev.vars"
+mkdir -p "$ROOT/.wrangler/origin"
+LISTEN_ADDR=127.0.0.1:$ORIGIN_PORT LOG_FORMAT=text \
+  EDGE_SIGNING_SECRET="$edge_secret" \
+  DATABASE_URL="${DATABASE_URL:-sqlite://$ROOT/.wrangler/origin/origin.sqlite3?mode=rwc}" \
+  BEDROCK_ENDPOINT_URL="http://127.0.0.1:$EMULATOR_PORT" \
+  AWS_ACCESS_KEY_ID=AKIDLOCALEMULATOR AWS_SECRET_ACCESS_KEY=local-emulator AWS_EC2_METADATA_DISABLED=true \
+  "$target_dir/debug/origin" > >(sed -u 's/^/[origin] /') 2>&1 &
 pids+=($!)
 
 step "[2/3] the four Workers in workerd (wrangler dev builds them first; cold: a few minutes)"
@@ -83,7 +108,8 @@ cat <<MSG
 
 $(printf '\033[1m')AYBIZA Edge is running locally.$(printf '\033[0m')
   edge (voice-router):  curl http://127.0.0.1:$EDGE_PORT/health    all four Workers and the origin
-  origin:               curl http://127.0.0.1:$ORIGIN_PORT/health
+  origin:               curl http://127.0.0.1:$ORIGIN_PORT/health   (/v1/… only with the edge's signature)
+  Bedrock emulator:     curl http://127.0.0.1:$EMULATOR_PORT/control/stats   (the origin's model)
   Ctrl-C stops everything.
 MSG
 

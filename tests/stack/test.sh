@@ -10,6 +10,8 @@ cd "$ROOT"
 
 target_dir=${CARGO_TARGET_DIR:-$ROOT/target}
 work=$(mktemp -d "${TMPDIR:-/tmp}/aybiza-test.XXXXXX")
+# mktemp makes it 0700; run as root, the postgres user must still reach its data directory inside.
+chmod 0755 "$work"
 cleanup() {
   stop_databases
   rm -rf "$work"
@@ -38,7 +40,9 @@ cargo build --target wasm32-unknown-unknown -p shared --locked
 step "[5/$total] PostgreSQL and Redis on free loopback ports"
 start_databases "$work/databases"
 
-step "[6/$total] cargo test (native: shared, origin, Workers' pure parts)"
+step "[6/$total] cargo test (native: shared, origin against PostgreSQL/Redis/the Bedrock emulator, Workers' pure parts)"
+# DATABASE_URL and REDIS_URL (exported by start_databases) are what the origin's integration
+# tests run against; each test takes its own schema and key prefix.
 cargo test --workspace --locked
 
 step "[7/$total] the four Workers to wasm (worker-build --release)"
@@ -48,9 +52,10 @@ step "[8/$total] wrangler deploy --dry-run for every Worker and environment"
 bundles=$target_dir/wrangler-dry-run
 "$ROOT/tests/stack/dry-run.sh" "$bundles"
 
-step "[9/$total] end-to-end: Workers in workerd + origin (node --test tests/e2e)"
-cargo build -p origin --locked
+step "[9/$total] end-to-end: Workers in workerd + origin + Bedrock emulator (node --test tests/e2e)"
+cargo build -p origin -p bedrock-emulator --locked
 export ORIGIN_BIN=$target_dir/debug/origin
+export EMULATOR_BIN=$target_dir/debug/bedrock-emulator
 export WORKER_BUNDLES_DIR=$bundles/development
 node --test --test-concurrency=1 --test-timeout=120000 "tests/e2e/**/*.test.mjs"
 

@@ -1,0 +1,395 @@
+//! What replicas share through Redis: call events (pub/sub per tenant, so any replica can serve
+//! `GET /v1/calls/{id}/events` and tell a relay session its call was ended elsewhere) and the
+//! agent config cache.
+//!
+//! Without `REDIS_URL` everything is in-process. With it, Redis is used while it answers; when
+//! it goes away, events are delivered in-process (to this replica's listeners) and the cache
+//! falls back to a short-lived in-process copy, each logged and counted, and nothing fails.
+//! fred reconnects in the background and re-subscribes; use of Redis resumes by itself.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use fred::clients::SubscriberClient;
+use fred::prelude::{
+    Builder, ClientLike, Config as RedisClientConfig, EventInterface, Expiration, KeysInterface,
+    Options, PubsubInterface, ReconnectPolicy, Value,
+};
+use shared::agent::Agent;
+use shared::call_event::{CallEvent, CallEventKind};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::config::RedisConfig;
+use crate::metrics::Metrics;
+
+/// How long an agent config lives in Redis; updates delete it at once, this bounds a miss.
+const REDIS_AGENT_TTL_SECS: i64 = 60;
+/// How long an agent config lives in-process: long without Redis (one replica sees every
+/// update), short while Redis is away (another replica's update cannot reach us).
+const LOCAL_AGENT_TTL: Duration = Duration::from_secs(60);
+const DEGRADED_AGENT_TTL: Duration = Duration::from_secs(5);
+/// Most agents kept in-process.
+const LOCAL_AGENT_CAPACITY: usize = 10_000;
+/// A Redis command that takes longer than this is treated as Redis being away.
+const COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
+/// Events buffered per listener before a slow one starts losing the oldest.
+const EVENT_BUFFER: usize = 1024;
+
+/// What a relay session hears about its call from elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionSignal {
+    /// The call was ended (by the API, on any replica).
+    Ended {
+        /// Why.
+        reason: String,
+        /// JSON for the carrier's `handoffData`.
+        handoff_data: Option<serde_json::Value>,
+    },
+}
+
+type SessionKey = (String, String);
+
+/// Events, sessions and the agent cache.
+pub struct Fanout {
+    events: broadcast::Sender<Arc<CallEvent>>,
+    sessions: Mutex<HashMap<SessionKey, HashMap<u64, mpsc::UnboundedSender<SessionSignal>>>>,
+    next_session: AtomicU64,
+    local_agents: Mutex<HashMap<(String, String), (Instant, Agent)>>,
+    redis: Option<RedisLink>,
+    metrics: Arc<Metrics>,
+}
+
+struct RedisLink {
+    client: fred::clients::Client,
+    subscriber: SubscriberClient,
+    prefix: String,
+}
+
+/// A relay session's registration; dropping it unregisters.
+pub struct SessionHandle {
+    fanout: Arc<Fanout>,
+    key: SessionKey,
+    id: u64,
+}
+
+impl Drop for SessionHandle {
+    fn drop(&mut self) {
+        let mut sessions = self.fanout.lock_sessions();
+        if let Some(entries) = sessions.get_mut(&self.key) {
+            entries.remove(&self.id);
+            if entries.is_empty() {
+                sessions.remove(&self.key);
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain maps: a panic elsewhere cannot leave them half-updated in a harmful way.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Fanout {
+    /// In-process only (no `REDIS_URL`).
+    pub fn local(metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self::build(None, metrics))
+    }
+
+    fn build(redis: Option<RedisLink>, metrics: Arc<Metrics>) -> Self {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        Self {
+            events,
+            sessions: Mutex::default(),
+            next_session: AtomicU64::new(1),
+            local_agents: Mutex::default(),
+            redis,
+            metrics,
+        }
+    }
+
+    /// With Redis. Waits up to `connect_wait` for the first connection; a Redis that is down
+    /// at start is no reason not to start, so this never fails for an unreachable server.
+    pub async fn with_redis(
+        config: &RedisConfig,
+        metrics: Arc<Metrics>,
+        connect_wait: Duration,
+    ) -> Result<Arc<Self>, String> {
+        let client_config = RedisClientConfig::from_url(&config.url)
+            .map_err(|error| format!("REDIS_URL: {error}"))?;
+        let mut builder = Builder::from_config(client_config);
+        builder
+            .with_config(|c| c.fail_fast = false)
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_secs(1);
+                c.internal_command_timeout = Duration::from_secs(1);
+                c.max_command_attempts = 1;
+            })
+            .with_performance_config(|c| c.default_command_timeout = COMMAND_TIMEOUT)
+            // Forever, backing off to 2 s: Redis coming back must be noticed by itself.
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+        let client = builder.build().map_err(|error| error.to_string())?;
+        let subscriber = builder
+            .build_subscriber_client()
+            .map_err(|error| error.to_string())?;
+        client.connect();
+        subscriber.connect();
+        let _ = tokio::time::timeout(connect_wait, async {
+            let _ = client.wait_for_connect().await;
+            let _ = subscriber.wait_for_connect().await;
+        })
+        .await;
+        if !client.is_connected() {
+            tracing::warn!("Redis is not answering at start; running in-process until it does");
+        }
+        let prefix = config.key_prefix.clone();
+        let fanout = Arc::new(Self::build(
+            Some(RedisLink {
+                client,
+                subscriber,
+                prefix: prefix.clone(),
+            }),
+            metrics,
+        ));
+        fanout.spawn_subscription();
+        Ok(fanout)
+    }
+
+    /// Subscribes to every tenant's event channel and re-broadcasts what arrives; fred
+    /// re-subscribes after each reconnect.
+    fn spawn_subscription(self: &Arc<Self>) {
+        let Some(redis) = &self.redis else {
+            return;
+        };
+        let pattern = format!("{}events:*", redis.prefix);
+        let subscriber = redis.subscriber.clone();
+        let _manager = subscriber.manage_subscriptions();
+        let mut messages = subscriber.message_rx();
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            // Subscribing waits for a connection; fred replays it on every reconnect.
+            if let Err(error) = subscriber.psubscribe(pattern.clone()).await {
+                tracing::warn!(%error, %pattern, "Redis subscription failed; will resubscribe on reconnect");
+            }
+            loop {
+                match messages.recv().await {
+                    Ok(message) => {
+                        let Some(fanout) = weak.upgrade() else { return };
+                        let text = match &message.value {
+                            Value::String(text) => text.to_string(),
+                            Value::Bytes(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                            _ => continue,
+                        };
+                        match serde_json::from_str::<CallEvent>(&text) {
+                            Ok(event) => fanout.deliver(Arc::new(event)),
+                            Err(error) => tracing::warn!(%error, "unreadable call event on Redis"),
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "call events dropped: subscriber lagged");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
+    fn lock_sessions(
+        &self,
+    ) -> MutexGuard<'_, HashMap<SessionKey, HashMap<u64, mpsc::UnboundedSender<SessionSignal>>>>
+    {
+        lock(&self.sessions)
+    }
+
+    fn redis_up(&self) -> Option<&RedisLink> {
+        self.redis.as_ref().filter(|r| r.client.is_connected())
+    }
+
+    fn fast() -> Options {
+        Options {
+            timeout: Some(COMMAND_TIMEOUT),
+            fail_fast: true,
+            max_attempts: Some(1),
+            ..Options::default()
+        }
+    }
+
+    /// Publishes an event to every replica (or, with Redis away, to this one).
+    pub async fn publish(&self, event: CallEvent) {
+        if let Some(redis) = self.redis_up() {
+            let channel = format!("{}events:{}", redis.prefix, event.tenant_id);
+            let payload = serde_json::to_string(&event).unwrap_or_default();
+            let sent: Result<i64, _> = redis
+                .client
+                .with_options(&Self::fast())
+                .publish(channel, payload)
+                .await;
+            match sent {
+                // Our own subscription brings it back to this replica's listeners.
+                Ok(_) => return,
+                Err(error) => {
+                    self.metrics.redis_error("publish");
+                    tracing::warn!(%error, "Redis publish failed; delivering in-process");
+                }
+            }
+        } else if self.redis.is_some() {
+            self.metrics.redis_error("publish");
+            tracing::debug!("Redis away; delivering the event in-process");
+        }
+        self.deliver(Arc::new(event));
+    }
+
+    /// Hands an event to this replica's listeners and, for an ended call, its relay sessions.
+    fn deliver(&self, event: Arc<CallEvent>) {
+        if event.kind == CallEventKind::CallEnded {
+            let key = (event.tenant_id.clone(), event.call_id.clone());
+            if let Some(entries) = self.lock_sessions().get(&key) {
+                for sender in entries.values() {
+                    let _ = sender.send(SessionSignal::Ended {
+                        reason: event.reason.clone().unwrap_or_else(|| "ended".into()),
+                        handoff_data: event.handoff_data.clone(),
+                    });
+                }
+            }
+        }
+        // No listeners is fine.
+        let _ = self.events.send(event);
+    }
+
+    /// Every event this replica hears (listeners filter by tenant and call).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<CallEvent>> {
+        self.events.subscribe()
+    }
+
+    /// Registers a relay session for signals about its call.
+    pub fn register_session(
+        self: &Arc<Self>,
+        tenant: &str,
+        call_id: &str,
+    ) -> (SessionHandle, mpsc::UnboundedReceiver<SessionSignal>) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let key = (tenant.to_owned(), call_id.to_owned());
+        self.lock_sessions()
+            .entry(key.clone())
+            .or_default()
+            .insert(id, sender);
+        (
+            SessionHandle {
+                fanout: Arc::clone(self),
+                key,
+                id,
+            },
+            receiver,
+        )
+    }
+
+    /// `None` without Redis; else whether it answers a PING.
+    pub async fn redis_health(&self) -> Option<Result<(), String>> {
+        let redis = self.redis.as_ref()?;
+        if !redis.client.is_connected() {
+            return Some(Err("not connected (reconnecting)".into()));
+        }
+        let pong: Result<String, _> = redis.client.with_options(&Self::fast()).ping(None).await;
+        Some(pong.map(|_| ()).map_err(|error| error.to_string()))
+    }
+
+    fn agent_key(prefix: &str, tenant: &str, id: &str) -> String {
+        format!("{prefix}agent:{tenant}:{id}")
+    }
+
+    /// A cached agent config.
+    pub async fn cached_agent(&self, tenant: &str, id: &str) -> Option<Agent> {
+        if let Some(redis) = self.redis_up() {
+            let found: Result<Option<String>, _> = redis
+                .client
+                .with_options(&Self::fast())
+                .get(Self::agent_key(&redis.prefix, tenant, id))
+                .await;
+            match found {
+                Ok(Some(json)) => return serde_json::from_str(&json).ok(),
+                Ok(None) => return None,
+                Err(error) => {
+                    self.metrics.redis_error("cache_get");
+                    tracing::warn!(%error, "Redis cache read failed; using the in-process cache");
+                }
+            }
+        }
+        let ttl = if self.redis.is_some() {
+            DEGRADED_AGENT_TTL
+        } else {
+            LOCAL_AGENT_TTL
+        };
+        let key = (tenant.to_owned(), id.to_owned());
+        let mut local = lock(&self.local_agents);
+        match local.get(&key) {
+            Some((stored, agent)) if stored.elapsed() < ttl => Some(agent.clone()),
+            Some(_) => {
+                local.remove(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Caches an agent config read from the database.
+    pub async fn cache_agent(&self, agent: &Agent) {
+        if let Some(redis) = self.redis_up() {
+            let json = serde_json::to_string(agent).unwrap_or_default();
+            let stored: Result<(), _> = redis
+                .client
+                .with_options(&Self::fast())
+                .set(
+                    Self::agent_key(&redis.prefix, &agent.tenant_id, &agent.id),
+                    json,
+                    Some(Expiration::EX(REDIS_AGENT_TTL_SECS)),
+                    None,
+                    false,
+                )
+                .await;
+            match stored {
+                Ok(()) => return,
+                Err(error) => {
+                    self.metrics.redis_error("cache_set");
+                    tracing::warn!(%error, "Redis cache write failed; caching in-process");
+                }
+            }
+        }
+        let mut local = lock(&self.local_agents);
+        if local.len() >= LOCAL_AGENT_CAPACITY {
+            local.clear();
+        }
+        local.insert(
+            (agent.tenant_id.clone(), agent.id.clone()),
+            (Instant::now(), agent.clone()),
+        );
+    }
+
+    /// Drops an agent's cached config after an update or delete, everywhere it may be.
+    pub async fn invalidate_agent(&self, tenant: &str, id: &str) {
+        lock(&self.local_agents).remove(&(tenant.to_owned(), id.to_owned()));
+        if let Some(redis) = &self.redis {
+            let deleted: Result<i64, _> = redis
+                .client
+                .with_options(&Self::fast())
+                .del(Self::agent_key(&redis.prefix, tenant, id))
+                .await;
+            if let Err(error) = deleted {
+                // The Redis copy expires within REDIS_AGENT_TTL_SECS anyway.
+                self.metrics.redis_error("cache_invalidate");
+                tracing::warn!(%error, "Redis cache invalidation failed");
+            }
+        }
+    }
+
+    /// Closes the Redis connections.
+    pub async fn close(&self) {
+        if let Some(redis) = &self.redis {
+            let _ = redis.client.quit().await;
+            let _ = redis.subscriber.quit().await;
+        }
+    }
+}

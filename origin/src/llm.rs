@@ -1,0 +1,86 @@
+//! The model behind the conversation, behind a trait so handlers never see SDK types and router
+//! tests can script a fake. [`bedrock::BedrockClient`] is the real one.
+
+use async_trait::async_trait;
+use shared::agent::InferenceSettings;
+use shared::conversation::Message;
+use shared::model::ModelFailure;
+use shared::turn::Usage;
+
+pub mod bedrock;
+
+/// One streamed completion request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmRequest {
+    /// Bedrock model id or inference profile.
+    pub model: String,
+    /// The agent's system prompt (the cacheable part).
+    pub system_prompt: String,
+    /// Per-call system text after the cache point (e.g. the greeting already spoken).
+    pub system_note: Option<String>,
+    /// Alternating messages, first and last from the user.
+    pub messages: Vec<Message>,
+    /// Inference parameters.
+    pub inference: InferenceSettings,
+    /// Mark the system prompt as a prompt-cache prefix.
+    pub prompt_caching: bool,
+}
+
+/// What a stream yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LlmEvent {
+    /// A piece of reply text.
+    Text(String),
+    /// The end of the reply: why it stopped and what it used (when reported).
+    Finished {
+        /// `end_turn`, `max_tokens`, `stop_sequence`, …
+        stop_reason: String,
+        /// Tokens used.
+        usage: Option<Usage>,
+    },
+}
+
+/// A failed model call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {detail}", failure.as_str())]
+pub struct LlmError {
+    /// The kind of failure, which decides the fallback.
+    pub failure: ModelFailure,
+    /// For the log.
+    pub detail: String,
+}
+
+impl LlmError {
+    /// An error of `failure` with a detail.
+    pub fn new(failure: ModelFailure, detail: impl Into<String>) -> Self {
+        Self {
+            failure,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// A reply being streamed. Dropping it cancels the request (the connection is closed).
+#[async_trait]
+pub trait LlmStream: Send {
+    /// The next event; `Ok(None)` after the stream ended.
+    async fn next(&mut self) -> Result<Option<LlmEvent>, LlmError>;
+}
+
+/// What `/ready` reports about the model configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LlmReadiness {
+    /// Whether requests can be sent (region and credentials resolved).
+    pub ok: bool,
+    /// Region and endpoint, or why not.
+    pub detail: String,
+}
+
+/// A streaming model client.
+#[async_trait]
+pub trait LlmClient: Send + Sync {
+    /// Starts a streamed reply; resolves once the model accepted the request.
+    async fn converse_stream(&self, request: LlmRequest) -> Result<Box<dyn LlmStream>, LlmError>;
+    /// Whether the client is configured well enough to send requests.
+    async fn readiness(&self) -> LlmReadiness;
+}

@@ -1,0 +1,340 @@
+//! [`LlmClient`] over `aws-sdk-bedrockruntime` `ConverseStream`.
+//!
+//! SDK settings, chosen for voice (a caller cannot wait seconds):
+//! - **No SDK retries** (`max_attempts = 1`). The standard retry strategy backs off for
+//!   hundreds of milliseconds and retries the same model; a throttled voice turn is better
+//!   served by the next model of the agent's chain at once. The turn engine owns that policy
+//!   (`shared::model::recovery`), including one immediate retry of the same model after a
+//!   connection blip.
+//! - **Connect timeout** from `BEDROCK_CONNECT_TIMEOUT_MS` (default 1 s).
+//! - **Stalled-stream protection**: the SDK installs it for upload/download bodies but not for
+//!   event-stream operations like ConverseStream (checked in the 1.153 sources), so it cannot
+//!   guard a reply. The turn engine enforces a first-token deadline and an inter-event stall
+//!   deadline itself; the SDK setting is left enabled with the stall deadline as its grace for
+//!   any other operation.
+//! - HTTPS through rustls with ring; credentials from the standard chain (the ECS task role in
+//!   production).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_sdk_bedrockruntime::Client;
+use aws_sdk_bedrockruntime::config::Region;
+use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamError;
+use aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver;
+use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
+use aws_sdk_bedrockruntime::types::{
+    CachePointBlock, CachePointType, ContentBlock, ContentBlockDelta, ConversationRole,
+    ConverseStreamOutput, InferenceConfiguration, Message, SystemContentBlock,
+};
+use aws_smithy_http_client::tls;
+use shared::conversation::Speaker;
+use shared::model::ModelFailure;
+use shared::turn::Usage;
+
+use super::{LlmClient, LlmError, LlmEvent, LlmReadiness, LlmRequest, LlmStream};
+use crate::config::BedrockConfig;
+
+/// The Bedrock client.
+#[derive(Clone)]
+pub struct BedrockClient {
+    client: Client,
+    credentials: Option<SharedCredentialsProvider>,
+    description: String,
+}
+
+impl BedrockClient {
+    /// A client with the standard AWS credential chain.
+    pub async fn from_config(config: &BedrockConfig) -> Self {
+        let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(config.region.clone()))
+            .http_client(http_client())
+            .load()
+            .await;
+        let credentials = sdk.credentials_provider();
+        let client = Client::from_conf(
+            settings(aws_sdk_bedrockruntime::config::Builder::from(&sdk), config).build(),
+        );
+        Self::assemble(client, credentials, config)
+    }
+
+    /// A client with the given credentials (tests, the load generator, the local emulator).
+    pub fn with_credentials(
+        config: &BedrockConfig,
+        credentials: impl ProvideCredentials + 'static,
+    ) -> Self {
+        let credentials = SharedCredentialsProvider::new(credentials);
+        let builder = aws_sdk_bedrockruntime::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(config.region.clone()))
+            .http_client(http_client())
+            .credentials_provider(credentials.clone());
+        let client = Client::from_conf(settings(builder, config).build());
+        Self::assemble(client, Some(credentials), config)
+    }
+
+    fn assemble(
+        client: Client,
+        credentials: Option<SharedCredentialsProvider>,
+        config: &BedrockConfig,
+    ) -> Self {
+        let description = match &config.endpoint_url {
+            Some(endpoint) => format!("region {} via {endpoint}", config.region),
+            None => format!("region {}", config.region),
+        };
+        Self {
+            client,
+            credentials,
+            description,
+        }
+    }
+}
+
+fn http_client() -> aws_sdk_bedrockruntime::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
+}
+
+fn settings(
+    builder: aws_sdk_bedrockruntime::config::Builder,
+    config: &BedrockConfig,
+) -> aws_sdk_bedrockruntime::config::Builder {
+    let mut builder = builder
+        .retry_config(RetryConfig::standard().with_max_attempts(1))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(config.connect_timeout)
+                .build(),
+        )
+        .stalled_stream_protection(
+            StalledStreamProtectionConfig::enabled()
+                .grace_period(config.stall_timeout)
+                .build(),
+        );
+    if let Some(endpoint) = &config.endpoint_url {
+        builder = builder.endpoint_url(endpoint);
+    }
+    builder
+}
+
+#[async_trait]
+impl LlmClient for BedrockClient {
+    async fn converse_stream(&self, request: LlmRequest) -> Result<Box<dyn LlmStream>, LlmError> {
+        let mut system = vec![SystemContentBlock::Text(request.system_prompt)];
+        if request.prompt_caching {
+            let cache_point = CachePointBlock::builder()
+                .r#type(CachePointType::Default)
+                .build()
+                .map_err(|error| LlmError::new(ModelFailure::Invalid, error.to_string()))?;
+            system.push(SystemContentBlock::CachePoint(cache_point));
+        }
+        if let Some(note) = request.system_note {
+            system.push(SystemContentBlock::Text(note));
+        }
+        let mut messages = Vec::with_capacity(request.messages.len());
+        for message in request.messages {
+            let role = match message.speaker {
+                Speaker::User => ConversationRole::User,
+                Speaker::Assistant => ConversationRole::Assistant,
+            };
+            messages.push(
+                Message::builder()
+                    .role(role)
+                    .content(ContentBlock::Text(message.text))
+                    .build()
+                    .map_err(|error| LlmError::new(ModelFailure::Invalid, error.to_string()))?,
+            );
+        }
+        let settings = request.inference;
+        let mut inference = InferenceConfiguration::builder()
+            .max_tokens(i32::try_from(settings.max_tokens).unwrap_or(i32::MAX))
+            .set_temperature(settings.temperature)
+            .set_top_p(settings.top_p);
+        for stop in settings.stop_sequences {
+            inference = inference.stop_sequences(stop);
+        }
+        let output = self
+            .client
+            .converse_stream()
+            .model_id(request.model)
+            .set_system(Some(system))
+            .set_messages(Some(messages))
+            .inference_config(inference.build())
+            .send()
+            .await
+            .map_err(classify_send)?;
+        Ok(Box::new(BedrockStream {
+            receiver: output.stream,
+            stop_reason: None,
+        }))
+    }
+
+    async fn readiness(&self) -> LlmReadiness {
+        let Some(credentials) = &self.credentials else {
+            return LlmReadiness {
+                ok: false,
+                detail: format!("{}: no AWS credentials provider", self.description),
+            };
+        };
+        match tokio::time::timeout(Duration::from_secs(2), credentials.provide_credentials()).await
+        {
+            Ok(Ok(_)) => LlmReadiness {
+                ok: true,
+                detail: self.description.clone(),
+            },
+            Ok(Err(error)) => LlmReadiness {
+                ok: false,
+                detail: format!("{}: no AWS credentials: {error}", self.description),
+            },
+            Err(_) => LlmReadiness {
+                ok: false,
+                detail: format!(
+                    "{}: AWS credentials did not resolve within 2 s",
+                    self.description
+                ),
+            },
+        }
+    }
+}
+
+struct BedrockStream {
+    receiver: EventReceiver<ConverseStreamOutput, ConverseStreamOutputError>,
+    stop_reason: Option<String>,
+}
+
+#[async_trait]
+impl LlmStream for BedrockStream {
+    async fn next(&mut self) -> Result<Option<LlmEvent>, LlmError> {
+        loop {
+            let event = self.receiver.recv().await.map_err(classify_stream)?;
+            match event {
+                None => {
+                    // A stream that ends without its metadata still ended.
+                    return Ok(self
+                        .stop_reason
+                        .take()
+                        .map(|stop_reason| LlmEvent::Finished {
+                            stop_reason,
+                            usage: None,
+                        }));
+                }
+                Some(ConverseStreamOutput::ContentBlockDelta(delta)) => {
+                    if let Some(ContentBlockDelta::Text(text)) = delta.delta
+                        && !text.is_empty()
+                    {
+                        return Ok(Some(LlmEvent::Text(text)));
+                    }
+                }
+                Some(ConverseStreamOutput::MessageStop(stop)) => {
+                    self.stop_reason = Some(stop.stop_reason.as_str().to_owned());
+                }
+                Some(ConverseStreamOutput::Metadata(metadata)) => {
+                    let usage = metadata.usage.map(|usage| Usage {
+                        input_tokens: u32::try_from(usage.input_tokens).unwrap_or(0),
+                        output_tokens: u32::try_from(usage.output_tokens).unwrap_or(0),
+                    });
+                    return Ok(Some(LlmEvent::Finished {
+                        stop_reason: self
+                            .stop_reason
+                            .take()
+                            .unwrap_or_else(|| "end_turn".to_owned()),
+                        usage,
+                    }));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// Maps a failure of the initial request.
+fn classify_send(
+    error: SdkError<ConverseStreamError, aws_sdk_bedrockruntime::config::http::HttpResponse>,
+) -> LlmError {
+    let detail = format!(
+        "{}",
+        aws_sdk_bedrockruntime::error::DisplayErrorContext(&error)
+    );
+    let failure = match &error {
+        SdkError::ServiceError(context) => match context.err() {
+            ConverseStreamError::ThrottlingException(_) => ModelFailure::Throttled,
+            ConverseStreamError::ModelNotReadyException(_) => ModelFailure::NotReady,
+            ConverseStreamError::ModelTimeoutException(_) => ModelFailure::Timeout,
+            ConverseStreamError::InternalServerException(_)
+            | ConverseStreamError::ModelErrorException(_)
+            | ConverseStreamError::ModelStreamErrorException(_) => ModelFailure::ServerError,
+            ConverseStreamError::ServiceUnavailableException(_) => ModelFailure::Unavailable,
+            ConverseStreamError::ResourceNotFoundException(_)
+            | ConverseStreamError::AccessDeniedException(_) => ModelFailure::ModelUnavailable,
+            ConverseStreamError::ValidationException(_) => ModelFailure::Invalid,
+            other => by_status(context.raw().status().as_u16(), other.code()),
+        },
+        SdkError::TimeoutError(_) => ModelFailure::Timeout,
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => ModelFailure::Timeout,
+        SdkError::DispatchFailure(_) => ModelFailure::Connection,
+        SdkError::ResponseError(_) => ModelFailure::ServerError,
+        SdkError::ConstructionFailure(_) => ModelFailure::Invalid,
+        _ => ModelFailure::ServerError,
+    };
+    LlmError::new(failure, detail)
+}
+
+/// Maps an exception inside the stream, or a broken stream.
+fn classify_stream(
+    error: SdkError<ConverseStreamOutputError, aws_smithy_types::event_stream::RawMessage>,
+) -> LlmError {
+    let detail = format!(
+        "{}",
+        aws_sdk_bedrockruntime::error::DisplayErrorContext(&error)
+    );
+    let failure = match &error {
+        SdkError::ServiceError(context) => match context.err() {
+            ConverseStreamOutputError::ThrottlingException(_) => ModelFailure::Throttled,
+            ConverseStreamOutputError::ServiceUnavailableException(_) => ModelFailure::Unavailable,
+            ConverseStreamOutputError::ValidationException(_) => ModelFailure::Invalid,
+            _ => ModelFailure::StreamError,
+        },
+        SdkError::TimeoutError(_) => ModelFailure::Stalled,
+        _ => ModelFailure::StreamError,
+    };
+    LlmError::new(failure, detail)
+}
+
+/// An unmodelled error, judged by its status and code.
+fn by_status(status: u16, code: Option<&str>) -> ModelFailure {
+    match (status, code) {
+        (_, Some("ThrottlingException")) | (429, _) => ModelFailure::Throttled,
+        (408, _) => ModelFailure::Timeout,
+        (503, _) => ModelFailure::Unavailable,
+        (500..=599, _) => ModelFailure::ServerError,
+        (403 | 404, _) => ModelFailure::ModelUnavailable,
+        _ => ModelFailure::Invalid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unmodelled_errors_are_judged_by_status() {
+        assert_eq!(by_status(429, None), ModelFailure::Throttled);
+        assert_eq!(
+            by_status(400, Some("ThrottlingException")),
+            ModelFailure::Throttled
+        );
+        assert_eq!(by_status(502, None), ModelFailure::ServerError);
+        assert_eq!(by_status(503, None), ModelFailure::Unavailable);
+        assert_eq!(by_status(404, None), ModelFailure::ModelUnavailable);
+        assert_eq!(by_status(400, None), ModelFailure::Invalid);
+    }
+}

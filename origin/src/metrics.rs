@@ -1,0 +1,172 @@
+//! Prometheus metrics (`GET /metrics`, text exposition format).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Every metric the origin exports.
+pub struct Metrics {
+    registry: Registry,
+    /// `origin_requests_total{route,method,status}`.
+    pub requests: Family<Labels, Counter>,
+    /// `origin_turn_ttft_seconds{model}`: request to the model → first token.
+    pub ttft: Family<Labels, Histogram>,
+    /// `origin_turn_duration_seconds{model}`.
+    pub turn_duration: Family<Labels, Histogram>,
+    /// `origin_turns_total{outcome}`: completed, interrupted, failed, not_durable.
+    pub turns: Family<Labels, Counter>,
+    /// `origin_tokens_total{direction}`: input, output.
+    pub tokens: Family<Labels, Counter>,
+    /// `origin_model_fallbacks_total{model,reason}`: the model skipped and why.
+    pub fallbacks: Family<Labels, Counter>,
+    /// `origin_interruptions_total`.
+    pub interruptions: Counter,
+    /// `origin_db_errors_total{kind}`.
+    pub db_errors: Family<Labels, Counter>,
+    /// `origin_redis_errors_total{operation}`.
+    pub redis_errors: Family<Labels, Counter>,
+    /// `origin_relay_connections`: relay WebSockets open now.
+    pub relay_connections: Gauge,
+    /// `origin_relay_messages_rejected_total{code}`.
+    pub relay_rejected: Family<Labels, Counter>,
+    /// `origin_event_subscribers`: live `/events` streams.
+    pub event_subscribers: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    // 5 ms … ~20 s: a voice reply's first token lives in the lower half.
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0,
+        10.0, 20.0,
+    ])
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("origin");
+        let requests = Family::<Labels, Counter>::default();
+        registry.register("requests", "HTTP requests answered", requests.clone());
+        let ttft = Family::<Labels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "turn_ttft_seconds",
+            "Time from a turn's model request to its first token",
+            ttft.clone(),
+        );
+        let turn_duration = Family::<Labels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "turn_duration_seconds",
+            "Time from a turn's model request to its last token",
+            turn_duration.clone(),
+        );
+        let turns = Family::<Labels, Counter>::default();
+        registry.register("turns", "Turns by outcome", turns.clone());
+        let tokens = Family::<Labels, Counter>::default();
+        registry.register("tokens", "Model tokens by direction", tokens.clone());
+        let fallbacks = Family::<Labels, Counter>::default();
+        registry.register(
+            "model_fallbacks",
+            "Models skipped for the next one in the chain",
+            fallbacks.clone(),
+        );
+        let interruptions = Counter::default();
+        registry.register(
+            "interruptions",
+            "Replies the caller spoke over",
+            interruptions.clone(),
+        );
+        let db_errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "db_errors",
+            "Database operations that failed",
+            db_errors.clone(),
+        );
+        let redis_errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "redis_errors",
+            "Redis operations that failed or were skipped while Redis was away",
+            redis_errors.clone(),
+        );
+        let relay_connections = Gauge::default();
+        registry.register(
+            "relay_connections",
+            "ConversationRelay WebSockets open",
+            relay_connections.clone(),
+        );
+        let relay_rejected = Family::<Labels, Counter>::default();
+        registry.register(
+            "relay_messages_rejected",
+            "Relay messages answered with an error",
+            relay_rejected.clone(),
+        );
+        let event_subscribers = Gauge::default();
+        registry.register(
+            "event_subscribers",
+            "Live call-event streams",
+            event_subscribers.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            ttft,
+            turn_duration,
+            turns,
+            tokens,
+            fallbacks,
+            interruptions,
+            db_errors,
+            redis_errors,
+            relay_connections,
+            relay_rejected,
+            event_subscribers,
+        }
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        if encode(&mut text, &self.registry).is_err() {
+            tracing::error!("metrics could not be encoded");
+        }
+        text
+    }
+
+    /// Counts a failed database operation.
+    pub fn db_error(&self, error: &crate::store::StoreError) {
+        let kind = match error {
+            crate::store::StoreError::Unavailable(_) => "unavailable",
+            crate::store::StoreError::Corrupt(_) => "corrupt",
+            _ => return,
+        };
+        self.db_errors
+            .get_or_create(&vec![("kind", kind.to_owned())])
+            .inc();
+    }
+
+    /// Counts a failed or skipped Redis operation.
+    pub fn redis_error(&self, operation: &'static str) {
+        self.redis_errors
+            .get_or_create(&vec![("operation", operation.to_owned())])
+            .inc();
+    }
+}
+
+/// One label.
+pub fn label(name: &'static str, value: impl Into<String>) -> Labels {
+    vec![(name, value.into())]
+}

@@ -1,0 +1,386 @@
+//! `/v1/calls`: create, read, end; a turn as Server-Sent Events; live events.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, StreamExt};
+use shared::call::{Call, CallSource, CallStatus, CreateCall, EndCall, check_id};
+use shared::call_event::{CallEvent, CallEventKind};
+use shared::error_body::ErrorBody;
+use shared::turn::{
+    DoneEvent, EVENT_DONE, EVENT_ERROR, EVENT_TOKEN, TokenEvent, TurnList, TurnRequest,
+};
+use tokio::sync::mpsc;
+
+use super::{json_body, load_agent, stored};
+use crate::AppState;
+use crate::edge_auth::Caller;
+use crate::error::{AppError, Failed, OrFail};
+use crate::request_id::RequestId;
+use crate::store::EndOutcome;
+use crate::turn::{self, Ending, Stop, StopSignal, TurnError, TurnInput};
+
+/// Keeps idle event streams open through proxies (the ALB's idle timeout is 60 s).
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+fn valid_id(id: &str) -> Result<(), AppError> {
+    check_id(id).map_err(|error| AppError::bad_request("invalid_id", error.to_string()))
+}
+
+/// The region serving a call: the edge's choice when it sent a sane one, else ours.
+fn region(state: &AppState, headers: &HeaderMap) -> String {
+    headers
+        .get(shared::headers::CF_REGION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|r| {
+            !r.is_empty()
+                && r.len() <= 32
+                && r.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+        .map_or_else(|| state.config.region.clone(), str::to_owned)
+}
+
+/// Creates and stores a call, then announces it. Shared with the relay's `setup`.
+pub async fn start_call(
+    state: &AppState,
+    tenant: &str,
+    request: &CreateCall,
+    region: String,
+) -> Result<Call, AppError> {
+    let agent = match (&request.agent_id, &request.to) {
+        (Some(agent_id), _) => load_agent(state, tenant, agent_id).await?,
+        (None, Some(to)) => stored(state, state.store.agent_for_number(tenant, to).await)?,
+        (None, None) => None,
+    }
+    .ok_or(AppError::Missing("agent"))?;
+    let call = Call {
+        id: request
+            .id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        tenant_id: tenant.to_owned(),
+        agent_id: agent.id,
+        source: request.source,
+        carrier_call_sid: request.carrier_call_sid.clone(),
+        from: request.from.clone(),
+        to: request.to.clone(),
+        region,
+        status: CallStatus::Active,
+        turn_count: 0,
+        started_at_ms: state.now_ms(),
+        ended_at_ms: None,
+        end_reason: None,
+    };
+    stored(state, state.store.create_call(&call).await)?;
+    turn::publish(
+        state,
+        tenant,
+        &call.id,
+        CallEventKind::CallStarted,
+        None,
+        None,
+        None,
+        call.started_at_ms,
+    )
+    .await;
+    Ok(call)
+}
+
+/// `POST /v1/calls`.
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    request_id: RequestId,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Failed> {
+    let request: CreateCall = json_body(&body).or_fail(&request_id)?;
+    request
+        .validate()
+        .map_err(|error| AppError::bad_request("invalid_call", error.to_string()))
+        .or_fail(&request_id)?;
+    let call = start_call(&state, caller.tenant(), &request, region(&state, &headers))
+        .await
+        .or_fail(&request_id)?;
+    Ok((StatusCode::CREATED, Json(call)).into_response())
+}
+
+async fn existing_call(state: &AppState, tenant: &str, id: &str) -> Result<Call, AppError> {
+    valid_id(id)?;
+    stored(state, state.store.get_call(tenant, id).await)?.ok_or(AppError::Missing("call"))
+}
+
+/// `GET /v1/calls/{id}`.
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    request_id: RequestId,
+    Path(id): Path<String>,
+) -> Result<Json<Call>, Failed> {
+    existing_call(&state, caller.tenant(), &id)
+        .await
+        .map(Json)
+        .or_fail(&request_id)
+}
+
+/// `POST /v1/calls/{id}/end`.
+pub async fn end(
+    State(state): State<AppState>,
+    caller: Caller,
+    request_id: RequestId,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Call>, Failed> {
+    valid_id(&id).or_fail(&request_id)?;
+    let request: EndCall = json_body(&body).or_fail(&request_id)?;
+    request
+        .validate()
+        .map_err(|error| AppError::bad_request("invalid_end", error.to_string()))
+        .or_fail(&request_id)?;
+    let outcome = stored(
+        &state,
+        state
+            .store
+            .end_call(caller.tenant(), &id, request.reason.trim(), state.now_ms())
+            .await,
+    )
+    .or_fail(&request_id)?;
+    match outcome {
+        EndOutcome::Ended(call) => {
+            let mut event = CallEvent::new(
+                CallEventKind::CallEnded,
+                caller.tenant(),
+                &call.id,
+                call.ended_at_ms.unwrap_or_else(|| state.now_ms()),
+            );
+            event.reason = call.end_reason.clone();
+            event.handoff_data = request.handoff_data;
+            state.fanout.publish(event).await;
+            Ok(Json(call))
+        }
+        EndOutcome::AlreadyEnded(_) => Err(Failed(
+            AppError::conflict("call_ended", "the call has already ended"),
+            request_id,
+        )),
+        EndOutcome::NotFound => Err(Failed(AppError::Missing("call"), request_id)),
+    }
+}
+
+/// `GET /v1/calls/{id}/turns`.
+pub async fn turns(
+    State(state): State<AppState>,
+    caller: Caller,
+    request_id: RequestId,
+    Path(id): Path<String>,
+) -> Result<Json<TurnList>, Failed> {
+    existing_call(&state, caller.tenant(), &id)
+        .await
+        .or_fail(&request_id)?;
+    let turns =
+        stored(&state, state.store.list_turns(caller.tenant(), &id).await).or_fail(&request_id)?;
+    Ok(Json(TurnList { call_id: id, turns }))
+}
+
+/// `POST /v1/calls/{id}/turns`: the reply as Server-Sent Events. Everything that can be refused
+/// is refused with a status before the stream starts; a model failure mid-reply is an `error`
+/// event, and `done` comes only once the turn is durable.
+pub async fn turn(
+    State(state): State<AppState>,
+    caller: Caller,
+    request_id: RequestId,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, Failed> {
+    let request: TurnRequest = json_body(&body).or_fail(&request_id)?;
+    request
+        .validate()
+        .map_err(|error| AppError::bad_request("invalid_turn", error.to_string()))
+        .or_fail(&request_id)?;
+    let tenant = caller.tenant().to_owned();
+    let call = existing_call(&state, &tenant, &id)
+        .await
+        .or_fail(&request_id)?;
+    if call.status == CallStatus::Ended {
+        return Err(Failed(
+            AppError::conflict("call_ended", "the call has ended"),
+            request_id,
+        ));
+    }
+    let agent = load_agent(&state, &tenant, &call.agent_id)
+        .await
+        .or_fail(&request_id)?
+        .ok_or_else(|| {
+            Failed(
+                AppError::conflict("agent_missing", "the call's agent no longer exists"),
+                request_id.clone(),
+            )
+        })?;
+    let history =
+        stored(&state, state.store.list_turns(&tenant, &id).await).or_fail(&request_id)?;
+
+    let (pieces_tx, pieces_rx) = mpsc::unbounded_channel::<String>();
+    let (final_tx, final_rx) = tokio::sync::oneshot::channel::<Event>();
+    let stop = StopSignal::default();
+    let task_state = state.clone();
+    let rid = request_id.as_str().to_owned();
+    tokio::spawn(async move {
+        // A client that hangs up stops the turn, which cancels the model request.
+        let watcher_stop = stop.clone();
+        let watched = pieces_tx.clone();
+        let watcher = tokio::spawn(async move {
+            watched.closed().await;
+            watcher_stop.stop(Stop::ClientGone);
+        });
+        let sink = move |piece: String| pieces_tx.send(piece).is_ok();
+        let outcome = turn::run(
+            &task_state,
+            TurnInput {
+                tenant: &tenant,
+                call_id: &call.id,
+                agent: &agent,
+                history: &history,
+                text: request.text.trim(),
+            },
+            &sink,
+            &stop,
+        )
+        .await;
+        drop(sink);
+        watcher.abort();
+        let event = final_event(&outcome, &rid);
+        let _ = final_tx.send(event);
+    });
+
+    let tokens = stream::unfold(pieces_rx, |mut rx| async move {
+        let piece = rx.recv().await?;
+        let event = Event::default()
+            .event(EVENT_TOKEN)
+            .json_data(TokenEvent { text: piece })
+            .unwrap_or_default();
+        Some((Ok::<Event, Infallible>(event), rx))
+    });
+    let last = stream::once(async move {
+        Ok::<Event, Infallible>(final_rx.await.unwrap_or_else(|_| {
+            Event::default()
+                .event(EVENT_ERROR)
+                .data(ErrorBody::new("internal", "internal error", "").to_json())
+        }))
+    });
+    Ok(Sse::new(tokens.chain(last))
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response())
+}
+
+/// `done` for a durable turn, `error` otherwise.
+fn final_event(outcome: &Result<turn::TurnReport, TurnError>, request_id: &str) -> Event {
+    let error = |code: &str, message: String| {
+        Event::default()
+            .event(EVENT_ERROR)
+            .data(ErrorBody::new(code, message, request_id).to_json())
+    };
+    match outcome {
+        Ok(report) => match &report.ending {
+            Ending::Completed | Ending::Stopped(_) => match (report.reply_seq, &report.model) {
+                (Some(turn), Some(model)) => Event::default()
+                    .event(EVENT_DONE)
+                    .json_data(DoneEvent {
+                        turn,
+                        model: model.clone(),
+                        usage: report.usage,
+                        timings: report.timings,
+                        fallbacks: report.fallbacks.clone(),
+                    })
+                    .unwrap_or_default(),
+                _ => error(
+                    "interrupted",
+                    "the turn was stopped before the model answered".into(),
+                ),
+            },
+            Ending::Failed(failure) => {
+                tracing::warn!(error = %failure, "turn failed");
+                error(
+                    "model_unavailable",
+                    format!(
+                        "the model failed ({}); every model of the agent's chain was tried",
+                        failure.failure.as_str()
+                    ),
+                )
+            }
+        },
+        Err(TurnError::Store(store_error)) => {
+            tracing::warn!(error = %store_error, "turn not durable");
+            error(
+                "not_durable",
+                "the turn could not be stored; it is not complete, retry it".into(),
+            )
+        }
+    }
+}
+
+/// `GET /v1/calls/{id}/events`: live events of one call, from any replica.
+pub async fn events(
+    State(state): State<AppState>,
+    caller: Caller,
+    request_id: RequestId,
+    Path(id): Path<String>,
+) -> Result<Response, Failed> {
+    let tenant = caller.tenant().to_owned();
+    existing_call(&state, &tenant, &id)
+        .await
+        .or_fail(&request_id)?;
+    let receiver = state.fanout.subscribe();
+    let shutdown = state.shutdown.clone();
+    let gauge = Arc::clone(&state.metrics);
+    gauge.event_subscribers.inc();
+    let guard = SubscriberGuard(gauge);
+    let events = stream::unfold(
+        (receiver, shutdown, tenant, id, guard),
+        |(mut receiver, shutdown, tenant, id, guard)| async move {
+            loop {
+                let received = tokio::select! {
+                    () = shutdown.cancelled() => return None,
+                    received = receiver.recv() => received,
+                };
+                match received {
+                    Ok(event) if event.tenant_id == tenant && event.call_id == id => {
+                        let sse = Event::default()
+                            .event(event.kind.as_str())
+                            .json_data(&*event)
+                            .unwrap_or_default();
+                        return Some((
+                            Ok::<Event, Infallible>(sse),
+                            (receiver, shutdown, tenant, id, guard),
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "event stream lagged");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        },
+    );
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response())
+}
+
+struct SubscriberGuard(Arc<crate::metrics::Metrics>);
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        self.0.event_subscribers.dec();
+    }
+}
+
+/// The source of a call created by the relay's `setup`.
+pub const RELAY_SOURCE: CallSource = CallSource::Phone;

@@ -1,0 +1,152 @@
+//! Durable state: agents, calls, turns and usage, always scoped by tenant. `Arc<dyn Store>` so
+//! router tests can swap a fake in; [`sql::SqlStore`] is the real one (PostgreSQL or SQLite).
+
+use async_trait::async_trait;
+use shared::agent::{Agent, AgentSpec};
+use shared::call::Call;
+use shared::turn::{Turn, TurnRole};
+use shared::usage::{DayRange, UsageDay};
+
+pub mod sql;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database did not answer (down, unreachable, pool exhausted, timed out).
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// A call with this id already exists for the tenant.
+    #[error("a call with this id already exists")]
+    CallExists,
+    /// The call does not exist for the tenant.
+    #[error("no such call")]
+    CallNotFound,
+    /// The call has ended; it takes no more turns.
+    #[error("the call has ended")]
+    CallEnded,
+    /// One of the agent's phone numbers belongs to another agent of the tenant.
+    #[error("phone number {0} already belongs to another agent")]
+    PhoneNumberTaken(String),
+    /// Stored data that cannot be read back (a bug or a manual edit).
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+/// A turn to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTurn {
+    /// Who.
+    pub role: TurnRole,
+    /// What.
+    pub text: String,
+    /// Spoken over by the caller.
+    pub interrupted: bool,
+    /// Model that answered.
+    pub model: Option<String>,
+    /// Prompt tokens.
+    pub input_tokens: Option<u32>,
+    /// Reply tokens.
+    pub output_tokens: Option<u32>,
+    /// Time to first token.
+    pub ttft_ms: Option<u32>,
+    /// Duration of the reply.
+    pub duration_ms: Option<u32>,
+    /// Unix milliseconds.
+    pub created_at_ms: u64,
+}
+
+impl NewTurn {
+    /// A caller or key-press turn.
+    pub fn said(role: TurnRole, text: impl Into<String>, at_ms: u64) -> Self {
+        Self {
+            role,
+            text: text.into(),
+            interrupted: false,
+            model: None,
+            input_tokens: None,
+            output_tokens: None,
+            ttft_ms: None,
+            duration_ms: None,
+            created_at_ms: at_ms,
+        }
+    }
+}
+
+/// How ending a call went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndOutcome {
+    /// It was active and is now ended.
+    Ended(Call),
+    /// It had already ended (the stored call is returned unchanged).
+    AlreadyEnded(Call),
+    /// No such call for the tenant.
+    NotFound,
+}
+
+/// The durable store. Every method takes the tenant and never touches another tenant's rows.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Cheap round trip, for `/ready`.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Creates or replaces an agent; returns it and whether it was created.
+    async fn put_agent(
+        &self,
+        tenant: &str,
+        id: &str,
+        spec: &AgentSpec,
+        now_ms: u64,
+    ) -> Result<(Agent, bool), StoreError>;
+    /// One agent.
+    async fn get_agent(&self, tenant: &str, id: &str) -> Result<Option<Agent>, StoreError>;
+    /// Deletes an agent and its numbers; false when there was none.
+    async fn delete_agent(&self, tenant: &str, id: &str) -> Result<bool, StoreError>;
+    /// Agents ordered by id, after `after`, at most `limit`.
+    async fn list_agents(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Agent>, StoreError>;
+    /// The agent answering a phone number.
+    async fn agent_for_number(
+        &self,
+        tenant: &str,
+        number: &str,
+    ) -> Result<Option<Agent>, StoreError>;
+
+    /// Stores a new call and counts it in the day's usage.
+    async fn create_call(&self, call: &Call) -> Result<(), StoreError>;
+    /// One call.
+    async fn get_call(&self, tenant: &str, id: &str) -> Result<Option<Call>, StoreError>;
+    /// Ends a call.
+    async fn end_call(
+        &self,
+        tenant: &str,
+        id: &str,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<EndOutcome, StoreError>;
+
+    /// The call's turns by `seq`.
+    async fn list_turns(&self, tenant: &str, call_id: &str) -> Result<Vec<Turn>, StoreError>;
+    /// Appends turns atomically to an active call; replies count in the day's usage. Returns
+    /// their `seq`s. Fails with `CallNotFound` or `CallEnded` and writes nothing then.
+    async fn append_turns(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        turns: &[NewTurn],
+    ) -> Result<Vec<u32>, StoreError>;
+    /// Records that a stored reply was spoken over: its text becomes what was heard.
+    async fn mark_interrupted(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        seq: u32,
+        heard: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Usage per day within `range`, days without usage omitted.
+    async fn usage(&self, tenant: &str, range: DayRange) -> Result<Vec<UsageDay>, StoreError>;
+}

@@ -1,0 +1,780 @@
+//! [`Store`] over sqlx's `Any` driver: PostgreSQL (Aurora) in production, SQLite embedded by
+//! default. The same SQL runs on both (`$n` parameters, `ON CONFLICT`, `RETURNING`); only the
+//! migrations differ in column types.
+//!
+//! The pool is lazy and migrations retry in the background, so the origin starts, and later
+//! recovers, while the database is away: until it answers, every operation fails fast with
+//! [`StoreError::Unavailable`] (a 503 for clients).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use shared::agent::{Agent, AgentSpec, InferenceSettings, VoiceSettings};
+use shared::call::{Call, CallSource, CallStatus};
+use shared::turn::{Turn, TurnRole};
+use shared::usage::{DayRange, UsageDay, day_of};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Executor, Row, SqlSafeStr};
+
+use super::{EndOutcome, NewTurn, Store, StoreError};
+use crate::config::{Backend, DatabaseConfig};
+
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../../migrations/postgres/0001_init.sql"),
+)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+)];
+
+/// The SQL store.
+#[derive(Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+    schema: Option<String>,
+    migrated: Arc<AtomicBool>,
+}
+
+const AGENT_COLUMNS: &str = "id, tenant_id, name, system_prompt, greeting, model, fallback_models, \
+    max_tokens, temperature, top_p, stop_sequences, voice, language, tts_provider, \
+    transcription_provider, phone_numbers, version, created_at_ms, updated_at_ms";
+
+const CALL_COLUMNS: &str = "id, tenant_id, agent_id, source, carrier_call_sid, from_number, \
+    to_number, region, status, turn_count, started_at_ms, ended_at_ms, end_reason";
+
+impl SqlStore {
+    /// Opens the pool lazily and migrates in the background, retrying until the database
+    /// answers. Never fails for an unreachable database; fails for a malformed URL.
+    pub fn open(config: &DatabaseConfig) -> Result<Self, StoreError> {
+        let store = Self::lazy(config)?;
+        let migrating = store.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(200);
+            loop {
+                match migrating.migrate().await {
+                    Ok(()) => {
+                        tracing::info!(backend = ?migrating.backend, "database ready: migrations applied");
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, retry_in_ms = delay.as_millis(), "database not ready");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        });
+        Ok(store)
+    }
+
+    /// Opens the pool and migrates now; fails when the database does not answer.
+    pub async fn connect(config: &DatabaseConfig) -> Result<Self, StoreError> {
+        let store = Self::lazy(config)?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    fn lazy(config: &DatabaseConfig) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let options: AnyConnectOptions = config.url.parse().map_err(|error: sqlx::Error| {
+            StoreError::Unavailable(format!("bad database URL: {error}"))
+        })?;
+        let backend = config.backend();
+        let schema = config.schema.clone();
+        let store_schema = schema.clone();
+        let statement_timeout_ms = config.statement_timeout.as_millis();
+        let pool = AnyPoolOptions::new()
+            .max_connections(config.pool_size)
+            .min_connections(0)
+            .acquire_timeout(config.acquire_timeout)
+            // A connection that died with the database is noticed here and replaced, which is
+            // how the origin recovers by itself.
+            .test_before_acquire(true)
+            .after_connect(move |connection, _meta| {
+                let schema = schema.clone();
+                Box::pin(async move {
+                    match backend {
+                        Backend::Postgres => {
+                            let mut setup =
+                                format!("SET statement_timeout = {statement_timeout_ms};");
+                            if let Some(schema) = &schema {
+                                // Validated by the config: [a-z0-9_]+.
+                                setup.push_str(&format!(" SET search_path TO \"{schema}\";"));
+                            }
+                            connection.execute(sqlx::AssertSqlSafe(setup)).await?;
+                        }
+                        Backend::Sqlite => {
+                            connection
+                                .execute(
+                                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                     PRAGMA busy_timeout = 5000;",
+                                )
+                                .await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(options);
+        Ok(Self {
+            pool,
+            backend,
+            schema: store_schema,
+            migrated: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Creates the schema when configured, then applies pending migrations.
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let (migrations, schema) = match self.backend {
+            Backend::Postgres => (POSTGRES_MIGRATIONS, self.schema.as_deref()),
+            Backend::Sqlite => (SQLITE_MIGRATIONS, None),
+        };
+        if let Some(schema) = schema {
+            self.pool
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+                )))
+                .await
+                .map_err(classify)?;
+        }
+        let migrator = Migrator::with_migrations(
+            migrations
+                .iter()
+                .map(|(version, description, sql)| {
+                    Migration::new(
+                        *version,
+                        Cow::Borrowed(*description),
+                        MigrationType::Simple,
+                        sql.into_sql_str(),
+                        false,
+                    )
+                })
+                .collect(),
+        );
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|error| match error {
+                sqlx::migrate::MigrateError::Execute(error) => classify(error),
+                other => StoreError::Unavailable(format!("migration failed: {other}")),
+            })?;
+        self.migrated.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn ready(&self) -> Result<&AnyPool, StoreError> {
+        if self.migrated.load(Ordering::Acquire) {
+            Ok(&self.pool)
+        } else {
+            Err(StoreError::Unavailable(
+                "the database has not answered since start".into(),
+            ))
+        }
+    }
+
+    /// Closes the pool (tests use this to simulate nothing; shutdown uses it to be polite).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Maps a driver error: connection trouble is `Unavailable`, the rest is a bug.
+fn classify(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error.to_string()),
+        sqlx::Error::Database(database) => {
+            let code = database.code().unwrap_or(Cow::Borrowed(""));
+            // PostgreSQL classes 08 (connection), 53 (resources), 57 (cancelled, shutting
+            // down, statement timeout); SQLite 5/6 (busy, locked).
+            let transient = code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57")
+                || code == "5"
+                || code == "6"
+                || code == "517"
+                || code == "262";
+            if transient {
+                StoreError::Unavailable(error.to_string())
+            } else {
+                StoreError::Corrupt(error.to_string())
+            }
+        }
+        _ => StoreError::Corrupt(error.to_string()),
+    }
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(database) if database.kind() == sqlx::error::ErrorKind::UniqueViolation)
+}
+
+fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn opt_int(value: Option<u32>) -> Option<i64> {
+    value.map(i64::from)
+}
+
+fn unsigned(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn small(value: i64) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
+}
+
+fn corrupt(what: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+    move |error| StoreError::Corrupt(format!("{what}: {error}"))
+}
+
+fn json_list(text: &str, what: &str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(text).map_err(|error| StoreError::Corrupt(format!("{what}: {error}")))
+}
+
+fn to_json(list: &[String]) -> String {
+    serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
+}
+
+fn agent_from_row(row: &AnyRow) -> Result<Agent, StoreError> {
+    let get_text = |name: &str| row.try_get::<String, _>(name).map_err(corrupt("agent"));
+    let get_opt = |name: &str| {
+        row.try_get::<Option<String>, _>(name)
+            .map_err(corrupt("agent"))
+    };
+    let fallback_models = match get_opt("fallback_models")? {
+        Some(text) => Some(json_list(&text, "agent fallback_models")?),
+        None => None,
+    };
+    let float = |name: &str| -> Result<Option<f32>, StoreError> {
+        #[allow(clippy::cast_possible_truncation)]
+        Ok(row
+            .try_get::<Option<f64>, _>(name)
+            .map_err(corrupt("agent"))?
+            .map(|v| v as f32))
+    };
+    let int_of = |name: &str| row.try_get::<i64, _>(name).map_err(corrupt("agent"));
+    Ok(Agent {
+        id: get_text("id")?,
+        tenant_id: get_text("tenant_id")?,
+        spec: AgentSpec {
+            name: get_text("name")?,
+            system_prompt: get_text("system_prompt")?,
+            greeting: get_opt("greeting")?,
+            model: get_opt("model")?,
+            fallback_models,
+            inference: InferenceSettings {
+                max_tokens: small(int_of("max_tokens")?),
+                temperature: float("temperature")?,
+                top_p: float("top_p")?,
+                stop_sequences: json_list(&get_text("stop_sequences")?, "agent stop_sequences")?,
+            },
+            voice: VoiceSettings {
+                voice: get_opt("voice")?,
+                language: get_opt("language")?,
+                tts_provider: get_opt("tts_provider")?,
+                transcription_provider: get_opt("transcription_provider")?,
+            },
+            phone_numbers: json_list(&get_text("phone_numbers")?, "agent phone_numbers")?,
+        },
+        version: unsigned(int_of("version")?),
+        created_at_ms: unsigned(int_of("created_at_ms")?),
+        updated_at_ms: unsigned(int_of("updated_at_ms")?),
+    })
+}
+
+fn call_from_row(row: &AnyRow) -> Result<Call, StoreError> {
+    let text = |name: &str| row.try_get::<String, _>(name).map_err(corrupt("call"));
+    let opt = |name: &str| {
+        row.try_get::<Option<String>, _>(name)
+            .map_err(corrupt("call"))
+    };
+    let source = text("source")?;
+    let status = text("status")?;
+    Ok(Call {
+        id: text("id")?,
+        tenant_id: text("tenant_id")?,
+        agent_id: text("agent_id")?,
+        source: CallSource::parse(&source)
+            .ok_or_else(|| StoreError::Corrupt(format!("call source {source:?}")))?,
+        carrier_call_sid: opt("carrier_call_sid")?,
+        from: opt("from_number")?,
+        to: opt("to_number")?,
+        region: text("region")?,
+        status: CallStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("call status {status:?}")))?,
+        turn_count: small(
+            row.try_get::<i64, _>("turn_count")
+                .map_err(corrupt("call"))?,
+        ),
+        started_at_ms: unsigned(
+            row.try_get::<i64, _>("started_at_ms")
+                .map_err(corrupt("call"))?,
+        ),
+        ended_at_ms: row
+            .try_get::<Option<i64>, _>("ended_at_ms")
+            .map_err(corrupt("call"))?
+            .map(unsigned),
+        end_reason: opt("end_reason")?,
+    })
+}
+
+/// A boolean column: PostgreSQL answers a boolean, SQLite the integer it stores.
+fn flag(row: &AnyRow, name: &str) -> Result<bool, StoreError> {
+    row.try_get::<bool, _>(name).or_else(|_| {
+        row.try_get::<i64, _>(name)
+            .map(|value| value != 0)
+            .map_err(corrupt("turn"))
+    })
+}
+
+fn turn_from_row(row: &AnyRow) -> Result<Turn, StoreError> {
+    let role: String = row.try_get("role").map_err(corrupt("turn"))?;
+    let opt_small = |name: &str| -> Result<Option<u32>, StoreError> {
+        Ok(row
+            .try_get::<Option<i64>, _>(name)
+            .map_err(corrupt("turn"))?
+            .map(small))
+    };
+    Ok(Turn {
+        seq: small(row.try_get::<i64, _>("seq").map_err(corrupt("turn"))?),
+        role: TurnRole::parse(&role)
+            .ok_or_else(|| StoreError::Corrupt(format!("turn role {role:?}")))?,
+        text: row.try_get("text").map_err(corrupt("turn"))?,
+        interrupted: flag(row, "interrupted")?,
+        model: row.try_get("model").map_err(corrupt("turn"))?,
+        input_tokens: opt_small("input_tokens")?,
+        output_tokens: opt_small("output_tokens")?,
+        ttft_ms: opt_small("ttft_ms")?,
+        duration_ms: opt_small("duration_ms")?,
+        created_at_ms: unsigned(
+            row.try_get::<i64, _>("created_at_ms")
+                .map_err(corrupt("turn"))?,
+        ),
+    })
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        let pool = self.ready()?;
+        sqlx::query("SELECT 1")
+            .fetch_one(pool)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn put_agent(
+        &self,
+        tenant: &str,
+        id: &str,
+        spec: &AgentSpec,
+        now_ms: u64,
+    ) -> Result<(Agent, bool), StoreError> {
+        let pool = self.ready()?;
+        let mut tx = pool.begin().await.map_err(classify)?;
+        for number in &spec.phone_numbers {
+            let owner = sqlx::query(
+                "SELECT agent_id FROM agent_phone_numbers WHERE tenant_id = $1 AND phone_number = $2",
+            )
+            .bind(tenant)
+            .bind(number.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?;
+            if let Some(row) = owner {
+                let owner: String = row.try_get(0).map_err(corrupt("phone number"))?;
+                if owner != id {
+                    return Err(StoreError::PhoneNumberTaken(number.clone()));
+                }
+            }
+        }
+        let fallback_models = spec.fallback_models.as_deref().map(to_json);
+        let row = sqlx::query(
+            "INSERT INTO agents (tenant_id, id, name, system_prompt, greeting, model, \
+             fallback_models, max_tokens, temperature, top_p, stop_sequences, voice, language, \
+             tts_provider, transcription_provider, phone_numbers, version, created_at_ms, \
+             updated_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 1, $17, $17) \
+             ON CONFLICT (tenant_id, id) DO UPDATE SET name = excluded.name, \
+             system_prompt = excluded.system_prompt, greeting = excluded.greeting, \
+             model = excluded.model, fallback_models = excluded.fallback_models, \
+             max_tokens = excluded.max_tokens, temperature = excluded.temperature, \
+             top_p = excluded.top_p, stop_sequences = excluded.stop_sequences, \
+             voice = excluded.voice, language = excluded.language, \
+             tts_provider = excluded.tts_provider, \
+             transcription_provider = excluded.transcription_provider, \
+             phone_numbers = excluded.phone_numbers, version = agents.version + 1, \
+             updated_at_ms = excluded.updated_at_ms \
+             RETURNING version, created_at_ms",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(spec.name.as_str())
+        .bind(spec.system_prompt.as_str())
+        .bind(spec.greeting.as_deref())
+        .bind(spec.model.as_deref())
+        .bind(fallback_models)
+        .bind(i64::from(spec.inference.max_tokens))
+        .bind(spec.inference.temperature.map(f64::from))
+        .bind(spec.inference.top_p.map(f64::from))
+        .bind(to_json(&spec.inference.stop_sequences))
+        .bind(spec.voice.voice.as_deref())
+        .bind(spec.voice.language.as_deref())
+        .bind(spec.voice.tts_provider.as_deref())
+        .bind(spec.voice.transcription_provider.as_deref())
+        .bind(to_json(&spec.phone_numbers))
+        .bind(int(now_ms))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let version = unsigned(row.try_get::<i64, _>(0).map_err(corrupt("agent"))?);
+        let created_at_ms = unsigned(row.try_get::<i64, _>(1).map_err(corrupt("agent"))?);
+        sqlx::query("DELETE FROM agent_phone_numbers WHERE tenant_id = $1 AND agent_id = $2")
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        for number in &spec.phone_numbers {
+            sqlx::query(
+                "INSERT INTO agent_phone_numbers (tenant_id, phone_number, agent_id) VALUES ($1, $2, $3)",
+            )
+            .bind(tenant)
+            .bind(number.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| {
+                // Another agent took the number between our check and this insert.
+                if is_unique_violation(&error) {
+                    StoreError::PhoneNumberTaken(number.clone())
+                } else {
+                    classify(error)
+                }
+            })?;
+        }
+        tx.commit().await.map_err(classify)?;
+        let agent = Agent {
+            id: id.to_owned(),
+            tenant_id: tenant.to_owned(),
+            spec: spec.clone(),
+            version,
+            created_at_ms,
+            updated_at_ms: now_ms,
+        };
+        Ok((agent, version == 1))
+    }
+
+    async fn get_agent(&self, tenant: &str, id: &str) -> Result<Option<Agent>, StoreError> {
+        let pool = self.ready()?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = $1 AND id = $2"
+        )))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map_err(classify)?;
+        row.as_ref().map(agent_from_row).transpose()
+    }
+
+    async fn delete_agent(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        let pool = self.ready()?;
+        let mut tx = pool.begin().await.map_err(classify)?;
+        sqlx::query("DELETE FROM agent_phone_numbers WHERE tenant_id = $1 AND agent_id = $2")
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        let deleted = sqlx::query("DELETE FROM agents WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?
+            .rows_affected();
+        tx.commit().await.map_err(classify)?;
+        Ok(deleted > 0)
+    }
+
+    async fn list_agents(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Agent>, StoreError> {
+        let pool = self.ready()?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        )))
+        .bind(tenant)
+        .bind(after.unwrap_or(""))
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
+        .map_err(classify)?;
+        rows.iter().map(agent_from_row).collect()
+    }
+
+    async fn agent_for_number(
+        &self,
+        tenant: &str,
+        number: &str,
+    ) -> Result<Option<Agent>, StoreError> {
+        let pool = self.ready()?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE tenant_id = $1 AND id = \
+             (SELECT agent_id FROM agent_phone_numbers WHERE tenant_id = $1 AND phone_number = $2)"
+        )))
+        .bind(tenant)
+        .bind(number)
+        .fetch_optional(pool)
+        .await
+        .map_err(classify)?;
+        row.as_ref().map(agent_from_row).transpose()
+    }
+
+    async fn create_call(&self, call: &Call) -> Result<(), StoreError> {
+        let pool = self.ready()?;
+        let mut tx = pool.begin().await.map_err(classify)?;
+        sqlx::query(
+            "INSERT INTO calls (tenant_id, id, agent_id, source, carrier_call_sid, from_number, \
+             to_number, region, status, turn_count, started_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10)",
+        )
+        .bind(call.tenant_id.as_str())
+        .bind(call.id.as_str())
+        .bind(call.agent_id.as_str())
+        .bind(call.source.as_str())
+        .bind(call.carrier_call_sid.as_deref())
+        .bind(call.from.as_deref())
+        .bind(call.to.as_deref())
+        .bind(call.region.as_str())
+        .bind(call.status.as_str())
+        .bind(int(call.started_at_ms))
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| {
+            if is_unique_violation(&error) {
+                StoreError::CallExists
+            } else {
+                classify(error)
+            }
+        })?;
+        sqlx::query(
+            "INSERT INTO usage_daily (tenant_id, day, calls) VALUES ($1, $2, 1) \
+             ON CONFLICT (tenant_id, day) DO UPDATE SET calls = usage_daily.calls + 1",
+        )
+        .bind(call.tenant_id.as_str())
+        .bind(day_of(call.started_at_ms))
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn get_call(&self, tenant: &str, id: &str) -> Result<Option<Call>, StoreError> {
+        let pool = self.ready()?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CALL_COLUMNS} FROM calls WHERE tenant_id = $1 AND id = $2"
+        )))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map_err(classify)?;
+        row.as_ref().map(call_from_row).transpose()
+    }
+
+    async fn end_call(
+        &self,
+        tenant: &str,
+        id: &str,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<EndOutcome, StoreError> {
+        let pool = self.ready()?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE calls SET status = 'ended', ended_at_ms = $3, end_reason = $4 \
+             WHERE tenant_id = $1 AND id = $2 AND status = 'active' RETURNING {CALL_COLUMNS}"
+        )))
+        .bind(tenant)
+        .bind(id)
+        .bind(int(now_ms))
+        .bind(reason)
+        .fetch_optional(pool)
+        .await
+        .map_err(classify)?;
+        if let Some(row) = row {
+            return Ok(EndOutcome::Ended(call_from_row(&row)?));
+        }
+        Ok(match self.get_call(tenant, id).await? {
+            Some(call) => EndOutcome::AlreadyEnded(call),
+            None => EndOutcome::NotFound,
+        })
+    }
+
+    async fn list_turns(&self, tenant: &str, call_id: &str) -> Result<Vec<Turn>, StoreError> {
+        let pool = self.ready()?;
+        let rows = sqlx::query(
+            "SELECT seq, role, text, interrupted, model, input_tokens, output_tokens, ttft_ms, \
+             duration_ms, created_at_ms FROM turns WHERE tenant_id = $1 AND call_id = $2 ORDER BY seq",
+        )
+        .bind(tenant)
+        .bind(call_id)
+        .fetch_all(pool)
+        .await
+        .map_err(classify)?;
+        rows.iter().map(turn_from_row).collect()
+    }
+
+    async fn append_turns(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        turns: &[NewTurn],
+    ) -> Result<Vec<u32>, StoreError> {
+        if turns.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pool = self.ready()?;
+        let count = i64::try_from(turns.len()).unwrap_or(i64::MAX);
+        let mut tx = pool.begin().await.map_err(classify)?;
+        // Reserving the seqs and checking the call is active are one atomic statement.
+        let reserved = sqlx::query(
+            "UPDATE calls SET turn_count = turn_count + $3 \
+             WHERE tenant_id = $1 AND id = $2 AND status = 'active' RETURNING turn_count",
+        )
+        .bind(tenant)
+        .bind(call_id)
+        .bind(count)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let Some(row) = reserved else {
+            drop(tx);
+            return Err(match self.get_call(tenant, call_id).await? {
+                Some(_) => StoreError::CallEnded,
+                None => StoreError::CallNotFound,
+            });
+        };
+        let last: i64 = row.try_get(0).map_err(corrupt("call"))?;
+        let first = last - count + 1;
+        let mut seqs = Vec::with_capacity(turns.len());
+        for (offset, turn) in (0_i64..).zip(turns) {
+            let seq = first + offset;
+            sqlx::query(
+                "INSERT INTO turns (tenant_id, call_id, seq, role, text, interrupted, model, \
+                 input_tokens, output_tokens, ttft_ms, duration_ms, created_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(tenant)
+            .bind(call_id)
+            .bind(seq)
+            .bind(turn.role.as_str())
+            .bind(turn.text.as_str())
+            .bind(turn.interrupted)
+            .bind(turn.model.as_deref())
+            .bind(opt_int(turn.input_tokens))
+            .bind(opt_int(turn.output_tokens))
+            .bind(opt_int(turn.ttft_ms))
+            .bind(opt_int(turn.duration_ms))
+            .bind(int(turn.created_at_ms))
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+            // A model's reply counts; a greeting (no model) does not.
+            if turn.role == TurnRole::Assistant && turn.model.is_some() {
+                sqlx::query(
+                    "INSERT INTO usage_daily (tenant_id, day, turns, input_tokens, output_tokens) \
+                     VALUES ($1, $2, 1, $3, $4) ON CONFLICT (tenant_id, day) DO UPDATE SET \
+                     turns = usage_daily.turns + 1, \
+                     input_tokens = usage_daily.input_tokens + excluded.input_tokens, \
+                     output_tokens = usage_daily.output_tokens + excluded.output_tokens",
+                )
+                .bind(tenant)
+                .bind(day_of(turn.created_at_ms))
+                .bind(i64::from(turn.input_tokens.unwrap_or(0)))
+                .bind(i64::from(turn.output_tokens.unwrap_or(0)))
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            }
+            seqs.push(small(seq));
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(seqs)
+    }
+
+    async fn mark_interrupted(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        seq: u32,
+        heard: &str,
+    ) -> Result<bool, StoreError> {
+        let pool = self.ready()?;
+        let updated = sqlx::query(
+            "UPDATE turns SET text = $4, interrupted = $5 \
+             WHERE tenant_id = $1 AND call_id = $2 AND seq = $3 AND role = 'assistant'",
+        )
+        .bind(tenant)
+        .bind(call_id)
+        .bind(i64::from(seq))
+        .bind(heard)
+        .bind(true)
+        .execute(pool)
+        .await
+        .map_err(classify)?
+        .rows_affected();
+        Ok(updated > 0)
+    }
+
+    async fn usage(&self, tenant: &str, range: DayRange) -> Result<Vec<UsageDay>, StoreError> {
+        let pool = self.ready()?;
+        let rows = sqlx::query(
+            "SELECT day, calls, turns, input_tokens, output_tokens FROM usage_daily \
+             WHERE tenant_id = $1 AND day >= $2 AND day <= $3 ORDER BY day",
+        )
+        .bind(tenant)
+        .bind(range.first)
+        .bind(range.last)
+        .fetch_all(pool)
+        .await
+        .map_err(classify)?;
+        rows.iter()
+            .map(|row| {
+                let number = |name: &str| -> Result<u64, StoreError> {
+                    Ok(unsigned(
+                        row.try_get::<i64, _>(name).map_err(corrupt("usage"))?,
+                    ))
+                };
+                Ok(UsageDay {
+                    day: shared::usage::format_day(
+                        row.try_get::<i64, _>("day").map_err(corrupt("usage"))?,
+                    ),
+                    calls: number("calls")?,
+                    turns: number("turns")?,
+                    input_tokens: number("input_tokens")?,
+                    output_tokens: number("output_tokens")?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,542 @@
+//! One turn of a conversation, the same for the relay WebSocket and for SSE: the caller's words
+//! in, Claude's reply out as speakable pieces the moment they exist, then the turn made durable.
+//!
+//! Ordering, and why:
+//! 1. The caller's words are written to the database *concurrently* with the model request, so
+//!    the first token never waits for a database write.
+//! 2. Pieces go to the caller as they are cut; nothing on that path touches the database.
+//! 3. The reply is written when it ends (or is interrupted: then what the caller heard), and
+//!    only after that write succeeds is the turn reported complete (`last: true` on the relay,
+//!    `done` on SSE). If the caller's words could not be written, the model stream is cancelled
+//!    and nothing of the turn is marked complete.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shared::agent::Agent;
+use shared::call_event::{CallEvent, CallEventKind};
+use shared::chunking::{ChunkPolicy, Chunker};
+use shared::conversation::{MAX_CONTEXT_MESSAGES, build_context};
+use shared::model::{Recovery, recovery};
+use shared::turn::{Fallback, Timings, Turn, TurnRole, Usage};
+use tokio::sync::watch;
+
+use crate::AppState;
+use crate::llm::{LlmError, LlmEvent, LlmRequest, LlmStream};
+use crate::metrics::label;
+use crate::store::{NewTurn, StoreError};
+
+/// Why a turn was stopped before its reply ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// The caller spoke over the reply; `heard` is what reached their ear.
+    Interrupted {
+        /// `utteranceUntilInterrupt`.
+        heard: String,
+    },
+    /// A new prompt arrived before the reply ended.
+    Superseded,
+    /// The client went away (SSE disconnect, socket closed).
+    ClientGone,
+    /// The caller's words could not be made durable.
+    NotDurable,
+}
+
+/// Stops a live turn; the first reason given wins. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct StopSignal(watch::Sender<Option<Stop>>);
+
+impl Default for StopSignal {
+    fn default() -> Self {
+        Self(watch::Sender::new(None))
+    }
+}
+
+impl StopSignal {
+    /// Stops the turn for `reason`, unless it was already stopped.
+    pub fn stop(&self, reason: Stop) {
+        self.0.send_if_modified(|current| {
+            if current.is_none() {
+                *current = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Resolves with the reason once stopped.
+    pub async fn stopped(&self) -> Stop {
+        let mut receiver = self.0.subscribe();
+        loop {
+            if let Some(reason) = receiver.borrow_and_update().clone() {
+                return reason;
+            }
+            if receiver.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// How the model part of a turn ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// The reply is complete.
+    Completed,
+    /// Stopped before the end.
+    Stopped(Stop),
+    /// Every model failed before its first token, or the one answering failed mid-reply.
+    Failed(LlmError),
+}
+
+/// What the model produced.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// How it ended.
+    pub ending: Ending,
+    /// Every piece handed to the caller, concatenated.
+    pub sent: String,
+    /// The model that answered (or the last one tried).
+    pub model: Option<String>,
+    /// Turn start → first token from the model.
+    pub ttft: Option<Duration>,
+    /// Turn start → last event.
+    pub duration: Duration,
+    /// Usage reported by the model.
+    pub usage: Option<Usage>,
+    /// Text deltas received (an estimate of output tokens when usage is missing).
+    pub deltas: u32,
+    /// Models skipped, in order.
+    pub fallbacks: Vec<Fallback>,
+}
+
+/// The report of a finished turn.
+#[derive(Debug, Clone)]
+pub struct TurnReport {
+    /// `seq` of the caller's words.
+    pub user_seq: u32,
+    /// `seq` of the stored reply (absent when nothing was said).
+    pub reply_seq: Option<u32>,
+    /// How the model part ended.
+    pub ending: Ending,
+    /// The stored reply text.
+    pub reply_text: String,
+    /// The model that answered.
+    pub model: Option<String>,
+    /// Tokens.
+    pub usage: Usage,
+    /// Timings.
+    pub timings: Timings,
+    /// Models skipped.
+    pub fallbacks: Vec<Fallback>,
+}
+
+/// A turn that could not be made durable.
+#[derive(Debug, thiserror::Error)]
+pub enum TurnError {
+    /// Writing the caller's words or the reply failed.
+    #[error("the turn could not be stored: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// What a turn needs to know about its call.
+pub struct TurnInput<'a> {
+    /// The tenant.
+    pub tenant: &'a str,
+    /// The call.
+    pub call_id: &'a str,
+    /// The agent answering.
+    pub agent: &'a Agent,
+    /// Stored turns before this one.
+    pub history: &'a [Turn],
+    /// What the caller said.
+    pub text: &'a str,
+}
+
+/// Where a turn's pieces go; `false` means the client is gone.
+pub type PieceSink<'a> = &'a (dyn Fn(String) -> bool + Send + Sync);
+
+/// Runs one turn: pieces go to `pieces` as they are cut; `stop` ends it early.
+pub async fn run(
+    state: &AppState,
+    input: TurnInput<'_>,
+    pieces: PieceSink<'_>,
+    stop: &StopSignal,
+) -> Result<TurnReport, TurnError> {
+    let started = Instant::now();
+    let now_ms = state.now_ms();
+
+    // 1. The caller's words, written beside the model request rather than before it.
+    let store = Arc::clone(&state.store);
+    let (tenant, call_id) = (input.tenant.to_owned(), input.call_id.to_owned());
+    let user_turn = NewTurn::said(TurnRole::User, input.text, now_ms);
+    let write_stop = stop.clone();
+    let user_write = tokio::spawn(async move {
+        let written = store.append_turns(&tenant, &call_id, &[user_turn]).await;
+        if written.is_err() {
+            write_stop.stop(Stop::NotDurable);
+        }
+        written
+    });
+
+    // 2. The model's reply.
+    let request = request_for(&input);
+    let chain = input
+        .agent
+        .spec
+        .model_chain(&state.config.bedrock.default_models);
+    let generation = generate(state, &chain, request, pieces, stop, started).await;
+
+    // 3. Durability, then the report.
+    let user_seq = match user_write.await {
+        Ok(Ok(seqs)) => seqs.first().copied().unwrap_or(0),
+        Ok(Err(error)) => {
+            state.metrics.db_error(&error);
+            state
+                .metrics
+                .turns
+                .get_or_create(&label("outcome", "not_durable"))
+                .inc();
+            return Err(TurnError::Store(error));
+        }
+        Err(join) => {
+            return Err(TurnError::Store(StoreError::Unavailable(format!(
+                "the write task failed: {join}"
+            ))));
+        }
+    };
+    publish(
+        state,
+        input.tenant,
+        input.call_id,
+        CallEventKind::TurnStarted,
+        Some(user_seq),
+        None,
+        None,
+        now_ms,
+    )
+    .await;
+    finish(state, &input, user_seq, generation).await
+}
+
+fn request_for(input: &TurnInput<'_>) -> LlmRequest {
+    let history = input
+        .history
+        .iter()
+        .map(|turn| (turn.role, turn.text.as_str()))
+        .chain([(TurnRole::User, input.text)]);
+    let context = build_context(history, MAX_CONTEXT_MESSAGES);
+    LlmRequest {
+        model: String::new(),
+        system_prompt: input.agent.spec.system_prompt.clone(),
+        system_note: context.opening_note(),
+        messages: context.messages,
+        inference: input.agent.spec.inference.clone(),
+        prompt_caching: false,
+    }
+}
+
+/// Tries the chain until a model answers; streams its pieces.
+async fn generate(
+    state: &AppState,
+    chain: &[String],
+    base: LlmRequest,
+    pieces: PieceSink<'_>,
+    stop: &StopSignal,
+    started: Instant,
+) -> Generation {
+    let deadlines = &state.config.bedrock;
+    let mut generation = Generation {
+        ending: Ending::Failed(LlmError::new(
+            shared::model::ModelFailure::ModelUnavailable,
+            "the agent has no model to try",
+        )),
+        sent: String::new(),
+        model: None,
+        ttft: None,
+        duration: Duration::ZERO,
+        usage: None,
+        deltas: 0,
+        fallbacks: Vec::new(),
+    };
+    let mut chunker = Chunker::new(ChunkPolicy::default());
+    'models: for model in chain {
+        let mut retried_same_model = false;
+        loop {
+            generation.model = Some(model.clone());
+            let request = LlmRequest {
+                model: model.clone(),
+                prompt_caching: shared::model::supports_prompt_caching(model),
+                ..base.clone()
+            };
+            // Phase 1: the request and the first event, under the first-token deadline.
+            let first = tokio::select! {
+                reason = stop.stopped() => {
+                    generation.ending = Ending::Stopped(reason);
+                    break 'models;
+                }
+                first = tokio::time::timeout(deadlines.first_token_timeout, first_event(state, request)) => first,
+            };
+            let failure = match first {
+                Err(_) => LlmError::new(
+                    shared::model::ModelFailure::Timeout,
+                    format!("no first token within {:?}", deadlines.first_token_timeout),
+                ),
+                Ok(Err(error)) => error,
+                Ok(Ok((stream, event))) => {
+                    generation.ttft = Some(started.elapsed());
+                    generation.ending = stream_reply(
+                        state,
+                        stream,
+                        event,
+                        &mut chunker,
+                        &mut generation,
+                        pieces,
+                        stop,
+                    )
+                    .await;
+                    break 'models;
+                }
+            };
+            match recovery(failure.failure, false, retried_same_model) {
+                Recovery::SameModelAgain => {
+                    tracing::info!(%model, error = %failure, "model request failed; retrying once");
+                    retried_same_model = true;
+                }
+                Recovery::NextModel => {
+                    tracing::warn!(%model, error = %failure, "model failed before its first token; falling back");
+                    state
+                        .metrics
+                        .fallbacks
+                        .get_or_create(&vec![
+                            ("model", model.clone()),
+                            ("reason", failure.failure.as_str().to_owned()),
+                        ])
+                        .inc();
+                    generation.fallbacks.push(Fallback {
+                        model: model.clone(),
+                        reason: failure.failure.as_str().to_owned(),
+                    });
+                    generation.ending = Ending::Failed(failure);
+                    continue 'models;
+                }
+                Recovery::GiveUp => {
+                    tracing::warn!(%model, error = %failure, "model refused the request");
+                    generation.ending = Ending::Failed(failure);
+                    break 'models;
+                }
+            }
+        }
+    }
+    generation.duration = started.elapsed();
+    generation
+}
+
+/// Sends the request and waits for the first event.
+async fn first_event(
+    state: &AppState,
+    request: LlmRequest,
+) -> Result<(Box<dyn LlmStream>, Option<LlmEvent>), LlmError> {
+    let mut stream = state.llm.converse_stream(request).await?;
+    let event = stream.next().await?;
+    Ok((stream, event))
+}
+
+/// Streams a reply that has started, until it ends, fails, stalls or is stopped. Dropping the
+/// stream on the way out cancels the model request.
+async fn stream_reply(
+    state: &AppState,
+    mut stream: Box<dyn LlmStream>,
+    mut event: Option<LlmEvent>,
+    chunker: &mut Chunker,
+    generation: &mut Generation,
+    pieces: PieceSink<'_>,
+    stop: &StopSignal,
+) -> Ending {
+    let stall = state.config.bedrock.stall_timeout;
+    loop {
+        match event {
+            Some(LlmEvent::Text(text)) => {
+                generation.deltas += 1;
+                for piece in chunker.push(&text) {
+                    if !send_piece(pieces, generation, piece) {
+                        return Ending::Stopped(Stop::ClientGone);
+                    }
+                }
+            }
+            Some(LlmEvent::Finished { usage, .. }) => {
+                generation.usage = usage;
+                break;
+            }
+            None => break,
+        }
+        event = tokio::select! {
+            reason = stop.stopped() => return Ending::Stopped(reason),
+            next = tokio::time::timeout(stall, stream.next()) => match next {
+                Ok(Ok(next)) => next,
+                Ok(Err(error)) => {
+                    tracing::warn!(error = %error, "model failed mid-reply");
+                    return Ending::Failed(error);
+                }
+                Err(_) => {
+                    tracing::warn!(stall_ms = stall.as_millis(), "model stream stalled mid-reply");
+                    return Ending::Failed(LlmError::new(
+                        shared::model::ModelFailure::Stalled,
+                        format!("no event within {stall:?}"),
+                    ));
+                }
+            },
+        };
+    }
+    drop(stream);
+    if let Some(rest) = chunker.finish()
+        && !send_piece(pieces, generation, rest)
+    {
+        return Ending::Stopped(Stop::ClientGone);
+    }
+    Ending::Completed
+}
+
+fn send_piece(pieces: PieceSink<'_>, generation: &mut Generation, piece: String) -> bool {
+    generation.sent.push_str(&piece);
+    pieces(piece)
+}
+
+/// Stores the reply, publishes the event, counts the metrics.
+async fn finish(
+    state: &AppState,
+    input: &TurnInput<'_>,
+    user_seq: u32,
+    generation: Generation,
+) -> Result<TurnReport, TurnError> {
+    let (reply_text, interrupted, outcome) = match &generation.ending {
+        Ending::Completed => (generation.sent.clone(), false, "completed"),
+        Ending::Stopped(Stop::Interrupted { heard }) => (heard.clone(), true, "interrupted"),
+        Ending::Stopped(Stop::Superseded | Stop::ClientGone) => {
+            (generation.sent.clone(), true, "interrupted")
+        }
+        Ending::Stopped(Stop::NotDurable) => (String::new(), false, "not_durable"),
+        Ending::Failed(_) => (generation.sent.clone(), false, "failed"),
+    };
+    let ttft_ms = generation.ttft.map(millis);
+    let usage = generation.usage.unwrap_or(Usage {
+        input_tokens: 0,
+        output_tokens: generation.deltas,
+    });
+    // Something the model said (or that the caller heard) is stored; a turn where the model
+    // never answered stores only the caller's words.
+    let answered = generation.ttft.is_some() && outcome != "not_durable";
+    let reply_seq = if answered {
+        let reply = NewTurn {
+            role: TurnRole::Assistant,
+            text: reply_text.clone(),
+            interrupted,
+            model: generation.model.clone(),
+            input_tokens: generation.usage.map(|u| u.input_tokens),
+            output_tokens: Some(usage.output_tokens),
+            ttft_ms,
+            duration_ms: Some(millis(generation.duration)),
+            created_at_ms: state.now_ms(),
+        };
+        match state
+            .store
+            .append_turns(input.tenant, input.call_id, &[reply])
+            .await
+        {
+            Ok(seqs) => seqs.first().copied(),
+            Err(error) => {
+                state.metrics.db_error(&error);
+                state
+                    .metrics
+                    .turns
+                    .get_or_create(&label("outcome", "not_durable"))
+                    .inc();
+                return Err(TurnError::Store(error));
+            }
+        }
+    } else {
+        None
+    };
+
+    let metrics = &state.metrics;
+    metrics
+        .turns
+        .get_or_create(&label("outcome", outcome))
+        .inc();
+    if interrupted {
+        metrics.interruptions.inc();
+    }
+    if let (Some(model), Some(ttft)) = (&generation.model, generation.ttft) {
+        metrics
+            .ttft
+            .get_or_create(&label("model", model.clone()))
+            .observe(ttft.as_secs_f64());
+        metrics
+            .turn_duration
+            .get_or_create(&label("model", model.clone()))
+            .observe(generation.duration.as_secs_f64());
+        metrics
+            .tokens
+            .get_or_create(&label("direction", "input"))
+            .inc_by(u64::from(usage.input_tokens));
+        metrics
+            .tokens
+            .get_or_create(&label("direction", "output"))
+            .inc_by(u64::from(usage.output_tokens));
+    }
+    if let Some(seq) = reply_seq {
+        let kind = if interrupted {
+            CallEventKind::TurnInterrupted
+        } else {
+            CallEventKind::TurnFinished
+        };
+        publish(
+            state,
+            input.tenant,
+            input.call_id,
+            kind,
+            Some(seq),
+            generation.model.clone(),
+            ttft_ms,
+            state.now_ms(),
+        )
+        .await;
+    }
+    Ok(TurnReport {
+        user_seq,
+        reply_seq,
+        ending: generation.ending,
+        reply_text,
+        model: generation.model,
+        usage,
+        timings: Timings {
+            ttft_ms: ttft_ms.unwrap_or(0),
+            duration_ms: millis(generation.duration),
+        },
+        fallbacks: generation.fallbacks,
+    })
+}
+
+/// Publishes a call event.
+#[allow(clippy::too_many_arguments)]
+pub async fn publish(
+    state: &AppState,
+    tenant: &str,
+    call_id: &str,
+    kind: CallEventKind,
+    seq: Option<u32>,
+    model: Option<String>,
+    ttft_ms: Option<u32>,
+    at_ms: u64,
+) {
+    let mut event = CallEvent::new(kind, tenant, call_id, at_ms);
+    event.seq = seq;
+    event.model = model;
+    event.ttft_ms = ttft_ms;
+    state.fanout.publish(event).await;
+}
+
+fn millis(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
+}

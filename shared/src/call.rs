@@ -1,0 +1,246 @@
+//! Calls: one conversation between a caller and an agent. The origin's `/v1/calls` speaks these.
+
+use serde::{Deserialize, Serialize};
+
+use crate::identifier;
+
+/// Longest end reason.
+pub const MAX_REASON_CHARS: usize = 200;
+/// Longest carrier field (call sid, numbers).
+pub const MAX_CARRIER_FIELD_CHARS: usize = 64;
+
+/// How the call reached us.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallSource {
+    /// A phone call through a carrier (ConversationRelay).
+    Phone,
+    /// An API client (SSE turns or its own relay socket).
+    #[default]
+    Api,
+}
+
+impl CallSource {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Phone => "phone",
+            Self::Api => "api",
+        }
+    }
+
+    /// Reads the stored form.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "phone" => Some(Self::Phone),
+            "api" => Some(Self::Api),
+            _ => None,
+        }
+    }
+}
+
+/// Where a call is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallStatus {
+    /// Turns may be taken.
+    Active,
+    /// Over; no more turns.
+    Ended,
+}
+
+impl CallStatus {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Ended => "ended",
+        }
+    }
+
+    /// Reads the stored form.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "active" => Some(Self::Active),
+            "ended" => Some(Self::Ended),
+            _ => None,
+        }
+    }
+}
+
+/// `POST /v1/calls`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCall {
+    /// The call's id (e.g. the carrier's call sid); absent means a new UUID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The agent answering; absent means the agent owning `to` (a phone number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// How the call reached us.
+    #[serde(default)]
+    pub source: CallSource,
+    /// The carrier's call id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier_call_sid: Option<String>,
+    /// Caller's number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Called number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+/// A call as stored and answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Call {
+    /// The call's id.
+    pub id: String,
+    /// The owning tenant.
+    pub tenant_id: String,
+    /// The agent answering.
+    pub agent_id: String,
+    /// How it reached us.
+    pub source: CallSource,
+    /// The carrier's call id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier_call_sid: Option<String>,
+    /// Caller's number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Called number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// The AWS region that served it.
+    pub region: String,
+    /// Active or ended.
+    pub status: CallStatus,
+    /// Turns stored so far (caller, agent and key presses).
+    pub turn_count: u32,
+    /// Unix milliseconds.
+    pub started_at_ms: u64,
+    /// Unix milliseconds, once ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at_ms: Option<u64>,
+    /// Why it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<String>,
+}
+
+/// `POST /v1/calls/{id}/end`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndCall {
+    /// Why, e.g. `completed`, `caller_hung_up`, `transferred`.
+    pub reason: String,
+    /// Passed to the carrier in the relay's `end` message (`handoffData`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff_data: Option<serde_json::Value>,
+}
+
+/// Why a call request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The id is not 1–64 of `[A-Za-z0-9_-]`.
+    #[error("the call id must be 1 to 64 letters, digits, '-' or '_'")]
+    BadId,
+    /// Neither an agent nor a number to find one by.
+    #[error("a call needs agent_id, or `to` naming an agent's phone number")]
+    NoAgent,
+    /// A carrier field too long.
+    #[error("carrier_call_sid, from and to are at most {MAX_CARRIER_FIELD_CHARS} characters")]
+    CarrierFieldTooLong,
+    /// Empty or too long reason.
+    #[error("reason must be 1 to {MAX_REASON_CHARS} characters")]
+    BadReason,
+}
+
+/// Validates a call id from a path or body.
+pub fn check_id(id: &str) -> Result<(), CallError> {
+    if identifier::is_resource_id(id) {
+        Ok(())
+    } else {
+        Err(CallError::BadId)
+    }
+}
+
+impl CreateCall {
+    /// Checks the request's fields.
+    pub fn validate(&self) -> Result<(), CallError> {
+        if let Some(id) = &self.id {
+            check_id(id)?;
+        }
+        if self.agent_id.is_none() && self.to.is_none() {
+            return Err(CallError::NoAgent);
+        }
+        let fields = [&self.carrier_call_sid, &self.from, &self.to];
+        if fields.iter().any(|f| {
+            f.as_ref()
+                .is_some_and(|v| v.chars().count() > MAX_CARRIER_FIELD_CHARS)
+        }) {
+            return Err(CallError::CarrierFieldTooLong);
+        }
+        Ok(())
+    }
+}
+
+impl EndCall {
+    /// Checks the reason.
+    pub fn validate(&self) -> Result<(), CallError> {
+        let chars = self.reason.trim().chars().count();
+        if chars == 0 || chars > MAX_REASON_CHARS {
+            return Err(CallError::BadReason);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_call_needs_an_agent_or_a_number() {
+        let call = CreateCall::default();
+        assert_eq!(call.validate(), Err(CallError::NoAgent));
+        let by_number = CreateCall {
+            to: Some("+14155550100".into()),
+            ..CreateCall::default()
+        };
+        assert_eq!(by_number.validate(), Ok(()));
+        let bad_id = CreateCall {
+            id: Some("a/b".into()),
+            agent_id: Some("a".into()),
+            ..CreateCall::default()
+        };
+        assert_eq!(bad_id.validate(), Err(CallError::BadId));
+        let long = CreateCall {
+            agent_id: Some("a".into()),
+            from: Some("1".repeat(65)),
+            ..CreateCall::default()
+        };
+        assert_eq!(long.validate(), Err(CallError::CarrierFieldTooLong));
+    }
+
+    #[test]
+    fn statuses_and_sources_round_trip_their_stored_forms() {
+        for status in [CallStatus::Active, CallStatus::Ended] {
+            assert_eq!(CallStatus::parse(status.as_str()), Some(status));
+        }
+        for source in [CallSource::Phone, CallSource::Api] {
+            assert_eq!(CallSource::parse(source.as_str()), Some(source));
+        }
+        assert_eq!(CallStatus::parse("paused"), None);
+    }
+
+    #[test]
+    fn end_reason_is_required() {
+        let end: EndCall = serde_json::from_str(r#"{"reason":" "}"#).expect("parses");
+        assert_eq!(end.validate(), Err(CallError::BadReason));
+        let end: EndCall =
+            serde_json::from_str(r#"{"reason":"completed","handoff_data":{"queue":"sales"}}"#)
+                .expect("parses");
+        assert_eq!(end.validate(), Ok(()));
+    }
+}

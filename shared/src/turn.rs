@@ -1,0 +1,212 @@
+//! Turns: what the caller said, what the agent answered, which keys were pressed — and the
+//! Server-Sent Events of `POST /v1/calls/{id}/turns`.
+
+use serde::{Deserialize, Serialize};
+
+/// Longest caller utterance accepted (a minute of speech is ~1,000 characters).
+pub const MAX_TEXT_CHARS: usize = 8_000;
+/// SSE event name of a reply piece ([`TokenEvent`]).
+pub const EVENT_TOKEN: &str = "token";
+/// SSE event name of the end of a durable turn ([`DoneEvent`]).
+pub const EVENT_DONE: &str = "done";
+/// SSE event name of a failed turn (an [`crate::error_body::ErrorBody`]).
+pub const EVENT_ERROR: &str = "error";
+
+/// `POST /v1/calls/{id}/turns`: what the caller said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnRequest {
+    /// The caller's words.
+    pub text: String,
+}
+
+/// Why a turn request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TurnError {
+    /// Nothing to answer.
+    #[error("text must not be empty")]
+    EmptyText,
+    /// Longer than [`MAX_TEXT_CHARS`].
+    #[error("text is longer than {MAX_TEXT_CHARS} characters")]
+    TextTooLong,
+}
+
+impl TurnRequest {
+    /// Checks the text.
+    pub fn validate(&self) -> Result<(), TurnError> {
+        if self.text.trim().is_empty() {
+            return Err(TurnError::EmptyText);
+        }
+        if self.text.chars().count() > MAX_TEXT_CHARS {
+            return Err(TurnError::TextTooLong);
+        }
+        Ok(())
+    }
+}
+
+/// Who a stored turn is from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TurnRole {
+    /// The caller's words.
+    User,
+    /// The agent's reply (as heard, when interrupted).
+    Assistant,
+    /// A key the caller pressed.
+    Dtmf,
+}
+
+impl TurnRole {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Assistant => "assistant",
+            Self::Dtmf => "dtmf",
+        }
+    }
+
+    /// Reads the stored form.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "user" => Some(Self::User),
+            "assistant" => Some(Self::Assistant),
+            "dtmf" => Some(Self::Dtmf),
+            _ => None,
+        }
+    }
+}
+
+/// A stored turn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Turn {
+    /// Position in the call, from 1.
+    pub seq: u32,
+    /// Who.
+    pub role: TurnRole,
+    /// What was said (for an interrupted reply: what the caller heard).
+    pub text: String,
+    /// A reply the caller spoke over.
+    pub interrupted: bool,
+    /// The model that answered (replies only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Prompt tokens (replies only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<u32>,
+    /// Reply tokens (replies only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<u32>,
+    /// Time to the first token, from the request to the model (replies only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<u32>,
+    /// From the request to the model to the last token (replies only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u32>,
+    /// Unix milliseconds.
+    pub created_at_ms: u64,
+}
+
+/// `GET /v1/calls/{id}/turns`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TurnList {
+    /// The call.
+    pub call_id: String,
+    /// Its turns, by `seq`.
+    pub turns: Vec<Turn>,
+}
+
+/// SSE `token`: a speakable piece of the reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenEvent {
+    /// The piece.
+    pub text: String,
+}
+
+/// Tokens a reply used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub input_tokens: u32,
+    /// Reply tokens.
+    pub output_tokens: u32,
+}
+
+/// How long a reply took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timings {
+    /// From the turn's start to the first token from the model.
+    pub ttft_ms: u32,
+    /// From the turn's start to the last token.
+    pub duration_ms: u32,
+}
+
+/// A model that was skipped, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fallback {
+    /// The model skipped.
+    pub model: String,
+    /// Why, e.g. `throttled`, `timeout`.
+    pub reason: String,
+}
+
+/// SSE `done`: the reply is complete and durable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoneEvent {
+    /// `seq` of the stored reply.
+    pub turn: u32,
+    /// The model that answered.
+    pub model: String,
+    /// Tokens used.
+    pub usage: Usage,
+    /// Timings.
+    pub timings: Timings,
+    /// Models tried before `model`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<Fallback>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_limits() {
+        let ok = TurnRequest { text: "hi".into() };
+        assert_eq!(ok.validate(), Ok(()));
+        let empty = TurnRequest { text: "  ".into() };
+        assert_eq!(empty.validate(), Err(TurnError::EmptyText));
+        let long = TurnRequest {
+            text: "é".repeat(MAX_TEXT_CHARS + 1),
+        };
+        assert_eq!(long.validate(), Err(TurnError::TextTooLong));
+    }
+
+    #[test]
+    fn roles_round_trip() {
+        for role in [TurnRole::User, TurnRole::Assistant, TurnRole::Dtmf] {
+            assert_eq!(TurnRole::parse(role.as_str()), Some(role));
+        }
+    }
+
+    #[test]
+    fn done_event_shape() {
+        let done = DoneEvent {
+            turn: 4,
+            model: "m".into(),
+            usage: Usage {
+                input_tokens: 10,
+                output_tokens: 3,
+            },
+            timings: Timings {
+                ttft_ms: 50,
+                duration_ms: 90,
+            },
+            fallbacks: vec![],
+        };
+        assert_eq!(
+            serde_json::to_value(&done).expect("json"),
+            serde_json::json!({"turn":4,"model":"m","usage":{"input_tokens":10,"output_tokens":3},"timings":{"ttft_ms":50,"duration_ms":90}})
+        );
+    }
+}

@@ -1,0 +1,503 @@
+//! Load generator for `tests/bench/origin.bench.mjs`. Prints one JSON line of results.
+//!
+//! ```text
+//! origin-load direct --emulator URL --model M --conversations N --seconds S --warmup S --think-ms T
+//!     N conversations against the emulator through the AWS SDK (the origin's own client
+//!     settings): time from sending ConverseStream to the first text delta. The baseline.
+//! origin-load relay --origin URL --secret K --tenant T --agent A --conversations N --seconds S --warmup S --think-ms T
+//!     N ConversationRelay conversations through the origin: time from sending a final
+//!     `prompt` to the first `text` message back.
+//! origin-load hold --origin URL --secret K --tenant T --agent A --connections N
+//!     Opens N relay sockets (each sends `setup`), prints when they are open, holds them until
+//!     stdin closes (or a line arrives), then closes them.
+//! ```
+//!
+//! Conversations pause `think-ms` (±50%, like a caller speaking) between turns and grow their
+//! history as a real call does; samples during the warm-up are dropped.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_sdk_bedrockruntime::Client;
+use aws_sdk_bedrockruntime::config::{BehaviorVersion, Region};
+use aws_sdk_bedrockruntime::types::{
+    ContentBlock, ContentBlockDelta, ConversationRole, ConverseStreamOutput, Message,
+};
+use futures_util::{SinkExt, StreamExt};
+use shared::principal::{AuthMethod, Principal};
+use shared::signing::{BodyHash, SignedRequest, sign};
+use tokio::io::AsyncBufReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+struct Args(HashMap<String, String>);
+
+impl Args {
+    fn parse(rest: impl Iterator<Item = String>) -> Result<Self, String> {
+        let mut map = HashMap::new();
+        let mut rest = rest.peekable();
+        while let Some(flag) = rest.next() {
+            let name = flag
+                .strip_prefix("--")
+                .ok_or_else(|| format!("unexpected argument {flag:?}"))?;
+            let value = rest
+                .next()
+                .ok_or_else(|| format!("--{name} needs a value"))?;
+            map.insert(name.to_owned(), value);
+        }
+        Ok(Self(map))
+    }
+
+    fn text(&self, name: &str) -> Result<String, String> {
+        self.0
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("--{name} is required"))
+    }
+
+    fn number(&self, name: &str, default: u64) -> Result<u64, String> {
+        match self.0.get(name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| format!("--{name} must be a number")),
+        }
+    }
+}
+
+/// A tiny deterministic generator for think-time jitter (no dependency needed).
+struct Jitter(u64);
+
+impl Jitter {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// `base` ± 50%.
+    fn around(&mut self, base: u64) -> Duration {
+        if base == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_millis(base / 2 + self.next() % base.max(1))
+    }
+}
+
+#[derive(Default)]
+struct Samples {
+    ttft_ms: Vec<f64>,
+    errors: u64,
+    turns: u64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn summary(
+    mode: &str,
+    conversations: u64,
+    samples: Samples,
+    elapsed: Duration,
+) -> serde_json::Value {
+    let mut sorted = samples.ttft_ms;
+    sorted.sort_by(f64::total_cmp);
+    serde_json::json!({
+        "mode": mode,
+        "conversations": conversations,
+        "samples": sorted.len(),
+        "turns": samples.turns,
+        "errors": samples.errors,
+        "seconds": elapsed.as_secs_f64(),
+        "p50_ms": percentile(&sorted, 50.0),
+        "p90_ms": percentile(&sorted, 90.0),
+        "p99_ms": percentile(&sorted, 99.0),
+        "max_ms": sorted.last().copied().unwrap_or(f64::NAN),
+    })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let mut argv = std::env::args().skip(1);
+    let mode = argv.next().unwrap_or_default();
+    let result = match Args::parse(argv) {
+        Ok(args) => match mode.as_str() {
+            "direct" => direct(&args).await,
+            "relay" => relay(&args).await,
+            "hold" => hold(&args).await,
+            _ => Err("usage: origin-load direct|relay|hold --flag value …".into()),
+        },
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(report) => {
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{report}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("origin-load: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn direct(args: &Args) -> Result<serde_json::Value, String> {
+    let emulator = args.text("emulator")?;
+    let model = args.text("model")?;
+    let conversations = args.number("conversations", 1)?;
+    let seconds = args.number("seconds", 5)?;
+    let warmup = args.number("warmup", 1)?;
+    let think = args.number("think-ms", 1000)?;
+    // The origin's settings: one attempt, rustls + ring, static test credentials.
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let config = aws_sdk_bedrockruntime::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .http_client(http)
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "AKIDBENCH",
+            "bench",
+            None,
+            None,
+            "bench",
+        ))
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+        .endpoint_url(emulator)
+        .build();
+    let client = Client::from_conf(config);
+    let started = Instant::now();
+    let measure_from = started + Duration::from_secs(warmup);
+    let until = measure_from + Duration::from_secs(seconds);
+    let samples = Arc::new(Mutex::new(Samples::default()));
+    let mut tasks = Vec::new();
+    for index in 0..conversations {
+        let client = client.clone();
+        let model = model.clone();
+        let samples = Arc::clone(&samples);
+        tasks.push(tokio::spawn(async move {
+            let mut jitter = Jitter(0x9E37_79B9_7F4A_7C15 ^ (index + 1));
+            tokio::time::sleep(jitter.around(think)).await;
+            let mut history: Vec<Message> = Vec::new();
+            let mut turn = 0;
+            while Instant::now() < until {
+                turn += 1;
+                let user = Message::builder()
+                    .role(ConversationRole::User)
+                    .content(ContentBlock::Text(format!(
+                        "Turn {turn} of conversation {index}"
+                    )))
+                    .build();
+                let Ok(user) = user else { return };
+                history.push(user);
+                let sent = Instant::now();
+                let outcome = async {
+                    let output = client
+                        .converse_stream()
+                        .model_id(&model)
+                        .set_messages(Some(history.clone()))
+                        .send()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let mut stream = output.stream;
+                    let mut ttft = None;
+                    let mut reply = String::new();
+                    while let Some(event) = stream.recv().await.map_err(|e| e.to_string())? {
+                        if let ConverseStreamOutput::ContentBlockDelta(delta) = event
+                            && let Some(ContentBlockDelta::Text(text)) = delta.delta
+                        {
+                            ttft.get_or_insert_with(|| sent.elapsed());
+                            reply.push_str(&text);
+                        }
+                    }
+                    Ok::<_, String>((ttft, reply))
+                }
+                .await;
+                let mut samples = samples.lock().await;
+                samples.turns += 1;
+                match outcome {
+                    Ok((Some(ttft), reply)) => {
+                        if sent >= measure_from && sent < until {
+                            samples.ttft_ms.push(ttft.as_secs_f64() * 1000.0);
+                        }
+                        drop(samples);
+                        if let Ok(assistant) = Message::builder()
+                            .role(ConversationRole::Assistant)
+                            .content(ContentBlock::Text(reply))
+                            .build()
+                        {
+                            history.push(assistant);
+                        }
+                    }
+                    _ => {
+                        samples.errors += 1;
+                        drop(samples);
+                        history.pop();
+                    }
+                }
+                tokio::time::sleep(jitter.around(think)).await;
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let samples = Arc::try_unwrap(samples)
+        .map_err(|_| "samples still shared".to_owned())?
+        .into_inner();
+    Ok(summary("direct", conversations, samples, started.elapsed()))
+}
+
+struct Relay {
+    base: String,
+    secret: String,
+    principal: Principal,
+}
+
+impl Relay {
+    fn from(args: &Args) -> Result<Self, String> {
+        Ok(Self {
+            base: args.text("origin")?.replacen("http://", "ws://", 1),
+            secret: args.text("secret")?,
+            principal: Principal {
+                tenant_id: args.text("tenant")?,
+                subject: "origin-load".into(),
+                scopes: vec!["calls:write".into()],
+                plan: "pro".into(),
+                method: AuthMethod::SessionToken,
+            },
+        })
+    }
+
+    /// Connects a call's relay socket with the edge's signed headers.
+    async fn connect(&self, call_id: &str) -> Result<Socket, String> {
+        let path = format!("/v1/calls/{call_id}/relay");
+        let mut request = format!("{}{path}", self.base)
+            .into_client_request()
+            .map_err(|e| e.to_string())?;
+        let principal = self.principal.to_header();
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| e.to_string())?
+            .as_secs();
+        let signature = sign(
+            self.secret.as_bytes(),
+            &SignedRequest {
+                method: "GET",
+                path_and_query: &path,
+                timestamp,
+                body: BodyHash::Stream,
+                principal: &principal,
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let headers = request.headers_mut();
+        for (name, value) in [
+            (shared::headers::EDGE_TIMESTAMP, timestamp.to_string()),
+            (shared::headers::EDGE_SIGNATURE, signature),
+            (shared::headers::EDGE_PRINCIPAL, principal),
+        ] {
+            headers.insert(name, value.parse().map_err(|_| "bad header".to_owned())?);
+        }
+        // Small buffers: the hold test opens ten thousand of these in one process.
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0);
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(socket)
+    }
+}
+
+async fn send_json(socket: &mut Socket, value: &serde_json::Value) -> Result<(), String> {
+    socket
+        .send(WsMessage::Text(value.to_string().into()))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn next_json(socket: &mut Socket) -> Result<serde_json::Value, String> {
+    loop {
+        match socket.next().await {
+            Some(Ok(WsMessage::Text(text))) => {
+                return serde_json::from_str(&text).map_err(|e| e.to_string());
+            }
+            Some(Ok(WsMessage::Close(_))) | None => return Err("closed".into()),
+            Some(Ok(_)) => {}
+            Some(Err(error)) => return Err(error.to_string()),
+        }
+    }
+}
+
+fn setup(call_id: &str, agent: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "setup", "sessionId": format!("VX{call_id}"), "callSid": call_id,
+        "from": "+14155550100", "to": "+14155550199", "direction": "inbound",
+        "customParameters": {"agentId": agent, "greeting": "carrier"},
+    })
+}
+
+async fn relay(args: &Args) -> Result<serde_json::Value, String> {
+    let relay = Arc::new(Relay::from(args)?);
+    let agent = args.text("agent")?;
+    let run = args.text("run")?;
+    let conversations = args.number("conversations", 1)?;
+    let seconds = args.number("seconds", 5)?;
+    let warmup = args.number("warmup", 1)?;
+    let think = args.number("think-ms", 1000)?;
+    let started = Instant::now();
+    let measure_from = started + Duration::from_secs(warmup);
+    let until = measure_from + Duration::from_secs(seconds);
+    let samples = Arc::new(Mutex::new(Samples::default()));
+    let mut tasks = Vec::new();
+    for index in 0..conversations {
+        let relay = Arc::clone(&relay);
+        let samples = Arc::clone(&samples);
+        let (agent, call_id) = (agent.clone(), format!("bench-{run}-{index}"));
+        tasks.push(tokio::spawn(async move {
+            let mut jitter = Jitter(0x9E37_79B9_7F4A_7C15 ^ (index + 1));
+            let outcome = async {
+                let mut socket = relay.connect(&call_id).await?;
+                send_json(&mut socket, &setup(&call_id, &agent)).await?;
+                tokio::time::sleep(jitter.around(think)).await;
+                let mut turn = 0;
+                while Instant::now() < until {
+                    turn += 1;
+                    let prompt = serde_json::json!({
+                        "type": "prompt", "voicePrompt": format!("Turn {turn} of conversation {index}"),
+                        "lang": "en-US", "last": true,
+                    });
+                    send_json(&mut socket, &prompt).await?;
+                    let sent = Instant::now();
+                    let mut first = None;
+                    let mut failed = false;
+                    loop {
+                        let message = next_json(&mut socket).await?;
+                        match message["type"].as_str() {
+                            Some("text") => {
+                                first.get_or_insert_with(|| sent.elapsed());
+                                if message["last"] == true {
+                                    break;
+                                }
+                            }
+                            Some("error") => failed = true,
+                            _ => {}
+                        }
+                    }
+                    let mut samples = samples.lock().await;
+                    samples.turns += 1;
+                    match first {
+                        Some(ttft) if !failed => {
+                            if sent >= measure_from && sent < until {
+                                samples.ttft_ms.push(ttft.as_secs_f64() * 1000.0);
+                            }
+                        }
+                        _ => samples.errors += 1,
+                    }
+                    drop(samples);
+                    tokio::time::sleep(jitter.around(think)).await;
+                }
+                let _ = socket.close(None).await;
+                Ok::<(), String>(())
+            }
+            .await;
+            if let Err(error) = outcome {
+                eprintln!("conversation {index}: {error}");
+                samples.lock().await.errors += 1;
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let samples = Arc::try_unwrap(samples)
+        .map_err(|_| "samples still shared".to_owned())?
+        .into_inner();
+    Ok(summary("relay", conversations, samples, started.elapsed()))
+}
+
+async fn hold(args: &Args) -> Result<serde_json::Value, String> {
+    let relay = Arc::new(Relay::from(args)?);
+    let agent = args.text("agent")?;
+    let run = args.text("run")?;
+    let connections = args.number("connections", 100)?;
+    let parallel = usize::try_from(args.number("parallel", 128)?).unwrap_or(128);
+    let started = Instant::now();
+    let failed = Arc::new(AtomicU64::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(parallel));
+    let mut opening = Vec::new();
+    for index in 0..connections {
+        let (relay, gate, failed) = (Arc::clone(&relay), Arc::clone(&gate), Arc::clone(&failed));
+        let (agent, call_id) = (agent.clone(), format!("hold-{run}-{index}"));
+        opening.push(tokio::spawn(async move {
+            let _permit = gate.acquire().await.ok()?;
+            let opened = async {
+                let mut socket = relay.connect(&call_id).await?;
+                send_json(&mut socket, &setup(&call_id, &agent)).await?;
+                Ok::<Socket, String>(socket)
+            }
+            .await;
+            match opened {
+                Ok(socket) => Some(socket),
+                Err(error) => {
+                    if failed.fetch_add(1, Ordering::Relaxed) < 5 {
+                        eprintln!("connection {index}: {error}");
+                    }
+                    None
+                }
+            }
+        }));
+    }
+    let mut sockets = Vec::with_capacity(opening.len());
+    for task in opening {
+        if let Ok(Some(socket)) = task.await {
+            sockets.push(socket);
+        }
+    }
+    let open_ms = started.elapsed().as_secs_f64() * 1000.0;
+    #[allow(clippy::print_stdout)]
+    {
+        println!(
+            "{}",
+            serde_json::json!({"mode": "hold", "opened": sockets.len(), "failed": failed.load(Ordering::Relaxed), "open_ms": open_ms})
+        );
+    }
+    // Hold until told (a line or EOF on stdin).
+    let sockets = Arc::new(Mutex::new(sockets));
+    let mut line = String::new();
+    let _ = tokio::io::BufReader::new(tokio::io::stdin())
+        .read_line(&mut line)
+        .await;
+    let mut still_open = 0;
+    for mut socket in std::mem::take(&mut *sockets.lock().await) {
+        if socket.close(None).await.is_ok() {
+            still_open += 1;
+        }
+    }
+    Ok(serde_json::json!({"mode": "hold", "closed": still_open}))
+}
