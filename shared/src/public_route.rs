@@ -237,6 +237,19 @@ pub fn as_called(request_url: &str, public_base: Option<&str>, websocket: bool) 
     }
 }
 
+/// Percent-encodes `text` for use as one path segment (e.g. an E.164 number's `+`).
+pub fn path_segment(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
 /// Whether a path segment is an acceptable id: 1–64 of `[A-Za-z0-9_-]`.
 pub fn is_valid_id(id: &str) -> bool {
     !id.is_empty()
@@ -415,6 +428,13 @@ mod tests {
             PublicRoute::Turn { call_id: call("c") }.body_limit(),
             API_BODY_LIMIT
         );
+    }
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(path_segment("+14155550100"), "%2B14155550100");
+        assert_eq!(path_segment("a/b c"), "a%2Fb%20c");
+        assert_eq!(path_segment("plain-id_1.x~"), "plain-id_1.x~");
     }
 
     #[test]

@@ -585,3 +585,60 @@ mod tests {
         String::from_utf8(bytes).expect("ASCII stays UTF-8")
     }
 }
+
+/// The fields of the carrier's call webhooks (incoming call, status callback) the edge acts on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallWebhook {
+    /// `CallSid`: the carrier's call id.
+    pub call_sid: Option<String>,
+    /// `AccountSid`.
+    pub account_sid: Option<String>,
+    /// `From`: the caller's number.
+    pub from: Option<String>,
+    /// `To`: the called number.
+    pub to: Option<String>,
+    /// `CallStatus`: `ringing`, `in-progress`, `completed`, `busy`, …
+    pub call_status: Option<String>,
+}
+
+impl CallWebhook {
+    /// Reads an `application/x-www-form-urlencoded` webhook body; absent fields are `None`.
+    pub fn from_form(body: &[u8]) -> Self {
+        let mut webhook = Self::default();
+        for (name, value) in form_urlencoded::parse(body) {
+            let slot = match name.as_ref() {
+                "CallSid" => &mut webhook.call_sid,
+                "AccountSid" => &mut webhook.account_sid,
+                "From" => &mut webhook.from,
+                "To" => &mut webhook.to,
+                "CallStatus" => &mut webhook.call_status,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(value.into_owned());
+            }
+        }
+        webhook
+    }
+}
+
+#[cfg(test)]
+mod webhook_tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_fields_the_edge_uses() {
+        let body = b"AccountSid=AC1&CallSid=CA2&From=%2B14155550100&To=%2B18005550101&CallStatus=completed&Direction=inbound&CallSid=CA3";
+        assert_eq!(
+            CallWebhook::from_form(body),
+            CallWebhook {
+                call_sid: Some("CA2".into()),
+                account_sid: Some("AC1".into()),
+                from: Some("+14155550100".into()),
+                to: Some("+18005550101".into()),
+                call_status: Some("completed".into()),
+            }
+        );
+        assert_eq!(CallWebhook::from_form(b""), CallWebhook::default());
+    }
+}

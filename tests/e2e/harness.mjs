@@ -18,8 +18,20 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-// wrangler is pinned in wrangler/package.json; resolve it from there.
-const { createTestHarness } = createRequire(path.join(root, "wrangler/package.json"))("wrangler");
+// wrangler is pinned in wrangler/package.json; resolve it (and its miniflare) from there.
+const requireFromWrangler = createRequire(path.join(root, "wrangler/package.json"));
+const { createTestHarness } = requireFromWrangler("wrangler");
+
+// createTestHarness sends every outbound request of the Workers through this process's
+// `globalThis.fetch` (Node's undici), which cannot upgrade to a WebSocket; a CallSession opening
+// its relay socket to the origin needs exactly that. Upgrades go through miniflare's own `fetch`,
+// which returns the 101 response with its socket, as workerd itself would.
+const nodeFetch = globalThis.fetch;
+const { fetch: upgradingFetch } = requireFromWrangler("miniflare");
+globalThis.fetch = (input, init) => {
+  const headers = new Headers(init?.headers ?? (input instanceof Request ? input.headers : undefined));
+  return headers.get("upgrade")?.toLowerCase() === "websocket" ? upgradingFetch(input, init) : nodeFetch(input, init);
+};
 
 export const ENVIRONMENT = "development";
 export const WORKERS = ["voice-router", "auth-validator", "rate-limiter", "geo-router"];
@@ -127,6 +139,7 @@ export async function startOrigin(env = {}) {
  */
 export const TEST_SECRETS = {
   "rate-limiter": { RATE_LIMIT_KEY_SECRET: "test-only-rate-limit-key-secret-0123456789" },
+  "voice-router": { EDGE_SIGNING_SECRET },
 };
 
 /**

@@ -86,7 +86,7 @@ pub fn signed_request(
     content_type: Option<&str>,
     extra: &[(&str, &str)],
 ) -> worker::Result<Request> {
-    let principal = principal_header(signer.principal);
+    let principal = signer.principal.to_header();
     let timestamp = now_ms() / 1000;
     let body_hash = match body {
         Body::Empty => BodyHash::of(b""),
@@ -129,17 +129,6 @@ pub fn signed_request(
         init.with_body(Some(worker::js_sys::Uint8Array::from(*bytes).into()));
     }
     Request::new_with_init(&format!("{}{path_and_query}", target.origin_url), &init)
-}
-
-/// `X-Edge-Principal`: base64url (no padding) of the principal's JSON.
-pub fn principal_header(principal: &Principal) -> String {
-    let json = serde_json::to_vec(principal).unwrap_or_default();
-    base64url(&json)
-}
-
-fn base64url(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// A forward to try: the request's shape, and whether a failure may move it to the next region.

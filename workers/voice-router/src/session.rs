@@ -193,7 +193,7 @@ impl DurableObject for CallSession {
         let inner = &self.inner;
         inner.load().await?;
         match message {
-            WebSocketIncomingMessage::String(text) => Inner::from_caller(inner, &ws, text).await,
+            WebSocketIncomingMessage::String(text) => Inner::on_caller_message(inner, &ws, text).await,
             WebSocketIncomingMessage::Binary(_) => {
                 console_warn!("call relay: binary message from the caller ignored (the protocol is JSON text)");
                 Ok(())
@@ -323,8 +323,8 @@ impl Inner {
         let ended = {
             let mut live = self.live.borrow_mut();
             match live.session.as_mut() {
-                Some(session) if session.end(reason, now()).is_ok() => Some(session.clone()),
-                _ => None,
+                Some(session) => session.end(reason, now()).ok().map(|()| session.clone()),
+                None => None,
             }
         };
         let Some(session) = ended else {
@@ -449,7 +449,7 @@ impl Inner {
 
     /// A message from the caller: remembered if it is `setup`, then sent to the origin in order,
     /// or held while the origin connection is being made.
-    async fn from_caller(self: &Rc<Self>, _ws: &WebSocket, text: String) -> Result<()> {
+    async fn on_caller_message(self: &Rc<Self>, _ws: &WebSocket, text: String) -> Result<()> {
         let is_setup = message_type(&text).as_deref() == Some("setup");
         let (origin, overflow) = {
             let mut live = self.live.borrow_mut();
@@ -630,7 +630,7 @@ impl Inner {
                 match event {
                     Ok(worker::WebsocketEvent::Message(message)) => {
                         if let Some(text) = message.text() {
-                            inner.from_origin(text).await;
+                            inner.on_origin_message(text).await;
                         }
                     }
                     Ok(worker::WebsocketEvent::Close(_)) => break,
@@ -665,7 +665,7 @@ impl Inner {
 
     /// A message from the origin: counted, then passed to the caller unchanged, except the
     /// origin's `error` notes, which are for our logs and not for the carrier.
-    async fn from_origin(&self, text: String) {
+    async fn on_origin_message(&self, text: String) {
         let kind = message_type(&text);
         if kind.as_deref() == Some("error") {
             console_warn!("call relay: origin reported: {}", text.chars().take(300).collect::<String>());
@@ -707,10 +707,18 @@ async fn connect_socket(signer: &origin::Signer<'_>, target: &Target, path: &str
     )
     .await
     .ok_or_else(|| worker::Error::RustError("no answer within 5 s".into()))??;
+    let mut response = response;
     let status = response.status_code();
+    if status != 101 {
+        let text = response.text().await.unwrap_or_default();
+        return Err(worker::Error::RustError(format!(
+            "answered {status} instead of upgrading: {}",
+            text.chars().take(200).collect::<String>()
+        )));
+    }
     let socket = response
         .websocket()
-        .ok_or_else(|| worker::Error::RustError(format!("answered {status} instead of upgrading")))?;
+        .ok_or_else(|| worker::Error::RustError("answered 101 without a WebSocket".into()))?;
     socket.accept()?;
     Ok(socket)
 }

@@ -6,7 +6,8 @@ use shared::agent::Agent;
 use shared::call::{CallSource, CreateCall};
 use shared::call_session::{EndReason, StartCall};
 use shared::principal::Principal;
-use shared::public_route::{PublicRoute, is_valid_id};
+use shared::public_route::{PublicRoute, is_valid_id, path_segment};
+use shared::twilio::CallWebhook;
 use shared::rate_limit::api::LeaseRequest;
 use shared::rate_limit::policy::TENANT_CALLS;
 use shared::twiml::{self, ConversationRelay};
@@ -30,19 +31,22 @@ const TROUBLE: &str = "We are sorry, we cannot take your call right now. Please 
 /// answers TwiML that connects the call to ConversationRelay. Anything that stops the call
 /// after authentication is said to the caller in TwiML, not an HTTP error the carrier reads out.
 pub async fn incoming(x: &Exchange<'_>, req: &Request, route: &PublicRoute) -> Result<Response, Failure> {
-    let location = x.client.location();
+    let route_request = shared::geo::wire::RouteRequest {
+        caller: Some(x.client.location()),
+        pin: None,
+    };
     let (principal, limited, decision) = futures::join!(
         gate::authenticate(x.env, req, route, &x.public_url, &x.body, x.request_id),
         gate::enforce(x.env, x.limits, vec![gate::ip_check(&x.client)], x.request_id),
         // The relay WebSocket will come from the carrier's media edge, which is where this
         // webhook came from: route by the carrier's location, not the caller's number.
-        services::route(x.env, &shared::geo::wire::RouteRequest { caller: Some(location), pin: None }, x.request_id),
+        services::route(x.env, &route_request, x.request_id),
     );
     limited?;
     let principal = principal?;
-    let form = Form::parse(&x.body);
-    let call_sid = form.get("CallSid").filter(|sid| is_valid_id(sid)).ok_or_else(|| refuse(400, "invalid_request", "CallSid is missing or not an id"))?;
-    let to = form.get("To").unwrap_or_default();
+    let webhook = CallWebhook::from_form(&x.body);
+    let call_sid = valid_call_sid(&webhook)?;
+    let to = webhook.to.clone().unwrap_or_default();
     let targets = targets_or_default(x, decision);
     let signer = signer(x, &principal);
 
@@ -77,7 +81,7 @@ pub async fn incoming(x: &Exchange<'_>, req: &Request, route: &PublicRoute) -> R
         agent_id: Some(agent.id.clone()),
         source: CallSource::Phone,
         carrier_call_sid: Some(call_sid.clone()),
-        from: form.get("From"),
+        from: webhook.from.clone(),
         to: Some(to.clone()),
     };
     let started = match create_at_origin(x, &signer, &targets, &create, &principal).await {
@@ -101,8 +105,18 @@ pub async fn incoming(x: &Exchange<'_>, req: &Request, route: &PublicRoute) -> R
         tts_provider: agent.spec.voice.tts_provider.clone(),
         transcription_provider: agent.spec.voice.transcription_provider.clone(),
         dtmf_detection: true,
-        parameters: vec![("agent_id".to_owned(), agent.id.clone())],
+        parameters: greeting_parameter(&agent),
     }))
+}
+
+/// The carrier speaks the greeting (TwiML `welcomeGreeting`), so the origin is told not to speak
+/// it again when the relay's `setup` arrives.
+fn greeting_parameter(agent: &Agent) -> Vec<(String, String)> {
+    let mut parameters = vec![("agent_id".to_owned(), agent.id.clone())];
+    if agent.spec.greeting.is_some() {
+        parameters.push(("greeting".to_owned(), "carrier".to_owned()));
+    }
+    parameters
 }
 
 /// `POST /voice/twilio/status`: a finished call (completed, busy, failed, no-answer, canceled)
@@ -114,9 +128,9 @@ pub async fn status(x: &Exchange<'_>, req: &Request, route: &PublicRoute) -> Res
     );
     limited?;
     let principal = principal?;
-    let form = Form::parse(&x.body);
-    let call_sid = form.get("CallSid").filter(|sid| is_valid_id(sid)).ok_or_else(|| refuse(400, "invalid_request", "CallSid is missing or not an id"))?;
-    let Some(reason) = form.get("CallStatus").as_deref().and_then(EndReason::from_carrier_status) else {
+    let webhook = CallWebhook::from_form(&x.body);
+    let call_sid = valid_call_sid(&webhook)?;
+    let Some(reason) = webhook.call_status.as_deref().and_then(EndReason::from_carrier_status) else {
         return Ok(Response::empty()?.with_status(204));
     };
     let session = session_state(x, &call_sid).await?;
@@ -166,17 +180,12 @@ pub async fn relay(x: &Exchange<'_>, req: Request, route: &PublicRoute) -> Resul
     Err(pass_session_refusal(&mut answer).await)
 }
 
-/// The form parameters of a carrier webhook.
-struct Form(Vec<(String, String)>);
-
-impl Form {
-    fn parse(body: &[u8]) -> Self {
-        Self(form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
-    }
-
-    fn get(&self, name: &str) -> Option<String> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
-    }
+fn valid_call_sid(webhook: &CallWebhook) -> Result<String, Failure> {
+    webhook
+        .call_sid
+        .clone()
+        .filter(|sid| is_valid_id(sid))
+        .ok_or_else(|| refuse(400, "invalid_request", "CallSid is missing or not an id"))
 }
 
 fn twiml_answer(xml: &str) -> Result<Response, Failure> {
@@ -219,7 +228,7 @@ pub fn signer<'a>(x: &'a Exchange<'_>, principal: &'a Principal) -> Signer<'a> {
 
 /// The agent answering `number`; `None` when no agent has it.
 async fn find_agent(x: &Exchange<'_>, signer: &Signer<'_>, targets: &[Target], number: &str, principal: &Principal) -> Result<Option<Agent>, String> {
-    let path = format!("/v1/phone-numbers/{}/agent", form_urlencoded::byte_serialize(number.as_bytes()).collect::<String>());
+    let path = format!("/v1/phone-numbers/{}/agent", path_segment(number));
     let forward = Forward {
         method: Method::Get,
         path_and_query: &path,
