@@ -73,15 +73,7 @@ pub async fn upgrade(
             request_id,
         ));
     }
-    let region = headers
-        .get(shared::headers::CF_REGION)
-        .and_then(|v| v.to_str().ok())
-        .filter(|r| {
-            !r.is_empty()
-                && r.len() <= 32
-                && r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-        .map_or_else(|| state.config.region.clone(), str::to_owned);
+    let region = crate::routes::calls::region(&state, &headers);
     Ok(ws
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)

@@ -102,6 +102,7 @@ await emulator.script(MODEL, {
 const rows = [];
 const notes = [
   `emulator TTFT fixed at ${TTFT_MS} ms, 10 ms between tokens; origin on its embedded SQLite; emulator, origin and load generator share this machine's cores`,
+  "direct and via-origin phases run one after the other: a negative 'added' means the difference is below run-to-run noise (the emulator's timer ticks in 1 ms steps)",
 ];
 
 let origin = await bootOrigin(emulator);

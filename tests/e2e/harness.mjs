@@ -9,7 +9,7 @@
 
 import { spawn } from "node:child_process";
 import { createHmac, createHash, randomUUID } from "node:crypto";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import { createRequire } from "node:module";
 import { once } from "node:events";
@@ -93,6 +93,7 @@ function originDefaults() {
   } else {
     const dir = mkdtempSync(path.join(os.tmpdir(), "aybiza-origin-"));
     defaults.DATABASE_URL = `sqlite://${path.join(dir, "origin.sqlite3")}?mode=rwc`;
+    Object.defineProperty(defaults, "cleanup", { value: () => rmSync(dir, { recursive: true, force: true }) });
   }
   if (process.env.REDIS_URL) defaults.REDIS_KEY_PREFIX = `${id}:`;
   return defaults;
@@ -100,8 +101,9 @@ function originDefaults() {
 
 /** Starts the origin; resolves once it logged the address it listens on. */
 export async function startOrigin(env = {}) {
+  const defaults = originDefaults();
   const child = spawn(required("ORIGIN_BIN"), [], {
-    env: { ...process.env, LISTEN_ADDR: "127.0.0.1:0", LOG_FORMAT: "json", ...originDefaults(), ...env },
+    env: { ...process.env, LISTEN_ADDR: "127.0.0.1:0", LOG_FORMAT: "json", ...defaults, ...env },
     stdio: ["ignore", "pipe", "inherit"],
   });
   const logs = [];
@@ -125,9 +127,13 @@ export async function startOrigin(env = {}) {
     logs,
     process: child,
     async stop(signal = "SIGTERM") {
-      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      if (child.exitCode !== null || child.signalCode !== null) {
+        defaults.cleanup?.();
+        return child.exitCode;
+      }
       child.kill(signal);
       const [code] = await once(child, "exit");
+      defaults.cleanup?.();
       return code;
     },
   };

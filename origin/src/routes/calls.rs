@@ -35,7 +35,7 @@ fn valid_id(id: &str) -> Result<(), AppError> {
 }
 
 /// The region serving a call: the edge's choice when it sent a sane one, else ours.
-fn region(state: &AppState, headers: &HeaderMap) -> String {
+pub fn region(state: &AppState, headers: &HeaderMap) -> String {
     headers
         .get(shared::headers::CF_REGION)
         .and_then(|v| v.to_str().ok())

@@ -172,6 +172,8 @@ pub struct Origin {
     pub db_name: String,
     /// The Redis key prefix in use.
     pub redis_prefix: String,
+    /// A SQLite file this origin created (removed on drop).
+    owned_file: Option<std::path::PathBuf>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -291,6 +293,8 @@ impl Origin {
         let task = tokio::spawn(origin::serve(listener, state.clone(), async move {
             let _ = on_stop.await;
         }));
+        let owned_file = (options.db == Db::Sqlite && options.shared_db.is_none())
+            .then(|| std::path::PathBuf::from(&db_name));
         Self {
             base: format!("http://{addr}"),
             emulator,
@@ -298,6 +302,7 @@ impl Origin {
             state,
             db_name,
             redis_prefix,
+            owned_file,
             stop: Some(stop),
             task: Some(task),
         }
@@ -329,6 +334,11 @@ impl Drop for Origin {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+        if let Some(file) = &self.owned_file {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+            }
         }
     }
 }
