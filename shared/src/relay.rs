@@ -336,8 +336,58 @@ impl PromptAssembler {
     }
 }
 
+/// What the edge's `CallSession` needs to know about a message it relays, without parsing (or
+/// re-serialising) the rest: relayed messages pass through byte for byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayedKind {
+    /// The carrier's `setup`: remembered, and replayed to a new origin after a failover.
+    Setup,
+    /// The origin's `text` with `last: true`: a reply (a turn) is complete.
+    TurnEnd,
+    /// The origin's `error` note about a message it could not use: logged, never forwarded.
+    OriginError,
+    /// Anything else: passed on unchanged.
+    Other,
+}
+
+/// Classifies a relayed message by its `type` (and `last` for `text`).
+pub fn relayed_kind(text: &str) -> RelayedKind {
+    #[derive(Deserialize)]
+    struct Peek<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Option<std::borrow::Cow<'a, str>>,
+        #[serde(default)]
+        last: Option<bool>,
+    }
+    let Ok(peek) = serde_json::from_str::<Peek<'_>>(text) else {
+        return RelayedKind::Other;
+    };
+    match (peek.kind.as_deref(), peek.last) {
+        (Some("setup"), _) => RelayedKind::Setup,
+        (Some("text"), Some(true)) => RelayedKind::TurnEnd,
+        (Some("error"), _) => RelayedKind::OriginError,
+        _ => RelayedKind::Other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn relayed_messages_are_classified_by_type() {
+        let cases = [
+            (r#"{"type":"setup","callSid":"CA1"}"#, RelayedKind::Setup),
+            (r#"{"type":"text","token":"","last":true}"#, RelayedKind::TurnEnd),
+            (r#"{"type":"text","token":"Hi","last":false}"#, RelayedKind::Other),
+            (r#"{"type":"error","code":"unknown_message_type"}"#, RelayedKind::OriginError),
+            (r#"{"type":"prompt","voicePrompt":"x","last":true}"#, RelayedKind::Other),
+            ("not json", RelayedKind::Other),
+            (r#"{"last":true}"#, RelayedKind::Other),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(relayed_kind(text), expected, "{text}");
+        }
+    }
     use super::*;
 
     #[test]

@@ -25,6 +25,7 @@ use shared::call_session::{
 use shared::principal::Principal;
 use shared::rate_limit::api::LeaseRequest;
 use shared::rate_limit::policy::TENANT_CALLS;
+use shared::relay::{RelayedKind, relayed_kind};
 use worker::{
     DurableObject, Env, Method, Request, Response, Result, State, WebSocket, WebSocketIncomingMessage,
     WebSocketPair, console_error, console_log, console_warn, durable_object,
@@ -450,7 +451,7 @@ impl Inner {
     /// A message from the caller: remembered if it is `setup`, then sent to the origin in order,
     /// or held while the origin connection is being made.
     async fn on_caller_message(self: &Rc<Self>, _ws: &WebSocket, text: String) -> Result<()> {
-        let is_setup = message_type(&text).as_deref() == Some("setup");
+        let is_setup = relayed_kind(&text) == RelayedKind::Setup;
         let (origin, overflow) = {
             let mut live = self.live.borrow_mut();
             if let Some(session) = live.session.as_mut() {
@@ -666,12 +667,12 @@ impl Inner {
     /// A message from the origin: counted, then passed to the caller unchanged, except the
     /// origin's `error` notes, which are for our logs and not for the carrier.
     async fn on_origin_message(&self, text: String) {
-        let kind = message_type(&text);
-        if kind.as_deref() == Some("error") {
+        let kind = relayed_kind(&text);
+        if kind == RelayedKind::OriginError {
             console_warn!("call relay: origin reported: {}", text.chars().take(300).collect::<String>());
             return;
         }
-        let turn_closed = kind.as_deref() == Some("text") && closes_turn(&text);
+        let turn_closed = kind == RelayedKind::TurnEnd;
         {
             let mut live = self.live.borrow_mut();
             if let Some(session) = live.session.as_mut() {
@@ -731,26 +732,6 @@ fn lease_request(session: &CallState, principal: &Principal) -> LeaseRequest {
         tenant: Some(session.tenant_id.clone()),
         plan: Some(principal.plan.clone()),
     }
-}
-
-/// The `type` of a relay message, without parsing the rest.
-fn message_type(text: &str) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Typed {
-        #[serde(rename = "type")]
-        kind: String,
-    }
-    serde_json::from_str::<Typed>(text).ok().map(|t| t.kind)
-}
-
-/// Whether a `text` message closes the turn (`"last": true`).
-fn closes_turn(text: &str) -> bool {
-    #[derive(Deserialize)]
-    struct Last {
-        #[serde(default)]
-        last: bool,
-    }
-    serde_json::from_str::<Last>(text).is_ok_and(|t| t.last)
 }
 
 fn end_reason_name(reason: EndReason) -> String {
