@@ -483,11 +483,20 @@ mod tests {
     fn cf_facts_are_read_leniently() {
         assert_eq!(
             CfFacts::from_cf_json(r#"{"country":"gb","colo":"LHR","botManagement":{"score":12}}"#),
-            CfFacts { country: Some("GB".into()), bot_score: Some(12) }
+            CfFacts {
+                country: Some("GB".into()),
+                bot_score: Some(12)
+            }
         );
-        assert_eq!(CfFacts::from_cf_json(r#"{"botManagement":{"score":0}}"#), CfFacts::default());
+        assert_eq!(
+            CfFacts::from_cf_json(r#"{"botManagement":{"score":0}}"#),
+            CfFacts::default()
+        );
         assert_eq!(CfFacts::from_cf_json("not json"), CfFacts::default());
-        assert_eq!(CfFacts::from_cf_json(r#"{"country":""}"#), CfFacts::default());
+        assert_eq!(
+            CfFacts::from_cf_json(r#"{"country":""}"#),
+            CfFacts::default()
+        );
     }
 
     #[test]

@@ -29,7 +29,10 @@ pub const SECURITY: [(&str, &str); 5] = [
     ("x-content-type-options", "nosniff"),
     ("x-frame-options", "DENY"),
     ("referrer-policy", "no-referrer"),
-    ("strict-transport-security", "max-age=63072000; includeSubDomains"),
+    (
+        "strict-transport-security",
+        "max-age=63072000; includeSubDomains",
+    ),
     (
         "content-security-policy",
         "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",

@@ -440,11 +440,36 @@ mod tests {
     #[test]
     fn url_as_called() {
         let cases = [
-            ("https://edge.example/voice/twilio/incoming?x=1", None, false, "https://edge.example/voice/twilio/incoming?x=1"),
-            ("http://127.0.0.1:8787/voice/relay/CA1", None, true, "ws://127.0.0.1:8787/voice/relay/CA1"),
-            ("https://edge.example/voice/relay/CA1", None, true, "wss://edge.example/voice/relay/CA1"),
-            ("http://internal:8787/voice/relay/CA1?t=1", Some("https://voice.example.com/"), true, "wss://voice.example.com/voice/relay/CA1?t=1"),
-            ("http://internal:8787/voice/twilio/status", Some("https://voice.example.com"), false, "https://voice.example.com/voice/twilio/status"),
+            (
+                "https://edge.example/voice/twilio/incoming?x=1",
+                None,
+                false,
+                "https://edge.example/voice/twilio/incoming?x=1",
+            ),
+            (
+                "http://127.0.0.1:8787/voice/relay/CA1",
+                None,
+                true,
+                "ws://127.0.0.1:8787/voice/relay/CA1",
+            ),
+            (
+                "https://edge.example/voice/relay/CA1",
+                None,
+                true,
+                "wss://edge.example/voice/relay/CA1",
+            ),
+            (
+                "http://internal:8787/voice/relay/CA1?t=1",
+                Some("https://voice.example.com/"),
+                true,
+                "wss://voice.example.com/voice/relay/CA1?t=1",
+            ),
+            (
+                "http://internal:8787/voice/twilio/status",
+                Some("https://voice.example.com"),
+                false,
+                "https://voice.example.com/voice/twilio/status",
+            ),
             ("https://edge.example", None, false, "https://edge.example/"),
         ];
         for (url, base, websocket, expected) in cases {

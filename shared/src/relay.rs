@@ -377,10 +377,22 @@ mod tests {
     fn relayed_messages_are_classified_by_type() {
         let cases = [
             (r#"{"type":"setup","callSid":"CA1"}"#, RelayedKind::Setup),
-            (r#"{"type":"text","token":"","last":true}"#, RelayedKind::TurnEnd),
-            (r#"{"type":"text","token":"Hi","last":false}"#, RelayedKind::Other),
-            (r#"{"type":"error","code":"unknown_message_type"}"#, RelayedKind::OriginError),
-            (r#"{"type":"prompt","voicePrompt":"x","last":true}"#, RelayedKind::Other),
+            (
+                r#"{"type":"text","token":"","last":true}"#,
+                RelayedKind::TurnEnd,
+            ),
+            (
+                r#"{"type":"text","token":"Hi","last":false}"#,
+                RelayedKind::Other,
+            ),
+            (
+                r#"{"type":"error","code":"unknown_message_type"}"#,
+                RelayedKind::OriginError,
+            ),
+            (
+                r#"{"type":"prompt","voicePrompt":"x","last":true}"#,
+                RelayedKind::Other,
+            ),
             ("not json", RelayedKind::Other),
             (r#"{"last":true}"#, RelayedKind::Other),
         ];

@@ -59,12 +59,21 @@ struct CallCreated {
 
 /// The API routes. Authentication, the per-IP limit and (for reads of a call) the call's state
 /// go in parallel; the per-principal limit follows once the principal is known.
-pub async fn handle(x: &Exchange<'_>, req: &Request, route: &PublicRoute) -> Result<Response, Failure> {
+pub async fn handle(
+    x: &Exchange<'_>,
+    req: &Request,
+    route: &PublicRoute,
+) -> Result<Response, Failure> {
     let call_id = route.call_id();
     let wants_route = matches!(route, PublicRoute::CreateCall | PublicRoute::Agents { .. });
     let (principal, limited, state, decision) = futures::join!(
         gate::authenticate(x.env, req, route, &x.public_url, &x.body, x.request_id),
-        gate::enforce(x.env, x.limits, vec![gate::ip_check(&x.client)], x.request_id),
+        gate::enforce(
+            x.env,
+            x.limits,
+            vec![gate::ip_check(&x.client)],
+            x.request_id
+        ),
         async {
             match call_id {
                 Some(id) => Some(session_state(x, id).await),
@@ -73,7 +82,17 @@ pub async fn handle(x: &Exchange<'_>, req: &Request, route: &PublicRoute) -> Res
         },
         async {
             if wants_route {
-                Some(services::route(x.env, &RouteRequest { caller: Some(x.client.location()), pin: None }, x.request_id).await)
+                Some(
+                    services::route(
+                        x.env,
+                        &RouteRequest {
+                            caller: Some(x.client.location()),
+                            pin: None,
+                        },
+                        x.request_id,
+                    )
+                    .await,
+                )
             } else {
                 None
             }
@@ -81,7 +100,13 @@ pub async fn handle(x: &Exchange<'_>, req: &Request, route: &PublicRoute) -> Res
     );
     limited?;
     let principal = principal?;
-    gate::enforce(x.env, x.limits, vec![gate::principal_check(&principal)], x.request_id).await?;
+    gate::enforce(
+        x.env,
+        x.limits,
+        vec![gate::principal_check(&principal)],
+        x.request_id,
+    )
+    .await?;
     // Another tenant's call does not exist, as far as this principal can tell.
     let state = match state {
         Some(Ok(state)) if state.tenant_id == principal.tenant_id => Some(state),
@@ -91,14 +116,28 @@ pub async fn handle(x: &Exchange<'_>, req: &Request, route: &PublicRoute) -> Res
     };
     match (route, state) {
         (PublicRoute::CreateCall, _) => {
-            let decision = decision.unwrap_or_else(|| Err(ServiceError::Unavailable { service: "GEO_ROUTER", cause: "not asked".into() }));
+            let decision = decision.unwrap_or_else(|| {
+                Err(ServiceError::Unavailable {
+                    service: "GEO_ROUTER",
+                    cause: "not asked".into(),
+                })
+            });
             create_call(x, &principal, decision).await
         }
-        (PublicRoute::GetCall { .. }, Some(state)) => Ok(Response::from_json(&CallView::of(&state))?),
-        (PublicRoute::Turn { call_id }, Some(state)) => turn(x, req, &principal, call_id, &state).await,
+        (PublicRoute::GetCall { .. }, Some(state)) => {
+            Ok(Response::from_json(&CallView::of(&state))?)
+        }
+        (PublicRoute::Turn { call_id }, Some(state)) => {
+            turn(x, req, &principal, call_id, &state).await
+        }
         (PublicRoute::EndCall { call_id }, Some(_)) => end_call(x, call_id).await,
         (PublicRoute::Agents { origin_path }, _) => {
-            let decision = decision.unwrap_or_else(|| Err(ServiceError::Unavailable { service: "GEO_ROUTER", cause: "not asked".into() }));
+            let decision = decision.unwrap_or_else(|| {
+                Err(ServiceError::Unavailable {
+                    service: "GEO_ROUTER",
+                    cause: "not asked".into(),
+                })
+            });
             let targets = voice::targets_or_default(x, decision);
             agents(x, req, &principal, origin_path, route, &targets).await
         }
@@ -143,8 +182,13 @@ async fn create_call(
     principal: &Principal,
     decision: Result<shared::geo::wire::RouteDecision, ServiceError>,
 ) -> Result<Response, Failure> {
-    let body: CreateCallBody = serde_json::from_slice(&x.body)
-        .map_err(|e| refuse(400, "invalid_request", format!("the body must be {{\"agent_id\": \"…\"}}: {e}")))?;
+    let body: CreateCallBody = serde_json::from_slice(&x.body).map_err(|e| {
+        refuse(
+            400,
+            "invalid_request",
+            format!("the body must be {{\"agent_id\": \"…\"}}: {e}"),
+        )
+    })?;
     if !shared::public_route::is_valid_id(&body.agent_id) {
         return Err(refuse(400, "invalid_request", "agent_id is not an id"));
     }
@@ -163,11 +207,21 @@ async fn create_call(
         Ok(refused) => {
             let wait_s = refused.decision.retry_after_ms.div_ceil(1000).max(1);
             return Err(Failure::Rejected(
-                edge_io::Rejection::new(429, "concurrent_calls_exceeded", format!("the tenant already has {} live calls", refused.decision.limit))
-                    .with_header("retry-after", wait_s.to_string()),
+                edge_io::Rejection::new(
+                    429,
+                    "concurrent_calls_exceeded",
+                    format!(
+                        "the tenant already has {} live calls",
+                        refused.decision.limit
+                    ),
+                )
+                .with_header("retry-after", wait_s.to_string()),
             ));
         }
-        Err(error) => console_warn!("request {}: call {call_id}: lease not taken: {error:?}", x.request_id),
+        Err(error) => console_warn!(
+            "request {}: call {call_id}: lease not taken: {error:?}",
+            x.request_id
+        ),
     }
 
     let signer = voice::signer(x, principal);
@@ -180,22 +234,40 @@ async fn create_call(
         to: None,
     };
     let started = match voice::create_at_origin(x, &signer, &targets, &create, principal).await {
-        Ok(target) => voice::start_session(x, principal, &call_id, Some(body.agent_id.clone()), CallSource::Api, &targets, &target)
-            .await
-            .map(|()| target),
+        Ok(target) => voice::start_session(
+            x,
+            principal,
+            &call_id,
+            Some(body.agent_id.clone()),
+            CallSource::Api,
+            &targets,
+            &target,
+        )
+        .await
+        .map(|()| target),
         Err(cause) => Err(cause),
     };
     let target = match started {
         Ok(target) => target,
         Err(cause) => {
-            console_error!("request {}: call {call_id}: not started: {cause}", x.request_id);
+            console_error!(
+                "request {}: call {call_id}: not started: {cause}",
+                x.request_id
+            );
             if let Err(error) = services::release_lease(x.env, &lease, x.request_id).await {
-                console_error!("request {}: call {call_id}: lease not released: {error:?}", x.request_id);
+                console_error!(
+                    "request {}: call {call_id}: lease not released: {error:?}",
+                    x.request_id
+                );
             }
             return Err(if cause.contains("404") {
                 refuse(404, "unknown_agent", "no such agent")
             } else {
-                refuse(503, "origin_unavailable", "the call could not be started; retry shortly")
+                refuse(
+                    503,
+                    "origin_unavailable",
+                    "the call could not be started; retry shortly",
+                )
             });
         }
     };
@@ -229,7 +301,13 @@ async fn create_call(
 /// One turn: forwarded to the call's origin, the reply streamed back as it comes (the SSE body
 /// is passed through, never buffered). Not retried in another region: a turn could be answered
 /// twice.
-async fn turn(x: &Exchange<'_>, req: &Request, principal: &Principal, call_id: &str, state: &CallState) -> Result<Response, Failure> {
+async fn turn(
+    x: &Exchange<'_>,
+    req: &Request,
+    principal: &Principal,
+    call_id: &str,
+    state: &CallState,
+) -> Result<Response, Failure> {
     if !state.is_active() {
         return Err(refuse(409, "call_ended", "the call already ended"));
     }
@@ -245,7 +323,9 @@ async fn turn(x: &Exchange<'_>, req: &Request, principal: &Principal, call_id: &
     if let Some(id) = last_event_id.as_deref() {
         extra.push(("last-event-id", id));
     }
-    let route = PublicRoute::Turn { call_id: call_id.to_owned() };
+    let route = PublicRoute::Turn {
+        call_id: call_id.to_owned(),
+    };
     let retry = |failure: ForwardFailure| may_retry_elsewhere("POST", &route, failure);
     let forward = Forward {
         method: Method::Post,
@@ -257,16 +337,30 @@ async fn turn(x: &Exchange<'_>, req: &Request, principal: &Principal, call_id: &
         reporter: &principal.tenant_id,
     };
     // The turn is activity on the call whatever the origin says; recorded beside the forward.
-    let touch = session_request(x, call_id, Method::Post, "/touch", Some(&Touch { turn: true }));
-    let (forwarded, touched) = futures::join!(origin::send(x.env, &signer, &targets, &forward), touch);
+    let touch = session_request(
+        x,
+        call_id,
+        Method::Post,
+        "/touch",
+        Some(&Touch { turn: true }),
+    );
+    let (forwarded, touched) =
+        futures::join!(origin::send(x.env, &signer, &targets, &forward), touch);
     if let Err(failure) = touched {
-        console_warn!("request {}: call {call_id}: activity not recorded: {failure:?}", x.request_id);
+        console_warn!(
+            "request {}: call {call_id}: activity not recorded: {failure:?}",
+            x.request_id
+        );
     }
     match forwarded {
         Ok((response, _)) => pass_through(response),
         Err(unavailable) => {
             console_error!("request {}: turn on {call_id}: {unavailable}", x.request_id);
-            Err(refuse(502, "origin_unavailable", "the call's origin did not answer"))
+            Err(refuse(
+                502,
+                "origin_unavailable",
+                "the call's origin did not answer",
+            ))
         }
     }
 }
@@ -288,7 +382,16 @@ async fn pinned_targets(x: &Exchange<'_>, pinned: &Target) -> Vec<Target> {
 
 /// `POST /api/v1/calls/{id}/end`: the session ends the call (lease, origin, sockets).
 async fn end_call(x: &Exchange<'_>, call_id: &str) -> Result<Response, Failure> {
-    let mut answer = session_request(x, call_id, Method::Post, "/end", Some(&EndRequest { reason: EndReason::Requested })).await?;
+    let mut answer = session_request(
+        x,
+        call_id,
+        Method::Post,
+        "/end",
+        Some(&EndRequest {
+            reason: EndReason::Requested,
+        }),
+    )
+    .await?;
     if answer.status_code() != 200 {
         return Err(pass_session_refusal(&mut answer).await);
     }
@@ -311,7 +414,11 @@ async fn agents(
     let method = req.method();
     let method_name = method.to_string();
     let retry = |failure: ForwardFailure| may_retry_elsewhere(&method_name, route, failure);
-    let body = if x.body.is_empty() { Body::Empty } else { Body::Bytes(&x.body) };
+    let body = if x.body.is_empty() {
+        Body::Empty
+    } else {
+        Body::Bytes(&x.body)
+    };
     let forward = Forward {
         method,
         path_and_query: &path_and_query,
@@ -333,7 +440,13 @@ async fn agents(
 /// The origin's answer to the client: status and body as they are (streams stay streams), and
 /// only the headers a client should see.
 fn pass_through(response: Response) -> Result<Response, Failure> {
-    const PASSED: [&str; 5] = ["content-type", "cache-control", "retry-after", "location", "etag"];
+    const PASSED: [&str; 5] = [
+        "content-type",
+        "cache-control",
+        "retry-after",
+        "location",
+        "etag",
+    ];
     let status = response.status_code();
     let headers = Headers::new();
     for name in PASSED {
@@ -342,5 +455,8 @@ fn pass_through(response: Response) -> Result<Response, Failure> {
         }
     }
     let (_, body) = response.into_parts();
-    Ok(worker::ResponseBuilder::new().with_status(status).with_headers(headers).body(body))
+    Ok(worker::ResponseBuilder::new()
+        .with_status(status)
+        .with_headers(headers)
+        .body(body))
 }

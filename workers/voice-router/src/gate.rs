@@ -16,8 +16,8 @@ use shared::public_route::{Credential, PublicRoute, RouteError};
 use shared::rate_limit::api::Check;
 use shared::rate_limit::decision::Decision;
 use shared::rate_limit::policy::{IP, PRINCIPAL};
-use worker::{Env, Request, console_error, console_warn};
 use worker::wasm_bindgen::JsValue;
+use worker::{Env, Request, console_error, console_warn};
 
 use crate::services::{self, ServiceError};
 
@@ -36,12 +36,19 @@ pub struct Client {
 impl Client {
     /// Reads the client's facts from the request.
     pub fn of(req: &Request) -> Self {
-        let ip = req.headers().get(shared::headers::CONNECTING_IP).ok().flatten();
+        let ip = req
+            .headers()
+            .get(shared::headers::CONNECTING_IP)
+            .ok()
+            .flatten();
         let cf = worker::js_sys::Reflect::get(req.inner(), &JsValue::from_str("cf"))
             .ok()
             .filter(|cf| cf.is_object())
             .and_then(|cf| worker::js_sys::JSON::stringify(&cf).ok()?.as_string());
-        let facts = cf.as_deref().map(shared::firewall::CfFacts::from_cf_json).unwrap_or_default();
+        let facts = cf
+            .as_deref()
+            .map(shared::firewall::CfFacts::from_cf_json)
+            .unwrap_or_default();
         Self {
             ip,
             cf,
@@ -144,7 +151,12 @@ impl Limits {
 /// Runs `checks` and refuses with 429 when any refuses. The rate-limiter answers degraded
 /// decisions itself; when it cannot be reached at all, the request proceeds (fail open, as the
 /// limiter's own default) and the log says so.
-pub async fn enforce(env: &Env, limits: &Limits, checks: Vec<Check>, request_id: &str) -> Result<(), Failure> {
+pub async fn enforce(
+    env: &Env,
+    limits: &Limits,
+    checks: Vec<Check>,
+    request_id: &str,
+) -> Result<(), Failure> {
     match services::check(env, checks, request_id).await {
         Ok(answer) => {
             let allowed = answer.allowed;
@@ -152,11 +164,19 @@ pub async fn enforce(env: &Env, limits: &Limits, checks: Vec<Check>, request_id:
             if allowed {
                 Ok(())
             } else {
-                Err(refuse(429, "rate_limited", "too many requests; retry after the time in Retry-After"))
+                Err(refuse(
+                    429,
+                    "rate_limited",
+                    "too many requests; retry after the time in Retry-After",
+                ))
             }
         }
         Err(ServiceError::Refused(rejection)) => {
-            console_error!("request {request_id}: rate-limiter refused the check itself: {} {}", rejection.status, rejection.message);
+            console_error!(
+                "request {request_id}: rate-limiter refused the check itself: {} {}",
+                rejection.status,
+                rejection.message
+            );
             Ok(())
         }
         Err(ServiceError::Unavailable { service, cause }) => {
@@ -203,7 +223,11 @@ pub async fn authenticate(
         url: public_url.to_owned(),
         headers: CredentialHeaders::from_lookup(|name| req.headers().get(name).ok().flatten()),
         body: carrier_body.then(|| String::from_utf8_lossy(body).into_owned()),
-        required_scopes: route.required_scopes().iter().map(|s| (*s).to_owned()).collect(),
+        required_scopes: route
+            .required_scopes()
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
         call_id: route.call_id().map(str::to_owned),
     };
     services::authenticate(env, &envelope, request_id)
@@ -218,8 +242,12 @@ pub fn unavailable_or_refused(error: ServiceError, request_id: &str) -> Failure 
         ServiceError::Unavailable { service, cause } => {
             console_error!("request {request_id}: {service} unavailable: {cause}");
             Failure::Rejected(
-                Rejection::new(503, "service_unavailable", "a dependency of the edge is unavailable; retry shortly")
-                    .with_header("retry-after", "1"),
+                Rejection::new(
+                    503,
+                    "service_unavailable",
+                    "a dependency of the edge is unavailable; retry shortly",
+                )
+                .with_header("retry-after", "1"),
             )
         }
     }
@@ -233,5 +261,9 @@ pub fn public_url(req: &Request, config: &EdgeConfig) -> String {
         .ok()
         .flatten()
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    shared::public_route::as_called(&req.inner().url(), config.public_base_url.as_deref(), websocket)
+    shared::public_route::as_called(
+        &req.inner().url(),
+        config.public_base_url.as_deref(),
+        websocket,
+    )
 }

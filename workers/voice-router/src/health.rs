@@ -15,12 +15,21 @@ const ORIGIN: &str = "ORIGIN";
 /// per-IP limit applies here too (it is every route's), so a monitor cannot be turned into a
 /// load generator against the bindings.
 pub async fn answer(exchange: &Exchange<'_>) -> Result<worker::Response, Failure> {
-    crate::gate::enforce(exchange.env, exchange.limits, vec![crate::gate::ip_check(&exchange.client)], exchange.request_id).await?;
+    crate::gate::enforce(
+        exchange.env,
+        exchange.limits,
+        vec![crate::gate::ip_check(&exchange.client)],
+        exchange.request_id,
+    )
+    .await?;
     let env = exchange.env;
     let request_id = exchange.request_id;
     let origin = async {
         if exchange.config.origin_url.is_empty() {
-            (ORIGIN.to_owned(), BindingHealth::failed("ORIGIN_URL is not set", None))
+            (
+                ORIGIN.to_owned(),
+                BindingHealth::failed("ORIGIN_URL is not set", None),
+            )
         } else {
             probe::url(ORIGIN, &exchange.config.origin_url, request_id).await
         }

@@ -46,7 +46,11 @@ async fn handle(
 ) -> std::result::Result<Response, Failure> {
     let config = config::load(env).map_err(|error| {
         worker::console_error!("request {request_id}: {error}");
-        gate::refuse(500, "misconfigured", "the edge is misconfigured; quote the request id when reporting it")
+        gate::refuse(
+            500,
+            "misconfigured",
+            "the edge is misconfigured; quote the request id when reporting it",
+        )
     })?;
     let method = req.method().to_string();
     let route = gate::route_of(&method, &req.path())?;

@@ -9,7 +9,10 @@ use edge_io::Rejection;
 use edge_io::probe::within;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use shared::auth::{AUTHENTICATE_PATH, AuthenticateRequest, MintSessionTokenRequest, SESSION_TOKENS_PATH, SessionTokenResponse};
+use shared::auth::{
+    AUTHENTICATE_PATH, AuthenticateRequest, MintSessionTokenRequest, SESSION_TOKENS_PATH,
+    SessionTokenResponse,
+};
 use shared::error_body::ErrorBody;
 use shared::geo::wire::{ReportRequest, RouteDecision, RouteRequest};
 use shared::principal::Principal;
@@ -67,23 +70,38 @@ async fn post<Req: Serialize, Resp: DeserializeOwned>(
             init.with_method(Method::Post)
                 .with_headers(headers)
                 .with_body(Some(json.into()));
-            Request::new_with_init(&format!("https://{}{path}", binding.to_ascii_lowercase()), &init)
+            Request::new_with_init(
+                &format!("https://{}{path}", binding.to_ascii_lowercase()),
+                &init,
+            )
         })
         .map_err(|e| unavailable(e.to_string()))?;
-    let fetcher = env.service(binding).map_err(|e| unavailable(e.to_string()))?;
+    let fetcher = env
+        .service(binding)
+        .map_err(|e| unavailable(e.to_string()))?;
     let mut response = match within(DEADLINE, fetcher.fetch_request(request)).await {
         Some(Ok(response)) => response,
         Some(Err(error)) => return Err(unavailable(error.to_string())),
-        None => return Err(unavailable(format!("no answer within {} ms", DEADLINE.as_millis()))),
+        None => {
+            return Err(unavailable(format!(
+                "no answer within {} ms",
+                DEADLINE.as_millis()
+            )));
+        }
     };
     let status = response.status_code();
-    let text = response.text().await.map_err(|e| unavailable(e.to_string()))?;
+    let text = response
+        .text()
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
     match status {
-        200..=299 => serde_json::from_str(&text).map_err(|e| unavailable(format!("answer {status} not understood: {e}"))),
+        200..=299 => serde_json::from_str(&text)
+            .map_err(|e| unavailable(format!("answer {status} not understood: {e}"))),
         400..=499 => {
             let error: ErrorBody = serde_json::from_str(&text)
                 .map_err(|e| unavailable(format!("refusal {status} not understood: {e}")))?;
-            let mut rejection = Rejection::new(status, Cow::Owned(error.error.code), error.error.message);
+            let mut rejection =
+                Rejection::new(status, Cow::Owned(error.error.code), error.error.message);
             for name in PASSED_ON_HEADERS {
                 if let Ok(Some(value)) = response.headers().get(name) {
                     rejection = rejection.with_header(name, value);
@@ -91,7 +109,10 @@ async fn post<Req: Serialize, Resp: DeserializeOwned>(
             }
             Err(ServiceError::Refused(rejection))
         }
-        _ => Err(unavailable(format!("answered {status}: {}", text.chars().take(200).collect::<String>()))),
+        _ => Err(unavailable(format!(
+            "answered {status}: {}",
+            text.chars().take(200).collect::<String>()
+        ))),
     }
 }
 
@@ -99,44 +120,83 @@ async fn post<Req: Serialize, Resp: DeserializeOwned>(
 const PASSED_ON_HEADERS: [&str; 2] = ["www-authenticate", "retry-after"];
 
 /// auth-validator: who is this?
-pub async fn authenticate(env: &Env, request: &AuthenticateRequest, request_id: &str) -> Result<Principal, ServiceError> {
+pub async fn authenticate(
+    env: &Env,
+    request: &AuthenticateRequest,
+    request_id: &str,
+) -> Result<Principal, ServiceError> {
     post(env, AUTH, AUTHENTICATE_PATH, request, request_id).await
 }
 
 /// auth-validator: a short-lived token bound to one call, for its relay URL.
-pub async fn mint_session_token(env: &Env, request: &MintSessionTokenRequest, request_id: &str) -> Result<SessionTokenResponse, ServiceError> {
+pub async fn mint_session_token(
+    env: &Env,
+    request: &MintSessionTokenRequest,
+    request_id: &str,
+) -> Result<SessionTokenResponse, ServiceError> {
     post(env, AUTH, SESSION_TOKENS_PATH, request, request_id).await
 }
 
 /// rate-limiter: may these proceed? One hop for every check of a request.
-pub async fn check(env: &Env, checks: Vec<Check>, request_id: &str) -> Result<CheckResponse, ServiceError> {
-    post(env, RATE_LIMITER, CHECK_PATH, &CheckRequest { checks }, request_id).await
+pub async fn check(
+    env: &Env,
+    checks: Vec<Check>,
+    request_id: &str,
+) -> Result<CheckResponse, ServiceError> {
+    post(
+        env,
+        RATE_LIMITER,
+        CHECK_PATH,
+        &CheckRequest { checks },
+        request_id,
+    )
+    .await
 }
 
 /// rate-limiter: take a concurrent-call lease.
-pub async fn acquire_lease(env: &Env, lease: &LeaseRequest, request_id: &str) -> Result<LeaseResponse, ServiceError> {
+pub async fn acquire_lease(
+    env: &Env,
+    lease: &LeaseRequest,
+    request_id: &str,
+) -> Result<LeaseResponse, ServiceError> {
     post(env, RATE_LIMITER, ACQUIRE_PATH, lease, request_id).await
 }
 
 /// rate-limiter: extend a live call's lease.
-pub async fn renew_lease(env: &Env, lease: &LeaseRequest, request_id: &str) -> Result<LeaseResponse, ServiceError> {
+pub async fn renew_lease(
+    env: &Env,
+    lease: &LeaseRequest,
+    request_id: &str,
+) -> Result<LeaseResponse, ServiceError> {
     post(env, RATE_LIMITER, RENEW_PATH, lease, request_id).await
 }
 
 /// rate-limiter: give a finished call's lease back.
-pub async fn release_lease(env: &Env, lease: &LeaseRequest, request_id: &str) -> Result<ReleaseResponse, ServiceError> {
+pub async fn release_lease(
+    env: &Env,
+    lease: &LeaseRequest,
+    request_id: &str,
+) -> Result<ReleaseResponse, ServiceError> {
     post(env, RATE_LIMITER, RELEASE_PATH, lease, request_id).await
 }
 
 /// geo-router: which region, and in what order to fall back.
-pub async fn route(env: &Env, request: &RouteRequest, request_id: &str) -> Result<RouteDecision, ServiceError> {
+pub async fn route(
+    env: &Env,
+    request: &RouteRequest,
+    request_id: &str,
+) -> Result<RouteDecision, ServiceError> {
     post(env, GEO_ROUTER, "/v1/route", request, request_id).await
 }
 
 /// geo-router: an origin request in `region` failed. Best effort: the answer only informs.
 pub async fn report_failure(env: &Env, report: &ReportRequest, request_id: &str) {
-    let outcome: Result<serde_json::Value, ServiceError> = post(env, GEO_ROUTER, "/v1/report", report, request_id).await;
+    let outcome: Result<serde_json::Value, ServiceError> =
+        post(env, GEO_ROUTER, "/v1/report", report, request_id).await;
     if let Err(error) = outcome {
-        worker::console_warn!("request {request_id}: reporting region {} failed: {error:?}", report.region);
+        worker::console_warn!(
+            "request {request_id}: reporting region {} failed: {error:?}",
+            report.region
+        );
     }
 }

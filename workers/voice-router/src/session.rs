@@ -27,8 +27,9 @@ use shared::rate_limit::api::LeaseRequest;
 use shared::rate_limit::policy::TENANT_CALLS;
 use shared::relay::{RelayedKind, relayed_kind};
 use worker::{
-    DurableObject, Env, Method, Request, Response, Result, State, WebSocket, WebSocketIncomingMessage,
-    WebSocketPair, console_error, console_log, console_warn, durable_object,
+    DurableObject, Env, Method, Request, Response, Result, State, WebSocket,
+    WebSocketIncomingMessage, WebSocketPair, console_error, console_log, console_warn,
+    durable_object,
 };
 
 use crate::origin::{self, Target};
@@ -190,19 +191,33 @@ impl DurableObject for CallSession {
         Response::ok("done")
     }
 
-    async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> Result<()> {
         let inner = &self.inner;
         inner.load().await?;
         match message {
-            WebSocketIncomingMessage::String(text) => Inner::on_caller_message(inner, &ws, text).await,
+            WebSocketIncomingMessage::String(text) => {
+                Inner::on_caller_message(inner, &ws, text).await
+            }
             WebSocketIncomingMessage::Binary(_) => {
-                console_warn!("call relay: binary message from the caller ignored (the protocol is JSON text)");
+                console_warn!(
+                    "call relay: binary message from the caller ignored (the protocol is JSON text)"
+                );
                 Ok(())
             }
         }
     }
 
-    async fn websocket_close(&self, ws: WebSocket, _code: usize, _reason: String, _was_clean: bool) -> Result<()> {
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        _code: usize,
+        _reason: String,
+        _was_clean: bool,
+    ) -> Result<()> {
         // The runtime does not complete the close handshake for us.
         let _ = ws.close(Some(1000), Some("closing"));
         self.inner.caller_left(&ws).await
@@ -255,7 +270,9 @@ impl Inner {
 
     async fn schedule_alarm(&self) -> Result<()> {
         let limits = crate::config::session_limits(&self.env);
-        let next = self.session().and_then(|session| session.next_alarm_ms(&limits));
+        let next = self
+            .session()
+            .and_then(|session| session.next_alarm_ms(&limits));
         match next {
             Some(at) => self.state.storage().set_alarm(at as i64).await,
             None => self.state.storage().delete_alarm().await,
@@ -300,7 +317,9 @@ impl Inner {
             let mut live = self.live.borrow_mut();
             match live.session.as_mut() {
                 None => None,
-                Some(session) if touch.turn => Some(session.record_turn(now()).map(|()| session.clone())),
+                Some(session) if touch.turn => {
+                    Some(session.record_turn(now()).map(|()| session.clone()))
+                }
                 Some(session) if session.is_active() => {
                     session.touch(now());
                     Some(Ok(session.clone()))
@@ -341,7 +360,10 @@ impl Inner {
             let tell_origin = self.end_at_origin(&session, &routing, reason, &request_id);
             let (released, _) = futures::join!(release, tell_origin);
             if let Err(error) = released {
-                console_error!("call {}: releasing its lease failed: {error:?}", session.call_id);
+                console_error!(
+                    "call {}: releasing its lease failed: {error:?}",
+                    session.call_id
+                );
             }
         }
         let origin = self.live.borrow_mut().origin.take();
@@ -355,7 +377,13 @@ impl Inner {
         Ok(Some(session))
     }
 
-    async fn end_at_origin(&self, session: &CallState, routing: &Routing, reason: EndReason, request_id: &str) {
+    async fn end_at_origin(
+        &self,
+        session: &CallState,
+        routing: &Routing,
+        reason: EndReason,
+        request_id: &str,
+    ) {
         let config = match crate::config::load(&self.env) {
             Ok(config) => config,
             Err(error) => {
@@ -389,7 +417,10 @@ impl Inner {
                 target.region,
                 response.status_code()
             ),
-            Err(error) => console_error!("call {}: telling the origin it ended failed: {error}", session.call_id),
+            Err(error) => console_error!(
+                "call {}: telling the origin it ended failed: {error}",
+                session.call_id
+            ),
         }
     }
 
@@ -406,18 +437,27 @@ impl Inner {
                 match services::acquire_lease(&self.env, &lease, &request_id).await {
                     Ok(response) => response.lease.is_some(),
                     Err(error) => {
-                        console_error!("call {}: re-acquiring its lease failed: {error:?}", session.call_id);
+                        console_error!(
+                            "call {}: re-acquiring its lease failed: {error:?}",
+                            session.call_id
+                        );
                         false
                     }
                 }
             }
             Err(error) => {
-                console_error!("call {}: renewing its lease failed: {error:?}", session.call_id);
+                console_error!(
+                    "call {}: renewing its lease failed: {error:?}",
+                    session.call_id
+                );
                 false
             }
         };
         if !renewed {
-            console_warn!("call {}: continues without a renewed lease", session.call_id);
+            console_warn!(
+                "call {}: continues without a renewed lease",
+                session.call_id
+            );
         }
         // Renewal is attempted on schedule either way; a failure is retried at the next alarm.
         if let Some(session) = self.live.borrow_mut().session.as_mut() {
@@ -478,7 +518,9 @@ impl Inner {
                 }
             }
             None if overflow => {
-                console_error!("call relay: caller buffer full while the origin reconnects; ending the call");
+                console_error!(
+                    "call relay: caller buffer full while the origin reconnects; ending the call"
+                );
                 Inner::finish(self, EndReason::OriginUnavailable).await?;
             }
             None => Inner::ensure_origin(self),
@@ -489,9 +531,9 @@ impl Inner {
     async fn persist_activity_if_due(&self) -> Result<()> {
         let due = {
             let live = self.live.borrow();
-            live.session
-                .as_ref()
-                .is_some_and(|s| s.last_activity_ms >= live.persisted_activity_ms + ACTIVITY_PERSIST_MS)
+            live.session.as_ref().is_some_and(|s| {
+                s.last_activity_ms >= live.persisted_activity_ms + ACTIVITY_PERSIST_MS
+            })
         };
         if due {
             self.persist_session().await?;
@@ -542,7 +584,8 @@ impl Inner {
             self.live.borrow_mut().connecting = false;
             return Ok(());
         }
-        let config = crate::config::load(&self.env).map_err(|e| worker::Error::RustError(e.to_string()))?;
+        let config =
+            crate::config::load(&self.env).map_err(|e| worker::Error::RustError(e.to_string()))?;
         let request_id = format!("{}-relay-{}", session.call_id, now());
         let path = format!("/v1/calls/{}/relay", session.call_id);
         let start = self.live.borrow().target;
@@ -578,7 +621,10 @@ impl Inner {
                         live.origin = Some(socket.clone());
                         live.connecting = false;
                         live.target = index;
-                        let moved = live.session.as_ref().is_some_and(|s| s.region != target.region);
+                        let moved = live
+                            .session
+                            .as_ref()
+                            .is_some_and(|s| s.region != target.region);
                         if moved && let Some(session) = live.session.as_mut() {
                             let _ = session.repin(&target.region, now());
                         }
@@ -592,7 +638,11 @@ impl Inner {
                     return Ok(());
                 }
                 Err(error) => {
-                    console_warn!("call {}: origin in {} refused the relay: {error}", session.call_id, target.region);
+                    console_warn!(
+                        "call {}: origin in {} refused the relay: {error}",
+                        session.call_id,
+                        target.region
+                    );
                     services::report_failure(
                         &self.env,
                         &shared::geo::wire::ReportRequest {
@@ -606,7 +656,10 @@ impl Inner {
             }
         }
         self.live.borrow_mut().connecting = false;
-        console_error!("call {}: no region's origin accepted the relay", session.call_id);
+        console_error!(
+            "call {}: no region's origin accepted the relay",
+            session.call_id
+        );
         for caller in self.state.get_websockets() {
             let _ = caller.close(Some(1011), Some("no origin available"));
         }
@@ -669,7 +722,10 @@ impl Inner {
     async fn on_origin_message(&self, text: String) {
         let kind = relayed_kind(&text);
         if kind == RelayedKind::OriginError {
-            console_warn!("call relay: origin reported: {}", text.chars().take(300).collect::<String>());
+            console_warn!(
+                "call relay: origin reported: {}",
+                text.chars().take(300).collect::<String>()
+            );
             return;
         }
         let turn_closed = kind == RelayedKind::TurnEnd;
@@ -695,13 +751,27 @@ impl Inner {
     fn targets_from_current(&self, routing: &Routing) -> Vec<Target> {
         let start = self.live.borrow().target;
         let count = routing.targets.len();
-        (0..count).map(|step| routing.targets[(start + step) % count].clone()).collect()
+        (0..count)
+            .map(|step| routing.targets[(start + step) % count].clone())
+            .collect()
     }
 }
 
 /// Opens the signed WebSocket to one origin.
-async fn connect_socket(signer: &origin::Signer<'_>, target: &Target, path: &str) -> Result<WebSocket> {
-    let request = origin::signed_request(signer, target, Method::Get, path, &origin::Body::Upgrade, None, &[])?;
+async fn connect_socket(
+    signer: &origin::Signer<'_>,
+    target: &Target,
+    path: &str,
+) -> Result<WebSocket> {
+    let request = origin::signed_request(
+        signer,
+        target,
+        Method::Get,
+        path,
+        &origin::Body::Upgrade,
+        None,
+        &[],
+    )?;
     let response = edge_io::probe::within(
         std::time::Duration::from_secs(5),
         worker::Fetch::Request(request).send(),

@@ -7,9 +7,9 @@ use shared::call::{CallSource, CreateCall};
 use shared::call_session::{EndReason, StartCall};
 use shared::principal::Principal;
 use shared::public_route::{PublicRoute, is_valid_id, path_segment};
-use shared::twilio::CallWebhook;
 use shared::rate_limit::api::LeaseRequest;
 use shared::rate_limit::policy::TENANT_CALLS;
+use shared::twilio::CallWebhook;
 use shared::twiml::{self, ConversationRelay};
 use worker::{Headers, Method, Request, Response, console_error, console_warn};
 
@@ -20,24 +20,35 @@ use crate::session::{EndRequest, StartSession, TENANT_HEADER};
 use crate::{CALL_SESSION, Exchange};
 
 /// Said when the tenant is at its concurrent-call limit.
-const BUSY: &str = "All of our lines are busy right now. Please call again in a few minutes. Goodbye.";
+const BUSY: &str =
+    "All of our lines are busy right now. Please call again in a few minutes. Goodbye.";
 /// Said when the number has no agent.
 const NOT_IN_SERVICE: &str = "The number you have called is not in service. Goodbye.";
 /// Said when the call cannot be connected for a technical reason.
-const TROUBLE: &str = "We are sorry, we cannot take your call right now. Please try again later. Goodbye.";
+const TROUBLE: &str =
+    "We are sorry, we cannot take your call right now. Please try again later. Goodbye.";
 
 /// `POST /voice/twilio/incoming`: a call arrives. Finds the agent for the called number, takes
 /// the tenant's concurrent-call lease, records the call at the origin, creates its session, and
 /// answers TwiML that connects the call to ConversationRelay. Anything that stops the call
 /// after authentication is said to the caller in TwiML, not an HTTP error the carrier reads out.
-pub async fn incoming(x: &Exchange<'_>, req: &Request, route: &PublicRoute) -> Result<Response, Failure> {
+pub async fn incoming(
+    x: &Exchange<'_>,
+    req: &Request,
+    route: &PublicRoute,
+) -> Result<Response, Failure> {
     let route_request = shared::geo::wire::RouteRequest {
         caller: Some(x.client.location()),
         pin: None,
     };
     let (principal, limited, decision) = futures::join!(
         gate::authenticate(x.env, req, route, &x.public_url, &x.body, x.request_id),
-        gate::enforce(x.env, x.limits, vec![gate::ip_check(&x.client)], x.request_id),
+        gate::enforce(
+            x.env,
+            x.limits,
+            vec![gate::ip_check(&x.client)],
+            x.request_id
+        ),
         // The relay WebSocket will come from the carrier's media edge, which is where this
         // webhook came from: route by the carrier's location, not the caller's number.
         services::route(x.env, &route_request, x.request_id),
@@ -54,7 +65,10 @@ pub async fn incoming(x: &Exchange<'_>, req: &Request, route: &PublicRoute) -> R
         Ok(Some(agent)) => agent,
         Ok(None) => return twiml_answer(&twiml::say_and_hang_up(NOT_IN_SERVICE, None)),
         Err(cause) => {
-            console_error!("request {}: call {call_sid}: agent lookup failed: {cause}", x.request_id);
+            console_error!(
+                "request {}: call {call_sid}: agent lookup failed: {cause}",
+                x.request_id
+            );
             return twiml_answer(&twiml::say_and_hang_up(TROUBLE, None));
         }
     };
@@ -72,7 +86,10 @@ pub async fn incoming(x: &Exchange<'_>, req: &Request, route: &PublicRoute) -> R
         Ok(_) => return twiml_answer(&twiml::say_and_hang_up(BUSY, language)),
         Err(error) => {
             // Fail open like the limiter itself: a limiter outage must not hang up on callers.
-            console_warn!("request {}: call {call_sid}: lease not taken: {error:?}", x.request_id);
+            console_warn!(
+                "request {}: call {call_sid}: lease not taken: {error:?}",
+                x.request_id
+            );
         }
     }
 
@@ -85,13 +102,30 @@ pub async fn incoming(x: &Exchange<'_>, req: &Request, route: &PublicRoute) -> R
         to: Some(to.clone()),
     };
     let started = match create_at_origin(x, &signer, &targets, &create, &principal).await {
-        Ok(target) => start_session(x, &principal, &call_sid, Some(agent.id.clone()), CallSource::Phone, &targets, &target).await,
+        Ok(target) => {
+            start_session(
+                x,
+                &principal,
+                &call_sid,
+                Some(agent.id.clone()),
+                CallSource::Phone,
+                &targets,
+                &target,
+            )
+            .await
+        }
         Err(cause) => Err(cause),
     };
     if let Err(cause) = started {
-        console_error!("request {}: call {call_sid}: not started: {cause}", x.request_id);
+        console_error!(
+            "request {}: call {call_sid}: not started: {cause}",
+            x.request_id
+        );
         if let Err(error) = services::release_lease(x.env, &lease, x.request_id).await {
-            console_error!("request {}: call {call_sid}: lease not released: {error:?}", x.request_id);
+            console_error!(
+                "request {}: call {call_sid}: lease not released: {error:?}",
+                x.request_id
+            );
         }
         return twiml_answer(&twiml::say_and_hang_up(TROUBLE, language));
     }
@@ -121,30 +155,55 @@ fn greeting_parameter(agent: &Agent) -> Vec<(String, String)> {
 
 /// `POST /voice/twilio/status`: a finished call (completed, busy, failed, no-answer, canceled)
 /// ends its session, which releases the lease; other statuses are acknowledged.
-pub async fn status(x: &Exchange<'_>, req: &Request, route: &PublicRoute) -> Result<Response, Failure> {
+pub async fn status(
+    x: &Exchange<'_>,
+    req: &Request,
+    route: &PublicRoute,
+) -> Result<Response, Failure> {
     let (principal, limited) = futures::join!(
         gate::authenticate(x.env, req, route, &x.public_url, &x.body, x.request_id),
-        gate::enforce(x.env, x.limits, vec![gate::ip_check(&x.client)], x.request_id),
+        gate::enforce(
+            x.env,
+            x.limits,
+            vec![gate::ip_check(&x.client)],
+            x.request_id
+        ),
     );
     limited?;
     let principal = principal?;
     let webhook = CallWebhook::from_form(&x.body);
     let call_sid = valid_call_sid(&webhook)?;
-    let Some(reason) = webhook.call_status.as_deref().and_then(EndReason::from_carrier_status) else {
+    let Some(reason) = webhook
+        .call_status
+        .as_deref()
+        .and_then(EndReason::from_carrier_status)
+    else {
         return Ok(Response::empty()?.with_status(204));
     };
     let session = session_state(x, &call_sid).await?;
     if session.tenant_id != principal.tenant_id {
         return Err(refuse(404, "unknown_call", "no such call"));
     }
-    let mut answer = session_request(x, &call_sid, Method::Post, "/end", Some(&EndRequest { reason })).await?;
+    let mut answer = session_request(
+        x,
+        &call_sid,
+        Method::Post,
+        "/end",
+        Some(&EndRequest { reason }),
+    )
+    .await?;
     match answer.status_code() {
         // Ended now, or already ended by the relay or an alarm: the carrier is told it worked.
         200 | 409 => Ok(Response::empty()?.with_status(204)),
         status => {
             let text = answer.text().await.unwrap_or_default();
-            console_error!("request {}: ending {call_sid}: session answered {status}: {text}", x.request_id);
-            Err(Failure::Internal(worker::Error::RustError("ending the session failed".into())))
+            console_error!(
+                "request {}: ending {call_sid}: session answered {status}: {text}",
+                x.request_id
+            );
+            Err(Failure::Internal(worker::Error::RustError(
+                "ending the session failed".into(),
+            )))
         }
     }
 }
@@ -152,16 +211,26 @@ pub async fn status(x: &Exchange<'_>, req: &Request, route: &PublicRoute) -> Res
 /// `GET /voice/relay/{call_id}`: the ConversationRelay WebSocket. The carrier signs the
 /// handshake; API clients present a Bearer credential or the call's session token. The socket is
 /// handed to the call's `CallSession`, which relays it to the origin.
-pub async fn relay(x: &Exchange<'_>, req: Request, route: &PublicRoute) -> Result<Response, Failure> {
+pub async fn relay(
+    x: &Exchange<'_>,
+    req: Request,
+    route: &PublicRoute,
+) -> Result<Response, Failure> {
     let upgrade = req.headers().get("upgrade").ok().flatten();
     if !upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
         return Err(Failure::Rejected(
-            edge_io::Rejection::new(426, "upgrade_required", "this route is a WebSocket").with_header("upgrade", "websocket"),
+            edge_io::Rejection::new(426, "upgrade_required", "this route is a WebSocket")
+                .with_header("upgrade", "websocket"),
         ));
     }
     let (principal, limited) = futures::join!(
         gate::authenticate(x.env, &req, route, &x.public_url, &[], x.request_id),
-        gate::enforce(x.env, x.limits, vec![gate::ip_check(&x.client)], x.request_id),
+        gate::enforce(
+            x.env,
+            x.limits,
+            vec![gate::ip_check(&x.client)],
+            x.request_id
+        ),
     );
     limited?;
     let principal = principal?;
@@ -198,17 +267,25 @@ fn twiml_answer(xml: &str) -> Result<Response, Failure> {
 pub fn relay_url(public_url: &str, call_id: &str) -> String {
     let websocket = shared::public_route::as_called(public_url, None, true);
     let base_end = websocket.find("://").map_or(0, |at| at + 3);
-    let host_end = websocket[base_end..].find('/').map_or(websocket.len(), |p| base_end + p);
+    let host_end = websocket[base_end..]
+        .find('/')
+        .map_or(websocket.len(), |p| base_end + p);
     format!("{}/voice/relay/{call_id}", &websocket[..host_end])
 }
 
 /// The regions geo-router chose, or the configured origin when it could not answer (the call
 /// still goes through, unrouted, rather than failing).
-pub fn targets_or_default(x: &Exchange<'_>, decision: Result<shared::geo::wire::RouteDecision, ServiceError>) -> Vec<Target> {
+pub fn targets_or_default(
+    x: &Exchange<'_>,
+    decision: Result<shared::geo::wire::RouteDecision, ServiceError>,
+) -> Vec<Target> {
     match decision {
         Ok(decision) => origin::targets_of(&decision),
         Err(error) => {
-            console_warn!("request {}: geo-router did not route, using ORIGIN_URL: {error:?}", x.request_id);
+            console_warn!(
+                "request {}: geo-router did not route, using ORIGIN_URL: {error:?}",
+                x.request_id
+            );
             vec![Target {
                 region: "default".to_owned(),
                 origin_url: x.config.origin_url.clone(),
@@ -227,7 +304,13 @@ pub fn signer<'a>(x: &'a Exchange<'_>, principal: &'a Principal) -> Signer<'a> {
 }
 
 /// The agent answering `number`; `None` when no agent has it.
-async fn find_agent(x: &Exchange<'_>, signer: &Signer<'_>, targets: &[Target], number: &str, principal: &Principal) -> Result<Option<Agent>, String> {
+async fn find_agent(
+    x: &Exchange<'_>,
+    signer: &Signer<'_>,
+    targets: &[Target],
+    number: &str,
+    principal: &Principal,
+) -> Result<Option<Agent>, String> {
     let path = format!("/v1/phone-numbers/{}/agent", path_segment(number));
     let forward = Forward {
         method: Method::Get,
@@ -238,9 +321,15 @@ async fn find_agent(x: &Exchange<'_>, signer: &Signer<'_>, targets: &[Target], n
         may_retry: &|_| true,
         reporter: &principal.tenant_id,
     };
-    let (mut response, _) = origin::send(x.env, signer, targets, &forward).await.map_err(|e| e.to_string())?;
+    let (mut response, _) = origin::send(x.env, signer, targets, &forward)
+        .await
+        .map_err(|e| e.to_string())?;
     match response.status_code() {
-        200 => response.json::<Agent>().await.map(Some).map_err(|e| e.to_string()),
+        200 => response
+            .json::<Agent>()
+            .await
+            .map(Some)
+            .map_err(|e| e.to_string()),
         404 => Ok(None),
         status => Err(format!("origin answered {status}")),
     }
@@ -248,7 +337,13 @@ async fn find_agent(x: &Exchange<'_>, signer: &Signer<'_>, targets: &[Target], n
 
 /// Records the call at the origin; returns the region that took it. Safe to retry elsewhere:
 /// the edge chose the id, so the origin refuses a duplicate with `call_exists`.
-pub async fn create_at_origin(x: &Exchange<'_>, signer: &Signer<'_>, targets: &[Target], create: &CreateCall, principal: &Principal) -> Result<Target, String> {
+pub async fn create_at_origin(
+    x: &Exchange<'_>,
+    signer: &Signer<'_>,
+    targets: &[Target],
+    create: &CreateCall,
+    principal: &Principal,
+) -> Result<Target, String> {
     let body = serde_json::to_vec(create).map_err(|e| e.to_string())?;
     let forward = Forward {
         method: Method::Post,
@@ -259,10 +354,15 @@ pub async fn create_at_origin(x: &Exchange<'_>, signer: &Signer<'_>, targets: &[
         may_retry: &|_| true,
         reporter: &principal.tenant_id,
     };
-    let (mut response, target) = origin::send(x.env, signer, targets, &forward).await.map_err(|e| e.to_string())?;
+    let (mut response, target) = origin::send(x.env, signer, targets, &forward)
+        .await
+        .map_err(|e| e.to_string())?;
     match response.status_code() {
         201 | 409 => Ok(target),
-        status => Err(format!("origin answered {status}: {}", response.text().await.unwrap_or_default())),
+        status => Err(format!(
+            "origin answered {status}: {}",
+            response.text().await.unwrap_or_default()
+        )),
     }
 }
 
@@ -291,7 +391,9 @@ pub async fn start_session(
         country: x.client.country.clone(),
         request_id: x.request_id.to_owned(),
     };
-    let answer = session_request(x, call_id, Method::Post, "/start", Some(&start)).await.map_err(|e| format!("{e:?}"))?;
+    let answer = session_request(x, call_id, Method::Post, "/start", Some(&start))
+        .await
+        .map_err(|e| format!("{e:?}"))?;
     match answer.status_code() {
         // 409: the carrier retried the webhook and the session already exists.
         201 | 409 => Ok(()),
@@ -300,7 +402,13 @@ pub async fn start_session(
 }
 
 /// A request to the call's `CallSession`.
-pub async fn session_request<T: serde::Serialize>(x: &Exchange<'_>, call_id: &str, method: Method, path: &str, body: Option<&T>) -> Result<Response, Failure> {
+pub async fn session_request<T: serde::Serialize>(
+    x: &Exchange<'_>,
+    call_id: &str,
+    method: Method,
+    path: &str,
+    body: Option<&T>,
+) -> Result<Response, Failure> {
     let stub = x.env.durable_object(CALL_SESSION)?.get_by_name(call_id)?;
     let mut init = worker::RequestInit::new();
     init.with_method(method);
@@ -315,7 +423,10 @@ pub async fn session_request<T: serde::Serialize>(x: &Exchange<'_>, call_id: &st
 }
 
 /// The call's state, or 404 when there is no such call.
-pub async fn session_state(x: &Exchange<'_>, call_id: &str) -> Result<shared::call_session::CallSession, Failure> {
+pub async fn session_state(
+    x: &Exchange<'_>,
+    call_id: &str,
+) -> Result<shared::call_session::CallSession, Failure> {
     let mut answer = session_request::<()>(x, call_id, Method::Get, "/state", None).await?;
     match answer.status_code() {
         200 => Ok(answer.json().await?),
@@ -328,9 +439,13 @@ pub async fn pass_session_refusal(answer: &mut Response) -> Failure {
     let status = answer.status_code();
     let text = answer.text().await.unwrap_or_default();
     match serde_json::from_str::<shared::error_body::ErrorBody>(&text) {
-        Ok(body) if (400..500).contains(&status) => {
-            Failure::Rejected(edge_io::Rejection::new(status, body.error.code, body.error.message))
-        }
-        _ => Failure::Internal(worker::Error::RustError(format!("session answered {status}: {text}"))),
+        Ok(body) if (400..500).contains(&status) => Failure::Rejected(edge_io::Rejection::new(
+            status,
+            body.error.code,
+            body.error.message,
+        )),
+        _ => Failure::Internal(worker::Error::RustError(format!(
+            "session answered {status}: {text}"
+        ))),
     }
 }
