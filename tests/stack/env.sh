@@ -47,11 +47,11 @@ system_node_is_recent() {
 # NODE_SOURCE: machine (its node is recent enough), tools (.tools/ has one), or missing.
 if system_node_is_recent; then
   NODE_SOURCE=machine
-elif [ -x "$NODE_FALLBACK_BIN/node" ]; then
-  NODE_SOURCE=tools
-  PATH=$NODE_FALLBACK_BIN:$PATH
 else
-  NODE_SOURCE=missing
+  # On PATH even before setup.sh installs it: a script that sources this file and then runs
+  # setup.sh must find the new node without sourcing it again.
+  PATH=$NODE_FALLBACK_BIN:$PATH
+  if [ -x "$NODE_FALLBACK_BIN/node" ]; then NODE_SOURCE=tools; else NODE_SOURCE=missing; fi
 fi
 PATH=$WORKER_BUILD_ROOT/bin:$WASM_BINDGEN_ROOT/bin:$ROOT/wrangler/node_modules/.bin:$PATH
 export PATH
