@@ -459,6 +459,37 @@ describe("every rejection", () => {
   });
 });
 
+describe("calls that vanish, and sessions that are evicted", () => {
+  test("the session outlives its Durable Object's eviction", async () => {
+    const call = await json(await api("POST", "/api/v1/calls", { body: { agent_id: "ava" } }));
+    await edge.worker("voice-router").evictDurableObject("CallSession", { name: call.call_id });
+    const state = await json(await api("GET", `/api/v1/calls/${call.call_id}`));
+    assert.equal(state.status, "active");
+    assert.equal(state.region, "us-east-1");
+    assert.equal((await api("POST", `/api/v1/calls/${call.call_id}/end`)).status, 200);
+  });
+
+  test("the idle alarm ends a call nobody ends, and its lease goes back", async () => {
+    // A second edge whose calls idle out after 1 s (its own storage; the same origins).
+    const quick = await startEdge({ regionOrigin: () => originB.url, voiceVars: { CALL_IDLE_TIMEOUT_SECS: "1" } });
+    try {
+      const post = (route, body) => fetch(`${quick.url}${route}`, { method: "POST", headers: { authorization: `Bearer ${ADMIN}`, "content-type": "application/json", "mf-cf-blob": NEW_YORK }, body: JSON.stringify(body) });
+      const first = await json(await post("/api/v1/calls", { agent_id: "ava" }));
+      assert.ok(first.call_id, JSON.stringify(first));
+      assert.equal((await post("/api/v1/calls", { agent_id: "ava" })).status, 429, "one live call per tenant");
+      await until(
+        async () => (await json(await fetch(`${quick.url}/api/v1/calls/${first.call_id}`, { headers: { authorization: `Bearer ${ADMIN}`, "mf-cf-blob": NEW_YORK } }))).end_reason === "idle_timeout",
+        "the alarm ended the idle call",
+        10_000,
+      );
+      const second = await post("/api/v1/calls", { agent_id: "ava" });
+      assert.equal(second.status, 201, "the idle call's lease was released");
+    } finally {
+      await quick.close();
+    }
+  });
+});
+
 describe("the origin dies mid-call", () => {
   test("the call continues through the next region with its conversation intact", async () => {
     const sid = callSid();

@@ -27,9 +27,9 @@ use shared::rate_limit::api::LeaseRequest;
 use shared::rate_limit::policy::TENANT_CALLS;
 use shared::relay::{RelayedKind, relayed_kind};
 use worker::{
-    DurableObject, Env, Method, Request, Response, Result, State, WebSocket,
+    DurableObject, Env, Method, Request, Response, Result, ScheduledTime, State, WebSocket,
     WebSocketIncomingMessage, WebSocketPair, console_error, console_log, console_warn,
-    durable_object,
+    durable_object, js_sys,
 };
 
 use crate::origin::{self, Target};
@@ -274,7 +274,12 @@ impl Inner {
             .session()
             .and_then(|session| session.next_alarm_ms(&limits));
         match next {
-            Some(at) => self.state.storage().set_alarm(at as i64).await,
+            // A point in time: workers-rs reads a bare `i64` as an offset from now, which put
+            // every alarm decades away (the idle-alarm end-to-end test caught it).
+            Some(at) => {
+                let at = js_sys::Date::new(&js_sys::Number::from(at as f64));
+                self.state.storage().set_alarm(ScheduledTime::new(at)).await
+            }
             None => self.state.storage().delete_alarm().await,
         }
     }
