@@ -110,6 +110,12 @@ $(printf '\033[1m')AYBIZA Edge is running locally.$(printf '\033[0m')
   edge (voice-router):  curl http://127.0.0.1:$EDGE_PORT/health    all four Workers and the origin
   origin:               curl http://127.0.0.1:$ORIGIN_PORT/health   (/v1/… only with the edge's signature)
   Bedrock emulator:     curl http://127.0.0.1:$EMULATOR_PORT/control/stats   (the origin's model)
+
+  Try a call (a development token from wrangler/.dev.vars, tenant dev-tenant):
+    TOKEN=\$(node tests/stack/dev-token.mjs); AUTH="authorization: Bearer \$TOKEN"
+    curl -X PUT  127.0.0.1:$EDGE_PORT/api/v1/agents/demo -H "\$AUTH" -d '{"name":"Demo","system_prompt":"Be brief.","greeting":"Hello!"}'
+    curl -X POST 127.0.0.1:$EDGE_PORT/api/v1/calls -H "\$AUTH" -d '{"agent_id":"demo"}'      # → call_id
+    curl -N -X POST 127.0.0.1:$EDGE_PORT/api/v1/calls/<call_id>/turns -H "\$AUTH" -d '{"text":"When are you open?"}'
   Ctrl-C stops everything.
 MSG
 
