@@ -170,6 +170,19 @@ pub struct LeaseRequest {
     pub plan: Option<String>,
 }
 
+impl LeaseRequest {
+    /// The lease a live call holds under its tenant's `tenant-calls` policy.
+    pub fn for_call(tenant_id: &str, plan: &str, call_id: &str) -> Self {
+        Self {
+            policy: super::policy::TENANT_CALLS.to_owned(),
+            key: tenant_id.to_owned(),
+            lease_id: call_id.to_owned(),
+            tenant: Some(tenant_id.to_owned()),
+            plan: Some(plan.to_owned()),
+        }
+    }
+}
+
 /// Acquire or renew answer (200). A refused acquisition has no lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseResponse {
@@ -339,6 +352,15 @@ mod tests {
     use super::*;
     use crate::rate_limit::key::MAX_KEY_LEN;
     use crate::rate_limit::policy::builtin;
+
+    #[test]
+    fn a_call_lease_is_keyed_by_tenant_and_names_the_call() {
+        let lease = LeaseRequest::for_call("t1", "pro", "call_1");
+        assert_eq!(
+            serde_json::to_value(&lease).expect("serializes"),
+            serde_json::json!({"policy":"tenant-calls","key":"t1","lease_id":"call_1","tenant":"t1","plan":"pro"})
+        );
+    }
 
     #[test]
     fn a_two_check_request_parses_with_defaults() {

@@ -12,7 +12,6 @@ use shared::geo::wire::RouteRequest;
 use shared::principal::Principal;
 use shared::public_route::{ForwardFailure, PublicRoute, may_retry_elsewhere};
 use shared::rate_limit::api::LeaseRequest;
-use shared::rate_limit::policy::TENANT_CALLS;
 use worker::{Headers, Method, Request, Response, console_error, console_warn};
 
 use crate::Exchange;
@@ -68,12 +67,7 @@ pub async fn handle(
     let wants_route = matches!(route, PublicRoute::CreateCall | PublicRoute::Agents { .. });
     let (principal, limited, state, decision) = futures::join!(
         gate::authenticate(x.env, req, route, &x.public_url, &x.body, x.request_id),
-        gate::enforce(
-            x.env,
-            x.limits,
-            vec![gate::ip_check(&x.client)],
-            x.request_id
-        ),
+        gate::enforce_ip(x),
         async {
             match call_id {
                 Some(id) => Some(session_state(x, id).await),
@@ -195,13 +189,7 @@ async fn create_call(
     let call_id = format!("call_{}", crate::uuid());
     let targets = voice::targets_or_default(x, decision);
 
-    let lease = LeaseRequest {
-        policy: TENANT_CALLS.to_owned(),
-        key: principal.tenant_id.clone(),
-        lease_id: call_id.clone(),
-        tenant: Some(principal.tenant_id.clone()),
-        plan: Some(principal.plan.clone()),
-    };
+    let lease = LeaseRequest::for_call(&principal.tenant_id, &principal.plan, &call_id);
     match services::acquire_lease(x.env, &lease, x.request_id).await {
         Ok(granted) if granted.decision.allowed => {}
         Ok(refused) => {

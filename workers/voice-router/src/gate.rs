@@ -187,7 +187,7 @@ pub async fn enforce(
 }
 
 /// The per-IP check every route gets.
-pub fn ip_check(client: &Client) -> Check {
+fn ip_check(client: &Client) -> Check {
     Check {
         policy: IP.to_owned(),
         key: client.ip_key(),
@@ -195,6 +195,11 @@ pub fn ip_check(client: &Client) -> Check {
         tenant: None,
         plan: None,
     }
+}
+
+/// The per-IP limit alone: what every route takes before anything more specific.
+pub async fn enforce_ip(x: &crate::Exchange<'_>) -> Result<(), Failure> {
+    enforce(x.env, x.limits, vec![ip_check(&x.client)], x.request_id).await
 }
 
 /// The per-principal check API routes get.

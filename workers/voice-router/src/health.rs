@@ -15,13 +15,7 @@ const ORIGIN: &str = "ORIGIN";
 /// per-IP limit applies here too (it is every route's), so a monitor cannot be turned into a
 /// load generator against the bindings.
 pub async fn answer(exchange: &Exchange<'_>) -> Result<worker::Response, Failure> {
-    crate::gate::enforce(
-        exchange.env,
-        exchange.limits,
-        vec![crate::gate::ip_check(&exchange.client)],
-        exchange.request_id,
-    )
-    .await?;
+    crate::gate::enforce_ip(exchange).await?;
     let env = exchange.env;
     let request_id = exchange.request_id;
     let origin = async {

@@ -24,7 +24,6 @@ use shared::call_session::{
 };
 use shared::principal::Principal;
 use shared::rate_limit::api::LeaseRequest;
-use shared::rate_limit::policy::TENANT_CALLS;
 use shared::relay::{RelayedKind, relayed_kind};
 use worker::{
     DurableObject, Env, Method, Request, Response, Result, ScheduledTime, State, WebSocket,
@@ -800,13 +799,7 @@ async fn connect_socket(
 }
 
 fn lease_request(session: &CallState, principal: &Principal) -> LeaseRequest {
-    LeaseRequest {
-        policy: TENANT_CALLS.to_owned(),
-        key: session.tenant_id.clone(),
-        lease_id: session.call_id.clone(),
-        tenant: Some(session.tenant_id.clone()),
-        plan: Some(principal.plan.clone()),
-    }
+    LeaseRequest::for_call(&session.tenant_id, &principal.plan, &session.call_id)
 }
 
 fn end_reason_name(reason: EndReason) -> String {

@@ -8,7 +8,6 @@ use shared::call_session::{EndReason, StartCall};
 use shared::principal::Principal;
 use shared::public_route::{PublicRoute, is_valid_id, path_segment};
 use shared::rate_limit::api::LeaseRequest;
-use shared::rate_limit::policy::TENANT_CALLS;
 use shared::twilio::CallWebhook;
 use shared::twiml::{self, ConversationRelay};
 use worker::{Headers, Method, Request, Response, console_error, console_warn};
@@ -43,12 +42,7 @@ pub async fn incoming(
     };
     let (principal, limited, decision) = futures::join!(
         gate::authenticate(x.env, req, route, &x.public_url, &x.body, x.request_id),
-        gate::enforce(
-            x.env,
-            x.limits,
-            vec![gate::ip_check(&x.client)],
-            x.request_id
-        ),
+        gate::enforce_ip(x),
         // The relay WebSocket will come from the carrier's media edge, which is where this
         // webhook came from: route by the carrier's location, not the caller's number.
         services::route(x.env, &route_request, x.request_id),
@@ -74,13 +68,7 @@ pub async fn incoming(
     };
     let language = agent.spec.voice.language.as_deref();
 
-    let lease = LeaseRequest {
-        policy: TENANT_CALLS.to_owned(),
-        key: principal.tenant_id.clone(),
-        lease_id: call_sid.clone(),
-        tenant: Some(principal.tenant_id.clone()),
-        plan: Some(principal.plan.clone()),
-    };
+    let lease = LeaseRequest::for_call(&principal.tenant_id, &principal.plan, &call_sid);
     match services::acquire_lease(x.env, &lease, x.request_id).await {
         Ok(granted) if granted.decision.allowed => {}
         Ok(_) => return twiml_answer(&twiml::say_and_hang_up(BUSY, language)),
@@ -162,12 +150,7 @@ pub async fn status(
 ) -> Result<Response, Failure> {
     let (principal, limited) = futures::join!(
         gate::authenticate(x.env, req, route, &x.public_url, &x.body, x.request_id),
-        gate::enforce(
-            x.env,
-            x.limits,
-            vec![gate::ip_check(&x.client)],
-            x.request_id
-        ),
+        gate::enforce_ip(x),
     );
     limited?;
     let principal = principal?;
@@ -225,12 +208,7 @@ pub async fn relay(
     }
     let (principal, limited) = futures::join!(
         gate::authenticate(x.env, &req, route, &x.public_url, &[], x.request_id),
-        gate::enforce(
-            x.env,
-            x.limits,
-            vec![gate::ip_check(&x.client)],
-            x.request_id
-        ),
+        gate::enforce_ip(x),
     );
     limited?;
     let principal = principal?;
