@@ -137,7 +137,12 @@ for worker in "${selected[@]}"; do
   else
     wrangler deploy "${flags[@]}" </dev/null >"$log" 2>&1 || status=$?
   fi
-  { grep -vE '^\s*$|Downloading|Using custom' "$log" || true; } | sed 's/^/      /'
+  # The build's own chatter only when it failed.
+  if [ "$status" -eq 0 ]; then
+    { grep -vE '^\s*$|Downloading|Using custom|^\[custom build\]' "$log" || true; } | sed 's/^/      /'
+  else
+    sed 's/^/      /' "$log"
+  fi
   rm -f "$log"
   if [ "$status" -ne 0 ]; then
     [ ${#deployed[@]} -eq 0 ] || note "already deployed in this run: ${deployed[*]} (undo with wrangler/rollback.sh --env $environment --only <worker>)"

@@ -184,7 +184,7 @@ export async function checkGeoRouting(options, log = console.log) {
   const failures = [];
   try {
     const geo = server.getWorker(`geo-router-${options.env}`);
-    if (table !== undefined) await (await geo.getKVNamespace("GEO_KV")).put(HEALTH_KEY, table);
+    if (table !== undefined) await (await geo.getEnv()).GEO_KV.put(HEALTH_KEY, table);
     for (const { label, caller, region } of options.expect) {
       const response = await geo.fetch("https://geo-router/v1/route", {
         method: "POST",

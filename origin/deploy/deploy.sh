@@ -99,7 +99,8 @@ mutate() {
   fi
 }
 
-# The origin's URL through its load balancer: geo-router probes the same one.
+# The origin's URL through its load balancer: geo-router probes the same one. An explicit
+# --health-url is taken as given (e.g. an SSM port forward); the default must be a real host.
 if [ -z "$health_url" ]; then
   health_url=$(cd "$root" && python3 - "$environment" "$region" "$geo_regions" <<'PY'
 import json, pathlib, sys, tomllib
@@ -114,13 +115,13 @@ else:
 print(regions[region]["origin_url"].rstrip("/"))
 PY
   ) || fail "no origin_url for $region in $environment's GEO_REGIONS: pass --health-url (or --geo-regions)"
+  case "$health_url" in
+    *://127.* | *://localhost* | *://\[::1\]* | *example.com*)
+      $dry_run || fail "the health URL $health_url is a placeholder or loopback address: pass --health-url, or set $region's origin_url in geo-router's GEO_REGIONS for $environment"
+      note "(the health URL $health_url is a placeholder; a real deploy refuses it)"
+      ;;
+  esac
 fi
-case "$health_url" in
-  *://127.* | *://localhost* | *://\[::1\]* | *example.com*)
-    $dry_run || fail "the health URL $health_url is a placeholder or loopback address: pass --health-url, or set $region's origin_url in geo-router's GEO_REGIONS for $environment"
-    note "(the health URL $health_url is a placeholder; a real deploy refuses it)"
-    ;;
-esac
 
 step "origin -> $environment in $region (stack $stack)$($dry_run && echo ', dry run')"
 account=$(aws sts get-caller-identity --query Account --output text) || fail "no AWS credentials"
