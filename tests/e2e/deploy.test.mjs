@@ -147,8 +147,9 @@ describe("origin/deploy: deploy.sh, rollback.sh and signed-get.py against a real
   test("deploy.sh refuses a placeholder health URL for a real deploy", async () => {
     const aws = fakeAws();
     try {
-      // production's GEO_REGIONS in wrangler/geo-router.toml still holds example.com hosts.
-      const result = await run("origin/deploy/deploy.sh", ["--env", "production", "--region", "us-east-1", "--image-tag", "abc"], { env: aws.env });
+      // The default health URL is the region's origin_url in GEO_REGIONS (here a placeholder).
+      const regions = JSON.stringify({ "us-east-1": { origin_url: "https://origin-us-east-1.example.com" } });
+      const result = await run("origin/deploy/deploy.sh", ["--env", "production", "--region", "us-east-1", "--image-tag", "abc", "--geo-regions", regions], { env: aws.env });
       assert.equal(result.code, 1, result.output);
       assert.match(result.stderr, /placeholder or loopback address/);
       assert.deepEqual(changing(aws.calls()), []);
@@ -235,7 +236,12 @@ describe("wrangler/: deploy-tools.mjs, deploy.sh and rollback.sh", () => {
   ];
 
   test("the placeholder check names every placeholder, inside JSON too, and passes once overridden", () => {
-    const problems = placeholderProblems("staging", parseOverrides([]));
+    const placeholders = [
+      "auth-validator:JWT_AUDIENCE=set-to-the-access-application-aud-tag",
+      `geo-router:GEO_REGIONS=${geoRegions((region) => `https://origin-${region}.staging.example.com`)}`,
+      "voice-router:ORIGIN_URL=https://origin-staging.example.com",
+    ];
+    const problems = placeholderProblems("staging", parseOverrides(placeholders));
     assert.ok(problems.some((problem) => problem.startsWith("auth-validator JWT_AUDIENCE: a placeholder value")), problems.join("\n"));
     assert.ok(problems.some((problem) => problem.startsWith("geo-router GEO_REGIONS.eu-west-2.origin_url: a placeholder host")), problems.join("\n"));
     assert.ok(problems.some((problem) => problem.startsWith("voice-router ORIGIN_URL:")), problems.join("\n"));
@@ -271,7 +277,8 @@ describe("wrangler/: deploy-tools.mjs, deploy.sh and rollback.sh", () => {
   });
 
   test("deploy.sh refuses a config with placeholders before anything is uploaded", async () => {
-    const result = await run("wrangler/deploy.sh", ["--env", "production"], { env: { CLOUDFLARE_API_TOKEN: "", CLOUDFLARE_ACCOUNT_ID: "" } });
+    const args = ["--env", "production", "--var", "auth-validator:JWT_AUDIENCE=set-to-the-access-application-aud-tag"];
+    const result = await run("wrangler/deploy.sh", args, { env: { CLOUDFLARE_API_TOKEN: "", CLOUDFLARE_ACCOUNT_ID: "" } });
     assert.equal(result.code, 1, result.output);
     assert.match(result.stdout, /auth-validator JWT_AUDIENCE: a placeholder value/);
     assert.match(result.stderr, /the production configuration is not ready for a deploy/);
