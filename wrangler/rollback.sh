@@ -54,7 +54,9 @@ esac
 for worker in "${only[@]}"; do
   case " $WORKERS " in *" $worker "*) ;; *) fail "unknown Worker '$worker' (one of: $WORKERS)" ;; esac
 done
-command -v wrangler >/dev/null 2>&1 || fail "wrangler is not installed: run tests/stack/setup.sh"
+# The wrangler to run: the pinned one (tests/e2e/deploy.test.mjs puts a stand-in here).
+wrangler=${AYBIZA_WRANGLER:-wrangler}
+command -v "$wrangler" >/dev/null 2>&1 || fail "wrangler is not installed: run tests/stack/setup.sh"
 [ -n "$message" ] || message="rollback by ${GITHUB_ACTOR:-$(id -un)}${to_tag:+ to $to_tag}"
 
 # Reverse of the deploy order.
@@ -68,10 +70,10 @@ done
 declare -A target
 for worker in "${selected[@]}"; do
   step "$worker ($environment): current deployment"
-  wrangler deployments status -c "wrangler/$worker.toml" --env "$environment" 2>&1 | sed 's/^/      /' ||
+  "$wrangler" deployments status -c "wrangler/$worker.toml" --env "$environment" 2>&1 | sed 's/^/      /' ||
     fail "cannot read the deployments of $worker ($environment): is it deployed, and are the credentials set?"
   if [ -n "$to_tag" ]; then
-    versions=$(wrangler versions list --json -c "wrangler/$worker.toml" --env "$environment") ||
+    versions=$("$wrangler" versions list --json -c "wrangler/$worker.toml" --env "$environment") ||
       fail "cannot list the versions of $worker ($environment)"
     target[$worker]=$(printf '%s' "$versions" | node "$ROOT/wrangler/deploy-tools.mjs" version-for-tag "$to_tag") ||
       fail "$worker has no version tagged '$to_tag' among its 10 most recent; pass no --to-tag (previous version) or roll back by version id with wrangler rollback"
@@ -104,7 +106,7 @@ for worker in "${selected[@]}"; do
   step "rolling back $worker ($environment)"
   args=()
   [ -z "${target[$worker]}" ] || args+=("${target[$worker]}")
-  if ! wrangler rollback "${args[@]}" -c "wrangler/$worker.toml" --env "$environment" --message "$message" --yes 2>&1 | sed 's/^/      /'; then
+  if ! "$wrangler" rollback "${args[@]}" -c "wrangler/$worker.toml" --env "$environment" --message "$message" --yes 2>&1 | sed 's/^/      /'; then
     [ ${#done_workers[@]} -eq 0 ] || note "already rolled back: ${done_workers[*]}"
     fail "rolling back $worker failed; the Workers after it were not touched"
   fi

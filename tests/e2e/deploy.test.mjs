@@ -1,5 +1,7 @@
 // The deploy path as far as it runs without Cloudflare and AWS: the Workers' deploy script
-// refuses a config that cannot work and builds the exact bundles with --dry-run; the origin's
+// refuses a config that cannot work and builds the exact bundles with --dry-run; their rollback
+// script drives a stand-in wrangler (tests/e2e/fixtures/fake-wrangler.mjs) in reverse dependency
+// order, to the previous or a tagged version, and only when confirmed; the origin's
 // deploy and rollback scripts drive a stand-in `aws` CLI (tests/e2e/fixtures/fake-aws.mjs)
 // against a real origin (its /health through the "load balancer", its signed /ready), change
 // nothing in a dry run and nothing without confirmation; the signing helper matches the
@@ -19,6 +21,7 @@ import { checkEdgeHealth, checkGeoRouting, parseExpectation } from "../../wrangl
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const FAKE_AWS = path.join(root, "tests/e2e/fixtures/fake-aws.mjs");
+const FAKE_WRANGLER = path.join(root, "tests/e2e/fixtures/fake-wrangler.mjs");
 
 /** Runs a command to completion; resolves with its exit code and output (never rejects). */
 function run(command, args, { env = {}, input } = {}) {
@@ -299,6 +302,51 @@ describe("wrangler/: deploy-tools.mjs, deploy.sh and rollback.sh", () => {
       assert.notEqual(result.code, 0, `${script} ${args.join(" ")}`);
       assert.match(result.output, message, `${script} ${args.join(" ")}`);
     }
+  });
+
+  /** Runs wrangler/rollback.sh with a stand-in wrangler; resolves with the result and its calls. */
+  async function rollback(args, options = {}) {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "aybiza-fake-wrangler-"));
+    try {
+      writeFileSync(path.join(dir, "calls.jsonl"), "");
+      const result = await run("wrangler/rollback.sh", args, { ...options, env: { AYBIZA_WRANGLER: FAKE_WRANGLER, FAKE_WRANGLER_DIR: dir } });
+      const calls = readFileSync(path.join(dir, "calls.jsonl"), "utf8").split("\n").filter(Boolean).map((line) => JSON.parse(line));
+      return { ...result, calls, rollbacks: calls.filter(([command]) => command === "rollback") };
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  const workerOf = (call) => path.basename(call[call.indexOf("-c") + 1], ".toml");
+
+  test("rollback.sh rolls the Workers back in reverse dependency order, each to its previous version", async () => {
+    const result = await rollback(["--env", "staging", "--yes", "--message", "bad release"]);
+    assert.equal(result.code, 0, result.output);
+    assert.deepEqual(result.rollbacks.map(workerOf), ["voice-router", "geo-router", "rate-limiter", "auth-validator"]);
+    for (const call of result.rollbacks) {
+      assert.equal(call[1], "-c", "no version id: the version before the current deployment");
+      assert.deepEqual(call.slice(3), ["--env", "staging", "--message", "bad release", "--yes"]);
+    }
+  });
+
+  test("rollback.sh --to-tag finds each Worker's version of that commit; an unknown tag stops before any rollback", async () => {
+    let result = await rollback(["--env", "production", "--to-tag", "old-commit", "--only", "geo-router", "--only", "voice-router", "--yes"]);
+    assert.equal(result.code, 0, result.output);
+    assert.deepEqual(result.rollbacks.map((call) => [workerOf(call), call[1]]), [["voice-router", "v-voice-router-1"], ["geo-router", "v-geo-router-1"]]);
+    result = await rollback(["--env", "production", "--to-tag", "never-deployed", "--yes"]);
+    assert.equal(result.code, 1, result.output);
+    assert.match(result.stderr, /voice-router has no version tagged 'never-deployed'/);
+    assert.deepEqual(result.rollbacks, []);
+  });
+
+  test("rollback.sh --dry-run shows the plan, and without --yes off a terminal it refuses; neither rolls back", async () => {
+    let result = await rollback(["--env", "production", "--dry-run"]);
+    assert.equal(result.code, 0, result.output);
+    assert.match(result.stdout, /wrangler rollback -c wrangler\/voice-router\.toml --env production/);
+    assert.deepEqual(result.rollbacks, []);
+    result = await rollback(["--env", "production"], { input: "production\n" });
+    assert.equal(result.code, 1, result.output);
+    assert.match(result.stderr, /not on a terminal: pass --yes/);
+    assert.deepEqual(result.rollbacks, []);
   });
 
   test("deploy.sh --dry-run builds the bundle wrangler would upload, with the overrides, and uploads nothing", async () => {
