@@ -17,6 +17,8 @@ WASM_BINDGEN_VERSION=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $
 
 WORKER_BUILD_ROOT=$CACHE_DIR/cargo-tools/worker-build-$WORKER_BUILD_VERSION
 WASM_BINDGEN_ROOT=$CACHE_DIR/cargo-tools/wasm-bindgen-cli-$WASM_BINDGEN_VERSION
+# Linters of the test command (tests/stack/lint.sh): a virtualenv named after their pin files.
+LINTERS_ROOT=$CACHE_DIR/python-tools/linters-$(cat "$ROOT/tests/stack/linters.txt" "$ROOT/tests/stack/cfn-lint.txt" | cksum | cut -d' ' -f1)
 
 node_platform_package() {
   local os arch

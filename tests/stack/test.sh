@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The test command (README: `make test`): formatting, lints for host and wasm32, native tests,
-# the Workers' wasm builds, `wrangler deploy --dry-run` for every Worker and environment, and the
+# The test command (README: `make test`): formatting, lints for host and wasm32, the deploy
+# path's linters (actionlint, shellcheck, cfn-lint), native tests, the Workers' wasm builds, `wrangler deploy --dry-run` for every Worker and environment, and the
 # end-to-end tests: the built Workers in workerd plus the origin, PostgreSQL and Redis on free
 # loopback ports, driven over HTTP as a client would.
 set -euo pipefail
@@ -20,39 +20,42 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 run_started=$(now_s)
-total=9
+total=10
 wasm_packages=(-p shared -p edge-io -p voice-router -p auth-validator -p geo-router -p rate-limiter)
 
-"$ROOT/tests/stack/setup.sh" --with-databases
+"$ROOT/tests/stack/setup.sh" --with-databases --with-linters
 
 step "[1/$total] cargo fmt --check"
 cargo fmt --all -- --check
 
-step "[2/$total] clippy, host, every target, -D warnings"
+step "[2/$total] deploy path: actionlint (workflows), shellcheck (scripts), cfn-lint (templates)"
+"$ROOT/tests/stack/lint.sh"
+
+step "[3/$total] clippy, host, every target, -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "[3/$total] clippy, wasm32-unknown-unknown (shared and the Workers), -D warnings"
+step "[4/$total] clippy, wasm32-unknown-unknown (shared and the Workers), -D warnings"
 cargo clippy --target wasm32-unknown-unknown "${wasm_packages[@]}" --locked -- -D warnings
 
-step "[4/$total] shared builds for wasm32-unknown-unknown"
+step "[5/$total] shared builds for wasm32-unknown-unknown"
 cargo build --target wasm32-unknown-unknown -p shared --locked
 
-step "[5/$total] PostgreSQL and Redis on free loopback ports"
+step "[6/$total] PostgreSQL and Redis on free loopback ports"
 start_databases "$work/databases"
 
-step "[6/$total] cargo test (native: shared, origin against PostgreSQL/Redis/the Bedrock emulator, Workers' pure parts)"
+step "[7/$total] cargo test (native: shared, origin against PostgreSQL/Redis/the Bedrock emulator, Workers' pure parts)"
 # DATABASE_URL and REDIS_URL (exported by start_databases) are what the origin's integration
 # tests run against; each test takes its own schema and key prefix.
 cargo test --workspace --locked
 
-step "[7/$total] the four Workers to wasm (worker-build --release)"
+step "[8/$total] the four Workers to wasm (worker-build --release)"
 "$ROOT/tests/stack/build.sh"
 
-step "[8/$total] wrangler deploy --dry-run for every Worker and environment"
+step "[9/$total] wrangler deploy --dry-run for every Worker and environment"
 bundles=$target_dir/wrangler-dry-run
 "$ROOT/tests/stack/dry-run.sh" "$bundles"
 
-step "[9/$total] end-to-end: Workers in workerd + origin + Bedrock emulator (node --test tests/e2e)"
+step "[10/$total] end-to-end: Workers in workerd + origin + Bedrock emulator (node --test tests/e2e)"
 cargo build -p origin -p bedrock-emulator --locked
 export ORIGIN_BIN=$target_dir/debug/origin
 export EMULATOR_BIN=$target_dir/debug/bedrock-emulator

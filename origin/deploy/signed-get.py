@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""GET an origin route that needs the edge's signature (`/ready`, `/metrics`), signed as
+voice-router signs (shared::signing: HMAC-SHA256 over the scheme, method, path+query, timestamp,
+SHA-256 of the empty body and the empty principal header). For operators and the deploy
+pipeline; the origin accepts nothing unsigned but `/health`.
+
+Usage: EDGE_SIGNING_SECRET=... origin/deploy/signed-get.py URL [--expect STATUS] [--quiet]
+  URL              e.g. https://origin-us-east-1.acme.io/ready
+  --expect STATUS  exit 0 only on this status (default: any 2xx)
+  --quiet          print only the status line, not the body
+
+The secret is read from the environment, never from an argument (which other users of the
+machine could see). Exit: 0 as expected, 1 otherwise, 2 usage.
+"""
+
+import hashlib
+import hmac
+import http.client
+import os
+import sys
+import time
+import urllib.parse
+
+SCHEME = "AYBIZA-EDGE-HMAC-SHA256"
+
+
+def signature(secret: str, method: str, path_and_query: str, timestamp: int, body: bytes = b"") -> str:
+    """The X-Edge-Signature value for a request without a principal."""
+    canonical = "\n".join(
+        [SCHEME, method.upper(), path_and_query, str(timestamp), hashlib.sha256(body).hexdigest(), ""]
+    )
+    return "v1=" + hmac.new(secret.encode(), canonical.encode(), hashlib.sha256).hexdigest()
+
+
+def main(argv: list[str]) -> int:
+    args = list(argv)
+    expect = None
+    quiet = False
+    if "--quiet" in args:
+        args.remove("--quiet")
+        quiet = True
+    if "--expect" in args:
+        i = args.index("--expect")
+        try:
+            expect = int(args[i + 1])
+        except (IndexError, ValueError):
+            print("--expect needs an HTTP status", file=sys.stderr)
+            return 2
+        del args[i : i + 2]
+    if len(args) != 1 or args[0] in ("-h", "--help"):
+        print(__doc__.split("\n\n")[1], file=sys.stderr)
+        return 2
+    secret = os.environ.get("EDGE_SIGNING_SECRET", "")
+    if not secret:
+        print("EDGE_SIGNING_SECRET is not set", file=sys.stderr)
+        return 2
+    url = urllib.parse.urlsplit(args[0])
+    if url.scheme not in ("http", "https") or not url.hostname:
+        print(f"not an http(s) URL: {args[0]}", file=sys.stderr)
+        return 2
+    path_and_query = (url.path or "/") + (f"?{url.query}" if url.query else "")
+    timestamp = int(time.time())
+    connection_class = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+    connection = connection_class(url.hostname, url.port, timeout=10)
+    try:
+        connection.request(
+            "GET",
+            path_and_query,
+            headers={
+                "x-edge-timestamp": str(timestamp),
+                "x-edge-signature": signature(secret, "GET", path_and_query, timestamp),
+            },
+        )
+        response = connection.getresponse()
+        body = response.read().decode("utf-8", "replace")
+    except OSError as error:
+        print(f"GET {args[0]}: {error}", file=sys.stderr)
+        return 1
+    finally:
+        connection.close()
+    print(f"{response.status} {response.reason}")
+    if not quiet:
+        print(body)
+    ok = response.status == expect if expect is not None else 200 <= response.status < 300
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
