@@ -277,6 +277,10 @@ async function concurrent(target, ms) {
 
 const stats = (values) => ({ p50: percentile(values, 50), p99: percentile(values, 99) });
 
+const startedAt = performance.now();
+/** A progress line on stderr, so a slow or stuck stage shows where it is. */
+const progress = (message) => console.error(`  [edge ${((performance.now() - startedAt) / 1000).toFixed(1)} s] ${message}`);
+
 // --- the run --------------------------------------------------------------------------------
 
 const rows = [];
@@ -284,7 +288,9 @@ const notes = [];
 const load = os.loadavg()[0];
 
 const emulator = await startEmulator({ ttftMs: 20, interTokenMs: 2 });
-const origin = await startOrigin({ BEDROCK_ENDPOINT_URL: emulator.url, RUST_LOG: "warn", DATABASE_POOL_SIZE: "8" });
+// info for the origin's "origin listening" line (startOrigin waits for it); its per-request access
+// log off: both paths cross the origin, and parsing a line per request would load the client.
+const origin = await startOrigin({ BEDROCK_ENDPOINT_URL: emulator.url, RUST_LOG: "warn,origin=info,origin::request_id=warn", DATABASE_POOL_SIZE: "8" });
 const processes = [];
 const clients = [];
 try {
@@ -299,6 +305,7 @@ try {
   });
   if (![200, 201].includes(put.status)) throw new Error(`creating the agent: ${put.status} ${await put.text()}`);
 
+  progress("starting the four Workers and the JS Workers in one workerd");
   // Together: the four Workers and the JS baselines in one process.
   const ports = { rust: await freePort(), js: await freePort(), proxy: await freePort() };
   const together = await workerd(
@@ -324,6 +331,7 @@ try {
   const targets = [direct, rust, js, proxy];
   clients.push(...targets.map((t) => t.client));
 
+  progress("checking every path's answer");
   // Every path answers the agent, and the edge's answer is the edge's (headers of the gate).
   const reference = await direct.send(0);
   if (reference.status !== 200) throw new Error(`origin direct: ${reference.status} ${reference.text}`);
@@ -343,12 +351,15 @@ try {
   const anonymous = await rust.client.request("GET", EDGE_PATH, { headers: { "cf-connecting-ip": lanes[0].ip, "cf-blob": CF } });
   if (anonymous.status !== 401) throw new Error(`an anonymous request answered ${anonymous.status}: ${anonymous.text}`);
 
+  progress("warming up");
   // Warm-up: isolates, the objects of every lane, V8's optimising tiers, the origin's caches.
   await sequential(targets, WARMUP_SAMPLES);
   for (const target of targets) await concurrent(target, 500);
 
+  progress("c=1: sequential requests");
   // c = 1.
   const seq = (await sequential(targets, SEQUENTIAL_SAMPLES)).map(stats);
+  progress("c=16: interleaved rounds");
   // c = 16, interleaved rounds; the edge's CPU per request from the process's CPU time.
   const c16 = targets.map(() => ({ latencies: [], count: 0, seconds: 0, cpuNs: 0 }));
   for (let round = 0; round < ROUNDS; round++) {
@@ -438,6 +449,7 @@ try {
   await together.stop();
   processes.length = 0;
 
+  progress("CPU per Worker: one workerd per Worker");
   // Split: one workerd per Worker, for CPU per Worker.
   const internal = {};
   for (const worker of WORKERS.slice(1)) {

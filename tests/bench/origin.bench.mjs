@@ -123,8 +123,9 @@ try {
         figure: `TTFT via origin ${stat} @${n}`,
         value: relay[key],
         unit: "ms",
-        baseline: `direct ${stat}`,
+        baseline: `emulator direct ${stat}: ${direct[key].toFixed(2)} ms`,
         ratio: relay[key] / direct[key],
+        headline: at1000,
       });
       const added = relay[key] - direct[key];
       rows.push({
