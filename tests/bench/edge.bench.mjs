@@ -295,15 +295,20 @@ const processes = [];
 const clients = [];
 try {
   const originPort = Number(new URL(origin.url).port);
-  const put = await fetch(`${origin.url}${ORIGIN_PATH}`, {
-    method: "PUT",
-    headers: {
-      ...edgeHeaders({ method: "PUT", pathAndQuery: ORIGIN_PATH, body: JSON.stringify(agentSpec()), principal: lanes[0].principal }),
-      "content-type": "application/json",
-    },
-    body: JSON.stringify(agentSpec()),
-  });
-  if (![200, 201].includes(put.status)) throw new Error(`creating the agent: ${put.status} ${await put.text()}`);
+  // The origin listens before its database is ready and answers 503 until then: retry, bounded.
+  for (const deadline = Date.now() + 15_000; ; ) {
+    const put = await fetch(`${origin.url}${ORIGIN_PATH}`, {
+      method: "PUT",
+      headers: {
+        ...edgeHeaders({ method: "PUT", pathAndQuery: ORIGIN_PATH, body: JSON.stringify(agentSpec()), principal: lanes[0].principal }),
+        "content-type": "application/json",
+      },
+      body: JSON.stringify(agentSpec()),
+    });
+    if ([200, 201].includes(put.status)) break;
+    if (put.status !== 503 || Date.now() > deadline) throw new Error(`creating the agent: ${put.status} ${await put.text()}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
 
   progress("starting the four Workers and the JS Workers in one workerd");
   // Together: the four Workers and the JS baselines in one process.

@@ -28,8 +28,9 @@ timed() {
 "$ROOT/tests/stack/setup.sh"
 
 step "release builds: the four Workers (deploy bundles) and the origin (server profile)"
-timed "build: Workers" "$ROOT/tests/stack/build.sh"
-timed "build: deploy bundles" env ENVIRONMENTS=development "$ROOT/tests/stack/dry-run.sh" "$target_dir/wrangler-dry-run"
+# `wrangler deploy --dry-run` runs each Worker's [build] command (worker-build --release) and
+# leaves the bundles that would be uploaded: the benchmarks run exactly those.
+timed "build: Workers" env ENVIRONMENTS=development "$ROOT/tests/stack/dry-run.sh" "$target_dir/wrangler-dry-run"
 timed "build: origin" cargo build --profile server --locked -p origin -p bedrock-emulator
 export WORKER_BUNDLES_DIR=$target_dir/wrangler-dry-run/development
 export ORIGIN_BIN=$target_dir/server/origin
