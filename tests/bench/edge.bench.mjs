@@ -288,12 +288,13 @@ const notes = [];
 const load = os.loadavg()[0];
 
 const emulator = await startEmulator({ ttftMs: 20, interTokenMs: 2 });
-// info for the origin's "origin listening" line (startOrigin waits for it); its per-request access
-// log off: both paths cross the origin, and parsing a line per request would load the client.
-const origin = await startOrigin({ BEDROCK_ENDPOINT_URL: emulator.url, RUST_LOG: "warn,origin=info,origin::request_id=warn", DATABASE_POOL_SIZE: "8" });
+let origin;
 const processes = [];
 const clients = [];
 try {
+  // info for the origin's "origin listening" line (startOrigin waits for it); its per-request access
+  // log off: both paths cross the origin, and parsing a line per request would load the client.
+  origin = await startOrigin({ BEDROCK_ENDPOINT_URL: emulator.url, RUST_LOG: "warn,origin=info,origin::request_id=warn", DATABASE_POOL_SIZE: "8" });
   const originPort = Number(new URL(origin.url).port);
   // The origin listens before its database is ready and answers 503 until then: retry, bounded.
   for (const deadline = Date.now() + 15_000; ; ) {
@@ -447,6 +448,7 @@ try {
     `c=1: ${SEQUENTIAL_SAMPLES} sequential requests per path, alternating; c=${LANES}: ${ROUNDS} interleaved rounds of ${ROUND_MS / 1000} s per path; ${LANES} clients (own IP, own JWT subject)`,
     "added = percentile through the path − the same percentile of the origin direct, so queueing at c=16 is counted where it happens (workerd runs every isolate of a process on one thread)",
     `1-min load average at start ${load.toFixed(2)} on ${os.cpus().length} cores; the client (Node), the origin, the emulator and workerd share them`,
+    "the origin's per-request access log is off for both paths (RUST_LOG origin::request_id=warn); the JS sign-and-forward proxy's CPU is workerd's cost of one request in and one subrequest out",
     `JS Worker (tests/bench/edge-js-worker.js): voice-router's stages for this request in plain JS over the same bindings to the same Rust auth-validator, rate-limiter and geo-router (same envelopes, two limit checks, HMAC signing with WebCrypto); the proxy only signs and forwards`,
   );
   for (const c of clients) c.close();
@@ -523,7 +525,7 @@ try {
 } finally {
   for (const c of clients) c.close();
   for (const p of processes) await p.stop().catch(() => {});
-  await origin.stop();
+  await origin?.stop();
   await emulator.stop();
 }
 
