@@ -15,29 +15,21 @@
 //
 // Inputs: WORKER_BUNDLES_DIR (release `wrangler deploy --dry-run` bundles, as bench.sh sets it).
 
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { createHash, createHmac, generateKeyPairSync, sign as cryptoSign } from "node:crypto";
-import { copyFileSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import http from "node:http";
-import net from "node:net";
+import { writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { gzipSync } from "node:zlib";
 import { report } from "./report.mjs";
+import { Client, bundleDir, bundleModules, capnp, compatibilityDate, cpuNs, freePort, kvSource, root, startWorkerd, wasmGzipKb } from "./workerd.mjs";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const WORKERD = path.join(root, "wrangler/node_modules/@cloudflare/workerd-linux-64/bin/workerd");
-const COMPATIBILITY_DATE = "2026-11-01";
+const COMPATIBILITY_DATE = compatibilityDate("auth-validator");
 const REQUESTS = Number(process.env.AUTH_BENCH_REQUESTS ?? 4000);
 const ROUNDS = 5;
 const WARMUP = 300;
 const CONCURRENCY = 8;
 const CPU_TARGET_US = 1000;
 const WASM_TARGET_KB = 400;
-
-const bundles = process.env.WORKER_BUNDLES_DIR;
-if (!bundles) throw new Error("WORKER_BUNDLES_DIR is not set: run through tests/stack/bench.sh");
 
 // --- Credentials --------------------------------------------------------------------------------
 
@@ -108,37 +100,10 @@ function scenarios(sessionToken) {
 
 // --- workerd --------------------------------------------------------------------------------
 
-const kvSource = (seed) => `
-const store = new Map(${JSON.stringify(seed)});
-export default {
-  async fetch(request) {
-    const url = new URL(request.url);
-    let key = url.pathname.slice(1);
-    if (url.searchParams.get("urlencoded") === "true") key = decodeURIComponent(key);
-    if (request.method === "GET") {
-      const value = store.get(key);
-      return value === undefined ? new Response("Not Found", { status: 404 }) : new Response(value);
-    }
-    if (request.method === "PUT") { store.set(key, await request.text()); return new Response(); }
-    if (request.method === "DELETE") { store.delete(key); return new Response(); }
-    return new Response("unsupported", { status: 405 });
-  },
-};`;
-
 const keysSource = `export default { fetch() { return new Response(${JSON.stringify(jwks)}, { headers: { "content-type": "application/json" } }); } };`;
 
-const capnpString = (text) => JSON.stringify(text);
-
-function writeConfig(dir, bundleDir, port) {
-  const modules = [];
-  // The main module (index.js) comes first, as workerd requires.
-  const files = readdirSync(bundleDir).sort((a, b) => (a === "index.js" ? -1 : b === "index.js" ? 1 : a.localeCompare(b)));
-  for (const file of files) {
-    if (file.endsWith(".js")) modules.push(`(name = ${capnpString(file)}, esModule = embed ${capnpString(file)})`);
-    else if (file.endsWith(".wasm")) modules.push(`(name = ${capnpString(file)}, wasm = embed ${capnpString(file)})`);
-    else continue;
-    copyFileSync(path.join(bundleDir, file), path.join(dir, file));
-  }
+function writeConfig(dir, bundle, port) {
+  const modules = bundleModules(bundle, dir, "auth");
   const record = { key_sha256: sha256hex(API_KEY), tenant_id: "tenant-bench", subject: "key_1", scopes: ["calls:write"], plan: "pro" };
   writeFileSync(path.join(dir, "kv.js"), kvSource([[`apikey:${sha256hex(API_KEY)}`, JSON.stringify(record)]]));
   writeFileSync(path.join(dir, "keys.js"), keysSource);
@@ -153,13 +118,13 @@ function writeConfig(dir, bundleDir, port) {
   };
   const bindings = [
     `(name = "AUTH_KV", kvNamespace = "kv")`,
-    ...Object.entries(text).map(([name, value]) => `(name = ${capnpString(name)}, text = ${capnpString(value)})`),
+    ...Object.entries(text).map(([name, value]) => `(name = ${capnp(name)}, text = ${capnp(value)})`),
   ];
   const config = `using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
   services = [
     (name = "auth", worker = (
-      modules = [ ${modules.join(",\n      ")} ],
+      modules = [ ${modules} ],
       compatibilityDate = "${COMPATIBILITY_DATE}",
       bindings = [ ${bindings.join(",\n      ")} ],
       globalOutbound = "keys",
@@ -174,70 +139,23 @@ const config :Workerd.Config = (
   return path.join(dir, "config.capnp");
 }
 
-async function freePort() {
-  const server = net.createServer().listen(0, "127.0.0.1");
-  await new Promise((resolve) => server.once("listening", resolve));
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-async function startWorkerd(bundleDir) {
-  const dir = mkdtempSync(path.join(os.tmpdir(), "auth-bench-"));
+async function startAuth(bundle) {
   const port = await freePort();
-  const config = writeConfig(dir, bundleDir, port);
-  const child = spawn(WORKERD, ["serve", config], { cwd: dir, stdio: ["ignore", "ignore", "pipe"] });
-  let stderr = "";
-  child.stderr.on("data", (chunk) => (stderr += chunk));
-  const agent = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY });
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`workerd exited: ${stderr}`);
-    const status = await request(port, agent, "GET", "/health").then((r) => r.status, () => 0);
-    if (status === 200) break;
-    if (Date.now() > deadline) throw new Error(`workerd did not become healthy (last status ${status}): ${stderr}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+  const client = new Client(port, CONCURRENCY);
+  const handle = await startWorkerd({
+    name: "auth-bench",
+    write: (dir) => writeConfig(dir, bundle, port),
+    ready: async () => (await client.request("GET", "/health")).status === 200,
+  });
   return {
-    port,
-    agent,
-    pid: child.pid,
-    stderr: () => stderr,
+    client,
+    pid: handle.pid,
+    stderr: handle.stderr,
     async stop() {
-      agent.destroy();
-      child.kill("SIGTERM");
-      await new Promise((resolve) => (child.exitCode !== null ? resolve() : child.once("exit", resolve)));
-      rmSync(dir, { recursive: true, force: true });
+      client.close();
+      await handle.stop();
     },
   };
-}
-
-function request(port, agent, method, pathname, body) {
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      { host: "127.0.0.1", port, method, path: pathname, agent, headers: body ? { "content-type": "application/json", "content-length": body.length } : {} },
-      (res) => {
-        const chunks = [];
-        res.on("data", (chunk) => chunks.push(chunk));
-        res.on("end", () => resolve({ status: res.statusCode, text: Buffer.concat(chunks).toString() }));
-      },
-    );
-    req.on("error", reject);
-    req.end(body);
-  });
-}
-
-/** CPU time of every thread of the process, in nanoseconds. */
-function cpuNs(pid) {
-  let total = 0n;
-  for (const task of readdirSync(`/proc/${pid}/task`)) {
-    try {
-      total += BigInt(readFileSync(`/proc/${pid}/task/${task}/schedstat`, "utf8").split(" ")[0]);
-    } catch {
-      // A thread that ended between the listing and the read.
-    }
-  }
-  return total;
 }
 
 async function run(server, scenario, count) {
@@ -250,27 +168,23 @@ async function run(server, scenario, count) {
     Array.from({ length: CONCURRENCY }, async () => {
       while (sent < count) {
         sent += 1;
-        const { status, text } = await request(server.port, server.agent, "POST", "/v1/authenticate", body);
+        const { status, text } = await server.client.request("POST", "/v1/authenticate", { body });
         if (status !== scenario.status && wrong.length < 3) wrong.push(`${status} ${text.slice(0, 200)}`);
       }
     }),
   );
   const wallNs = Number(process.hrtime.bigint() - started);
-  const cpu = Number(cpuNs(server.pid) - cpuBefore);
+  const cpu = cpuNs(server.pid) - cpuBefore;
   if (wrong.length > 0) throw new Error(`${scenario.kind}: unexpected answers: ${wrong.join(" | ")}`);
   return { perSecond: count / (wallNs / 1e9), cpuUsPerRequest: cpu / count / 1000 };
 }
 
-async function measure(bundleDir, kinds, requests) {
-  const server = await startWorkerd(bundleDir);
+async function measure(bundle, kinds, requests) {
+  const server = await startAuth(bundle);
   try {
-    const mint = await request(
-      server.port,
-      server.agent,
-      "POST",
-      "/v1/session-tokens",
-      Buffer.from(JSON.stringify({ call_id: "CA0001", principal: { tenant_id: "t", subject: "s", scopes: [], plan: "pro", method: "api_key" }, ttl_s: 900 })),
-    );
+    const mint = await server.client.request("POST", "/v1/session-tokens", {
+      body: JSON.stringify({ call_id: "CA0001", principal: { tenant_id: "t", subject: "s", scopes: [], plan: "pro", method: "api_key" }, ttl_s: 900 }),
+    });
     if (mint.status !== 200) throw new Error(`minting failed: ${mint.status} ${mint.text}`);
     const all = scenarios(JSON.parse(mint.text).token).filter((scenario) => kinds.includes(scenario.kind));
     // Warm every path first: the JWKS cache, imported keys, and V8's optimising tier for the
@@ -298,7 +212,7 @@ async function measure(bundleDir, kinds, requests) {
 
 // --- The two builds -------------------------------------------------------------------------
 
-const deployedDir = path.join(bundles, "auth-validator");
+const deployedDir = bundleDir("auth-validator");
 const rustOut = "build/rust-crypto";
 console.log("building the rust-crypto variant of auth-validator (worker-build --release --features rust-crypto)");
 const build = spawnSync("worker-build", ["--release", "--out-dir", rustOut, "--features", "rust-crypto"], {
@@ -307,11 +221,6 @@ const build = spawnSync("worker-build", ["--release", "--out-dir", rustOut, "--f
 });
 if (build.status !== 0) throw new Error("worker-build of the rust-crypto variant failed");
 const rustDir = path.join(root, "workers/auth-validator", rustOut);
-
-const wasmGzipKb = (dir) => {
-  const wasm = readdirSync(dir).find((file) => file.endsWith(".wasm"));
-  return gzipSync(readFileSync(path.join(dir, wasm)), { level: 9 }).length / 1024;
-};
 
 console.log(`measuring ${REQUESTS} requests per kind (${ROUNDS} interleaved rounds, medians) at concurrency ${CONCURRENCY}`);
 const KINDS = ["baseline", "HS256", "RS256", "ES256", "API key", "Twilio signature", "session token"];

@@ -5,21 +5,17 @@
 //      and throughput of POST /v1/route, against GET /health on the same Worker (the lead's
 //      baseline) and the same POSTs to a path with no route (the floor: the request in, a JSON
 //      answer out, no decision).
-// CPU per request = workerd's user+system time (/proc) over the requests it served, so the load
+// CPU per request = workerd's CPU time (/proc, all threads) over the requests it served, so the load
 // generator's own CPU is not counted. Linux only for the workerd part.
 // Inputs: WORKER_BUNDLES_DIR (release bundles, `tests/stack/bench.sh` sets it).
 
-import { spawn, spawnSync } from "node:child_process";
-import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
 import http from "node:http";
-import { createRequire } from "node:module";
-import net from "node:net";
-import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { report } from "./report.mjs";
+import { bundleDir, bundleModules, capnp, compatibilityDate, cpuNs, freePort, kvSource, root, startWorkerd } from "./workerd.mjs";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const CONCURRENCY = 16;
 const WARMUP_MS = 1_000;
 const MEASURE_MS = 6_000; // per endpoint, in ROUNDS interleaved slices
@@ -47,12 +43,6 @@ const ROUTE_BODIES = [
   { caller: { country: "US", region_code: "CA", continent: "NA", latitude: "37.77", longitude: "-122.42", colo: "SJC" } },
 ].map((body) => JSON.stringify(body));
 
-function required(name) {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set: run through tests/stack/bench.sh`);
-  return value;
-}
-
 function native() {
   const run = spawnSync("cargo", ["run", "--release", "--quiet", "--locked", "--example", "geo_select", "-p", "shared"], {
     cwd: root,
@@ -63,106 +53,49 @@ function native() {
   return JSON.parse(run.stdout.trim().split("\n").at(-1));
 }
 
-async function freePort() {
-  const server = net.createServer().listen(0, "127.0.0.1");
-  await new Promise((resolve) => server.once("listening", resolve));
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-/** A capnp string literal. */
-const capnpText = (text) => JSON.stringify(text);
-
 /** Starts the release geo-router bundle in raw workerd, with an in-memory KV stand-in. */
-async function startWorkerd() {
-  const bundle = path.join(required("WORKER_BUNDLES_DIR"), "geo-router");
-  const dir = mkdtempSync(path.join(os.tmpdir(), "geo-bench-"));
-  // The main module (index.js) must come first.
-  const modules = readdirSync(bundle)
-    .filter((file) => file.endsWith(".js") || file.endsWith(".wasm"))
-    .sort((a, b) => Number(b === "index.js") - Number(a === "index.js"));
-  for (const file of modules) copyFileSync(path.join(bundle, file), path.join(dir, file));
-  // workerd speaks KV to a service: GET/PUT/DELETE /<key>. An in-memory map is enough here.
-  writeFileSync(
-    path.join(dir, "kv.js"),
-    `const store = new Map();
-export default {
-  async fetch(request) {
-    const key = decodeURIComponent(new URL(request.url).pathname.slice(1));
-    if (request.method === "PUT") { store.set(key, await request.text()); return new Response(null); }
-    if (request.method === "DELETE") { store.delete(key); return new Response(null); }
-    return store.has(key) ? new Response(store.get(key)) : new Response("Not Found", { status: 404 });
-  },
-};
-`,
-  );
+async function startGeo() {
   const regions = Object.fromEntries(SEED_REGIONS.map((r) => [r, { origin_url: `https://origin-${r}.example.com` }]));
   const port = await freePort();
-  const compatibilityDate = /compatibility_date\s*=\s*"([^"]+)"/.exec(
-    readFileSync(path.join(root, "wrangler/geo-router.toml"), "utf8"),
-  )[1];
-  const moduleList = modules
-    .map((file) => `(name = ${capnpText(file)}, ${file.endsWith(".wasm") ? "wasm" : "esModule"} = embed ${capnpText(file)})`)
-    .join(",\n      ");
-  writeFileSync(
-    path.join(dir, "config.capnp"),
-    `using Workerd = import "/workerd/workerd.capnp";
+  const date = capnp(compatibilityDate("geo-router"));
+  const write = (dir) => {
+    const modules = bundleModules(bundleDir("geo-router"), dir, "geo-router");
+    writeFileSync(path.join(dir, "kv.js"), kvSource());
+    writeFileSync(
+      path.join(dir, "config.capnp"),
+      `using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
   services = [
     (name = "geo", worker = (
       modules = [
-      ${moduleList}
+      ${modules}
       ],
-      compatibilityDate = ${capnpText(compatibilityDate)},
+      compatibilityDate = ${date},
       bindings = [
-        (name = "GEO_REGIONS", text = ${capnpText(JSON.stringify(regions))}),
+        (name = "GEO_REGIONS", text = ${capnp(JSON.stringify(regions))}),
         (name = "GEO_KV", kvNamespace = (name = "kv")),
       ],
     )),
     (name = "kv", worker = (
       modules = [(name = "kv.js", esModule = embed "kv.js")],
-      compatibilityDate = ${capnpText(compatibilityDate)},
+      compatibilityDate = ${date},
     )),
   ],
-  sockets = [(name = "http", address = ${capnpText(`127.0.0.1:${port}`)}, http = (), service = "geo")],
+  sockets = [(name = "http", address = ${capnp(`127.0.0.1:${port}`)}, http = (), service = "geo")],
 );
 `,
-  );
-  const workerdBin = createRequire(path.join(root, "wrangler/package.json"))("workerd").default;
-  const child = spawn(workerdBin, ["serve", path.join(dir, "config.capnp")], { stdio: ["ignore", "inherit", "inherit"] });
-  const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    try {
-      const response = await fetch(`${url}/health`);
-      if (response.status === 200) break;
-    } catch {
-      // not listening yet
-    }
-    if (child.exitCode !== null) throw new Error(`workerd exited with ${child.exitCode}`);
-    if (Date.now() > deadline) throw new Error("workerd did not answer /health within 15 s");
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  return {
-    url,
-    pid: child.pid,
-    async stop() {
-      child.kill("SIGTERM");
-      await new Promise((resolve) => (child.exitCode !== null ? resolve() : child.once("exit", resolve)));
-      rmSync(dir, { recursive: true, force: true });
-    },
+    );
+    return path.join(dir, "config.capnp");
   };
+  const url = `http://127.0.0.1:${port}`;
+  const handle = await startWorkerd({
+    name: "geo-bench",
+    write,
+    ready: async () => (await fetch(`${url}/health`)).status === 200,
+    timeoutMs: 15_000,
+  });
+  return { url, pid: handle.pid, stop: handle.stop };
 }
-
-/** User + system CPU of a process, in microseconds (Linux /proc). */
-function cpuMicros(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime
-  return (ticks * 1e6) / clockTicks;
-}
-const clockTicks = Number(spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).stdout.trim()) || 100;
 
 /** Sends requests from `CONCURRENCY` keep-alive connections for `ms`; checks every answer. */
 async function load(url, { method, path: target, bodies, status }, ms) {
@@ -202,11 +135,11 @@ async function measure(workerd, endpoints) {
   const totals = Object.fromEntries(Object.keys(endpoints).map((name) => [name, { requests: 0, seconds: 0, cpu: 0 }]));
   for (let round = 0; round < ROUNDS; round++) {
     for (const [name, endpoint] of Object.entries(endpoints)) {
-      const cpuBefore = cpuMicros(workerd.pid);
+      const cpuBefore = cpuNs(workerd.pid) / 1000;
       const started = process.hrtime.bigint();
       totals[name].requests += await load(workerd.url, endpoint, MEASURE_MS / ROUNDS);
       totals[name].seconds += Number(process.hrtime.bigint() - started) / 1e9;
-      totals[name].cpu += cpuMicros(workerd.pid) - cpuBefore;
+      totals[name].cpu += cpuNs(workerd.pid) / 1000 - cpuBefore;
     }
   }
   return Object.fromEntries(
@@ -238,7 +171,7 @@ const rows = [
 ];
 const notes = [`native mix: ${nativeFigures.mix} (release profile, opt-level "z", as the Worker ships)`];
 
-const workerd = await startWorkerd();
+const workerd = await startGeo();
 try {
   // Sanity: the endpoint under load answers real decisions.
   const sample = await (await fetch(`${workerd.url}/v1/route`, { method: "POST", body: ROUTE_BODIES[6] })).json();

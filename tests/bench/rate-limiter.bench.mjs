@@ -6,21 +6,11 @@
 //
 // Inputs (set by tests/stack/bench.sh): WORKER_BUNDLES_DIR, the development dry-run bundles.
 
-import { spawn } from "node:child_process";
-import { once } from "node:events";
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import http from "node:http";
-import { createRequire } from "node:module";
-import net from "node:net";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { percentile, report } from "./report.mjs";
-
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const bundles = process.env.WORKER_BUNDLES_DIR;
-if (!bundles) throw new Error("WORKER_BUNDLES_DIR is not set: run through tests/stack/bench.sh");
-const workerdBin = createRequire(path.join(root, "wrangler/package.json"))("workerd").default;
+import { Client, bundleDir, bundleModules, capnp, compatibilityDate, freePort, kvSource, startWorkerd } from "./workerd.mjs";
 
 const CONCURRENCY = 16;
 const RUN_MS = 4_000;
@@ -42,24 +32,6 @@ const POLICIES = {
 const OBJECTS = `  durableObjectNamespaces = [ (className = "RateLimiter", uniqueKey = "rate-limiter-bench", enableSql = true) ],
   durableObjectStorage = (localDisk = "storage"),`;
 
-const OBJECTS_SERVICE = (wasm) => `const objects :Workerd.Worker = (
-  modules = [
-    (name = "index.js", esModule = embed "index.js"),
-    (name = "./${wasm}", wasm = embed "${wasm}"),
-  ],
-  compatibilityDate = "2026-11-01",
-${OBJECTS}
-);`;
-
-async function freePort() {
-  const server = net.createServer().listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const { port } = server.address();
-  server.close();
-  await once(server, "close");
-  return port;
-}
-
 /**
  * Writes a workerd config running the rate-limiter bundle, its KV stand-in and SQLite storage.
  * `split`: the Durable Objects run in an isolate of their own (a second service loading the same
@@ -67,23 +39,9 @@ async function freePort() {
  * otherwise Worker and objects share one isolate, as `wrangler dev` runs them.
  */
 function writeConfig(dir, port, storageDir, split) {
-  const bundle = path.join(bundles, "rate-limiter");
-  const index = readFileSync(path.join(bundle, "index.js"), "utf8");
-  const wasm = /from\s+"\.\/([0-9a-f]+-index_bg\.wasm)"/.exec(index)?.[1];
-  if (!wasm) throw new Error(`no wasm import in ${bundle}/index.js`);
-  copyFileSync(path.join(bundle, "index.js"), path.join(dir, "index.js"));
-  copyFileSync(path.join(bundle, wasm), path.join(dir, wasm));
-  writeFileSync(
-    path.join(dir, "kv.js"),
-    `const docs = ${JSON.stringify({ "policies:global": JSON.stringify(POLICIES) })};
-export default {
-  async fetch(request) {
-    const key = decodeURIComponent(new URL(request.url).pathname.slice(1));
-    return key in docs ? new Response(docs[key]) : new Response(null, { status: 404 });
-  },
-};
-`,
-  );
+  const modules = bundleModules(bundleDir("rate-limiter"), dir, "rate-limiter");
+  const date = capnp(compatibilityDate("rate-limiter"));
+  writeFileSync(path.join(dir, "kv.js"), kvSource([["policies:global", JSON.stringify(POLICIES)]]));
   writeFileSync(
     path.join(dir, "config.capnp"),
     `using Workerd = import "/workerd/workerd.capnp";
@@ -91,20 +49,17 @@ const config :Workerd.Config = (
   services = [
     (name = "limiter", worker = .limiter),${split ? '\n    (name = "objects", worker = .objects),' : ""}
     (name = "kv", worker = .kv),
-    (name = "storage", disk = (path = ${JSON.stringify(storageDir)}, writable = true)),
+    (name = "storage", disk = (path = ${capnp(storageDir)}, writable = true)),
   ],
   sockets = [ (name = "http", address = "127.0.0.1:${port}", http = (), service = "limiter") ],
 );
 const kv :Workerd.Worker = (
   modules = [ (name = "kv.js", esModule = embed "kv.js") ],
-  compatibilityDate = "2026-11-01",
+  compatibilityDate = ${date},
 );
 const limiter :Workerd.Worker = (
-  modules = [
-    (name = "index.js", esModule = embed "index.js"),
-    (name = "./${wasm}", wasm = embed "${wasm}"),
-  ],
-  compatibilityDate = "2026-11-01",
+  modules = [ ${modules} ],
+  compatibilityDate = ${date},
   bindings = [
     (name = "RATE_LIMITER", durableObjectNamespace = ${split ? '(className = "RateLimiter", serviceName = "objects")' : '"RateLimiter"'}),
     (name = "RATE_LIMIT_KV", kvNamespace = "kv"),
@@ -114,70 +69,36 @@ const limiter :Workerd.Worker = (
   ],
 ${split ? "" : OBJECTS}
 );
-${split ? OBJECTS_SERVICE(wasm) : ""}`,
+${split ? `const objects :Workerd.Worker = (\n  modules = [ ${modules} ],\n  compatibilityDate = ${date},\n${OBJECTS}\n);` : ""}`,
   );
   return path.join(dir, "config.capnp");
 }
 
 /** Starts workerd with the rate-limiter; the objects' SQLite files go to a folder in `base`. */
-async function startWorkerd(base, { split = false } = {}) {
-  const dir = mkdtempSync(path.join(os.tmpdir(), "rate-limiter-bench-"));
+async function startLimiter(base, { split = false } = {}) {
   const storageDir = mkdtempSync(path.join(base, "rate-limiter-bench-objects-"));
   const port = await freePort();
-  const config = writeConfig(dir, port, storageDir, split);
-  const child = spawn(workerdBin, ["serve", config], { stdio: ["ignore", "ignore", "pipe"] });
-  const stderr = [];
-  child.stderr.on("data", (chunk) => stderr.push(chunk.toString()));
   const client = new Client(port);
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`workerd exited: ${stderr.join("")}`);
-    try {
-      if ((await client.request("GET", "/ready-probe")).status === 404) break;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error(`workerd did not answer: ${stderr.join("")}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
+  let handle;
+  try {
+    handle = await startWorkerd({
+      name: "rate-limiter-bench",
+      write: (dir) => writeConfig(dir, port, storageDir, split),
+      ready: async () => (await client.request("GET", "/ready-probe")).status === 404,
+    });
+  } catch (error) {
+    client.close();
+    rmSync(storageDir, { recursive: true, force: true });
+    throw error;
   }
   return {
     client,
-    stderr,
     async stop() {
       client.close();
-      if (child.exitCode === null) {
-        child.kill("SIGTERM");
-        await once(child, "exit");
-      }
-      rmSync(dir, { recursive: true, force: true });
+      await handle.stop();
       rmSync(storageDir, { recursive: true, force: true });
     },
   };
-}
-
-/** Keep-alive HTTP/1.1 client on loopback. */
-class Client {
-  constructor(port) {
-    this.port = port;
-    this.agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
-  }
-  request(method, pathname, body) {
-    return new Promise((resolve, reject) => {
-      const headers = body ? { "content-type": "application/json", "content-length": Buffer.byteLength(body) } : {};
-      const req = http.request({ host: "127.0.0.1", port: this.port, path: pathname, method, agent: this.agent, headers }, (res) => {
-        let text = "";
-        res.setEncoding("utf8");
-        res.on("data", (chunk) => (text += chunk));
-        res.on("end", () => resolve({ status: res.statusCode, text }));
-      });
-      req.on("error", reject);
-      if (body) req.write(body);
-      req.end();
-    });
-  }
-  close() {
-    this.agent.destroy();
-  }
 }
 
 /** `CONCURRENCY` loops sending `next()` for `RUN_MS`; counts answers and their decisions. */
@@ -189,7 +110,7 @@ async function throughput(client, next) {
     Array.from({ length: CONCURRENCY }, async () => {
       while (performance.now() < end) {
         const [method, pathname, body] = next();
-        const { status, text } = await client.request(method, pathname, body);
+        const { status, text } = await client.request(method, pathname, { body });
         tally.answers += 1;
         if (pathname !== "/check") continue;
         if (status !== 200) {
@@ -218,7 +139,7 @@ async function latencies(client, first, second) {
     for (const [index, next] of [first, second].entries()) {
       const [method, pathname, body] = next();
       const started = performance.now();
-      await client.request(method, pathname, body);
+      await client.request(method, pathname, { body });
       samples[index].push(performance.now() - started);
     }
   }
@@ -239,7 +160,7 @@ const rows = [];
 const notes = [];
 const load = os.loadavg()[0];
 
-const memory = await startWorkerd(memoryDir());
+const memory = await startLimiter(memoryDir());
 let split;
 let disk;
 try {
@@ -336,7 +257,7 @@ try {
   }
 
   await memory.stop();
-  split = await startWorkerd(memoryDir(), { split: true });
+  split = await startLimiter(memoryDir(), { split: true });
   await throughput(split.client, () => check("bench-open", "warm"));
   const splitFloor = await throughput(split.client, withoutObject);
   const splitHotKey = `split-hot-${Date.now()}`;
@@ -369,7 +290,7 @@ try {
   });
   await split.stop();
 
-  disk = await startWorkerd(os.tmpdir());
+  disk = await startLimiter(os.tmpdir());
   await throughput(disk.client, () => check("bench-open", "warm"));
   const diskKey = `disk-${Date.now()}`;
   const diskHot = await throughput(disk.client, () => check("bench-window", diskKey));

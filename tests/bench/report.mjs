@@ -1,5 +1,6 @@
 // One format for every benchmark: a table on stdout (figure, value, target, baseline, ratio)
-// and the same rows as JSON in target/bench/<area>.json so runs can be compared.
+// and the same rows as JSON in target/bench/<area>.json so runs can be compared;
+// tests/bench/summary.mjs gathers every area's into one table at the end of `make bench`.
 
 import { mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
@@ -18,6 +19,8 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..")
  * @property {boolean} [met]     whether the target is met (omit when no target)
  * @property {string} [baseline] what the ratio compares against, measured in the same run
  * @property {number} [ratio]    value / baseline value
+ * @property {boolean} [headline] shown in `make bench`'s closing table (tests/bench/summary.mjs)
+ *                               even without a target; rows with a target always are
  */
 
 /** Prints the table and writes the JSON; returns false when any target is missed. */

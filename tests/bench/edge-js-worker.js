@@ -1,0 +1,144 @@
+// The plain-JavaScript baseline of the edge hop (tests/bench/edge.bench.mjs): what voice-router
+// does for an authenticated API request to `/api/v1/agents…`, written in plain JS for workerd.
+//
+// MODE "chain" (the equivalent): the same stages in the same order over the same service
+// bindings to the same Rust internal Workers: route, country firewall, then authentication
+// (AUTH) ∥ per-IP check (RATE_LIMITER) ∥ region (GEO_ROUTER), then the per-principal check,
+// then the request signed with the edge key (HMAC-SHA256, shared::signing's canonical form) and
+// forwarded to the chosen region's origin; the answer carries the security and rate-limit
+// headers. Only what this one request needs: no other route, no failover to another region, no
+// CORS, no body (GET). So it is a floor for a JS voice-router, not a full one.
+//
+// MODE "proxy": no service calls at all; a fixed principal, signed and forwarded to ORIGIN_URL.
+// The floor of any edge hop in workerd: a request in, a signed subrequest out.
+//
+// Bindings: MODE, ORIGIN_URL, EDGE_SIGNING_SECRET, and for "chain" AUTH, RATE_LIMITER, GEO_ROUTER.
+
+const SECURITY = [
+  ["x-content-type-options", "nosniff"],
+  ["x-frame-options", "DENY"],
+  ["referrer-policy", "no-referrer"],
+  ["strict-transport-security", "max-age=63072000; includeSubDomains"],
+  ["content-security-policy", "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"],
+];
+const PASSED = ["content-type", "cache-control", "retry-after", "location", "etag"];
+const API_COUNTRIES = new Set(["US", "CA", "GB", "AU", "DE", "FR", "NL", "SE", "NO", "DK"]);
+const PROXY_PRINCIPAL = { tenant_id: "bench", subject: "proxy", scopes: ["agents:admin"], plan: "pro", method: "jwt" };
+const encoder = new TextEncoder();
+
+let signingKey;
+async function key(secret) {
+  signingKey ??= crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  return signingKey;
+}
+
+const hex = (buffer) => [...new Uint8Array(buffer)].map((b) => b.toString(16).padStart(2, "0")).join("");
+const base64url = (text) => btoa(String.fromCharCode(...encoder.encode(text))).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+
+function refuse(status, code, message, requestId, headers = {}) {
+  return new Response(JSON.stringify({ error: { code, message, request_id: requestId } }), {
+    status,
+    headers: { "content-type": "application/json", ...headers },
+  });
+}
+
+async function call(binding, path, body, requestId) {
+  const response = await binding.fetch(`https://internal${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-request-id": requestId },
+    body: JSON.stringify(body),
+  });
+  return { status: response.status, json: await response.json(), headers: response.headers };
+}
+
+async function signedFetch(env, origin, method, pathAndQuery, principal, country, region, requestId) {
+  const principalHeader = base64url(JSON.stringify(principal));
+  const timestamp = String(Math.floor(Date.now() / 1000));
+  const bodyHash = hex(await crypto.subtle.digest("SHA-256", new Uint8Array(0)));
+  const canonical = ["AYBIZA-EDGE-HMAC-SHA256", method, pathAndQuery, timestamp, bodyHash, principalHeader].join("\n");
+  const signature = hex(await crypto.subtle.sign("HMAC", await key(env.EDGE_SIGNING_SECRET), encoder.encode(canonical)));
+  const headers = {
+    "x-request-id": requestId,
+    "x-cf-region": region,
+    "x-edge-principal": principalHeader,
+    "x-edge-timestamp": timestamp,
+    "x-edge-signature": `v1=${signature}`,
+  };
+  if (country) headers["x-cf-country"] = country;
+  return fetch(`${origin}${pathAndQuery}`, { method, headers });
+}
+
+function rateLimitHeaders(decisions) {
+  const shown = decisions.filter((d) => !d.shadow && !d.degraded);
+  if (shown.length === 0) return {};
+  const window = (d) => Math.max(1, Math.ceil((d.window_ms ?? 0) / 1000));
+  const reset = (d) => Math.ceil((d.allowed ? d.reset_after_ms : d.retry_after_ms) / 1000);
+  const governing = shown.reduce((a, b) => (b.remaining < a.remaining ? b : a));
+  return {
+    "ratelimit-policy": shown.map((d) => `"${d.policy}";q=${d.limit};w=${window(d)}`).join(", "),
+    ratelimit: shown.map((d) => `"${d.policy}";r=${d.remaining};t=${reset(d)}`).join(", "),
+    "ratelimit-limit": String(governing.limit),
+    "ratelimit-remaining": String(governing.remaining),
+    "ratelimit-reset": String(reset(governing)),
+  };
+}
+
+async function answer(origin, extra) {
+  const headers = new Headers();
+  for (const name of PASSED) {
+    const value = origin.headers.get(name);
+    if (value !== null) headers.set(name, value);
+  }
+  for (const [name, value] of SECURITY) headers.set(name, value);
+  for (const [name, value] of Object.entries(extra)) headers.set(name, value);
+  return new Response(origin.body, { status: origin.status, headers });
+}
+
+async function chain(request, env, requestId) {
+  const url = new URL(request.url);
+  if (request.method !== "GET" || !url.pathname.startsWith("/api/v1/agents")) return refuse(404, "not_found", "no such route", requestId);
+  const cf = request.cf ?? {};
+  if (!API_COUNTRIES.has(cf.country)) return refuse(403, "country_blocked", "the API is not offered in this country", requestId);
+  const ip = request.headers.get("cf-connecting-ip") ?? "unknown";
+  const headers = {};
+  for (const name of ["authorization", "x-api-key", "x-twilio-signature", "content-type"]) {
+    const value = request.headers.get(name);
+    if (value !== null) headers[name] = value;
+  }
+  const caller = { country: cf.country, region_code: cf.regionCode, continent: cf.continent, latitude: cf.latitude, longitude: cf.longitude, colo: cf.colo };
+  const [auth, ipCheck, route] = await Promise.all([
+    call(env.AUTH, "/v1/authenticate", { method: request.method, url: request.url, headers, body: null, required_scopes: ["agents:admin"], call_id: null }, requestId),
+    call(env.RATE_LIMITER, "/check", { checks: [{ policy: "ip", key: ip }] }, requestId),
+    call(env.GEO_ROUTER, "/v1/route", { caller, pin: null }, requestId),
+  ]);
+  const decisions = [...ipCheck.json.decisions];
+  if (!ipCheck.json.allowed) return refuse(429, "rate_limited", "too many requests", requestId, rateLimitHeaders(decisions));
+  if (auth.status !== 200) return refuse(auth.status, auth.json.error.code, auth.json.error.message, requestId);
+  const principal = auth.json;
+  const principalCheck = await call(env.RATE_LIMITER, "/check", { checks: [{ policy: "principal", key: `${principal.tenant_id}/${principal.subject}`, tenant: principal.tenant_id, plan: principal.plan }] }, requestId);
+  decisions.push(...principalCheck.json.decisions);
+  if (!principalCheck.json.allowed) return refuse(429, "rate_limited", "too many requests", requestId, rateLimitHeaders(decisions));
+  if (route.status !== 200) return refuse(503, "service_unavailable", "no region", requestId);
+  const originPath = url.pathname.replace(/^\/api/, "") + url.search;
+  const origin = await signedFetch(env, route.json.origin_url.replace(/\/$/, ""), "GET", originPath, principal, cf.country, route.json.region, requestId);
+  return answer(origin, rateLimitHeaders(decisions));
+}
+
+async function proxy(request, env, requestId) {
+  const url = new URL(request.url);
+  const originPath = url.pathname.replace(/^\/api/, "") + url.search;
+  const origin = await signedFetch(env, env.ORIGIN_URL, request.method, originPath, PROXY_PRINCIPAL, request.cf?.country, "default", requestId);
+  return answer(origin, {});
+}
+
+export default {
+  async fetch(request, env) {
+    const requestId = request.headers.get("cf-ray") ?? crypto.randomUUID();
+    try {
+      return env.MODE === "proxy" ? await proxy(request, env, requestId) : await chain(request, env, requestId);
+    } catch (error) {
+      console.error(`request ${requestId}: ${error.stack ?? error}`);
+      return refuse(500, "internal", "internal error", requestId);
+    }
+  },
+};

@@ -1,0 +1,536 @@
+// The edge chain in raw workerd: what the four Workers add to an authenticated API request on its
+// way to the origin, against the same request signed straight to the origin (the baseline), and
+// against a plain-JavaScript Worker doing the same hop (tests/bench/edge-js-worker.js).
+//
+// The request: `GET /api/v1/agents/bench-agent` with an HS256 JWT (scope agents:admin), from a US
+// caller (request.cf through workerd's cf-blob header). voice-router runs its gate: route,
+// firewall, then auth-validator (AUTH) ∥ the per-IP check (RATE_LIMITER → a RateLimiter Durable
+// Object) ∥ geo-router (GEO_ROUTER), then the per-principal check (another object), signs the
+// request (shared::signing) and forwards it to the region's origin; the origin (server profile,
+// embedded SQLite, Bedrock emulator configured) verifies the signature and answers the agent.
+// Baseline: `GET /v1/agents/bench-agent` with the edge headers, signed by this script.
+//
+// Two topologies, both from the release `wrangler deploy --dry-run` bundles:
+//   together — the four Workers in one workerd, real service bindings, Durable Objects on SQLite
+//     storage (tmpfs), KV as in-memory services speaking workerd's KV protocol; the JS Worker
+//     beside voice-router in the same process, bound to the same internal Workers. Latency,
+//     throughput and the edge's whole CPU per request come from here.
+//   split — one workerd per Worker, service bindings as HTTP to the other processes. workerd runs
+//     all of a process's isolates on one thread, so a process's CPU cannot be split by Worker;
+//     one process per Worker splits it exactly and drives each Worker with exactly the calls
+//     voice-router makes for this request (rate-limiter twice). Each figure then includes the
+//     process's side of one loopback HTTP hop per call, which a service binding does not cost.
+//
+// Each client lane is its own client: its own IP (CF-Connecting-IP) and its own JWT subject, so
+// per-IP and per-principal checks land on per-lane objects as they would for distinct clients.
+// The limits are raised through policies:global (KV) so no request is refused: every answer is
+// checked (200 and the agent's body).
+//
+// Inputs (tests/stack/bench.sh): WORKER_BUNDLES_DIR, ORIGIN_BIN, EMULATOR_BIN.
+
+import { createHmac } from "node:crypto";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { gzipSync } from "node:zlib";
+import { EDGE_SIGNING_SECRET, edgeHeaders, startEmulator, startOrigin } from "../e2e/harness.mjs";
+import { percentile, report } from "./report.mjs";
+import { Client, bundleDir, bundleModules, capnp, compatibilityDate, cpuNs, freePort, kvSource, root, startWorkerd, wasmGzipKb } from "./workerd.mjs";
+
+const WORKERS = ["voice-router", "auth-validator", "rate-limiter", "geo-router"];
+const LANES = 16;
+const SEQUENTIAL_SAMPLES = Number(process.env.EDGE_BENCH_SAMPLES ?? 1_000); // per target at c=1
+const WARMUP_SAMPLES = 300;
+const ROUND_MS = 1_500; // per target per round at c=16
+const ROUNDS = 3;
+const SPLIT_MS = 3_000;
+
+// Targets (issue 7): added latency on this 2-core machine; wasm size per Worker and suite.
+const ADDED_P50_MS = 2;
+const ADDED_P99_MS = 10;
+const WORKER_KB = 400;
+const SUITE_KB = 3 * 1024;
+
+const TENANT = "bench";
+const AGENT = "bench-agent";
+const ISSUER = "https://auth.aybiza.dev";
+const AUDIENCE = "aybiza-edge";
+const HS256_SECRET = "bench-only-hs256-secret-0123456789abcdef";
+// A caller in New York: us-east-1 by the seed's region-code map.
+const CF = JSON.stringify({ country: "US", regionCode: "NY", continent: "NA", latitude: "40.71", longitude: "-74.01", colo: "EWR" });
+const POLICIES = {
+  ip: { algorithm: "sliding_window", limit: 1_000_000, window_ms: 60_000 },
+  principal: { algorithm: "gcra", limit: 1_000_000, period_ms: 60_000, burst: 1_000_000 },
+};
+const SEED_REGIONS = ["us-east-1", "us-west-2", "eu-west-2", "eu-central-1", "eu-north-1", "ap-southeast-1", "ap-northeast-1", "ap-southeast-2", "sa-east-1"];
+
+const b64url = (data) => Buffer.from(data).toString("base64url");
+function jwt(subject) {
+  const now = Math.floor(Date.now() / 1000);
+  const header = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
+  const claims = b64url(JSON.stringify({ iss: ISSUER, aud: AUDIENCE, sub: subject, tenant_id: TENANT, scope: "agents:admin", iat: now, exp: now + 3600 }));
+  return `${header}.${claims}.${createHmac("sha256", HS256_SECRET).update(`${header}.${claims}`).digest("base64url")}`;
+}
+
+/** One client per lane: an address, a credential, and the principal auth-validator derives. */
+const lanes = Array.from({ length: LANES }, (_, lane) => ({
+  ip: `198.51.100.${lane + 1}`,
+  token: jwt(`client-${lane}`),
+  principal: { tenant_id: TENANT, subject: `client-${lane}`, scopes: ["agents:admin"], plan: "pro", method: "jwt" },
+}));
+
+// --- workerd configs ------------------------------------------------------------------------
+
+const DEV_VARS = {
+  "voice-router": (originUrl) => ({ ORIGIN_URL: originUrl, EDGE_SIGNING_SECRET }),
+  "auth-validator": () => ({
+    JWT_ISSUER: ISSUER,
+    JWT_AUDIENCE: AUDIENCE,
+    JWT_DEFAULT_PLAN: "pro",
+    JWT_HS256_SECRET: HS256_SECRET,
+    SESSION_TOKEN_SECRET: "bench-only-session-token-secret-0123456789",
+  }),
+  "rate-limiter": () => ({ RATE_LIMIT_KEY_SECRET: "bench-only-rate-limit-key-secret-0123", POLICY_CACHE_TTL_MS: "60000", LIMITER_TIMEOUT_MS: "1000" }),
+  "geo-router": (originUrl) => ({ GEO_REGIONS: JSON.stringify(Object.fromEntries(SEED_REGIONS.map((r) => [r, { origin_url: originUrl }]))) }),
+};
+const KV = {
+  "auth-validator": ["AUTH_KV", []],
+  "rate-limiter": ["RATE_LIMIT_KV", [["policies:global", JSON.stringify(POLICIES)]]],
+  "geo-router": ["GEO_KV", []],
+};
+const OBJECTS = { "voice-router": ["CALL_SESSION", "CallSession"], "rate-limiter": ["RATE_LIMITER", "RateLimiter"] };
+const SERVICES = { AUTH: "auth-validator", RATE_LIMITER: "rate-limiter", GEO_ROUTER: "geo-router" };
+
+const textBindings = (vars) => Object.entries(vars).map(([name, value]) => `(name = ${capnp(name)}, text = ${capnp(value)})`);
+
+/**
+ * The capnp service entries of one Rust Worker (its KV stand-in and storage included); `bind`
+ * names the service each of voice-router's bindings reaches.
+ */
+function rustWorker(worker, dir, originUrl, bind = (service) => service) {
+  const entries = [];
+  const bindings = textBindings(DEV_VARS[worker](originUrl));
+  const extra = [];
+  if (KV[worker]) {
+    const [binding, seed] = KV[worker];
+    writeFileSync(path.join(dir, `kv-${worker}.js`), kvSource(seed));
+    bindings.push(`(name = ${capnp(binding)}, kvNamespace = ${capnp(`kv-${worker}`)})`);
+    entries.push(`(name = ${capnp(`kv-${worker}`)}, worker = (modules = [(name = "kv.js", esModule = embed ${capnp(`kv-${worker}.js`)})], compatibilityDate = ${capnp(compatibilityDate(worker))}))`);
+  }
+  if (OBJECTS[worker]) {
+    const [binding, className] = OBJECTS[worker];
+    bindings.push(`(name = ${capnp(binding)}, durableObjectNamespace = ${capnp(className)})`);
+    extra.push(`durableObjectNamespaces = [(className = ${capnp(className)}, uniqueKey = ${capnp(`${worker}-bench`)}, enableSql = true)]`);
+    extra.push(`durableObjectStorage = (localDisk = "storage")`);
+  }
+  if (worker === "voice-router") {
+    for (const [binding, service] of Object.entries(SERVICES)) bindings.push(`(name = ${capnp(binding)}, service = ${capnp(bind(service))})`);
+    extra.push(`globalOutbound = "origin"`);
+  }
+  entries.push(`(name = ${capnp(worker)}, worker = (
+      modules = [
+        ${bundleModules(bundleDir(worker), dir, worker)}
+      ],
+      compatibilityDate = ${capnp(compatibilityDate(worker))},
+      bindings = [
+        ${bindings.join(",\n        ")}
+      ],
+      ${extra.join(",\n      ")}
+    ))`);
+  return entries;
+}
+
+/** The JS baseline Worker as a service named `name`. */
+function jsWorker(name, mode, dir, originUrl, bind = (service) => service) {
+  copyFileSync(path.join(root, "tests/bench/edge-js-worker.js"), path.join(dir, "edge-js-worker.js"));
+  const bindings = textBindings({ MODE: mode, ORIGIN_URL: originUrl, EDGE_SIGNING_SECRET });
+  if (mode === "chain") {
+    for (const [binding, service] of Object.entries(SERVICES)) bindings.push(`(name = ${capnp(binding)}, service = ${capnp(bind(service))})`);
+  }
+  return `(name = ${capnp(name)}, worker = (
+      modules = [(name = "worker.js", esModule = embed "edge-js-worker.js")],
+      compatibilityDate = ${capnp(compatibilityDate("voice-router"))},
+      bindings = [
+        ${bindings.join(",\n        ")}
+      ],
+      globalOutbound = "origin",
+    ))`;
+}
+
+const externalService = (name, port) => `(name = ${capnp(name)}, external = (address = ${capnp(`127.0.0.1:${port}`)}, http = ()))`;
+
+function writeConfig(dir, services, sockets) {
+  const storage = mkdtempSync(path.join(existsSync("/dev/shm") ? "/dev/shm" : os.tmpdir(), "edge-bench-objects-"));
+  services.push(`(name = "storage", disk = (path = ${capnp(storage)}, writable = true))`);
+  const socketList = sockets.map(
+    ({ name, port, service }) => `(name = ${capnp(name)}, address = ${capnp(`127.0.0.1:${port}`)}, http = (cfBlobHeader = "cf-blob"), service = ${capnp(service)})`,
+  );
+  writeFileSync(
+    path.join(dir, "config.capnp"),
+    `using Workerd = import "/workerd/workerd.capnp";
+const config :Workerd.Config = (
+  services = [
+    ${services.join(",\n    ")}
+  ],
+  sockets = [
+    ${socketList.join(",\n    ")}
+  ],
+);
+`,
+  );
+  writeFileSync(path.join(dir, "storage-path"), storage);
+  return path.join(dir, "config.capnp");
+}
+
+/** Starts a workerd serving `sockets`; resolves once each answers HTTP. */
+async function workerd(name, build, sockets) {
+  const probes = sockets.map(({ port }) => new Client(port, 1));
+  const handle = await startWorkerd({
+    name: `edge-bench-${name}`,
+    write: (dir) => writeConfig(dir, build(dir), sockets),
+    ready: async () => (await Promise.all(probes.map((p) => p.request("GET", "/__ready").then(() => true)))).every(Boolean),
+  });
+  for (const probe of probes) probe.close();
+  const stop = handle.stop;
+  handle.stop = async () => {
+    const storage = readFileSync(path.join(handle.dir, "storage-path"), "utf8");
+    await stop();
+    rmSync(storage, { recursive: true, force: true });
+  };
+  return handle;
+}
+
+// --- requests -------------------------------------------------------------------------------
+
+const EDGE_PATH = `/api/v1/agents/${AGENT}`;
+const ORIGIN_PATH = `/v1/agents/${AGENT}`;
+
+/** A target: how lane `lane` sends the request, and the client it uses. */
+function edgeTarget(name, port) {
+  const client = new Client(port, LANES);
+  return {
+    name,
+    client,
+    send: (lane) =>
+      client.request("GET", EDGE_PATH, {
+        headers: { authorization: `Bearer ${lanes[lane].token}`, "cf-connecting-ip": lanes[lane].ip, "cf-blob": CF },
+      }),
+  };
+}
+
+function originTarget(port) {
+  const client = new Client(port, LANES);
+  return {
+    name: "origin direct",
+    client,
+    send: (lane) =>
+      client.request("GET", ORIGIN_PATH, {
+        headers: { ...edgeHeaders({ method: "GET", pathAndQuery: ORIGIN_PATH, principal: lanes[lane].principal }), "x-cf-region": "us-east-1", "x-cf-country": "US" },
+      }),
+  };
+}
+
+let expectedBody;
+const wrong = [];
+function check(target, answer) {
+  if (answer.status === 200 && answer.text === expectedBody) return;
+  if (wrong.length < 5) wrong.push(`${target.name}: ${answer.status} ${answer.text.slice(0, 200)}`);
+}
+function assertNoneWrong() {
+  if (wrong.length > 0) throw new Error(`unexpected answers:\n  ${wrong.join("\n  ")}`);
+}
+
+/** Sequential round trips, the targets alternating so each sees the same machine. */
+async function sequential(targets, samples) {
+  const latencies = targets.map(() => []);
+  for (let i = 0; i < samples; i++) {
+    for (const [index, target] of targets.entries()) {
+      const started = performance.now();
+      const answer = await target.send(0);
+      latencies[index].push(performance.now() - started);
+      check(target, answer);
+    }
+  }
+  assertNoneWrong();
+  return latencies;
+}
+
+/** `LANES` clients sending back to back for `ms`; latencies and the count. */
+async function concurrent(target, ms) {
+  const latencies = [];
+  const end = performance.now() + ms;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: LANES }, async (_, lane) => {
+      while (performance.now() < end) {
+        const sent = performance.now();
+        const answer = await target.send(lane);
+        latencies.push(performance.now() - sent);
+        check(target, answer);
+      }
+    }),
+  );
+  assertNoneWrong();
+  return { latencies, count: latencies.length, seconds: (performance.now() - started) / 1000 };
+}
+
+const stats = (values) => ({ p50: percentile(values, 50), p99: percentile(values, 99) });
+
+const startedAt = performance.now();
+/** A progress line on stderr, so a slow or stuck stage shows where it is. */
+const progress = (message) => console.error(`  [edge ${((performance.now() - startedAt) / 1000).toFixed(1)} s] ${message}`);
+
+// --- the run --------------------------------------------------------------------------------
+
+const rows = [];
+const notes = [];
+const load = os.loadavg()[0];
+
+const emulator = await startEmulator({ ttftMs: 20, interTokenMs: 2 });
+let origin;
+const processes = [];
+const clients = [];
+try {
+  // info for the origin's "origin listening" line (startOrigin waits for it); its per-request access
+  // log off: both paths cross the origin, and parsing a line per request would load the client.
+  origin = await startOrigin({ BEDROCK_ENDPOINT_URL: emulator.url, RUST_LOG: "warn,origin=info,origin::request_id=warn", DATABASE_POOL_SIZE: "8" });
+  const originPort = Number(new URL(origin.url).port);
+  // The origin listens before its database is ready and answers 503 until then: retry, bounded.
+  for (const deadline = Date.now() + 15_000; ; ) {
+    const put = await fetch(`${origin.url}${ORIGIN_PATH}`, {
+      method: "PUT",
+      headers: {
+        ...edgeHeaders({ method: "PUT", pathAndQuery: ORIGIN_PATH, body: JSON.stringify(agentSpec()), principal: lanes[0].principal }),
+        "content-type": "application/json",
+      },
+      body: JSON.stringify(agentSpec()),
+    });
+    if ([200, 201].includes(put.status)) break;
+    if (put.status !== 503 || Date.now() > deadline) throw new Error(`creating the agent: ${put.status} ${await put.text()}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+
+  progress("starting the four Workers and the JS Workers in one workerd");
+  // Together: the four Workers and the JS baselines in one process.
+  const ports = { rust: await freePort(), js: await freePort(), proxy: await freePort() };
+  const together = await workerd(
+    "together",
+    (dir) => [
+      ...WORKERS.flatMap((worker) => rustWorker(worker, dir, origin.url)),
+      jsWorker("js-chain", "chain", dir, origin.url),
+      jsWorker("js-proxy", "proxy", dir, origin.url),
+      externalService("origin", originPort),
+    ],
+    [
+      { name: "rust", port: ports.rust, service: "voice-router" },
+      { name: "js", port: ports.js, service: "js-chain" },
+      { name: "proxy", port: ports.proxy, service: "js-proxy" },
+    ],
+  );
+  processes.push(together);
+
+  const direct = originTarget(originPort);
+  const rust = edgeTarget("edge (Rust, four Workers)", ports.rust);
+  const js = edgeTarget("JS Worker, same chain", ports.js);
+  const proxy = edgeTarget("JS sign-and-forward proxy", ports.proxy);
+  const targets = [direct, rust, js, proxy];
+  clients.push(...targets.map((t) => t.client));
+
+  progress("checking every path's answer");
+  // Every path answers the agent, and the edge's answer is the edge's (headers of the gate).
+  const reference = await direct.send(0);
+  if (reference.status !== 200) throw new Error(`origin direct: ${reference.status} ${reference.text}`);
+  expectedBody = reference.text;
+  for (const target of [rust, js]) {
+    const answer = await target.send(0);
+    check(target, answer);
+    assertNoneWrong();
+    for (const header of ["ratelimit-policy", "x-content-type-options", "strict-transport-security"]) {
+      if (!answer.headers[header]) throw new Error(`${target.name}: no ${header} header: ${JSON.stringify(answer.headers)}`);
+    }
+    if (!/"ip"/.test(answer.headers["ratelimit-policy"]) || !/"principal"/.test(answer.headers["ratelimit-policy"])) {
+      throw new Error(`${target.name}: both limits should be advertised, got ${answer.headers["ratelimit-policy"]}`);
+    }
+  }
+  // The edge refuses what it must: no credential is a 401 from auth-validator, not the agent.
+  const anonymous = await rust.client.request("GET", EDGE_PATH, { headers: { "cf-connecting-ip": lanes[0].ip, "cf-blob": CF } });
+  if (anonymous.status !== 401) throw new Error(`an anonymous request answered ${anonymous.status}: ${anonymous.text}`);
+
+  progress("warming up");
+  // Warm-up: isolates, the objects of every lane, V8's optimising tiers, the origin's caches.
+  await sequential(targets, WARMUP_SAMPLES);
+  for (const target of targets) await concurrent(target, 500);
+
+  progress("c=1: sequential requests");
+  // c = 1.
+  const seq = (await sequential(targets, SEQUENTIAL_SAMPLES)).map(stats);
+  progress("c=16: interleaved rounds");
+  // c = 16, interleaved rounds; the edge's CPU per request from the process's CPU time.
+  const c16 = targets.map(() => ({ latencies: [], count: 0, seconds: 0, cpuNs: 0 }));
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const [index, target] of targets.entries()) {
+      const before = cpuNs(together.pid);
+      const run = await concurrent(target, ROUND_MS);
+      c16[index].cpuNs += cpuNs(together.pid) - before;
+      c16[index].latencies.push(...run.latencies);
+      c16[index].count += run.count;
+      c16[index].seconds += run.seconds;
+    }
+  }
+  const conc = c16.map((run) => ({ ...stats(run.latencies), rate: run.count / run.seconds, cpuUs: run.cpuNs / run.count / 1000 }));
+  const [d, r, j, p] = [0, 1, 2, 3];
+
+  for (const [label, at] of [["c=1", seq], [`c=${LANES}`, conc]]) {
+    for (const [stat, target] of [["p50", ADDED_P50_MS], ["p99", ADDED_P99_MS]]) {
+      const added = at[r][stat] - at[d][stat];
+      const addedJs = at[j][stat] - at[d][stat];
+      const addedProxy = at[p][stat] - at[d][stat];
+      rows.push({
+        figure: `added latency ${stat}, ${label}: edge (Rust) − origin direct`,
+        value: added,
+        unit: "ms",
+        target: `<= ${target} ms`,
+        met: added <= target,
+        baseline: `JS Worker, same chain: ${addedJs.toFixed(2)} ms`,
+        ratio: added / addedJs,
+        headline: true,
+      });
+      rows.push({
+        figure: `latency ${stat}, ${label}, through the edge (Rust)`,
+        value: at[r][stat],
+        unit: "ms",
+        baseline: `origin direct: ${at[d][stat].toFixed(2)} ms`,
+        ratio: at[r][stat] / at[d][stat],
+      });
+      rows.push({
+        figure: `latency ${stat}, ${label}, through the JS Worker (same chain)`,
+        value: at[j][stat],
+        unit: "ms",
+        baseline: `origin direct: ${at[d][stat].toFixed(2)} ms`,
+        ratio: at[j][stat] / at[d][stat],
+      });
+      rows.push({
+        figure: `added latency ${stat}, ${label}: JS sign-and-forward proxy (the floor of a hop)`,
+        value: addedProxy,
+        unit: "ms",
+      });
+    }
+  }
+  rows.push({
+    figure: `requests/s through the edge (Rust), c=${LANES}`,
+    value: conc[r].rate,
+    unit: "req/s",
+    baseline: `JS Worker, same chain: ${Math.round(conc[j].rate)} req/s`,
+    ratio: conc[r].rate / conc[j].rate,
+    headline: true,
+  });
+  rows.push({
+    figure: `requests/s, origin direct, c=${LANES}`,
+    value: conc[d].rate,
+    unit: "req/s",
+  });
+  rows.push({
+    figure: `requests/s through the JS sign-and-forward proxy, c=${LANES}`,
+    value: conc[p].rate,
+    unit: "req/s",
+  });
+  rows.push({
+    figure: "edge CPU per request, all four Workers in one workerd (Rust)",
+    value: conc[r].cpuUs,
+    unit: "µs",
+    baseline: `JS Worker + the same three Rust Workers: ${Math.round(conc[j].cpuUs)} µs`,
+    ratio: conc[r].cpuUs / conc[j].cpuUs,
+    headline: true,
+  });
+  rows.push({ figure: "edge CPU per request, JS sign-and-forward proxy (no service calls)", value: conc[p].cpuUs, unit: "µs" });
+  notes.push(
+    `c=1: ${SEQUENTIAL_SAMPLES} sequential requests per path, alternating; c=${LANES}: ${ROUNDS} interleaved rounds of ${ROUND_MS / 1000} s per path; ${LANES} clients (own IP, own JWT subject)`,
+    "added = percentile through the path − the same percentile of the origin direct, so queueing at c=16 is counted where it happens (workerd runs every isolate of a process on one thread)",
+    `1-min load average at start ${load.toFixed(2)} on ${os.cpus().length} cores; the client (Node), the origin, the emulator and workerd share them`,
+    "the origin's per-request access log is off for both paths (RUST_LOG origin::request_id=warn); the JS sign-and-forward proxy's CPU is workerd's cost of one request in and one subrequest out",
+    `JS Worker (tests/bench/edge-js-worker.js): voice-router's stages for this request in plain JS over the same bindings to the same Rust auth-validator, rate-limiter and geo-router (same envelopes, two limit checks, HMAC signing with WebCrypto); the proxy only signs and forwards`,
+  );
+  for (const c of clients) c.close();
+  clients.length = 0;
+  await together.stop();
+  processes.length = 0;
+
+  progress("CPU per Worker: one workerd per Worker");
+  // Split: one workerd per Worker, for CPU per Worker.
+  const internal = {};
+  for (const worker of WORKERS.slice(1)) {
+    const port = await freePort();
+    internal[worker] = { port, handle: await workerd(worker, (dir) => rustWorker(worker, dir, origin.url), [{ name: "http", port, service: worker }]) };
+    processes.push(internal[worker].handle);
+  }
+  const bind = (service) => `${service}-remote`;
+  const remotes = () => Object.entries(internal).map(([worker, { port }]) => externalService(bind(worker), port));
+  const splitPorts = { rust: await freePort(), js: await freePort() };
+  const voice = await workerd(
+    "voice-router",
+    (dir) => [...rustWorker("voice-router", dir, origin.url, bind), ...remotes(), externalService("origin", originPort)],
+    [{ name: "http", port: splitPorts.rust, service: "voice-router" }],
+  );
+  processes.push(voice);
+  const jsEntry = await workerd("js", (dir) => [jsWorker("js-chain", "chain", dir, origin.url, bind), ...remotes(), externalService("origin", originPort)], [
+    { name: "http", port: splitPorts.js, service: "js-chain" },
+  ]);
+  processes.push(jsEntry);
+  const splitRust = edgeTarget("edge (Rust), one workerd per Worker", splitPorts.rust);
+  const splitJs = edgeTarget("JS Worker, one workerd per Worker", splitPorts.js);
+  clients.push(splitRust.client, splitJs.client);
+  const pids = { "voice-router": voice.pid, "JS Worker": jsEntry.pid, ...Object.fromEntries(Object.entries(internal).map(([w, { handle }]) => [w, handle.pid])) };
+  const cpu = {};
+  for (const target of [splitRust, splitJs]) await concurrent(target, 1_000);
+  for (const target of [splitRust, splitJs]) {
+    const before = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, cpuNs(pid)]));
+    const run = await concurrent(target, SPLIT_MS);
+    cpu[target.name] = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, (cpuNs(pid) - before[name]) / run.count / 1000]));
+  }
+  const rustCpu = cpu[splitRust.name];
+  const jsCpu = cpu[splitJs.name];
+  rows.push({
+    figure: "CPU per request, voice-router (own workerd)",
+    value: rustCpu["voice-router"],
+    unit: "µs",
+    baseline: `JS Worker in its place: ${Math.round(jsCpu["JS Worker"])} µs`,
+    ratio: rustCpu["voice-router"] / jsCpu["JS Worker"],
+    headline: true,
+  });
+  for (const worker of WORKERS.slice(1)) {
+    rows.push({
+      figure: `CPU per request, ${worker} (own workerd)${worker === "rate-limiter" ? ", two checks and their objects" : ""}`,
+      value: rustCpu[worker],
+      unit: "µs",
+      baseline: `same Worker, JS entry: ${Math.round(jsCpu[worker])} µs`,
+      ratio: rustCpu[worker] / jsCpu[worker],
+      headline: true,
+    });
+  }
+  notes.push(
+    `CPU per Worker: ${SPLIT_MS / 1000} s at c=${LANES} per entry, each process's CPU time (all threads) over the requests; each figure includes its side of a loopback HTTP hop per call`,
+  );
+
+  // Sizes of what deploys.
+  let suite = 0;
+  for (const worker of WORKERS) {
+    const kb = wasmGzipKb(bundleDir(worker));
+    suite += kb;
+    rows.push({ figure: `wasm gzip, ${worker}`, value: kb, unit: "KB", target: `<= ${WORKER_KB} KB`, met: kb <= WORKER_KB, headline: true });
+  }
+  const jsKb = gzipSync(readFileSync(path.join(root, "tests/bench/edge-js-worker.js")), { level: 9 }).length / 1024;
+  rows.push({ figure: "wasm gzip, the four Workers together", value: suite, unit: "KB", target: `< ${SUITE_KB / 1024} MB`, met: suite < SUITE_KB, headline: true });
+  notes.push(`the JS Worker is ${jsKb.toFixed(1)} KB gzip (it does only this request)`);
+} finally {
+  for (const c of clients) c.close();
+  for (const p of processes) await p.stop().catch(() => {});
+  await origin?.stop();
+  await emulator.stop();
+}
+
+function agentSpec() {
+  return { name: "Bench", system_prompt: "You are a fast voice agent.", model: "bench-model", fallback_models: [] };
+}
+
+process.exitCode = report("edge", rows, notes) ? 0 : 1;
