@@ -7,8 +7,14 @@
 //! Storage: one row, `limiter(id = 1, state TEXT, alarm_at_ms INTEGER)`, `state` being the JSON
 //! of `shared::rate_limit::object::Stored`. The alarm reclaims expired leases and deletes state
 //! that no longer limits anything, so idle keys cost no storage.
+//!
+//! The object keeps a write-through copy of its row in memory: a Durable Object is the only
+//! writer of its storage and runs one request at a time, so after the first request the copy is
+//! the row. A hot key then skips the read and the JSON parse, and a decision that changes nothing
+//! (a refusal under GCRA) skips the write. Any storage error drops the copy, so the next request
+//! reads the row again; an evicted object starts without one.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use serde::Deserialize;
 use shared::rate_limit::object::{self, Clock, ObjectRequest, Stored, Transition};
@@ -41,6 +47,19 @@ const SET_ALARM_AT: &str = "UPDATE limiter SET alarm_at_ms = ? WHERE id = 1";
 pub struct RateLimiter {
     state: State,
     clock: Cell<Clock>,
+    /// The row as stored, once read or written (see the module documentation).
+    row: RefCell<Option<CachedRow>>,
+}
+
+/// What the storage row holds, as last read or written.
+#[derive(Default)]
+struct CachedRow {
+    /// The `state` column's text; `None` when there is no row.
+    text: Option<String>,
+    /// The decoded state.
+    stored: Option<Stored>,
+    /// The `alarm_at_ms` column.
+    alarm_at_ms: Option<u64>,
 }
 
 /// The stored row.
@@ -65,6 +84,7 @@ impl DurableObject for RateLimiter {
         Self {
             state,
             clock: Cell::new(Clock::default()),
+            row: RefCell::new(None),
         }
     }
 
@@ -89,11 +109,11 @@ impl DurableObject for RateLimiter {
     async fn alarm(&self) -> Result<Response> {
         let now_ms = self.now_ms();
         let sql = self.state.storage().sql();
-        let loaded = load(&sql)?;
+        let loaded = self.load(&sql)?;
         // This alarm is the one recorded; whatever comes next is scheduled below.
-        sql.exec(SET_ALARM_AT, vec![SqlStorageValue::Null])?;
+        self.record_alarm(&sql, None)?;
         let (transition, reclaimed) = object::on_alarm(loaded.stored, now_ms);
-        store(&sql, &transition)?;
+        self.store(&sql, &transition)?;
         if reclaimed > 0 {
             let name = self.state.id().name().unwrap_or_default();
             console_log!(
@@ -111,13 +131,17 @@ impl RateLimiter {
         let now_ms = self.now_ms();
         let sql = self.state.storage().sql();
         // Load, decide, store: synchronous, so no other request interleaves.
-        let loaded = load(&sql)?;
+        let loaded = self.load(&sql)?;
         let (transition, reply) = match object::apply(loaded.stored, request, now_ms) {
             Ok(outcome) => outcome,
-            // The Worker validates before calling, so this is a bug worth a loud answer.
-            Err(error) => return Response::error(error.to_string(), 400),
+            // The Worker validates before calling, so this is a bug worth a loud answer. The
+            // state was handed over: read it again next time.
+            Err(error) => {
+                self.row.replace(None);
+                return Response::error(error.to_string(), 400);
+            }
         };
-        store(&sql, &transition)?;
+        self.store(&sql, &transition)?;
         self.schedule(&sql, loaded.alarm_at_ms, transition.wake_at_ms)
             .await?;
         Response::from_json(&reply)
@@ -142,8 +166,73 @@ impl RateLimiter {
             .storage()
             .set_alarm(ScheduledTime::new(at))
             .await?;
-        let recorded = i64::try_from(wake_at_ms).unwrap_or(i64::MAX);
-        sql.exec(SET_ALARM_AT, vec![SqlStorageValue::from(recorded)])?;
+        self.record_alarm(sql, Some(wake_at_ms))
+    }
+
+    /// The row: the copy in memory, or storage when there is none.
+    fn load(&self, sql: &SqlStorage) -> Result<Loaded> {
+        if let Some(row) = self.row.borrow_mut().as_mut() {
+            return Ok(Loaded {
+                stored: row.stored.take(),
+                alarm_at_ms: row.alarm_at_ms,
+            });
+        }
+        let (text, loaded) = read(sql)?;
+        self.row.replace(Some(CachedRow {
+            text,
+            stored: None,
+            alarm_at_ms: loaded.alarm_at_ms,
+        }));
+        Ok(loaded)
+    }
+
+    /// Writes what `transition` keeps, unless the row already holds exactly that.
+    fn store(&self, sql: &SqlStorage, transition: &Transition) -> Result<()> {
+        let text = match &transition.stored {
+            Some(stored) => Some(serde_json::to_string(stored)?),
+            None => None,
+        };
+        let unchanged = self
+            .row
+            .borrow()
+            .as_ref()
+            .is_some_and(|row| row.text == text);
+        if !unchanged {
+            let written = match &text {
+                Some(text) => sql.exec(UPSERT, vec![SqlStorageValue::from(text.clone())]),
+                None => sql.exec(DELETE, None),
+            };
+            if let Err(error) = written {
+                self.row.replace(None);
+                return Err(error);
+            }
+        }
+        let mut row = self.row.borrow_mut();
+        let row = row.get_or_insert_with(CachedRow::default);
+        if text.is_none() {
+            // No row any more, so no recorded alarm either.
+            row.alarm_at_ms = None;
+        }
+        row.text = text;
+        row.stored = transition.stored.clone();
+        Ok(())
+    }
+
+    /// Records in the row when the alarm is set for (`None`: no alarm).
+    fn record_alarm(&self, sql: &SqlStorage, at_ms: Option<u64>) -> Result<()> {
+        let value = at_ms.map_or(SqlStorageValue::Null, |at| {
+            SqlStorageValue::from(i64::try_from(at).unwrap_or(i64::MAX))
+        });
+        if let Err(error) = sql.exec(SET_ALARM_AT, vec![value]) {
+            self.row.replace(None);
+            return Err(error);
+        }
+        if let Some(row) = self.row.borrow_mut().as_mut() {
+            // The UPDATE touches an existing row only.
+            if row.text.is_some() {
+                row.alarm_at_ms = at_ms;
+            }
+        }
         Ok(())
     }
 
@@ -155,15 +244,16 @@ impl RateLimiter {
     }
 }
 
-/// The stored row. Unreadable state (a bug or a format change) is logged and replaced by
-/// fresh state rather than failing the key forever.
-fn load(sql: &SqlStorage) -> Result<Loaded> {
+/// Reads the stored row: its text and what it decodes to. Unreadable state (a bug or a format
+/// change) is logged and replaced by fresh state rather than failing the key forever.
+fn read(sql: &SqlStorage) -> Result<(Option<String>, Loaded)> {
     let rows: Vec<Row> = sql.exec(SELECT, None)?.to_array()?;
     let Some(row) = rows.into_iter().next() else {
-        return Ok(Loaded {
+        let empty = Loaded {
             stored: None,
             alarm_at_ms: None,
-        });
+        };
+        return Ok((None, empty));
     };
     let stored = match serde_json::from_str::<Stored>(&row.state) {
         Ok(stored) => Some(stored),
@@ -172,21 +262,9 @@ fn load(sql: &SqlStorage) -> Result<Loaded> {
             None
         }
     };
-    Ok(Loaded {
+    let loaded = Loaded {
         stored,
         alarm_at_ms: row.alarm_at_ms.map(|at| at as u64),
-    })
-}
-
-fn store(sql: &SqlStorage, transition: &Transition) -> Result<()> {
-    match &transition.stored {
-        Some(stored) => {
-            let text = serde_json::to_string(stored)?;
-            sql.exec(UPSERT, vec![SqlStorageValue::from(text)])?;
-        }
-        None => {
-            sql.exec(DELETE, None)?;
-        }
-    }
-    Ok(())
+    };
+    Ok((Some(row.state), loaded))
 }
