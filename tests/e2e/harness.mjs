@@ -309,3 +309,19 @@ export async function json(response) {
     throw new Error(`expected JSON, got ${response.status}: ${text.slice(0, 300)}`);
   }
 }
+
+/** Server-sent events of a whole response body: `[{event, data}]`, data parsed as JSON. */
+export function parseSse(text) {
+  return text
+    .split("\n\n")
+    .map((block) => {
+      let event = "message";
+      let data = "";
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event:")) event = line.slice(6).trim();
+        if (line.startsWith("data:")) data += line.slice(5).trimStart();
+      }
+      return data ? { event, data: JSON.parse(data) } : null;
+    })
+    .filter(Boolean);
+}

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { edgeHeaders, json, principalOf, startEmulator, startOrigin, withTimeout } from "./harness.mjs";
+import { edgeHeaders, json, parseSse, principalOf, startEmulator, startOrigin, withTimeout } from "./harness.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 // `ws` (pinned through wrangler's lockfile) sends the signed headers a WebSocket handshake needs.
@@ -30,20 +30,6 @@ async function call(origin, method, pathAndQuery, { body, principal = ALICE, hea
   });
 }
 
-function parseSse(text) {
-  return text
-    .split("\n\n")
-    .map((block) => {
-      let event = "message";
-      let data = "";
-      for (const line of block.split("\n")) {
-        if (line.startsWith("event:")) event = line.slice(6).trim();
-        if (line.startsWith("data:")) data += line.slice(5).trimStart();
-      }
-      return data ? { event, data: JSON.parse(data) } : null;
-    })
-    .filter(Boolean);
-}
 
 /** Opens the call's relay WebSocket with the edge's signed headers; messages arrive in a queue. */
 async function relay(origin, callId, principal = ALICE) {

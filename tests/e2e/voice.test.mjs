@@ -16,6 +16,7 @@ import {
   edgeHeaders,
   geoRegions,
   json,
+  parseSse,
   startEmulator,
   startOrigin,
   startWorkers,
@@ -230,20 +231,6 @@ async function until(predicate, message, ms = 5_000) {
   }
 }
 
-function parseSse(text) {
-  return text
-    .split("\n\n")
-    .map((block) => {
-      let event = "message";
-      let data = "";
-      for (const line of block.split("\n")) {
-        if (line.startsWith("event:")) event = line.slice(6).trim();
-        if (line.startsWith("data:")) data += line.slice(5).trimStart();
-      }
-      return data ? { event, data: JSON.parse(data) } : null;
-    })
-    .filter(Boolean);
-}
 
 describe("a phone call, as the carrier makes it", () => {
   test("webhook → TwiML → relay → tokens, interruption, DTMF, status callback, lease released", async () => {

@@ -154,6 +154,14 @@ pub fn now_ms() -> u64 {
     Date::now().as_millis()
 }
 
+/// A Durable Object alarm at `at_ms` since the epoch. workers-rs reads a bare `i64` as an offset
+/// from now, not a point in time, so every alarm goes through here.
+pub fn alarm_at(at_ms: u64) -> worker::ScheduledTime {
+    worker::ScheduledTime::new(worker::js_sys::Date::new(&worker::js_sys::Number::from(
+        at_ms as f64,
+    )))
+}
+
 fn elapsed_since(started: u64) -> u64 {
     now_ms().saturating_sub(started)
 }

@@ -18,10 +18,9 @@ use std::cell::{Cell, RefCell};
 
 use serde::Deserialize;
 use shared::rate_limit::object::{self, Clock, ObjectRequest, Stored, Transition};
-use worker::js_sys;
 use worker::{
-    Date, DurableObject, Env, Method, Request, Response, Result, ScheduledTime, SqlStorage,
-    SqlStorageValue, State, console_error, console_log, durable_object,
+    Date, DurableObject, Env, Method, Request, Response, Result, SqlStorage, SqlStorageValue,
+    State, console_error, console_log, durable_object,
 };
 
 /// Log lines name an object by this many hex digits of its name: enough to find it, and the
@@ -160,11 +159,9 @@ impl RateLimiter {
         if alarm_at_ms.is_some_and(|at| at <= wake_at_ms) {
             return Ok(());
         }
-        // An alarm is a point in time; `Date` takes milliseconds as a JS number.
-        let at = js_sys::Date::new(&js_sys::Number::from(wake_at_ms as f64));
         self.state
             .storage()
-            .set_alarm(ScheduledTime::new(at))
+            .set_alarm(edge_io::probe::alarm_at(wake_at_ms))
             .await?;
         self.record_alarm(sql, Some(wake_at_ms))
     }

@@ -26,9 +26,9 @@ use shared::principal::Principal;
 use shared::rate_limit::api::LeaseRequest;
 use shared::relay::{RelayedKind, relayed_kind};
 use worker::{
-    DurableObject, Env, Method, Request, Response, Result, ScheduledTime, State, WebSocket,
+    DurableObject, Env, Method, Request, Response, Result, State, WebSocket,
     WebSocketIncomingMessage, WebSocketPair, console_error, console_log, console_warn,
-    durable_object, js_sys,
+    durable_object,
 };
 
 use crate::origin::{self, Target};
@@ -273,11 +273,9 @@ impl Inner {
             .session()
             .and_then(|session| session.next_alarm_ms(&limits));
         match next {
-            // A point in time: workers-rs reads a bare `i64` as an offset from now, which put
-            // every alarm decades away (the idle-alarm end-to-end test caught it).
             Some(at) => {
-                let at = js_sys::Date::new(&js_sys::Number::from(at as f64));
-                self.state.storage().set_alarm(ScheduledTime::new(at)).await
+                let at = edge_io::probe::alarm_at(at);
+                self.state.storage().set_alarm(at).await
             }
             None => self.state.storage().delete_alarm().await,
         }
