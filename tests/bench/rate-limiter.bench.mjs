@@ -6,11 +6,11 @@
 //
 // Inputs (set by tests/stack/bench.sh): WORKER_BUNDLES_DIR, the development dry-run bundles.
 
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { percentile, report } from "./report.mjs";
-import { Client, bundleDir, bundleModules, capnp, compatibilityDate, freePort, kvSource, startWorkerd } from "./workerd.mjs";
+import { Client, bundleDir, bundleModules, capnp, compatibilityDate, freePort, kvSource, root, startWorkerd } from "./workerd.mjs";
 
 const CONCURRENCY = 16;
 const RUN_MS = 4_000;
@@ -101,6 +101,57 @@ async function startLimiter(base, { split = false } = {}) {
   };
 }
 
+/**
+ * Starts workerd with the plain-JS baseline (tests/bench/rate-limiter-js-worker.js): a Worker
+ * and a SQLite-backed object in one isolate, GCRA at the same rate and burst as `bench-gcra`.
+ */
+async function startJsLimiter(base) {
+  const storageDir = mkdtempSync(path.join(base, "rate-limiter-js-bench-objects-"));
+  const port = await freePort();
+  const client = new Client(port);
+  let handle;
+  try {
+    handle = await startWorkerd({
+      name: "rate-limiter-js-bench",
+      write: (dir) => {
+        copyFileSync(path.join(root, "tests/bench/rate-limiter-js-worker.js"), path.join(dir, "worker.js"));
+        writeFileSync(
+          path.join(dir, "config.capnp"),
+          `using Workerd = import "/workerd/workerd.capnp";
+const config :Workerd.Config = (
+  services = [
+    (name = "limiter", worker = .limiter),
+    (name = "storage", disk = (path = ${capnp(storageDir)}, writable = true)),
+  ],
+  sockets = [ (name = "http", address = "127.0.0.1:${port}", http = (), service = "limiter") ],
+);
+const limiter :Workerd.Worker = (
+  modules = [ (name = "worker.js", esModule = embed "worker.js") ],
+  compatibilityDate = ${capnp(compatibilityDate("rate-limiter"))},
+  bindings = [ (name = "LIMITER", durableObjectNamespace = "JsLimiter") ],
+  durableObjectNamespaces = [ (className = "JsLimiter", uniqueKey = "rate-limiter-js-bench", enableSql = true) ],
+  durableObjectStorage = (localDisk = "storage"),
+);`,
+        );
+        return path.join(dir, "config.capnp");
+      },
+      ready: async () => (await client.request("GET", "/ready-probe")).status === 404,
+    });
+  } catch (error) {
+    client.close();
+    rmSync(storageDir, { recursive: true, force: true });
+    throw error;
+  }
+  return {
+    client,
+    async stop() {
+      client.close();
+      await handle.stop();
+      rmSync(storageDir, { recursive: true, force: true });
+    },
+  };
+}
+
 /** `CONCURRENCY` loops sending `next()` for `RUN_MS`; counts answers and their decisions. */
 async function throughput(client, next) {
   const tally = { answers: 0, allowed: 0, refused: 0, degraded: 0, errors: 0 };
@@ -163,6 +214,7 @@ const load = os.loadavg()[0];
 const memory = await startLimiter(memoryDir());
 let split;
 let disk;
+let js;
 try {
   const { client } = memory;
   // Warm-up: the isolate, the policy cache, the first objects.
@@ -301,6 +353,21 @@ try {
     baseline: "Worker floor",
     ratio: diskHot.rate / baseline.rate,
   });
+  await disk.stop();
+
+  // The same hot GCRA key through the plain-JS floor: what any Worker + object pair reaches here.
+  js = await startJsLimiter(memoryDir());
+  const jsCheck = (key) => ["POST", "/check", JSON.stringify({ checks: [{ key }] })];
+  await throughput(js.client, () => jsCheck("warm"));
+  const jsKey = `js-gcra-${Date.now()}`;
+  const jsGcra = await throughput(js.client, () => jsCheck(jsKey));
+  rows.push({
+    figure: `plain-JS Worker + object floor (rate-limiter-js-worker.js): decisions/s, one hot key (GCRA ${HOT_GCRA.rate}/s, burst ${HOT_GCRA.burst}), c=${CONCURRENCY}`,
+    value: jsGcra.rate,
+    unit: "decisions/s",
+    baseline: "the Rust rate-limiter, same key and load",
+    ratio: jsGcra.rate / gcra.rate,
+  });
   notes.push(
     `loopback, c=${CONCURRENCY}, ${RUN_MS / 1_000} s per run, ${LATENCY_SAMPLES} sequential samples of each for latency, alternating; 1-min load average at start ${load.toFixed(2)} on ${os.cpus().length} cores (other work on the machine lowers every figure)`,
     `Durable Object storage on ${memoryDir()} except the last row; the client is Node on the same machine, sharing its cores`,
@@ -310,6 +377,7 @@ try {
   await memory.stop().catch(() => {});
   await split?.stop().catch(() => {});
   await disk?.stop().catch(() => {});
+  await js?.stop().catch(() => {});
 }
 
 const ok = report("rate-limiter", rows, notes);

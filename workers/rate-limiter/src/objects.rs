@@ -9,7 +9,9 @@ use shared::rate_limit::lease::LeaseGrant;
 use shared::rate_limit::object::{ObjectReply, ObjectRequest, Op};
 use shared::rate_limit::policy::{FailureMode, Policy, PolicyName};
 use shared::rate_limit::refusals::RefusalCache;
-use worker::{Date, Env, Headers, Method, Request, RequestInit, console_error, console_log};
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{Date, Env, console_error, console_log, web_sys};
 
 use crate::limiter::{APPLY_URL, LOGGED_NAME_LEN};
 use crate::{RATE_LIMITER, Service};
@@ -130,7 +132,7 @@ impl Target {
             policy: self.policy,
             op,
         };
-        let outcome = match self.call(env, &request, request_id).await {
+        let outcome = match self.call(env, &request).await {
             Ok(ObjectReply::Decided { decision, lease }) if !expects_release => {
                 Outcome::Decided { decision, lease }
             }
@@ -155,33 +157,35 @@ impl Target {
         outcome
     }
 
-    async fn call(
-        &self,
-        env: &Env,
-        request: &ObjectRequest,
-        request_id: &str,
-    ) -> Result<ObjectReply, String> {
+    /// One round trip to the object. It goes through the runtime's own `Request`, stub and
+    /// `Response.text()` rather than workers-rs's wrappers, which build a `Headers` object and
+    /// read the answer chunk by chunk: every check that is not a remembered refusal pays this.
+    async fn call(&self, env: &Env, request: &ObjectRequest) -> Result<ObjectReply, String> {
+        let js_error = |e: JsValue| e.as_string().unwrap_or_else(|| format!("{e:?}"));
         let body = serde_json::to_string(request).map_err(|e| e.to_string())?;
-        let stub = env
+        let namespace = env
             .durable_object(RATE_LIMITER)
-            .and_then(|namespace| namespace.get_by_name(&self.object_name))
             .map_err(|e| e.to_string())?;
-        let headers = Headers::new();
-        headers
-            .set(shared::headers::REQUEST_ID, request_id)
-            .and_then(|()| headers.set("content-type", "application/json"))
-            .map_err(|e| e.to_string())?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_headers(headers)
-            .with_body(Some(body.into()));
-        let outgoing = Request::new_with_init(APPLY_URL, &init).map_err(|e| e.to_string())?;
-        let mut response = within(self.timeout, stub.fetch_with_request(outgoing))
+        let namespace: &worker::worker_sys::DurableObjectNamespace =
+            namespace.as_ref().unchecked_ref();
+        let stub = namespace.get_by_name(&self.object_name).map_err(js_error)?;
+        let init = web_sys::RequestInit::new();
+        init.set_method("POST");
+        init.set_body(&JsValue::from_str(&body));
+        let outgoing =
+            web_sys::Request::new_with_str_and_init(APPLY_URL, &init).map_err(js_error)?;
+        let answer = stub.fetch_with_request(&outgoing).map_err(js_error)?;
+        let response: web_sys::Response = within(self.timeout, JsFuture::from(answer))
             .await
             .ok_or_else(|| format!("no answer within {} ms", self.timeout.as_millis()))?
-            .map_err(|e| e.to_string())?;
-        let status = response.status_code();
-        let text = response.text().await.map_err(|e| e.to_string())?;
+            .map_err(js_error)?
+            .unchecked_into();
+        let text = JsFuture::from(response.text().map_err(js_error)?)
+            .await
+            .map_err(js_error)?
+            .as_string()
+            .unwrap_or_default();
+        let status = response.status();
         if status != 200 {
             let first_line = text.lines().next().unwrap_or_default();
             return Err(format!("answered {status}: {first_line}"));
