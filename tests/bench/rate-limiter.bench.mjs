@@ -74,16 +74,19 @@ ${split ? `const objects :Workerd.Worker = (\n  modules = [ ${modules} ],\n  com
   return path.join(dir, "config.capnp");
 }
 
-/** Starts workerd with the rate-limiter; the objects' SQLite files go to a folder in `base`. */
-async function startLimiter(base, { split = false } = {}) {
-  const storageDir = mkdtempSync(path.join(base, "rate-limiter-bench-objects-"));
+/**
+ * Starts `workerd serve` on the config `write(dir, port, storageDir)` writes (it returns the
+ * config's path); the objects' SQLite files go to a fresh folder in `base`.
+ */
+async function startWithStorage(base, name, write) {
+  const storageDir = mkdtempSync(path.join(base, `${name}-objects-`));
   const port = await freePort();
   const client = new Client(port);
   let handle;
   try {
     handle = await startWorkerd({
-      name: "rate-limiter-bench",
-      write: (dir) => writeConfig(dir, port, storageDir, split),
+      name,
+      write: (dir) => write(dir, port, storageDir),
       ready: async () => (await client.request("GET", "/ready-probe")).status === 404,
     });
   } catch (error) {
@@ -101,23 +104,20 @@ async function startLimiter(base, { split = false } = {}) {
   };
 }
 
+/** Starts workerd with the rate-limiter (see `writeConfig` for `split`). */
+const startLimiter = (base, { split = false } = {}) =>
+  startWithStorage(base, "rate-limiter-bench", (dir, port, storageDir) => writeConfig(dir, port, storageDir, split));
+
 /**
  * Starts workerd with the plain-JS baseline (tests/bench/rate-limiter-js-worker.js): a Worker
  * and a SQLite-backed object in one isolate, GCRA at the same rate and burst as `bench-gcra`.
  */
-async function startJsLimiter(base) {
-  const storageDir = mkdtempSync(path.join(base, "rate-limiter-js-bench-objects-"));
-  const port = await freePort();
-  const client = new Client(port);
-  let handle;
-  try {
-    handle = await startWorkerd({
-      name: "rate-limiter-js-bench",
-      write: (dir) => {
-        copyFileSync(path.join(root, "tests/bench/rate-limiter-js-worker.js"), path.join(dir, "worker.js"));
-        writeFileSync(
-          path.join(dir, "config.capnp"),
-          `using Workerd = import "/workerd/workerd.capnp";
+const startJsLimiter = (base) =>
+  startWithStorage(base, "rate-limiter-js-bench", (dir, port, storageDir) => {
+    copyFileSync(path.join(root, "tests/bench/rate-limiter-js-worker.js"), path.join(dir, "worker.js"));
+    writeFileSync(
+      path.join(dir, "config.capnp"),
+      `using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
   services = [
     (name = "limiter", worker = .limiter),
@@ -132,25 +132,9 @@ const limiter :Workerd.Worker = (
   durableObjectNamespaces = [ (className = "JsLimiter", uniqueKey = "rate-limiter-js-bench", enableSql = true) ],
   durableObjectStorage = (localDisk = "storage"),
 );`,
-        );
-        return path.join(dir, "config.capnp");
-      },
-      ready: async () => (await client.request("GET", "/ready-probe")).status === 404,
-    });
-  } catch (error) {
-    client.close();
-    rmSync(storageDir, { recursive: true, force: true });
-    throw error;
-  }
-  return {
-    client,
-    async stop() {
-      client.close();
-      await handle.stop();
-      rmSync(storageDir, { recursive: true, force: true });
-    },
-  };
-}
+    );
+    return path.join(dir, "config.capnp");
+  });
 
 /** `CONCURRENCY` loops sending `next()` for `RUN_MS`; counts answers and their decisions. */
 async function throughput(client, next) {
