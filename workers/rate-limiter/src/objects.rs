@@ -161,7 +161,11 @@ impl Target {
     /// `Response.text()` rather than workers-rs's wrappers, which build a `Headers` object and
     /// read the answer chunk by chunk: every check that is not a remembered refusal pays this.
     async fn call(&self, env: &Env, request: &ObjectRequest) -> Result<ObjectReply, String> {
-        let js_error = |e: JsValue| e.as_string().unwrap_or_else(|| format!("{e:?}"));
+        // An exception's message, one line, without its stack.
+        let js_error = |e: JsValue| match e.dyn_ref::<worker::js_sys::Error>() {
+            Some(error) => String::from(error.message()),
+            None => e.as_string().unwrap_or_else(|| format!("{e:?}")),
+        };
         let body = serde_json::to_string(request).map_err(|e| e.to_string())?;
         let namespace = env
             .durable_object(RATE_LIMITER)
