@@ -116,7 +116,8 @@ pub struct Call {
     pub region: String,
     /// Active or ended.
     pub status: CallStatus,
-    /// Turns stored so far (caller, agent and key presses).
+    /// Caller turns so far: the caller's words and key presses
+    /// (`crate::turn::TurnRole::is_caller_turn`), as the edge counts them too.
     pub turn_count: u32,
     /// Unix milliseconds.
     pub started_at_ms: u64,

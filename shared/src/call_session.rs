@@ -3,13 +3,20 @@
 //! the caller's messages while the origin connection is re-established elsewhere.
 //!
 //! Pure: the Durable Object loads this state, calls these functions with the time, stores the
-//! result and performs the returned actions.
+//! result and performs the returned actions. [`relay`] is the whole state machine of a call's
+//! two sockets; [`wire`] is what voice-router says to the object.
 
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
 pub use crate::call::CallSource;
+
+pub mod relay;
+pub mod wire;
+
+pub use relay::{Action, LeaseAction, LeaseOutcome, LinkId, Note, Record, Relay, Routing};
+pub use wire::SessionRefusal;
 
 /// Whether the call is live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +50,27 @@ pub enum EndReason {
     MaxDuration,
     /// No region's origin could be reached to continue the call.
     OriginUnavailable,
+    /// The agent ended the relay session (ConversationRelay `end`: a goodbye, a transfer to a
+    /// person, a caller who stayed silent).
+    AgentEnded,
+}
+
+impl EndReason {
+    /// The reason as it travels (`snake_case`, as serialised).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Completed => "completed",
+            EndReason::Busy => "busy",
+            EndReason::Failed => "failed",
+            EndReason::NoAnswer => "no_answer",
+            EndReason::Canceled => "canceled",
+            EndReason::Requested => "requested",
+            EndReason::IdleTimeout => "idle_timeout",
+            EndReason::MaxDuration => "max_duration",
+            EndReason::OriginUnavailable => "origin_unavailable",
+            EndReason::AgentEnded => "agent_ended",
+        }
+    }
 }
 
 impl EndReason {
@@ -454,6 +482,27 @@ mod tests {
             (s.turn_count, s.region.as_str(), s.last_activity_ms),
             (2, "us-west-2", T0 + 3)
         );
+    }
+
+    #[test]
+    fn end_reasons_are_named_as_serialised() {
+        for reason in [
+            EndReason::Completed,
+            EndReason::Busy,
+            EndReason::Failed,
+            EndReason::NoAnswer,
+            EndReason::Canceled,
+            EndReason::Requested,
+            EndReason::IdleTimeout,
+            EndReason::MaxDuration,
+            EndReason::OriginUnavailable,
+            EndReason::AgentEnded,
+        ] {
+            assert_eq!(
+                serde_json::to_value(reason).expect("serialises"),
+                serde_json::Value::from(reason.as_str())
+            );
+        }
     }
 
     #[test]

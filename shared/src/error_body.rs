@@ -1,7 +1,92 @@
 //! The one JSON error envelope every service answers with:
-//! `{"error":{"code":"rate_limited","message":"…","request_id":"…"}}`.
+//! `{"error":{"code":"rate_limited","message":"…","request_id":"…"}}`, and the stable codes the
+//! public edge (voice-router and its `CallSession` object) chooses from.
 
 use serde::{Deserialize, Serialize};
+
+/// Declares [`ErrorCode`] with its wire spelling, once.
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $variant:ident => $text:literal,)+) => {
+        /// A stable, documented error code of the public edge: clients branch on it, and the
+        /// edge decides on it (never on a message's text).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)+
+        }
+
+        impl ErrorCode {
+            /// Every code, for documentation and tests.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)+];
+
+            /// The code as it travels on the wire (`snake_case`).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $text,)+
+                }
+            }
+
+            /// The code a wire string names; `None` for a code the edge does not choose (a
+            /// service's own, passed on as it is).
+            pub fn parse(text: &str) -> Option<Self> {
+                match text {
+                    $($text => Some(ErrorCode::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// No route has this method and path.
+    NotFound => "not_found",
+    /// The path exists, not for this method.
+    MethodNotAllowed => "method_not_allowed",
+    /// A path segment that must be an id is not one.
+    InvalidId => "invalid_id",
+    /// The body or a parameter is not what the route takes.
+    InvalidRequest => "invalid_request",
+    /// The body is larger than the route accepts.
+    PayloadTooLarge => "payload_too_large",
+    /// A WebSocket route was called without an upgrade.
+    UpgradeRequired => "upgrade_required",
+    /// A browser origin that is not configured.
+    CorsRefused => "cors_refused",
+    /// The client's address is on the deny list.
+    IpDenied => "ip_denied",
+    /// The API is not offered in the client's country.
+    CountryNotAllowed => "country_not_allowed",
+    /// The request looks automated.
+    BotScoreTooLow => "bot_score_too_low",
+    /// Over a rate limit.
+    RateLimited => "rate_limited",
+    /// The tenant is at its concurrent-call limit.
+    ConcurrentCallsExceeded => "concurrent_calls_exceeded",
+    /// No call with this id (for this tenant).
+    UnknownCall => "unknown_call",
+    /// The call already ended.
+    CallEnded => "call_ended",
+    /// A call with this id already exists.
+    CallExists => "call_exists",
+    /// A call was started with no region to run in.
+    NoRegion => "no_region",
+    /// No agent with this id (for this tenant).
+    UnknownAgent => "unknown_agent",
+    /// No region's origin answered.
+    OriginUnavailable => "origin_unavailable",
+    /// An internal service of the edge did not answer.
+    ServiceUnavailable => "service_unavailable",
+    /// The edge's configuration is broken.
+    Misconfigured => "misconfigured",
+    /// Something failed underneath; the cause is in the log under the request id.
+    Internal => "internal",
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The error envelope as it travels on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +143,20 @@ mod tests {
             value,
             serde_json::json!({"error":{"code":"rate_limited","message":"slow down","request_id":"req-1"}})
         );
+    }
+
+    #[test]
+    fn every_code_parses_back_from_its_wire_spelling() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(*code), "{code}");
+            assert!(
+                code.as_str()
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{code} is snake_case"
+            );
+        }
+        assert_eq!(ErrorCode::parse("twilio_bad_signature"), None);
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error_body::ErrorCode;
+
 /// An IP network in CIDR notation, e.g. `203.0.113.0/24` or `2001:db8::/32`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IpNet {
@@ -221,11 +223,11 @@ pub enum BlockReason {
 
 impl BlockReason {
     /// Stable error code for the JSON envelope.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            BlockReason::IpDenied => "ip_denied",
-            BlockReason::CountryNotAllowed { .. } => "country_not_allowed",
-            BlockReason::BotScoreTooLow { .. } => "bot_score_too_low",
+            BlockReason::IpDenied => ErrorCode::IpDenied,
+            BlockReason::CountryNotAllowed { .. } => ErrorCode::CountryNotAllowed,
+            BlockReason::BotScoreTooLow { .. } => ErrorCode::BotScoreTooLow,
         }
     }
 

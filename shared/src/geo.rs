@@ -9,11 +9,13 @@ pub mod distance;
 pub mod health;
 pub mod probe;
 pub mod select;
+pub mod targets;
 pub mod wire;
 
 pub use config::{ConfigError, ConfigProblem, GeoConfig, Region};
 pub use health::{HealthError, HealthPolicy, HealthState, HealthTable, ReportOutcome};
 pub use select::select_region;
+pub use targets::Target;
 pub use wire::{
     CallerLocation, Fallback, Reason, RegionsView, ReportRequest, ReportResponse, RouteDecision,
     RouteRequest, WireError,

@@ -272,8 +272,17 @@ fn id_of(segment: &str) -> Result<String, RouteError> {
 pub enum ForwardFailure {
     /// No connection, or it broke before a response.
     Connect,
-    /// The origin (or its load balancer) answered 502, 503 or 504.
+    /// The origin, its load balancer or the proxy in front of it answered that it could not
+    /// serve ([`means_origin_unavailable`]).
     Unavailable(u16),
+}
+
+/// Whether an answer's status says the origin itself could not serve, so another region may:
+/// 502/503/504 from the origin or its load balancer, and Cloudflare's 520–524 from a proxied
+/// origin hostname (520 unknown error, 521 web server down, 522 connection timed out, 523 origin
+/// unreachable, 524 a timeout occurred — Cloudflare's "Troubleshooting Cloudflare 5XX errors").
+pub fn means_origin_unavailable(status: u16) -> bool {
+    matches!(status, 502..=504 | 520..=524)
 }
 
 /// Whether a forward that failed this way may be tried again on the next region. Only requests
@@ -282,7 +291,7 @@ pub enum ForwardFailure {
 pub fn may_retry_elsewhere(method: &str, route: &PublicRoute, failure: ForwardFailure) -> bool {
     let retryable_failure = match failure {
         ForwardFailure::Connect => true,
-        ForwardFailure::Unavailable(status) => matches!(status, 502..=504),
+        ForwardFailure::Unavailable(status) => means_origin_unavailable(status),
     };
     let idempotent = matches!(
         method.to_ascii_uppercase().as_str(),
@@ -475,6 +484,21 @@ mod tests {
         for (url, base, websocket, expected) in cases {
             assert_eq!(as_called(url, base, websocket), expected, "{url}");
         }
+    }
+
+    #[test]
+    fn statuses_that_mean_the_origin_could_not_serve() {
+        for status in [502, 503, 504, 520, 521, 522, 523, 524] {
+            assert!(means_origin_unavailable(status), "{status}");
+        }
+        for status in [200, 404, 500, 501, 505, 519, 525, 526] {
+            assert!(!means_origin_unavailable(status), "{status}");
+        }
+        assert!(may_retry_elsewhere(
+            "GET",
+            &PublicRoute::GetCall { call_id: call("c") },
+            ForwardFailure::Unavailable(522)
+        ));
     }
 
     #[test]

@@ -342,29 +342,47 @@ impl PromptAssembler {
 pub enum RelayedKind {
     /// The carrier's `setup`: remembered, and replayed to a new origin after a failover.
     Setup,
-    /// The origin's `text` with `last: true`: a reply (a turn) is complete.
+    /// A caller turn: a final `prompt` (`last` true or absent) or a `dtmf` key press. The one
+    /// definition of a turn: the origin counts the same (its stored `user` and `dtmf` turns).
+    CallerTurn,
+    /// The origin's `text` with `last: false`: a piece of a reply is being spoken.
+    ReplyPiece,
+    /// The origin's `text` with `last: true`: a reply is complete.
     TurnEnd,
+    /// The origin's `end`: the agent ended the relay session (goodbye, transfer, idle caller).
+    SessionEnd,
     /// The origin's `error` note about a message it could not use: logged, never forwarded.
     OriginError,
     /// Anything else: passed on unchanged.
     Other,
 }
 
-/// Classifies a relayed message by its `type` (and `last` for `text`).
+/// Classifies a relayed message by its `type` (and `last` for `text` and `prompt`).
 pub fn relayed_kind(text: &str) -> RelayedKind {
     #[derive(Deserialize)]
     struct Peek<'a> {
         #[serde(rename = "type", borrow)]
         kind: Option<std::borrow::Cow<'a, str>>,
         #[serde(default)]
-        last: Option<bool>,
+        last: Option<serde_json::Value>,
     }
     let Ok(peek) = serde_json::from_str::<Peek<'_>>(text) else {
         return RelayedKind::Other;
     };
-    match (peek.kind.as_deref(), peek.last) {
+    // Carriers send booleans; a string "false" is read as they mean it.
+    let last = match peek.last {
+        None => None,
+        Some(serde_json::Value::Bool(last)) => Some(last),
+        Some(serde_json::Value::String(last)) => Some(!last.eq_ignore_ascii_case("false")),
+        Some(_) => Some(true),
+    };
+    match (peek.kind.as_deref(), last) {
         (Some("setup"), _) => RelayedKind::Setup,
+        (Some("prompt"), Some(false)) => RelayedKind::Other,
+        (Some("prompt"), _) | (Some("dtmf"), _) => RelayedKind::CallerTurn,
         (Some("text"), Some(true)) => RelayedKind::TurnEnd,
+        (Some("text"), _) => RelayedKind::ReplyPiece,
+        (Some("end"), _) => RelayedKind::SessionEnd,
         (Some("error"), _) => RelayedKind::OriginError,
         _ => RelayedKind::Other,
     }
@@ -383,7 +401,7 @@ mod tests {
             ),
             (
                 r#"{"type":"text","token":"Hi","last":false}"#,
-                RelayedKind::Other,
+                RelayedKind::ReplyPiece,
             ),
             (
                 r#"{"type":"error","code":"unknown_message_type"}"#,
@@ -391,8 +409,22 @@ mod tests {
             ),
             (
                 r#"{"type":"prompt","voicePrompt":"x","last":true}"#,
+                RelayedKind::CallerTurn,
+            ),
+            (
+                r#"{"type":"prompt","voicePrompt":"x"}"#,
+                RelayedKind::CallerTurn,
+            ),
+            (
+                r#"{"type":"prompt","voicePrompt":"x","last":false}"#,
                 RelayedKind::Other,
             ),
+            (r#"{"type":"dtmf","digit":"5"}"#, RelayedKind::CallerTurn),
+            (
+                r#"{"type":"end","handoffData":"{}"}"#,
+                RelayedKind::SessionEnd,
+            ),
+            (r#"{"type":"interrupt"}"#, RelayedKind::Other),
             ("not json", RelayedKind::Other),
             (r#"{"last":true}"#, RelayedKind::Other),
         ];

@@ -66,6 +66,13 @@ impl TurnRole {
         }
     }
 
+    /// Whether a turn of this role is a caller turn — the one definition of a call's turn
+    /// count, shared with the edge (`shared::relay::RelayedKind::CallerTurn`): the caller's
+    /// words and key presses, however the reply went.
+    pub fn is_caller_turn(self) -> bool {
+        matches!(self, Self::User | Self::Dtmf)
+    }
+
     /// Reads the stored form.
     pub fn parse(text: &str) -> Option<Self> {
         match text {

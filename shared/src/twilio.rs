@@ -602,6 +602,34 @@ pub struct CallWebhook {
 }
 
 impl CallWebhook {
+    /// Reads a webhook body as its `Content-Type` says: a JSON object (the `bodySHA256`
+    /// scheme) or, otherwise, `application/x-www-form-urlencoded`. Absent fields are `None`.
+    pub fn from_body(content_type: Option<&str>, body: &[u8]) -> Self {
+        let is_json = content_type
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+        if is_json {
+            Self::from_json(body)
+        } else {
+            Self::from_form(body)
+        }
+    }
+
+    /// Reads a JSON object body; fields that are not strings count as absent.
+    pub fn from_json(body: &[u8]) -> Self {
+        let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(body) else {
+            return Self::default();
+        };
+        let text = |name: &str| fields.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+        Self {
+            call_sid: text("CallSid"),
+            account_sid: text("AccountSid"),
+            from: text("From"),
+            to: text("To"),
+            call_status: text("CallStatus"),
+        }
+    }
+
     /// Reads an `application/x-www-form-urlencoded` webhook body; absent fields are `None`.
     pub fn from_form(body: &[u8]) -> Self {
         let mut webhook = Self::default();
@@ -640,5 +668,34 @@ mod webhook_tests {
             }
         );
         assert_eq!(CallWebhook::from_form(b""), CallWebhook::default());
+    }
+
+    #[test]
+    fn json_bodies_are_read_as_their_content_type_says() {
+        let json = br#"{"AccountSid":"AC1","CallSid":"CA2","CallStatus":"completed","To":7}"#;
+        let read = CallWebhook::from_body(Some("application/json; charset=utf-8"), json);
+        assert_eq!(
+            read,
+            CallWebhook {
+                call_sid: Some("CA2".into()),
+                account_sid: Some("AC1".into()),
+                from: None,
+                to: None,
+                call_status: Some("completed".into()),
+            }
+        );
+        let form = b"CallSid=CA3&CallStatus=busy";
+        assert_eq!(
+            CallWebhook::from_body(Some("application/x-www-form-urlencoded"), form).call_sid,
+            Some("CA3".into())
+        );
+        assert_eq!(
+            CallWebhook::from_body(None, form).call_sid,
+            Some("CA3".into())
+        );
+        assert_eq!(
+            CallWebhook::from_body(Some("application/json"), b"[1]"),
+            CallWebhook::default()
+        );
     }
 }

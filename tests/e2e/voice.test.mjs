@@ -6,7 +6,8 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { createHmac, randomBytes, randomUUID } from "node:crypto";
+import { createHash, createHmac, randomBytes, randomUUID } from "node:crypto";
+import http from "node:http";
 import { mkdtempSync } from "node:fs";
 import { createRequire } from "node:module";
 import os from "node:os";
@@ -443,6 +444,113 @@ describe("every rejection", () => {
     assert.match(actual.headers.get("access-control-expose-headers") ?? "", /ratelimit/);
     assert.match(actual.headers.get("content-security-policy") ?? "", /default-src 'none'/);
     assert.ok(actual.headers.get("strict-transport-security"));
+  });
+});
+
+describe("what a client meets, checked from outside", () => {
+  const originLogged = (id) => [...originA.logs, ...originB.logs].some((line) => line.includes(id));
+
+  test("every answer carries X-Request-Id, and the origin logs the same id", async () => {
+    const answers = [];
+    const keep = async (name, response, forwarded) => {
+      await response.arrayBuffer();
+      const id = response.headers.get("x-request-id");
+      assert.ok(id, `${name} (${response.status}) has no x-request-id`);
+      answers.push({ name, id, forwarded });
+      return response;
+    };
+    await keep("agent read", await api("GET", "/api/v1/agents/ava"), true);
+    const created = await api("POST", "/api/v1/calls", { body: { agent_id: "ava" } });
+    const call = await created.clone().json();
+    await keep("call created", created, true);
+    await keep("call read", await api("GET", `/api/v1/calls/${call.call_id}`), false);
+    const turn = await keep("SSE turn", await api("POST", `/api/v1/calls/${call.call_id}/turns`, { body: { text: "When are you open?" } }), true);
+    assert.match(turn.headers.get("content-type"), /^text\/event-stream/);
+    await keep("call ended", await api("POST", `/api/v1/calls/${call.call_id}/end`), false);
+    const sid = callSid();
+    const twiml = await keep("TwiML", await incoming(sid), true);
+    assert.match(twiml.headers.get("content-type"), /^text\/xml/);
+    const status = await keep("status callback", await statusCallback(sid, "completed"), false);
+    assert.equal(status.status, 204);
+    assert.equal(new Set(answers.map((a) => a.id)).size, answers.length, "one id per request");
+    for (const { name, id, forwarded } of answers.filter((a) => a.forwarded)) {
+      await until(() => originLogged(id), `the origin logged ${name}'s request id ${id}`);
+    }
+  });
+
+  test("a status callback signed over a JSON body (bodySHA256) ends the call and frees its line", async () => {
+    const sid = callSid();
+    assert.ok((await (await incoming(sid)).text()).includes("<ConversationRelay"));
+    const body = JSON.stringify({ AccountSid: ACCOUNT, CallSid: sid, CallStatus: "completed" });
+    const url = `${edge.url}/voice/twilio/status?bodySHA256=${createHash("sha256").update(body).digest("hex")}`;
+    const ended = await fetch(url, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-twilio-signature": twilioSignature(url), "mf-cf-blob": NEW_YORK },
+      body,
+    });
+    assert.equal(ended.status, 204, await ended.text());
+    const state = await json(await api("GET", `/api/v1/calls/${sid}`));
+    assert.deepEqual([state.status, state.end_reason], ["ended", "completed"]);
+    const next = callSid();
+    assert.ok((await (await incoming(next)).text()).includes("<ConversationRelay"), "the line is free again");
+    assert.equal((await statusCallback(next, "completed")).status, 204);
+  });
+
+  test("another tenant's credential on a call's relay socket is 404, as on the API", async () => {
+    const call = await json(await api("POST", "/api/v1/calls", { body: { agent_id: "ava" } }));
+    const socketUrl = `${edge.url.replace("http", "ws")}/voice/relay/${call.call_id}`;
+    await assert.rejects(relay(socketUrl, { authorization: `Bearer ${OTHER_TENANT}` }), (error) => {
+      assert.equal(error.status, 404, error.body);
+      assert.equal(JSON.parse(error.body).error.code, "unknown_call");
+      return true;
+    });
+    assert.equal((await api("GET", `/api/v1/calls/${call.call_id}`, { token: OTHER_TENANT })).status, 404);
+    assert.equal((await api("POST", `/api/v1/calls/${call.call_id}/end`)).status, 200);
+  });
+
+  test("the edge counts a call's turns as the origin does: prompts and key presses, interrupted or not", async () => {
+    const sid = callSid();
+    assert.ok((await (await incoming(sid)).text()).includes("<ConversationRelay"));
+    const socket = await carrierRelay(sid);
+    socket.send(setup(sid));
+    socket.send({ type: "prompt", voicePrompt: "When are you open?", lang: "en-US", last: true });
+    await socket.reply();
+    await emulator.script(MODEL, { ttft_ms: 20, inter_token_ms: 60, reply: "Let me read you every opening hour of every day of the week, starting on Monday morning." });
+    socket.send({ type: "prompt", voicePrompt: "Read me all the hours", lang: "en-US", last: true });
+    assert.equal((await socket.next()).type, "text");
+    socket.send({ type: "interrupt", utteranceUntilInterrupt: "Let me read", durationUntilInterruptMs: 400 });
+    socket.send({ type: "dtmf", digit: "5" });
+    await emulator.script(MODEL, { ttft_ms: 20, inter_token_ms: 2, reply: "We open at nine. We close at five." });
+    const pathAndQuery = `/v1/calls/${sid}`;
+    const principal = { tenant_id: TENANT, subject: "e2e", scopes: [], plan: "pro", method: "api_key" };
+    const atOrigin = async () => (await json(await fetch(`${originA.url}${pathAndQuery}`, { headers: edgeHeaders({ pathAndQuery, principal }) }))).turn_count;
+    await until(async () => (await atOrigin()) === 3, "the origin stored three caller turns");
+    const atEdge = (await json(await api("GET", `/api/v1/calls/${sid}`))).turn_count;
+    assert.equal(atEdge, 3);
+    socket.close();
+    assert.equal((await statusCallback(sid, "completed")).status, 204);
+  });
+
+  test("an origin answering Cloudflare's 522 is failed over like a 502", async () => {
+    let refused = 0;
+    const proxy = http.createServer((request, response) => {
+      refused += 1;
+      request.resume();
+      response.writeHead(522, { "content-type": "text/html" }).end("<h1>Connection timed out</h1>");
+    });
+    proxy.listen(0, "127.0.0.1");
+    await new Promise((resolve) => proxy.once("listening", resolve));
+    const proxied = `http://127.0.0.1:${proxy.address().port}`;
+    const quick = await startEdge({ regionOrigin: (region) => (region === "us-east-1" ? proxied : originB.url) });
+    try {
+      const read = await fetch(`${quick.url}/api/v1/agents/ava`, { headers: { authorization: `Bearer ${ADMIN}`, "mf-cf-blob": NEW_YORK } });
+      assert.equal(read.status, 200, await read.clone().text());
+      assert.equal((await read.json()).id, "ava");
+      assert.ok(refused >= 1, "the first region was tried");
+    } finally {
+      await quick.close();
+      proxy.close();
+    }
   });
 });
 

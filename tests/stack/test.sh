@@ -60,6 +60,6 @@ cargo build -p origin -p bedrock-emulator --locked
 export ORIGIN_BIN=$target_dir/debug/origin
 export EMULATOR_BIN=$target_dir/debug/bedrock-emulator
 export WORKER_BUNDLES_DIR=$bundles/development
-node --test --test-concurrency=1 --test-timeout=120000 "tests/e2e/**/*.test.mjs"
+node --test --test-concurrency=1 --test-timeout=300000 "tests/e2e/**/*.test.mjs"
 
 step "all green in $(elapsed_since "$run_started")"

@@ -47,8 +47,13 @@ const AGENT_COLUMNS: &str = "id, tenant_id, name, system_prompt, greeting, model
     max_tokens, temperature, top_p, stop_sequences, voice, language, tts_provider, \
     transcription_provider, phone_numbers, version, created_at_ms, updated_at_ms";
 
+/// A call's columns. `turn_count` (the column) numbers every stored turn for `seq`; what a call
+/// reports as its turn count is its caller turns (`TurnRole::is_caller_turn`: `user` and
+/// `dtmf`), the definition the edge counts too.
 const CALL_COLUMNS: &str = "id, tenant_id, agent_id, source, carrier_call_sid, from_number, \
-    to_number, region, status, turn_count, started_at_ms, ended_at_ms, end_reason";
+    to_number, region, status, started_at_ms, ended_at_ms, end_reason, \
+    (SELECT COUNT(*) FROM turns t WHERE t.tenant_id = calls.tenant_id AND t.call_id = calls.id \
+    AND t.role IN ('user', 'dtmf')) AS caller_turns";
 
 impl SqlStore {
     /// Opens the pool lazily and migrates in the background, retrying until the database
@@ -317,7 +322,7 @@ fn call_from_row(row: &AnyRow) -> Result<Call, StoreError> {
         status: CallStatus::parse(&status)
             .ok_or_else(|| StoreError::Corrupt(format!("call status {status:?}")))?,
         turn_count: small(
-            row.try_get::<i64, _>("turn_count")
+            row.try_get::<i64, _>("caller_turns")
                 .map_err(corrupt("call"))?,
         ),
         started_at_ms: unsigned(
@@ -776,5 +781,20 @@ impl Store for SqlStore {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shared::turn::TurnRole;
+
+    use super::CALL_COLUMNS;
+
+    #[test]
+    fn a_calls_turn_count_counts_exactly_the_caller_turns() {
+        for role in [TurnRole::User, TurnRole::Assistant, TurnRole::Dtmf] {
+            let counted = CALL_COLUMNS.contains(&format!("'{}'", role.as_str()));
+            assert_eq!(counted, role.is_caller_turn(), "{role:?}");
+        }
     }
 }

@@ -26,6 +26,9 @@ pub const RELEASE_PATH: &str = "/leases/release";
 
 /// Most checks in one request.
 pub const MAX_CHECKS: usize = 8;
+/// Error code of a renewal (404) naming a lease that is not live: it expired and was
+/// reclaimed, was released, or was never acquired. The caller takes it again if it may.
+pub const LEASE_NOT_HELD: &str = "lease_not_held";
 /// Largest cost of one check, whatever the policy.
 pub const MAX_COST: u64 = 1_000_000;
 /// Largest request body.

@@ -139,7 +139,7 @@ fn rejection(refusal: Refusal) -> Rejection {
         Refusal::LeaseNotHeld => {
             return Rejection::new(
                 404,
-                "lease_not_held",
+                shared::rate_limit::api::LEASE_NOT_HELD,
                 "no live lease with this id: it expired, was released or was never acquired",
             );
         }

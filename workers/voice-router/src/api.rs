@@ -1,28 +1,28 @@
 //! The API clients' routes: calls (create, read, one turn as Server-Sent Events, end) and agent
 //! configuration passed to the origin; and CORS preflights.
 
-use edge_io::Failure;
 use serde::{Deserialize, Serialize};
 use shared::auth::MintSessionTokenRequest;
-use shared::call::{CallSource, CreateCall};
-use shared::call_session::{CallSession as CallState, EndReason};
+use shared::call::CallSource;
+use shared::call_session::wire::Touch;
+use shared::call_session::{CallSession as CallState, EndReason, SessionRefusal};
 use shared::cors::Preflight;
 use shared::edge_config::EdgeConfig;
+use shared::geo::Target;
 use shared::geo::wire::RouteRequest;
+use shared::identifier::is_resource_id;
 use shared::principal::Principal;
 use shared::public_route::{ForwardFailure, PublicRoute, may_retry_elsewhere};
-use shared::rate_limit::api::LeaseRequest;
 use worker::{Headers, Method, Request, Response, console_error, console_warn};
 
-use crate::Exchange;
-use crate::gate::{self, refuse};
-use crate::origin::{self, Body, Forward, Target};
-use crate::services::{self, ServiceError};
-use crate::session::{EndRequest, Touch};
-use crate::voice::{self, pass_session_refusal, session_request, session_state};
+use crate::call_start::{self, NewCall};
+use crate::origin::{self, Body, Forward};
+use crate::refusal::Refusal;
+use crate::voice::relay_url;
+use crate::{Exchange, gate, services, stub};
 
 /// `OPTIONS *`: answered at the edge from the configured origins.
-pub fn preflight(req: &Request, config: &EdgeConfig) -> Result<Response, Failure> {
+pub fn preflight(req: &Request, config: &EdgeConfig) -> Result<Response, Refusal> {
     let header = |name: &str| req.headers().get(name).ok().flatten();
     match config.cors.preflight(
         header("origin").as_deref(),
@@ -36,7 +36,7 @@ pub fn preflight(req: &Request, config: &EdgeConfig) -> Result<Response, Failure
             }
             Ok(Response::empty()?.with_status(204).with_headers(headers))
         }
-        Preflight::Refused(refusal) => Err(refuse(403, "cors_refused", refusal.to_string())),
+        Preflight::Refused(refusal) => Err(Refusal::CorsRefused(refusal.to_string())),
     }
 }
 
@@ -62,33 +62,26 @@ pub async fn handle(
     x: &Exchange<'_>,
     req: &Request,
     route: &PublicRoute,
-) -> Result<Response, Failure> {
+) -> Result<Response, Refusal> {
     let call_id = route.call_id();
     let wants_route = matches!(route, PublicRoute::CreateCall | PublicRoute::Agents { .. });
+    let route_request = RouteRequest {
+        caller: Some(x.client.location()),
+        pin: None,
+    };
     let (principal, limited, state, decision) = futures::join!(
         gate::authenticate(x.env, req, route, &x.public_url, &x.body, x.request_id),
         gate::enforce_ip(x),
         async {
             match call_id {
-                Some(id) => Some(session_state(x, id).await),
+                Some(id) => Some(stub::state(x.env, id).await),
                 None => None,
             }
         },
         async {
-            if wants_route {
-                Some(
-                    services::route(
-                        x.env,
-                        &RouteRequest {
-                            caller: Some(x.client.location()),
-                            pin: None,
-                        },
-                        x.request_id,
-                    )
-                    .await,
-                )
-            } else {
-                None
+            match wants_route {
+                true => Some(services::route(x.env, &route_request, x.request_id).await),
+                false => None,
             }
         },
     );
@@ -101,41 +94,29 @@ pub async fn handle(
         x.request_id,
     )
     .await?;
-    // Another tenant's call does not exist, as far as this principal can tell.
-    let state = match state {
-        Some(Ok(state)) if state.tenant_id == principal.tenant_id => Some(state),
-        Some(Ok(_)) => return Err(refuse(404, "unknown_call", "no such call")),
-        Some(Err(failure)) => return Err(failure),
-        None => None,
-    };
+    let state = state
+        .transpose()?
+        .map(|state| stub::owned(state, &principal))
+        .transpose()?;
+    let targets = decision
+        .map(|decision| x.targets(decision))
+        .unwrap_or_default();
     match (route, state) {
-        (PublicRoute::CreateCall, _) => {
-            let decision = decision.unwrap_or_else(|| {
-                Err(ServiceError::Unavailable {
-                    service: "GEO_ROUTER",
-                    cause: "not asked".into(),
-                })
-            });
-            create_call(x, &principal, decision).await
-        }
+        (PublicRoute::CreateCall, _) => create_call(x, &principal, &targets).await,
         (PublicRoute::GetCall { .. }, Some(state)) => {
             Ok(Response::from_json(&CallView::of(&state))?)
         }
         (PublicRoute::Turn { call_id }, Some(state)) => {
             turn(x, req, &principal, call_id, &state).await
         }
-        (PublicRoute::EndCall { call_id }, Some(_)) => end_call(x, call_id).await,
+        (PublicRoute::EndCall { call_id }, Some(_)) => {
+            let state = stub::end(x.env, call_id, EndReason::Requested).await?;
+            Ok(Response::from_json(&CallView::of(&state))?)
+        }
         (PublicRoute::Agents { origin_path }, _) => {
-            let decision = decision.unwrap_or_else(|| {
-                Err(ServiceError::Unavailable {
-                    service: "GEO_ROUTER",
-                    cause: "not asked".into(),
-                })
-            });
-            let targets = voice::targets_or_default(x, decision);
             agents(x, req, &principal, origin_path, route, &targets).await
         }
-        _ => Err(Failure::NotFound),
+        _ => Err(Refusal::NoRoute),
     }
 }
 
@@ -145,7 +126,7 @@ struct CallView<'a> {
     call_id: &'a str,
     status: shared::call_session::CallStatus,
     agent_id: Option<&'a str>,
-    source: shared::call::CallSource,
+    source: CallSource,
     region: &'a str,
     started_at_ms: u64,
     last_activity_ms: u64,
@@ -174,111 +155,41 @@ impl<'a> CallView<'a> {
 async fn create_call(
     x: &Exchange<'_>,
     principal: &Principal,
-    decision: Result<shared::geo::wire::RouteDecision, ServiceError>,
-) -> Result<Response, Failure> {
+    targets: &[Target],
+) -> Result<Response, Refusal> {
     let body: CreateCallBody = serde_json::from_slice(&x.body).map_err(|e| {
-        refuse(
-            400,
-            "invalid_request",
-            format!("the body must be {{\"agent_id\": \"…\"}}: {e}"),
-        )
+        Refusal::InvalidRequest(format!("the body must be {{\"agent_id\": \"…\"}}: {e}"))
     })?;
-    if !shared::public_route::is_valid_id(&body.agent_id) {
-        return Err(refuse(400, "invalid_request", "agent_id is not an id"));
+    if !is_resource_id(&body.agent_id) {
+        return Err(Refusal::InvalidRequest("agent_id is not an id".into()));
     }
-    let call_id = format!("call_{}", crate::uuid());
-    let targets = voice::targets_or_default(x, decision);
-
-    let lease = LeaseRequest::for_call(&principal.tenant_id, &principal.plan, &call_id);
-    match services::acquire_lease(x.env, &lease, x.request_id).await {
-        Ok(granted) if granted.decision.allowed => {}
-        Ok(refused) => {
-            let wait_s = refused.decision.retry_after_ms.div_ceil(1000).max(1);
-            return Err(Failure::Rejected(
-                edge_io::Rejection::new(
-                    429,
-                    "concurrent_calls_exceeded",
-                    format!(
-                        "the tenant already has {} live calls",
-                        refused.decision.limit
-                    ),
-                )
-                .with_header("retry-after", wait_s.to_string()),
-            ));
-        }
-        Err(error) => console_warn!(
-            "request {}: call {call_id}: lease not taken: {error:?}",
-            x.request_id
-        ),
-    }
-
-    let signer = voice::signer(x, principal);
-    let create = CreateCall {
-        id: Some(call_id.clone()),
-        agent_id: Some(body.agent_id.clone()),
+    let call = NewCall {
+        call_id: format!("call_{}", crate::uuid()),
+        agent_id: body.agent_id,
         source: CallSource::Api,
-        carrier_call_sid: None,
         from: None,
         to: None,
     };
-    let started = match voice::create_at_origin(x, &signer, &targets, &create, principal).await {
-        Ok(target) => voice::start_session(
-            x,
-            principal,
-            &call_id,
-            Some(body.agent_id.clone()),
-            CallSource::Api,
-            &targets,
-            &target,
-        )
-        .await
-        .map(|()| target),
-        Err(cause) => Err(cause),
-    };
-    let target = match started {
-        Ok(target) => target,
-        Err(cause) => {
-            console_error!(
-                "request {}: call {call_id}: not started: {cause}",
-                x.request_id
-            );
-            if let Err(error) = services::release_lease(x.env, &lease, x.request_id).await {
-                console_error!(
-                    "request {}: call {call_id}: lease not released: {error:?}",
-                    x.request_id
-                );
-            }
-            return Err(if cause.contains("404") {
-                refuse(404, "unknown_agent", "no such agent")
-            } else {
-                refuse(
-                    503,
-                    "origin_unavailable",
-                    "the call could not be started; retry shortly",
-                )
-            });
-        }
-    };
+    let target = call_start::start_call(x, principal, &call, targets).await?;
     let token = services::mint_session_token(
         x.env,
         &MintSessionTokenRequest {
-            call_id: call_id.clone(),
+            call_id: call.call_id.clone(),
             principal: principal.clone(),
             scopes: None,
             ttl_s: None,
         },
         x.request_id,
     )
-    .await
-    .map_err(|e| gate::unavailable_or_refused(e, x.request_id))?;
+    .await?;
     let relay_url = format!(
         "{}?{}={}",
-        voice::relay_url(&x.public_url, &call_id),
+        relay_url(&x.public_url, &call.call_id),
         shared::auth::SESSION_TOKEN_PARAM,
         token.token
     );
     let created = CallCreated {
-        call_id,
+        call_id: call.call_id,
         region: target.region,
         relay_url,
         relay_token_expires_at: token.expires_at,
@@ -295,16 +206,17 @@ async fn turn(
     principal: &Principal,
     call_id: &str,
     state: &CallState,
-) -> Result<Response, Failure> {
+) -> Result<Response, Refusal> {
     if !state.is_active() {
-        return Err(refuse(409, "call_ended", "the call already ended"));
+        return Err(SessionRefusal::CallEnded.into());
     }
-    let routing_target = Target {
-        region: state.region.clone(),
-        origin_url: String::new(),
+    // geo-router is asked with the call's pin, so a pinned region that is down is skipped
+    // with the others after it.
+    let pinned = RouteRequest {
+        caller: Some(x.client.location()),
+        pin: Some(state.region.clone()),
     };
-    let targets = pinned_targets(x, &routing_target).await;
-    let signer = voice::signer(x, principal);
+    let targets = x.targets(services::route(x.env, &pinned, x.request_id).await);
     let path = format!("/v1/calls/{call_id}/turns");
     let last_event_id = req.headers().get("last-event-id").ok().flatten();
     let mut extra = vec![("accept", "text/event-stream")];
@@ -325,18 +237,14 @@ async fn turn(
         reporter: &principal.tenant_id,
     };
     // The turn is activity on the call whatever the origin says; recorded beside the forward.
-    let touch = session_request(
-        x,
-        call_id,
-        Method::Post,
-        "/touch",
-        Some(&Touch { turn: true }),
+    let signer = x.signer(principal);
+    let (forwarded, touched) = futures::join!(
+        origin::send(x.env, &signer, &targets, &forward),
+        stub::touch(x.env, call_id, Touch { turn: true }),
     );
-    let (forwarded, touched) =
-        futures::join!(origin::send(x.env, &signer, &targets, &forward), touch);
-    if let Err(failure) = touched {
+    if let Err(refusal) = touched {
         console_warn!(
-            "request {}: call {call_id}: activity not recorded: {failure:?}",
+            "request {}: call {call_id}: activity not recorded: {refusal:?}",
             x.request_id
         );
     }
@@ -344,47 +252,9 @@ async fn turn(
         Ok((response, _)) => pass_through(response),
         Err(unavailable) => {
             console_error!("request {}: turn on {call_id}: {unavailable}", x.request_id);
-            Err(refuse(
-                502,
-                "origin_unavailable",
-                "the call's origin did not answer",
-            ))
+            Err(Refusal::OriginUnavailable)
         }
     }
-}
-
-/// The call's pinned region first: geo-router is asked with the pin, so a pinned region that is
-/// down is skipped with the others after it.
-async fn pinned_targets(x: &Exchange<'_>, pinned: &Target) -> Vec<Target> {
-    let decision = services::route(
-        x.env,
-        &RouteRequest {
-            caller: Some(x.client.location()),
-            pin: Some(pinned.region.clone()),
-        },
-        x.request_id,
-    )
-    .await;
-    voice::targets_or_default(x, decision)
-}
-
-/// `POST /api/v1/calls/{id}/end`: the session ends the call (lease, origin, sockets).
-async fn end_call(x: &Exchange<'_>, call_id: &str) -> Result<Response, Failure> {
-    let mut answer = session_request(
-        x,
-        call_id,
-        Method::Post,
-        "/end",
-        Some(&EndRequest {
-            reason: EndReason::Requested,
-        }),
-    )
-    .await?;
-    if answer.status_code() != 200 {
-        return Err(pass_session_refusal(&mut answer).await);
-    }
-    let state: CallState = answer.json().await?;
-    Ok(Response::from_json(&CallView::of(&state))?)
 }
 
 /// `/api/v1/agents…`: passed to the origin; reads and idempotent writes fail over.
@@ -395,7 +265,7 @@ async fn agents(
     origin_path: &str,
     route: &PublicRoute,
     targets: &[Target],
-) -> Result<Response, Failure> {
+) -> Result<Response, Refusal> {
     let query = req.inner().url();
     let query = query.find('?').map(|at| &query[at..]).unwrap_or_default();
     let path_and_query = format!("{origin_path}{query}");
@@ -416,18 +286,18 @@ async fn agents(
         may_retry: &retry,
         reporter: &principal.tenant_id,
     };
-    match origin::send(x.env, &voice::signer(x, principal), targets, &forward).await {
+    match origin::send(x.env, &x.signer(principal), targets, &forward).await {
         Ok((response, _)) => pass_through(response),
         Err(unavailable) => {
             console_error!("request {}: agents: {unavailable}", x.request_id);
-            Err(refuse(502, "origin_unavailable", "no origin answered"))
+            Err(Refusal::OriginUnavailable)
         }
     }
 }
 
 /// The origin's answer to the client: status and body as they are (streams stay streams), and
 /// only the headers a client should see.
-fn pass_through(response: Response) -> Result<Response, Failure> {
+fn pass_through(response: Response) -> Result<Response, Refusal> {
     const PASSED: [&str; 5] = [
         "content-type",
         "cache-control",

@@ -1,12 +1,11 @@
 //! The gate every public request passes before its route runs: recognise the route, the
 //! firewall stage, the body limit, authentication, rate limits. The policy of each stage is in
 //! `shared` (`public_route`, `firewall`, `rate_limit`); this module gathers the inputs from the
-//! request, calls the services, and turns refusals into [`Rejection`]s.
+//! request, calls the services, and says why it refuses with a [`Refusal`].
 
 use std::cell::RefCell;
 use std::net::IpAddr;
 
-use edge_io::{Failure, Rejection};
 use shared::auth::{AuthenticateRequest, CredentialHeaders};
 use shared::edge_config::EdgeConfig;
 use shared::firewall::{self, ClientFacts, Verdict};
@@ -19,6 +18,7 @@ use shared::rate_limit::policy::{IP, PRINCIPAL};
 use worker::wasm_bindgen::JsValue;
 use worker::{Env, Request, console_error, console_warn};
 
+use crate::refusal::Refusal;
 use crate::services::{self, ServiceError};
 
 /// What the edge knows about the client, read once from the request.
@@ -71,22 +71,17 @@ impl Client {
     }
 }
 
-/// A refusal with no more to say than its status, code and message.
-pub fn refuse(status: u16, code: &'static str, message: impl Into<String>) -> Failure {
-    Failure::Rejected(Rejection::new(status, code, message))
-}
-
 /// The route of a request, or why there is none.
-pub fn route_of(method: &str, path: &str) -> Result<PublicRoute, Failure> {
+pub fn route_of(method: &str, path: &str) -> Result<PublicRoute, Refusal> {
     PublicRoute::parse(method, path).map_err(|error| match error {
-        RouteError::NotFound => Failure::NotFound,
-        RouteError::MethodNotAllowed => Failure::MethodNotAllowed,
-        RouteError::BadId(_) => refuse(400, "invalid_id", error.to_string()),
+        RouteError::NotFound => Refusal::NoRoute,
+        RouteError::MethodNotAllowed => Refusal::MethodNotAllowed,
+        RouteError::BadId(segment) => Refusal::BadId(segment),
     })
 }
 
 /// The firewall stage.
-pub fn firewall(config: &EdgeConfig, route: &PublicRoute, client: &Client) -> Result<(), Failure> {
+pub fn firewall(config: &EdgeConfig, route: &PublicRoute, client: &Client) -> Result<(), Refusal> {
     let ip: Option<IpAddr> = client.ip.as_deref().and_then(|ip| ip.parse().ok());
     let facts = ClientFacts {
         ip,
@@ -95,13 +90,13 @@ pub fn firewall(config: &EdgeConfig, route: &PublicRoute, client: &Client) -> Re
     };
     match firewall::evaluate(&config.firewall, route.kind(), &facts) {
         Verdict::Pass => Ok(()),
-        Verdict::Block(reason) => Err(refuse(403, reason.code(), reason.message())),
+        Verdict::Block(reason) => Err(Refusal::Firewall(reason)),
     }
 }
 
 /// Reads the body, refusing one larger than the route accepts before reading it when its
 /// length is declared, and as soon as the limit is crossed when it is not.
-pub async fn read_body(req: &mut Request, route: &PublicRoute) -> Result<Vec<u8>, Failure> {
+pub async fn read_body(req: &mut Request, route: &PublicRoute) -> Result<Vec<u8>, Refusal> {
     let limit = route.body_limit();
     let declared = req
         .headers()
@@ -110,7 +105,7 @@ pub async fn read_body(req: &mut Request, route: &PublicRoute) -> Result<Vec<u8>
         .flatten()
         .and_then(|v| v.trim().parse::<u64>().ok());
     if let Err(too_large) = firewall::check_declared_length(declared, limit) {
-        return Err(refuse(413, "payload_too_large", too_large.to_string()));
+        return Err(Refusal::PayloadTooLarge(too_large.to_string()));
     }
     if declared == Some(0) || req.inner().body().is_none() {
         return Ok(Vec::new());
@@ -121,11 +116,9 @@ pub async fn read_body(req: &mut Request, route: &PublicRoute) -> Result<Vec<u8>
     while let Some(chunk) = stream.next().await {
         body.extend_from_slice(&chunk?);
         if body.len() as u64 > limit {
-            return Err(refuse(
-                413,
-                "payload_too_large",
-                format!("body exceeds the limit of {limit} bytes"),
-            ));
+            return Err(Refusal::PayloadTooLarge(format!(
+                "body exceeds the limit of {limit} bytes"
+            )));
         }
     }
     Ok(body)
@@ -156,7 +149,7 @@ pub async fn enforce(
     limits: &Limits,
     checks: Vec<Check>,
     request_id: &str,
-) -> Result<(), Failure> {
+) -> Result<(), Refusal> {
     match services::check(env, checks, request_id).await {
         Ok(answer) => {
             let allowed = answer.allowed;
@@ -164,11 +157,7 @@ pub async fn enforce(
             if allowed {
                 Ok(())
             } else {
-                Err(refuse(
-                    429,
-                    "rate_limited",
-                    "too many requests; retry after the time in Retry-After",
-                ))
+                Err(Refusal::RateLimited)
             }
         }
         Err(ServiceError::Refused(rejection)) => {
@@ -198,7 +187,7 @@ fn ip_check(client: &Client) -> Check {
 }
 
 /// The per-IP limit alone: what every route takes before anything more specific.
-pub async fn enforce_ip(x: &crate::Exchange<'_>) -> Result<(), Failure> {
+pub async fn enforce_ip(x: &crate::Exchange<'_>) -> Result<(), Refusal> {
     enforce(x.env, x.limits, vec![ip_check(&x.client)], x.request_id).await
 }
 
@@ -221,7 +210,7 @@ pub async fn authenticate(
     public_url: &str,
     body: &[u8],
     request_id: &str,
-) -> Result<Principal, Failure> {
+) -> Result<Principal, Refusal> {
     let carrier_body = matches!(route.credential(), Credential::CarrierSignature);
     let envelope = AuthenticateRequest {
         method: req.method().to_string(),
@@ -235,27 +224,7 @@ pub async fn authenticate(
             .collect(),
         call_id: route.call_id().map(str::to_owned),
     };
-    services::authenticate(env, &envelope, request_id)
-        .await
-        .map_err(|error| unavailable_or_refused(error, request_id))
-}
-
-/// A service's refusal passes through; its unavailability is a 503 whose cause is logged.
-pub fn unavailable_or_refused(error: ServiceError, request_id: &str) -> Failure {
-    match error {
-        ServiceError::Refused(rejection) => Failure::Rejected(rejection),
-        ServiceError::Unavailable { service, cause } => {
-            console_error!("request {request_id}: {service} unavailable: {cause}");
-            Failure::Rejected(
-                Rejection::new(
-                    503,
-                    "service_unavailable",
-                    "a dependency of the edge is unavailable; retry shortly",
-                )
-                .with_header("retry-after", "1"),
-            )
-        }
-    }
+    Ok(services::authenticate(env, &envelope, request_id).await?)
 }
 
 /// The URL exactly as the client or carrier called it (`shared::public_route::as_called`).

@@ -1,8 +1,9 @@
 //! `GET /health`: every binding and the origin, probed at once.
 
-use edge_io::{Failure, probe};
+use edge_io::probe;
 use shared::health::{BindingHealth, HealthReport};
 
+use crate::refusal::Refusal;
 use crate::services::{AUTH, GEO_ROUTER, RATE_LIMITER};
 use crate::{CALL_SESSION, Exchange};
 
@@ -14,7 +15,7 @@ const ORIGIN: &str = "ORIGIN";
 /// Probes every binding at once, so `/health` takes as long as the slowest, not the sum. The
 /// per-IP limit applies here too (it is every route's), so a monitor cannot be turned into a
 /// load generator against the bindings.
-pub async fn answer(exchange: &Exchange<'_>) -> Result<worker::Response, Failure> {
+pub async fn answer(exchange: &Exchange<'_>) -> Result<worker::Response, Refusal> {
     crate::gate::enforce_ip(exchange).await?;
     let env = exchange.env;
     let request_id = exchange.request_id;
@@ -36,5 +37,5 @@ pub async fn answer(exchange: &Exchange<'_>) -> Result<worker::Response, Failure
         origin,
     );
     let report = HealthReport::from_checks(SERVICE, VERSION, [auth, limiter, geo, session, origin]);
-    edge_io::answer::health(&report, request_id)
+    Ok(edge_io::answer::health(&report, request_id)?)
 }

@@ -1,23 +1,31 @@
 //! voice-router: the only public Worker. Every request passes the gate (route, firewall, body
 //! limit, authentication through auth-validator, rate limits through rate-limiter), is routed by
 //! geo-router to a region, and is forwarded to that region's origin signed by the edge; each call
-//! lives in a `CallSession` Durable Object. Every answer carries the security headers, the
-//! rate-limit headers and CORS for configured browser origins. Contracts:
-//! `ARCHITECTURE.md` ("Public HTTP surface", "Edge → origin contract").
+//! lives in a `CallSession` Durable Object. Every answer carries the request id, the security
+//! headers, the rate-limit headers and CORS for configured browser origins; every refusal gets
+//! its status in one place (`refusal`). Contracts: `ARCHITECTURE.md` ("Public HTTP surface",
+//! "Edge → origin contract").
 
-use edge_io::{Failure, respond};
+use edge_io::answer::rejection_response;
+use shared::geo::wire::RouteDecision;
+use shared::geo::{Target, targets};
+use shared::principal::Principal;
 use shared::request_id::Trust;
 use worker::{Context, Env, Headers, Request, Response, ResponseBuilder, Result, event};
 
 mod api;
+mod call_start;
 mod config;
 mod gate;
 mod health;
 mod origin;
+mod refusal;
 mod services;
 mod session;
+mod stub;
 mod voice;
 
+use refusal::Refusal;
 pub use session::CallSession;
 
 /// Durable Object namespace of `CallSession`, one instance per call id.
@@ -28,12 +36,14 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let request_id = edge_io::request_id(&req, Trust::Public);
     let browser_origin = req.headers().get("origin").ok().flatten();
     let limits = gate::Limits::default();
-    let outcome = handle(req, &env, &ctx, &limits, &request_id).await;
-    let response = respond(outcome, &request_id)?;
+    let response = match handle(req, &env, &ctx, &limits, &request_id).await {
+        Ok(response) => response,
+        Err(refusal) => rejection_response(&refusal::rejection(refusal, &request_id), &request_id)?,
+    };
     let cors = config::load(&env)
         .map(|config| config.cors.response_headers(browser_origin.as_deref()))
         .unwrap_or_default();
-    finish(response, &limits.headers(), &cors)
+    finish(response, &request_id, &limits.headers(), &cors)
 }
 
 /// Every public request, start to end.
@@ -43,14 +53,10 @@ async fn handle(
     ctx: &Context,
     limits: &gate::Limits,
     request_id: &str,
-) -> std::result::Result<Response, Failure> {
+) -> std::result::Result<Response, Refusal> {
     let config = config::load(env).map_err(|error| {
         worker::console_error!("request {request_id}: {error}");
-        gate::refuse(
-            500,
-            "misconfigured",
-            "the edge is misconfigured; quote the request id when reporting it",
-        )
+        Refusal::Misconfigured
     })?;
     let method = req.method().to_string();
     let route = gate::route_of(&method, &req.path())?;
@@ -105,10 +111,41 @@ pub struct Exchange<'a> {
     pub public_url: String,
 }
 
-/// Adds the security headers, the rate-limit headers and CORS to an answer. A WebSocket
-/// upgrade (101) is passed as it is: its headers are the handshake's.
+impl Exchange<'_> {
+    /// How requests forwarded for `principal` are signed.
+    pub fn signer<'a>(&'a self, principal: &'a Principal) -> origin::Signer<'a> {
+        origin::Signer {
+            secret: &self.config.signing_secret,
+            principal,
+            country: self.client.country.as_deref(),
+            request_id: self.request_id,
+        }
+    }
+
+    /// The regions geo-router chose, or the configured origin when it could not answer (the
+    /// request still goes through, unrouted, rather than failing).
+    pub fn targets(
+        &self,
+        decision: std::result::Result<RouteDecision, services::ServiceError>,
+    ) -> Vec<Target> {
+        match decision {
+            Ok(decision) => targets::of_decision(&decision),
+            Err(error) => {
+                worker::console_warn!(
+                    "request {}: geo-router did not route, using ORIGIN_URL: {error:?}",
+                    self.request_id
+                );
+                vec![Target::new("default", &self.config.origin_url)]
+            }
+        }
+    }
+}
+
+/// Adds the request id, the security headers, the rate-limit headers and CORS to an answer. A
+/// WebSocket upgrade (101) is passed as it is: its headers are the handshake's.
 fn finish(
     response: Response,
+    request_id: &str,
     rate_limit: &[(&'static str, String)],
     cors: &[(&'static str, String)],
 ) -> Result<Response> {
@@ -120,6 +157,7 @@ fn finish(
     for (name, value) in response.headers().entries() {
         headers.set(&name, &value)?;
     }
+    headers.set(shared::headers::REQUEST_ID, request_id)?;
     for (name, value) in shared::headers::SECURITY {
         headers.set(name, value)?;
     }

@@ -5,37 +5,18 @@
 use std::time::Duration;
 
 use edge_io::probe::{now_ms, within};
-use serde::{Deserialize, Serialize};
-use shared::geo::wire::{ReportRequest, RouteDecision};
+use shared::call_session::relay::origin_knows_it_ended;
+use shared::call_session::{EndReason, Routing};
+use shared::edge_config::EdgeConfig;
+use shared::geo::Target;
+use shared::geo::wire::ReportRequest;
 use shared::headers;
 use shared::principal::Principal;
-use shared::public_route::ForwardFailure;
+use shared::public_route::{ForwardFailure, means_origin_unavailable};
 use shared::signing::{self, BodyHash, SignedRequest};
 use worker::{Env, Headers, Method, Request, RequestInit, Response};
 
 use crate::services;
-
-/// One region's origin.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Target {
-    /// AWS region.
-    pub region: String,
-    /// Base URL of its origin (no trailing slash).
-    pub origin_url: String,
-}
-
-/// The regions of a decision in preference order: the chosen one, then its fallbacks.
-pub fn targets_of(decision: &RouteDecision) -> Vec<Target> {
-    std::iter::once(Target {
-        region: decision.region.clone(),
-        origin_url: decision.origin_url.trim_end_matches('/').to_owned(),
-    })
-    .chain(decision.fallbacks.iter().map(|fallback| Target {
-        region: fallback.region.clone(),
-        origin_url: fallback.origin_url.trim_end_matches('/').to_owned(),
-    }))
-    .collect()
-}
 
 /// How long an origin may take to start answering. A turn's headers come before its first
 /// token, so this bounds connection and validation, not the reply.
@@ -150,8 +131,9 @@ pub struct Forward<'a> {
 }
 
 /// Sends `forward` to the targets in order until one answers; returns the answer and the
-/// target that gave it. A 502/503/504 that cannot move on (no retry allowed, or no region
-/// left) is returned as the origin gave it, so its `Retry-After` reaches the client.
+/// target that gave it. An answer meaning the origin could not serve (502–504, 520–524) that
+/// cannot move on (no retry allowed, or no region left) is returned as the origin gave it, so
+/// its `Retry-After` reaches the client.
 pub async fn send(
     env: &Env,
     signer: &Signer<'_>,
@@ -177,7 +159,7 @@ pub async fn send(
         let failure = match outcome {
             Some(Ok(response)) => {
                 let status = response.status_code();
-                if !matches!(status, 502..=504) {
+                if !means_origin_unavailable(status) {
                     return Ok((response, target.clone()));
                 }
                 let failure = ForwardFailure::Unavailable(status);
@@ -219,4 +201,95 @@ async fn report(env: &Env, signer: &Signer<'_>, target: &Target, forward: &Forwa
         signer.request_id,
     )
     .await;
+}
+
+/// How long an origin may take to accept a call's relay socket.
+const RELAY_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Who a call's own requests to its origin are signed as: the principal that started the call,
+/// from the `CallSession`'s routing.
+pub fn call_signer<'a>(
+    config: &'a EdgeConfig,
+    routing: &'a Routing,
+    request_id: &'a str,
+) -> Signer<'a> {
+    Signer {
+        secret: &config.signing_secret,
+        principal: &routing.principal,
+        country: routing.country.as_deref(),
+        request_id,
+    }
+}
+
+/// Opens the call's relay WebSocket to `target`'s origin; anything but a 101 within the
+/// deadline is an error naming what the origin did.
+pub async fn open_relay(
+    signer: &Signer<'_>,
+    target: &Target,
+    call_id: &str,
+) -> worker::Result<worker::WebSocket> {
+    let path = format!("/v1/calls/{call_id}/relay");
+    let request = signed_request(
+        signer,
+        target,
+        Method::Get,
+        &path,
+        &Body::Upgrade,
+        None,
+        &[],
+    )?;
+    let mut response = within(RELAY_DEADLINE, worker::Fetch::Request(request).send())
+        .await
+        .ok_or_else(|| {
+            worker::Error::RustError(format!(
+                "no answer within {} ms",
+                RELAY_DEADLINE.as_millis()
+            ))
+        })??;
+    let status = response.status_code();
+    if status != 101 {
+        let text = response.text().await.unwrap_or_default();
+        return Err(worker::Error::RustError(format!(
+            "answered {status} instead of upgrading: {}",
+            text.chars().take(200).collect::<String>()
+        )));
+    }
+    let socket = response
+        .websocket()
+        .ok_or_else(|| worker::Error::RustError("answered 101 without a WebSocket".into()))?;
+    socket.accept()?;
+    Ok(socket)
+}
+
+/// Tells the origins, in order until one answers, that the call ended; what they answered is
+/// logged when it is not what an origin that knows says ([`origin_knows_it_ended`]).
+pub async fn end_call(
+    env: &Env,
+    signer: &Signer<'_>,
+    targets: &[Target],
+    call_id: &str,
+    reason: EndReason,
+) {
+    let body = serde_json::json!({ "reason": reason.as_str() }).to_string();
+    let path = format!("/v1/calls/{call_id}/end");
+    let forward = Forward {
+        method: Method::Post,
+        path_and_query: &path,
+        body: Body::Bytes(body.as_bytes()),
+        content_type: Some("application/json"),
+        extra: &[],
+        may_retry: &|_| true,
+        reporter: &signer.principal.tenant_id,
+    };
+    match send(env, signer, targets, &forward).await {
+        Ok((response, _)) if origin_knows_it_ended(response.status_code()) => {}
+        Ok((response, target)) => worker::console_warn!(
+            "call {call_id}: the origin in {} answered {} to its end",
+            target.region,
+            response.status_code()
+        ),
+        Err(error) => {
+            worker::console_error!("call {call_id}: telling the origin it ended: {error}")
+        }
+    }
 }

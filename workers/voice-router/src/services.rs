@@ -13,12 +13,13 @@ use shared::auth::{
     AUTHENTICATE_PATH, AuthenticateRequest, MintSessionTokenRequest, SESSION_TOKENS_PATH,
     SessionTokenResponse,
 };
+use shared::call_session::{LeaseAction, LeaseOutcome};
 use shared::error_body::ErrorBody;
 use shared::geo::wire::{ReportRequest, RouteDecision, RouteRequest};
 use shared::principal::Principal;
 use shared::rate_limit::api::{
-    ACQUIRE_PATH, CHECK_PATH, Check, CheckRequest, CheckResponse, LeaseRequest, LeaseResponse,
-    RELEASE_PATH, RENEW_PATH, ReleaseResponse,
+    ACQUIRE_PATH, CHECK_PATH, Check, CheckRequest, CheckResponse, LEASE_NOT_HELD, LeaseRequest,
+    LeaseResponse, RELEASE_PATH, RENEW_PATH, ReleaseResponse,
 };
 use worker::{Env, Headers, Method, Request, RequestInit};
 
@@ -198,5 +199,34 @@ pub async fn report_failure(env: &Env, report: &ReportRequest, request_id: &str)
             "request {request_id}: reporting region {} failed: {error:?}",
             report.region
         );
+    }
+}
+
+/// rate-limiter: a call's lease operation, as the `CallSession` relay needs its outcome. A
+/// degraded answer holds nothing to lose; a renewal naming a reclaimed lease is `NotHeld`.
+pub async fn call_lease(env: &Env, action: &LeaseAction, request_id: &str) -> LeaseOutcome {
+    let answer = match action {
+        LeaseAction::Renew(lease) => renew_lease(env, lease, request_id).await,
+        LeaseAction::Acquire(lease) => acquire_lease(env, lease, request_id).await,
+        LeaseAction::Release(lease) => {
+            return match release_lease(env, lease, request_id).await {
+                Ok(_) => LeaseOutcome::Held,
+                Err(error) => {
+                    worker::console_error!("request {request_id}: releasing: {error:?}");
+                    LeaseOutcome::Failed
+                }
+            };
+        }
+    };
+    match answer {
+        Ok(answer) if answer.lease.is_some() || answer.decision.degraded => LeaseOutcome::Held,
+        Ok(_) => LeaseOutcome::Failed,
+        Err(ServiceError::Refused(refusal)) if refusal.code == LEASE_NOT_HELD => {
+            LeaseOutcome::NotHeld
+        }
+        Err(error) => {
+            worker::console_error!("request {request_id}: lease: {error:?}");
+            LeaseOutcome::Failed
+        }
     }
 }

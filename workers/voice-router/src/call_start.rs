@@ -1,0 +1,194 @@
+//! Starting a call, the one way both the carrier's webhook and the API do it: take the tenant's
+//! concurrent-call lease, record the call at the origin of the chosen region (or the next one
+//! that answers), create its `CallSession` pinned to the region that took it — and give the
+//! lease back when any step fails. The two routes differ only in how they answer (TwiML, JSON).
+
+use shared::call::{CallSource, CreateCall};
+use shared::call_session::SessionRefusal;
+use shared::call_session::StartCall;
+use shared::call_session::wire::StartSession;
+use shared::geo::{Target, targets};
+use shared::principal::Principal;
+use shared::rate_limit::api::LeaseRequest;
+use worker::{Method, console_error, console_warn};
+
+use crate::Exchange;
+use crate::origin::{self, Body, Forward};
+use crate::refusal::Refusal;
+use crate::{services, stub};
+
+/// A call to start.
+pub struct NewCall {
+    /// Its id (the carrier's CallSid, or one the edge chose).
+    pub call_id: String,
+    /// The agent answering it.
+    pub agent_id: String,
+    /// Phone or API.
+    pub source: CallSource,
+    /// Caller's number, for phone calls.
+    pub from: Option<String>,
+    /// Called number, for phone calls.
+    pub to: Option<String>,
+}
+
+/// Why a call did not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The tenant is at its concurrent-call limit.
+    Busy {
+        /// The limit.
+        limit: u64,
+        /// When a line may be free, in whole seconds.
+        retry_after_s: u64,
+    },
+    /// The origin knows no such agent.
+    UnknownAgent,
+    /// No origin recorded the call, or its session was not created; the cause is logged.
+    NotStarted,
+}
+
+impl From<StartError> for Refusal {
+    fn from(error: StartError) -> Self {
+        match error {
+            StartError::Busy {
+                limit,
+                retry_after_s,
+            } => Refusal::ConcurrentCalls {
+                limit,
+                retry_after_s,
+            },
+            StartError::UnknownAgent => Refusal::UnknownAgent,
+            StartError::NotStarted => Refusal::CallNotStarted,
+        }
+    }
+}
+
+/// Starts `call` for `principal` in the first of `targets` that takes it; returns that target.
+pub async fn start_call(
+    x: &Exchange<'_>,
+    principal: &Principal,
+    call: &NewCall,
+    targets: &[Target],
+) -> Result<Target, StartError> {
+    let call_id = &call.call_id;
+    let lease = LeaseRequest::for_call(&principal.tenant_id, &principal.plan, call_id);
+    match services::acquire_lease(x.env, &lease, x.request_id).await {
+        Ok(granted) if granted.decision.allowed => {}
+        Ok(refused) => {
+            return Err(StartError::Busy {
+                limit: refused.decision.limit,
+                retry_after_s: refused.decision.retry_after_ms.div_ceil(1000),
+            });
+        }
+        // Fail open like the limiter itself: a limiter outage must not hang up on callers.
+        Err(error) => console_warn!(
+            "request {}: call {call_id}: lease not taken: {error:?}",
+            x.request_id
+        ),
+    }
+    let started = match create_at_origin(x, principal, call, targets).await {
+        Ok(target) => start_session(x, principal, call, targets, &target)
+            .await
+            .map(|()| target),
+        Err(error) => Err(error),
+    };
+    if let Err(error) = &started {
+        if let Err(release) = services::release_lease(x.env, &lease, x.request_id).await {
+            console_error!(
+                "request {}: call {call_id}: lease not released: {release:?}",
+                x.request_id
+            );
+        }
+        if !matches!(error, StartError::UnknownAgent) {
+            console_error!("request {}: call {call_id}: not started", x.request_id);
+        }
+    }
+    started
+}
+
+/// Records the call at the origin; returns the region that took it. Safe to retry elsewhere:
+/// the edge chose the id, so the origin refuses a duplicate (409, which a carrier retrying its
+/// webhook also gets).
+async fn create_at_origin(
+    x: &Exchange<'_>,
+    principal: &Principal,
+    call: &NewCall,
+    targets: &[Target],
+) -> Result<Target, StartError> {
+    let create = CreateCall {
+        id: Some(call.call_id.clone()),
+        agent_id: Some(call.agent_id.clone()),
+        source: call.source,
+        carrier_call_sid: (call.source == CallSource::Phone).then(|| call.call_id.clone()),
+        from: call.from.clone(),
+        to: call.to.clone(),
+    };
+    let body = serde_json::to_vec(&create).map_err(|error| {
+        console_error!("request {}: {error}", x.request_id);
+        StartError::NotStarted
+    })?;
+    let forward = Forward {
+        method: Method::Post,
+        path_and_query: "/v1/calls",
+        body: Body::Bytes(&body),
+        content_type: Some("application/json"),
+        extra: &[],
+        may_retry: &|_| true,
+        reporter: &principal.tenant_id,
+    };
+    let (mut response, target) = origin::send(x.env, &x.signer(principal), targets, &forward)
+        .await
+        .map_err(|unavailable| {
+            console_error!("request {}: {unavailable}", x.request_id);
+            StartError::NotStarted
+        })?;
+    match response.status_code() {
+        201 | 409 => Ok(target),
+        404 => Err(StartError::UnknownAgent),
+        status => {
+            let text = response.text().await.unwrap_or_default();
+            console_error!(
+                "request {}: the origin in {} answered {status} to the call: {}",
+                x.request_id,
+                target.region,
+                text.chars().take(200).collect::<String>()
+            );
+            Err(StartError::NotStarted)
+        }
+    }
+}
+
+/// Creates the call's `CallSession`, pinned to `chosen` with the other regions after it.
+async fn start_session(
+    x: &Exchange<'_>,
+    principal: &Principal,
+    call: &NewCall,
+    targets: &[Target],
+    chosen: &Target,
+) -> Result<(), StartError> {
+    let start = StartSession {
+        call: StartCall {
+            call_id: call.call_id.clone(),
+            tenant_id: principal.tenant_id.clone(),
+            agent_id: Some(call.agent_id.clone()),
+            source: call.source,
+            region: chosen.region.clone(),
+        },
+        principal: principal.clone(),
+        targets: targets::with_first(targets, chosen),
+        country: x.client.country.clone(),
+        request_id: x.request_id.to_owned(),
+    };
+    match stub::start(x.env, &start).await {
+        // A carrier retrying its webhook finds the session there already.
+        Ok(_) | Err(Refusal::Session(SessionRefusal::CallExists)) => Ok(()),
+        Err(refusal) => {
+            console_error!(
+                "request {}: call {}: session not created: {refusal:?}",
+                x.request_id,
+                call.call_id
+            );
+            Err(StartError::NotStarted)
+        }
+    }
+}

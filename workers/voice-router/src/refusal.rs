@@ -1,0 +1,167 @@
+//! voice-router's one status map: every way the edge (the Worker and its `CallSession` objects)
+//! refuses a request, and [`rejection`], the one function that gives each its status, code and
+//! message. Handlers return a [`Refusal`]; nothing else picks a status.
+
+use edge_io::Rejection;
+use shared::call_session::SessionRefusal;
+use shared::error_body::ErrorCode;
+use shared::firewall::BlockReason;
+use worker::console_error;
+
+use crate::services::ServiceError;
+
+/// Why the edge did not do what was asked.
+#[derive(Debug)]
+pub enum Refusal {
+    /// No route has this method and path.
+    NoRoute,
+    /// The path exists, not for this method.
+    MethodNotAllowed,
+    /// A path segment that must be an id is not one.
+    BadId(String),
+    /// The body or a parameter is not what the route takes (the sentence says what).
+    InvalidRequest(String),
+    /// The body is larger than the route accepts (the sentence says the limit).
+    PayloadTooLarge(String),
+    /// A WebSocket route called without an upgrade.
+    UpgradeRequired,
+    /// A browser origin that is not configured (the sentence says why).
+    CorsRefused(String),
+    /// The firewall stage blocked the client.
+    Firewall(BlockReason),
+    /// Over a rate limit (the `Retry-After` and `RateLimit` headers come with every answer).
+    RateLimited,
+    /// The tenant is at its concurrent-call limit.
+    ConcurrentCalls {
+        /// The limit.
+        limit: u64,
+        /// When a line may be free, in whole seconds.
+        retry_after_s: u64,
+    },
+    /// The call's session refused (unknown call, ended, …).
+    Session(SessionRefusal),
+    /// No such agent.
+    UnknownAgent,
+    /// No region's origin answered a forwarded request.
+    OriginUnavailable,
+    /// A call could not be started (its origin or its session did not take it).
+    CallNotStarted,
+    /// An internal service refused (its own answer, passed on) or could not be reached.
+    Service(ServiceError),
+    /// The edge's configuration is broken (the cause is logged where it is read).
+    Misconfigured,
+    /// The runtime failed underneath; the cause is logged, never sent.
+    Internal(worker::Error),
+}
+
+impl From<worker::Error> for Refusal {
+    fn from(error: worker::Error) -> Self {
+        Refusal::Internal(error)
+    }
+}
+
+impl From<edge_io::Failure> for Refusal {
+    fn from(failure: edge_io::Failure) -> Self {
+        match failure {
+            edge_io::Failure::NotFound => Refusal::NoRoute,
+            edge_io::Failure::MethodNotAllowed => Refusal::MethodNotAllowed,
+            edge_io::Failure::Rejected(rejection) => {
+                Refusal::Service(ServiceError::Refused(rejection))
+            }
+            edge_io::Failure::Internal(error) => Refusal::Internal(error),
+        }
+    }
+}
+
+impl From<SessionRefusal> for Refusal {
+    fn from(refusal: SessionRefusal) -> Self {
+        Refusal::Session(refusal)
+    }
+}
+
+impl From<ServiceError> for Refusal {
+    fn from(error: ServiceError) -> Self {
+        Refusal::Service(error)
+    }
+}
+
+/// The status, code, message and headers a client sees for `refusal`. 5xx messages are generic
+/// and the cause goes to the log under the request id.
+pub fn rejection(refusal: Refusal, request_id: &str) -> Rejection {
+    use ErrorCode as Code;
+    let plain = |status: u16, code: ErrorCode, message: &str| {
+        Rejection::new(status, code.as_str(), message.to_owned())
+    };
+    match refusal {
+        Refusal::NoRoute => plain(404, Code::NotFound, "no such route"),
+        Refusal::MethodNotAllowed => plain(
+            405,
+            Code::MethodNotAllowed,
+            "method not allowed on this route",
+        ),
+        Refusal::BadId(segment) => Rejection::new(
+            400,
+            Code::InvalidId.as_str(),
+            format!("{segment:?} is not a valid id"),
+        ),
+        Refusal::InvalidRequest(why) => Rejection::new(400, Code::InvalidRequest.as_str(), why),
+        Refusal::PayloadTooLarge(why) => Rejection::new(413, Code::PayloadTooLarge.as_str(), why),
+        Refusal::UpgradeRequired => plain(426, Code::UpgradeRequired, "this route is a WebSocket")
+            .with_header("upgrade", "websocket"),
+        Refusal::CorsRefused(why) => Rejection::new(403, Code::CorsRefused.as_str(), why),
+        Refusal::Firewall(reason) => Rejection::new(403, reason.code().as_str(), reason.message()),
+        Refusal::RateLimited => plain(
+            429,
+            Code::RateLimited,
+            "too many requests; retry after the time in Retry-After",
+        ),
+        Refusal::ConcurrentCalls {
+            limit,
+            retry_after_s,
+        } => Rejection::new(
+            429,
+            Code::ConcurrentCallsExceeded.as_str(),
+            format!("the tenant already has {limit} live calls"),
+        )
+        .with_header("retry-after", retry_after_s.max(1).to_string()),
+        Refusal::Session(refusal) => {
+            let status = match refusal {
+                SessionRefusal::UnknownCall => 404,
+                SessionRefusal::CallEnded | SessionRefusal::CallExists => 409,
+                SessionRefusal::NoRegion => 400,
+            };
+            Rejection::new(status, refusal.code().as_str(), refusal.to_string())
+        }
+        Refusal::UnknownAgent => plain(404, Code::UnknownAgent, "no such agent"),
+        Refusal::OriginUnavailable => plain(502, Code::OriginUnavailable, "no origin answered"),
+        Refusal::CallNotStarted => plain(
+            503,
+            Code::OriginUnavailable,
+            "the call could not be started; retry shortly",
+        )
+        .with_header("retry-after", "1"),
+        Refusal::Service(ServiceError::Refused(rejection)) => rejection,
+        Refusal::Service(ServiceError::Unavailable { service, cause }) => {
+            console_error!("request {request_id}: {service} unavailable: {cause}");
+            plain(
+                503,
+                Code::ServiceUnavailable,
+                "a dependency of the edge is unavailable; retry shortly",
+            )
+            .with_header("retry-after", "1")
+        }
+        Refusal::Misconfigured => plain(
+            500,
+            Code::Misconfigured,
+            "the edge is misconfigured; quote the request id when reporting it",
+        ),
+        Refusal::Internal(cause) => {
+            console_error!("request {request_id} failed: {cause}");
+            plain(
+                500,
+                Code::Internal,
+                "internal error; quote the request id when reporting it",
+            )
+        }
+    }
+}
