@@ -276,6 +276,14 @@ export function principalOf(tenant, scopes = ["calls:write", "agents:admin"]) {
   return { tenant_id: tenant, subject: "e2e", scopes, plan: "pro", method: "api_key" };
 }
 
+/** An HS256 JWT signed with `secret`: `claims` over `iat` now and `exp` in ten minutes. */
+export function hs256Jwt(secret, claims) {
+  const now = Math.floor(Date.now() / 1000);
+  const part = (object) => Buffer.from(JSON.stringify(object)).toString("base64url");
+  const signed = `${part({ alg: "HS256", typ: "JWT" })}.${part({ iat: now, exp: now + 600, ...claims })}`;
+  return `${signed}.${createHmac("sha256", secret).update(signed).digest("base64url")}`;
+}
+
 /** A port on loopback with nothing listening: for "the origin is down". */
 export async function closedPortUrl() {
   const net = await import("node:net");
