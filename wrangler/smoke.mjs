@@ -5,7 +5,9 @@
 //     internal Workers over their service bindings, the CallSession Durable Object, and the
 //     origin behind ORIGIN_URL. Retried until --timeout, since a fresh deploy takes seconds to
 //     reach every location.
-//  2. A geo-routing check with a forced country, for each --expect CC=REGION (or CC-SUB=REGION):
+//  2. `GET <edge>/console/` answers the console's HTML (voice-router's static assets) with its
+//     Content-Security-Policy, so a deploy that lost the assets or their `_headers` fails here.
+//  3. A geo-routing check with a forced country, for each --expect CC=REGION (or CC-SUB=REGION):
 //     geo-router decides for a caller from CC, and the decision must be REGION, healthy, not a
 //     failover; then that region's origin must answer `/health` through its load balancer.
 //
@@ -129,6 +131,24 @@ export async function checkEdgeHealth(edgeUrl, timeoutS, log = console.log) {
   }
 }
 
+/** The web console answers at /console/: HTML with its CSP (from the assets' `_headers`). */
+export async function checkConsole(edgeUrl, log = console.log) {
+  let response;
+  try {
+    response = await fetchWithTimeout(`${edgeUrl}/console/`);
+  } catch (error) {
+    throw new CheckFailed(`edge /console/ at ${edgeUrl} did not answer: ${error.cause?.code ?? error.name ?? error}`);
+  }
+  const text = await response.text();
+  const type = response.headers.get("content-type") ?? "";
+  const csp = response.headers.get("content-security-policy") ?? "";
+  if (response.status !== 200 || !type.startsWith("text/html") || !text.includes("app.js")) {
+    throw new CheckFailed(`edge /console/ is not the console: ${response.status} ${type}`);
+  }
+  if (!/script-src 'self'/.test(csp)) throw new CheckFailed(`edge /console/ lacks its Content-Security-Policy (the assets' _headers): "${csp}"`);
+  log("edge /console/: ok (the console, with its Content-Security-Policy)");
+}
+
 /** The health table the deployed geo-router's Cron Trigger keeps in KV, or undefined. */
 async function liveHealthTable(environment) {
   try {
@@ -227,6 +247,7 @@ export async function checkGeoRouting(options, log = console.log) {
 async function main(argv) {
   const options = parseArgs(argv);
   await checkEdgeHealth(options.edgeUrl, options.timeoutS);
+  await checkConsole(options.edgeUrl);
   if (options.geo) await checkGeoRouting(options);
   console.log(`smoke check of ${options.env} passed`);
 }

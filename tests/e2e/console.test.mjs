@@ -19,6 +19,7 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { hs256Jwt, json, startEmulator, startOrigin, startWorkers, withTimeout } from "./harness.mjs";
+import { checkConsole } from "../../wrangler/smoke.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const consoleDir = path.join(root, "workers/voice-router/console");
@@ -166,6 +167,12 @@ describe("the console's static assets in workerd", () => {
       }
       await response.arrayBuffer();
     }
+
+    // The pipeline's smoke check passes on it.
+    const logged = [];
+    await checkConsole(edge.url, (line) => logged.push(line));
+    assert.match(logged.join("\n"), /\/console\/: ok/);
+    await assert.rejects(checkConsole(origin.url, () => {}), /is not the console: 40\d/, "a host without the assets fails it");
 
     // No asset shadows the Worker: an API route and an unknown console path are its JSON answers,
     // and the headers file itself is not served.
