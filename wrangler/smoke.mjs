@@ -29,7 +29,8 @@
 //   --live-health           seed the replay with the deployed health table (needs Cloudflare
 //                           credentials); otherwise every region starts unknown (usable)
 //   --health-table FILE     seed the replay with this health table (JSON) instead
-//   --no-geo                only check /health through the edge
+//   --no-geo                only check /health (and /console/) through the edge
+//   --no-console            skip the /console/ check (a rollback to a version from before it)
 //   --timeout SECONDS       how long /health may take to become ok (default 120)
 
 import { execFile } from "node:child_process";
@@ -48,7 +49,7 @@ class UsageError extends Error {}
 class CheckFailed extends Error {}
 
 export function parseArgs(argv) {
-  const options = { expect: [], vars: [], timeoutS: 120, liveHealth: false, geo: true };
+  const options = { expect: [], vars: [], timeoutS: 120, liveHealth: false, geo: true, console: true };
   const value = (flag, i) => {
     if (i + 1 >= argv.length) throw new UsageError(`${flag} needs a value`);
     return argv[i + 1];
@@ -64,6 +65,7 @@ export function parseArgs(argv) {
       case "--live-health": options.liveHealth = true; break;
       case "--health-table": options.healthTable = value(flag, i++); break;
       case "--no-geo": options.geo = false; break;
+      case "--no-console": options.console = false; break;
       case "--timeout": {
         options.timeoutS = Number(value(flag, i++));
         if (!Number.isFinite(options.timeoutS) || options.timeoutS <= 0) throw new UsageError("--timeout needs a number of seconds");
@@ -247,7 +249,7 @@ export async function checkGeoRouting(options, log = console.log) {
 async function main(argv) {
   const options = parseArgs(argv);
   await checkEdgeHealth(options.edgeUrl, options.timeoutS);
-  await checkConsole(options.edgeUrl);
+  if (options.console) await checkConsole(options.edgeUrl);
   if (options.geo) await checkGeoRouting(options);
   console.log(`smoke check of ${options.env} passed`);
 }
