@@ -9,7 +9,7 @@
 
 import { spawn } from "node:child_process";
 import { createHmac, createHash, randomUUID } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import { createRequire } from "node:module";
 import { once } from "node:events";
@@ -156,6 +156,11 @@ export const TEST_SECRETS = {
  */
 export async function startWorkers({ originUrl, vars = {}, secrets = {} } = {}) {
   const bundles = required("WORKER_BUNDLES_DIR");
+  // voice-router's static assets (the console) are read from its config's `assets.directory`,
+  // which its build fills; the prebuilt bundles do not carry them.
+  if (!existsSync(path.join(root, "workers/voice-router/console/dist/console/index.html"))) {
+    throw new Error("the console is not built: run `node workers/voice-router/console/build.mjs` (make test and wrangler's build of voice-router do)");
+  }
   const workers = WORKERS.map((worker) => ({
     configPath: path.join(root, "wrangler", `${worker}.toml`),
     env: ENVIRONMENT,

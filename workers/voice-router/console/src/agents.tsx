@@ -114,6 +114,9 @@ export function AgentList({ api }: { api: Api }) {
   );
 }
 
+/** A message for the next editor (a new agent's page is a new editor: its URL names it). */
+let flash = "";
+
 const inputId = (path: string) => `f-${path.replace(/[^A-Za-z0-9]/g, "-")}`;
 
 function Field({
@@ -184,7 +187,11 @@ export function AgentEditor({ api, id }: { api: Api; id: string | null }) {
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [formError, setFormError] = useState<ApiError | null>(null);
   const [saving, setSaving] = useState(false);
-  const [saved, setSaved] = useState("");
+  const [saved, setSaved] = useState(() => {
+    const message = flash;
+    flash = "";
+    return message;
+  });
   const formRef = useRef<HTMLFormElement>(null);
 
   useEffect(() => {
@@ -233,7 +240,10 @@ export function AgentEditor({ api, id }: { api: Api; id: string | null }) {
       setBase(agent);
       setValues(formOf(agent, agent.id));
       setSaved(`Saved ${agent.id}, version ${agent.version}.`);
-      if (creating) location.hash = href.agent(agent.id);
+      if (creating) {
+        flash = `Saved ${agent.id}, version ${agent.version}.`;
+        location.hash = href.agent(agent.id);
+      }
     } catch (caught) {
       const error = asApiError(caught);
       const field = fieldOfError(error);

@@ -29,9 +29,16 @@ export function Playground({ api, agentId }: { api: Api; agentId: string | null 
   const speaker = useRef(new Speaker());
   const recognition = useRef<Recognition | null>(null);
   const callRef = useRef<CallCreated | null>(null);
+  const endRequested = useRef(false);
   const speakRef = useRef(speakReplies);
   speakRef.current = speakReplies;
   const refresh = () => setVersion((v) => v + 1);
+  const transcript = useRef<HTMLDivElement>(null);
+  // The newest words stay in view as they stream in.
+  useEffect(() => {
+    const log = transcript.current;
+    if (log) log.scrollTop = log.scrollHeight;
+  });
 
   useEffect(() => {
     listAgents(api).then(
@@ -67,6 +74,7 @@ export function Playground({ api, agentId }: { api: Api; agentId: string | null 
     if (!selected) return;
     setError(null);
     conversation.current = new Conversation();
+    endRequested.current = false;
     speaker.current.reset();
     setPhase("starting");
     setStatus("Starting a call…");
@@ -106,8 +114,11 @@ export function Playground({ api, agentId }: { api: Api; agentId: string | null 
     ws.onclose = (event) => {
       socket.current = null;
       recognition.current?.stop();
+      speaker.current.cancel();
+      conversation.current.closed(event.code, event.reason);
       setPhase("ended");
-      setStatus(conversation.current.ended ? "The call ended." : `The relay closed (${event.code}${event.reason ? `: ${event.reason}` : ""}).`);
+      // After "End call", its own answer says how the call ended.
+      if (!endRequested.current) setStatus(`The call ended: the relay closed (${event.code}${event.reason ? `: ${event.reason}` : ""}).`);
       refresh();
     };
   };
@@ -115,6 +126,7 @@ export function Playground({ api, agentId }: { api: Api; agentId: string | null 
   const end = async () => {
     const open = callRef.current;
     if (!open) return;
+    endRequested.current = true;
     setPhase("ending");
     try {
       const view = await api.call<CallView>("POST", `/api/v1/calls/${encodeURIComponent(open.call_id)}/end`);
@@ -209,8 +221,8 @@ export function Playground({ api, agentId }: { api: Api; agentId: string | null 
       <div class="playground">
         <div class="conversation">
           <h2 class="visually-hidden">Conversation</h2>
-          <div role="log" aria-label="Conversation">
-          <ol class="transcript">
+          <div class="transcript" role="log" aria-label="Conversation" tabIndex={0} ref={transcript}>
+          <ol>
             {entries.map((entry, index) => (
               <li key={index} class={`entry ${entry.kind}${entry.kind === "agent" && entry.interrupted ? " interrupted" : ""}`}>
                 {entry.kind === "agent" ? (

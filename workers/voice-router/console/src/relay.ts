@@ -86,6 +86,17 @@ export class Conversation {
     return { type: "dtmf", digit };
   }
 
+  /** The relay socket closed. The edge closes it when the call ends, sometimes before the
+   * origin's `end` reaches it, so the close itself can be the end of the call. */
+  closed(code: number, reason: string): void {
+    if (this.ended) return;
+    const reply = this.reply;
+    if (reply) reply.done = true;
+    this.promptAt = null;
+    this.ended = true;
+    this.entries.push({ kind: "event", text: `The relay closed (${code}${reason ? `: ${reason}` : ""})` });
+  }
+
   /** A message from the relay. Returns the text to speak, if any. */
   receive(message: unknown, now: number): string {
     if (!message || typeof message !== "object") return "";

@@ -81,6 +81,15 @@ test("relay: dtmf, the agent's actions and the end of the call", () => {
     c.entries.map((e) => e.kind + ":" + (e.text ?? e.digit)),
     ["dtmf:5", "event:The agent sends the digits 12w3", "event:The agent plays https://example.com/hold.mp3", "agent:Goodbye", "event:Call ended (requested)"],
   );
+  c.closed(1000, "call ended");
+  assert.equal(c.entries.length, 5, "a close after `end` adds nothing");
+  const d = new relay.Conversation();
+  d.say("Hi", 0);
+  d.receive({ type: "text", token: "Hel", last: false }, 1);
+  d.closed(1000, "call ended");
+  assert.equal(d.ended, true);
+  assert.equal(d.busy, false);
+  assert.equal(d.entries.at(-1).text, "The relay closed (1000: call ended)");
   assert.equal(relay.KEYPAD.length, 12);
   const page = { href: "https://edge.example.com/console/" };
   assert.equal(relay.websocketUrl("https://edge.example.com/voice/relay/c?session_token=st_x", page), "wss://edge.example.com/voice/relay/c?session_token=st_x");
