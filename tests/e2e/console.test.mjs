@@ -344,6 +344,18 @@ describe("a person using the console in Chromium", () => {
     assert.equal(ended.status, "ended");
     assert.equal(ended.end_reason, "requested");
     await screenshot("07-playground-ended");
+
+    // Leaving the playground mid-call ends that call (its concurrent-call lease comes back).
+    await page.getByRole("button", { name: "Start another call" }).click();
+    await until(async () => (await agentEntries().first().locator(".text").textContent()) === "Hello, you reached the front desk.", "the second call's greeting");
+    const second = (await page.locator("p.muted code").textContent()).trim();
+    assert.notEqual(second, callId);
+    await page.getByRole("navigation").getByRole("link", { name: "Agents" }).click();
+    await page.getByRole("heading", { name: "Agents" }).waitFor();
+    await until(
+      async () => (await json(await fetch(`${edge.url}/api/v1/calls/${second}`, { headers: { authorization: `Bearer ${API_KEY}` } }))).status === "ended",
+      "the call left behind ends",
+    );
   });
 
   test("sign out clears the credential; a JWT signs in to the same tenant; no CSP violation or page error on the way", async () => {
@@ -356,10 +368,9 @@ describe("a person using the console in Chromium", () => {
 
     await page.getByLabel("API key or JWT").fill(jwt({ sub: "operator", tenant_id: TENANT, scope: "calls:read calls:write agents:admin" }));
     await page.getByRole("button", { name: "Sign in" }).click();
-    // Back on the page the URL names (the playground), as the JWT's subject and tenant.
-    await page.getByRole("heading", { name: "Playground" }).waitFor();
+    // Back on the page the URL names, as the JWT's subject and tenant: the same tenant's agents.
+    await page.getByRole("heading", { name: "Agents" }).waitFor();
     await page.getByText(`operator, tenant ${TENANT}`).waitFor();
-    await page.getByRole("navigation").getByRole("link", { name: "Agents" }).click();
     await page.getByRole("cell", { name: "Front desk" }).waitFor();
 
     // Delete, confirmed inline.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the build (and, with --with-databases, the tests; with --with-linters, the
-# lint step; with --with-browser, the console's browser test) needs. Idempotent: a second run checks versions and installs nothing. Only package
-# registries are contacted (crates.io, npm, Debian, PyPI).
+# lint step; with --with-browser, the console's browser test) needs. Idempotent: a second run
+# checks versions and installs nothing. Only package registries are contacted (crates.io, npm,
+# Debian, PyPI).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
@@ -76,7 +77,8 @@ npm_install_pinned() {
   local stamp=$1/node_modules/.installed-lock-sha256 want
   want=$(sha256sum "$1/package-lock.json" | cut -d' ' -f1)
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 1; fi
-  npm install --prefix "$1" --no-audit --no-fund --loglevel=error
+  # `|| fail`: errexit does not reach inside a function called as an `if` condition.
+  npm install --prefix "$1" --no-audit --no-fund --loglevel=error || fail "npm install in $1 failed"
   echo "$want" >"$stamp"
 }
 

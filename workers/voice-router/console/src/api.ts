@@ -49,10 +49,11 @@ export function whenUnauthorized(handler: (error: ApiError) => void): void {
 export class Api {
   constructor(private readonly credential: string) {}
 
-  /** A JSON request; resolves with the parsed body (null for 204). */
-  async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  /** A JSON request; resolves with the parsed body (null for 204). `keepalive` lets it finish
+   * while the page is being closed. */
+  async call<T>(method: string, path: string, body?: unknown, { keepalive = false } = {}): Promise<T> {
     const headers: Record<string, string> = { authorization: `Bearer ${this.credential}`, accept: "application/json" };
-    const init: RequestInit = { method, headers, cache: "no-store", credentials: "omit" };
+    const init: RequestInit = { method, headers, cache: "no-store", credentials: "omit", keepalive };
     if (body !== undefined) {
       headers["content-type"] = "application/json";
       init.body = JSON.stringify(body);

@@ -53,17 +53,24 @@ export function Playground({ api, agentId }: { api: Api; agentId: string | null 
     );
   }, [api]);
 
-  // Leaving the page ends a call still running, so it does not hold a concurrent-call lease.
-  useEffect(
-    () => () => {
+  // Leaving the playground, or closing the tab, ends a call still running, so it does not hold
+  // a concurrent-call lease until its idle timeout.
+  useEffect(() => {
+    const endOpenCall = () => {
+      const open = callRef.current;
+      if (!open || conversation.current.ended || endRequested.current) return;
+      endRequested.current = true;
+      api.call("POST", `/api/v1/calls/${encodeURIComponent(open.call_id)}/end`, undefined, { keepalive: true }).catch(() => {});
+    };
+    addEventListener("pagehide", endOpenCall);
+    return () => {
+      removeEventListener("pagehide", endOpenCall);
       recognition.current?.stop();
       speaker.current.cancel();
-      const open = callRef.current;
+      endOpenCall();
       socket.current?.close(1000, "console left the playground");
-      if (open && !conversation.current.ended) api.call("POST", `/api/v1/calls/${encodeURIComponent(open.call_id)}/end`).catch(() => {});
-    },
-    [api],
-  );
+    };
+  }, [api]);
 
   const send = (messages: Outbound[]) => {
     for (const message of messages) socket.current?.send(JSON.stringify(message));
