@@ -331,6 +331,14 @@ describe("a person using the console in Chromium", () => {
 
     await page.getByRole("button", { name: "Key 5" }).click();
     await page.locator(".transcript .entry.dtmf").getByText("5").waitFor();
+
+    // The model refuses: the turn closes without a word, and the page says so instead of waiting.
+    await emulator.script(MODEL, { ttft_ms: 20, inter_token_ms: 5, reply: QUICK_REPLY, fault: { kind: "validation" } });
+    await page.getByLabel("Say something").fill("Are you there?");
+    await page.getByRole("button", { name: "Send" }).click();
+    await page.getByText("The agent gave no reply (its models did not answer)").waitFor();
+    assert.equal(await page.getByText("The agent is thinking…").count(), 0);
+    await emulator.script(MODEL, { ttft_ms: 20, inter_token_ms: 5, reply: QUICK_REPLY });
     await accessible("playground (live call)");
     await screenshot("06-playground");
 

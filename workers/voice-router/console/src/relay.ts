@@ -119,6 +119,11 @@ export class Conversation {
             reply.heard = reply.text;
             this.replyStartedAt = null;
           }
+        } else if (m.last === true && this.promptAt !== null) {
+          // A turn closed without a word: every model of the agent's chain failed (the origin's
+          // `error` about it goes to the edge's log, not to the carrier).
+          this.promptAt = null;
+          this.entries.push({ kind: "event", text: "The agent gave no reply (its models did not answer)" });
         }
         return token;
       }

@@ -45,6 +45,12 @@ test("relay: setup first; a prompt, streamed tokens, the turn closed by last:tru
   assert.equal(c.reply, null);
   assert.equal(c.busy, false);
   assert.equal(c.entries.at(-1).done, true);
+
+  // A turn closed without a word (the model chain failed) ends the wait, and says so.
+  c.say("Anyone there?", 500);
+  c.receive({ type: "text", token: "", last: true }, 900);
+  assert.equal(c.busy, false);
+  assert.deepEqual(c.entries.at(-1), { kind: "event", text: "The agent gave no reply (its models did not answer)" });
 });
 
 test("relay: speaking over a reply sends interrupt (what was heard, for how long) before the prompt", () => {
