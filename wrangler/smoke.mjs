@@ -5,7 +5,9 @@
 //     internal Workers over their service bindings, the CallSession Durable Object, and the
 //     origin behind ORIGIN_URL. Retried until --timeout, since a fresh deploy takes seconds to
 //     reach every location.
-//  2. A geo-routing check with a forced country, for each --expect CC=REGION (or CC-SUB=REGION):
+//  2. `GET <edge>/console/` answers the console's HTML (voice-router's static assets) with its
+//     Content-Security-Policy, so a deploy that lost the assets or their `_headers` fails here.
+//  3. A geo-routing check with a forced country, for each --expect CC=REGION (or CC-SUB=REGION):
 //     geo-router decides for a caller from CC, and the decision must be REGION, healthy, not a
 //     failover; then that region's origin must answer `/health` through its load balancer.
 //
@@ -27,7 +29,8 @@
 //   --live-health           seed the replay with the deployed health table (needs Cloudflare
 //                           credentials); otherwise every region starts unknown (usable)
 //   --health-table FILE     seed the replay with this health table (JSON) instead
-//   --no-geo                only check /health through the edge
+//   --no-geo                only check /health (and /console/) through the edge
+//   --no-console            skip the /console/ check (a rollback to a version from before it)
 //   --timeout SECONDS       how long /health may take to become ok (default 120)
 
 import { execFile } from "node:child_process";
@@ -46,7 +49,7 @@ class UsageError extends Error {}
 class CheckFailed extends Error {}
 
 export function parseArgs(argv) {
-  const options = { expect: [], vars: [], timeoutS: 120, liveHealth: false, geo: true };
+  const options = { expect: [], vars: [], timeoutS: 120, liveHealth: false, geo: true, console: true };
   const value = (flag, i) => {
     if (i + 1 >= argv.length) throw new UsageError(`${flag} needs a value`);
     return argv[i + 1];
@@ -62,6 +65,7 @@ export function parseArgs(argv) {
       case "--live-health": options.liveHealth = true; break;
       case "--health-table": options.healthTable = value(flag, i++); break;
       case "--no-geo": options.geo = false; break;
+      case "--no-console": options.console = false; break;
       case "--timeout": {
         options.timeoutS = Number(value(flag, i++));
         if (!Number.isFinite(options.timeoutS) || options.timeoutS <= 0) throw new UsageError("--timeout needs a number of seconds");
@@ -127,6 +131,24 @@ export async function checkEdgeHealth(edgeUrl, timeoutS, log = console.log) {
     if (attempt === 1 || attempt % 5 === 0) log(`edge /health not ok yet (${last}); retrying`);
     await new Promise((resolve) => setTimeout(resolve, Math.min(2000, Math.max(0, deadline - Date.now()))));
   }
+}
+
+/** The web console answers at /console/: HTML with its CSP (from the assets' `_headers`). */
+export async function checkConsole(edgeUrl, log = console.log) {
+  let response;
+  try {
+    response = await fetchWithTimeout(`${edgeUrl}/console/`);
+  } catch (error) {
+    throw new CheckFailed(`edge /console/ at ${edgeUrl} did not answer: ${error.cause?.code ?? error.name ?? error}`);
+  }
+  const text = await response.text();
+  const type = response.headers.get("content-type") ?? "";
+  const csp = response.headers.get("content-security-policy") ?? "";
+  if (response.status !== 200 || !type.startsWith("text/html") || !text.includes("app.js")) {
+    throw new CheckFailed(`edge /console/ is not the console: ${response.status} ${type}`);
+  }
+  if (!/script-src 'self'/.test(csp)) throw new CheckFailed(`edge /console/ lacks its Content-Security-Policy (the assets' _headers): "${csp}"`);
+  log("edge /console/: ok (the console, with its Content-Security-Policy)");
 }
 
 /** The health table the deployed geo-router's Cron Trigger keeps in KV, or undefined. */
@@ -227,6 +249,7 @@ export async function checkGeoRouting(options, log = console.log) {
 async function main(argv) {
   const options = parseArgs(argv);
   await checkEdgeHealth(options.edgeUrl, options.timeoutS);
+  if (options.console) await checkConsole(options.edgeUrl);
   if (options.geo) await checkGeoRouting(options);
   console.log(`smoke check of ${options.env} passed`);
 }

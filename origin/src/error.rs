@@ -34,6 +34,16 @@ pub enum AppError {
         /// What is wrong.
         message: String,
     },
+    /// One field of the body is invalid; `field` names it by its JSON path.
+    #[error("{message}")]
+    InvalidField {
+        /// Stable code.
+        code: &'static str,
+        /// JSON path of the field, e.g. `inference.temperature`.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// The body is larger than the origin accepts.
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -78,7 +88,7 @@ impl AppError {
             Self::NotFound | Self::Missing(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unauthorized(_) | Self::NoPrincipal => StatusCode::UNAUTHORIZED,
-            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::BadRequest { .. } | Self::InvalidField { .. } => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -92,7 +102,9 @@ impl AppError {
             Self::NotFound | Self::Missing(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Unauthorized(_) | Self::NoPrincipal => "unauthorized",
-            Self::BadRequest { code, .. } | Self::Conflict { code, .. } => code,
+            Self::BadRequest { code, .. }
+            | Self::InvalidField { code, .. }
+            | Self::Conflict { code, .. } => code,
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::Unavailable(_) => "unavailable",
             Self::Internal => "internal",
@@ -102,7 +114,10 @@ impl AppError {
     /// The response, carrying the request id so a client can quote it.
     pub fn into_response_for(self, request_id: &RequestId) -> Response {
         let status = self.status();
-        let body = ErrorBody::new(self.code(), self.to_string(), request_id.as_str());
+        let mut body = ErrorBody::new(self.code(), self.to_string(), request_id.as_str());
+        if let Self::InvalidField { field, .. } = &self {
+            body = body.with_field(*field);
+        }
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         match status {

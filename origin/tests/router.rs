@@ -315,10 +315,14 @@ async fn bad_input_gets_the_envelope_and_the_right_status() {
         )
         .await;
     assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (400, Some("invalid_agent"))
+        (
+            status,
+            body["error"]["code"].as_str(),
+            body["error"]["field"].as_str()
+        ),
+        (400, Some("invalid_agent"), Some("inference.temperature"))
     );
-    let (status, _) = client
+    let (status, body) = client
         .json(
             "PUT",
             "/v1/agents/a2",
@@ -326,6 +330,8 @@ async fn bad_input_gets_the_envelope_and_the_right_status() {
         )
         .await;
     assert_eq!(status, 400);
+    // Not a field of the spec: the error is about the body as a whole.
+    assert_eq!(body["error"].get("field"), None);
     let (status, _) = client
         .json("POST", "/v1/calls", Some(json!({"agent_id": "ghost"})))
         .await;

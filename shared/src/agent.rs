@@ -241,6 +241,24 @@ impl AgentSpec {
         Ok(())
     }
 
+    /// The field `error` is about, as its JSON path in this spec (what a client shows the error
+    /// next to): a bad model is `model` when it is the agent's own, else `fallback_models`.
+    pub fn field_of(&self, error: &AgentError) -> &'static str {
+        match error {
+            AgentError::BadId => "id",
+            AgentError::BadName => "name",
+            AgentError::BadSystemPrompt => "system_prompt",
+            AgentError::BadGreeting => "greeting",
+            AgentError::BadModel(model) if self.model.as_ref() == Some(model) => "model",
+            AgentError::BadModel(_) | AgentError::ChainTooLong => "fallback_models",
+            AgentError::BadMaxTokens => "inference.max_tokens",
+            AgentError::BadTemperature => "inference.temperature",
+            AgentError::BadTopP => "inference.top_p",
+            AgentError::BadStopSequences => "inference.stop_sequences",
+            AgentError::BadPhoneNumber(_) | AgentError::BadPhoneNumbers => "phone_numbers",
+        }
+    }
+
     /// The models to try, in order: the agent's own, then its fallbacks, each once; either part
     /// missing is taken from `default_chain`.
     pub fn model_chain(&self, default_chain: &[String]) -> Vec<String> {
@@ -368,6 +386,40 @@ mod tests {
             change(&mut spec);
             assert_eq!(spec.validate(), Err(expected.clone()), "{expected:?}");
         }
+    }
+
+    #[test]
+    fn each_problem_names_its_field_by_json_path() {
+        let mut spec = spec();
+        let cases = [
+            (AgentError::BadName, "name"),
+            (AgentError::BadSystemPrompt, "system_prompt"),
+            (AgentError::BadGreeting, "greeting"),
+            (AgentError::ChainTooLong, "fallback_models"),
+            (AgentError::BadMaxTokens, "inference.max_tokens"),
+            (AgentError::BadTemperature, "inference.temperature"),
+            (AgentError::BadTopP, "inference.top_p"),
+            (AgentError::BadStopSequences, "inference.stop_sequences"),
+            (AgentError::BadPhoneNumber("1".into()), "phone_numbers"),
+            (AgentError::BadPhoneNumbers, "phone_numbers"),
+        ];
+        for (error, field) in cases {
+            assert_eq!(spec.field_of(&error), field, "{error:?}");
+        }
+        // A bad model id is the agent's own model, or one of its fallbacks.
+        spec.model = Some("bad model".into());
+        spec.fallback_models = Some(vec!["bad fallback".into()]);
+        assert_eq!(
+            spec.validate(),
+            Err(AgentError::BadModel("bad model".into()))
+        );
+        assert_eq!(
+            spec.field_of(&AgentError::BadModel("bad model".into())),
+            "model"
+        );
+        spec.model = Some("good".into());
+        let error = spec.validate().expect_err("the fallback is bad");
+        assert_eq!(spec.field_of(&error), "fallback_models");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The one JSON error envelope every service answers with:
-//! `{"error":{"code":"rate_limited","message":"…","request_id":"…"}}`, and the stable codes the
-//! public edge (voice-router and its `CallSession` object) chooses from.
+//! `{"error":{"code":"rate_limited","message":"…","request_id":"…"}}`, plus `"field"` when the
+//! error is about one field of the request body (a client shows it next to that field); and the
+//! stable codes the public edge (voice-router and its `CallSession` object) chooses from.
 
 use serde::{Deserialize, Serialize};
 
@@ -104,6 +105,9 @@ pub struct ErrorDetail {
     pub message: String,
     /// Correlates the answer with the logs of every hop.
     pub request_id: String,
+    /// The body field the error is about, as a JSON path (`inference.temperature`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 impl ErrorBody {
@@ -118,8 +122,15 @@ impl ErrorBody {
                 code: code.into(),
                 message: message.into(),
                 request_id: request_id.into(),
+                field: None,
             },
         }
+    }
+
+    /// Names the body field the error is about.
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.error.field = Some(field.into());
+        self
     }
 
     /// Serialises the envelope; infallible for this plain-string shape.
@@ -157,6 +168,19 @@ mod tests {
             );
         }
         assert_eq!(ErrorCode::parse("twilio_bad_signature"), None);
+    }
+
+    #[test]
+    fn names_the_field_only_when_there_is_one() {
+        let body = ErrorBody::new("invalid_agent", "bad", "r").with_field("inference.top_p");
+        let value: serde_json::Value = serde_json::from_str(&body.to_json()).expect("valid json");
+        assert_eq!(value["error"]["field"], "inference.top_p");
+        let back: ErrorBody = serde_json::from_str(&body.to_json()).expect("round trip");
+        assert_eq!(back, body);
+        let plain: ErrorBody =
+            serde_json::from_str(r#"{"error":{"code":"c","message":"m","request_id":"r"}}"#)
+                .expect("an envelope without a field still parses");
+        assert_eq!(plain.error.field, None);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 import { spawn } from "node:child_process";
 import { createHmac, createHash, randomUUID } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import { createRequire } from "node:module";
 import { once } from "node:events";
@@ -156,6 +156,11 @@ export const TEST_SECRETS = {
  */
 export async function startWorkers({ originUrl, vars = {}, secrets = {} } = {}) {
   const bundles = required("WORKER_BUNDLES_DIR");
+  // voice-router's static assets (the console) are read from its config's `assets.directory`,
+  // which its build fills; the prebuilt bundles do not carry them.
+  if (!existsSync(path.join(root, "workers/voice-router/console/dist/console/index.html"))) {
+    throw new Error("the console is not built: run `node workers/voice-router/console/build.mjs` (make test and wrangler's build of voice-router do)");
+  }
   const workers = WORKERS.map((worker) => ({
     configPath: path.join(root, "wrangler", `${worker}.toml`),
     env: ENVIRONMENT,
@@ -274,6 +279,14 @@ export function edgeHeaders({
 /** A principal of `tenant`, as auth-validator would produce it. */
 export function principalOf(tenant, scopes = ["calls:write", "agents:admin"]) {
   return { tenant_id: tenant, subject: "e2e", scopes, plan: "pro", method: "api_key" };
+}
+
+/** An HS256 JWT signed with `secret`: `claims` over `iat` now and `exp` in ten minutes. */
+export function hs256Jwt(secret, claims) {
+  const now = Math.floor(Date.now() / 1000);
+  const part = (object) => Buffer.from(JSON.stringify(object)).toString("base64url");
+  const signed = `${part({ alg: "HS256", typ: "JWT" })}.${part({ iat: now, exp: now + 600, ...claims })}`;
+  return `${signed}.${createHmac("sha256", secret).update(signed).digest("base64url")}`;
 }
 
 /** A port on loopback with nothing listening: for "the origin is down". */

@@ -12,7 +12,9 @@ for environment in $ENVIRONMENTS; do
     log=$(mktemp)
     if wrangler deploy --dry-run --env "$environment" -c "wrangler/$worker.toml" \
       --outdir "$out/$environment/$worker" >"$log" 2>&1; then
-      note "$environment/$worker: $(grep -o 'Total Upload:.*' "$log" || echo ok)"
+      # voice-router also uploads the console (static assets): wrangler says how many files.
+      assets=$(grep -o 'Read [0-9]* files\? from the assets directory' "$log" | sed 's/ from the assets directory/ of static assets/' || true)
+      note "$environment/$worker: $(grep -o 'Total Upload:.*' "$log" || echo ok)${assets:+; $assets}"
       rm -f "$log"
     else
       cat "$log"

@@ -66,6 +66,23 @@ export WRANGLER_SEND_METRICS=false
 export CLOUDFLARE_CF_FETCH_ENABLED=false
 
 WORKERS="auth-validator rate-limiter geo-router voice-router"
+# The web console voice-router serves as static assets (its npm packages: setup.sh; its build:
+# voice-router's [build] command in wrangler/voice-router.toml, and build.sh).
+CONSOLE_DIR=$ROOT/workers/voice-router/console
+
+# The Chromium the console's browser test drives: CHROMIUM_BIN, else the first on the machine
+# (Debian's package installs /usr/bin/chromium; CI images often carry Google Chrome).
+browser_bin() {
+  local candidate
+  for candidate in "${CHROMIUM_BIN:-}" chromium chromium-browser google-chrome-stable google-chrome; do
+    [ -n "$candidate" ] || continue
+    if command -v "$candidate" >/dev/null 2>&1; then
+      command -v "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
 ENVIRONMENTS=${ENVIRONMENTS:-"development staging production"}
 
 # Output helpers: every step says what it does; steps are numbered when a script knows its total.

@@ -3,7 +3,9 @@
 # the Bedrock emulator (tests/bedrock-emulator), the origin on loopback with its embedded
 # defaults (SQLite, in-process fan-out) streaming from that emulator through the real AWS SDK,
 # and the four Workers together in workerd (`wrangler dev`, development environment) with KV,
-# Durable Objects and service bindings wired. Ctrl-C stops everything it started.
+# Durable Objects and service bindings wired, voice-router serving the web console at /console/
+# (its [build] command bundles it; wrangler dev rebuilds it when its sources change). Ctrl-C
+# stops everything it started.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ROOT"
@@ -104,9 +106,15 @@ until [ "$(http_status "http://127.0.0.1:$EDGE_PORT/health")" = 200 ]; do
   sleep 2
 done
 
+# A development JWT to paste into the console (and to use with curl below).
+dev_token=$(node "$ROOT/tests/stack/dev-token.mjs") || fail "making a development token failed"
+
 cat <<MSG
 
 $(printf '\033[1m')AYBIZA Edge is running locally.$(printf '\033[0m')
+  console:              http://127.0.0.1:$EDGE_PORT/console/
+                        sign in by pasting this development JWT (tenant dev-tenant, every scope, 12 hours):
+                        $dev_token
   edge (voice-router):  curl http://127.0.0.1:$EDGE_PORT/health    all four Workers and the origin
   origin:               curl http://127.0.0.1:$ORIGIN_PORT/health   (/v1/… only with the edge's signature)
   Bedrock emulator:     curl http://127.0.0.1:$EMULATOR_PORT/control/stats   (the origin's model)

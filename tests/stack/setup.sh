@@ -1,23 +1,35 @@
 #!/usr/bin/env bash
 # Installs everything the build (and, with --with-databases, the tests; with --with-linters, the
-# lint step) needs. Idempotent: a second run checks versions and installs nothing. Only package
-# registries are contacted (crates.io, npm, Debian, PyPI).
+# lint step; with --with-browser, the console's browser test) needs. Idempotent: a second run
+# checks versions and installs nothing. Only package registries are contacted (crates.io, npm,
+# Debian, PyPI).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 with_databases=false
 with_linters=false
+with_browser=false
 for flag in "$@"; do
   case "$flag" in
     --with-databases) with_databases=true ;;
     --with-linters) with_linters=true ;;
-    *) fail "unknown flag $flag (--with-databases, --with-linters)" ;;
+    --with-browser) with_browser=true ;;
+    *) fail "unknown flag $flag (--with-databases, --with-linters, --with-browser)" ;;
   esac
 done
-total=5
+total=6
 $with_databases && total=$((total + 1))
 $with_linters && total=$((total + 1))
-n=5
+$with_browser && total=$((total + 1))
+n=6
+
+# apt-get as root, or through sudo.
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+}
 
 # 1. Rust: the pinned toolchain with the wasm target.
 step "[1/$total] Rust toolchain (rust-toolchain.toml) with wasm32-unknown-unknown"
@@ -57,22 +69,38 @@ else
   note "using node $(node --version) from .tools/"
 fi
 
+# npm_install_pinned DIR: `npm install` in DIR unless it already ran for this content of
+# DIR/package-lock.json (a stamp in its node_modules); false when nothing needed installing.
+# `npm install`, not `npm ci`: the lockfiles pin every package the registry has, but the
+# registries reachable here lack workerd's macOS/Windows builds, which `npm ci` insists on.
+npm_install_pinned() {
+  local stamp=$1/node_modules/.installed-lock-sha256 want
+  want=$(sha256sum "$1/package-lock.json" | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 1; fi
+  # `|| fail`: errexit does not reach inside a function called as an `if` condition.
+  npm install --prefix "$1" --no-audit --no-fund --loglevel=error || fail "npm install in $1 failed"
+  echo "$want" >"$stamp"
+}
+
 # 3. wrangler, miniflare and binaryen's wasm-opt, pinned by wrangler/package-lock.json.
 step "[3/$total] wrangler and wasm-opt (wrangler/package-lock.json)"
-stamp=$ROOT/wrangler/node_modules/.installed-lock-sha256
-want=$(sha256sum "$ROOT/wrangler/package-lock.json" | cut -d' ' -f1)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-  note "up to date: $(wrangler --version 2>/dev/null | tail -n 1)"
-else
-  # `npm install`, not `npm ci`: the lockfile pins every package the registry has, but the
-  # registries reachable here lack workerd's macOS/Windows builds, which `npm ci` insists on.
-  npm install --prefix "$ROOT/wrangler" --no-audit --no-fund --loglevel=error
-  echo "$want" >"$stamp"
+if npm_install_pinned "$ROOT/wrangler"; then
   note "installed wrangler $(wrangler --version 2>/dev/null | tail -n 1)"
+else
+  note "up to date: $(wrangler --version 2>/dev/null | tail -n 1)"
 fi
 
-# 4. worker-build, pinned, in a version-keyed folder of the cache.
-step "[4/$total] worker-build $WORKER_BUILD_VERSION"
+# 4. The console's build (esbuild, Preact, TypeScript) and browser-test (playwright-core,
+#    axe-core) packages, pinned by its package-lock.json.
+step "[4/$total] the console's npm packages (workers/voice-router/console/package-lock.json)"
+if npm_install_pinned "$CONSOLE_DIR"; then
+  note "installed in workers/voice-router/console/node_modules"
+else
+  note "up to date"
+fi
+
+# 5. worker-build, pinned, in a version-keyed folder of the cache.
+step "[5/$total] worker-build $WORKER_BUILD_VERSION"
 if [ -x "$WORKER_BUILD_ROOT/bin/worker-build" ]; then
   note "present"
 else
@@ -80,8 +108,8 @@ else
   cargo install worker-build --version "$WORKER_BUILD_VERSION" --locked --root "$WORKER_BUILD_ROOT"
 fi
 
-# 5. wasm-bindgen-cli matching Cargo.lock exactly.
-step "[5/$total] wasm-bindgen-cli $WASM_BINDGEN_VERSION (must equal Cargo.lock's wasm-bindgen)"
+# 6. wasm-bindgen-cli matching Cargo.lock exactly.
+step "[6/$total] wasm-bindgen-cli $WASM_BINDGEN_VERSION (must equal Cargo.lock's wasm-bindgen)"
 [ -n "$WASM_BINDGEN_VERSION" ] || fail "wasm-bindgen not found in Cargo.lock"
 if [ -x "$WASM_BINDGEN_ROOT/bin/wasm-bindgen" ] &&
   [ "$("$WASM_BINDGEN_ROOT/bin/wasm-bindgen" --version)" = "wasm-bindgen $WASM_BINDGEN_VERSION" ]; then
@@ -92,7 +120,7 @@ else
   cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --root "$WASM_BINDGEN_ROOT"
 fi
 
-# 6. PostgreSQL and Redis servers for the integration and end-to-end tests.
+# PostgreSQL and Redis servers for the integration and end-to-end tests.
 if $with_databases; then
   n=$((n + 1))
   step "[$n/$total] PostgreSQL and Redis servers"
@@ -100,17 +128,14 @@ if $with_databases; then
   if postgres_bin_dir >/dev/null && command -v redis-server >/dev/null 2>&1; then
     note "present: $("$(postgres_bin_dir)/postgres" --version), $(redis-server --version | cut -d' ' -f1-3)"
   elif command -v apt-get >/dev/null 2>&1; then
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
     note "installing Debian packages postgresql and redis-server"
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql redis-server
+    apt_install postgresql redis-server
   else
     fail "the tests need a PostgreSQL (>= 14) server and redis-server (>= 6) on PATH; install them with your package manager (e.g. 'brew install postgresql@16 redis') and run again"
   fi
 fi
 
-# 7. Linters from PyPI (wheels, pinned; hashes for the two that carry executables), in a
+# Linters from PyPI (wheels, pinned; hashes for the two that carry executables), in a
 #    virtualenv of the cache folder named after the pin files.
 if $with_linters; then
   n=$((n + 1))
@@ -127,6 +152,22 @@ if $with_linters; then
     "${pip[@]}" -r "$ROOT/tests/stack/cfn-lint.txt" || fail "installing cfn-lint failed"
     touch "$LINTERS_ROOT/.installed"
     note "installed in $LINTERS_ROOT"
+  fi
+fi
+
+# Chromium for the console's browser test (tests/e2e/console.test.mjs): the distribution's
+# package, never a browser download of a test tool's own.
+if $with_browser; then
+  n=$((n + 1))
+  step "[$n/$total] Chromium for the console's browser test"
+  if browser=$(browser_bin); then
+    note "present: $browser ($("$browser" --version 2>/dev/null | head -n 1))"
+  elif command -v apt-get >/dev/null 2>&1 && grep -qi debian /etc/os-release 2>/dev/null; then
+    note "installing the Debian package chromium"
+    apt_install chromium
+    note "installed: $(chromium --version 2>/dev/null | head -n 1)"
+  else
+    fail "the console's browser test needs Chromium or Google Chrome: install it with your package manager (Debian: apt-get install chromium) or set CHROMIUM_BIN"
   fi
 fi
 

@@ -33,7 +33,11 @@ pub async fn put(
     valid_id(&id).or_fail(&request_id)?;
     let spec: AgentSpec = json_body(&body).or_fail(&request_id)?;
     spec.validate()
-        .map_err(|error| AppError::bad_request("invalid_agent", error.to_string()))
+        .map_err(|error| AppError::InvalidField {
+            code: "invalid_agent",
+            field: spec.field_of(&error),
+            message: error.to_string(),
+        })
         .or_fail(&request_id)?;
     let (agent, created) = stored(
         &state,
