@@ -116,7 +116,8 @@ async fn a_full_conversation_over_the_relay(db: Db) {
     );
     assert_eq!(
         last["system"][1]["text"],
-        "The call began with you saying: \"Hello, thanks for calling. How can I help?\""
+        "The call began with you saying: \"Hello, thanks for calling. How can I help?\"\n\
+         The caller is speaking the language with the BCP 47 tag en-US. Answer in that language."
     );
     assert_eq!(
         last["messages"][2]["content"][0]["text"],

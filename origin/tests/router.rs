@@ -491,11 +491,17 @@ async fn a_model_failing_mid_reply_ends_the_stream_with_an_error_event() {
     assert_eq!(last.data["error"]["code"], "model_unavailable");
     // No fallback after the caller heard the first model: m2 was never asked.
     assert_eq!(llm.requests.lock().expect("lock").len(), 1);
-    // What was sent is stored, so the next turn's context matches what the caller heard.
+    // The caller is not left with half a sentence: the agent's fallback utterance follows.
+    let apology = shared::agent::DEFAULT_FALLBACK_UTTERANCE;
+    assert_eq!(events[events.len() - 2].event, "token");
+    assert_eq!(events[events.len() - 2].data["text"], apology);
+    // What was said is stored, so the next turn's context matches what the caller heard, and
+    // the turn says why it failed.
     let (_, list) = client
         .json("GET", &format!("/v1/calls/{call}/turns"), None)
         .await;
-    assert_eq!(list["turns"][1]["text"], "Let me check. ");
+    assert_eq!(list["turns"][1]["text"], format!("Let me check. {apology}"));
+    assert_eq!(list["turns"][1]["failure_reason"], "stream_error");
 }
 
 #[tokio::test]

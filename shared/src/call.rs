@@ -126,6 +126,15 @@ pub struct Call {
     /// Why it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_reason: Option<String>,
+    /// Caller ID name, from the carrier's relay `setup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_name: Option<String>,
+    /// The number that forwarded the call here, from `setup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarded_from: Option<String>,
+    /// `PSTN`, `SIP`, `CLIENT`, … from `setup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_type: Option<String>,
 }
 
 /// `POST /v1/calls/{id}/end`.

@@ -31,6 +31,7 @@ use shared::agent::{Agent, AgentSpec};
 use shared::call::Call;
 use shared::model::ModelFailure;
 use shared::principal::{AuthMethod, Principal};
+use shared::relay::CallerDetails;
 use shared::signing::{BodyHash, SignedRequest, sign};
 use shared::turn::{Turn, Usage};
 use shared::usage::{DayRange, UsageDay};
@@ -835,6 +836,15 @@ impl Store for FlakyStore {
         self.check()?;
         self.inner.append_turns(tenant, call_id, turns).await
     }
+    async fn record_caller(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        caller: &CallerDetails,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.record_caller(tenant, call_id, caller).await
+    }
     async fn mark_interrupted(
         &self,
         tenant: &str,
@@ -920,6 +930,7 @@ impl LlmClient for FakeLlm {
                     input_tokens: 10,
                     output_tokens: count,
                 }),
+                guardrail_trace: None,
             })),
         }
         Ok(Box::new(FakeStream {
