@@ -2,6 +2,7 @@
 //! the test command's PostgreSQL (a schema per test), its Redis (a key prefix per test).
 //! Tests marked for both databases run twice.
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -11,22 +12,6 @@ use serde_json::{Value, json};
 use support::{
     Db, Options, Origin, Proxy, authority_of, eventually, postgres_url, redis_url, with_authority,
 };
-
-/// Runs a test once on SQLite and once on PostgreSQL.
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                super::$name(super::Db::Sqlite).await;
-            }
-            #[tokio::test]
-            async fn postgres() {
-                super::$name(super::Db::Postgres).await;
-            }
-        }
-    )*};
-}
 
 on_both_databases!(
     a_full_conversation_over_the_relay,

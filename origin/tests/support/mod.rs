@@ -9,6 +9,24 @@
 
 #![allow(dead_code)]
 
+/// Runs a test once on SQLite and once on PostgreSQL: `on_both_databases!(a, b)` expects
+/// `async fn a(db: Db)` beside it.
+#[allow(unused_macros)] // Not every test crate runs on both databases.
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(super::Db::Sqlite).await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(super::Db::Postgres).await;
+            }
+        }
+    )*};
+}
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
