@@ -470,24 +470,27 @@ impl Session {
             self.send(&Outbound::token(piece));
         }
         let turn = NewTurn::said(TurnRole::Assistant, greeting, self.state.now_ms());
-        match stored(
-            &self.state,
-            self.state
-                .store
-                .append_turns(&self.tenant, &self.call_id, std::slice::from_ref(&turn))
-                .await,
-        ) {
-            Ok(seqs) => {
-                let seq = seqs.first().copied().unwrap_or(0);
-                self.push_history(seq, &turn);
-                self.send(&Outbound::turn_end());
-            }
+        match self.store_turn(&turn).await {
+            Ok(()) => self.send(&Outbound::turn_end()),
             Err(error) => self.fail(
                 AppError::from(error).code(),
                 "the greeting could not be stored".into(),
             ),
         }
         self.idle.on_spoke(self.state.now_ms(), &turn.text);
+    }
+
+    /// Appends one turn and keeps it in the session's history.
+    async fn store_turn(&mut self, turn: &NewTurn) -> Result<(), crate::store::StoreError> {
+        let seqs = stored(
+            &self.state,
+            self.state
+                .store
+                .append_turns(&self.tenant, &self.call_id, std::slice::from_ref(turn))
+                .await,
+        )?;
+        self.push_history(seqs.first().copied().unwrap_or(0), turn);
+        Ok(())
     }
 
     /// Says one of the agent's own lines (reprompt, goodbye) as one `text … last: true`, and
@@ -501,17 +504,8 @@ impl Session {
             lang: options.lang,
             ..NewTurn::said(TurnRole::Assistant, line, self.state.now_ms())
         };
-        match stored(
-            &self.state,
-            self.state
-                .store
-                .append_turns(&self.tenant, &self.call_id, std::slice::from_ref(&turn))
-                .await,
-        ) {
-            Ok(seqs) => self.push_history(seqs.first().copied().unwrap_or(0), &turn),
-            Err(error) => {
-                tracing::warn!(call_id = %self.call_id, %error, "the agent's line was said but not stored");
-            }
+        if let Err(error) = self.store_turn(&turn).await {
+            tracing::warn!(call_id = %self.call_id, %error, "the agent's line was said but not stored");
         }
         self.idle.on_spoke(self.state.now_ms(), &turn.text);
     }
@@ -716,21 +710,11 @@ impl Session {
 
     async fn on_dtmf(&mut self, digit: String) {
         let turn = NewTurn::said(TurnRole::Dtmf, digit, self.state.now_ms());
-        match stored(
-            &self.state,
-            self.state
-                .store
-                .append_turns(&self.tenant, &self.call_id, std::slice::from_ref(&turn))
-                .await,
-        ) {
-            Ok(seqs) => {
-                let seq = seqs.first().copied().unwrap_or(0);
-                self.push_history(seq, &turn);
-            }
-            Err(error) => self.fail(
+        if let Err(error) = self.store_turn(&turn).await {
+            self.fail(
                 AppError::from(error).code(),
                 "the key press could not be stored".into(),
-            ),
+            );
         }
     }
 

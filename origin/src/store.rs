@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use shared::agent::{Agent, AgentSpec};
 use shared::call::Call;
-use shared::relay::CallerDetails;
+use shared::call::CallerDetails;
 use shared::turn::{Turn, TurnRole};
 use shared::usage::{DayRange, UsageDay};
 

@@ -9,9 +9,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use bedrock_emulator::{Fault, FaultKind, GuardrailScript, ModelScript};
+use bedrock_emulator::{FaultKind, GuardrailScript, ModelScript};
 use serde_json::{Value, json};
-use support::{Client, Db, Options, Origin, Relay, eventually};
+use support::{Client, Db, Options, Origin, Relay, eventually, fault, slow, turns_of};
 
 on_both_databases!(
     every_model_failing_is_an_apology_the_turn_is_stored_as_failed_and_the_call_goes_on,
@@ -22,40 +22,11 @@ on_both_databases!(
     setup_stores_who_is_calling,
 );
 
-fn failing(kind: FaultKind) -> ModelScript {
-    ModelScript {
-        fault: Some(Fault {
-            kind,
-            after_tokens: 0,
-            exception: "modelStreamErrorException".into(),
-            times: None,
-        }),
-        ..ModelScript::default()
-    }
-}
-
-fn replying(reply: &str) -> ModelScript {
-    ModelScript {
-        ttft_ms: 5,
-        inter_token_ms: 1,
-        reply: Some(reply.to_owned()),
-        ..ModelScript::default()
-    }
-}
-
 async fn put_agent(client: &Client, id: &str, spec: Value) {
     let (status, body) = client
         .json("PUT", &format!("/v1/agents/{id}"), Some(spec))
         .await;
     assert!(status == 201 || status == 200, "{status} {body}");
-}
-
-async fn turns_of(client: &Client, call: &str) -> Vec<Value> {
-    let (status, list) = client
-        .json("GET", &format!("/v1/calls/{call}/turns"), None)
-        .await;
-    assert_eq!(status, 200, "{list}");
-    list["turns"].as_array().cloned().unwrap_or_default()
 }
 
 /// A relay bound to a new call of `agent`.
@@ -91,8 +62,8 @@ async fn every_model_failing_is_an_apology_the_turn_is_stored_as_failed_and_the_
     db: Db,
 ) {
     let origin = Origin::start(Options::new(db).var("BEDROCK_FIRST_TOKEN_TIMEOUT_MS", "300")).await;
-    origin.script("busy", failing(FaultKind::Throttle));
-    origin.script("broken", failing(FaultKind::ServerError));
+    origin.script("busy", fault(FaultKind::Throttle));
+    origin.script("broken", fault(FaultKind::ServerError));
     let client = origin.client("acme");
     put_agent(
         &client,
@@ -132,7 +103,7 @@ async fn every_model_failing_is_an_apology_the_turn_is_stored_as_failed_and_the_
 
     // The call goes on: the model is back, the next prompt is answered, with the apology in
     // its context.
-    origin.script("busy", replying("We open at nine."));
+    origin.script("busy", slow("We open at nine.", 1));
     relay.prompt("When do you open?").await;
     assert_eq!(relay.reply().await, "We open at nine.");
     let last = origin.emulator.requests("busy").pop().expect("request");
@@ -143,7 +114,7 @@ async fn every_model_failing_is_an_apology_the_turn_is_stored_as_failed_and_the_
 
     // The API's turn gets the same treatment in its shape: the apology as `token`, stored,
     // then `error`.
-    origin.script("busy", failing(FaultKind::Unavailable));
+    origin.script("busy", fault(FaultKind::Unavailable));
     let api_call = client.call("desk").await;
     let (status, events) = client.turn(&api_call, "hello").await;
     assert_eq!(status, 200);
@@ -163,7 +134,7 @@ async fn every_model_failing_is_an_apology_the_turn_is_stored_as_failed_and_the_
 
 async fn a_silent_caller_is_reprompted_told_goodbye_and_the_session_ended(db: Db) {
     let origin = Origin::start(Options::new(db)).await;
-    origin.script("m", replying("Hi."));
+    origin.script("m", slow("Hi.", 1));
     let client = origin.client("acme");
     put_agent(
         &client,
@@ -292,7 +263,7 @@ async fn an_interrupt_with_the_duration_as_a_string_cancels_the_stream(db: Db) {
 
 async fn a_caller_who_switches_language_is_answered_in_it(db: Db) {
     let origin = Origin::start(Options::new(db)).await;
-    origin.script("m", replying("Answer."));
+    origin.script("m", slow("Answer.", 1));
     let client = origin.client("acme");
     put_agent(
         &client,
@@ -365,7 +336,7 @@ async fn a_guardrail_intervention_ends_the_turn_with_its_message(db: Db) {
             message: " Sorry, I can't help with that.".into(),
             action_reason: "Guardrail blocked.".into(),
         }),
-        ..replying("Let me explain. First you take the")
+        ..slow("Let me explain. First you take the", 1)
     };
     origin.script("guarded", guarded);
     let client = origin.client("acme");
@@ -483,8 +454,8 @@ async fn latency_optimized_inference_is_asked_only_of_models_that_offer_it() {
     let origin =
         Origin::start(Options::new(Db::Sqlite).var("BEDROCK_FIRST_TOKEN_TIMEOUT_MS", "300")).await;
     let optimized = "us.anthropic.claude-3-5-haiku-20241022-v1:0";
-    origin.script(optimized, failing(FaultKind::Throttle));
-    origin.script("plain", replying("Hi."));
+    origin.script(optimized, fault(FaultKind::Throttle));
+    origin.script("plain", slow("Hi.", 1));
     let client = origin.client("acme");
     put_agent(
         &client,

@@ -10,7 +10,8 @@ use std::time::Duration;
 use bedrock_emulator::{Fault, FaultKind, ModelScript};
 use serde_json::{Value, json};
 use support::{
-    Db, Options, Origin, Proxy, authority_of, eventually, postgres_url, redis_url, with_authority,
+    Db, Options, Origin, Proxy, authority_of, eventually, fault, postgres_url, redis_url, slow,
+    turns_of, with_authority,
 };
 
 on_both_databases!(
@@ -22,35 +23,6 @@ on_both_databases!(
     durable_usage_counts_what_bedrock_reported,
     one_tenant_never_reaches_another_tenants_agents_calls_or_usage,
 );
-
-fn slow(reply: &str, inter_token_ms: u64) -> ModelScript {
-    ModelScript {
-        ttft_ms: 5,
-        inter_token_ms,
-        reply: Some(reply.to_owned()),
-        ..ModelScript::default()
-    }
-}
-
-fn fault(kind: FaultKind) -> ModelScript {
-    ModelScript {
-        fault: Some(Fault {
-            kind,
-            after_tokens: 0,
-            exception: "modelStreamErrorException".into(),
-            times: None,
-        }),
-        ..ModelScript::default()
-    }
-}
-
-async fn turns_of(client: &support::Client, call: &str) -> Vec<Value> {
-    let (status, list) = client
-        .json("GET", &format!("/v1/calls/{call}/turns"), None)
-        .await;
-    assert_eq!(status, 200, "{list}");
-    list["turns"].as_array().cloned().unwrap_or_default()
-}
 
 async fn a_full_conversation_over_the_relay(db: Db) {
     let origin = Origin::start(Options::new(db)).await;

@@ -21,6 +21,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::call::{CallerDetails, MAX_CALLER_DETAIL_CHARS};
+
 /// A message from the carrier.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inbound {
@@ -100,30 +102,6 @@ impl Setup {
             forwarded_from: stored_field(&self.forwarded_from),
             call_type: stored_field(&self.call_type),
         }
-    }
-}
-
-/// Longest caller detail stored (CNAM names are 15 characters; SIP URIs are longer).
-pub const MAX_CALLER_DETAIL_CHARS: usize = 128;
-
-/// The details of `setup` stored with a call: who is calling and how the call arrived.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CallerDetails {
-    /// Caller ID name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub caller_name: Option<String>,
-    /// The number that forwarded the call.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forwarded_from: Option<String>,
-    /// `PSTN`, `SIP`, `CLIENT`, …
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub call_type: Option<String>,
-}
-
-impl CallerDetails {
-    /// Whether there is anything to store.
-    pub fn is_empty(&self) -> bool {
-        self.caller_name.is_none() && self.forwarded_from.is_none() && self.call_type.is_none()
     }
 }
 

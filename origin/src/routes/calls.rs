@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, StreamExt};
-use shared::call::{Call, CallSource, CallStatus, CreateCall, EndCall, check_id};
+use shared::call::{Call, CallSource, CallStatus, CallerDetails, CreateCall, EndCall, check_id};
 use shared::call_event::{CallEvent, CallEventKind};
 use shared::error_body::ErrorBody;
 use shared::turn::{
@@ -78,9 +78,7 @@ pub async fn start_call(
         started_at_ms: state.now_ms(),
         ended_at_ms: None,
         end_reason: None,
-        caller_name: None,
-        forwarded_from: None,
-        call_type: None,
+        caller: CallerDetails::default(),
     };
     stored(state, state.store.create_call(&call).await)?;
     turn::publish(

@@ -16,8 +16,7 @@ use shared::agent::{
     Agent, AgentSpec, DEFAULT_FALLBACK_UTTERANCE, DEFAULT_IDLE_GOODBYE, DEFAULT_IDLE_REPROMPT,
     DEFAULT_IDLE_REPROMPT_SECS, DEFAULT_IDLE_REPROMPTS, InferenceSettings, Latency, VoiceSettings,
 };
-use shared::call::{Call, CallSource, CallStatus};
-use shared::relay::CallerDetails;
+use shared::call::{Call, CallSource, CallStatus, CallerDetails};
 use shared::turn::{Turn, TurnRole};
 use shared::usage::{DayRange, UsageDay, day_of};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
@@ -406,9 +405,11 @@ fn call_from_row(row: &AnyRow) -> Result<Call, StoreError> {
             .map_err(corrupt("call"))?
             .map(unsigned),
         end_reason: opt("end_reason")?,
-        caller_name: opt("caller_name")?,
-        forwarded_from: opt("forwarded_from")?,
-        call_type: opt("call_type")?,
+        caller: CallerDetails {
+            caller_name: opt("caller_name")?,
+            forwarded_from: opt("forwarded_from")?,
+            call_type: opt("call_type")?,
+        },
     })
 }
 

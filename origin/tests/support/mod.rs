@@ -47,9 +47,9 @@ use origin::{AppState, Clock};
 use serde_json::{Value, json};
 use shared::agent::{Agent, AgentSpec};
 use shared::call::Call;
+use shared::call::CallerDetails;
 use shared::model::ModelFailure;
 use shared::principal::{AuthMethod, Principal};
-use shared::relay::CallerDetails;
 use shared::signing::{BodyHash, SignedRequest, sign};
 use shared::turn::{Turn, Usage};
 use shared::usage::{DayRange, UsageDay};
@@ -681,6 +681,38 @@ impl Relay {
     pub async fn close(mut self) {
         let _ = self.socket.close(None).await;
     }
+}
+
+/// A model that answers `reply` quickly, `inter_token_ms` between deltas.
+pub fn slow(reply: &str, inter_token_ms: u64) -> ModelScript {
+    ModelScript {
+        ttft_ms: 5,
+        inter_token_ms,
+        reply: Some(reply.to_owned()),
+        ..ModelScript::default()
+    }
+}
+
+/// A model that fails with `kind` before its first token, every time.
+pub fn fault(kind: bedrock_emulator::FaultKind) -> ModelScript {
+    ModelScript {
+        fault: Some(bedrock_emulator::Fault {
+            kind,
+            after_tokens: 0,
+            exception: "modelStreamErrorException".into(),
+            times: None,
+        }),
+        ..ModelScript::default()
+    }
+}
+
+/// A call's stored turns, as `GET /v1/calls/{call}/turns` answers them.
+pub async fn turns_of(client: &Client, call: &str) -> Vec<Value> {
+    let (status, list) = client
+        .json("GET", &format!("/v1/calls/{call}/turns"), None)
+        .await;
+    assert_eq!(status, 200, "{list}");
+    list["turns"].as_array().cloned().unwrap_or_default()
 }
 
 /// Waits until `condition` holds (polling every 10 ms, at most `wait`).
