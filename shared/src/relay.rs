@@ -548,6 +548,10 @@ pub enum RelayedKind {
     TurnEnd,
     /// The origin's `error` note about a message it could not use: logged, never forwarded.
     OriginError,
+    /// The origin's `end`: the agent ended the relay session (e.g. `handoffData.reason` is
+    /// `idle_timeout`); the origin has already recorded the call as ended and closes its socket
+    /// next. Forwarded to the carrier.
+    SessionEnd,
     /// Anything else: passed on unchanged.
     Other,
 }
@@ -568,6 +572,7 @@ pub fn relayed_kind(text: &str) -> RelayedKind {
         (Some("setup"), _) => RelayedKind::Setup,
         (Some("text"), Some(true)) => RelayedKind::TurnEnd,
         (Some("error"), _) => RelayedKind::OriginError,
+        (Some("end"), _) => RelayedKind::SessionEnd,
         _ => RelayedKind::Other,
     }
 }
@@ -594,6 +599,10 @@ mod tests {
             (
                 r#"{"type":"prompt","voicePrompt":"x","last":true}"#,
                 RelayedKind::Other,
+            ),
+            (
+                r#"{"type":"end","handoffData":"{\"reason\":\"idle_timeout\"}"}"#,
+                RelayedKind::SessionEnd,
             ),
             ("not json", RelayedKind::Other),
             (r#"{"last":true}"#, RelayedKind::Other),
