@@ -457,7 +457,14 @@ mod tests {
         assert!(config.redis.is_none());
         assert_eq!(config.region, "local");
         assert_eq!(config.bedrock.region, "us-east-1");
-        assert_eq!(config.bedrock.default_models.len(), 4);
+        assert_eq!(
+            config.bedrock.default_models,
+            vec![
+                "us.anthropic.claude-sonnet-4-6",
+                "us.anthropic.claude-haiku-4-5-20251001-v1:0",
+                "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            ]
+        );
         assert_eq!(config.bedrock.endpoint_url, None);
     }
 
@@ -517,6 +524,12 @@ mod tests {
             parse(&[(AWS_REGION, "us-west-2"), (BEDROCK_REGION, "us-west-2")]).expect("valid");
         assert_eq!(config.bedrock.region, "us-west-2");
         assert!(config.bedrock.default_models[0].starts_with("us."));
+        let tokyo = parse(&[(AWS_REGION, "ap-northeast-1")]).expect("valid");
+        assert_eq!(tokyo.bedrock.region, "ap-northeast-1");
+        assert_eq!(
+            tokyo.bedrock.default_models[0],
+            "jp.anthropic.claude-sonnet-4-6"
+        );
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub enum AppError {
         /// Stable code.
         code: &'static str,
         /// JSON path of the field, e.g. `inference.temperature`.
-        field: &'static str,
+        field: String,
         /// What is wrong.
         message: String,
     },
@@ -116,7 +116,7 @@ impl AppError {
         let status = self.status();
         let mut body = ErrorBody::new(self.code(), self.to_string(), request_id.as_str());
         if let Self::InvalidField { field, .. } = &self {
-            body = body.with_field(*field);
+            body = body.with_field(field.as_str());
         }
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();

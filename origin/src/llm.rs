@@ -2,7 +2,7 @@
 //! tests can script a fake. [`bedrock::BedrockClient`] is the real one.
 
 use async_trait::async_trait;
-use shared::agent::InferenceSettings;
+use shared::agent::{GuardrailSettings, InferenceSettings};
 use shared::conversation::Message;
 use shared::model::ModelFailure;
 use shared::turn::Usage;
@@ -24,6 +24,11 @@ pub struct LlmRequest {
     pub inference: InferenceSettings,
     /// Mark the system prompt as a prompt-cache prefix.
     pub prompt_caching: bool,
+    /// A Bedrock guardrail to apply (`guardrailConfig`).
+    pub guardrail: Option<GuardrailSettings>,
+    /// Ask for latency-optimized inference (`performanceConfig`); set only for models that
+    /// offer it.
+    pub latency_optimized: bool,
 }
 
 /// What a stream yields.
@@ -33,10 +38,12 @@ pub enum LlmEvent {
     Text(String),
     /// The end of the reply: why it stopped and what it used (when reported).
     Finished {
-        /// `end_turn`, `max_tokens`, `stop_sequence`, …
+        /// `end_turn`, `max_tokens`, `stop_sequence`, `guardrail_intervened`, …
         stop_reason: String,
         /// Tokens used.
         usage: Option<Usage>,
+        /// What the guardrail trace said, when a guardrail assessed the reply (for the log).
+        guardrail_trace: Option<String>,
     },
 }
 

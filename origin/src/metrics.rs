@@ -18,7 +18,8 @@ pub struct Metrics {
     pub ttft: Family<Labels, Histogram>,
     /// `origin_turn_duration_seconds{model}`.
     pub turn_duration: Family<Labels, Histogram>,
-    /// `origin_turns_total{outcome}`: completed, interrupted, failed, not_durable.
+    /// `origin_turns_total{outcome}`: completed, guardrail_intervened, interrupted, failed,
+    /// not_durable.
     pub turns: Family<Labels, Counter>,
     /// `origin_tokens_total{direction}`: input, output.
     pub tokens: Family<Labels, Counter>,
@@ -26,6 +27,13 @@ pub struct Metrics {
     pub fallbacks: Family<Labels, Counter>,
     /// `origin_interruptions_total`.
     pub interruptions: Counter,
+    /// `origin_guardrail_interventions_total{model}`: replies a Bedrock guardrail ended.
+    pub guardrail_interventions: Family<Labels, Counter>,
+    /// `origin_relay_messages_ignored_total{type}`: carrier messages read and let be (`info`,
+    /// types this protocol does not know).
+    pub relay_ignored: Family<Labels, Counter>,
+    /// `origin_idle_actions_total{action}`: reprompt, goodbye, end — what silent callers got.
+    pub idle_actions: Family<Labels, Counter>,
     /// `origin_db_errors_total{kind}`.
     pub db_errors: Family<Labels, Counter>,
     /// `origin_redis_errors_total{operation}`.
@@ -90,6 +98,24 @@ impl Metrics {
             "Replies the caller spoke over",
             interruptions.clone(),
         );
+        let guardrail_interventions = Family::<Labels, Counter>::default();
+        registry.register(
+            "guardrail_interventions",
+            "Replies a Bedrock guardrail ended",
+            guardrail_interventions.clone(),
+        );
+        let relay_ignored = Family::<Labels, Counter>::default();
+        registry.register(
+            "relay_messages_ignored",
+            "Carrier messages logged and let be (info, unknown types)",
+            relay_ignored.clone(),
+        );
+        let idle_actions = Family::<Labels, Counter>::default();
+        registry.register(
+            "idle_actions",
+            "What the agent did about a silent caller",
+            idle_actions.clone(),
+        );
         let db_errors = Family::<Labels, Counter>::default();
         registry.register(
             "db_errors",
@@ -129,6 +155,9 @@ impl Metrics {
             tokens,
             fallbacks,
             interruptions,
+            guardrail_interventions,
+            relay_ignored,
+            idle_actions,
             db_errors,
             redis_errors,
             relay_connections,

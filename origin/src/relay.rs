@@ -12,8 +12,21 @@
 //!   reply already ended it corrects the stored reply to what was heard.
 //! - `dtmf` is stored as a turn and reaches the model with the next prompt.
 //! - Ending the call through the API (any replica) sends `end` with `handoffData` and closes.
-//! - Unknown or malformed messages are answered with `{"type":"error",…}` and logged; the
-//!   socket stays open.
+//! - Malformed messages are answered with `{"type":"error",…}` (a note for the Durable
+//!   Object's log, never forwarded to the carrier) and logged; the socket stays open. `info`
+//!   messages are logged at debug and counted, nothing more. A type this protocol does not
+//!   know is logged at debug and counted, and gets the same note (the edge's log keeps it);
+//!   nothing else of the call changes.
+//! - `setup` stores what an operator needs about the caller (caller name, forwarded-from, call
+//!   type) with the call.
+//! - Language: each prompt's `lang` is stored with the turn and given to the model; the reply
+//!   switches the carrier's language (`language`) or marks its text (`lang`) as
+//!   `shared::language` decides, and its `text` carries the agent's `interruptible` and
+//!   `preemptible`.
+//! - Never silence: a failed model turn ends with the agent's fallback utterance (see
+//!   `turn`); a silent caller is reprompted, told goodbye, and the session ended with `end`
+//!   (`handoffData.reason = "idle_timeout"`) as `shared::idle` decides; the call is recorded as
+//!   ended with that reason.
 //! - On shutdown the socket is closed (1012, service restart) once the live turn is done, so
 //!   the Durable Object reconnects to another replica.
 
@@ -26,9 +39,13 @@ use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use shared::agent::Agent;
 use shared::call::{Call, CallStatus, CreateCall};
-use shared::call_event::CallEventKind;
+use shared::call_event::{CallEvent, CallEventKind};
 use shared::chunking::{ChunkPolicy, chunk_text};
-use shared::relay::{Inbound, Outbound, PromptAssembler, RelayError, Setup, parse_inbound};
+use shared::idle::{IdleAction, IdleTimer};
+use shared::language::LanguageSession;
+use shared::relay::{
+    Inbound, Outbound, PromptAssembler, RelayError, Setup, TextOptions, parse_inbound,
+};
 use shared::turn::{Turn, TurnRole};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -40,7 +57,7 @@ use crate::fanout::SessionSignal;
 use crate::metrics::label;
 use crate::request_id::RequestId;
 use crate::routes::{load_agent, stored};
-use crate::store::NewTurn;
+use crate::store::{EndOutcome, NewTurn};
 use crate::turn::{self, Ending, Stop, StopSignal, TurnError, TurnInput, TurnReport};
 
 /// Close code when the origin shuts down: the edge reconnects elsewhere.
@@ -49,6 +66,8 @@ const CLOSE_RESTART: u16 = 1012;
 const READ_BUFFER: usize = 4 * 1024;
 /// Largest frame read; bigger ones are answered `message_too_large` by the parser.
 const MAX_MESSAGE: usize = 1024 * 1024;
+/// Why a call the agent ended for silence ended (`end_reason`, `handoffData.reason`).
+pub const IDLE_END_REASON: &str = "idle_timeout";
 
 /// The upgrade: refuses an ended call or an unavailable database before switching protocols.
 pub async fn upgrade(
@@ -93,6 +112,7 @@ enum Out {
 struct LiveTurn {
     stop: StopSignal,
     text: String,
+    lang: Option<String>,
     handle: JoinHandle<Result<TurnReport, TurnError>>,
 }
 
@@ -101,6 +121,7 @@ struct Bound {
     call: Call,
     agent: Arc<Agent>,
     history: Vec<Turn>,
+    languages: LanguageSession,
 }
 
 struct Session {
@@ -113,8 +134,32 @@ struct Session {
     bound: Option<Bound>,
     live: Option<LiveTurn>,
     prompts: PromptAssembler,
+    /// The language of the utterance being gathered (the latest prompt that reported one).
+    prompt_lang: Option<String>,
     /// The last stored reply, which a late `interrupt` corrects: (seq, index in history).
     last_reply: Option<(u32, usize)>,
+    /// When a silent caller is reprompted.
+    idle: IdleTimer,
+}
+
+/// `handoffData` of an `end`: why, which call, and what the ender added.
+fn handoff(reason: &str, call_id: &str, data: Option<serde_json::Value>) -> String {
+    let mut handoff = serde_json::json!({ "reason": reason, "callId": call_id });
+    if let Some(data) = data {
+        handoff["data"] = data;
+    }
+    handoff.to_string()
+}
+
+/// Resolves at `deadline_ms` on the state's clock; never without one.
+async fn wake_at(state: &AppState, deadline_ms: Option<u64>) {
+    match deadline_ms {
+        Some(due) => {
+            let wait = due.saturating_sub(state.now_ms());
+            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 impl Session {
@@ -130,7 +175,9 @@ impl Session {
             bound: None,
             live: None,
             prompts: PromptAssembler::default(),
+            prompt_lang: None,
             last_reply: None,
+            idle: IdleTimer::new(None),
         }
     }
 
@@ -213,14 +260,17 @@ impl Session {
                                 live.stop.stop(Stop::Superseded);
                             }
                             self.settle_live_turn().await;
-                            let mut handoff = serde_json::json!({ "reason": reason, "callId": self.call_id });
-                            if let Some(data) = handoff_data {
-                                handoff["data"] = data;
-                            }
-                            self.send(&Outbound::End { handoff_data: handoff.to_string() });
+                            self.send(&Outbound::End {
+                                handoff_data: handoff(&reason, &self.call_id, handoff_data),
+                            });
                             let _ = self.out.send(Out::Close(1000, "call ended"));
                             break;
                         }
+                    }
+                },
+                () = wake_at(&self.state, self.idle.poll_timeout()), if self.live.is_none() => {
+                    if self.on_idle().await {
+                        break;
                     }
                 },
                 () = shutdown.cancelled(), if !closing => {
@@ -253,31 +303,65 @@ impl Session {
     async fn settle_live_turn(&mut self) {
         if let Some(live) = self.live.take() {
             let finished = live.handle.await.map_err(|join| join.to_string());
-            self.record(finished, live.text);
+            self.record(finished, live.text, live.lang);
         }
+    }
+
+    /// Counts a carrier message that is read and let be.
+    fn ignore(&self, kind: &str) {
+        self.state
+            .metrics
+            .relay_ignored
+            .get_or_create(&label("type", kind))
+            .inc();
     }
 
     async fn on_text(&mut self, text: &str) {
         let message = match parse_inbound(text) {
             Ok(message) => message,
+            Err(RelayError::UnknownType(kind)) => {
+                // A type added after this code: the carrier gets nothing back; the edge's log
+                // keeps a note of it.
+                tracing::debug!(call_id = %self.call_id, %kind, "relay message of an unknown type");
+                self.ignore("unknown");
+                return self.send(&Outbound::error(&RelayError::UnknownType(kind)));
+            }
             Err(error) => return self.reject(&error),
         };
+        let now = self.state.now_ms();
         match (message, self.bound.is_some()) {
+            (Inbound::Info(info), _) => {
+                tracing::debug!(call_id = %self.call_id, info = %serde_json::Value::Object(info), "carrier info");
+                self.ignore("info");
+            }
             (Inbound::Setup(_), true) => self.reject(&RelayError::SetupTwice),
-            (Inbound::Setup(setup), false) => self.on_setup(setup).await,
+            (Inbound::Setup(setup), false) => self.on_setup(*setup).await,
             (Inbound::Error(error), _) => {
                 tracing::warn!(call_id = %self.call_id, description = %error.description, "carrier reported an error");
             }
             (_, false) => self.reject(&RelayError::SetupFirst),
             (Inbound::Prompt(prompt), true) => {
-                if let Some(utterance) = self.prompts.push(&prompt)
-                    && !utterance.trim().is_empty()
-                {
-                    self.start_turn(utterance).await;
+                if prompt.lang.is_some() {
+                    self.prompt_lang.clone_from(&prompt.lang);
+                }
+                if let Some(utterance) = self.prompts.push(&prompt) {
+                    let lang = self.prompt_lang.take();
+                    if utterance.trim().is_empty() {
+                        self.idle.on_caller(now);
+                    } else {
+                        self.start_turn(utterance, lang).await;
+                    }
+                } else {
+                    // The caller is still speaking.
+                    self.idle.on_caller(now);
                 }
             }
-            (Inbound::Dtmf(dtmf), true) => self.on_dtmf(dtmf.digit).await,
+            (Inbound::Dtmf(dtmf), true) => {
+                self.idle.on_caller(now);
+                self.on_dtmf(dtmf.digit).await;
+            }
             (Inbound::Interrupt(interrupt), true) => {
+                self.idle.on_caller(now);
                 self.on_interrupt(interrupt.utterance_until_interrupt).await;
             }
         }
@@ -350,14 +434,33 @@ impl Session {
                 );
             }
         };
+        let caller = setup.caller();
+        if !caller.is_empty()
+            && let Err(error) = stored(
+                state,
+                state
+                    .store
+                    .record_caller(&self.tenant, &self.call_id, &caller)
+                    .await,
+            )
+        {
+            // The call goes on without them; the operator loses a detail, not the caller.
+            tracing::warn!(call_id = %self.call_id, %error, "caller details not stored");
+        }
         let greet = history.is_empty() && setup.parameter("greeting").as_deref() != Some("carrier");
         self.bound = Some(Bound {
             call,
             agent: Arc::clone(&agent),
             history,
+            languages: LanguageSession::new(&agent.spec.voice),
         });
-        if greet && let Some(greeting) = agent.spec.greeting.clone() {
-            self.greet(greeting).await;
+        self.idle = IdleTimer::new(agent.spec.idle_policy());
+        match agent.spec.greeting.clone() {
+            Some(greeting) if greet => self.greet(greeting).await,
+            // The carrier speaks it (or spoke it before a reconnect): silence counts after it.
+            greeting => self
+                .idle
+                .on_spoke(self.state.now_ms(), greeting.as_deref().unwrap_or("")),
         }
     }
 
@@ -367,39 +470,112 @@ impl Session {
             self.send(&Outbound::token(piece));
         }
         let turn = NewTurn::said(TurnRole::Assistant, greeting, self.state.now_ms());
-        match stored(
-            &self.state,
-            self.state
-                .store
-                .append_turns(&self.tenant, &self.call_id, std::slice::from_ref(&turn))
-                .await,
-        ) {
-            Ok(seqs) => {
-                let seq = seqs.first().copied().unwrap_or(0);
-                self.push_history(seq, &turn);
-                self.send(&Outbound::turn_end());
-            }
+        match self.store_turn(&turn).await {
+            Ok(()) => self.send(&Outbound::turn_end()),
             Err(error) => self.fail(
                 AppError::from(error).code(),
                 "the greeting could not be stored".into(),
             ),
         }
+        self.idle.on_spoke(self.state.now_ms(), &turn.text);
+    }
+
+    /// Appends one turn and keeps it in the session's history.
+    async fn store_turn(&mut self, turn: &NewTurn) -> Result<(), crate::store::StoreError> {
+        let seqs = stored(
+            &self.state,
+            self.state
+                .store
+                .append_turns(&self.tenant, &self.call_id, std::slice::from_ref(turn))
+                .await,
+        )?;
+        self.push_history(seqs.first().copied().unwrap_or(0), turn);
+        Ok(())
+    }
+
+    /// Says one of the agent's own lines (reprompt, goodbye) as one `text … last: true`, and
+    /// stores it. Spoken even when it cannot be stored: the caller must not hear silence.
+    async fn say_line(&mut self, line: String) {
+        let Some(bound) = &self.bound else { return };
+        let voice = &bound.agent.spec.voice;
+        let options = voice.text_options(bound.languages.line_lang(voice));
+        self.send(&Outbound::text(line.clone(), true, &options));
+        let turn = NewTurn {
+            lang: options.lang,
+            ..NewTurn::said(TurnRole::Assistant, line, self.state.now_ms())
+        };
+        if let Err(error) = self.store_turn(&turn).await {
+            tracing::warn!(call_id = %self.call_id, %error, "the agent's line was said but not stored");
+        }
+        self.idle.on_spoke(self.state.now_ms(), &turn.text);
+    }
+
+    /// The idle timer fired. True when the session ended.
+    async fn on_idle(&mut self) -> bool {
+        let Some(agent) = self.bound.as_ref().map(|b| Arc::clone(&b.agent)) else {
+            return false;
+        };
+        let Some(action) = self.idle.on_timeout(self.state.now_ms()) else {
+            return false;
+        };
+        let name = match action {
+            IdleAction::Reprompt(_) => "reprompt",
+            IdleAction::Goodbye => "goodbye",
+            IdleAction::End => "end",
+        };
+        tracing::info!(call_id = %self.call_id, action = name, "the caller is silent");
+        self.state
+            .metrics
+            .idle_actions
+            .get_or_create(&label("action", name))
+            .inc();
+        match action {
+            IdleAction::Reprompt(_) => self.say_line(agent.spec.idle_reprompt.clone()).await,
+            IdleAction::Goodbye => self.say_line(agent.spec.idle_goodbye.clone()).await,
+            IdleAction::End => {
+                self.end_for_silence().await;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Records the end (reason `idle_timeout`), tells every replica, and ends the relay
+    /// session with `end`; the carrier then hangs up (or runs the `<Connect action>`).
+    async fn end_for_silence(&mut self) {
+        let state = &self.state;
+        match stored(
+            state,
+            state
+                .store
+                .end_call(&self.tenant, &self.call_id, IDLE_END_REASON, state.now_ms())
+                .await,
+        ) {
+            Ok(EndOutcome::Ended(call)) => {
+                let mut event = CallEvent::new(
+                    CallEventKind::CallEnded,
+                    &self.tenant,
+                    &self.call_id,
+                    call.ended_at_ms.unwrap_or_else(|| state.now_ms()),
+                );
+                event.reason = Some(IDLE_END_REASON.to_owned());
+                state.fanout.publish(event).await;
+            }
+            Ok(EndOutcome::AlreadyEnded(_) | EndOutcome::NotFound) => {}
+            Err(error) => {
+                // The relay still ends: the edge's status callback records the end later.
+                tracing::warn!(call_id = %self.call_id, %error, "the silent call's end was not stored");
+            }
+        }
+        self.send(&Outbound::End {
+            handoff_data: handoff(IDLE_END_REASON, &self.call_id, None),
+        });
+        let _ = self.out.send(Out::Close(1000, "call ended"));
     }
 
     fn push_history(&mut self, seq: u32, turn: &NewTurn) {
         if let Some(bound) = &mut self.bound {
-            bound.history.push(Turn {
-                seq,
-                role: turn.role,
-                text: turn.text.clone(),
-                interrupted: turn.interrupted,
-                model: turn.model.clone(),
-                input_tokens: turn.input_tokens,
-                output_tokens: turn.output_tokens,
-                ttft_ms: turn.ttft_ms,
-                duration_ms: turn.duration_ms,
-                created_at_ms: turn.created_at_ms,
-            });
+            bound.history.push(turn.stored(seq));
             if turn.role == TurnRole::Assistant {
                 self.last_reply = Some((seq, bound.history.len() - 1));
             } else {
@@ -408,13 +584,27 @@ impl Session {
         }
     }
 
-    async fn start_turn(&mut self, text: String) {
+    async fn start_turn(&mut self, text: String, lang: Option<String>) {
         if let Some(live) = &self.live {
             // The caller spoke again before the reply ended: that reply is cut where it was.
             live.stop.stop(Stop::Superseded);
             self.settle_live_turn().await;
         }
-        let Some(bound) = &self.bound else { return };
+        self.idle.on_busy();
+        let Some(bound) = &mut self.bound else { return };
+        let voice = &bound.agent.spec.voice;
+        let plan = bound.languages.plan(voice, lang.as_deref());
+        if let Some((tts, transcription)) = plan.switch {
+            tracing::info!(call_id = %self.call_id, tts = %tts, "the caller switched language");
+            let _ = self.out.send(Out::Text(
+                Outbound::Language {
+                    tts_language: Some(tts),
+                    transcription_language: transcription,
+                }
+                .to_json(),
+            ));
+        }
+        let options: TextOptions = voice.text_options(plan.text_lang);
         let state = self.state.clone();
         let out = self.out.clone();
         let stop = StopSignal::default();
@@ -423,10 +613,12 @@ impl Session {
         let agent = Arc::clone(&bound.agent);
         let history = bound.history.clone();
         let turn_text = text.clone();
+        let turn_lang = lang.clone();
         let turn_stop = stop.clone();
         let handle = tokio::spawn(async move {
+            let reply_lang = options.lang.clone();
             let sink = move |piece: String| {
-                out.send(Out::Text(Outbound::token(piece).to_json()))
+                out.send(Out::Text(Outbound::text(piece, false, &options).to_json()))
                     .is_ok()
             };
             turn::run(
@@ -437,18 +629,29 @@ impl Session {
                     agent: &agent,
                     history: &history,
                     text: &turn_text,
+                    lang: turn_lang.as_deref(),
+                    reply_lang: reply_lang.as_deref(),
                 },
                 &sink,
                 &turn_stop,
             )
             .await
         });
-        self.live = Some(LiveTurn { stop, text, handle });
+        self.live = Some(LiveTurn {
+            stop,
+            text,
+            lang,
+            handle,
+        });
     }
 
     fn on_turn_finished(&mut self, finished: Result<Result<TurnReport, TurnError>, String>) {
-        let user_text = self.live.take().map(|live| live.text).unwrap_or_default();
-        self.record(finished, user_text);
+        let (text, lang) = self
+            .live
+            .take()
+            .map(|live| (live.text, live.lang))
+            .unwrap_or_default();
+        self.record(finished, text, lang);
     }
 
     /// Updates the session after a turn and tells the carrier how it went.
@@ -456,68 +659,62 @@ impl Session {
         &mut self,
         finished: Result<Result<TurnReport, TurnError>, String>,
         user_text: String,
+        user_lang: Option<String>,
     ) {
+        let now = self.state.now_ms();
         let report = match finished {
             Ok(Ok(report)) => report,
             Ok(Err(error)) => {
+                self.idle.on_caller(now);
                 return self.fail(
                     "not_durable",
                     format!("{error}; the turn is not complete, say it again"),
                 );
             }
-            Err(join) => return self.fail("internal", format!("the turn task failed: {join}")),
+            Err(join) => {
+                self.idle.on_caller(now);
+                return self.fail("internal", format!("the turn task failed: {join}"));
+            }
         };
-        let now = self.state.now_ms();
-        let user = NewTurn::said(TurnRole::User, user_text, now);
+        let user = NewTurn {
+            lang: user_lang,
+            ..NewTurn::said(TurnRole::User, user_text, now)
+        };
         self.push_history(report.user_seq, &user);
-        if let Some(seq) = report.reply_seq {
-            let reply = NewTurn {
-                role: TurnRole::Assistant,
-                text: report.reply_text.clone(),
-                interrupted: matches!(report.ending, Ending::Stopped(_)),
-                model: report.model.clone(),
-                input_tokens: Some(report.usage.input_tokens),
-                output_tokens: Some(report.usage.output_tokens),
-                ttft_ms: Some(report.timings.ttft_ms),
-                duration_ms: Some(report.timings.duration_ms),
-                created_at_ms: now,
-            };
-            self.push_history(seq, &reply);
+        if let (Some(seq), Some(reply)) = (report.reply_seq, &report.reply) {
+            self.push_history(seq, reply);
         }
         match &report.ending {
-            Ending::Completed => self.send(&Outbound::turn_end()),
-            // An interrupted reply gets no closing message: the carrier already moved on.
-            Ending::Stopped(_) => {}
+            Ending::Completed => {
+                self.send(&Outbound::turn_end());
+                self.idle.on_spoke(now, &report.reply_text);
+            }
+            // An interrupted reply gets no closing message: the carrier already moved on, and
+            // the caller is speaking.
+            Ending::Stopped(_) => self.idle.on_caller(now),
             Ending::Failed(error) => {
+                // The fallback utterance went out as the reply's text; this closes it, and the
+                // note (for the edge's log, never the carrier) says why.
+                self.send(&Outbound::turn_end());
                 self.fail(
                     "model_unavailable",
                     format!(
-                        "the model failed ({}); every model of the agent's chain was tried",
+                        "the model failed ({}); the agent's fallback utterance was said",
                         error.failure.as_str()
                     ),
                 );
-                self.send(&Outbound::turn_end());
+                self.idle.on_spoke(now, &report.reply_text);
             }
         }
     }
 
     async fn on_dtmf(&mut self, digit: String) {
         let turn = NewTurn::said(TurnRole::Dtmf, digit, self.state.now_ms());
-        match stored(
-            &self.state,
-            self.state
-                .store
-                .append_turns(&self.tenant, &self.call_id, std::slice::from_ref(&turn))
-                .await,
-        ) {
-            Ok(seqs) => {
-                let seq = seqs.first().copied().unwrap_or(0);
-                self.push_history(seq, &turn);
-            }
-            Err(error) => self.fail(
+        if let Err(error) = self.store_turn(&turn).await {
+            self.fail(
                 AppError::from(error).code(),
                 "the key press could not be stored".into(),
-            ),
+            );
         }
     }
 

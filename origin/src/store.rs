@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use shared::agent::{Agent, AgentSpec};
 use shared::call::Call;
+use shared::call::CallerDetails;
 use shared::turn::{Turn, TurnRole};
 use shared::usage::{DayRange, UsageDay};
 
@@ -51,6 +52,12 @@ pub struct NewTurn {
     pub ttft_ms: Option<u32>,
     /// Duration of the reply.
     pub duration_ms: Option<u32>,
+    /// The language spoken (see [`Turn::lang`]).
+    pub lang: Option<String>,
+    /// Why the model stopped.
+    pub stop_reason: Option<String>,
+    /// Why the model failed (the reply is then the agent's fallback utterance).
+    pub failure_reason: Option<String>,
     /// Unix milliseconds.
     pub created_at_ms: u64,
 }
@@ -67,7 +74,29 @@ impl NewTurn {
             output_tokens: None,
             ttft_ms: None,
             duration_ms: None,
+            lang: None,
+            stop_reason: None,
+            failure_reason: None,
             created_at_ms: at_ms,
+        }
+    }
+
+    /// The turn as it reads back once stored at `seq`.
+    pub fn stored(&self, seq: u32) -> Turn {
+        Turn {
+            seq,
+            role: self.role,
+            text: self.text.clone(),
+            interrupted: self.interrupted,
+            model: self.model.clone(),
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            ttft_ms: self.ttft_ms,
+            duration_ms: self.duration_ms,
+            lang: self.lang.clone(),
+            stop_reason: self.stop_reason.clone(),
+            failure_reason: self.failure_reason.clone(),
+            created_at_ms: self.created_at_ms,
         }
     }
 }
@@ -138,6 +167,14 @@ pub trait Store: Send + Sync {
         call_id: &str,
         turns: &[NewTurn],
     ) -> Result<Vec<u32>, StoreError>;
+    /// Stores what the carrier's `setup` said about the caller (caller name, forwarded-from,
+    /// call type); absent details leave stored ones alone. False when there is no such call.
+    async fn record_caller(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        caller: &CallerDetails,
+    ) -> Result<bool, StoreError>;
     /// Records that a stored reply was spoken over: its text becomes what was heard.
     async fn mark_interrupted(
         &self,

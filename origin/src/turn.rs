@@ -9,16 +9,22 @@
 //!    only after that write succeeds is the turn reported complete (`last: true` on the relay,
 //!    `done` on SSE). If the caller's words could not be written, the model stream is cancelled
 //!    and nothing of the turn is marked complete.
+//!
+//! Never silence: when every model of the chain fails (or the one answering fails mid-reply),
+//! the agent's `fallback_utterance` goes to the caller like any reply piece, and the reply is
+//! stored as what was said with the failure's reason (`failure_reason`); the call goes on.
+//! A guardrail's intervention ends the reply with the guardrail's message, which Bedrock sends
+//! as text; it is stored with `stop_reason: guardrail_intervened` and counted.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shared::agent::Agent;
+use shared::agent::{Agent, Latency};
 use shared::call_event::{CallEvent, CallEventKind};
 use shared::chunking::{ChunkPolicy, Chunker};
 use shared::conversation::{MAX_CONTEXT_MESSAGES, build_context};
 use shared::model::{Recovery, recovery};
-use shared::turn::{Fallback, Timings, Turn, TurnRole, Usage};
+use shared::turn::{Fallback, GUARDRAIL_INTERVENED, Timings, Turn, TurnRole, Usage};
 use tokio::sync::watch;
 
 use crate::AppState;
@@ -109,6 +115,10 @@ pub struct Generation {
     pub deltas: u32,
     /// Models skipped, in order.
     pub fallbacks: Vec<Fallback>,
+    /// Why the model stopped, as it reported it.
+    pub stop_reason: Option<String>,
+    /// Whether the agent's fallback utterance was said (the model failed).
+    pub fallback_spoken: bool,
 }
 
 /// The report of a finished turn.
@@ -130,6 +140,10 @@ pub struct TurnReport {
     pub timings: Timings,
     /// Models skipped.
     pub fallbacks: Vec<Fallback>,
+    /// Why the model stopped, as it reported it.
+    pub stop_reason: Option<String>,
+    /// The reply exactly as stored at `reply_seq`.
+    pub reply: Option<NewTurn>,
 }
 
 /// A turn that could not be made durable.
@@ -152,6 +166,10 @@ pub struct TurnInput<'a> {
     pub history: &'a [Turn],
     /// What the caller said.
     pub text: &'a str,
+    /// The language they said it in, as the carrier (or API client) reported it.
+    pub lang: Option<&'a str>,
+    /// The language the reply is spoken in, when it is not the session's (stored with it).
+    pub reply_lang: Option<&'a str>,
 }
 
 /// Where a turn's pieces go; `false` means the client is gone.
@@ -170,7 +188,10 @@ pub async fn run(
     // 1. The caller's words, written beside the model request rather than before it.
     let store = Arc::clone(&state.store);
     let (tenant, call_id) = (input.tenant.to_owned(), input.call_id.to_owned());
-    let user_turn = NewTurn::said(TurnRole::User, input.text, now_ms);
+    let user_turn = NewTurn {
+        lang: input.lang.map(str::to_owned),
+        ..NewTurn::said(TurnRole::User, input.text, now_ms)
+    };
     let write_stop = stop.clone();
     let user_write = tokio::spawn(async move {
         let written = store.append_turns(&tenant, &call_id, &[user_turn]).await;
@@ -186,7 +207,17 @@ pub async fn run(
         .agent
         .spec
         .model_chain(&state.config.bedrock.default_models);
-    let generation = generate(state, &chain, request, pieces, stop, started).await;
+    let latency = input.agent.spec.inference.latency;
+    let mut generation = generate(state, &chain, request, latency, pieces, stop, started).await;
+    let guardrail_said_nothing = generation.stop_reason.as_deref() == Some(GUARDRAIL_INTERVENED)
+        && generation.sent.trim().is_empty();
+    if matches!(generation.ending, Ending::Failed(_)) || guardrail_said_nothing {
+        speak_fallback(
+            &mut generation,
+            &input.agent.spec.fallback_utterance,
+            pieces,
+        );
+    }
 
     // 3. Durability, then the report.
     let user_seq = match user_write.await {
@@ -230,11 +261,24 @@ fn request_for(input: &TurnInput<'_>) -> LlmRequest {
     LlmRequest {
         model: String::new(),
         system_prompt: input.agent.spec.system_prompt.clone(),
-        system_note: context.opening_note(),
+        system_note: context.system_note(input.lang),
         messages: context.messages,
         inference: input.agent.spec.inference.clone(),
         prompt_caching: false,
+        guardrail: input.agent.spec.guardrail.clone(),
+        latency_optimized: false,
     }
+}
+
+/// Says the agent's fallback utterance after what the caller already heard, if anything.
+fn speak_fallback(generation: &mut Generation, utterance: &str, pieces: PieceSink<'_>) {
+    let piece = if generation.sent.is_empty() || generation.sent.ends_with(char::is_whitespace) {
+        utterance.to_owned()
+    } else {
+        format!(" {utterance}")
+    };
+    generation.fallback_spoken = true;
+    send_piece(pieces, generation, piece);
 }
 
 /// Tries the chain until a model answers; streams its pieces.
@@ -242,6 +286,7 @@ async fn generate(
     state: &AppState,
     chain: &[String],
     base: LlmRequest,
+    latency: Option<Latency>,
     pieces: PieceSink<'_>,
     stop: &StopSignal,
     started: Instant,
@@ -259,6 +304,8 @@ async fn generate(
         usage: None,
         deltas: 0,
         fallbacks: Vec::new(),
+        stop_reason: None,
+        fallback_spoken: false,
     };
     let mut chunker = Chunker::new(ChunkPolicy::default());
     'models: for model in chain {
@@ -268,6 +315,8 @@ async fn generate(
             let request = LlmRequest {
                 model: model.clone(),
                 prompt_caching: shared::model::supports_prompt_caching(model),
+                latency_optimized: latency == Some(Latency::Optimized)
+                    && shared::model::supports_latency_optimized(model),
                 ..base.clone()
             };
             // Phase 1: the request and the first event, under the first-token deadline.
@@ -365,7 +414,19 @@ async fn stream_reply(
                     }
                 }
             }
-            Some(LlmEvent::Finished { usage, .. }) => {
+            Some(LlmEvent::Finished {
+                stop_reason,
+                usage,
+                guardrail_trace,
+            }) => {
+                if stop_reason == GUARDRAIL_INTERVENED {
+                    tracing::info!(
+                        model = generation.model.as_deref().unwrap_or(""),
+                        trace = guardrail_trace.as_deref().unwrap_or(""),
+                        "the guardrail intervened"
+                    );
+                }
+                generation.stop_reason = Some(stop_reason);
                 generation.usage = usage;
                 break;
             }
@@ -410,7 +471,9 @@ async fn finish(
     user_seq: u32,
     generation: Generation,
 ) -> Result<TurnReport, TurnError> {
+    let guardrail = generation.stop_reason.as_deref() == Some(GUARDRAIL_INTERVENED);
     let (reply_text, interrupted, outcome) = match &generation.ending {
+        Ending::Completed if guardrail => (generation.sent.clone(), false, "guardrail_intervened"),
         Ending::Completed => (generation.sent.clone(), false, "completed"),
         Ending::Stopped(Stop::Interrupted { heard }) => (heard.clone(), true, "interrupted"),
         Ending::Stopped(Stop::Superseded | Stop::ClientGone) => {
@@ -424,27 +487,35 @@ async fn finish(
         input_tokens: 0,
         output_tokens: generation.deltas,
     });
-    // Something the model said (or that the caller heard) is stored; a turn where the model
-    // never answered stores only the caller's words.
-    let answered = generation.ttft.is_some() && outcome != "not_durable";
-    let reply_seq = if answered {
+    // What the caller heard is stored: the model's words, the fallback utterance, or both. A
+    // reply no model produced carries no model (and counts no model usage).
+    let answered = generation.ttft.is_some();
+    let spoke = (answered || generation.fallback_spoken) && outcome != "not_durable";
+    let failure_reason = match &generation.ending {
+        Ending::Failed(error) => Some(error.failure.as_str().to_owned()),
+        _ => None,
+    };
+    let reply_seq = if spoke {
         let reply = NewTurn {
             role: TurnRole::Assistant,
             text: reply_text.clone(),
             interrupted,
-            model: generation.model.clone(),
+            model: generation.model.clone().filter(|_| answered),
             input_tokens: generation.usage.map(|u| u.input_tokens),
-            output_tokens: Some(usage.output_tokens),
+            output_tokens: answered.then_some(usage.output_tokens),
             ttft_ms,
             duration_ms: Some(millis(generation.duration)),
+            lang: input.reply_lang.map(str::to_owned),
+            stop_reason: generation.stop_reason.clone(),
+            failure_reason,
             created_at_ms: state.now_ms(),
         };
         match state
             .store
-            .append_turns(input.tenant, input.call_id, &[reply])
+            .append_turns(input.tenant, input.call_id, std::slice::from_ref(&reply))
             .await
         {
-            Ok(seqs) => seqs.first().copied(),
+            Ok(seqs) => seqs.first().copied().map(|seq| (seq, reply)),
             Err(error) => {
                 state.metrics.db_error(&error);
                 state
@@ -467,6 +538,15 @@ async fn finish(
     if interrupted {
         metrics.interruptions.inc();
     }
+    if guardrail {
+        metrics
+            .guardrail_interventions
+            .get_or_create(&label(
+                "model",
+                generation.model.clone().unwrap_or_default(),
+            ))
+            .inc();
+    }
     if let (Some(model), Some(ttft)) = (&generation.model, generation.ttft) {
         metrics
             .ttft
@@ -485,6 +565,7 @@ async fn finish(
             .get_or_create(&label("direction", "output"))
             .inc_by(u64::from(usage.output_tokens));
     }
+    let (reply_seq, reply) = reply_seq.unzip();
     if let Some(seq) = reply_seq {
         let kind = if interrupted {
             CallEventKind::TurnInterrupted
@@ -515,6 +596,8 @@ async fn finish(
             duration_ms: millis(generation.duration),
         },
         fallbacks: generation.fallbacks,
+        stop_reason: generation.stop_reason,
+        reply,
     })
 }
 

@@ -2,6 +2,7 @@
 //! the test command's PostgreSQL (a schema per test), its Redis (a key prefix per test).
 //! Tests marked for both databases run twice.
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -9,24 +10,9 @@ use std::time::Duration;
 use bedrock_emulator::{Fault, FaultKind, ModelScript};
 use serde_json::{Value, json};
 use support::{
-    Db, Options, Origin, Proxy, authority_of, eventually, postgres_url, redis_url, with_authority,
+    Db, Options, Origin, Proxy, authority_of, eventually, fault, postgres_url, redis_url, slow,
+    turns_of, with_authority,
 };
-
-/// Runs a test once on SQLite and once on PostgreSQL.
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                super::$name(super::Db::Sqlite).await;
-            }
-            #[tokio::test]
-            async fn postgres() {
-                super::$name(super::Db::Postgres).await;
-            }
-        }
-    )*};
-}
 
 on_both_databases!(
     a_full_conversation_over_the_relay,
@@ -37,35 +23,6 @@ on_both_databases!(
     durable_usage_counts_what_bedrock_reported,
     one_tenant_never_reaches_another_tenants_agents_calls_or_usage,
 );
-
-fn slow(reply: &str, inter_token_ms: u64) -> ModelScript {
-    ModelScript {
-        ttft_ms: 5,
-        inter_token_ms,
-        reply: Some(reply.to_owned()),
-        ..ModelScript::default()
-    }
-}
-
-fn fault(kind: FaultKind) -> ModelScript {
-    ModelScript {
-        fault: Some(Fault {
-            kind,
-            after_tokens: 0,
-            exception: "modelStreamErrorException".into(),
-            times: None,
-        }),
-        ..ModelScript::default()
-    }
-}
-
-async fn turns_of(client: &support::Client, call: &str) -> Vec<Value> {
-    let (status, list) = client
-        .json("GET", &format!("/v1/calls/{call}/turns"), None)
-        .await;
-    assert_eq!(status, 200, "{list}");
-    list["turns"].as_array().cloned().unwrap_or_default()
-}
 
 async fn a_full_conversation_over_the_relay(db: Db) {
     let origin = Origin::start(Options::new(db)).await;
@@ -116,7 +73,8 @@ async fn a_full_conversation_over_the_relay(db: Db) {
     );
     assert_eq!(
         last["system"][1]["text"],
-        "The call began with you saying: \"Hello, thanks for calling. How can I help?\""
+        "The call began with you saying: \"Hello, thanks for calling. How can I help?\"\n\
+         The caller is speaking the language with the BCP 47 tag en-US. Answer in that language."
     );
     assert_eq!(
         last["messages"][2]["content"][0]["text"],

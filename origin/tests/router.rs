@@ -497,11 +497,17 @@ async fn a_model_failing_mid_reply_ends_the_stream_with_an_error_event() {
     assert_eq!(last.data["error"]["code"], "model_unavailable");
     // No fallback after the caller heard the first model: m2 was never asked.
     assert_eq!(llm.requests.lock().expect("lock").len(), 1);
-    // What was sent is stored, so the next turn's context matches what the caller heard.
+    // The caller is not left with half a sentence: the agent's fallback utterance follows.
+    let apology = shared::agent::DEFAULT_FALLBACK_UTTERANCE;
+    assert_eq!(events[events.len() - 2].event, "token");
+    assert_eq!(events[events.len() - 2].data["text"], apology);
+    // What was said is stored, so the next turn's context matches what the caller heard, and
+    // the turn says why it failed.
     let (_, list) = client
         .json("GET", &format!("/v1/calls/{call}/turns"), None)
         .await;
-    assert_eq!(list["turns"][1]["text"], "Let me check. ");
+    assert_eq!(list["turns"][1]["text"], format!("Let me check. {apology}"));
+    assert_eq!(list["turns"][1]["failure_reason"], "stream_error");
 }
 
 #[tokio::test]
@@ -630,6 +636,116 @@ async fn agents_crud_pagination_and_phone_number_lookup() {
     assert_eq!(status, 404, "deleted, and the cache was invalidated");
     let (status, _) = client.json("DELETE", "/v1/agents/desk", None).await;
     assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn every_relay_setting_is_stored_and_bad_ones_are_refused_naming_the_field() {
+    let (origin, _) = fake_origin().await;
+    let client = origin.client("t1");
+    let full = json!({
+        "name": "Full", "system_prompt": "p", "greeting": "Hola & hello",
+        "voice": {
+            "voice": "en-US-Journey-O", "language": "en-US", "tts_provider": "ElevenLabs",
+            "transcription_provider": "Deepgram", "tts_language": "en-US", "transcription_language": "multi",
+            "speech_model": "nova-3-general", "welcome_greeting_interruptible": "none",
+            "interruptible": "speech", "preemptible": true, "interrupt_sensitivity": "high",
+            "dtmf_detection": true, "hints": ["AYBIZA"], "partial_prompts": true,
+            "profanity_filter": false, "report_input_during_agent_speech": "dtmf",
+            "elevenlabs_text_normalization": "off", "intelligence_service": "GA0123",
+            "debug": ["speaker-events"],
+            "languages": [{"code": "es-ES", "tts_provider": "Google", "voice": "es-ES-Neural2-B"}],
+        },
+        "fallback_utterance": "Sorry!", "idle_reprompt_secs": 20, "idle_reprompt": "Still there?",
+        "idle_reprompts": 3, "idle_goodbye": "Bye.",
+        "guardrail": {"identifier": "gr1", "version": "DRAFT", "trace": "disabled", "stream_processing_mode": "async"},
+        "inference": {"max_tokens": 200},
+    });
+    let (status, created) = client
+        .json("PUT", "/v1/agents/full", Some(full.clone()))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    // Read back from the database (a fresh origin on the same file would see the same).
+    origin.state.fanout.invalidate_agent("t1", "full").await;
+    let (_, fetched) = client.json("GET", "/v1/agents/full", None).await;
+    for field in [
+        "voice",
+        "fallback_utterance",
+        "idle_reprompt_secs",
+        "idle_reprompt",
+        "idle_reprompts",
+        "idle_goodbye",
+        "guardrail",
+    ] {
+        assert_eq!(fetched[field], full[field], "{field}");
+    }
+    // The defaults are shown for an agent that set nothing.
+    let minimal = client.agent("plain", "m1", &[]).await;
+    assert_eq!(minimal["idle_reprompt_secs"], 10);
+    assert_eq!(minimal["idle_reprompts"], 2);
+    assert_eq!(
+        minimal["fallback_utterance"],
+        shared::agent::DEFAULT_FALLBACK_UTTERANCE
+    );
+
+    let refused = [
+        (
+            json!({"voice": {"interruptible": "sometimes"}}),
+            "voice.interruptible: ",
+        ),
+        (
+            json!({"voice": {"interuptible": "any"}}),
+            "voice.interuptible: unknown field `interuptible`",
+        ),
+        (
+            json!({"voice": {"languages": [{"code": "es-ES", "pitch": 1}]}}),
+            "voice.languages[0].pitch: unknown field `pitch`",
+        ),
+        (
+            json!({"voice": {"language": "multi", "transcription_provider": "Google"}}),
+            "voice.transcription_provider contradicts voice.language",
+        ),
+        (
+            json!({"voice": {"welcome_greeting_interruptible": "any"}}),
+            "voice.welcome_greeting_interruptible contradicts greeting",
+        ),
+        (
+            json!({"voice": {"languages": [{"code": "es-ES"}]}}),
+            "voice.languages[0] must be",
+        ),
+        (
+            json!({"idle_reprompt_secs": 601}),
+            "idle_reprompt_secs must be",
+        ),
+        (
+            json!({"fallback_utterance": ""}),
+            "fallback_utterance must be",
+        ),
+        (
+            json!({"guardrail": {"identifier": "GR 1", "version": "1"}}),
+            "guardrail.identifier must be",
+        ),
+        (
+            json!({"guardrail": {"identifier": "gr1"}}),
+            "guardrail: missing field `version`",
+        ),
+        (
+            json!({"inference": {"latency": "fastest"}}),
+            "inference.latency: ",
+        ),
+    ];
+    for (extra, message) in refused {
+        let mut spec = json!({"name": "x", "system_prompt": "p"});
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        let (status, body) = client.json("PUT", "/v1/agents/bad", Some(spec)).await;
+        assert_eq!(status, 400, "{extra}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_agent", "{extra}: {body}");
+        let text = body["error"]["message"].as_str().unwrap_or("");
+        assert!(text.starts_with(message), "{extra}: {text}");
+    }
+    let (status, _) = client.json("GET", "/v1/agents/bad", None).await;
+    assert_eq!(status, 404, "nothing refused was stored");
 }
 
 #[tokio::test]

@@ -1,9 +1,15 @@
 //! Agents: who answers a call — system prompt, greeting, model chain, inference settings,
-//! voice and the phone numbers that reach it. The origin's `/v1/agents` speaks these types.
+//! voice and the phone numbers that reach it, and what it says when it cannot answer or hears
+//! nothing. The origin's `/v1/agents` speaks these types.
 
 use serde::{Deserialize, Serialize};
 
 use crate::identifier;
+use crate::idle::IdlePolicy;
+
+pub mod voice;
+
+pub use voice::{VoiceError, VoiceSettings};
 
 /// Longest agent name.
 pub const MAX_NAME_CHARS: usize = 200;
@@ -23,6 +29,24 @@ pub const MAX_PHONE_NUMBERS: usize = 20;
 pub const MAX_MAX_TOKENS: u32 = 64_000;
 /// Reply length when the agent does not say: a spoken reply is short.
 pub const DEFAULT_MAX_TOKENS: u32 = 512;
+/// Longest line the agent speaks on its own (apology, reprompt, goodbye).
+pub const MAX_LINE_CHARS: usize = 500;
+/// Said when every model of the chain failed.
+pub const DEFAULT_FALLBACK_UTTERANCE: &str =
+    "I'm sorry, I'm having trouble answering right now. Could you say that again?";
+/// Seconds of caller silence before the agent speaks up.
+pub const DEFAULT_IDLE_REPROMPT_SECS: u32 = 10;
+/// Longest `idle_reprompt_secs`.
+pub const MAX_IDLE_REPROMPT_SECS: u32 = 600;
+/// Said to a silent caller.
+pub const DEFAULT_IDLE_REPROMPT: &str = "Are you still there?";
+/// Reprompts before the goodbye.
+pub const DEFAULT_IDLE_REPROMPTS: u8 = 2;
+/// Most reprompts.
+pub const MAX_IDLE_REPROMPTS: u8 = 5;
+/// Said before the agent ends a silent call.
+pub const DEFAULT_IDLE_GOODBYE: &str =
+    "I haven't heard anything, so I'll end the call now. Goodbye.";
 
 /// What `PUT /v1/agents/{id}` takes: the agent's whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +75,168 @@ pub struct AgentSpec {
     /// E.164 numbers whose incoming calls this agent answers.
     #[serde(default)]
     pub phone_numbers: Vec<String>,
+    /// Said (and stored as the reply) when every model of the chain failed.
+    #[serde(default = "default_fallback_utterance")]
+    pub fallback_utterance: String,
+    /// Seconds of caller silence, after the agent finished speaking, before it reprompts;
+    /// 0 turns the idle reprompt off (the edge's idle alarm still ends the call).
+    #[serde(default = "default_idle_reprompt_secs")]
+    pub idle_reprompt_secs: u32,
+    /// Said to a silent caller.
+    #[serde(default = "default_idle_reprompt")]
+    pub idle_reprompt: String,
+    /// How many times it is said before the goodbye.
+    #[serde(default = "default_idle_reprompts")]
+    pub idle_reprompts: u8,
+    /// Said before the agent ends a silent call.
+    #[serde(default = "default_idle_goodbye")]
+    pub idle_goodbye: String,
+    /// A Bedrock guardrail applied to every reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrail: Option<GuardrailSettings>,
+}
+
+fn default_fallback_utterance() -> String {
+    DEFAULT_FALLBACK_UTTERANCE.to_owned()
+}
+
+fn default_idle_reprompt_secs() -> u32 {
+    DEFAULT_IDLE_REPROMPT_SECS
+}
+
+fn default_idle_reprompt() -> String {
+    DEFAULT_IDLE_REPROMPT.to_owned()
+}
+
+fn default_idle_reprompts() -> u8 {
+    DEFAULT_IDLE_REPROMPTS
+}
+
+fn default_idle_goodbye() -> String {
+    DEFAULT_IDLE_GOODBYE.to_owned()
+}
+
+/// A Bedrock guardrail for ConverseStream (`guardrailConfig`, a `GuardrailStreamConfiguration`:
+/// <https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_GuardrailStreamConfiguration.html>).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardrailSettings {
+    /// The guardrail's id or ARN.
+    pub identifier: String,
+    /// Its version: `DRAFT` or a number.
+    pub version: String,
+    /// Whether Bedrock reports what the guardrail assessed (logged by the origin).
+    #[serde(default)]
+    pub trace: GuardrailTrace,
+    /// `sync` checks each piece before it is sent (the caller never hears blocked words);
+    /// `async` sends at once and checks beside it (faster, may leak a few words).
+    #[serde(default)]
+    pub stream_processing_mode: StreamProcessingMode,
+}
+
+/// `guardrailConfig.trace`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardrailTrace {
+    /// The assessment is reported (the default here: interventions are logged with it).
+    #[default]
+    Enabled,
+    /// Nothing reported.
+    Disabled,
+    /// Everything reported, including what passed.
+    EnabledFull,
+}
+
+impl GuardrailTrace {
+    /// The API value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enabled => "enabled",
+            Self::Disabled => "disabled",
+            Self::EnabledFull => "enabled_full",
+        }
+    }
+}
+
+/// `guardrailConfig.streamProcessingMode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamProcessingMode {
+    /// Checked before sent.
+    #[default]
+    Sync,
+    /// Sent, checked beside.
+    Async,
+}
+
+impl StreamProcessingMode {
+    /// The API value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sync => "sync",
+            Self::Async => "async",
+        }
+    }
+}
+
+impl GuardrailSettings {
+    /// Checks the id and version against the API's patterns.
+    pub fn validate(&self) -> Result<(), AgentError> {
+        if !is_guardrail_identifier(&self.identifier) {
+            return Err(AgentError::BadGuardrailIdentifier);
+        }
+        let version = self.version.as_str();
+        let numbered = !version.is_empty()
+            && version.len() <= 8
+            && version.bytes().all(|b| b.is_ascii_digit())
+            && !version.starts_with('0');
+        if version != "DRAFT" && !numbered {
+            return Err(AgentError::BadGuardrailVersion);
+        }
+        Ok(())
+    }
+}
+
+/// `[a-z0-9]+`, or `arn:aws…:bedrock:<region>:<account>:guardrail/[a-z0-9]+`, at most 2048.
+fn is_guardrail_identifier(identifier: &str) -> bool {
+    let id = |text: &str| {
+        !text.is_empty()
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    if identifier.len() > 2_048 {
+        return false;
+    }
+    if id(identifier) {
+        return true;
+    }
+    let parts: Vec<&str> = identifier.split(':').collect();
+    match parts.as_slice() {
+        ["arn", partition, "bedrock", region, account, resource] => {
+            partition.starts_with("aws")
+                && !region.is_empty()
+                && region.len() <= 20
+                && region
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && resource.strip_prefix("guardrail/").is_some_and(id)
+        }
+        _ => false,
+    }
+}
+
+/// `performanceConfig.latency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Latency {
+    /// Bedrock's standard inference.
+    Standard,
+    /// Latency-optimized inference, where the model offers it
+    /// ([`crate::model::supports_latency_optimized`]).
+    Optimized,
 }
 
 /// Inference parameters passed to the model.
@@ -69,6 +255,10 @@ pub struct InferenceSettings {
     /// Text at which the model stops.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stop_sequences: Vec<String>,
+    /// `performanceConfig.latency`, sent to the models of the chain that offer it; absent means
+    /// standard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Latency>,
 }
 
 impl Default for InferenceSettings {
@@ -78,30 +268,13 @@ impl Default for InferenceSettings {
             temperature: None,
             top_p: None,
             stop_sequences: Vec::new(),
+            latency: None,
         }
     }
 }
 
 fn default_max_tokens() -> u32 {
     DEFAULT_MAX_TOKENS
-}
-
-/// How the carrier speaks and listens for this agent (TwiML `<ConversationRelay>` attributes).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VoiceSettings {
-    /// TTS voice, e.g. `en-US-Journey-O`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub voice: Option<String>,
-    /// BCP 47 language, e.g. `en-US`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub language: Option<String>,
-    /// TTS provider, e.g. `Google`, `ElevenLabs`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tts_provider: Option<String>,
-    /// Speech-recognition provider, e.g. `Deepgram`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transcription_provider: Option<String>,
 }
 
 /// An agent as stored and answered.
@@ -173,6 +346,31 @@ pub enum AgentError {
     /// Too many or repeated phone numbers.
     #[error("phone_numbers holds at most {MAX_PHONE_NUMBERS} distinct numbers")]
     BadPhoneNumbers,
+    /// A voice (ConversationRelay) setting refused.
+    #[error(transparent)]
+    Voice(#[from] VoiceError),
+    /// One of the lines the agent speaks on its own is empty or too long.
+    #[error("{0} must be 1 to {MAX_LINE_CHARS} characters")]
+    BadLine(&'static str),
+    /// `idle_reprompt_secs` out of range.
+    #[error("idle_reprompt_secs must be 0 (off) to {MAX_IDLE_REPROMPT_SECS}")]
+    BadIdleSeconds,
+    /// `idle_reprompts` out of range.
+    #[error("idle_reprompts must be 0 to {MAX_IDLE_REPROMPTS}")]
+    BadIdleReprompts,
+    /// Not a guardrail id or ARN.
+    #[error(
+        "guardrail.identifier must be a guardrail id ([a-z0-9]+) or arn:aws:bedrock:<region>:<account>:guardrail/<id>"
+    )]
+    BadGuardrailIdentifier,
+    /// Not a guardrail version.
+    #[error("guardrail.version must be DRAFT or a version number (1 to 99999999)")]
+    BadGuardrailVersion,
+    /// Latency-optimized inference asked of a model that does not offer it.
+    #[error(
+        "inference.latency contradicts model: Bedrock offers no latency-optimized inference for {0:?} (only Claude 3.5 Haiku, Amazon Nova Pro and Llama 3.1 70B/405B have it)"
+    )]
+    LatencyUnsupported(String),
 }
 
 impl AgentSpec {
@@ -238,13 +436,37 @@ impl AgentSpec {
         {
             return Err(AgentError::BadPhoneNumbers);
         }
+        if let (Some(Latency::Optimized), Some(model)) = (inference.latency, &self.model)
+            && !crate::model::supports_latency_optimized(model)
+        {
+            return Err(AgentError::LatencyUnsupported(model.clone()));
+        }
+        self.voice.validate(self.greeting.as_deref())?;
+        for (field, line) in [
+            ("fallback_utterance", &self.fallback_utterance),
+            ("idle_reprompt", &self.idle_reprompt),
+            ("idle_goodbye", &self.idle_goodbye),
+        ] {
+            if line.trim().is_empty() || line.chars().count() > MAX_LINE_CHARS {
+                return Err(AgentError::BadLine(field));
+            }
+        }
+        if self.idle_reprompt_secs > MAX_IDLE_REPROMPT_SECS {
+            return Err(AgentError::BadIdleSeconds);
+        }
+        if self.idle_reprompts > MAX_IDLE_REPROMPTS {
+            return Err(AgentError::BadIdleReprompts);
+        }
+        if let Some(guardrail) = &self.guardrail {
+            guardrail.validate()?;
+        }
         Ok(())
     }
 
     /// The field `error` is about, as its JSON path in this spec (what a client shows the error
     /// next to): a bad model is `model` when it is the agent's own, else `fallback_models`.
-    pub fn field_of(&self, error: &AgentError) -> &'static str {
-        match error {
+    pub fn field_of(&self, error: &AgentError) -> String {
+        let field = match error {
             AgentError::BadId => "id",
             AgentError::BadName => "name",
             AgentError::BadSystemPrompt => "system_prompt",
@@ -256,7 +478,25 @@ impl AgentSpec {
             AgentError::BadTopP => "inference.top_p",
             AgentError::BadStopSequences => "inference.stop_sequences",
             AgentError::BadPhoneNumber(_) | AgentError::BadPhoneNumbers => "phone_numbers",
-        }
+            AgentError::Voice(
+                VoiceError::BadValue { field, .. } | VoiceError::Contradiction { field, .. },
+            ) => field,
+            AgentError::BadLine(field) => field,
+            AgentError::BadIdleSeconds => "idle_reprompt_secs",
+            AgentError::BadIdleReprompts => "idle_reprompts",
+            AgentError::BadGuardrailIdentifier => "guardrail.identifier",
+            AgentError::BadGuardrailVersion => "guardrail.version",
+            AgentError::LatencyUnsupported(_) => "inference.latency",
+        };
+        field.to_owned()
+    }
+
+    /// The idle policy, `None` when the agent turned it off.
+    pub fn idle_policy(&self) -> Option<IdlePolicy> {
+        (self.idle_reprompt_secs > 0).then(|| IdlePolicy {
+            after_ms: u64::from(self.idle_reprompt_secs) * 1_000,
+            reprompts: self.idle_reprompts,
+        })
     }
 
     /// The models to try, in order: the agent's own, then its fallbacks, each once; either part
@@ -325,7 +565,73 @@ mod tests {
         let spec = spec();
         assert_eq!(spec.inference.max_tokens, DEFAULT_MAX_TOKENS);
         assert_eq!(spec.model, None);
+        assert_eq!(spec.fallback_utterance, DEFAULT_FALLBACK_UTTERANCE);
+        assert_eq!(spec.idle_reprompt_secs, DEFAULT_IDLE_REPROMPT_SECS);
+        assert_eq!(spec.idle_reprompt, DEFAULT_IDLE_REPROMPT);
+        assert_eq!(spec.idle_reprompts, DEFAULT_IDLE_REPROMPTS);
+        assert_eq!(spec.idle_goodbye, DEFAULT_IDLE_GOODBYE);
+        assert_eq!(spec.guardrail, None);
+        assert_eq!(
+            spec.idle_policy(),
+            Some(IdlePolicy {
+                after_ms: 10_000,
+                reprompts: 2
+            })
+        );
         assert_eq!(spec.validate(), Ok(()));
+        // The defaults are shown, so an operator sees what the agent will do.
+        let json = serde_json::to_value(&spec).expect("json");
+        assert_eq!(json["idle_reprompt_secs"], 10);
+        assert_eq!(json["fallback_utterance"], DEFAULT_FALLBACK_UTTERANCE);
+    }
+
+    #[test]
+    fn guardrails_latency_and_idle_settings_parse_and_check() {
+        let spec: AgentSpec = serde_json::from_value(serde_json::json!({
+            "name": "a", "system_prompt": "p", "idle_reprompt_secs": 0,
+            "model": "us.anthropic.claude-3-5-haiku-20241022-v1:0",
+            "inference": {"latency": "optimized"},
+            "guardrail": {"identifier": "gr1abc", "version": "3", "trace": "enabled_full", "stream_processing_mode": "async"},
+        }))
+        .expect("parses");
+        assert_eq!(spec.validate(), Ok(()));
+        assert_eq!(spec.idle_policy(), None, "0 turns it off");
+        let guardrail = spec.guardrail.expect("guardrail");
+        assert_eq!(guardrail.trace, GuardrailTrace::EnabledFull);
+        assert_eq!(
+            guardrail.stream_processing_mode,
+            StreamProcessingMode::Async
+        );
+        let defaults: GuardrailSettings =
+            serde_json::from_str(r#"{"identifier":"abc","version":"DRAFT"}"#).expect("parses");
+        assert_eq!(
+            (defaults.trace, defaults.stream_processing_mode),
+            (GuardrailTrace::Enabled, StreamProcessingMode::Sync)
+        );
+        for ok in [
+            "abc123",
+            "arn:aws:bedrock:us-east-1:123456789012:guardrail/abc123",
+            "arn:aws-us-gov:bedrock:us-gov-west-1:123456789012:guardrail/x1",
+        ] {
+            assert!(is_guardrail_identifier(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "ABC",
+            "gr-1",
+            "arn:aws:bedrock:us-east-1:1234:guardrail/abc",
+            "arn:aws:s3:us-east-1:123456789012:guardrail/abc",
+            "arn:aws:bedrock:us-east-1:123456789012:agent/abc",
+        ] {
+            assert!(!is_guardrail_identifier(bad), "{bad}");
+        }
+        assert!(
+            serde_json::from_str::<GuardrailSettings>(
+                r#"{"identifier":"a","version":"1","mode":"x"}"#
+            )
+            .is_err(),
+            "unknown guardrail fields are refused"
+        );
     }
 
     #[test]
@@ -380,6 +686,62 @@ mod tests {
                 Box::new(|s| s.phone_numbers = vec!["+14155550100".into(); 2]),
                 AgentError::BadPhoneNumbers,
             ),
+            (
+                Box::new(|s| s.fallback_utterance = " ".into()),
+                AgentError::BadLine("fallback_utterance"),
+            ),
+            (
+                Box::new(|s| s.idle_reprompt = "x".repeat(MAX_LINE_CHARS + 1)),
+                AgentError::BadLine("idle_reprompt"),
+            ),
+            (
+                Box::new(|s| s.idle_goodbye = String::new()),
+                AgentError::BadLine("idle_goodbye"),
+            ),
+            (
+                Box::new(|s| s.idle_reprompt_secs = MAX_IDLE_REPROMPT_SECS + 1),
+                AgentError::BadIdleSeconds,
+            ),
+            (
+                Box::new(|s| s.idle_reprompts = MAX_IDLE_REPROMPTS + 1),
+                AgentError::BadIdleReprompts,
+            ),
+            (
+                Box::new(|s| {
+                    s.guardrail = Some(GuardrailSettings {
+                        identifier: "Bad Id".into(),
+                        version: "1".into(),
+                        trace: GuardrailTrace::Enabled,
+                        stream_processing_mode: StreamProcessingMode::Sync,
+                    });
+                }),
+                AgentError::BadGuardrailIdentifier,
+            ),
+            (
+                Box::new(|s| {
+                    s.guardrail = Some(GuardrailSettings {
+                        identifier: "abc".into(),
+                        version: "01".into(),
+                        trace: GuardrailTrace::Enabled,
+                        stream_processing_mode: StreamProcessingMode::Sync,
+                    });
+                }),
+                AgentError::BadGuardrailVersion,
+            ),
+            (
+                Box::new(|s| {
+                    s.model = Some("us.anthropic.claude-sonnet-4-6".into());
+                    s.inference.latency = Some(Latency::Optimized);
+                }),
+                AgentError::LatencyUnsupported("us.anthropic.claude-sonnet-4-6".into()),
+            ),
+            (
+                Box::new(|s| s.voice.language = Some("english".into())),
+                AgentError::Voice(VoiceError::BadValue {
+                    field: "voice.language".into(),
+                    expected: "a BCP 47 language tag such as en-US, or multi",
+                }),
+            ),
         ];
         for (change, expected) in cases {
             let mut spec = spec();
@@ -402,6 +764,21 @@ mod tests {
             (AgentError::BadStopSequences, "inference.stop_sequences"),
             (AgentError::BadPhoneNumber("1".into()), "phone_numbers"),
             (AgentError::BadPhoneNumbers, "phone_numbers"),
+            (AgentError::BadLine("idle_goodbye"), "idle_goodbye"),
+            (AgentError::BadIdleSeconds, "idle_reprompt_secs"),
+            (AgentError::BadGuardrailVersion, "guardrail.version"),
+            (
+                AgentError::LatencyUnsupported("m".into()),
+                "inference.latency",
+            ),
+            (
+                AgentError::Voice(VoiceError::Contradiction {
+                    field: "voice.elevenlabs_text_normalization".into(),
+                    other: "voice.tts_provider".into(),
+                    why: "x",
+                }),
+                "voice.elevenlabs_text_normalization",
+            ),
         ];
         for (error, field) in cases {
             assert_eq!(spec.field_of(&error), field, "{error:?}");

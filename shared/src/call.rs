@@ -8,6 +8,8 @@ use crate::identifier;
 pub const MAX_REASON_CHARS: usize = 200;
 /// Longest carrier field (call sid, numbers).
 pub const MAX_CARRIER_FIELD_CHARS: usize = 64;
+/// Longest caller detail stored (CNAM names are 15 characters; SIP URIs are longer).
+pub const MAX_CALLER_DETAIL_CHARS: usize = 128;
 
 /// How the call reached us.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -127,6 +129,30 @@ pub struct Call {
     /// Why it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_reason: Option<String>,
+    /// Who is calling, from the carrier's relay `setup` (shown as top-level fields).
+    #[serde(flatten)]
+    pub caller: CallerDetails,
+}
+
+/// What the carrier's `setup` says about the caller, stored with the call.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallerDetails {
+    /// Caller ID name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_name: Option<String>,
+    /// The number that forwarded the call here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarded_from: Option<String>,
+    /// `PSTN`, `SIP`, `CLIENT`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_type: Option<String>,
+}
+
+impl CallerDetails {
+    /// Whether there is anything to store.
+    pub fn is_empty(&self) -> bool {
+        self.caller_name.is_none() && self.forwarded_from.is_none() && self.call_type.is_none()
+    }
 }
 
 /// `POST /v1/calls/{id}/end`.
@@ -233,6 +259,25 @@ mod tests {
             assert_eq!(CallSource::parse(source.as_str()), Some(source));
         }
         assert_eq!(CallStatus::parse("paused"), None);
+    }
+
+    #[test]
+    fn caller_details_read_as_fields_of_the_call() {
+        let call: Call = serde_json::from_value(serde_json::json!({
+            "id": "CA1", "tenant_id": "t", "agent_id": "a", "source": "phone", "region": "us-east-1",
+            "status": "active", "turn_count": 0, "started_at_ms": 1,
+            "caller_name": "Ada", "call_type": "PSTN",
+        }))
+        .expect("parses");
+        assert_eq!(call.caller.caller_name.as_deref(), Some("Ada"));
+        assert!(!call.caller.is_empty());
+        let json = serde_json::to_value(&call).expect("json");
+        assert_eq!(json["call_type"], "PSTN");
+        assert!(
+            json.get("forwarded_from").is_none(),
+            "absent details are left out"
+        );
+        assert!(CallerDetails::default().is_empty());
     }
 
     #[test]

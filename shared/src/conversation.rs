@@ -41,6 +41,24 @@ impl Context {
             .as_ref()
             .map(|opening| format!("The call began with you saying: \"{opening}\""))
     }
+
+    /// The per-call system text: the opening, then the caller's language when the carrier
+    /// reported one, so a caller who switches language is answered in it.
+    pub fn system_note(&self, caller_lang: Option<&str>) -> Option<String> {
+        let notes: Vec<String> = self
+            .opening_note()
+            .into_iter()
+            .chain(caller_lang.map(language_note))
+            .collect();
+        (!notes.is_empty()).then(|| notes.join("\n"))
+    }
+}
+
+/// How the caller's language reads to the model (`lang` as the carrier reported it).
+pub fn language_note(lang: &str) -> String {
+    format!(
+        "The caller is speaking the language with the BCP 47 tag {lang}. Answer in that language."
+    )
 }
 
 /// How a key press reads to the model.
@@ -129,6 +147,28 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn the_system_note_carries_the_opening_and_the_callers_language() {
+        let greeted = build_context(
+            [(TurnRole::Assistant, "Hola."), (TurnRole::User, "Hi")],
+            MAX_CONTEXT_MESSAGES,
+        );
+        assert_eq!(
+            greeted.system_note(Some("es-ES")).as_deref(),
+            Some(
+                "The call began with you saying: \"Hola.\"\nThe caller is speaking the language with the BCP 47 tag es-ES. Answer in that language."
+            )
+        );
+        assert_eq!(
+            greeted.system_note(None),
+            greeted.opening_note(),
+            "no language, no note about it"
+        );
+        let plain = build_context([(TurnRole::User, "Hi")], MAX_CONTEXT_MESSAGES);
+        assert_eq!(plain.system_note(None), None);
+        assert_eq!(plain.system_note(Some("fr")), Some(language_note("fr")));
     }
 
     #[test]

@@ -2,20 +2,33 @@
 //! ConversationRelay, and carriers compatible with it). The `CallSession` Durable Object relays
 //! the carrier's messages to the origin unchanged and the origin's back.
 //!
-//! Carrier → us: [`Inbound`] (`setup`, `prompt`, `dtmf`, `interrupt`, `error`).
+//! Carrier → us: [`Inbound`] (`setup`, `prompt`, `dtmf`, `interrupt`, `error`, `info`).
 //! Us → carrier: [`Outbound`] (`text`, `play`, `sendDigits`, `language`, `end`), plus
 //! `error`, which the origin sends about a message it could not use; it is meant for the
 //! Durable Object's logs and is not forwarded to the carrier.
+//!
+//! Inbound messages are read the way carriers actually send them, not the way one example
+//! shows them: Twilio's own page shows `"durationUntilInterruptMs": "460"` (a string) where
+//! other copies and Telnyx send a number, so every number is accepted as a JSON number or a
+//! numeric string, every boolean as `true`/`false` or `"true"`/`"false"`, and unknown fields
+//! are ignored. A field in an unusable form reads as absent rather than refusing the whole
+//! message — a barge-in must never be lost over a field's type — except the fields a message
+//! is useless without (`voicePrompt`, `digit`). Sources:
+//! <https://www.twilio.com/docs/voice/conversationrelay/websocket-messages> and
+//! <https://developers.telnyx.com/api-reference/websockets/conversationrelay-websocket-channel>.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::call::{CallerDetails, MAX_CALLER_DETAIL_CHARS};
+
 /// A message from the carrier.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inbound {
-    /// First message on a connection: which call this is.
-    Setup(Setup),
+    /// First message on a connection: which call this is (boxed: it is far larger than the
+    /// messages that follow).
+    Setup(Box<Setup>),
     /// The caller said something (`last: false` for a partial transcript).
     Prompt(Prompt),
     /// The caller pressed a key.
@@ -24,25 +37,51 @@ pub enum Inbound {
     Interrupt(Interrupt),
     /// The carrier reports a problem with something we sent.
     Error(CarrierError),
+    /// Diagnostics the carrier sends when the TwiML's `debug` attribute asks for them: logged,
+    /// never answered. Its fields are kept as sent (they vary with the debug option).
+    Info(serde_json::Map<String, serde_json::Value>),
 }
 
-/// `setup`: identifies the call. Unknown fields are ignored.
+/// `setup`: identifies the call. Every field Twilio documents is kept; unknown fields (Telnyx
+/// adds `callControlId`, `callSessionId`, `callLegId`) are ignored.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Setup {
-    /// The relay session id.
+    /// The relay session id (`VX…`).
+    #[serde(deserialize_with = "lenient::text")]
     pub session_id: String,
-    /// The carrier's call id (`CA…` at Twilio).
-    pub call_sid: String,
-    /// The carrier account.
+    /// The carrier account (`AC…`).
+    #[serde(deserialize_with = "lenient::text")]
     pub account_sid: String,
-    /// Caller's number.
+    /// The parent call, for a call created by `<Dial>` (empty otherwise).
+    #[serde(deserialize_with = "lenient::text")]
+    pub parent_call_sid: String,
+    /// The carrier's call id (`CA…` at Twilio).
+    #[serde(deserialize_with = "lenient::text")]
+    pub call_sid: String,
+    /// Caller's number (or SIP URI, or client identity).
+    #[serde(deserialize_with = "lenient::text")]
     pub from: String,
     /// Called number.
+    #[serde(deserialize_with = "lenient::text")]
     pub to: String,
+    /// The number that forwarded the call here, when it was forwarded.
+    #[serde(deserialize_with = "lenient::text")]
+    pub forwarded_from: String,
+    /// `PSTN`, `SIP`, `CLIENT`, … as the carrier names it.
+    #[serde(deserialize_with = "lenient::text")]
+    pub call_type: String,
+    /// Caller ID name (CNAM), when the carrier looked it up.
+    #[serde(deserialize_with = "lenient::text")]
+    pub caller_name: String,
     /// `inbound` or `outbound`.
+    #[serde(deserialize_with = "lenient::text")]
     pub direction: String,
+    /// The call's status at setup, e.g. `RINGING`, `IN-PROGRESS`.
+    #[serde(deserialize_with = "lenient::text")]
+    pub call_status: String,
     /// Parameters set in the TwiML (`<Parameter name=… value=…/>`).
+    #[serde(deserialize_with = "lenient::object")]
     pub custom_parameters: BTreeMap<String, serde_json::Value>,
 }
 
@@ -55,6 +94,27 @@ impl Setup {
             other => Some(other.to_string()),
         }
     }
+
+    /// What an operator needs to know about the caller, from this setup.
+    pub fn caller(&self) -> CallerDetails {
+        CallerDetails {
+            caller_name: stored_field(&self.caller_name),
+            forwarded_from: stored_field(&self.forwarded_from),
+            call_type: stored_field(&self.call_type),
+        }
+    }
+}
+
+/// Trimmed, control characters dropped, at most [`MAX_CALLER_DETAIL_CHARS`]; `None` when
+/// nothing is left. A carrier's metadata never refuses a call: it is cut, not rejected.
+fn stored_field(text: &str) -> Option<String> {
+    let cleaned: String = text
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_CALLER_DETAIL_CHARS)
+        .collect();
+    (!cleaned.is_empty()).then_some(cleaned)
 }
 
 /// `prompt`: a transcript of the caller's speech.
@@ -63,11 +123,12 @@ impl Setup {
 pub struct Prompt {
     /// The transcript.
     pub voice_prompt: String,
-    /// Language of the transcript, e.g. `en-US`.
-    #[serde(default)]
+    /// Language of the transcript, e.g. `en-US` (only the primary tag, `en`, when the
+    /// transcription language is `multi`).
+    #[serde(default, deserialize_with = "lenient::opt_text")]
     pub lang: Option<String>,
     /// `false` for a partial transcript (`partialPrompts` enabled); absent means final.
-    #[serde(default = "yes")]
+    #[serde(default = "yes", deserialize_with = "lenient::flag_or_yes")]
     pub last: bool,
 }
 
@@ -78,7 +139,8 @@ fn yes() -> bool {
 /// `dtmf`: one key press.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Dtmf {
-    /// `0`-`9`, `*`, `#`, `A`-`D`.
+    /// `0`-`9`, `*`, `#`, `A`-`D` (a number is read as its digit).
+    #[serde(deserialize_with = "lenient::text")]
     pub digit: String,
 }
 
@@ -87,10 +149,10 @@ pub struct Dtmf {
 #[serde(rename_all = "camelCase")]
 pub struct Interrupt {
     /// What the caller heard of the reply before speaking over it.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::text")]
     pub utterance_until_interrupt: String,
-    /// How long the reply played before the interruption.
-    #[serde(default)]
+    /// How long the reply played before the interruption (a number or a numeric string).
+    #[serde(default, deserialize_with = "lenient::opt_millis")]
     pub duration_until_interrupt_ms: Option<u64>,
 }
 
@@ -98,8 +160,91 @@ pub struct Interrupt {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct CarrierError {
     /// The carrier's description.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::text")]
     pub description: String,
+}
+
+/// Deserializers that take a field in any form a carrier sends it, and read an unusable form
+/// as absent.
+mod lenient {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Value;
+
+    /// A string; numbers and booleans as their text; anything else as empty.
+    pub fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+        Ok(as_text(Value::deserialize(deserializer)?).unwrap_or_default())
+    }
+
+    /// Like [`text`], `None` when absent, empty or unusable.
+    pub fn opt_text<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<String>, D::Error> {
+        Ok(as_text(Value::deserialize(deserializer)?).filter(|t| !t.trim().is_empty()))
+    }
+
+    fn as_text(value: Value) -> Option<String> {
+        match value {
+            Value::String(text) => Some(text),
+            Value::Number(number) => Some(number.to_string()),
+            Value::Bool(flag) => Some(flag.to_string()),
+            _ => None,
+        }
+    }
+
+    /// A non-negative whole number of milliseconds, from a number (`460`, `460.0`) or a numeric
+    /// string (`"460"`, `" 460 "`, `"460.5"`, read as 460).
+    pub fn opt_millis<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+        Ok(match Value::deserialize(deserializer)? {
+            Value::Number(number) => number
+                .as_u64()
+                .or_else(|| number.as_f64().and_then(whole_millis)),
+            Value::String(text) => {
+                let text = text.trim();
+                text.parse::<u64>()
+                    .ok()
+                    .or_else(|| text.parse::<f64>().ok().and_then(whole_millis))
+            }
+            _ => None,
+        })
+    }
+
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    fn whole_millis(value: f64) -> Option<u64> {
+        // A day is far beyond any interruption; also keeps the cast in range.
+        (value.is_finite() && (0.0..86_400_000.0).contains(&value)).then_some(value as u64)
+    }
+
+    /// A boolean from `true`/`false` or their text; absent or unusable means `true`.
+    pub fn flag_or_yes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+        Ok(match Value::deserialize(deserializer)? {
+            Value::Bool(flag) => flag,
+            Value::String(text) if text.trim().eq_ignore_ascii_case("false") => false,
+            _ => true,
+        })
+    }
+
+    /// A JSON object; anything else as an empty map.
+    pub fn object<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<String, Value>, D::Error> {
+        Ok(match Value::deserialize(deserializer)? {
+            Value::Object(map) => map.into_iter().collect(),
+            _ => BTreeMap::new(),
+        })
+    }
+}
+
+/// How a text message is spoken, beyond its words (ConversationRelay's `text` fields).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TextOptions {
+    /// Language of the text when it differs from the session's, e.g. `es-ES`.
+    pub lang: Option<String>,
+    /// Whether the caller's speech may interrupt it.
+    pub interruptible: Option<bool>,
+    /// Whether the next talk cycle's text may cut it off.
+    pub preemptible: Option<bool>,
 }
 
 /// A message to the carrier (and, for `Error`, to the Durable Object).
@@ -191,6 +336,51 @@ impl Outbound {
         }
     }
 
+    /// A `text` message spoken with `options`.
+    pub fn text(token: impl Into<String>, last: bool, options: &TextOptions) -> Self {
+        Self::Text {
+            token: token.into(),
+            last,
+            lang: options.lang.clone(),
+            interruptible: options.interruptible,
+            preemptible: options.preemptible,
+        }
+    }
+
+    /// `sendDigits`: DTMF tones into the call (`0`-`9`, `*`, `#`, `A`-`D`; `w` waits half a
+    /// second), at most [`MAX_SEND_DIGITS`] characters.
+    pub fn send_digits(digits: &str) -> Result<Self, RelayError> {
+        let valid = !digits.is_empty()
+            && digits.len() <= MAX_SEND_DIGITS
+            && digits
+                .chars()
+                .all(|c| matches!(c, '0'..='9' | '*' | '#' | 'A'..='D' | 'w' | 'W'));
+        if valid {
+            Ok(Self::SendDigits {
+                digits: digits.to_owned(),
+            })
+        } else {
+            Err(RelayError::BadDigit(digits.to_owned()))
+        }
+    }
+
+    /// `play`: an audio file at an `https://` (or `http://`) URL, once.
+    pub fn play(source: &str, options: &TextOptions) -> Result<Self, RelayError> {
+        let valid = (source.starts_with("https://") || source.starts_with("http://"))
+            && source.len() <= MAX_PLAY_URL_CHARS
+            && !source.chars().any(char::is_whitespace);
+        if valid {
+            Ok(Self::Play {
+                source: source.to_owned(),
+                loop_count: None,
+                interruptible: options.interruptible,
+                preemptible: options.preemptible,
+            })
+        } else {
+            Err(RelayError::BadSource)
+        }
+    }
+
     /// An `error` for the Durable Object.
     pub fn error(error: &RelayError) -> Self {
         Self::Error {
@@ -241,6 +431,9 @@ pub enum RelayError {
     /// A DTMF digit outside `0-9*#A-D`.
     #[error("{0:?} is not a DTMF digit")]
     BadDigit(String),
+    /// A `play` source that is not an http(s) URL.
+    #[error("the audio source must be an http(s) URL of at most {MAX_PLAY_URL_CHARS} characters")]
+    BadSource,
 }
 
 impl RelayError {
@@ -254,12 +447,17 @@ impl RelayError {
             Self::TooLarge => "message_too_large",
             Self::SetupFirst | Self::SetupTwice => "unexpected_message",
             Self::BadDigit(_) => "bad_digit",
+            Self::BadSource => "bad_source",
         }
     }
 }
 
 /// Largest inbound message accepted (a transcript is far smaller).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Most characters of one `sendDigits`.
+pub const MAX_SEND_DIGITS: usize = 64;
+/// Longest `play` URL.
+pub const MAX_PLAY_URL_CHARS: usize = 2_048;
 
 /// Parses one inbound text frame.
 pub fn parse_inbound(text: &str) -> Result<Inbound, RelayError> {
@@ -284,7 +482,7 @@ pub fn parse_inbound(text: &str) -> Result<Inbound, RelayError> {
         })
     }
     match kind.as_str() {
-        "setup" => fields(&kind, value).map(Inbound::Setup),
+        "setup" => fields(&kind, value).map(|setup| Inbound::Setup(Box::new(setup))),
         "prompt" => fields(&kind, value).map(Inbound::Prompt),
         "dtmf" => {
             let dtmf: Dtmf = fields(&kind, value)?;
@@ -296,6 +494,10 @@ pub fn parse_inbound(text: &str) -> Result<Inbound, RelayError> {
         }
         "interrupt" => fields(&kind, value).map(Inbound::Interrupt),
         "error" => fields(&kind, value).map(Inbound::Error),
+        "info" => match value {
+            serde_json::Value::Object(map) => Ok(Inbound::Info(map)),
+            _ => Err(RelayError::NotJson),
+        },
         _ => Err(RelayError::UnknownType(kind)),
     }
 }
@@ -349,7 +551,9 @@ pub enum RelayedKind {
     ReplyPiece,
     /// The origin's `text` with `last: true`: a reply is complete.
     TurnEnd,
-    /// The origin's `end`: the agent ended the relay session (goodbye, transfer, idle caller).
+    /// The origin's `end`: the agent ended the relay session (goodbye, transfer, or
+    /// `handoffData.reason` `idle_timeout`); the origin has already recorded the call as ended
+    /// and closes its socket next. Forwarded to the carrier.
     SessionEnd,
     /// The origin's `error` note about a message it could not use: logged, never forwarded.
     OriginError,
@@ -421,7 +625,7 @@ mod tests {
             ),
             (r#"{"type":"dtmf","digit":"5"}"#, RelayedKind::CallerTurn),
             (
-                r#"{"type":"end","handoffData":"{}"}"#,
+                r#"{"type":"end","handoffData":"{\"reason\":\"idle_timeout\"}"}"#,
                 RelayedKind::SessionEnd,
             ),
             (r#"{"type":"interrupt"}"#, RelayedKind::Other),
@@ -604,5 +808,222 @@ mod tests {
             trailing.push(&prompt("next", true)).as_deref(),
             Some("next")
         );
+    }
+
+    /// The inbound messages as the carriers publish them, numbers and strings alike.
+    /// Twilio: <https://www.twilio.com/docs/voice/conversationrelay/websocket-messages> (its
+    /// interrupt example sends `"460"`); an earlier copy of the same page sends `460`; Telnyx:
+    /// <https://developers.telnyx.com/api-reference/websockets/conversationrelay-websocket-channel>.
+    #[test]
+    fn carriers_published_examples_parse_in_every_form() {
+        let interrupt = |heard: &str, ms: Option<u64>| {
+            Ok(Inbound::Interrupt(Interrupt {
+                utterance_until_interrupt: heard.into(),
+                duration_until_interrupt_ms: ms,
+            }))
+        };
+        let prompt = |text: &str, lang: Option<&str>, last: bool| {
+            Ok(Inbound::Prompt(Prompt {
+                voice_prompt: text.into(),
+                lang: lang.map(str::to_owned),
+                last,
+            }))
+        };
+        let cases = [
+            // Twilio, current page: the duration as a string.
+            (
+                r#"{"type":"interrupt","utteranceUntilInterrupt":"Life is a complex set of","durationUntilInterruptMs":"460"}"#,
+                interrupt("Life is a complex set of", Some(460)),
+            ),
+            // Twilio, earlier copy: a number.
+            (
+                r#"{"type":"interrupt","utteranceUntilInterrupt":"Life is a complex set of","durationUntilInterruptMs":460}"#,
+                interrupt("Life is a complex set of", Some(460)),
+            ),
+            // Telnyx.
+            (
+                r#"{"type":"interrupt","utteranceUntilInterrupt":"Welcome to Telnyx, how can I help","durationUntilInterruptMs":1820}"#,
+                interrupt("Welcome to Telnyx, how can I help", Some(1820)),
+            ),
+            // Forms no example shows but a tolerant reader takes.
+            (
+                r#"{"type":"interrupt","utteranceUntilInterrupt":"Hi","durationUntilInterruptMs":" 12 "}"#,
+                interrupt("Hi", Some(12)),
+            ),
+            (
+                r#"{"type":"interrupt","utteranceUntilInterrupt":"Hi","durationUntilInterruptMs":460.7}"#,
+                interrupt("Hi", Some(460)),
+            ),
+            (
+                r#"{"type":"interrupt","utteranceUntilInterrupt":"Hi","durationUntilInterruptMs":"soon"}"#,
+                interrupt("Hi", None),
+            ),
+            (
+                r#"{"type":"interrupt","durationUntilInterruptMs":-5}"#,
+                interrupt("", None),
+            ),
+            (
+                r#"{"type":"interrupt","utteranceUntilInterrupt":null,"durationUntilInterruptMs":null,"extra":{"x":1}}"#,
+                interrupt("", None),
+            ),
+            (
+                r#"{"type":"prompt","voicePrompt":"Hi! Can you tell me about life?","lang":"en-US","last":true}"#,
+                prompt("Hi! Can you tell me about life?", Some("en-US"), true),
+            ),
+            (
+                r#"{"type":"prompt","voicePrompt":"hello there","lang":"en","last":false}"#,
+                prompt("hello there", Some("en"), false),
+            ),
+            (
+                r#"{"type":"prompt","voicePrompt":"hola","lang":"es-ES","last":"false"}"#,
+                prompt("hola", Some("es-ES"), false),
+            ),
+            (
+                r#"{"type":"prompt","voicePrompt":"hola","last":"true","lang":""}"#,
+                prompt("hola", None, true),
+            ),
+            (
+                r#"{"type":"prompt","voicePrompt":"hola"}"#,
+                prompt("hola", None, true),
+            ),
+            (
+                r#"{"type":"dtmf","digit":"1"}"#,
+                Ok(Inbound::Dtmf(Dtmf { digit: "1".into() })),
+            ),
+            (
+                r#"{"type":"dtmf","digit":7}"#,
+                Ok(Inbound::Dtmf(Dtmf { digit: "7".into() })),
+            ),
+            (
+                r#"{"type":"error","description":"Invalid message received: { \"foo\" : \"bar\" }"}"#,
+                Ok(Inbound::Error(CarrierError {
+                    description: r#"Invalid message received: { "foo" : "bar" }"#.into(),
+                })),
+            ),
+            (
+                r#"{"type":"error","description":"Invalid message: unknown type: foo"}"#,
+                Ok(Inbound::Error(CarrierError {
+                    description: "Invalid message: unknown type: foo".into(),
+                })),
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_inbound(text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn setup_keeps_every_documented_field_from_either_carrier() {
+        // Twilio's documented setup.
+        let Ok(Inbound::Setup(twilio)) = parse_inbound(
+            r#"{"type":"setup","sessionId":"VX00000000000000000000000000000000","accountSid":"ACXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX",
+            "parentCallSid":"","callSid":"CA00000000000000000000000000000000","from":"+18005550100","to":"+18005550101",
+            "forwardedFrom":"+18005550102","callType":"PSTN","callerName":"","direction":"inbound","callStatus":"RINGING",
+            "customParameters":{"callReference":"bar"}}"#,
+        ) else {
+            panic!("Twilio's setup parses")
+        };
+        assert_eq!(twilio.session_id, "VX00000000000000000000000000000000");
+        assert_eq!(twilio.account_sid, "ACXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX");
+        assert_eq!(twilio.parent_call_sid, "");
+        assert_eq!(twilio.call_sid, "CA00000000000000000000000000000000");
+        assert_eq!(
+            (twilio.from.as_str(), twilio.to.as_str()),
+            ("+18005550100", "+18005550101")
+        );
+        assert_eq!(twilio.forwarded_from, "+18005550102");
+        assert_eq!(twilio.call_type, "PSTN");
+        assert_eq!(twilio.direction, "inbound");
+        assert_eq!(twilio.call_status, "RINGING");
+        assert_eq!(twilio.parameter("callReference").as_deref(), Some("bar"));
+        assert_eq!(
+            twilio.caller(),
+            CallerDetails {
+                caller_name: None,
+                forwarded_from: Some("+18005550102".into()),
+                call_type: Some("PSTN".into()),
+            }
+        );
+
+        // Telnyx's: its own extra ids are ignored, a caller name is kept.
+        let Ok(Inbound::Setup(telnyx)) = parse_inbound(
+            r#"{"type":"setup","sessionId":"7a7e6a4f-1d44-4f0c-b5d4-9f9bf3a5c1f2","accountSid":"1f1a8b6f-1234-4abc-9def-1234567890ab",
+            "callSid":"v2:T02llQxIyaRkhfRKxgAP8nY511EhFLizdvdUKJiSw8d6A9BborherQ","callControlId":"v2:T02","callSessionId":"ff55a038",
+            "callLegId":"428c31b6","from":"+13122010094","to":"+13122123456","direction":"inbound","callerName":"ACME CORP",
+            "callStatus":"active","customParameters":{"customer_id":"customer_123"}}"#,
+        ) else {
+            panic!("Telnyx's setup parses")
+        };
+        assert_eq!(telnyx.caller_name, "ACME CORP");
+        assert_eq!(telnyx.call_status, "active");
+        assert_eq!(telnyx.caller().caller_name.as_deref(), Some("ACME CORP"));
+        assert!(telnyx.caller().forwarded_from.is_none());
+
+        // Odd forms are read, not refused: numbers as text, a non-object parameter bag as none.
+        let Ok(Inbound::Setup(odd)) = parse_inbound(
+            r#"{"type":"setup","callSid":"CA1","from":18005550100,"callerName":"  Ada\u0007 Lovelace  ","customParameters":"x"}"#,
+        ) else {
+            panic!("odd setup parses")
+        };
+        assert_eq!(odd.from, "18005550100");
+        assert!(odd.custom_parameters.is_empty());
+        assert_eq!(odd.caller().caller_name.as_deref(), Some("Ada Lovelace"));
+        let long = format!(r#"{{"type":"setup","callerName":"{}"}}"#, "n".repeat(500));
+        let Ok(Inbound::Setup(long)) = parse_inbound(&long) else {
+            panic!("long setup parses")
+        };
+        assert_eq!(
+            long.caller().caller_name.map(|n| n.chars().count()),
+            Some(MAX_CALLER_DETAIL_CHARS)
+        );
+    }
+
+    #[test]
+    fn info_messages_parse_and_keep_their_fields() {
+        let Ok(Inbound::Info(info)) =
+            parse_inbound(r#"{"type":"info","name":"roundTripDelayMs","value":"120"}"#)
+        else {
+            panic!("info parses")
+        };
+        assert_eq!(info["name"], "roundTripDelayMs");
+        assert_eq!(info["value"], "120");
+    }
+
+    #[test]
+    fn outbound_text_carries_its_options_and_digits_and_sources_are_checked() {
+        let options = TextOptions {
+            lang: Some("es-ES".into()),
+            interruptible: Some(false),
+            preemptible: Some(true),
+        };
+        assert_eq!(
+            Outbound::text("Hola.", true, &options).to_json(),
+            r#"{"type":"text","token":"Hola.","last":true,"lang":"es-ES","interruptible":false,"preemptible":true}"#
+        );
+        assert_eq!(
+            Outbound::text("Hi.", false, &TextOptions::default()).to_json(),
+            r#"{"type":"text","token":"Hi.","last":false}"#
+        );
+        assert_eq!(
+            Outbound::send_digits("9ww1#").map(|m| m.to_json()),
+            Ok(r#"{"type":"sendDigits","digits":"9ww1#"}"#.to_owned())
+        );
+        for bad in ["", "12x", &"1".repeat(MAX_SEND_DIGITS + 1)] {
+            assert_eq!(
+                Outbound::send_digits(bad),
+                Err(RelayError::BadDigit(bad.to_owned()))
+            );
+        }
+        assert_eq!(
+            Outbound::play("https://x.example/hold.mp3", &TextOptions::default())
+                .map(|m| m.to_json()),
+            Ok(r#"{"type":"play","source":"https://x.example/hold.mp3"}"#.to_owned())
+        );
+        for bad in ["ftp://x/a.mp3", "https://x/a b.mp3", "x"] {
+            assert_eq!(
+                Outbound::play(bad, &TextOptions::default()),
+                Err(RelayError::BadSource)
+            );
+        }
     }
 }

@@ -18,6 +18,10 @@ pub const EVENT_ERROR: &str = "error";
 pub struct TurnRequest {
     /// The caller's words.
     pub text: String,
+    /// The language they were said in (BCP 47), when the client knows it: stored with the turn
+    /// and given to the model, which answers in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lang: Option<String>,
 }
 
 /// Why a turn request was refused.
@@ -29,6 +33,9 @@ pub enum TurnError {
     /// Longer than [`MAX_TEXT_CHARS`].
     #[error("text is longer than {MAX_TEXT_CHARS} characters")]
     TextTooLong,
+    /// `lang` is not a language tag.
+    #[error("lang must be a BCP 47 language tag such as en-US")]
+    BadLang,
 }
 
 impl TurnRequest {
@@ -39,6 +46,11 @@ impl TurnRequest {
         }
         if self.text.chars().count() > MAX_TEXT_CHARS {
             return Err(TurnError::TextTooLong);
+        }
+        if self.lang.as_deref().is_some_and(|lang| {
+            !crate::language::is_language_tag(lang) || lang == crate::language::MULTI
+        }) {
+            return Err(TurnError::BadLang);
         }
         Ok(())
     }
@@ -110,6 +122,17 @@ pub struct Turn {
     /// From the request to the model to the last token (replies only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u32>,
+    /// The language the caller spoke (caller turns, as the carrier reported it) or the reply
+    /// was spoken in (replies in another language than the session's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lang: Option<String>,
+    /// Why the model stopped (replies): `end_turn`, `max_tokens`, `guardrail_intervened`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
+    /// Why the model failed, for a reply that is (or ends with) the agent's fallback utterance:
+    /// `throttled`, `timeout`, `server_error`, … ([`crate::model::ModelFailure::as_str`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
     /// Unix milliseconds.
     pub created_at_ms: u64,
 }
@@ -171,7 +194,16 @@ pub struct DoneEvent {
     /// Models tried before `model`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fallbacks: Vec<Fallback>,
+    /// Why the model stopped, when it was not the end of its turn (`max_tokens`,
+    /// `guardrail_intervened`, …): a guardrail's intervention is a reply, not an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
 }
+
+/// The stop reason Bedrock reports when a guardrail intervened.
+pub const GUARDRAIL_INTERVENED: &str = "guardrail_intervened";
+/// The stop reason of a reply that ended normally.
+pub const END_TURN: &str = "end_turn";
 
 #[cfg(test)]
 mod tests {
@@ -179,14 +211,24 @@ mod tests {
 
     #[test]
     fn text_limits() {
-        let ok = TurnRequest { text: "hi".into() };
-        assert_eq!(ok.validate(), Ok(()));
-        let empty = TurnRequest { text: "  ".into() };
-        assert_eq!(empty.validate(), Err(TurnError::EmptyText));
-        let long = TurnRequest {
-            text: "é".repeat(MAX_TEXT_CHARS + 1),
+        let request = |text: &str, lang: Option<&str>| TurnRequest {
+            text: text.into(),
+            lang: lang.map(str::to_owned),
         };
-        assert_eq!(long.validate(), Err(TurnError::TextTooLong));
+        assert_eq!(request("hi", None).validate(), Ok(()));
+        assert_eq!(request("hola", Some("es-ES")).validate(), Ok(()));
+        assert_eq!(request("  ", None).validate(), Err(TurnError::EmptyText));
+        assert_eq!(
+            request(&"é".repeat(MAX_TEXT_CHARS + 1), None).validate(),
+            Err(TurnError::TextTooLong)
+        );
+        for bad in ["spanish", "multi", ""] {
+            assert_eq!(
+                request("hola", Some(bad)).validate(),
+                Err(TurnError::BadLang),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
@@ -210,6 +252,7 @@ mod tests {
                 duration_ms: 90,
             },
             fallbacks: vec![],
+            stop_reason: None,
         };
         assert_eq!(
             serde_json::to_value(&done).expect("json"),

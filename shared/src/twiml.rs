@@ -1,6 +1,12 @@
 //! TwiML the edge answers the carrier's incoming-call webhook with.
+//!
+//! [`connect_agent`] renders an agent's whole ConversationRelay configuration; attributes and
+//! elements as in <https://www.twilio.com/docs/voice/twiml/connect/conversationrelay>. Every
+//! value is XML-escaped.
 
 use std::fmt::Write;
+
+use crate::agent::AgentSpec;
 
 /// `<Connect><ConversationRelay …>`: hands the call's audio to ConversationRelay, which opens
 /// the relay WebSocket to `url`.
@@ -26,7 +32,7 @@ pub struct ConversationRelay {
 
 /// Renders the TwiML document.
 pub fn connect_relay(relay: &ConversationRelay) -> String {
-    let mut attributes = vec![("url", relay.url.as_str())];
+    let mut attributes = vec![("url", relay.url.clone())];
     let optional = [
         ("welcomeGreeting", &relay.welcome_greeting),
         ("voice", &relay.voice),
@@ -36,24 +42,141 @@ pub fn connect_relay(relay: &ConversationRelay) -> String {
     ];
     attributes.extend(
         optional
-            .iter()
-            .filter_map(|(name, value)| value.as_deref().map(|v| (*name, v))),
+            .into_iter()
+            .filter_map(|(name, value)| value.clone().map(|v| (name, v))),
     );
     if relay.dtmf_detection {
-        attributes.push(("dtmfDetection", "true"));
+        attributes.push(("dtmfDetection", "true".to_owned()));
     }
+    render(&attributes, &[], &relay.parameters)
+}
 
-    let mut xml = String::from(
-        r#"<?xml version="1.0" encoding="UTF-8"?><Response><Connect><ConversationRelay"#,
+/// `<Connect><ConversationRelay …>` for `agent`: its greeting as `welcomeGreeting`, every
+/// ConversationRelay setting of its `voice`, its `<Language>` elements, then `parameters` as
+/// `<Parameter>` children. `url` is `wss://<public host>/voice/relay/<CallSid>` (with its
+/// token). The attributes the edge rendered before this function existed come first, in the
+/// same order and form (`url`, `welcomeGreeting`, `voice`, `language`, `ttsProvider`,
+/// `transcriptionProvider`, `dtmfDetection`), so existing answers are unchanged byte for byte.
+pub fn connect_agent(agent: &AgentSpec, url: &str, parameters: &[(String, String)]) -> String {
+    let voice = &agent.voice;
+    let mut attributes: Vec<(&str, String)> = vec![("url", url.to_owned())];
+    let mut text = |name, value: &Option<String>| {
+        if let Some(value) = value {
+            attributes.push((name, value.clone()));
+        }
+    };
+    text("welcomeGreeting", &agent.greeting);
+    text("voice", &voice.voice);
+    text("language", &voice.language);
+    text("ttsProvider", &voice.tts_provider);
+    text("transcriptionProvider", &voice.transcription_provider);
+    attributes.push(("dtmfDetection", voice.detects_dtmf().to_string()));
+    let named = [
+        (
+            "welcomeGreetingInterruptible",
+            voice.welcome_greeting_interruptible.map(|i| i.as_str()),
+        ),
+        ("interruptible", voice.interruptible.map(|i| i.as_str())),
+        ("preemptible", voice.preemptible.map(flag)),
+        (
+            "interruptSensitivity",
+            voice.interrupt_sensitivity.map(|s| s.as_str()),
+        ),
+    ];
+    attributes.extend(
+        named
+            .into_iter()
+            .filter_map(|(name, value)| value.map(|v| (name, v.to_owned()))),
     );
+    let more_text = [
+        ("ttsLanguage", &voice.tts_language),
+        ("transcriptionLanguage", &voice.transcription_language),
+        ("speechModel", &voice.speech_model),
+    ];
+    attributes.extend(
+        more_text
+            .into_iter()
+            .filter_map(|(name, value)| value.clone().map(|v| (name, v))),
+    );
+    if !voice.hints.is_empty() {
+        attributes.push(("hints", voice.hints.join(",")));
+    }
+    let switches = [
+        ("partialPrompts", voice.partial_prompts.map(flag)),
+        ("profanityFilter", voice.profanity_filter.map(flag)),
+        (
+            "reportInputDuringAgentSpeech",
+            voice.report_input_during_agent_speech.map(|i| i.as_str()),
+        ),
+        (
+            "elevenlabsTextNormalization",
+            voice.elevenlabs_text_normalization.map(|n| n.as_str()),
+        ),
+    ];
+    attributes.extend(
+        switches
+            .into_iter()
+            .filter_map(|(name, value)| value.map(|v| (name, v.to_owned()))),
+    );
+    if let Some(service) = &voice.intelligence_service {
+        attributes.push(("intelligenceService", service.clone()));
+    }
+    if !voice.debug.is_empty() {
+        let options: Vec<&str> = voice.debug.iter().map(|d| d.as_str()).collect();
+        attributes.push(("debug", options.join(" ")));
+    }
+    let languages: Vec<Vec<(&str, String)>> = voice
+        .languages
+        .iter()
+        .map(|language| {
+            let mut element = vec![("code", language.code.clone())];
+            let optional = [
+                ("ttsProvider", &language.tts_provider),
+                ("voice", &language.voice),
+                ("transcriptionProvider", &language.transcription_provider),
+                ("speechModel", &language.speech_model),
+            ];
+            element.extend(
+                optional
+                    .into_iter()
+                    .filter_map(|(name, value)| value.clone().map(|v| (name, v))),
+            );
+            element
+        })
+        .collect();
+    render(&attributes, &languages, parameters)
+}
+
+fn flag(value: bool) -> &'static str {
+    if value { "true" } else { "false" }
+}
+
+fn write_attributes(xml: &mut String, attributes: &[(&str, String)]) {
     for (name, value) in attributes {
         let _ = write!(xml, r#" {name}="{}""#, escape(value));
     }
-    if relay.parameters.is_empty() {
+}
+
+/// The document: `<ConversationRelay>` with `attributes`, `<Language>` elements, `<Parameter>`s.
+fn render(
+    attributes: &[(&str, String)],
+    languages: &[Vec<(&str, String)>],
+    parameters: &[(String, String)],
+) -> String {
+    let mut xml = String::from(
+        r#"<?xml version="1.0" encoding="UTF-8"?><Response><Connect><ConversationRelay"#,
+    );
+    write_attributes(&mut xml, attributes);
+    if languages.is_empty() && parameters.is_empty() {
         xml.push_str("/>");
     } else {
         xml.push('>');
-        for (name, value) in &relay.parameters {
+        for language in languages {
+            xml.push_str("<Language");
+            write_attributes(&mut xml, language);
+            xml.push_str("/>");
+        }
+        for (name, value) in parameters {
             let _ = write!(
                 xml,
                 r#"<Parameter name="{}" value="{}"/>"#,
@@ -149,5 +272,191 @@ mod tests {
     #[test]
     fn control_characters_are_dropped() {
         assert_eq!(escape("a\u{0}b\u{1b}c\td"), "abc\td");
+    }
+
+    fn agent(json: serde_json::Value) -> AgentSpec {
+        let mut base = serde_json::json!({"name": "Ava", "system_prompt": "p"});
+        if let (Some(base), Some(extra)) = (base.as_object_mut(), json.as_object()) {
+            base.extend(extra.clone());
+        }
+        let spec: AgentSpec = serde_json::from_value(base).expect("agent parses");
+        assert_eq!(spec.validate(), Ok(()), "a valid agent");
+        spec
+    }
+
+    const URL: &str = "wss://e.example/voice/relay/CA1";
+
+    #[test]
+    fn the_agent_the_end_to_end_tests_use_renders_as_before() {
+        let spec = agent(serde_json::json!({
+            "greeting": "Hello, this is Ava.",
+            "voice": {"voice": "en-US-Journey-O", "language": "en-US"},
+        }));
+        let parameters = vec![
+            ("agent_id".to_owned(), "ava".to_owned()),
+            ("greeting".to_owned(), "carrier".to_owned()),
+        ];
+        let before = connect_relay(&ConversationRelay {
+            url: URL.into(),
+            welcome_greeting: spec.greeting.clone(),
+            voice: spec.voice.voice.clone(),
+            language: spec.voice.language.clone(),
+            tts_provider: None,
+            transcription_provider: None,
+            dtmf_detection: true,
+            parameters: parameters.clone(),
+        });
+        let now = connect_agent(&spec, URL, &parameters);
+        assert_eq!(now, before);
+        assert!(now.contains(
+            r#"welcomeGreeting="Hello, this is Ava." voice="en-US-Journey-O" language="en-US""#
+        ));
+    }
+
+    #[test]
+    fn every_attribute_renders_escaped_in_a_fixed_order() {
+        let spec = agent(serde_json::json!({
+            "greeting": "Hi & \"welcome\"",
+            "voice": {
+                "voice": "en-US-Journey-O", "language": "en-US", "tts_provider": "ElevenLabs",
+                "transcription_provider": "Deepgram", "dtmf_detection": false,
+                "welcome_greeting_interruptible": "none", "interruptible": true, "preemptible": true,
+                "interrupt_sensitivity": "low", "tts_language": "en-GB", "transcription_language": "multi",
+                "speech_model": "nova-3-general", "hints": ["AYBIZA", "O'Brien <Ltd>"],
+                "partial_prompts": true, "profanity_filter": false, "report_input_during_agent_speech": "speech",
+                "elevenlabs_text_normalization": "on", "intelligence_service": "GA0123",
+                "debug": ["debugging", "tokens-played"],
+            },
+        }));
+        assert_eq!(
+            connect_agent(&spec, "wss://e.example/voice/relay/CA1?token=a&b", &[]),
+            concat!(
+                r#"<?xml version="1.0" encoding="UTF-8"?><Response><Connect><ConversationRelay"#,
+                r#" url="wss://e.example/voice/relay/CA1?token=a&amp;b""#,
+                r#" welcomeGreeting="Hi &amp; &quot;welcome&quot;""#,
+                r#" voice="en-US-Journey-O" language="en-US" ttsProvider="ElevenLabs""#,
+                r#" transcriptionProvider="Deepgram" dtmfDetection="false""#,
+                r#" welcomeGreetingInterruptible="none" interruptible="any" preemptible="true""#,
+                r#" interruptSensitivity="low" ttsLanguage="en-GB" transcriptionLanguage="multi""#,
+                r#" speechModel="nova-3-general" hints="AYBIZA,O&apos;Brien &lt;Ltd&gt;""#,
+                r#" partialPrompts="true" profanityFilter="false" reportInputDuringAgentSpeech="speech""#,
+                r#" elevenlabsTextNormalization="on" intelligenceService="GA0123""#,
+                r#" debug="debugging tokens-played"/></Connect></Response>"#,
+            )
+        );
+    }
+
+    #[test]
+    fn each_attribute_alone() {
+        let cases = [
+            (
+                serde_json::json!({"tts_provider": "Amazon"}),
+                r#" ttsProvider="Amazon""#,
+            ),
+            (
+                serde_json::json!({"transcription_provider": "Google"}),
+                r#" transcriptionProvider="Google""#,
+            ),
+            (
+                serde_json::json!({"interruptible": "dtmf"}),
+                r#" interruptible="dtmf""#,
+            ),
+            (
+                serde_json::json!({"interruptible": false}),
+                r#" interruptible="none""#,
+            ),
+            (
+                serde_json::json!({"preemptible": false}),
+                r#" preemptible="false""#,
+            ),
+            (
+                serde_json::json!({"interrupt_sensitivity": "medium"}),
+                r#" interruptSensitivity="medium""#,
+            ),
+            (
+                serde_json::json!({"tts_language": "fr-FR"}),
+                r#" ttsLanguage="fr-FR""#,
+            ),
+            (
+                serde_json::json!({"transcription_language": "fr-FR"}),
+                r#" transcriptionLanguage="fr-FR""#,
+            ),
+            (
+                serde_json::json!({"speech_model": "telephony"}),
+                r#" speechModel="telephony""#,
+            ),
+            (serde_json::json!({"hints": ["a"]}), r#" hints="a""#),
+            (
+                serde_json::json!({"partial_prompts": false}),
+                r#" partialPrompts="false""#,
+            ),
+            (
+                serde_json::json!({"profanity_filter": true}),
+                r#" profanityFilter="true""#,
+            ),
+            (
+                serde_json::json!({"report_input_during_agent_speech": true}),
+                r#" reportInputDuringAgentSpeech="any""#,
+            ),
+            (
+                serde_json::json!({"elevenlabs_text_normalization": "auto"}),
+                r#" elevenlabsTextNormalization="auto""#,
+            ),
+            (
+                serde_json::json!({"intelligence_service": "support-insights"}),
+                r#" intelligenceService="support-insights""#,
+            ),
+            (
+                serde_json::json!({"debug": ["speaker-events"]}),
+                r#" debug="speaker-events""#,
+            ),
+            (
+                serde_json::json!({"dtmf_detection": true}),
+                r#" dtmfDetection="true""#,
+            ),
+        ];
+        for (voice, attribute) in cases {
+            let xml = connect_agent(&agent(serde_json::json!({ "voice": voice })), URL, &[]);
+            // The attributes of the first renderer keep their place before `dtmfDetection`.
+            let dtmf = r#" dtmfDetection="true""#;
+            let attributes = if attribute.contains("dtmfDetection") {
+                attribute.to_owned()
+            } else if attribute.contains("Provider=") {
+                format!("{attribute}{dtmf}")
+            } else {
+                format!("{dtmf}{attribute}")
+            };
+            let expected = format!(
+                r#"<?xml version="1.0" encoding="UTF-8"?><Response><Connect><ConversationRelay url="{URL}"{attributes}/></Connect></Response>"#,
+            );
+            assert_eq!(xml, expected, "{voice}");
+        }
+    }
+
+    #[test]
+    fn language_elements_including_multi_and_parameters() {
+        let spec = agent(serde_json::json!({
+            "voice": {
+                "language": "multi", "tts_provider": "ElevenLabs", "transcription_provider": "Deepgram",
+                "languages": [
+                    {"code": "multi", "tts_provider": "ElevenLabs", "voice": "UgBBYS2sOqTuMpoF3BR0", "transcription_provider": "Deepgram", "speech_model": "nova-3-general"},
+                    {"code": "es-ES", "voice": "es-ES-Neural2-B\"<x>", "tts_provider": "Google"},
+                    {"code": "fr-FR", "speech_model": "telephony"},
+                ],
+            },
+        }));
+        let xml = connect_agent(&spec, URL, &[("agent_id".to_owned(), "a&b".to_owned())]);
+        assert_eq!(
+            xml,
+            concat!(
+                r#"<?xml version="1.0" encoding="UTF-8"?><Response><Connect><ConversationRelay"#,
+                r#" url="wss://e.example/voice/relay/CA1" language="multi" ttsProvider="ElevenLabs""#,
+                r#" transcriptionProvider="Deepgram" dtmfDetection="true">"#,
+                r#"<Language code="multi" ttsProvider="ElevenLabs" voice="UgBBYS2sOqTuMpoF3BR0" transcriptionProvider="Deepgram" speechModel="nova-3-general"/>"#,
+                r#"<Language code="es-ES" ttsProvider="Google" voice="es-ES-Neural2-B&quot;&lt;x&gt;"/>"#,
+                r#"<Language code="fr-FR" speechModel="telephony"/>"#,
+                r#"<Parameter name="agent_id" value="a&amp;b"/></ConversationRelay></Connect></Response>"#,
+            )
+        );
     }
 }

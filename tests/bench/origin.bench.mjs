@@ -91,6 +91,9 @@ async function bootOrigin(emulator) {
       system_prompt: "You are a fast voice agent.",
       model: MODEL,
       fallback_models: [],
+      // The hold figure measures idle sockets: no reprompts (they would speak to, then end,
+      // ten thousand silent calls while they are counted).
+      idle_reprompt_secs: 0,
     });
     if (put.status === 201 || put.status === 200) return origin;
     if (put.status !== 503 || Date.now() > deadline) {

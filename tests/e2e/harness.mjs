@@ -276,6 +276,69 @@ export function edgeHeaders({
   return headers;
 }
 
+/** A request to the origin signed as the edge signs it, on behalf of `principal`. */
+export async function signedCall(origin, method, pathAndQuery, { body, principal, headers = {} } = {}) {
+  const text = body === undefined ? "" : typeof body === "string" ? body : JSON.stringify(body);
+  return fetch(`${origin.url}${pathAndQuery}`, {
+    method,
+    headers: {
+      ...edgeHeaders({ method, pathAndQuery, body: text, principal }),
+      ...(body === undefined ? {} : { "content-type": "application/json" }),
+      ...headers,
+    },
+    body: body === undefined ? undefined : text,
+  });
+}
+
+/**
+ * Opens a call's relay WebSocket on the origin with the edge's signed headers. Messages wait in
+ * a queue for `next(ms)`; `reply()` joins one talk cycle's `text` tokens (every message must be
+ * a `text`); `closed()` resolves with the close code.
+ */
+export async function originRelay(origin, callId, principal) {
+  // `ws` (pinned through wrangler's lockfile) sends the signed headers a WebSocket handshake needs.
+  const WebSocket = requireFromWrangler("ws");
+  const pathAndQuery = `/v1/calls/${callId}/relay`;
+  const socket = new WebSocket(`${origin.url.replace("http", "ws")}${pathAndQuery}`, {
+    headers: edgeHeaders({ method: "GET", pathAndQuery, principal, stream: true }),
+  });
+  const queue = [];
+  const waiters = [];
+  socket.on("message", (data) => {
+    const message = JSON.parse(data.toString());
+    const waiter = waiters.shift();
+    if (waiter) waiter(message);
+    else queue.push(message);
+  });
+  const closed = new Promise((resolve) => socket.once("close", (code) => resolve(code)));
+  await withTimeout(
+    new Promise((resolve, reject) => {
+      socket.once("open", resolve);
+      socket.once("unexpected-response", (_, response) => reject(new Error(`handshake answered ${response.statusCode}`)));
+      socket.once("error", reject);
+    }),
+    5_000,
+    "relay did not open",
+  );
+  const next = (ms = 5_000) =>
+    withTimeout(queue.length ? Promise.resolve(queue.shift()) : new Promise((resolve) => waiters.push(resolve)), ms, "no relay message");
+  return {
+    send: (message) => socket.send(JSON.stringify(message)),
+    next,
+    async reply() {
+      let text = "";
+      for (;;) {
+        const message = await next();
+        if (message.type !== "text") throw new Error(`expected a text message, got ${JSON.stringify(message)}`);
+        text += message.token;
+        if (message.last) return text;
+      }
+    },
+    closed: () => closed,
+    close: () => socket.close(),
+  };
+}
+
 /** A principal of `tenant`, as auth-validator would produce it. */
 export function principalOf(tenant, scopes = ["calls:write", "agents:admin"]) {
   return { tenant_id: tenant, subject: "e2e", scopes, plan: "pro", method: "api_key" };

@@ -4,77 +4,17 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { createRequire } from "node:module";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { edgeHeaders, json, parseSse, principalOf, startEmulator, startOrigin, withTimeout } from "./harness.mjs";
-
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-// `ws` (pinned through wrangler's lockfile) sends the signed headers a WebSocket handshake needs.
-const WebSocket = createRequire(path.join(root, "wrangler/package.json"))("ws");
+import { edgeHeaders, json, originRelay, parseSse, principalOf, signedCall, startEmulator, startOrigin } from "./harness.mjs";
 
 const ALICE = principalOf("alice");
 const MALLORY = principalOf("mallory");
 
 /** A signed request to the origin. */
-async function call(origin, method, pathAndQuery, { body, principal = ALICE, headers = {} } = {}) {
-  const text = body === undefined ? "" : typeof body === "string" ? body : JSON.stringify(body);
-  return fetch(`${origin.url}${pathAndQuery}`, {
-    method,
-    headers: {
-      ...edgeHeaders({ method, pathAndQuery, body: text, principal }),
-      ...(body === undefined ? {} : { "content-type": "application/json" }),
-      ...headers,
-    },
-    body: body === undefined ? undefined : text,
-  });
-}
-
+const call = (origin, method, pathAndQuery, { principal = ALICE, ...options } = {}) =>
+  signedCall(origin, method, pathAndQuery, { principal, ...options });
 
 /** Opens the call's relay WebSocket with the edge's signed headers; messages arrive in a queue. */
-async function relay(origin, callId, principal = ALICE) {
-  const pathAndQuery = `/v1/calls/${callId}/relay`;
-  const socket = new WebSocket(`${origin.url.replace("http", "ws")}${pathAndQuery}`, {
-    headers: edgeHeaders({ method: "GET", pathAndQuery, principal, stream: true }),
-  });
-  const queue = [];
-  const waiters = [];
-  socket.on("message", (data) => {
-    const message = JSON.parse(data.toString());
-    const waiter = waiters.shift();
-    if (waiter) waiter(message);
-    else queue.push(message);
-  });
-  await withTimeout(
-    new Promise((resolve, reject) => {
-      socket.once("open", resolve);
-      socket.once("unexpected-response", (_, response) => reject(new Error(`handshake answered ${response.statusCode}`)));
-      socket.once("error", reject);
-    }),
-    5_000,
-    "relay did not open",
-  );
-  const next = () =>
-    withTimeout(
-      queue.length ? Promise.resolve(queue.shift()) : new Promise((resolve) => waiters.push(resolve)),
-      5_000,
-      "no relay message",
-    );
-  return {
-    send: (message) => socket.send(JSON.stringify(message)),
-    next,
-    async reply() {
-      let text = "";
-      for (;;) {
-        const message = await next();
-        assert.equal(message.type, "text", JSON.stringify(message));
-        text += message.token;
-        if (message.last) return text;
-      }
-    },
-    close: () => socket.close(),
-  };
-}
+const relay = (origin, callId, principal = ALICE) => originRelay(origin, callId, principal);
 
 describe("the origin behind the edge's signature, with the Bedrock emulator", () => {
   let emulator;

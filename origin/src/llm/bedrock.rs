@@ -31,7 +31,9 @@ use aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver;
 use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
 use aws_sdk_bedrockruntime::types::{
     CachePointBlock, CachePointType, ContentBlock, ContentBlockDelta, ConversationRole,
-    ConverseStreamOutput, InferenceConfiguration, Message, SystemContentBlock,
+    ConverseStreamOutput, GuardrailStreamConfiguration, GuardrailStreamProcessingMode,
+    GuardrailTrace, InferenceConfiguration, Message, PerformanceConfigLatency,
+    PerformanceConfiguration, SystemContentBlock,
 };
 use aws_smithy_http_client::tls;
 use shared::conversation::Speaker;
@@ -162,6 +164,21 @@ impl LlmClient for BedrockClient {
         for stop in settings.stop_sequences {
             inference = inference.stop_sequences(stop);
         }
+        let guardrail = request.guardrail.map(|guardrail| {
+            GuardrailStreamConfiguration::builder()
+                .guardrail_identifier(guardrail.identifier)
+                .guardrail_version(guardrail.version)
+                .trace(GuardrailTrace::from(guardrail.trace.as_str()))
+                .stream_processing_mode(GuardrailStreamProcessingMode::from(
+                    guardrail.stream_processing_mode.as_str(),
+                ))
+                .build()
+        });
+        let performance = request.latency_optimized.then(|| {
+            PerformanceConfiguration::builder()
+                .latency(PerformanceConfigLatency::Optimized)
+                .build()
+        });
         let output = self
             .client
             .converse_stream()
@@ -169,6 +186,8 @@ impl LlmClient for BedrockClient {
             .set_system(Some(system))
             .set_messages(Some(messages))
             .inference_config(inference.build())
+            .set_guardrail_config(guardrail)
+            .set_performance_config(performance)
             .send()
             .await
             .map_err(classify_send)?;
@@ -225,6 +244,7 @@ impl LlmStream for BedrockStream {
                         .map(|stop_reason| LlmEvent::Finished {
                             stop_reason,
                             usage: None,
+                            guardrail_trace: None,
                         }));
                 }
                 Some(ConverseStreamOutput::ContentBlockDelta(delta)) => {
@@ -242,12 +262,22 @@ impl LlmStream for BedrockStream {
                         input_tokens: u32::try_from(usage.input_tokens).unwrap_or(0),
                         output_tokens: u32::try_from(usage.output_tokens).unwrap_or(0),
                     });
+                    let guardrail_trace =
+                        metadata
+                            .trace
+                            .and_then(|trace| trace.guardrail)
+                            .map(|assessment| {
+                                assessment
+                                    .action_reason
+                                    .unwrap_or_else(|| "assessed".to_owned())
+                            });
                     return Ok(Some(LlmEvent::Finished {
                         stop_reason: self
                             .stop_reason
                             .take()
-                            .unwrap_or_else(|| "end_turn".to_owned()),
+                            .unwrap_or_else(|| shared::turn::END_TURN.to_owned()),
                         usage,
+                        guardrail_trace,
                     }));
                 }
                 Some(_) => {}

@@ -7,7 +7,7 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use shared::agent::{Agent, AgentPage, AgentSpec, check_id, is_e164};
 
-use super::{json_body, load_agent, query, stored};
+use super::{load_agent, query, stored};
 use crate::AppState;
 use crate::edge_auth::Caller;
 use crate::error::{AppError, Failed, OrFail};
@@ -31,7 +31,7 @@ pub async fn put(
     body: Bytes,
 ) -> Result<Response, Failed> {
     valid_id(&id).or_fail(&request_id)?;
-    let spec: AgentSpec = json_body(&body).or_fail(&request_id)?;
+    let spec = agent_spec(&body).or_fail(&request_id)?;
     spec.validate()
         .map_err(|error| AppError::InvalidField {
             code: "invalid_agent",
@@ -54,6 +54,29 @@ pub async fn put(
         StatusCode::OK
     };
     Ok((status, Json(agent)).into_response())
+}
+
+/// Reads an agent, naming the field of a setting that is unknown or of the wrong kind
+/// (`voice.interruptible: "sometimes" is not one of none, dtmf, speech, any …`). Not JSON at
+/// all is `malformed_json`, as on every route.
+fn agent_spec(bytes: &[u8]) -> Result<AgentSpec, AppError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return AppError::bad_request(
+                "malformed_json",
+                format!("the body is not the JSON this route takes: {inner}"),
+            );
+        }
+        let message = if path == "." {
+            inner.to_string()
+        } else {
+            format!("{path}: {inner}")
+        };
+        AppError::bad_request("invalid_agent", message)
+    })
 }
 
 /// `GET /v1/agents/{id}`.

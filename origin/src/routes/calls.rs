@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, StreamExt};
-use shared::call::{Call, CallSource, CallStatus, CreateCall, EndCall, check_id};
+use shared::call::{Call, CallSource, CallStatus, CallerDetails, CreateCall, EndCall, check_id};
 use shared::call_event::{CallEvent, CallEventKind};
 use shared::error_body::ErrorBody;
 use shared::turn::{
@@ -78,6 +78,7 @@ pub async fn start_call(
         started_at_ms: state.now_ms(),
         ended_at_ms: None,
         end_reason: None,
+        caller: CallerDetails::default(),
     };
     stored(state, state.store.create_call(&call).await)?;
     turn::publish(
@@ -190,8 +191,11 @@ pub async fn turns(
 }
 
 /// `POST /v1/calls/{id}/turns`: the reply as Server-Sent Events. Everything that can be refused
-/// is refused with a status before the stream starts; a model failure mid-reply is an `error`
-/// event, and `done` comes only once the turn is durable.
+/// is refused with a status before the stream starts; `done` comes only once the turn is
+/// durable. When the model fails (every model of the chain, or the one answering mid-reply),
+/// the agent's fallback utterance streams as `token` events like any reply, is stored as the
+/// failed turn's reply, and the stream ends with an `error` event (`model_unavailable`) that
+/// says so — the same treatment a caller on the phone gets, in this API's shape.
 pub async fn turn(
     State(state): State<AppState>,
     caller: Caller,
@@ -248,6 +252,8 @@ pub async fn turn(
                 agent: &agent,
                 history: &history,
                 text: request.text.trim(),
+                lang: request.lang.as_deref(),
+                reply_lang: None,
             },
             &sink,
             &stop,
@@ -297,6 +303,10 @@ fn final_event(outcome: &Result<turn::TurnReport, TurnError>, request_id: &str) 
                         usage: report.usage,
                         timings: report.timings,
                         fallbacks: report.fallbacks.clone(),
+                        stop_reason: report
+                            .stop_reason
+                            .clone()
+                            .filter(|reason| reason != shared::turn::END_TURN),
                     })
                     .unwrap_or_default(),
                 _ => error(
@@ -309,8 +319,10 @@ fn final_event(outcome: &Result<turn::TurnReport, TurnError>, request_id: &str) 
                 error(
                     "model_unavailable",
                     format!(
-                        "the model failed ({}); every model of the agent's chain was tried",
-                        failure.failure.as_str()
+                        "the model failed ({}); the agent's fallback utterance was said and \
+                         stored as turn {}; the call goes on",
+                        failure.failure.as_str(),
+                        report.reply_seq.unwrap_or(0)
                     ),
                 )
             }

@@ -12,8 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use shared::agent::{Agent, AgentSpec, InferenceSettings, VoiceSettings};
-use shared::call::{Call, CallSource, CallStatus};
+use shared::agent::{
+    Agent, AgentSpec, DEFAULT_FALLBACK_UTTERANCE, DEFAULT_IDLE_GOODBYE, DEFAULT_IDLE_REPROMPT,
+    DEFAULT_IDLE_REPROMPT_SECS, DEFAULT_IDLE_REPROMPTS, InferenceSettings, Latency, VoiceSettings,
+};
+use shared::call::{Call, CallSource, CallStatus, CallerDetails};
 use shared::turn::{Turn, TurnRole};
 use shared::usage::{DayRange, UsageDay, day_of};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
@@ -23,16 +26,30 @@ use sqlx::{AnyPool, Executor, Row, SqlSafeStr};
 use super::{EndOutcome, NewTurn, Store, StoreError};
 use crate::config::{Backend, DatabaseConfig};
 
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)];
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "carriers and models",
+        include_str!("../../migrations/postgres/0002_carriers_and_models.sql"),
+    ),
+];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "carriers and models",
+        include_str!("../../migrations/sqlite/0002_carriers_and_models.sql"),
+    ),
+];
 
 /// The SQL store.
 #[derive(Clone)]
@@ -45,15 +62,21 @@ pub struct SqlStore {
 
 const AGENT_COLUMNS: &str = "id, tenant_id, name, system_prompt, greeting, model, fallback_models, \
     max_tokens, temperature, top_p, stop_sequences, voice, language, tts_provider, \
-    transcription_provider, phone_numbers, version, created_at_ms, updated_at_ms";
+    transcription_provider, phone_numbers, version, created_at_ms, updated_at_ms, voice_settings, \
+    fallback_utterance, idle_reprompt_secs, idle_reprompt, idle_reprompts, idle_goodbye, \
+    guardrail, latency";
 
 /// A call's columns. `turn_count` (the column) numbers every stored turn for `seq`; what a call
 /// reports as its turn count is its caller turns (`TurnRole::is_caller_turn`: `user` and
 /// `dtmf`), the definition the edge counts too.
 const CALL_COLUMNS: &str = "id, tenant_id, agent_id, source, carrier_call_sid, from_number, \
-    to_number, region, status, started_at_ms, ended_at_ms, end_reason, \
+    to_number, region, status, started_at_ms, ended_at_ms, end_reason, caller_name, \
+    forwarded_from, call_type, \
     (SELECT COUNT(*) FROM turns t WHERE t.tenant_id = calls.tenant_id AND t.call_id = calls.id \
     AND t.role IN ('user', 'dtmf')) AS caller_turns";
+
+const TURN_COLUMNS: &str = "seq, role, text, interrupted, model, input_tokens, output_tokens, \
+    ttft_ms, duration_ms, created_at_ms, lang, stop_reason, failure_reason";
 
 impl SqlStore {
     /// Opens the pool lazily and migrates in the background, retrying until the database
@@ -254,6 +277,26 @@ fn to_json(list: &[String]) -> String {
     serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
 }
 
+/// A JSON column read back into its type.
+fn json_value<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|error| StoreError::Corrupt(format!("{what}: {error}")))
+}
+
+fn latency_text(latency: Latency) -> &'static str {
+    match latency {
+        Latency::Standard => "standard",
+        Latency::Optimized => "optimized",
+    }
+}
+
+fn latency_of(text: &str) -> Result<Latency, StoreError> {
+    match text {
+        "standard" => Ok(Latency::Standard),
+        "optimized" => Ok(Latency::Optimized),
+        other => Err(StoreError::Corrupt(format!("agent latency {other:?}"))),
+    }
+}
+
 fn agent_from_row(row: &AnyRow) -> Result<Agent, StoreError> {
     let get_text = |name: &str| row.try_get::<String, _>(name).map_err(corrupt("agent"));
     let get_opt = |name: &str| {
@@ -272,6 +315,29 @@ fn agent_from_row(row: &AnyRow) -> Result<Agent, StoreError> {
             .map(|v| v as f32))
     };
     let int_of = |name: &str| row.try_get::<i64, _>(name).map_err(corrupt("agent"));
+    let opt_int_of = |name: &str| {
+        row.try_get::<Option<i64>, _>(name)
+            .map_err(corrupt("agent"))
+    };
+    // Agents stored before `voice_settings` existed have only the four older columns.
+    let voice = match get_opt("voice_settings")? {
+        Some(text) => json_value(&text, "agent voice_settings")?,
+        None => VoiceSettings {
+            voice: get_opt("voice")?,
+            language: get_opt("language")?,
+            tts_provider: get_opt("tts_provider")?,
+            transcription_provider: get_opt("transcription_provider")?,
+            ..VoiceSettings::default()
+        },
+    };
+    let guardrail = match get_opt("guardrail")? {
+        Some(text) => Some(json_value(&text, "agent guardrail")?),
+        None => None,
+    };
+    let latency = match get_opt("latency")? {
+        Some(text) => Some(latency_of(&text)?),
+        None => None,
+    };
     Ok(Agent {
         id: get_text("id")?,
         tenant_id: get_text("tenant_id")?,
@@ -286,14 +352,24 @@ fn agent_from_row(row: &AnyRow) -> Result<Agent, StoreError> {
                 temperature: float("temperature")?,
                 top_p: float("top_p")?,
                 stop_sequences: json_list(&get_text("stop_sequences")?, "agent stop_sequences")?,
+                latency,
             },
-            voice: VoiceSettings {
-                voice: get_opt("voice")?,
-                language: get_opt("language")?,
-                tts_provider: get_opt("tts_provider")?,
-                transcription_provider: get_opt("transcription_provider")?,
-            },
+            voice,
             phone_numbers: json_list(&get_text("phone_numbers")?, "agent phone_numbers")?,
+            fallback_utterance: get_opt("fallback_utterance")?
+                .unwrap_or_else(|| DEFAULT_FALLBACK_UTTERANCE.to_owned()),
+            idle_reprompt_secs: opt_int_of("idle_reprompt_secs")?
+                .map_or(DEFAULT_IDLE_REPROMPT_SECS, |secs| {
+                    u32::try_from(secs).unwrap_or(DEFAULT_IDLE_REPROMPT_SECS)
+                }),
+            idle_reprompt: get_opt("idle_reprompt")?
+                .unwrap_or_else(|| DEFAULT_IDLE_REPROMPT.to_owned()),
+            idle_reprompts: opt_int_of("idle_reprompts")?.map_or(DEFAULT_IDLE_REPROMPTS, |n| {
+                u8::try_from(n).unwrap_or(DEFAULT_IDLE_REPROMPTS)
+            }),
+            idle_goodbye: get_opt("idle_goodbye")?
+                .unwrap_or_else(|| DEFAULT_IDLE_GOODBYE.to_owned()),
+            guardrail,
         },
         version: unsigned(int_of("version")?),
         created_at_ms: unsigned(int_of("created_at_ms")?),
@@ -334,6 +410,11 @@ fn call_from_row(row: &AnyRow) -> Result<Call, StoreError> {
             .map_err(corrupt("call"))?
             .map(unsigned),
         end_reason: opt("end_reason")?,
+        caller: CallerDetails {
+            caller_name: opt("caller_name")?,
+            forwarded_from: opt("forwarded_from")?,
+            call_type: opt("call_type")?,
+        },
     })
 }
 
@@ -365,6 +446,9 @@ fn turn_from_row(row: &AnyRow) -> Result<Turn, StoreError> {
         output_tokens: opt_small("output_tokens")?,
         ttft_ms: opt_small("ttft_ms")?,
         duration_ms: opt_small("duration_ms")?,
+        lang: row.try_get("lang").map_err(corrupt("turn"))?,
+        stop_reason: row.try_get("stop_reason").map_err(corrupt("turn"))?,
+        failure_reason: row.try_get("failure_reason").map_err(corrupt("turn"))?,
         created_at_ms: unsigned(
             row.try_get::<i64, _>("created_at_ms")
                 .map_err(corrupt("turn"))?,
@@ -409,12 +493,22 @@ impl Store for SqlStore {
             }
         }
         let fallback_models = spec.fallback_models.as_deref().map(to_json);
+        let voice_settings = serde_json::to_string(&spec.voice)
+            .map_err(|error| StoreError::Corrupt(format!("agent voice_settings: {error}")))?;
+        let guardrail = spec
+            .guardrail
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|error| StoreError::Corrupt(format!("agent guardrail: {error}")))?;
         let row = sqlx::query(
             "INSERT INTO agents (tenant_id, id, name, system_prompt, greeting, model, \
              fallback_models, max_tokens, temperature, top_p, stop_sequences, voice, language, \
              tts_provider, transcription_provider, phone_numbers, version, created_at_ms, \
-             updated_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 1, $17, $17) \
+             updated_at_ms, voice_settings, fallback_utterance, idle_reprompt_secs, idle_reprompt, \
+             idle_reprompts, idle_goodbye, guardrail, latency) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 1, $17, $17, \
+             $18, $19, $20, $21, $22, $23, $24, $25) \
              ON CONFLICT (tenant_id, id) DO UPDATE SET name = excluded.name, \
              system_prompt = excluded.system_prompt, greeting = excluded.greeting, \
              model = excluded.model, fallback_models = excluded.fallback_models, \
@@ -424,7 +518,12 @@ impl Store for SqlStore {
              tts_provider = excluded.tts_provider, \
              transcription_provider = excluded.transcription_provider, \
              phone_numbers = excluded.phone_numbers, version = agents.version + 1, \
-             updated_at_ms = excluded.updated_at_ms \
+             updated_at_ms = excluded.updated_at_ms, voice_settings = excluded.voice_settings, \
+             fallback_utterance = excluded.fallback_utterance, \
+             idle_reprompt_secs = excluded.idle_reprompt_secs, \
+             idle_reprompt = excluded.idle_reprompt, idle_reprompts = excluded.idle_reprompts, \
+             idle_goodbye = excluded.idle_goodbye, guardrail = excluded.guardrail, \
+             latency = excluded.latency \
              RETURNING version, created_at_ms",
         )
         .bind(tenant)
@@ -444,6 +543,14 @@ impl Store for SqlStore {
         .bind(spec.voice.transcription_provider.as_deref())
         .bind(to_json(&spec.phone_numbers))
         .bind(int(now_ms))
+        .bind(voice_settings)
+        .bind(spec.fallback_utterance.as_str())
+        .bind(i64::from(spec.idle_reprompt_secs))
+        .bind(spec.idle_reprompt.as_str())
+        .bind(i64::from(spec.idle_reprompts))
+        .bind(spec.idle_goodbye.as_str())
+        .bind(guardrail)
+        .bind(spec.inference.latency.map(latency_text))
         .fetch_one(&mut *tx)
         .await
         .map_err(classify)?;
@@ -637,10 +744,9 @@ impl Store for SqlStore {
 
     async fn list_turns(&self, tenant: &str, call_id: &str) -> Result<Vec<Turn>, StoreError> {
         let pool = self.ready()?;
-        let rows = sqlx::query(
-            "SELECT seq, role, text, interrupted, model, input_tokens, output_tokens, ttft_ms, \
-             duration_ms, created_at_ms FROM turns WHERE tenant_id = $1 AND call_id = $2 ORDER BY seq",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TURN_COLUMNS} FROM turns WHERE tenant_id = $1 AND call_id = $2 ORDER BY seq"
+        )))
         .bind(tenant)
         .bind(call_id)
         .fetch_all(pool)
@@ -686,8 +792,9 @@ impl Store for SqlStore {
             let seq = first + offset;
             sqlx::query(
                 "INSERT INTO turns (tenant_id, call_id, seq, role, text, interrupted, model, \
-                 input_tokens, output_tokens, ttft_ms, duration_ms, created_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                 input_tokens, output_tokens, ttft_ms, duration_ms, created_at_ms, lang, \
+                 stop_reason, failure_reason) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
             )
             .bind(tenant)
             .bind(call_id)
@@ -701,6 +808,9 @@ impl Store for SqlStore {
             .bind(opt_int(turn.ttft_ms))
             .bind(opt_int(turn.duration_ms))
             .bind(int(turn.created_at_ms))
+            .bind(turn.lang.as_deref())
+            .bind(turn.stop_reason.as_deref())
+            .bind(turn.failure_reason.as_deref())
             .execute(&mut *tx)
             .await
             .map_err(classify)?;
@@ -725,6 +835,32 @@ impl Store for SqlStore {
         }
         tx.commit().await.map_err(classify)?;
         Ok(seqs)
+    }
+
+    async fn record_caller(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        caller: &CallerDetails,
+    ) -> Result<bool, StoreError> {
+        let pool = self.ready()?;
+        // A reconnect replays `setup`: the same details are written again, harmlessly; a
+        // detail the carrier leaves out this time does not erase one it sent before.
+        let updated = sqlx::query(
+            "UPDATE calls SET caller_name = COALESCE($3, caller_name), \
+             forwarded_from = COALESCE($4, forwarded_from), call_type = COALESCE($5, call_type) \
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant)
+        .bind(call_id)
+        .bind(caller.caller_name.as_deref())
+        .bind(caller.forwarded_from.as_deref())
+        .bind(caller.call_type.as_deref())
+        .execute(pool)
+        .await
+        .map_err(classify)?
+        .rows_affected();
+        Ok(updated > 0)
     }
 
     async fn mark_interrupted(

@@ -9,6 +9,24 @@
 
 #![allow(dead_code)]
 
+/// Runs a test once on SQLite and once on PostgreSQL: `on_both_databases!(a, b)` expects
+/// `async fn a(db: Db)` beside it.
+#[allow(unused_macros)] // Not every test crate runs on both databases.
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(super::Db::Sqlite).await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(super::Db::Postgres).await;
+            }
+        }
+    )*};
+}
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,6 +47,7 @@ use origin::{AppState, Clock};
 use serde_json::{Value, json};
 use shared::agent::{Agent, AgentSpec};
 use shared::call::Call;
+use shared::call::CallerDetails;
 use shared::model::ModelFailure;
 use shared::principal::{AuthMethod, Principal};
 use shared::signing::{BodyHash, SignedRequest, sign};
@@ -664,6 +683,38 @@ impl Relay {
     }
 }
 
+/// A model that answers `reply` quickly, `inter_token_ms` between deltas.
+pub fn slow(reply: &str, inter_token_ms: u64) -> ModelScript {
+    ModelScript {
+        ttft_ms: 5,
+        inter_token_ms,
+        reply: Some(reply.to_owned()),
+        ..ModelScript::default()
+    }
+}
+
+/// A model that fails with `kind` before its first token, every time.
+pub fn fault(kind: bedrock_emulator::FaultKind) -> ModelScript {
+    ModelScript {
+        fault: Some(bedrock_emulator::Fault {
+            kind,
+            after_tokens: 0,
+            exception: "modelStreamErrorException".into(),
+            times: None,
+        }),
+        ..ModelScript::default()
+    }
+}
+
+/// A call's stored turns, as `GET /v1/calls/{call}/turns` answers them.
+pub async fn turns_of(client: &Client, call: &str) -> Vec<Value> {
+    let (status, list) = client
+        .json("GET", &format!("/v1/calls/{call}/turns"), None)
+        .await;
+    assert_eq!(status, 200, "{list}");
+    list["turns"].as_array().cloned().unwrap_or_default()
+}
+
 /// Waits until `condition` holds (polling every 10 ms, at most `wait`).
 pub async fn eventually<F, Fut>(wait: Duration, what: &str, mut condition: F)
 where
@@ -835,6 +886,15 @@ impl Store for FlakyStore {
         self.check()?;
         self.inner.append_turns(tenant, call_id, turns).await
     }
+    async fn record_caller(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        caller: &CallerDetails,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.record_caller(tenant, call_id, caller).await
+    }
     async fn mark_interrupted(
         &self,
         tenant: &str,
@@ -920,6 +980,7 @@ impl LlmClient for FakeLlm {
                     input_tokens: 10,
                     output_tokens: count,
                 }),
+                guardrail_trace: None,
             })),
         }
         Ok(Box::new(FakeStream {

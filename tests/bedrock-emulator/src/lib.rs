@@ -2,9 +2,11 @@
 //! wire format (`application/vnd.amazon.eventstream` frames with their CRCs, written by
 //! `aws-smithy-eventstream`), so the origin talks to it through the real AWS SDK.
 //!
-//! Model behaviour — time to first token, inter-token delay, reply, usage and faults — is set
-//! per model over a control API on the same port; it counts requests, completions and
-//! cancellations per model so tests can assert that fallbacks and interruptions happened.
+//! Model behaviour — time to first token, inter-token delay, reply, usage, faults and guardrail
+//! interventions — is set per model over a control API on the same port; it counts requests,
+//! completions and cancellations per model so tests can assert that fallbacks and
+//! interruptions happened, and echoes the `guardrailConfig` and `performanceConfig` each model
+//! last received.
 //!
 //! | route | does |
 //! | --- | --- |
@@ -36,7 +38,7 @@ use tokio::time::Instant;
 
 pub mod script;
 
-pub use script::{Fault, FaultKind, ModelScript, ScriptedUsage, word_tokens};
+pub use script::{Fault, FaultKind, GuardrailScript, ModelScript, ScriptedUsage, word_tokens};
 
 /// Request bodies kept per model for inspection.
 const KEPT_REQUESTS: usize = 64;
@@ -56,6 +58,21 @@ pub struct ModelStats {
     pub in_flight: u64,
     /// Requests that carried a SigV4 `Authorization` header.
     pub signed: u64,
+    /// Requests that carried a `guardrailConfig`.
+    #[serde(default)]
+    pub guarded: u64,
+    /// Streams a guardrail ended (`stopReason: guardrail_intervened`).
+    #[serde(default)]
+    pub guardrail_interventions: u64,
+    /// Requests that asked for `performanceConfig.latency = optimized`.
+    #[serde(default)]
+    pub latency_optimized: u64,
+    /// The last `guardrailConfig` received, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_guardrail_config: Option<serde_json::Value>,
+    /// The last `performanceConfig` received, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_performance_config: Option<serde_json::Value>,
 }
 
 /// `GET /control/stats`.
@@ -133,6 +150,20 @@ impl Emulator {
         stats.requests += 1;
         if signed {
             stats.signed += 1;
+        }
+        if let Some(guardrail) = body.get("guardrailConfig") {
+            stats.guarded += 1;
+            stats.last_guardrail_config = Some(guardrail.clone());
+        }
+        if let Some(performance) = body.get("performanceConfig") {
+            if performance
+                .get("latency")
+                .and_then(serde_json::Value::as_str)
+                == Some("optimized")
+            {
+                stats.latency_optimized += 1;
+            }
+            stats.last_performance_config = Some(performance.clone());
         }
         let kept = inner.requests.entry(model.to_owned()).or_default();
         if kept.len() == KEPT_REQUESTS {
@@ -245,6 +276,13 @@ struct ConverseRequest {
     messages: Vec<RequestMessage>,
     system: Vec<serde_json::Value>,
     inference_config: InferenceConfig,
+    guardrail_config: Option<GuardrailConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct GuardrailConfig {
+    trace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -309,6 +347,10 @@ async fn converse_stream(
             s.in_flight -= 1;
             match outcome {
                 Outcome::Completed => s.completed += 1,
+                Outcome::Intervened => {
+                    s.completed += 1;
+                    s.guardrail_interventions += 1;
+                }
                 Outcome::Cancelled => s.cancelled += 1,
                 Outcome::Faulted => {}
             }
@@ -337,10 +379,13 @@ struct Plan {
     output_tokens: u32,
     ttft: Duration,
     inter_token: Duration,
+    /// The guardrail's `trace.guardrail`, when it intervenes and the request asked for traces.
+    guardrail_trace: Option<serde_json::Value>,
 }
 
 enum Outcome {
     Completed,
+    Intervened,
     Cancelled,
     Faulted,
 }
@@ -376,6 +421,30 @@ impl Plan {
             tokens.truncate(max);
             stop_reason = "max_tokens";
         }
+        // A guardrail intervenes only where the request names one, as on Bedrock.
+        let mut guardrail_trace = None;
+        if let (Some(guardrail), Some(config)) = (&script.guardrail, &request.guardrail_config) {
+            let passed: Vec<String> = tokens
+                .iter()
+                .take(guardrail.after_tokens)
+                .cloned()
+                .collect();
+            let model_output = tokens.concat();
+            tokens = passed;
+            tokens.push(guardrail.message.clone());
+            stop_reason = "guardrail_intervened";
+            if config.trace.as_deref() != Some("disabled") {
+                guardrail_trace = Some(serde_json::json!({
+                    "modelOutput": [model_output],
+                    "outputAssessments": {
+                        "0": [{"contentPolicy": {"filters": [
+                            {"type": "VIOLENCE", "confidence": "HIGH", "filterStrength": "HIGH", "action": "BLOCKED", "detected": true}
+                        ]}}]
+                    },
+                    "actionReason": guardrail.action_reason,
+                }));
+            }
+        }
         let characters: usize = request
             .system
             .iter()
@@ -400,6 +469,7 @@ impl Plan {
             output_tokens,
             ttft: Duration::from_millis(script.ttft_ms),
             inter_token: Duration::from_millis(script.inter_token_ms),
+            guardrail_trace,
         }
     }
 
@@ -437,31 +507,35 @@ impl Plan {
             return self.fail(tx, fault).await;
         }
         let latency_ms = started.elapsed().as_millis();
+        let mut metadata = serde_json::json!({
+            "usage": {
+                "inputTokens": self.input_tokens,
+                "outputTokens": self.output_tokens,
+                "totalTokens": self.input_tokens + self.output_tokens,
+            },
+            "metrics": {"latencyMs": latency_ms},
+        });
+        if let Some(trace) = &self.guardrail_trace {
+            metadata["trace"] = serde_json::json!({ "guardrail": trace });
+        }
         let frames = [
             event("contentBlockStop", r#"{"contentBlockIndex":0}"#.into()),
             event(
                 "messageStop",
                 serde_json::json!({"stopReason": self.stop_reason}).to_string(),
             ),
-            event(
-                "metadata",
-                serde_json::json!({
-                    "usage": {
-                        "inputTokens": self.input_tokens,
-                        "outputTokens": self.output_tokens,
-                        "totalTokens": self.input_tokens + self.output_tokens,
-                    },
-                    "metrics": {"latencyMs": latency_ms},
-                })
-                .to_string(),
-            ),
+            event("metadata", metadata.to_string()),
         ];
         for frame in frames {
             if !send(tx, frame).await {
                 return Outcome::Cancelled;
             }
         }
-        Outcome::Completed
+        if self.stop_reason == "guardrail_intervened" {
+            Outcome::Intervened
+        } else {
+            Outcome::Completed
+        }
     }
 
     async fn fail(&self, tx: &mpsc::Sender<Result<Bytes, Infallible>>, fault: &Fault) -> Outcome {

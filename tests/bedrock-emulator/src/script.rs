@@ -24,6 +24,32 @@ pub struct ModelScript {
     /// A fault to inject.
     #[serde(default)]
     pub fault: Option<Fault>,
+    /// A guardrail intervention, for requests that carry a `guardrailConfig`.
+    #[serde(default)]
+    pub guardrail: Option<GuardrailScript>,
+}
+
+/// How a guardrail intervenes mid-stream, as ConverseStream reports it: the text deltas that
+/// passed, then the guardrail's blocked-output message as a delta, then `messageStop` with
+/// `stopReason: guardrail_intervened`, and the assessment in `metadata.trace.guardrail` when
+/// the request's `trace` is not `disabled`
+/// (<https://docs.aws.amazon.com/bedrock/latest/userguide/guardrails-use-converse-api.html>,
+/// <https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_ConverseStreamTrace.html>).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardrailScript {
+    /// Text deltas that pass before the intervention.
+    #[serde(default)]
+    pub after_tokens: usize,
+    /// The guardrail's blocked-output message.
+    pub message: String,
+    /// `actionReason` of the trace.
+    #[serde(default = "default_action_reason")]
+    pub action_reason: String,
+}
+
+fn default_action_reason() -> String {
+    "Guardrail blocked.".into()
 }
 
 fn default_ttft_ms() -> u64 {
@@ -43,6 +69,7 @@ impl Default for ModelScript {
             tokens: None,
             usage: None,
             fault: None,
+            guardrail: None,
         }
     }
 }
