@@ -296,12 +296,19 @@ export async function signedCall(origin, method, pathAndQuery, { body, principal
  * a `text`); `closed()` resolves with the close code.
  */
 export async function originRelay(origin, callId, principal) {
-  // `ws` (pinned through wrangler's lockfile) sends the signed headers a WebSocket handshake needs.
-  const WebSocket = requireFromWrangler("ws");
   const pathAndQuery = `/v1/calls/${callId}/relay`;
-  const socket = new WebSocket(`${origin.url.replace("http", "ws")}${pathAndQuery}`, {
-    headers: edgeHeaders({ method: "GET", pathAndQuery, principal, stream: true }),
-  });
+  return relaySocket(`${origin.url.replace("http", "ws")}${pathAndQuery}`, edgeHeaders({ method: "GET", pathAndQuery, principal, stream: true }));
+}
+
+/**
+ * A ConversationRelay WebSocket client at `url` with handshake `headers` (the origin's signed
+ * edge headers, or a carrier's signature through the edge): `send`, `next`, `reply` (one
+ * reply's text), `closed` (resolves to the close code), `close`.
+ */
+export async function relaySocket(url, headers) {
+  // `ws` (pinned through wrangler's lockfile) sends the headers a WebSocket handshake needs.
+  const WebSocket = requireFromWrangler("ws");
+  const socket = new WebSocket(url, { headers });
   const queue = [];
   const waiters = [];
   socket.on("message", (data) => {

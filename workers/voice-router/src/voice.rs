@@ -8,7 +8,7 @@ use shared::geo::wire::RouteRequest;
 use shared::identifier::is_resource_id;
 use shared::public_route::{PublicRoute, path_segment};
 use shared::twilio::CallWebhook;
-use shared::twiml::{self, ConversationRelay};
+use shared::twiml;
 use worker::{Headers, Method, Request, Response, console_error};
 
 use crate::call_start::{self, NewCall, StartError};
@@ -80,16 +80,12 @@ pub async fn incoming(
             return twiml_answer(&twiml::say_and_hang_up(TROUBLE, language));
         }
     }
-    twiml_answer(&twiml::connect_relay(&ConversationRelay {
-        url: relay_url(&x.public_url, &call_sid),
-        welcome_greeting: agent.spec.greeting.clone(),
-        voice: agent.spec.voice.voice.clone(),
-        language: agent.spec.voice.language.clone(),
-        tts_provider: agent.spec.voice.tts_provider.clone(),
-        transcription_provider: agent.spec.voice.transcription_provider.clone(),
-        dtmf_detection: true,
-        parameters: greeting_parameter(&agent),
-    }))
+    let relay_url = relay_url(&x.public_url, &call_sid);
+    twiml_answer(&twiml::connect_agent(
+        &agent.spec,
+        &relay_url,
+        &greeting_parameter(&agent),
+    ))
 }
 
 /// The carrier speaks the greeting (TwiML `welcomeGreeting`), so the origin is told not to speak
