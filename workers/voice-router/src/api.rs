@@ -183,7 +183,7 @@ async fn create_call(
             format!("the body must be {{\"agent_id\": \"…\"}}: {e}"),
         )
     })?;
-    if !shared::public_route::is_valid_id(&body.agent_id) {
+    if !shared::identifier::is_resource_id(&body.agent_id) {
         return Err(refuse(400, "invalid_request", "agent_id is not an id"));
     }
     let call_id = format!("call_{}", crate::uuid());
@@ -305,7 +305,7 @@ async fn turn(
     };
     let targets = pinned_targets(x, &routing_target).await;
     let signer = voice::signer(x, principal);
-    let path = format!("/v1/calls/{call_id}/turns");
+    let path = shared::origin_path::call_turns(call_id);
     let last_event_id = req.headers().get("last-event-id").ok().flatten();
     let mut extra = vec![("accept", "text/event-stream")];
     if let Some(id) = last_event_id.as_deref() {

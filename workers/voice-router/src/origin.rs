@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use edge_io::probe::{now_ms, within};
+use edge_io::clock::{now_ms, within};
 use serde::{Deserialize, Serialize};
 use shared::geo::wire::{ReportRequest, RouteDecision};
 use shared::headers;

@@ -136,7 +136,7 @@ impl DurableObject for CallSession {
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let inner = &self.inner;
-        if req.path() == "/health" {
+        if req.path() == shared::health::HEALTH_PATH {
             return Response::from_json(&serde_json::json!({ "ok": true }));
         }
         inner.load().await?;
@@ -274,7 +274,7 @@ impl Inner {
             .and_then(|session| session.next_alarm_ms(&limits));
         match next {
             Some(at) => {
-                let at = edge_io::probe::alarm_at(at);
+                let at = edge_io::clock::alarm_at(at);
                 self.state.storage().set_alarm(at).await
             }
             None => self.state.storage().delete_alarm().await,
@@ -394,7 +394,7 @@ impl Inner {
             }
         };
         let body = serde_json::json!({ "reason": end_reason_name(reason) }).to_string();
-        let path = format!("/v1/calls/{}/end", session.call_id);
+        let path = shared::origin_path::call_end(&session.call_id);
         let signer = origin::Signer {
             secret: &config.signing_secret,
             principal: &routing.principal,
@@ -589,7 +589,7 @@ impl Inner {
         let config =
             crate::config::load(&self.env).map_err(|e| worker::Error::RustError(e.to_string()))?;
         let request_id = format!("{}-relay-{}", session.call_id, now());
-        let path = format!("/v1/calls/{}/relay", session.call_id);
+        let path = shared::origin_path::call_relay(&session.call_id);
         let start = self.live.borrow().target;
         let count = routing.targets.len();
         for step in 0..count {
@@ -774,7 +774,7 @@ async fn connect_socket(
         None,
         &[],
     )?;
-    let response = edge_io::probe::within(
+    let response = edge_io::clock::within(
         std::time::Duration::from_secs(5),
         worker::Fetch::Request(request).send(),
     )
@@ -815,5 +815,5 @@ fn refusal(status: u16, code: &str, message: &str) -> Result<Response> {
 }
 
 fn now() -> u64 {
-    edge_io::probe::now_ms()
+    edge_io::clock::now_ms()
 }

@@ -5,9 +5,11 @@ use edge_io::Failure;
 use shared::agent::Agent;
 use shared::call::{CallSource, CreateCall};
 use shared::call_session::{EndReason, StartCall};
+use shared::identifier::is_resource_id;
 use shared::principal::Principal;
-use shared::public_route::{PublicRoute, is_valid_id, path_segment};
+use shared::public_route::PublicRoute;
 use shared::rate_limit::api::LeaseRequest;
+use shared::relay;
 use shared::twilio::CallWebhook;
 use shared::twiml::{self, ConversationRelay};
 use worker::{Headers, Method, Request, Response, console_error, console_warn};
@@ -134,9 +136,12 @@ pub async fn incoming(
 /// The carrier speaks the greeting (TwiML `welcomeGreeting`), so the origin is told not to speak
 /// it again when the relay's `setup` arrives.
 fn greeting_parameter(agent: &Agent) -> Vec<(String, String)> {
-    let mut parameters = vec![("agent_id".to_owned(), agent.id.clone())];
+    let mut parameters = vec![(relay::AGENT_ID_PARAM.to_owned(), agent.id.clone())];
     if agent.spec.greeting.is_some() {
-        parameters.push(("greeting".to_owned(), "carrier".to_owned()));
+        parameters.push((
+            relay::GREETING_PARAM.to_owned(),
+            relay::GREETING_BY_CARRIER.to_owned(),
+        ));
     }
     parameters
 }
@@ -231,7 +236,7 @@ fn valid_call_sid(webhook: &CallWebhook) -> Result<String, Failure> {
     webhook
         .call_sid
         .clone()
-        .filter(|sid| is_valid_id(sid))
+        .filter(|sid| is_resource_id(sid))
         .ok_or_else(|| refuse(400, "invalid_request", "CallSid is missing or not an id"))
 }
 
@@ -289,7 +294,7 @@ async fn find_agent(
     number: &str,
     principal: &Principal,
 ) -> Result<Option<Agent>, String> {
-    let path = format!("/v1/phone-numbers/{}/agent", path_segment(number));
+    let path = shared::origin_path::phone_number_agent(number);
     let forward = Forward {
         method: Method::Get,
         path_and_query: &path,
@@ -325,7 +330,7 @@ pub async fn create_at_origin(
     let body = serde_json::to_vec(create).map_err(|e| e.to_string())?;
     let forward = Forward {
         method: Method::Post,
-        path_and_query: "/v1/calls",
+        path_and_query: shared::origin_path::CALLS,
         body: Body::Bytes(&body),
         content_type: Some("application/json"),
         extra: &[],
