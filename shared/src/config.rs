@@ -26,16 +26,16 @@ use crate::secret::Secret;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigIssue<D = Infallible> {
     /// Required and not set.
-    #[error("not set")]
+    #[error("is not set")]
     Missing,
     /// Not set, and something that is configured needs it.
-    #[error("not set; {0} needs it")]
+    #[error("is not set, and {0} needs it")]
     NeededBy(&'static str),
     /// Not a whole number.
-    #[error("not a whole number")]
+    #[error("is not a whole number")]
     NotANumber,
     /// A whole number outside the accepted range.
-    #[error("not from {min} to {max}")]
+    #[error("is not from {min} to {max}")]
     OutOfRange {
         /// Smallest accepted value.
         min: u64,
@@ -43,29 +43,29 @@ pub enum ConfigIssue<D = Infallible> {
         max: u64,
     },
     /// Not an absolute `http://` or `https://` URL with a host.
-    #[error("not an http(s) URL")]
+    #[error("is not an http(s) URL")]
     NotAUrl,
     /// An `http://` URL to a host other than loopback, where only https is safe.
-    #[error("not an https URL (http only to a loopback host)")]
+    #[error("is not an https URL (http only to a loopback host)")]
     InsecureUrl,
     /// None of the accepted words.
-    #[error("not one of {}", .0.join(", "))]
+    #[error("is not one of {}", .0.join(", "))]
     NotOneOf(&'static [&'static str]),
     /// A list with no entry.
     #[error("lists no value")]
     Empty,
     /// Not JSON of the documented shape (the parser's complaint; settings read as JSON are
     /// never secrets).
-    #[error("not JSON of the expected shape: {0}")]
+    #[error("is not JSON of the expected shape: {0}")]
     NotJson(String),
     /// A secret shorter than required (after trimming).
-    #[error("shorter than {min} bytes")]
+    #[error("is shorter than {min} bytes")]
     TooShort {
         /// Minimum length in bytes.
         min: usize,
     },
     /// Larger than the setting named, which bounds it.
-    #[error("larger than {0}")]
+    #[error("is larger than {0}")]
     LargerThan(&'static str),
     /// A fact of the program's own.
     #[error(transparent)]
@@ -83,11 +83,17 @@ pub struct ConfigProblem<D = Infallible> {
     pub issue: ConfigIssue<D>,
 }
 
+/// `NAME is not set`, `NAME="0" is not from 1 to 100`; a program's own fact after a colon:
+/// `GEO_REGIONS: region mars-1 is not a known AWS region, …`.
 impl<D: fmt::Display> fmt::Display for ConfigProblem<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.value {
-            Some(value) => write!(f, "{}={value:?}: {}", self.name, self.issue),
-            None => write!(f, "{}: {}", self.name, self.issue),
+        f.write_str(&self.name)?;
+        if let Some(value) = &self.value {
+            write!(f, "={value:?}")?;
+        }
+        match &self.issue {
+            ConfigIssue::Invalid(fact) => write!(f, ": {fact}"),
+            generic => write!(f, " {generic}"),
         }
     }
 }
@@ -270,7 +276,7 @@ impl<'a, D> Reader<'a, D> {
     /// A secret, by the one rule in the module's documentation; `None` when unset or shorter
     /// than `min_len` bytes (then a problem, without the value).
     pub fn secret(&mut self, name: &str, min_len: usize) -> Option<Secret> {
-        let secret = secret_of((self.lookup)(name)?)?;
+        let secret = (self.lookup)(name).and_then(secret_of)?;
         if secret.len() < min_len {
             self.problem(name, ConfigIssue::TooShort { min: min_len });
             return None;
@@ -280,7 +286,7 @@ impl<'a, D> Reader<'a, D> {
 
     /// A secret that must be set; empty (with the problem recorded) otherwise.
     pub fn required_secret(&mut self, name: &str, min_len: usize) -> Secret {
-        if !self.is_set(name) {
+        if (self.lookup)(name).and_then(secret_of).is_none() {
             self.problem(name, ConfigIssue::Missing);
         }
         self.secret(name, min_len)
@@ -290,7 +296,7 @@ impl<'a, D> Reader<'a, D> {
 
 /// A stored secret as its key: surrounding ASCII whitespace trimmed; `None` when nothing is
 /// left. The one rule every program applies to every secret.
-pub fn secret_of(stored: String) -> Option<Secret> {
+fn secret_of(stored: String) -> Option<Secret> {
     let trimmed = stored.as_bytes().trim_ascii();
     (!trimmed.is_empty()).then(|| Secret::new(trimmed))
 }
@@ -371,7 +377,10 @@ mod tests {
         assert_eq!(values, ("a".into(), String::new(), String::new()));
         assert_eq!(
             problems,
-            ["B: not set", "C: not set; JWT verification needs it"]
+            [
+                "B is not set",
+                "C is not set, and JWT verification needs it"
+            ]
         );
     }
 
@@ -408,8 +417,8 @@ mod tests {
         assert_eq!(
             problems,
             [
-                r#"LOW="0": not from 1 to 10"#,
-                r#"WORD="ten": not a whole number"#
+                r#"LOW="0" is not from 1 to 10"#,
+                r#"WORD="ten" is not a whole number"#
             ]
         );
     }
@@ -434,7 +443,11 @@ mod tests {
         });
         assert_eq!(values, [Some("http://o".into()), None, None, None, None]);
         assert_eq!(problems.len(), 4, "{problems:?}");
-        assert!(problems.iter().all(|p| p.ends_with("not an http(s) URL")));
+        assert!(
+            problems
+                .iter()
+                .all(|p| p.ends_with(" is not an http(s) URL"))
+        );
 
         for (url, ok) in [
             (
@@ -454,7 +467,7 @@ mod tests {
         let (_, problems) = read(&[("U", "http://keys.example.com")], |r| r.https_url("U"));
         assert_eq!(
             problems,
-            [r#"U="http://keys.example.com": not an https URL (http only to a loopback host)"#]
+            [r#"U="http://keys.example.com" is not an https URL (http only to a loopback host)"#]
         );
     }
 
@@ -466,7 +479,7 @@ mod tests {
         assert_eq!(values, (String::new(), String::new()));
         assert_eq!(
             problems,
-            ["UNSET: not set", r#"BAD="ftp://x": not an http(s) URL"#]
+            ["UNSET is not set", r#"BAD="ftp://x" is not an http(s) URL"#]
         );
     }
 
@@ -479,7 +492,7 @@ mod tests {
             values,
             (Some(vec!["a".into(), "b".into()]), Some(Vec::new()), None)
         );
-        assert_eq!(problems, ["E: lists no value"]);
+        assert_eq!(problems, ["E lists no value"]);
     }
 
     #[test]
@@ -495,7 +508,7 @@ mod tests {
         assert_eq!(
             problems,
             [
-                "BAD: not JSON of the expected shape: invalid type: sequence, expected a map at line 1 column 0"
+                "BAD is not JSON of the expected shape: invalid type: sequence, expected a map at line 1 column 0"
             ]
         );
     }
@@ -509,7 +522,7 @@ mod tests {
             })
         });
         assert_eq!(value, None);
-        assert_eq!(problems, [r#"F="xml": not one of json, text"#]);
+        assert_eq!(problems, [r#"F="xml" is not one of json, text"#]);
     }
 
     #[test]
@@ -537,7 +550,7 @@ mod tests {
         let expected = Some(Secret::new(key));
         assert_eq!(values[..3], [expected.clone(), expected.clone(), expected]);
         assert_eq!(values[3..], [None, None, None]);
-        assert_eq!(problems, ["SHORT: shorter than 32 bytes"]);
+        assert_eq!(problems, ["SHORT is shorter than 32 bytes"]);
 
         let (value, problems) = read(&[("INNER", "a b")], |r| {
             (r.required_secret("INNER", 3), r.required_secret("UNSET", 3))
@@ -547,7 +560,7 @@ mod tests {
             (Secret::new("a b"), Secret::new(Vec::new())),
             "inner bytes count"
         );
-        assert_eq!(problems, ["UNSET: not set"]);
+        assert_eq!(problems, ["UNSET is not set"]);
     }
 
     #[test]
@@ -563,7 +576,7 @@ mod tests {
         let error = reader.finish().expect_err("two problems");
         assert_eq!(
             error.to_string(),
-            r#"2 configuration problem(s): N="x": not a whole number; TABLE: region mars-1 is unknown"#
+            r#"2 configuration problem(s): N="x" is not a whole number; TABLE: region mars-1 is unknown"#
         );
     }
 }

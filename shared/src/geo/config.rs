@@ -991,7 +991,7 @@ mod tests {
         );
         assert_eq!(
             error.to_string(),
-            "1 configuration problem(s): GEO_REGIONS: not set"
+            "1 configuration problem(s): GEO_REGIONS is not set"
         );
         let error = parse(&[(REGIONS, "{}")]).expect_err("empty");
         assert_eq!(

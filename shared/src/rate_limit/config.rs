@@ -121,6 +121,10 @@ mod tests {
         for name in [KEY_SECRET, POLICY_CACHE_TTL_MS, LIMITER_TIMEOUT_MS] {
             assert!(text.contains(name), "{name} missing from: {text}");
         }
+        assert!(
+            text.contains("RATE_LIMIT_KEY_SECRET is not set"),
+            "the log says what to fix: {text}"
+        );
         let short = parse(&[(KEY_SECRET, "short")]).expect_err("too short");
         assert_eq!(short.problems[0].name, KEY_SECRET);
         assert_eq!(
