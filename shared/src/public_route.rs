@@ -3,6 +3,8 @@
 //! on another region.
 
 use crate::firewall::RouteKind;
+use crate::identifier::is_resource_id;
+use crate::origin_path;
 
 /// A recognised public route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,9 +85,6 @@ pub const VOICE_BODY_LIMIT: u64 = 64 * 1024;
 /// Body limit of API requests (a turn's text, an agent's configuration).
 pub const API_BODY_LIMIT: u64 = 256 * 1024;
 
-/// Longest id accepted in a path.
-const MAX_ID_LEN: usize = 64;
-
 impl PublicRoute {
     /// Recognises `method` + `path` (no query).
     pub fn parse(method: &str, path: &str) -> Result<Self, RouteError> {
@@ -126,12 +125,12 @@ impl PublicRoute {
                 for segment in rest {
                     id_of(segment)?;
                 }
-                let route = PublicRoute::Agents {
-                    origin_path: format!(
-                        "/v1/agents{}",
-                        rest.iter().map(|s| format!("/{s}")).collect::<String>()
-                    ),
+                let origin_path = match rest {
+                    [] => origin_path::AGENTS.to_owned(),
+                    [id] => origin_path::agent(id),
+                    _ => return Err(RouteError::NotFound),
                 };
+                let route = PublicRoute::Agents { origin_path };
                 // The origin creates agents with `PUT /v1/agents/{id}` (the id is the client's).
                 let allowed = match rest.len() {
                     0 => method.eq_ignore_ascii_case("GET"),
@@ -250,17 +249,8 @@ pub fn path_segment(text: &str) -> String {
     encoded
 }
 
-/// Whether a path segment is an acceptable id: 1–64 of `[A-Za-z0-9_-]`.
-pub fn is_valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
 fn id_of(segment: &str) -> Result<String, RouteError> {
-    if is_valid_id(segment) {
+    if is_resource_id(segment) {
         Ok(segment.to_owned())
     } else {
         Err(RouteError::BadId(segment.chars().take(80).collect()))
@@ -409,7 +399,10 @@ mod tests {
                 "{method} {path}"
             );
         }
-        let long = format!("/api/v1/calls/{}", "a".repeat(65));
+        let long = format!(
+            "/api/v1/calls/{}",
+            "a".repeat(crate::identifier::MAX_LEN + 1)
+        );
         assert!(matches!(
             PublicRoute::parse("GET", &long),
             Err(RouteError::BadId(_))

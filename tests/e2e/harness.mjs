@@ -35,7 +35,11 @@ globalThis.fetch = (input, init) => {
 
 export const ENVIRONMENT = "development";
 export const WORKERS = ["voice-router", "auth-validator", "rate-limiter", "geo-router"];
-/** The regions geo-router's seed tables name (ARCHITECTURE.md, "Seed facts"). */
+/**
+ * The regions geo-router's seed tables name (ARCHITECTURE.md, "Seed facts"): a mirror of the
+ * Rust const `shared::geo::config::SEED_REGIONS`, checked equal (same order) by its native test
+ * `the_e2e_harness_mirrors_the_seed_regions`. Keep it one plain list of quoted names.
+ */
 export const SEED_REGIONS = [
   "us-east-1",
   "us-west-2",

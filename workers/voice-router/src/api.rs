@@ -217,7 +217,7 @@ async fn turn(
         pin: Some(state.region.clone()),
     };
     let targets = x.targets(services::route(x.env, &pinned, x.request_id).await);
-    let path = format!("/v1/calls/{call_id}/turns");
+    let path = shared::origin_path::call_turns(call_id);
     let last_event_id = req.headers().get("last-event-id").ok().flatten();
     let mut extra = vec![("accept", "text/event-stream")];
     if let Some(id) = last_event_id.as_deref() {
