@@ -50,9 +50,12 @@ pub enum EndReason {
     MaxDuration,
     /// No region's origin could be reached to continue the call.
     OriginUnavailable,
-    /// The agent ended the relay session (ConversationRelay `end`: a goodbye, a transfer to a
-    /// person, a caller who stayed silent).
+    /// The agent ended the relay session (ConversationRelay `end`: a goodbye, or any end whose
+    /// `handoffData` names no other reason).
     AgentEnded,
+    /// The agent handed the caller to a person (`end` with `handoffData.reason` `transfer`);
+    /// the carrier dials them through the `<Connect action>` callback.
+    Transferred,
 }
 
 impl EndReason {
@@ -69,6 +72,7 @@ impl EndReason {
             EndReason::MaxDuration => "max_duration",
             EndReason::OriginUnavailable => "origin_unavailable",
             EndReason::AgentEnded => "agent_ended",
+            EndReason::Transferred => "transferred",
         }
     }
 }
@@ -497,6 +501,7 @@ mod tests {
             EndReason::MaxDuration,
             EndReason::OriginUnavailable,
             EndReason::AgentEnded,
+            EndReason::Transferred,
         ] {
             assert_eq!(
                 serde_json::to_value(reason).expect("serialises"),

@@ -17,7 +17,8 @@
 //! - The origin's messages go to the caller unchanged, except its `error` notes (for the log).
 //!   When the origin is lost mid-reply, the caller's talk cycle is closed (`text` with
 //!   `last: true`), so the carrier's turn-taking is not left waiting. The origin's `end` reaches
-//!   the caller first, then the call ends (`agent_ended`).
+//!   the caller first, then the call ends for the reason its `handoffData` names
+//!   (`crate::handoff::end_reason`: `transferred`, `idle_timeout`, else `agent_ended`).
 //! - A turn is a final `prompt` or a `dtmf` from the caller (or an API turn); activity is stored
 //!   at most every [`ACTIVITY_PERSIST_MS`], a turn or a region change at once.
 //! - Alarms end idle or over-long calls and renew the concurrent-call lease; a lease reclaimed
@@ -26,7 +27,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::wire::{SessionRefusal, StartSession};
+use super::wire::{EndRequest, SessionRefusal, StartSession};
 use super::{AlarmAction, CallSession, EndReason, RelayBuffer, SessionLimits};
 use crate::geo::Target;
 use crate::geo::targets;
@@ -166,6 +167,10 @@ pub enum Action {
         targets: Vec<Target>,
         /// Why.
         reason: EndReason,
+        /// An API client's own reason, told instead of `reason`'s name.
+        said_reason: Option<String>,
+        /// An API client's handoff data, for the relay's `end`.
+        handoff_data: Option<serde_json::Value>,
     },
     /// A log line.
     Note(Note),
@@ -401,8 +406,9 @@ impl Relay {
             RelayedKind::TurnEnd => self.reply_open = false,
             RelayedKind::SessionEnd => {
                 self.reply_open = false;
+                let reason = crate::handoff::end_reason(handoff_data_of(&text).as_deref());
                 let mut actions = vec![Action::SendToCaller(text)];
-                actions.extend(self.end(EndReason::AgentEnded, now_ms));
+                actions.extend(self.end(reason, now_ms));
                 return actions;
             }
             _ => {}
@@ -532,6 +538,17 @@ impl Relay {
     /// cancelled, the lease released, the origin told, both sockets closed. Ending twice is
     /// refused, so all of that happens once.
     pub fn end(&mut self, reason: EndReason, now_ms: u64) -> Vec<Action> {
+        self.end_with(EndRequest::new(reason), now_ms)
+    }
+
+    /// [`Relay::end`], telling the origin what the request adds (an API client's reason and
+    /// handoff data).
+    fn end_with(&mut self, request: EndRequest, now_ms: u64) -> Vec<Action> {
+        let EndRequest {
+            reason,
+            said_reason,
+            handoff_data,
+        } = request;
         if self.session.end(reason, now_ms).is_err() {
             return Vec::new();
         }
@@ -544,6 +561,8 @@ impl Relay {
             Action::EndAtOrigin {
                 targets: self.targets_from_current(),
                 reason,
+                said_reason,
+                handoff_data,
             },
         ]);
         match self.link {
@@ -570,13 +589,13 @@ impl Relay {
     /// Ends the call on request (`/end`): refused when there is no live call to end.
     pub fn end_requested(
         &mut self,
-        reason: EndReason,
+        request: EndRequest,
         now_ms: u64,
     ) -> Result<Vec<Action>, SessionRefusal> {
         if !self.session.is_active() {
             return Err(SessionRefusal::CallEnded);
         }
-        Ok(self.end(reason, now_ms))
+        Ok(self.end_with(request, now_ms))
     }
 
     fn connect(&mut self, tried: usize) -> Action {
@@ -635,6 +654,20 @@ impl Relay {
             Some(at) => Action::ScheduleAlarm(at),
             None => Action::CancelAlarm,
         })
+    }
+}
+
+/// The `handoffData` string of an `end` message, when it has one.
+fn handoff_data_of(end: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct End {
+        #[serde(rename = "handoffData")]
+        handoff_data: Option<serde_json::Value>,
+    }
+    match serde_json::from_str::<End>(end).ok()?.handoff_data? {
+        serde_json::Value::String(text) => Some(text),
+        // A carrier-compatible origin might send an object; it reads the same.
+        other => Some(other.to_string()),
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 use proptest::prelude::*;
 
 use super::*;
-use crate::call_session::wire::StartSession;
+use crate::call_session::wire::{EndRequest, StartSession};
 use crate::call_session::{CallSource, StartCall};
 use crate::principal::AuthMethod;
 
@@ -79,6 +79,8 @@ struct World {
     lease_ops: Vec<&'static str>,
     reports: Vec<String>,
     ended_at_origin: Vec<(String, EndReason)>,
+    /// What each end told the origin besides its reason: (said reason, handoff data).
+    told_origin: Vec<(Option<String>, Option<serde_json::Value>)>,
     notes: Vec<Note>,
     /// Every message an origin received, in the order they arrived, over all origins.
     delivered: Vec<String>,
@@ -136,6 +138,7 @@ impl World {
             lease_ops: Vec::new(),
             reports: Vec::new(),
             ended_at_origin: Vec::new(),
+            told_origin: Vec::new(),
             notes: Vec::new(),
             delivered: Vec::new(),
             log: Vec::new(),
@@ -339,9 +342,15 @@ impl World {
                 self.lease_ops.push("release");
                 self.lease_held = false;
             }
-            Action::EndAtOrigin { targets, reason } => {
+            Action::EndAtOrigin {
+                targets,
+                reason,
+                said_reason,
+                handoff_data,
+            } => {
                 self.ended_at_origin
                     .push((targets[0].region.clone(), reason));
+                self.told_origin.push((said_reason, handoff_data));
             }
             Action::Note(note) => self.notes.push(note),
         }
@@ -560,6 +569,68 @@ fn the_origins_end_reaches_the_caller_then_the_call_ends_without_a_failover() {
 }
 
 #[test]
+fn the_origins_end_names_the_reason_the_call_is_recorded_with() {
+    let cases = [
+        (
+            r#"{"type":"end","handoffData":"{\"reason\":\"transfer\",\"callId\":\"CA1\",\"target\":\"+14155550123\"}"}"#,
+            EndReason::Transferred,
+        ),
+        (
+            r#"{"type":"end","handoffData":"{\"reason\":\"idle_timeout\"}"}"#,
+            EndReason::IdleTimeout,
+        ),
+        (
+            r#"{"type":"end","handoffData":"{\"reason\":\"agent_ended\"}"}"#,
+            EndReason::AgentEnded,
+        ),
+        (
+            r#"{"type":"end","handoffData":{"reason":"transfer"}}"#,
+            EndReason::Transferred,
+        ),
+        (r#"{"type":"end"}"#, EndReason::AgentEnded),
+    ];
+    for (end, reason) in cases {
+        let mut w = World::new(&["us-east-1", "us-west-2"]);
+        w.connect_caller();
+        w.caller_says(&setup());
+        w.origin_says(end);
+        assert_eq!(w.caller_received, vec![end.to_owned()], "{end}");
+        assert_eq!(w.stored_session().end_reason, Some(reason), "{end}");
+        assert_eq!(
+            w.ended_at_origin,
+            vec![("us-east-1".to_owned(), reason)],
+            "the origin is told once"
+        );
+        assert_eq!(w.lease_ops, vec!["release"], "{end}");
+        assert_eq!(w.caller_closed, Some(1000));
+    }
+}
+
+#[test]
+fn an_api_clients_reason_and_handoff_data_reach_the_origin() {
+    let mut w = World::new(&["us-east-1"]);
+    w.connect_caller();
+    w.caller_says(&setup());
+    let request =
+        EndRequest::from_api_body(br#"{"reason":"transfer","handoff_data":{"queue":"sales"}}"#)
+            .expect("valid");
+    let actions = w.relay.end_requested(request, w.now).expect("live");
+    w.drive(actions);
+    assert_eq!(
+        w.ended_at_origin,
+        vec![("us-east-1".to_owned(), EndReason::Requested)]
+    );
+    assert_eq!(
+        w.told_origin,
+        vec![(
+            Some("transfer".to_owned()),
+            Some(serde_json::json!({"queue": "sales"}))
+        )]
+    );
+    assert_eq!(w.stored_session().end_reason, Some(EndReason::Requested));
+}
+
+#[test]
 fn an_ended_calls_origin_still_says_its_last_words() {
     let mut w = World::new(&["us-east-1", "us-west-2"]);
     w.connect_caller();
@@ -568,7 +639,7 @@ fn an_ended_calls_origin_still_says_its_last_words() {
     // The API ends the call; while the origin is told, it answers on the relay with `end`.
     let actions = w
         .relay
-        .end_requested(EndReason::Requested, w.now)
+        .end_requested(EndRequest::new(EndReason::Requested), w.now)
         .expect("live");
     let end = r#"{"type":"end","handoffData":"{}"}"#;
     let told = w.relay.on_origin_text(link, end.to_owned(), w.now);
@@ -582,7 +653,8 @@ fn an_ended_calls_origin_still_says_its_last_words() {
     );
     assert_eq!(w.origins["us-west-2"].connections, 0);
     assert_eq!(
-        w.relay.end_requested(EndReason::Completed, w.now),
+        w.relay
+            .end_requested(EndRequest::new(EndReason::Completed), w.now),
         Err(SessionRefusal::CallEnded)
     );
     assert_eq!(w.lease_ops, vec!["release"], "released once");
