@@ -26,6 +26,7 @@ pub mod jwt;
 pub mod language;
 pub mod model;
 pub mod outbound_signature;
+pub mod outbound_url;
 pub mod principal;
 pub mod public_route;
 pub mod public_url;
