@@ -46,6 +46,9 @@ pub const BEDROCK_FIRST_TOKEN_TIMEOUT_MS: &str = "BEDROCK_FIRST_TOKEN_TIMEOUT_MS
 pub const BEDROCK_STALL_TIMEOUT_MS: &str = "BEDROCK_STALL_TIMEOUT_MS";
 /// Env var: TCP/TLS connect timeout to Bedrock.
 pub const BEDROCK_CONNECT_TIMEOUT_MS: &str = "BEDROCK_CONNECT_TIMEOUT_MS";
+/// Env var: `production` (default) or `development`; a development origin lets agents' tool
+/// URLs be loopback (`http://127.0.0.1:…`), which production refuses.
+pub const ORIGIN_ENVIRONMENT: &str = "ORIGIN_ENVIRONMENT";
 
 /// Port 4000 on every interface: what the ECS task definition and ALB target group expect.
 const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:4000";
@@ -77,6 +80,8 @@ pub struct Config {
     pub region: String,
     /// Bedrock.
     pub bedrock: BedrockConfig,
+    /// Where requests to tenants' URLs (tool calls) may go.
+    pub outbound_policy: shared::outbound_url::OutboundPolicy,
 }
 
 // Secrets stay out of logs and panics.
@@ -91,6 +96,7 @@ impl fmt::Debug for Config {
             .field("redis", &self.redis.is_some())
             .field("region", &self.region)
             .field("bedrock", &self.bedrock)
+            .field("outbound_policy", &self.outbound_policy)
             .finish_non_exhaustive()
     }
 }
@@ -340,6 +346,17 @@ impl Config {
             connect_timeout: reader.millis(BEDROCK_CONNECT_TIMEOUT_MS, 1_000, 50..=30_000),
         };
 
+        let outbound_policy = match reader.get(ORIGIN_ENVIRONMENT).as_deref() {
+            None | Some("production") => shared::outbound_url::OutboundPolicy::PublicOnly,
+            Some("development") => shared::outbound_url::OutboundPolicy::LoopbackToo,
+            Some(other) => {
+                reader.problems.push(format!(
+                    "{ORIGIN_ENVIRONMENT}={other:?} must be `production` or `development`"
+                ));
+                shared::outbound_url::OutboundPolicy::PublicOnly
+            }
+        };
+
         if reader.problems.is_empty() {
             Ok(Self {
                 listen_addr,
@@ -351,6 +368,7 @@ impl Config {
                 redis,
                 region,
                 bedrock,
+                outbound_policy,
             })
         } else {
             Err(ConfigError {
@@ -466,6 +484,22 @@ mod tests {
             ]
         );
         assert_eq!(config.bedrock.endpoint_url, None);
+        assert_eq!(
+            config.outbound_policy,
+            shared::outbound_url::OutboundPolicy::PublicOnly,
+            "production unless told otherwise"
+        );
+    }
+
+    #[test]
+    fn a_development_origin_lets_tools_be_loopback() {
+        let config = parse(&[(ORIGIN_ENVIRONMENT, "development")]).expect("valid");
+        assert_eq!(
+            config.outbound_policy,
+            shared::outbound_url::OutboundPolicy::LoopbackToo
+        );
+        let error = parse(&[(ORIGIN_ENVIRONMENT, "dev")]).expect_err("unknown");
+        assert!(error.to_string().contains(ORIGIN_ENVIRONMENT), "{error}");
     }
 
     #[test]

@@ -30,6 +30,8 @@
 //! | `GET /v1/calls/{id}/events` | — | 200 `text/event-stream` of `CallEvent`s, event name = kind |
 //! | `GET /v1/calls/{id}/relay` | WebSocket | ConversationRelay (`shared::relay`); 409 `call_ended`, 503 before the upgrade |
 //! | `GET /v1/usage?from=&to=` | — | 200 `UsageReport` (UTC days, default the last 30) |
+//! | `GET /v1/signing-secret` | — | 200 the secret's metadata; 201 with its value when this creates it |
+//! | `POST /v1/signing-secret/rotate` | `{"previous_valid_for_secs"?}` | 200 (201 when none existed) with the new value; 400 |
 //!
 //! All request bodies are limited to 512 KiB (413 beyond).
 
@@ -49,10 +51,13 @@ pub mod fanout;
 pub mod healthcheck;
 pub mod llm;
 pub mod metrics;
+pub mod outbound;
 pub mod relay;
 pub mod request_id;
 mod routes;
+pub mod signing_secret;
 pub mod store;
+pub mod tools;
 pub mod turn;
 
 pub use config::Config;
@@ -60,6 +65,8 @@ pub use config::Config;
 use crate::fanout::Fanout;
 use crate::llm::LlmClient;
 use crate::metrics::Metrics;
+use crate::outbound::{OutboundClient, Resolve, SystemResolver};
+use crate::signing_secret::SecretCache;
 use crate::store::Store;
 
 /// Unix milliseconds; injected so tests can move time (signature skew) without sleeping.
@@ -91,6 +98,10 @@ pub struct AppState {
     pub clock: Clock,
     /// Fires when the process starts shutting down.
     pub shutdown: CancellationToken,
+    /// Requests to tenants' URLs (tool calls), under the SSRF rule.
+    pub outbound: Arc<OutboundClient>,
+    /// Tenants' signing secrets, read recently.
+    pub secrets: Arc<SecretCache>,
 }
 
 impl AppState {
@@ -102,6 +113,7 @@ impl AppState {
         fanout: Arc<Fanout>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let outbound = OutboundClient::new(config.outbound_policy, Arc::new(SystemResolver));
         Self {
             config: Arc::new(config),
             store,
@@ -110,12 +122,21 @@ impl AppState {
             metrics,
             clock: system_clock(),
             shutdown: CancellationToken::new(),
+            outbound: Arc::new(outbound),
+            secrets: Arc::new(SecretCache::default()),
         }
     }
 
     /// The same state with another clock.
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// The same state resolving tool hosts with `resolver` (tests give a fixed table, to show
+    /// what a name resolving to an internal address meets).
+    pub fn with_resolver(mut self, resolver: Arc<dyn Resolve>) -> Self {
+        self.outbound = Arc::new(OutboundClient::new(self.config.outbound_policy, resolver));
         self
     }
 
@@ -173,6 +194,17 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/calls/{id}/events", get(routes::calls::events))
         .route("/v1/calls/{id}/relay", get(relay::upgrade))
         .route("/v1/usage", get(routes::usage))
+        .route(
+            shared::public_route::SIGNING_SECRET_ORIGIN_PATH,
+            get(routes::signing_secret::get),
+        )
+        .route(
+            &format!(
+                "{}/rotate",
+                shared::public_route::SIGNING_SECRET_ORIGIN_PATH
+            ),
+            post(routes::signing_secret::rotate),
+        )
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -267,6 +267,8 @@ pub struct DoneEvent {
 pub const GUARDRAIL_INTERVENED: &str = "guardrail_intervened";
 /// The stop reason of a reply that ended normally.
 pub const END_TURN: &str = "end_turn";
+/// The stop reason of a response that asks for tools.
+pub const TOOL_USE: &str = "tool_use";
 
 #[cfg(test)]
 mod tests {

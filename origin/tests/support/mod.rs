@@ -42,7 +42,7 @@ use origin::llm::bedrock::BedrockClient;
 use origin::llm::{LlmClient, LlmError, LlmEvent, LlmReadiness, LlmRequest, LlmStream};
 use origin::metrics::Metrics;
 use origin::store::sql::SqlStore;
-use origin::store::{EndOutcome, NewTurn, Store, StoreError};
+use origin::store::{EndOutcome, NewTurn, SigningSecret, Store, StoreError};
 use origin::{AppState, Clock};
 use serde_json::{Value, json};
 use shared::agent::{Agent, AgentSpec};
@@ -910,6 +910,33 @@ impl Store for FlakyStore {
     async fn usage(&self, tenant: &str, range: DayRange) -> Result<Vec<UsageDay>, StoreError> {
         self.check()?;
         self.inner.usage(tenant, range).await
+    }
+    async fn signing_secret(&self, tenant: &str) -> Result<Option<SigningSecret>, StoreError> {
+        self.check()?;
+        self.inner.signing_secret(tenant).await
+    }
+    async fn create_signing_secret(
+        &self,
+        tenant: &str,
+        secret: &str,
+        now_ms: u64,
+    ) -> Result<(SigningSecret, bool), StoreError> {
+        self.check()?;
+        self.inner
+            .create_signing_secret(tenant, secret, now_ms)
+            .await
+    }
+    async fn rotate_signing_secret(
+        &self,
+        tenant: &str,
+        secret: &str,
+        previous_expires_at_ms: u64,
+        now_ms: u64,
+    ) -> Result<SigningSecret, StoreError> {
+        self.check()?;
+        self.inner
+            .rotate_signing_secret(tenant, secret, previous_expires_at_ms, now_ms)
+            .await
     }
 }
 
