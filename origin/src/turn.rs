@@ -599,8 +599,17 @@ async fn stream_reply(
     let mut uses = Vec::new();
     loop {
         match event {
-            Some(LlmEvent::Text(text)) => {
+            Some(LlmEvent::Text(mut text)) => {
                 generation.deltas += 1;
+                // A response resuming after a tool round starts where the caller's ear is:
+                // spaced from what was already said.
+                if said.is_empty()
+                    && !generation.sent.is_empty()
+                    && !generation.sent.ends_with(char::is_whitespace)
+                    && !text.starts_with(char::is_whitespace)
+                {
+                    text.insert(0, ' ');
+                }
                 said.push_str(&text);
                 generation.model_said.push_str(&text);
                 for piece in chunker.push(&text) {

@@ -150,6 +150,8 @@ pub struct Options {
     pub llm: Option<Arc<dyn LlmClient>>,
     /// Wrap the store (e.g. to make it fail on demand).
     pub flaky: Option<Arc<AtomicBool>>,
+    /// Resolve tool hosts with this instead of the system's resolver.
+    pub resolver: Option<Arc<dyn origin::outbound::Resolve>>,
 }
 
 impl Options {
@@ -167,6 +169,7 @@ impl Options {
             clock: None,
             llm: None,
             flaky: None,
+            resolver: None,
         }
     }
 
@@ -288,6 +291,9 @@ impl Origin {
         let mut state = AppState::new(config, store, llm, fanout, metrics);
         if let Some(clock) = options.clock.clone() {
             state = state.with_clock(clock);
+        }
+        if let Some(resolver) = options.resolver.clone() {
+            state = state.with_resolver(resolver);
         }
         // Wait for the migrations the store runs in the background.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
