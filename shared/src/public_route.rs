@@ -286,6 +286,25 @@ pub fn on_same_host(url_as_called: &str, path_and_query: &str) -> String {
     format!("{}{path_and_query}", &url_as_called[..host_end])
 }
 
+/// The whisper URL for `text` on the host `url_as_called` came in on: [`WHISPER_PATH`] with the
+/// text form-encoded in [`WHISPER_TEXT_PARAM`] (the carrier signs the whole URL when it
+/// fetches it, so the text cannot be altered on the way).
+pub fn whisper_url(url_as_called: &str, text: &str) -> String {
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair(WHISPER_TEXT_PARAM, text)
+        .finish();
+    on_same_host(url_as_called, &format!("{WHISPER_PATH}?{query}"))
+}
+
+/// The whisper text of a [`WHISPER_PATH`] URL (as called), when it has one.
+pub fn whisper_text(url_as_called: &str) -> Option<String> {
+    let query = url_as_called.split_once('?')?.1;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == WHISPER_TEXT_PARAM)
+        .map(|(_, value)| value.into_owned())
+        .filter(|text| !text.trim().is_empty())
+}
+
 /// Percent-encodes `text` for use as one path segment (e.g. an E.164 number's `+`).
 pub fn path_segment(text: &str) -> String {
     let mut encoded = String::with_capacity(text.len());
@@ -548,6 +567,24 @@ mod tests {
         ] {
             assert_eq!(on_same_host(called, ACTION_PATH), expected, "{called}");
         }
+    }
+
+    #[test]
+    fn whisper_urls_carry_their_text() {
+        let url = whisper_url(
+            "https://edge.example/voice/twilio/action?x=1",
+            "Caller wants a refund & a call back",
+        );
+        assert_eq!(
+            url,
+            "https://edge.example/voice/twilio/whisper?text=Caller+wants+a+refund+%26+a+call+back"
+        );
+        assert_eq!(
+            whisper_text(&url).as_deref(),
+            Some("Caller wants a refund & a call back")
+        );
+        assert_eq!(whisper_text("https://edge.example/voice/twilio/whisper"), None);
+        assert_eq!(whisper_text("https://e.example/voice/twilio/whisper?text=+"), None);
     }
 
     #[test]
