@@ -30,7 +30,7 @@ import {
 import { verifyAybizaSignature } from "../../docs/verify/verify-signature.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const ACCOUNT = "AC" + "tools".padEnd(32, "0");
+const ACCOUNT = "AC" + "7001".padEnd(32, "0");
 const TWILIO_TOKEN = "e2e-tools-twilio-auth-token";
 const HS256_SECRET = "e2e-tools-hs256-secret-0123456789abcdef";
 const ISSUER = "https://issuer.tools.e2e";
