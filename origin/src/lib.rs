@@ -230,6 +230,14 @@ pub async fn serve(
     let grace = state.config.shutdown_grace;
     let stopping = state.shutdown.clone();
     let (fired, on_fired) = tokio::sync::oneshot::channel::<()>();
+    use axum::serve::ListenerExt;
+    // A reply leaves as a stream of small relay frames: each goes out as it is written, never
+    // held back (Nagle) until the previous one is acknowledged.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY not set");
+        }
+    });
     let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!(

@@ -332,6 +332,12 @@ pub async fn serve(
     emulator: Emulator,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Small event frames go out as they are written (no Nagle delay behind the client's
+    // delayed ACK), as Bedrock's own front end sends them.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app(emulator))
         .with_graceful_shutdown(shutdown)
         .await
