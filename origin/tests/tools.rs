@@ -81,14 +81,24 @@ async fn tool_handler(
     });
     let mut guard = CancelGuard(Arc::clone(&state), false);
     let answer = match kind.as_str() {
-        "ok" => json!({"tool": arg, "status": "shipped"}).to_string().into_response(),
+        "ok" => json!({"tool": arg, "status": "shipped"})
+            .to_string()
+            .into_response(),
         "slow" => {
             tokio::time::sleep(Duration::from_millis(arg.parse().unwrap_or(0))).await;
-            json!({"status": "shipped", "waited_ms": arg}).to_string().into_response()
+            json!({"status": "shipped", "waited_ms": arg})
+                .to_string()
+                .into_response()
         }
-        "big" => json!({"pad": "x".repeat(70 * 1024)}).to_string().into_response(),
+        "big" => json!({"pad": "x".repeat(70 * 1024)})
+            .to_string()
+            .into_response(),
         "html" => "<html><body>Hello</body></html>".into_response(),
-        "fail" => (StatusCode::SERVICE_UNAVAILABLE, r#"{"error":"orders are down"}"#).into_response(),
+        "fail" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"error":"orders are down"}"#,
+        )
+            .into_response(),
         "list" => "[1,2,3]".into_response(),
         _ => StatusCode::NOT_FOUND.into_response(),
     };
@@ -236,8 +246,15 @@ async fn a_tool_is_called_signed_and_its_result_fed_back(db: Db) {
 
     relay.prompt("Where is my order?").await;
     let first = relay.next().await;
-    assert_eq!(first["token"], "Let me check.", "said before the call, kept: {first}");
-    assert_eq!(relay.reply().await, " Your order ships tomorrow.", "spaced from what came before");
+    assert_eq!(
+        first["token"], "Let me check.",
+        "said before the call, kept: {first}"
+    );
+    assert_eq!(
+        relay.reply().await,
+        " Your order ships tomorrow.",
+        "spaced from what came before"
+    );
 
     // The tool got one signed POST naming the call, the tool and the model's input.
     let received = tools.received();
@@ -248,12 +265,23 @@ async fn a_tool_is_called_signed_and_its_result_fed_back(db: Db) {
     assert_eq!(got.body["agent_id"], "desk");
     assert_eq!(got.body["tool"], "lookup_order");
     assert_eq!(got.body["input"], json!({"id": "42"}));
-    assert!(got.body["tool_use_id"].as_str().is_some_and(|id| id.starts_with("tooluse_")));
+    assert!(
+        got.body["tool_use_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("tooluse_"))
+    );
     assert!(verified(got, &secret), "signature {}", got.signature);
 
     // The model got the matching toolResult, and what it said before the call.
     let stats = origin.emulator.model_stats("m");
-    assert_eq!((stats.tool_uses, stats.tool_results, stats.tool_result_mismatches), (1, 1, 0));
+    assert_eq!(
+        (
+            stats.tool_uses,
+            stats.tool_results,
+            stats.tool_result_mismatches
+        ),
+        (1, 1, 0)
+    );
     assert_eq!(stats.last_tools_offered, vec!["lookup_order"]);
     let second = origin.emulator.requests("m").pop().expect("the follow-up");
     let messages = second["messages"].as_array().expect("messages");
@@ -263,8 +291,14 @@ async fn a_tool_is_called_signed_and_its_result_fed_back(db: Db) {
     assert_eq!(asked["content"][1]["toolUse"]["name"], "lookup_order");
     let answered = &messages[messages.len() - 1]["content"][0]["toolResult"];
     assert_eq!(answered["status"], "success");
-    assert_eq!(answered["content"][0]["json"], json!({"tool": "lookup_order", "status": "shipped"}));
-    assert_eq!(second["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"]["json"]["type"], "object");
+    assert_eq!(
+        answered["content"][0]["json"],
+        json!({"tool": "lookup_order", "status": "shipped"})
+    );
+    assert_eq!(
+        second["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"]["json"]["type"],
+        "object"
+    );
 
     // Stored with the reply, counted in usage and metrics.
     let turns = turns_of(&client, &call).await;
@@ -290,7 +324,9 @@ async fn a_tool_is_called_signed_and_its_result_fed_back(db: Db) {
     relay.prompt("Thanks. Anything else?").await;
     assert_eq!(relay.reply().await, "Anything else?");
     let third = origin.emulator.requests("m").pop().expect("request");
-    let context = third["messages"][1]["content"][0]["text"].as_str().unwrap_or("");
+    let context = third["messages"][1]["content"][0]["text"]
+        .as_str()
+        .unwrap_or("");
     assert!(
         context.starts_with("[You called the tool lookup_order with {\"id\":\"42\"}; it returned"),
         "{context}"
@@ -306,7 +342,10 @@ async fn two_tools_in_one_round_then_a_second_round(db: Db) {
         script(vec![uses(
             "refund",
             vec![
-                vec![("lookup_order", json!({"id": "1"})), ("lookup_customer", json!({"id": "c"}))],
+                vec![
+                    ("lookup_order", json!({"id": "1"})),
+                    ("lookup_customer", json!({"id": "c"})),
+                ],
                 vec![("refund", json!({"id": "1"}))],
             ],
             "Your refund is on its way.",
@@ -327,13 +366,31 @@ async fn two_tools_in_one_round_then_a_second_round(db: Db) {
     relay.prompt("I want a refund").await;
     assert_eq!(relay.reply().await, "Your refund is on its way.");
     // The two calls of the first round ran at once (each takes 150 ms).
-    assert!(started.elapsed() < Duration::from_millis(1_000), "{:?}", started.elapsed());
-    let paths: Vec<String> = tools.received().iter().map(|r| r.body["tool"].as_str().unwrap_or("").to_owned()).collect();
+    assert!(
+        started.elapsed() < Duration::from_millis(1_000),
+        "{:?}",
+        started.elapsed()
+    );
+    let paths: Vec<String> = tools
+        .received()
+        .iter()
+        .map(|r| r.body["tool"].as_str().unwrap_or("").to_owned())
+        .collect();
     assert_eq!(paths.len(), 3, "{paths:?}");
-    assert!(paths[..2].contains(&"lookup_order".to_owned()) && paths[..2].contains(&"lookup_customer".to_owned()));
+    assert!(
+        paths[..2].contains(&"lookup_order".to_owned())
+            && paths[..2].contains(&"lookup_customer".to_owned())
+    );
     assert_eq!(paths[2], "refund");
     let stats = origin.emulator.model_stats("m");
-    assert_eq!((stats.tool_uses, stats.tool_results, stats.tool_result_mismatches), (3, 3, 0));
+    assert_eq!(
+        (
+            stats.tool_uses,
+            stats.tool_results,
+            stats.tool_result_mismatches
+        ),
+        (3, 3, 0)
+    );
     let turns = turns_of(&client, &call).await;
     let names: Vec<&str> = turns[1]["tool_calls"]
         .as_array()
@@ -341,7 +398,11 @@ async fn two_tools_in_one_round_then_a_second_round(db: Db) {
         .iter()
         .filter_map(|c| c["name"].as_str())
         .collect();
-    assert_eq!(names, vec!["lookup_order", "lookup_customer", "refund"], "in the model's order");
+    assert_eq!(
+        names,
+        vec!["lookup_order", "lookup_customer", "refund"],
+        "in the model's order"
+    );
 }
 
 async fn a_tool_timing_out_is_an_error_result_the_model_apologises_for(db: Db) {
@@ -357,22 +418,47 @@ async fn a_tool_timing_out_is_an_error_result_the_model_apologises_for(db: Db) {
     origin.script("m", script(vec![order]));
     let mut slow = tool("lookup_order", &tools.url("/slow/1500"));
     slow["timeout_ms"] = json!(200);
-    put_agent(&client, "desk", json!({"tools": [slow], "filler_after_ms": 5000})).await;
+    put_agent(
+        &client,
+        "desk",
+        json!({"tools": [slow], "filler_after_ms": 5000}),
+    )
+    .await;
     let (call, mut relay) = relay_for(&client, "desk").await;
     let started = Instant::now();
     relay.prompt("Where is my order?").await;
-    assert_eq!(relay.reply().await, "Sorry, I could not check that right now.");
-    assert!(started.elapsed() < Duration::from_millis(1_200), "the deadline held: {:?}", started.elapsed());
+    assert_eq!(
+        relay.reply().await,
+        "Sorry, I could not check that right now."
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1_200),
+        "the deadline held: {:?}",
+        started.elapsed()
+    );
     let last = origin.emulator.requests("m").pop().expect("request");
-    let result = &last["messages"].as_array().expect("m").last().expect("last")["content"][0]["toolResult"];
+    let result = &last["messages"]
+        .as_array()
+        .expect("m")
+        .last()
+        .expect("last")["content"][0]["toolResult"];
     assert_eq!(result["status"], "error");
-    assert_eq!(result["content"][0]["text"], "the tool did not answer within 200 ms");
+    assert_eq!(
+        result["content"][0]["text"],
+        "the tool did not answer within 200 ms"
+    );
     let turns = turns_of(&client, &call).await;
     assert_eq!(turns[1]["tool_calls"][0]["outcome"], "timeout");
-    assert_eq!(turns[1]["tool_calls"][0]["error"], "the tool did not answer within 200 ms");
+    assert_eq!(
+        turns[1]["tool_calls"][0]["error"],
+        "the tool did not answer within 200 ms"
+    );
     assert!(turns[1]["tool_calls"][0].get("result").is_none());
     let metrics = origin.state.metrics.render();
-    assert!(metrics.contains(r#"origin_tool_calls_total{kind="tenant",outcome="timeout"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"origin_tool_calls_total{kind="tenant",outcome="timeout"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -383,8 +469,16 @@ async fn a_slow_tool_gets_the_filler_line_and_an_interrupt_cancels_a_call() {
     origin.script(
         "m",
         script(vec![
-            uses("order", vec![vec![("lookup_order", json!({}))]], "It ships tomorrow."),
-            uses("slowly", vec![vec![("slow_lookup", json!({}))]], "Never heard."),
+            uses(
+                "order",
+                vec![vec![("lookup_order", json!({}))]],
+                "It ships tomorrow.",
+            ),
+            uses(
+                "slowly",
+                vec![vec![("slow_lookup", json!({}))]],
+                "Never heard.",
+            ),
         ]),
     );
     put_agent(
@@ -397,7 +491,10 @@ async fn a_slow_tool_gets_the_filler_line_and_an_interrupt_cancels_a_call() {
     let (call, mut relay) = relay_for(&client, "desk").await;
     relay.prompt("Where is my order?").await;
     let filler = relay.next().await;
-    assert_eq!(filler, json!({"type": "text", "token": "Bear with me. ", "last": false}));
+    assert_eq!(
+        filler,
+        json!({"type": "text", "token": "Bear with me. ", "last": false})
+    );
     assert_eq!(relay.reply().await, "It ships tomorrow.");
 
     // An interrupt while a call runs cancels it: the tool's request is dropped, the model is
@@ -409,15 +506,30 @@ async fn a_slow_tool_gets_the_filler_line_and_an_interrupt_cancels_a_call() {
     relay
         .send(json!({"type": "interrupt", "utteranceUntilInterrupt": "Bear with", "durationUntilInterruptMs": 300}))
         .await;
-    eventually(Duration::from_secs(3), "the tool's request was dropped", || async {
-        tools.cancelled() == 1
-    })
+    eventually(
+        Duration::from_secs(3),
+        "the tool's request was dropped",
+        || async { tools.cancelled() == 1 },
+    )
     .await;
-    assert!(relay.next_within(Duration::from_millis(300)).await.is_none(), "nothing more is said");
-    assert_eq!(origin.emulator.model_stats("m").requests, asked, "no follow-up request");
+    assert!(
+        relay
+            .next_within(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "nothing more is said"
+    );
+    assert_eq!(
+        origin.emulator.model_stats("m").requests,
+        asked,
+        "no follow-up request"
+    );
     let turns = turns_of(&client, &call).await;
     let cut = turns.last().expect("the interrupted reply");
-    assert_eq!((cut["text"].as_str(), cut["interrupted"].as_bool()), (Some("Bear with"), Some(true)));
+    assert_eq!(
+        (cut["text"].as_str(), cut["interrupted"].as_bool()),
+        (Some("Bear with"), Some(true))
+    );
     assert_eq!(cut["tool_calls"][0]["outcome"], "cancelled");
 }
 
@@ -454,19 +566,35 @@ async fn answers_that_are_too_large_not_json_or_failing_are_error_results() {
     relay.prompt("Try everything").await;
     assert_eq!(relay.reply().await, "Done.");
     let request = origin.emulator.requests("m").pop().expect("request");
-    let results: Vec<Value> = request["messages"].as_array().expect("m").last().expect("last")["content"]
+    let results: Vec<Value> = request["messages"]
+        .as_array()
+        .expect("m")
+        .last()
+        .expect("last")["content"]
         .as_array()
         .expect("results")
         .iter()
         .map(|block| block["toolResult"].clone())
         .collect();
-    let text = |i: usize| results[i]["content"][0]["text"].as_str().unwrap_or("").to_owned();
+    let text = |i: usize| {
+        results[i]["content"][0]["text"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
     assert_eq!(results[0]["status"], "error");
     assert_eq!(text(0), "the tool's answer was larger than 64 KB");
     assert_eq!(text(1), "the tool's answer was not JSON");
-    assert_eq!(text(2), r#"the tool answered HTTP 503: {"error":"orders are down"}"#);
+    assert_eq!(
+        text(2),
+        r#"the tool answered HTTP 503: {"error":"orders are down"}"#
+    );
     assert_eq!(results[3]["status"], "success");
-    assert_eq!(results[3]["content"][0]["json"], json!({"result": [1, 2, 3]}), "a non-object is wrapped");
+    assert_eq!(
+        results[3]["content"][0]["json"],
+        json!({"result": [1, 2, 3]}),
+        "a non-object is wrapped"
+    );
     assert_eq!(text(4), "the tool answered HTTP 404");
     let outcomes: Vec<String> = turns_of(&client, &call).await[1]["tool_calls"]
         .as_array()
@@ -474,7 +602,10 @@ async fn answers_that_are_too_large_not_json_or_failing_are_error_results() {
         .iter()
         .map(|c| c["outcome"].as_str().unwrap_or("").to_owned())
         .collect();
-    assert_eq!(outcomes, vec!["too_large", "not_json", "failed", "ok", "failed"]);
+    assert_eq!(
+        outcomes,
+        vec!["too_large", "not_json", "failed", "ok", "failed"]
+    );
 }
 
 /// Resolves every name from a table (a name resolving to an internal address, as DNS
@@ -500,24 +631,43 @@ async fn ssrf_tool_urls_to_internal_addresses_are_refused_at_put_and_at_call_tim
     let loopback: IpAddr = "127.0.0.1".parse().expect("ip");
     options.resolver = Some(Arc::new(Table(HashMap::from([
         ("orders.tenant.example".to_owned(), vec![internal]),
-        ("rebound.tenant.example".to_owned(), vec!["93.184.216.34".parse().expect("ip"), loopback]),
+        (
+            "rebound.tenant.example".to_owned(),
+            vec!["93.184.216.34".parse().expect("ip"), loopback],
+        ),
     ]))));
     // A production origin (the default).
     let origin = Origin::start(options).await;
     let client = origin.client("acme");
     for (url, why) in [
         (tools.url("/ok/x"), "https"),
-        ("https://169.254.169.254/latest/meta-data".to_owned(), "internal"),
+        (
+            "https://169.254.169.254/latest/meta-data".to_owned(),
+            "internal",
+        ),
         ("https://10.1.2.3/x".to_owned(), "internal"),
         ("https://[::1]/x".to_owned(), "internal"),
-        ("https://user:pw@tools.example.com/x".to_owned(), "credentials"),
+        (
+            "https://user:pw@tools.example.com/x".to_owned(),
+            "credentials",
+        ),
     ] {
         let (status, answer) = client
-            .json("PUT", "/v1/agents/bad", Some(json!({"name": "b", "system_prompt": "p", "tools": [tool("t", &url)]})))
+            .json(
+                "PUT",
+                "/v1/agents/bad",
+                Some(json!({"name": "b", "system_prompt": "p", "tools": [tool("t", &url)]})),
+            )
             .await;
         assert_eq!(status, 400, "{url}: {answer}");
         assert_eq!(answer["error"]["field"], "tools[0].url", "{answer}");
-        assert!(answer["error"]["message"].as_str().unwrap_or("").contains(why), "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains(why),
+            "{answer}"
+        );
     }
 
     // Names are checked at call time: every address they resolve to.
@@ -525,7 +675,11 @@ async fn ssrf_tool_urls_to_internal_addresses_are_refused_at_put_and_at_call_tim
         "m",
         script(vec![uses(
             "order",
-            vec![vec![("internal", json!({})), ("rebound", json!({})), ("local", json!({}))]],
+            vec![vec![
+                ("internal", json!({})),
+                ("rebound", json!({})),
+                ("local", json!({})),
+            ]],
             "It ships tomorrow.",
         )]),
     );
@@ -542,14 +696,23 @@ async fn ssrf_tool_urls_to_internal_addresses_are_refused_at_put_and_at_call_tim
     let (call, mut relay) = relay_for(&client, "desk").await;
     relay.prompt("Where is my order?").await;
     assert_eq!(relay.reply().await, "It ships tomorrow.");
-    assert!(tools.received().is_empty(), "nothing reached the tool server");
+    assert!(
+        tools.received().is_empty(),
+        "nothing reached the tool server"
+    );
     let calls = turns_of(&client, &call).await[1]["tool_calls"].clone();
     for index in 0..3 {
         assert_eq!(calls[index]["outcome"], "refused", "{calls}");
-        assert_eq!(calls[index]["error"], "the tool's address may not be reached from here");
+        assert_eq!(
+            calls[index]["error"],
+            "the tool's address may not be reached from here"
+        );
     }
     let metrics = origin.state.metrics.render();
-    assert!(metrics.contains(r#"origin_tool_calls_total{kind="tenant",outcome="refused"} 3"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"origin_tool_calls_total{kind="tenant",outcome="refused"} 3"#),
+        "{metrics}"
+    );
 }
 
 async fn builtins_act_on_the_relay_session(db: Db) {
@@ -558,11 +721,34 @@ async fn builtins_act_on_the_relay_session(db: Db) {
     origin.script(
         "m",
         script(vec![
-            uses("menu", vec![vec![("send_digits", json!({"digits": "1w2#"}))]], "I chose billing."),
-            uses("spanish", vec![vec![("switch_language", json!({"language": "es-ES"}))]], "Claro."),
-            uses("bad digits", vec![vec![("send_digits", json!({"digits": "12x"}))]], "Oops."),
-            uses("human", vec![vec![("transfer_call", json!({"target": "sales", "summary": "Wants to upgrade."}))]], "unused"),
-            uses("bye", vec![vec![("end_call", json!({"reason": "done"}))]], "unused"),
+            uses(
+                "menu",
+                vec![vec![("send_digits", json!({"digits": "1w2#"}))]],
+                "I chose billing.",
+            ),
+            uses(
+                "spanish",
+                vec![vec![("switch_language", json!({"language": "es-ES"}))]],
+                "Claro.",
+            ),
+            uses(
+                "bad digits",
+                vec![vec![("send_digits", json!({"digits": "12x"}))]],
+                "Oops.",
+            ),
+            uses(
+                "human",
+                vec![vec![(
+                    "transfer_call",
+                    json!({"target": "sales", "summary": "Wants to upgrade."}),
+                )]],
+                "unused",
+            ),
+            uses(
+                "bye",
+                vec![vec![("end_call", json!({"reason": "done"}))]],
+                "unused",
+            ),
         ]),
     );
     put_agent(
@@ -580,11 +766,15 @@ async fn builtins_act_on_the_relay_session(db: Db) {
     .await;
     let (call, mut relay) = relay_for(&client, "desk").await;
     relay.prompt("Navigate the menu").await;
-    assert_eq!(relay.next().await, json!({"type": "sendDigits", "digits": "1w2#"}));
+    assert_eq!(
+        relay.next().await,
+        json!({"type": "sendDigits", "digits": "1w2#"})
+    );
     assert_eq!(relay.reply().await, "I chose billing.");
     relay.prompt("Hablemos en spanish").await;
     // From here the caller speaks Spanish (an English prompt would switch back).
-    let prompt_es = |text: &str| json!({"type": "prompt", "voicePrompt": text, "lang": "es-ES", "last": true});
+    let prompt_es =
+        |text: &str| json!({"type": "prompt", "voicePrompt": text, "lang": "es-ES", "last": true});
     assert_eq!(
         relay.next().await,
         json!({"type": "language", "ttsLanguage": "es-ES", "transcriptionLanguage": "es-ES"})
@@ -593,10 +783,22 @@ async fn builtins_act_on_the_relay_session(db: Db) {
     relay.send(prompt_es("Press bad digits")).await;
     assert_eq!(relay.reply().await, "Oops.", "no sendDigits went out");
     let request = origin.emulator.requests("m").pop().expect("request");
-    let result = &request["messages"].as_array().expect("m").last().expect("l")["content"][0]["toolResult"];
+    let result = &request["messages"]
+        .as_array()
+        .expect("m")
+        .last()
+        .expect("l")["content"][0]["toolResult"];
     assert_eq!(result["status"], "error");
     let offered = origin.emulator.model_stats("m").last_tools_offered;
-    assert_eq!(offered, vec!["end_call", "transfer_call", "send_digits", "switch_language"]);
+    assert_eq!(
+        offered,
+        vec![
+            "end_call",
+            "transfer_call",
+            "send_digits",
+            "switch_language"
+        ]
+    );
 
     // A transfer: the announcement (the model said nothing), then `end` with the handoff.
     relay.send(prompt_es("Get me a human")).await;
@@ -604,10 +806,14 @@ async fn builtins_act_on_the_relay_session(db: Db) {
         relay.next().await,
         json!({"type": "text", "token": "Please hold while I transfer your call.", "last": false})
     );
-    assert_eq!(relay.next().await, json!({"type": "text", "token": "", "last": true}));
+    assert_eq!(
+        relay.next().await,
+        json!({"type": "text", "token": "", "last": true})
+    );
     let end = relay.next().await;
     assert_eq!(end["type"], "end", "{end}");
-    let handoff: Value = serde_json::from_str(end["handoffData"].as_str().expect("text")).expect("json");
+    let handoff: Value =
+        serde_json::from_str(end["handoffData"].as_str().expect("text")).expect("json");
     assert_eq!(
         handoff,
         json!({"reason": "transfer", "callId": call, "target": "+14155550123", "summary": "Wants to upgrade.",
@@ -615,7 +821,10 @@ async fn builtins_act_on_the_relay_session(db: Db) {
     );
     assert_eq!(relay.close_code(Duration::from_secs(2)).await, Some(1000));
     let (_, stored) = client.json("GET", &format!("/v1/calls/{call}"), None).await;
-    assert_eq!((stored["status"].as_str(), stored["end_reason"].as_str()), (Some("ended"), Some("transferred")));
+    assert_eq!(
+        (stored["status"].as_str(), stored["end_reason"].as_str()),
+        (Some("ended"), Some("transferred"))
+    );
     let turns = turns_of(&client, &call).await;
     let last = turns.last().expect("the transfer reply");
     assert_eq!(last["text"], "Please hold while I transfer your call.");
@@ -626,13 +835,19 @@ async fn builtins_act_on_the_relay_session(db: Db) {
     relay.prompt("bye").await;
     assert_eq!(relay.reply().await, "Goodbye from Ava.");
     let end = relay.next().await;
-    let handoff: Value = serde_json::from_str(end["handoffData"].as_str().expect("text")).expect("json");
+    let handoff: Value =
+        serde_json::from_str(end["handoffData"].as_str().expect("text")).expect("json");
     assert_eq!(handoff, json!({"reason": "agent_ended", "callId": call}));
     let (_, stored) = client.json("GET", &format!("/v1/calls/{call}"), None).await;
     assert_eq!(stored["end_reason"], "agent_ended");
     let metrics = origin.state.metrics.render();
     for kind in ["end_call", "transfer_call", "switch_language"] {
-        assert!(metrics.contains(&format!(r#"origin_tool_calls_total{{kind="{kind}",outcome="ok"}} 1"#)), "{kind}: {metrics}");
+        assert!(
+            metrics.contains(&format!(
+                r#"origin_tool_calls_total{{kind="{kind}",outcome="ok"}} 1"#
+            )),
+            "{kind}: {metrics}"
+        );
     }
     assert!(metrics.contains(r#"origin_tool_calls_total{kind="send_digits",outcome="invalid"} 1"#));
 }
@@ -642,7 +857,8 @@ async fn an_sse_turn_offers_only_the_tenants_tools_and_tool_rounds_are_bounded()
     let origin = dev_origin(Db::Sqlite).await;
     let tools = ToolServer::start().await;
     let client = origin.client("acme");
-    let looping: Vec<Vec<(&str, Value)>> = (0..6).map(|_| vec![("lookup_order", json!({}))]).collect();
+    let looping: Vec<Vec<(&str, Value)>> =
+        (0..6).map(|_| vec![("lookup_order", json!({}))]).collect();
     origin.script(
         "m",
         script(vec![
@@ -662,12 +878,20 @@ async fn an_sse_turn_offers_only_the_tenants_tools_and_tool_rounds_are_bounded()
     assert_eq!(status, 200);
     assert_eq!(events.last().map(|e| e.event.as_str()), Some("done"));
     let stats = origin.emulator.model_stats("m");
-    assert_eq!(stats.last_tools_offered, vec!["lookup_order"], "no built-in without a relay");
+    assert_eq!(
+        stats.last_tools_offered,
+        vec!["lookup_order"],
+        "no built-in without a relay"
+    );
     assert_eq!(stats.tools_not_offered, 1);
 
     // A model calling tools round after round is stopped after five rounds.
     let (_, events) = client.turn(&call, "loop please").await;
-    let spoken: String = events.iter().filter(|e| e.event == "token").filter_map(|e| e.data["text"].as_str()).collect();
+    let spoken: String = events
+        .iter()
+        .filter(|e| e.event == "token")
+        .filter_map(|e| e.data["text"].as_str())
+        .collect();
     assert_eq!(spoken, "Sorry, something went wrong.");
     assert_eq!(events.last().map(|e| e.event.as_str()), Some("error"));
     assert_eq!(tools.received().len(), 5);
@@ -690,31 +914,73 @@ async fn the_signing_secret_is_shown_once_rotated_with_a_grace_and_signs_with_bo
     assert_eq!(read["hint"], shared::outbound_signature::hint(&first));
     assert_eq!(read["header"], "X-Aybiza-Signature");
     let response = client.send("GET", "/v1/signing-secret", None).await;
-    assert_eq!(response.headers().get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+    assert_eq!(
+        response
+            .headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
+        Some("no-store")
+    );
     // Another tenant has its own.
-    assert_eq!(client_of(&origin, "other").json("GET", "/v1/signing-secret", None).await.0, 201);
+    assert_eq!(
+        client_of(&origin, "other")
+            .json("GET", "/v1/signing-secret", None)
+            .await
+            .0,
+        201
+    );
 
     let (status, rotated) = client
-        .json("POST", "/v1/signing-secret/rotate", Some(json!({"previous_valid_for_secs": 3600})))
+        .json(
+            "POST",
+            "/v1/signing-secret/rotate",
+            Some(json!({"previous_valid_for_secs": 3600})),
+        )
         .await;
     assert_eq!(status, 200, "{rotated}");
-    let second = rotated["secret"].as_str().expect("shown on rotation").to_owned();
+    let second = rotated["secret"]
+        .as_str()
+        .expect("shown on rotation")
+        .to_owned();
     assert_ne!(second, first);
-    assert_eq!(rotated["previous_hint"], shared::outbound_signature::hint(&first));
+    assert_eq!(
+        rotated["previous_hint"],
+        shared::outbound_signature::hint(&first)
+    );
     assert!(rotated["previous_expires_at_ms"].as_u64().is_some());
 
-    origin.script("m", script(vec![uses("order", vec![vec![("t", json!({}))]], "Shipped.")]));
-    put_agent(&client, "desk", json!({"tools": [tool("t", &tools.url("/ok/t"))]})).await;
+    origin.script(
+        "m",
+        script(vec![uses(
+            "order",
+            vec![vec![("t", json!({}))]],
+            "Shipped.",
+        )]),
+    );
+    put_agent(
+        &client,
+        "desk",
+        json!({"tools": [tool("t", &tools.url("/ok/t"))]}),
+    )
+    .await;
     let (_, mut relay) = relay_for(&client, "desk").await;
     relay.prompt("order").await;
     relay.reply().await;
     let got = tools.received().pop().expect("a call");
-    assert_eq!(got.signature.matches("v1=").count(), 2, "both secrets sign during the grace");
+    assert_eq!(
+        got.signature.matches("v1=").count(),
+        2,
+        "both secrets sign during the grace"
+    );
     assert!(verified(&got, &first) && verified(&got, &second));
 
     // A rotation without grace (a leak): only the new secret signs.
     let (_, rotated) = client
-        .json("POST", "/v1/signing-secret/rotate", Some(json!({"previous_valid_for_secs": 0})))
+        .json(
+            "POST",
+            "/v1/signing-secret/rotate",
+            Some(json!({"previous_valid_for_secs": 0})),
+        )
         .await;
     let third = rotated["secret"].as_str().expect("shown").to_owned();
     assert!(rotated.get("previous_hint").is_none(), "{rotated}");
@@ -725,12 +991,20 @@ async fn the_signing_secret_is_shown_once_rotated_with_a_grace_and_signs_with_bo
     assert!(verified(&got, &third) && !verified(&got, &second));
 
     let (status, refused) = client
-        .json("POST", "/v1/signing-secret/rotate", Some(json!({"previous_valid_for_secs": 999_999_999})))
+        .json(
+            "POST",
+            "/v1/signing-secret/rotate",
+            Some(json!({"previous_valid_for_secs": 999_999_999})),
+        )
         .await;
     assert_eq!(status, 400);
     assert_eq!(refused["error"]["field"], "previous_valid_for_secs");
     let (status, _) = client
-        .json("POST", "/v1/signing-secret/rotate", Some(json!({"grace": 1})))
+        .json(
+            "POST",
+            "/v1/signing-secret/rotate",
+            Some(json!({"grace": 1})),
+        )
         .await;
     assert_eq!(status, 400, "unknown fields are refused");
 }

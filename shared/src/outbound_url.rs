@@ -165,7 +165,8 @@ impl OutboundUrl {
             Some(ip) => classify(ip) == AddressClass::Loopback,
             None => host == "localhost" || host.ends_with(".localhost"),
         };
-        if !https && !(loopback && policy == OutboundPolicy::LoopbackToo) {
+        let plain_http_allowed = loopback && policy == OutboundPolicy::LoopbackToo;
+        if !(https || plain_http_allowed) {
             return Err(UrlError::PlainHttp);
         }
         if let Some(ip) = literal

@@ -583,8 +583,14 @@ mod tests {
             whisper_text(&url).as_deref(),
             Some("Caller wants a refund & a call back")
         );
-        assert_eq!(whisper_text("https://edge.example/voice/twilio/whisper"), None);
-        assert_eq!(whisper_text("https://e.example/voice/twilio/whisper?text=+"), None);
+        assert_eq!(
+            whisper_text("https://edge.example/voice/twilio/whisper"),
+            None
+        );
+        assert_eq!(
+            whisper_text("https://e.example/voice/twilio/whisper?text=+"),
+            None
+        );
     }
 
     #[test]

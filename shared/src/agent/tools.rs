@@ -382,6 +382,12 @@ fn check_subschema(schema: &Value, path: &str, depth: usize) -> Result<(), (Stri
     };
     for (key, value) in map {
         let child = format!("{path}.{key}");
+        if let Some((fits, why)) = simple_keyword(key) {
+            if !fits(value) {
+                return bad(key, why);
+            }
+            continue;
+        }
         match key.as_str() {
             "type" => {
                 let valid = match value {
@@ -453,36 +459,34 @@ fn check_subschema(schema: &Value, path: &str, depth: usize) -> Result<(), (Stri
                     check_subschema(item, &format!("{child}[{index}]"), depth + 1)?;
                 }
             }
-            "enum" => {
-                if !value.as_array().is_some_and(|values| !values.is_empty()) {
-                    return bad(key, "must be a non-empty list");
-                }
-            }
-            "description" | "title" | "pattern" | "format" | "$ref" | "$schema" | "$id" => {
-                if !value.is_string() {
-                    return bad(key, "must be a string");
-                }
-            }
-            "minimum" | "maximum" | "exclusiveMinimum" | "exclusiveMaximum" | "multipleOf" => {
-                if !value.is_number() {
-                    return bad(key, "must be a number");
-                }
-            }
-            "minLength" | "maxLength" | "minItems" | "maxItems" | "minProperties"
-            | "maxProperties" => {
-                if !value.is_u64() {
-                    return bad(key, "must be a whole number, 0 or more");
-                }
-            }
-            "uniqueItems" => {
-                if !value.is_boolean() {
-                    return bad(key, "must be true or false");
-                }
-            }
             _ => {}
         }
     }
     Ok(())
+}
+
+/// A check of a keyword's value, and what the value must be when it fails.
+type KindCheck = (fn(&Value) -> bool, &'static str);
+
+/// A keyword whose value is checked for its JSON kind alone.
+fn simple_keyword(key: &str) -> Option<KindCheck> {
+    fn non_empty_list(value: &Value) -> bool {
+        value.as_array().is_some_and(|values| !values.is_empty())
+    }
+    Some(match key {
+        "enum" => (non_empty_list, "must be a non-empty list"),
+        "description" | "title" | "pattern" | "format" | "$ref" | "$schema" | "$id" => {
+            (Value::is_string, "must be a string")
+        }
+        "minimum" | "maximum" | "exclusiveMinimum" | "exclusiveMaximum" | "multipleOf" => {
+            (Value::is_number, "must be a number")
+        }
+        "minLength" | "maxLength" | "minItems" | "maxItems" | "minProperties" | "maxProperties" => {
+            (Value::is_u64, "must be a whole number, 0 or more")
+        }
+        "uniqueItems" => (Value::is_boolean, "must be true or false"),
+        _ => return None,
+    })
 }
 
 /// A tool as the model is offered it (Bedrock's `toolSpec`).

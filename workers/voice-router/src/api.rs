@@ -119,10 +119,9 @@ pub async fn handle(
             let state = stub::end(x.env, call_id, &request).await?;
             Ok(Response::from_json(&CallView::of(&state))?)
         }
-        (
-            PublicRoute::Agents { origin_path } | PublicRoute::SigningSecret { origin_path },
-            _,
-        ) => agents(x, req, &principal, origin_path, route, &targets).await,
+        (PublicRoute::Agents { origin_path } | PublicRoute::SigningSecret { origin_path }, _) => {
+            agents(x, req, &principal, origin_path, route, &targets).await
+        }
         _ => Err(Refusal::NoRoute),
     }
 }

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use edge_io::probe::{now_ms, within};
-use shared::call_session::relay::origin_knows_it_ended;
 use shared::call_session::Routing;
+use shared::call_session::relay::origin_knows_it_ended;
 use shared::edge_config::EdgeConfig;
 use shared::geo::Target;
 use shared::geo::wire::ReportRequest;

@@ -81,9 +81,7 @@ impl DurableObject for CallSession {
             }
             (Method::Post, END_PATH) => {
                 let end: EndRequest = req.json().await?;
-                inner
-                    .answer(|relay| relay.end_requested(end, now()))
-                    .await
+                inner.answer(|relay| relay.end_requested(end, now())).await
             }
             (Method::Get, RELAY_PATH) => {
                 let tenant = req.headers().get(TENANT_HEADER)?.unwrap_or_default();

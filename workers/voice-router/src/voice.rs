@@ -7,8 +7,8 @@ use shared::call::CallSource;
 use shared::call_session::wire::EndRequest;
 use shared::call_session::{EndReason, SessionRefusal};
 use shared::geo::wire::RouteRequest;
-use shared::identifier::is_resource_id;
 use shared::handoff::{AfterSession, after_session};
+use shared::identifier::is_resource_id;
 use shared::public_route::{
     ACTION_PATH, PublicRoute, on_same_host, path_segment, whisper_text, whisper_url,
 };

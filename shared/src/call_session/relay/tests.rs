@@ -354,7 +354,9 @@ impl World {
             } => {
                 self.ended_at_origin
                     .push((targets[0].region.clone(), reason));
-                let said = said_reason.clone().unwrap_or_else(|| reason.as_str().to_owned());
+                let said = said_reason
+                    .clone()
+                    .unwrap_or_else(|| reason.as_str().to_owned());
                 self.told_origin.push((said_reason, handoff_data.clone()));
                 // The origin's relay session says its last words: `end` with the handoff.
                 if self.origin_answers_end
@@ -697,8 +699,10 @@ fn an_api_clients_handoff_reaches_the_caller_in_the_origins_end_before_anything_
     let mut w = World::new(&["us-east-1"]);
     w.connect_caller();
     w.caller_says(&setup());
-    let request = EndRequest::from_api_body(br#"{"reason":"transfer","handoff_data":{"target":"+14155550123"}}"#)
-        .expect("valid");
+    let request = EndRequest::from_api_body(
+        br#"{"reason":"transfer","handoff_data":{"target":"+14155550123"}}"#,
+    )
+    .expect("valid");
     let actions = w.relay.end_requested(request, w.now).expect("live");
     w.drive(actions);
     let [end] = w.caller_received.as_slice() else {
@@ -736,7 +740,10 @@ fn an_ended_calls_sockets_close_when_the_origin_closes_or_its_grace_passes() {
     assert_eq!(w.caller_closed, None);
     w.kill("us-east-1");
     assert_eq!(w.caller_closed, Some(1000));
-    assert_eq!(w.origins["us-west-2"].connections, 0, "no failover of an ended call");
+    assert_eq!(
+        w.origins["us-west-2"].connections, 0,
+        "no failover of an ended call"
+    );
 
     // The origin never answers: the grace's alarm closes both.
     let mut w = World::new(&["us-east-1"]);
