@@ -30,6 +30,8 @@
 //! | `GET /v1/calls/{id}/events` | — | 200 `text/event-stream` of `CallEvent`s, event name = kind |
 //! | `GET /v1/calls/{id}/relay` | WebSocket | ConversationRelay (`shared::relay`); 409 `call_ended`, 503 before the upgrade |
 //! | `GET /v1/usage?from=&to=` | — | 200 `UsageReport` (UTC days, default the last 30) |
+//! | `GET /v1/signing-secret` | — | 200 the secret's metadata; 201 with its value when this creates it |
+//! | `POST /v1/signing-secret/rotate` | `{"previous_valid_for_secs"?}` | 200 (201 when none existed) with the new value; 400 |
 //!
 //! All request bodies are limited to 512 KiB (413 beyond).
 
@@ -51,10 +53,13 @@ pub mod fanout;
 pub mod healthcheck;
 pub mod llm;
 pub mod metrics;
+pub mod outbound;
 pub mod relay;
 pub mod request_id;
 mod routes;
+pub mod signing_secret;
 pub mod store;
+pub mod tools;
 pub mod turn;
 
 pub use config::Config;
@@ -62,6 +67,8 @@ pub use config::Config;
 use crate::fanout::Fanout;
 use crate::llm::LlmClient;
 use crate::metrics::Metrics;
+use crate::outbound::{OutboundClient, Resolve, SystemResolver};
+use crate::signing_secret::SecretCache;
 use crate::store::Store;
 
 /// Unix milliseconds; injected so tests can move time (signature skew) without sleeping.
@@ -93,6 +100,10 @@ pub struct AppState {
     pub clock: Clock,
     /// Fires when the process starts shutting down.
     pub shutdown: CancellationToken,
+    /// Requests to tenants' URLs (tool calls), under the SSRF rule.
+    pub outbound: Arc<OutboundClient>,
+    /// Tenants' signing secrets, read recently.
+    pub secrets: Arc<SecretCache>,
 }
 
 impl AppState {
@@ -104,6 +115,7 @@ impl AppState {
         fanout: Arc<Fanout>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let outbound = OutboundClient::new(config.outbound_policy, Arc::new(SystemResolver));
         Self {
             config: Arc::new(config),
             store,
@@ -112,12 +124,21 @@ impl AppState {
             metrics,
             clock: system_clock(),
             shutdown: CancellationToken::new(),
+            outbound: Arc::new(outbound),
+            secrets: Arc::new(SecretCache::default()),
         }
     }
 
     /// The same state with another clock.
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// The same state resolving tool hosts with `resolver` (tests give a fixed table, to show
+    /// what a name resolving to an internal address meets).
+    pub fn with_resolver(mut self, resolver: Arc<dyn Resolve>) -> Self {
+        self.outbound = Arc::new(OutboundClient::new(self.config.outbound_policy, resolver));
         self
     }
 
@@ -175,6 +196,14 @@ pub fn app(state: AppState) -> Router {
         .route(origin_path::CALL_EVENTS, get(routes::calls::events))
         .route(origin_path::CALL_RELAY, get(relay::upgrade))
         .route(origin_path::USAGE, get(routes::usage))
+        .route(
+            origin_path::SIGNING_SECRET,
+            get(routes::signing_secret::get),
+        )
+        .route(
+            origin_path::SIGNING_SECRET_ROTATE,
+            post(routes::signing_secret::rotate),
+        )
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -200,6 +229,14 @@ pub async fn serve(
     let grace = state.config.shutdown_grace;
     let stopping = state.shutdown.clone();
     let (fired, on_fired) = tokio::sync::oneshot::channel::<()>();
+    use axum::serve::ListenerExt;
+    // A reply leaves as a stream of small relay frames: each goes out as it is written, never
+    // held back (Nagle) until the previous one is acknowledged.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY not set");
+        }
+    });
     let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!(

@@ -27,6 +27,11 @@
 //!   `turn`); a silent caller is reprompted, told goodbye, and the session ended with `end`
 //!   (`handoffData.reason = "idle_timeout"`) as `shared::idle` decides; the call is recorded as
 //!   ended with that reason.
+//! - Tools (`crate::tools`): the agent's built-ins act on this session — `sendDigits` and
+//!   `language` go out as the model calls them; `end_call` and `transfer_call` end the session
+//!   once the reply is stored: the call is recorded as ended (`agent_ended`, `transferred`) and
+//!   `end` carries `handoffData` (`shared::handoff`: `{"reason":"transfer","target",…}`), which
+//!   the carrier hands to the edge's `<Connect action>` route.
 //! - On shutdown the socket is closed (1012, service restart) once the live turn is done, so
 //!   the Durable Object reconnects to another replica.
 
@@ -41,6 +46,7 @@ use shared::agent::Agent;
 use shared::call::{Call, CallStatus, CreateCall};
 use shared::call_event::{CallEvent, CallEventKind};
 use shared::chunking::{ChunkPolicy, chunk_text};
+use shared::handoff::{HandoffData, REASON_IDLE_TIMEOUT};
 use shared::idle::{IdleAction, IdleTimer};
 use shared::language::LanguageSession;
 use shared::relay::{
@@ -58,6 +64,7 @@ use crate::metrics::label;
 use crate::request_id::RequestId;
 use crate::routes::{load_agent, stored};
 use crate::store::{EndOutcome, NewTurn};
+use crate::tools::{Carrier, SessionEnd};
 use crate::turn::{self, Ending, Stop, StopSignal, TurnError, TurnInput, TurnReport};
 
 /// Close code when the origin shuts down: the edge reconnects elsewhere.
@@ -140,15 +147,32 @@ struct Session {
     last_reply: Option<(u32, usize)>,
     /// When a silent caller is reprompted.
     idle: IdleTimer,
+    /// A built-in ended the session: done once the turn that called it is recorded.
+    ending: Option<SessionEnd>,
 }
 
-/// `handoffData` of an `end`: why, which call, and what the ender added.
-fn handoff(reason: &str, call_id: &str, data: Option<serde_json::Value>) -> String {
-    let mut handoff = serde_json::json!({ "reason": reason, "callId": call_id });
-    if let Some(data) = data {
-        handoff["data"] = data;
+/// `handoffData` of an `end` a client asked for: why, which call, and what the client added
+/// (under `data`; a transfer's `target`, `summary`, `caller_id` and `whisper` are also lifted
+/// to the top, where the edge's action route reads them).
+fn handoff(reason: &str, call_id: &str, data: Option<serde_json::Value>) -> HandoffData {
+    let mut handoff = HandoffData::new(reason, call_id);
+    if let Some(serde_json::Value::Object(fields)) = &data {
+        let text = |key: &str| {
+            fields
+                .get(key)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        };
+        handoff.target = text("target");
+        handoff.summary = text("summary");
+        handoff.caller_id = text("caller_id").or_else(|| text("callerId"));
+        handoff.whisper = fields
+            .get("whisper")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
     }
-    handoff.to_string()
+    handoff.data = data;
+    handoff
 }
 
 /// Resolves at `deadline_ms` on the state's clock; never without one.
@@ -178,6 +202,7 @@ impl Session {
             prompt_lang: None,
             last_reply: None,
             idle: IdleTimer::new(None),
+            ending: None,
         }
     }
 
@@ -261,7 +286,8 @@ impl Session {
                             }
                             self.settle_live_turn().await;
                             self.send(&Outbound::End {
-                                handoff_data: handoff(&reason, &self.call_id, handoff_data),
+                                handoff_data: handoff(&reason, &self.call_id, handoff_data)
+                                    .to_json(),
                             });
                             let _ = self.out.send(Out::Close(1000, "call ended"));
                             break;
@@ -281,6 +307,11 @@ impl Session {
                     }
                     // The live turn finishes first; the loop closes after it (below).
                 }
+            }
+            if let Some(end) = self.ending.take() {
+                // A built-in ended the session; its reply is recorded and closed.
+                self.end_session(end).await;
+                break;
             }
             if closing && self.live.is_none() {
                 let _ = self
@@ -538,15 +569,25 @@ impl Session {
         false
     }
 
-    /// Records the end (reason `idle_timeout`), tells every replica, and ends the relay
-    /// session with `end`; the carrier then hangs up (or runs the `<Connect action>`).
+    /// Ends a silent caller's session (reason `idle_timeout`).
     async fn end_for_silence(&mut self) {
+        let end = SessionEnd {
+            end_reason: shared::call_session::EndReason::IdleTimeout,
+            handoff: HandoffData::new(REASON_IDLE_TIMEOUT, &self.call_id),
+        };
+        self.end_session(end).await;
+    }
+
+    /// Records the end, tells every replica, and ends the relay session with `end`; the carrier
+    /// then runs the `<Connect action>` (a transfer is dialled there) or hangs up.
+    async fn end_session(&mut self, end: SessionEnd) {
         let state = &self.state;
+        let reason = end.end_reason.as_str();
         match stored(
             state,
             state
                 .store
-                .end_call(&self.tenant, &self.call_id, IDLE_END_REASON, state.now_ms())
+                .end_call(&self.tenant, &self.call_id, reason, state.now_ms())
                 .await,
         ) {
             Ok(EndOutcome::Ended(call)) => {
@@ -556,17 +597,19 @@ impl Session {
                     &self.call_id,
                     call.ended_at_ms.unwrap_or_else(|| state.now_ms()),
                 );
-                event.reason = Some(IDLE_END_REASON.to_owned());
+                event.reason = Some(reason.to_owned());
+                event.handoff_data = serde_json::to_value(&end.handoff).ok();
                 state.fanout.publish(event).await;
             }
             Ok(EndOutcome::AlreadyEnded(_) | EndOutcome::NotFound) => {}
             Err(error) => {
                 // The relay still ends: the edge's status callback records the end later.
-                tracing::warn!(call_id = %self.call_id, %error, "the silent call's end was not stored");
+                tracing::warn!(call_id = %self.call_id, %error, reason, "the session's end was not stored");
             }
         }
+        tracing::info!(call_id = %self.call_id, reason, "the agent ended the session");
         self.send(&Outbound::End {
-            handoff_data: handoff(IDLE_END_REASON, &self.call_id, None),
+            handoff_data: end.handoff.to_json(),
         });
         let _ = self.out.send(Out::Close(1000, "call ended"));
     }
@@ -603,6 +646,7 @@ impl Session {
             ));
         }
         let options: TextOptions = voice.text_options(plan.text_lang);
+        let languages = bound.languages.clone();
         let state = self.state.clone();
         let out = self.out.clone();
         let stop = StopSignal::default();
@@ -615,9 +659,22 @@ impl Session {
         let turn_stop = stop.clone();
         let handle = tokio::spawn(async move {
             let reply_lang = options.lang.clone();
-            let sink = move |piece: String| {
+            let options = std::sync::Mutex::new(options);
+            let sink = |piece: String| {
+                let options = options.lock().unwrap_or_else(|e| e.into_inner());
                 out.send(Out::Text(Outbound::text(piece, false, &options).to_json()))
                     .is_ok()
+            };
+            let send = |message: Outbound| {
+                if matches!(message, Outbound::Language { .. }) {
+                    // The session now speaks the new language: text needs no `lang` of its own.
+                    options.lock().unwrap_or_else(|e| e.into_inner()).lang = None;
+                }
+                out.send(Out::Text(message.to_json())).is_ok()
+            };
+            let carrier = Carrier {
+                send: &send,
+                languages,
             };
             turn::run(
                 &state,
@@ -629,6 +686,7 @@ impl Session {
                     text: &turn_text,
                     lang: turn_lang.as_deref(),
                     reply_lang: reply_lang.as_deref(),
+                    carrier: Some(&carrier),
                 },
                 &sink,
                 &turn_stop,
@@ -682,6 +740,10 @@ impl Session {
         if let (Some(seq), Some(reply)) = (report.reply_seq, &report.reply) {
             self.push_history(seq, reply);
         }
+        if let (Some(languages), Some(bound)) = (report.languages, &mut self.bound) {
+            bound.languages = languages;
+        }
+        self.ending = report.session_end;
         match &report.ending {
             Ending::Completed => {
                 self.send(&Outbound::turn_end());

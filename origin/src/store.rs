@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use shared::agent::{Agent, AgentSpec};
 use shared::call::Call;
 use shared::call::CallerDetails;
-use shared::turn::{Turn, TurnRole};
+use shared::turn::{ToolCall, Turn, TurnRole};
 use shared::usage::{DayRange, UsageDay};
 
 pub mod sql;
@@ -58,6 +58,8 @@ pub struct NewTurn {
     pub stop_reason: Option<String>,
     /// Why the model failed (the reply is then the agent's fallback utterance).
     pub failure_reason: Option<String>,
+    /// The tools called while producing the reply.
+    pub tool_calls: Vec<ToolCall>,
     /// Unix milliseconds.
     pub created_at_ms: u64,
 }
@@ -77,6 +79,7 @@ impl NewTurn {
             lang: None,
             stop_reason: None,
             failure_reason: None,
+            tool_calls: Vec::new(),
             created_at_ms: at_ms,
         }
     }
@@ -96,8 +99,35 @@ impl NewTurn {
             lang: self.lang.clone(),
             stop_reason: self.stop_reason.clone(),
             failure_reason: self.failure_reason.clone(),
+            tool_calls: self.tool_calls.clone(),
             created_at_ms: self.created_at_ms,
         }
+    }
+}
+
+/// A tenant's secret for `X-Aybiza-Signature` (see `crate::signing_secret`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningSecret {
+    /// The current secret.
+    pub secret: String,
+    /// The one it replaced, while its grace lasts.
+    pub previous: Option<String>,
+    /// Unix ms until which `previous` still signs.
+    pub previous_expires_at_ms: Option<u64>,
+    /// Unix ms the tenant's first secret was made.
+    pub created_at_ms: u64,
+    /// Unix ms of the last rotation.
+    pub rotated_at_ms: Option<u64>,
+}
+
+// Secrets stay out of logs.
+impl std::fmt::Debug for SigningSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningSecret")
+            .field("secret", &shared::outbound_signature::hint(&self.secret))
+            .field("previous", &self.previous.is_some())
+            .field("created_at_ms", &self.created_at_ms)
+            .finish_non_exhaustive()
     }
 }
 
@@ -186,4 +216,24 @@ pub trait Store: Send + Sync {
 
     /// Usage per day within `range`, days without usage omitted.
     async fn usage(&self, tenant: &str, range: DayRange) -> Result<Vec<UsageDay>, StoreError>;
+
+    /// The tenant's signing secret, when it has one.
+    async fn signing_secret(&self, tenant: &str) -> Result<Option<SigningSecret>, StoreError>;
+    /// Stores `secret` as the tenant's first signing secret unless it already has one; returns
+    /// the secret in force and whether it was created now.
+    async fn create_signing_secret(
+        &self,
+        tenant: &str,
+        secret: &str,
+        now_ms: u64,
+    ) -> Result<(SigningSecret, bool), StoreError>;
+    /// Makes `secret` the tenant's signing secret; the one it replaces (if any) keeps signing
+    /// until `previous_expires_at_ms`.
+    async fn rotate_signing_secret(
+        &self,
+        tenant: &str,
+        secret: &str,
+        previous_expires_at_ms: u64,
+        now_ms: u64,
+    ) -> Result<SigningSecret, StoreError>;
 }

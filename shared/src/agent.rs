@@ -1,15 +1,20 @@
 //! Agents: who answers a call — system prompt, greeting, model chain, inference settings,
-//! voice and the phone numbers that reach it, and what it says when it cannot answer or hears
-//! nothing. The origin's `/v1/agents` speaks these types.
+//! voice and the phone numbers that reach it, what it says when it cannot answer or hears
+//! nothing, and what it can do besides talk (its tools, [`tools`]). The origin's `/v1/agents`
+//! speaks these types.
 
 use serde::{Deserialize, Serialize};
 
 use crate::identifier::{self, MAX_LEN as MAX_ID_LEN};
 use crate::idle::IdlePolicy;
 
+pub mod tools;
 pub mod voice;
 
+pub use tools::{BuiltinTools, ToolError, ToolSpec};
 pub use voice::{VoiceError, VoiceSettings};
+
+use crate::outbound_url::OutboundPolicy;
 
 /// Longest agent name.
 pub const MAX_NAME_CHARS: usize = 200;
@@ -47,6 +52,12 @@ pub const MAX_IDLE_REPROMPTS: u8 = 5;
 /// Said before the agent ends a silent call.
 pub const DEFAULT_IDLE_GOODBYE: &str =
     "I haven't heard anything, so I'll end the call now. Goodbye.";
+/// How long a tool call may keep the line silent before the filler line is said.
+pub const DEFAULT_FILLER_AFTER_MS: u32 = 700;
+/// Longest `filler_after_ms`.
+pub const MAX_FILLER_AFTER_MS: u32 = 10_000;
+/// Said while a slow tool call is under way.
+pub const DEFAULT_FILLER_UTTERANCE: &str = "One moment, please.";
 
 /// What `PUT /v1/agents/{id}` takes: the agent's whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,6 +105,30 @@ pub struct AgentSpec {
     /// A Bedrock guardrail applied to every reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guardrail: Option<GuardrailSettings>,
+    /// The tenant's tools the model may call (see [`tools`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolSpec>,
+    /// The built-in tools the model may call on a relay session.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub builtin_tools: BuiltinTools,
+    /// Milliseconds a tool call may keep the caller waiting before `filler_utterance` is said.
+    #[serde(default = "default_filler_after_ms")]
+    pub filler_after_ms: u32,
+    /// Said while a slow tool call is under way.
+    #[serde(default = "default_filler_utterance")]
+    pub filler_utterance: String,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+fn default_filler_after_ms() -> u32 {
+    DEFAULT_FILLER_AFTER_MS
+}
+
+fn default_filler_utterance() -> String {
+    DEFAULT_FILLER_UTTERANCE.to_owned()
 }
 
 fn default_fallback_utterance() -> String {
@@ -371,11 +406,23 @@ pub enum AgentError {
         "inference.latency contradicts model: Bedrock offers no latency-optimized inference for {0:?} (only Claude 3.5 Haiku, Amazon Nova Pro and Llama 3.1 70B/405B have it)"
     )]
     LatencyUnsupported(String),
+    /// A tool or built-in refused.
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    /// `filler_after_ms` out of range.
+    #[error("filler_after_ms must be 0 to {MAX_FILLER_AFTER_MS}")]
+    BadFillerAfter,
 }
 
 impl AgentSpec {
-    /// Checks every field; the first problem found is returned.
+    /// Checks every field as a production origin does (tool URLs public); the first problem
+    /// found is returned.
     pub fn validate(&self) -> Result<(), AgentError> {
+        self.validate_with(OutboundPolicy::PublicOnly)
+    }
+
+    /// Checks every field, tool URLs under `policy` (a development origin lets them be loopback).
+    pub fn validate_with(&self, policy: OutboundPolicy) -> Result<(), AgentError> {
         let name_chars = self.name.trim().chars().count();
         if name_chars == 0 || name_chars > MAX_NAME_CHARS {
             return Err(AgentError::BadName);
@@ -446,6 +493,7 @@ impl AgentSpec {
             ("fallback_utterance", &self.fallback_utterance),
             ("idle_reprompt", &self.idle_reprompt),
             ("idle_goodbye", &self.idle_goodbye),
+            ("filler_utterance", &self.filler_utterance),
         ] {
             if line.trim().is_empty() || line.chars().count() > MAX_LINE_CHARS {
                 return Err(AgentError::BadLine(field));
@@ -460,6 +508,10 @@ impl AgentSpec {
         if let Some(guardrail) = &self.guardrail {
             guardrail.validate()?;
         }
+        if self.filler_after_ms > MAX_FILLER_AFTER_MS {
+            return Err(AgentError::BadFillerAfter);
+        }
+        tools::validate(&self.tools, &self.builtin_tools, &self.voice, policy)?;
         Ok(())
     }
 
@@ -487,6 +539,8 @@ impl AgentSpec {
             AgentError::BadGuardrailIdentifier => "guardrail.identifier",
             AgentError::BadGuardrailVersion => "guardrail.version",
             AgentError::LatencyUnsupported(_) => "inference.latency",
+            AgentError::Tool(error) => &error.field,
+            AgentError::BadFillerAfter => "filler_after_ms",
         };
         field.to_owned()
     }
@@ -571,6 +625,9 @@ mod tests {
         assert_eq!(spec.idle_reprompts, DEFAULT_IDLE_REPROMPTS);
         assert_eq!(spec.idle_goodbye, DEFAULT_IDLE_GOODBYE);
         assert_eq!(spec.guardrail, None);
+        assert_eq!(spec.filler_after_ms, DEFAULT_FILLER_AFTER_MS);
+        assert_eq!(spec.filler_utterance, DEFAULT_FILLER_UTTERANCE);
+        assert!(spec.tools.is_empty() && !spec.builtin_tools.any());
         assert_eq!(
             spec.idle_policy(),
             Some(IdlePolicy {
@@ -583,6 +640,49 @@ mod tests {
         let json = serde_json::to_value(&spec).expect("json");
         assert_eq!(json["idle_reprompt_secs"], 10);
         assert_eq!(json["fallback_utterance"], DEFAULT_FALLBACK_UTTERANCE);
+        assert_eq!(json["filler_after_ms"], 700);
+        assert!(
+            json.get("tools").is_none() && json.get("builtin_tools").is_none(),
+            "no tools, nothing shown: {json}"
+        );
+    }
+
+    #[test]
+    fn tools_and_builtins_parse_validate_and_name_their_fields() {
+        let mut spec: AgentSpec = serde_json::from_value(serde_json::json!({
+            "name": "a", "system_prompt": "p", "filler_after_ms": 300, "filler_utterance": "Hang on.",
+            "voice": {"language": "en-US", "languages": [{"code": "es-ES", "voice": "es-ES-Neural2-B"}]},
+            "tools": [{"name": "lookup", "description": "d", "input_schema": {"type": "object"},
+                       "url": "https://tools.example.com/x", "timeout_ms": 500}],
+            "builtin_tools": {"end_call": {}, "switch_language": {}},
+        }))
+        .expect("parses");
+        assert_eq!(spec.validate(), Ok(()));
+        let json = serde_json::to_value(&spec).expect("json");
+        assert_eq!(json["tools"][0]["timeout_ms"], 500);
+        assert_eq!(
+            json["builtin_tools"]["end_call"]["goodbye"],
+            tools::DEFAULT_GOODBYE
+        );
+        spec.tools[0].url = "http://127.0.0.1:8080/x".into();
+        let error = spec.validate().expect_err("http in production");
+        assert_eq!(spec.field_of(&error), "tools[0].url");
+        assert_eq!(spec.validate_with(OutboundPolicy::LoopbackToo), Ok(()));
+        spec.filler_after_ms = MAX_FILLER_AFTER_MS + 1;
+        assert_eq!(
+            spec.validate_with(OutboundPolicy::LoopbackToo),
+            Err(AgentError::BadFillerAfter)
+        );
+        assert_eq!(
+            spec.field_of(&AgentError::BadFillerAfter),
+            "filler_after_ms"
+        );
+        spec.filler_after_ms = 0;
+        spec.filler_utterance = String::new();
+        assert_eq!(
+            spec.validate_with(OutboundPolicy::LoopbackToo),
+            Err(AgentError::BadLine("filler_utterance"))
+        );
     }
 
     #[test]

@@ -50,36 +50,34 @@ pub enum EndReason {
     MaxDuration,
     /// No region's origin could be reached to continue the call.
     OriginUnavailable,
-    /// The agent ended the relay session (ConversationRelay `end`: a goodbye, a transfer to a
-    /// person, a caller who stayed silent).
+    /// The agent ended the relay session (ConversationRelay `end`: a goodbye, or any end whose
+    /// `handoffData` names no other reason).
     AgentEnded,
+    /// The agent handed the caller to a person (`end` with `handoffData.reason` `transfer`);
+    /// the carrier dials them through the `<Connect action>` callback.
+    Transferred,
 }
 
 impl EndReason {
     /// Why the agent ended a call, from the origin's ConversationRelay `end` message: its
-    /// `handoffData` (a JSON string) names the reason (`idle_timeout` for a caller who stayed
-    /// silent); anything else the agent ends is [`EndReason::AgentEnded`].
+    /// `handoffData` (a JSON string) names the reason (`transfer` for a handoff to a person,
+    /// `idle_timeout` for a caller who stayed silent); anything else the agent ends is
+    /// [`EndReason::AgentEnded`].
     pub fn of_agent_end(end_message: &str) -> Self {
         #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
         struct End {
-            #[serde(default)]
-            handoff_data: String,
+            #[serde(rename = "handoffData")]
+            handoff_data: Option<serde_json::Value>,
         }
-        #[derive(Deserialize)]
-        struct Handoff {
-            #[serde(default)]
-            reason: String,
-        }
-        let reason = serde_json::from_str::<End>(end_message)
+        let handoff_data = serde_json::from_str::<End>(end_message)
             .ok()
-            .and_then(|end| serde_json::from_str::<Handoff>(&end.handoff_data).ok())
-            .map(|handoff| handoff.reason)
-            .unwrap_or_default();
-        match reason.as_str() {
-            "idle_timeout" => EndReason::IdleTimeout,
-            _ => EndReason::AgentEnded,
-        }
+            .and_then(|end| end.handoff_data)
+            .map(|data| match data {
+                serde_json::Value::String(text) => text,
+                // A carrier-compatible origin might send an object; it reads the same.
+                other => other.to_string(),
+            });
+        crate::handoff::end_reason(handoff_data.as_deref())
     }
 
     /// The reason as it travels (`snake_case`, as serialised).
@@ -95,6 +93,7 @@ impl EndReason {
             EndReason::MaxDuration => "max_duration",
             EndReason::OriginUnavailable => "origin_unavailable",
             EndReason::AgentEnded => "agent_ended",
+            EndReason::Transferred => "transferred",
         }
     }
 }
@@ -522,6 +521,10 @@ mod tests {
                 EndReason::AgentEnded,
             ),
             (
+                r#"{"type":"end","handoffData":{"reason":"transfer","target":"+14155550123"}}"#,
+                EndReason::Transferred,
+            ),
+            (
                 r#"{"type":"end","handoffData":"not json"}"#,
                 EndReason::AgentEnded,
             ),
@@ -545,6 +548,7 @@ mod tests {
             EndReason::MaxDuration,
             EndReason::OriginUnavailable,
             EndReason::AgentEnded,
+            EndReason::Transferred,
         ] {
             assert_eq!(
                 serde_json::to_value(reason).expect("serialises"),

@@ -24,6 +24,10 @@ pub const AGENT: &str = "/v1/agents/{id}";
 pub const PHONE_NUMBER_AGENT: &str = "/v1/phone-numbers/{number}/agent";
 /// `GET`: usage between two dates.
 pub const USAGE: &str = "/v1/usage";
+/// `GET`: the tenant's signing secret for tool calls and webhooks.
+pub const SIGNING_SECRET: &str = "/v1/signing-secret";
+/// `POST`: replaces the tenant's signing secret.
+pub const SIGNING_SECRET_ROTATE: &str = "/v1/signing-secret/rotate";
 
 /// [`CALL`] for `id` (an [`is_resource_id`](crate::identifier::is_resource_id)).
 pub fn call(id: &str) -> String {

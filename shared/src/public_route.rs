@@ -17,6 +17,11 @@ pub enum PublicRoute {
     TwilioIncoming,
     /// `POST /voice/twilio/status`: the carrier's call status callback.
     TwilioStatus,
+    /// `POST /voice/twilio/action`: the carrier's `<Connect action>` callback once a relay
+    /// session ended; answered `<Dial>` for a transfer, else `<Hangup/>`.
+    TwilioAction,
+    /// `POST /voice/twilio/whisper?text=…`: TwiML said to the person answering a transfer.
+    TwilioWhisper,
     /// `GET /voice/relay/{call_id}`: the ConversationRelay WebSocket.
     Relay {
         /// The call's id (the carrier's CallSid for phone calls).
@@ -44,7 +49,20 @@ pub enum PublicRoute {
         /// The origin path, e.g. `/v1/agents/a1`.
         origin_path: String,
     },
+    /// `GET /api/v1/signing-secret`, `POST /api/v1/signing-secret/rotate`: the tenant's secret
+    /// for `X-Aybiza-Signature`, passed to the origin.
+    SigningSecret {
+        /// The origin path, e.g. `/v1/signing-secret/rotate`.
+        origin_path: String,
+    },
 }
+
+/// Path of the carrier's `<Connect action>` callback (rendered into TwiML, routed here).
+pub const ACTION_PATH: &str = "/voice/twilio/action";
+/// Path of the whisper TwiML a transfer's `<Number url>` points at.
+pub const WHISPER_PATH: &str = "/voice/twilio/whisper";
+/// Query parameter of [`WHISPER_PATH`] carrying what is said.
+pub const WHISPER_TEXT_PARAM: &str = "text";
 
 /// Why a request matches no route.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -96,6 +114,20 @@ impl PublicRoute {
             ["health"] => (PublicRoute::Health, "GET"),
             ["voice", "twilio", "incoming"] => (PublicRoute::TwilioIncoming, "POST"),
             ["voice", "twilio", "status"] => (PublicRoute::TwilioStatus, "POST"),
+            ["voice", "twilio", "action"] => (PublicRoute::TwilioAction, "POST"),
+            ["voice", "twilio", "whisper"] => (PublicRoute::TwilioWhisper, "POST"),
+            ["api", "v1", "signing-secret"] => (
+                PublicRoute::SigningSecret {
+                    origin_path: crate::origin_path::SIGNING_SECRET.to_owned(),
+                },
+                "GET",
+            ),
+            ["api", "v1", "signing-secret", "rotate"] => (
+                PublicRoute::SigningSecret {
+                    origin_path: crate::origin_path::SIGNING_SECRET_ROTATE.to_owned(),
+                },
+                "POST",
+            ),
             ["voice", "relay", id] => (
                 PublicRoute::Relay {
                     call_id: id_of(id)?,
@@ -158,9 +190,11 @@ impl PublicRoute {
     pub fn kind(&self) -> RouteKind {
         match self {
             PublicRoute::Health | PublicRoute::Preflight => RouteKind::Open,
-            PublicRoute::TwilioIncoming | PublicRoute::TwilioStatus | PublicRoute::Relay { .. } => {
-                RouteKind::Voice
-            }
+            PublicRoute::TwilioIncoming
+            | PublicRoute::TwilioStatus
+            | PublicRoute::TwilioAction
+            | PublicRoute::TwilioWhisper
+            | PublicRoute::Relay { .. } => RouteKind::Voice,
             _ => RouteKind::Api,
         }
     }
@@ -169,7 +203,10 @@ impl PublicRoute {
     pub fn credential(&self) -> Credential {
         match self {
             PublicRoute::Health | PublicRoute::Preflight => Credential::None,
-            PublicRoute::TwilioIncoming | PublicRoute::TwilioStatus => Credential::CarrierSignature,
+            PublicRoute::TwilioIncoming
+            | PublicRoute::TwilioStatus
+            | PublicRoute::TwilioAction
+            | PublicRoute::TwilioWhisper => Credential::CarrierSignature,
             PublicRoute::Relay { .. } => Credential::CarrierOrBearer,
             _ => Credential::Bearer,
         }
@@ -182,7 +219,7 @@ impl PublicRoute {
             PublicRoute::CreateCall | PublicRoute::Turn { .. } | PublicRoute::EndCall { .. } => {
                 &[SCOPE_CALLS_WRITE]
             }
-            PublicRoute::Agents { .. } => &[SCOPE_AGENTS_ADMIN],
+            PublicRoute::Agents { .. } | PublicRoute::SigningSecret { .. } => &[SCOPE_AGENTS_ADMIN],
             _ => &[],
         }
     }
@@ -234,6 +271,35 @@ pub fn as_called(request_url: &str, public_base: Option<&str>, websocket: bool) 
     } else {
         full
     }
+}
+
+/// `path_and_query` on the scheme and host `url_as_called` (an [`as_called`] URL) came in on:
+/// where the carrier is pointed back at this edge (the `<Connect action>`, a whisper).
+pub fn on_same_host(url_as_called: &str, path_and_query: &str) -> String {
+    let after_scheme = url_as_called.find("://").map_or(0, |at| at + 3);
+    let host_end = url_as_called[after_scheme..]
+        .find(['/', '?', '#'])
+        .map_or(url_as_called.len(), |p| after_scheme + p);
+    format!("{}{path_and_query}", &url_as_called[..host_end])
+}
+
+/// The whisper URL for `text` on the host `url_as_called` came in on: [`WHISPER_PATH`] with the
+/// text form-encoded in [`WHISPER_TEXT_PARAM`] (the carrier signs the whole URL when it
+/// fetches it, so the text cannot be altered on the way).
+pub fn whisper_url(url_as_called: &str, text: &str) -> String {
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair(WHISPER_TEXT_PARAM, text)
+        .finish();
+    on_same_host(url_as_called, &format!("{WHISPER_PATH}?{query}"))
+}
+
+/// The whisper text of a [`WHISPER_PATH`] URL (as called), when it has one.
+pub fn whisper_text(url_as_called: &str) -> Option<String> {
+    let query = url_as_called.split_once('?')?.1;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == WHISPER_TEXT_PARAM)
+        .map(|(_, value)| value.into_owned())
+        .filter(|text| !text.trim().is_empty())
 }
 
 /// Percent-encodes `text` for use as one path segment (e.g. an E.164 number's `+`).
@@ -309,6 +375,22 @@ mod tests {
                 PublicRoute::TwilioIncoming,
             ),
             ("POST", "/voice/twilio/status", PublicRoute::TwilioStatus),
+            ("POST", ACTION_PATH, PublicRoute::TwilioAction),
+            ("POST", WHISPER_PATH, PublicRoute::TwilioWhisper),
+            (
+                "GET",
+                "/api/v1/signing-secret",
+                PublicRoute::SigningSecret {
+                    origin_path: "/v1/signing-secret".into(),
+                },
+            ),
+            (
+                "POST",
+                "/api/v1/signing-secret/rotate",
+                PublicRoute::SigningSecret {
+                    origin_path: "/v1/signing-secret/rotate".into(),
+                },
+            ),
             (
                 "GET",
                 "/voice/relay/CA0123456789abcdef0123456789abcdef",
@@ -384,6 +466,18 @@ mod tests {
             ),
             ("DELETE", "/api/v1/calls/c1", RouteError::MethodNotAllowed),
             ("DELETE", "/api/v1/agents", RouteError::MethodNotAllowed),
+            ("GET", "/voice/twilio/action", RouteError::MethodNotAllowed),
+            (
+                "POST",
+                "/api/v1/signing-secret",
+                RouteError::MethodNotAllowed,
+            ),
+            (
+                "GET",
+                "/api/v1/signing-secret/rotate",
+                RouteError::MethodNotAllowed,
+            ),
+            ("POST", "/api/v1/signing-secret/x", RouteError::NotFound),
             ("POST", "/api/v1/agents", RouteError::MethodNotAllowed),
             (
                 "GET",
@@ -424,11 +518,69 @@ mod tests {
             &[SCOPE_CALLS_READ]
         );
         assert_eq!(PublicRoute::Health.credential(), Credential::None);
+        for carrier in [PublicRoute::TwilioAction, PublicRoute::TwilioWhisper] {
+            assert_eq!(carrier.credential(), Credential::CarrierSignature);
+            assert_eq!(carrier.kind(), RouteKind::Voice);
+            assert_eq!(carrier.body_limit(), VOICE_BODY_LIMIT);
+        }
+        let secret = PublicRoute::SigningSecret {
+            origin_path: "/v1/signing-secret".into(),
+        };
+        assert_eq!(secret.required_scopes(), &[SCOPE_AGENTS_ADMIN]);
+        assert_eq!(secret.credential(), Credential::Bearer);
         assert_eq!(PublicRoute::Health.body_limit(), 0);
         assert_eq!(PublicRoute::TwilioIncoming.body_limit(), VOICE_BODY_LIMIT);
         assert_eq!(
             PublicRoute::Turn { call_id: call("c") }.body_limit(),
             API_BODY_LIMIT
+        );
+    }
+
+    #[test]
+    fn urls_back_to_this_host() {
+        for (called, expected) in [
+            (
+                "https://edge.example/voice/twilio/incoming?x=1",
+                "https://edge.example/voice/twilio/action",
+            ),
+            (
+                "http://127.0.0.1:8787/voice/twilio/incoming",
+                "http://127.0.0.1:8787/voice/twilio/action",
+            ),
+            (
+                "https://edge.example",
+                "https://edge.example/voice/twilio/action",
+            ),
+            (
+                "https://edge.example?x=1",
+                "https://edge.example/voice/twilio/action",
+            ),
+        ] {
+            assert_eq!(on_same_host(called, ACTION_PATH), expected, "{called}");
+        }
+    }
+
+    #[test]
+    fn whisper_urls_carry_their_text() {
+        let url = whisper_url(
+            "https://edge.example/voice/twilio/action?x=1",
+            "Caller wants a refund & a call back",
+        );
+        assert_eq!(
+            url,
+            "https://edge.example/voice/twilio/whisper?text=Caller+wants+a+refund+%26+a+call+back"
+        );
+        assert_eq!(
+            whisper_text(&url).as_deref(),
+            Some("Caller wants a refund & a call back")
+        );
+        assert_eq!(
+            whisper_text("https://edge.example/voice/twilio/whisper"),
+            None
+        );
+        assert_eq!(
+            whisper_text("https://e.example/voice/twilio/whisper?text=+"),
+            None
         );
     }
 

@@ -22,6 +22,9 @@ pub struct UsageDay {
     pub input_tokens: u64,
     /// Reply tokens.
     pub output_tokens: u64,
+    /// Tool calls made (the tenant's tools and built-ins).
+    #[serde(default)]
+    pub tool_calls: u64,
 }
 
 /// `GET /v1/usage?from=YYYY-MM-DD&to=YYYY-MM-DD`.
@@ -48,12 +51,14 @@ impl UsageReport {
             turns: 0,
             input_tokens: 0,
             output_tokens: 0,
+            tool_calls: 0,
         };
         for day in &days {
             totals.calls += day.calls;
             totals.turns += day.turns;
             totals.input_tokens += day.input_tokens;
             totals.output_tokens += day.output_tokens;
+            totals.tool_calls += day.tool_calls;
         }
         Self {
             tenant_id: tenant_id.to_owned(),
@@ -246,6 +251,7 @@ mod tests {
             turns: n * 2,
             input_tokens: n * 100,
             output_tokens: n * 10,
+            tool_calls: n * 3,
         };
         let report = UsageReport::new(
             "t1",
@@ -259,6 +265,7 @@ mod tests {
         assert_eq!(report.totals.calls, 3);
         assert_eq!(report.totals.turns, 6);
         assert_eq!(report.totals.input_tokens, 300);
+        assert_eq!(report.totals.tool_calls, 9);
     }
 
     proptest! {

@@ -254,6 +254,8 @@ pub async fn turn(
                 text: request.text.trim(),
                 lang: request.lang.as_deref(),
                 reply_lang: None,
+                // An API client's turn has no carrier session: built-ins are not offered.
+                carrier: None,
             },
             &sink,
             &stop,

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use shared::agent::{
-    Agent, AgentSpec, DEFAULT_FALLBACK_UTTERANCE, DEFAULT_IDLE_GOODBYE, DEFAULT_IDLE_REPROMPT,
+    Agent, AgentSpec, DEFAULT_FALLBACK_UTTERANCE, DEFAULT_FILLER_AFTER_MS,
+    DEFAULT_FILLER_UTTERANCE, DEFAULT_IDLE_GOODBYE, DEFAULT_IDLE_REPROMPT,
     DEFAULT_IDLE_REPROMPT_SECS, DEFAULT_IDLE_REPROMPTS, InferenceSettings, Latency, VoiceSettings,
 };
 use shared::call::{Call, CallSource, CallStatus, CallerDetails};
@@ -23,7 +24,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor, Row, SqlSafeStr};
 
-use super::{EndOutcome, NewTurn, Store, StoreError};
+use super::{EndOutcome, NewTurn, SigningSecret, Store, StoreError};
 use crate::config::{Backend, DatabaseConfig};
 
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -37,6 +38,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         "carriers and models",
         include_str!("../../migrations/postgres/0002_carriers_and_models.sql"),
     ),
+    (
+        3,
+        "tools and signing secrets",
+        include_str!("../../migrations/postgres/0003_tools_and_signing_secrets.sql"),
+    ),
 ];
 const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -48,6 +54,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "carriers and models",
         include_str!("../../migrations/sqlite/0002_carriers_and_models.sql"),
+    ),
+    (
+        3,
+        "tools and signing secrets",
+        include_str!("../../migrations/sqlite/0003_tools_and_signing_secrets.sql"),
     ),
 ];
 
@@ -64,7 +75,7 @@ const AGENT_COLUMNS: &str = "id, tenant_id, name, system_prompt, greeting, model
     max_tokens, temperature, top_p, stop_sequences, voice, language, tts_provider, \
     transcription_provider, phone_numbers, version, created_at_ms, updated_at_ms, voice_settings, \
     fallback_utterance, idle_reprompt_secs, idle_reprompt, idle_reprompts, idle_goodbye, \
-    guardrail, latency";
+    guardrail, latency, tools, builtin_tools, filler_after_ms, filler_utterance";
 
 /// A call's columns. `turn_count` (the column) numbers every stored turn for `seq`; what a call
 /// reports as its turn count is its caller turns (`TurnRole::is_caller_turn`: `user` and
@@ -76,7 +87,10 @@ const CALL_COLUMNS: &str = "id, tenant_id, agent_id, source, carrier_call_sid, f
     AND t.role IN ('user', 'dtmf')) AS caller_turns";
 
 const TURN_COLUMNS: &str = "seq, role, text, interrupted, model, input_tokens, output_tokens, \
-    ttft_ms, duration_ms, created_at_ms, lang, stop_reason, failure_reason";
+    ttft_ms, duration_ms, created_at_ms, lang, stop_reason, failure_reason, tool_calls";
+
+const SECRET_COLUMNS: &str =
+    "secret, previous_secret, previous_expires_at_ms, created_at_ms, rotated_at_ms";
 
 impl SqlStore {
     /// Opens the pool lazily and migrates in the background, retrying until the database
@@ -370,6 +384,19 @@ fn agent_from_row(row: &AnyRow) -> Result<Agent, StoreError> {
             idle_goodbye: get_opt("idle_goodbye")?
                 .unwrap_or_else(|| DEFAULT_IDLE_GOODBYE.to_owned()),
             guardrail,
+            tools: match get_opt("tools")? {
+                Some(text) => json_value(&text, "agent tools")?,
+                None => Vec::new(),
+            },
+            builtin_tools: match get_opt("builtin_tools")? {
+                Some(text) => json_value(&text, "agent builtin_tools")?,
+                None => shared::agent::BuiltinTools::default(),
+            },
+            filler_after_ms: opt_int_of("filler_after_ms")?.map_or(DEFAULT_FILLER_AFTER_MS, |ms| {
+                u32::try_from(ms).unwrap_or(DEFAULT_FILLER_AFTER_MS)
+            }),
+            filler_utterance: get_opt("filler_utterance")?
+                .unwrap_or_else(|| DEFAULT_FILLER_UTTERANCE.to_owned()),
         },
         version: unsigned(int_of("version")?),
         created_at_ms: unsigned(int_of("created_at_ms")?),
@@ -449,6 +476,13 @@ fn turn_from_row(row: &AnyRow) -> Result<Turn, StoreError> {
         lang: row.try_get("lang").map_err(corrupt("turn"))?,
         stop_reason: row.try_get("stop_reason").map_err(corrupt("turn"))?,
         failure_reason: row.try_get("failure_reason").map_err(corrupt("turn"))?,
+        tool_calls: match row
+            .try_get::<Option<String>, _>("tool_calls")
+            .map_err(corrupt("turn"))?
+        {
+            Some(text) => json_value(&text, "turn tool_calls")?,
+            None => Vec::new(),
+        },
         created_at_ms: unsigned(
             row.try_get::<i64, _>("created_at_ms")
                 .map_err(corrupt("turn"))?,
@@ -501,14 +535,19 @@ impl Store for SqlStore {
             .map(serde_json::to_string)
             .transpose()
             .map_err(|error| StoreError::Corrupt(format!("agent guardrail: {error}")))?;
+        let tools = serde_json::to_string(&spec.tools)
+            .map_err(|error| StoreError::Corrupt(format!("agent tools: {error}")))?;
+        let builtin_tools = serde_json::to_string(&spec.builtin_tools)
+            .map_err(|error| StoreError::Corrupt(format!("agent builtin_tools: {error}")))?;
         let row = sqlx::query(
             "INSERT INTO agents (tenant_id, id, name, system_prompt, greeting, model, \
              fallback_models, max_tokens, temperature, top_p, stop_sequences, voice, language, \
              tts_provider, transcription_provider, phone_numbers, version, created_at_ms, \
              updated_at_ms, voice_settings, fallback_utterance, idle_reprompt_secs, idle_reprompt, \
-             idle_reprompts, idle_goodbye, guardrail, latency) \
+             idle_reprompts, idle_goodbye, guardrail, latency, tools, builtin_tools, \
+             filler_after_ms, filler_utterance) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 1, $17, $17, \
-             $18, $19, $20, $21, $22, $23, $24, $25) \
+             $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29) \
              ON CONFLICT (tenant_id, id) DO UPDATE SET name = excluded.name, \
              system_prompt = excluded.system_prompt, greeting = excluded.greeting, \
              model = excluded.model, fallback_models = excluded.fallback_models, \
@@ -523,7 +562,9 @@ impl Store for SqlStore {
              idle_reprompt_secs = excluded.idle_reprompt_secs, \
              idle_reprompt = excluded.idle_reprompt, idle_reprompts = excluded.idle_reprompts, \
              idle_goodbye = excluded.idle_goodbye, guardrail = excluded.guardrail, \
-             latency = excluded.latency \
+             latency = excluded.latency, tools = excluded.tools, \
+             builtin_tools = excluded.builtin_tools, filler_after_ms = excluded.filler_after_ms, \
+             filler_utterance = excluded.filler_utterance \
              RETURNING version, created_at_ms",
         )
         .bind(tenant)
@@ -551,6 +592,10 @@ impl Store for SqlStore {
         .bind(spec.idle_goodbye.as_str())
         .bind(guardrail)
         .bind(spec.inference.latency.map(latency_text))
+        .bind(tools)
+        .bind(builtin_tools)
+        .bind(i64::from(spec.filler_after_ms))
+        .bind(spec.filler_utterance.as_str())
         .fetch_one(&mut *tx)
         .await
         .map_err(classify)?;
@@ -790,11 +835,19 @@ impl Store for SqlStore {
         let mut seqs = Vec::with_capacity(turns.len());
         for (offset, turn) in (0_i64..).zip(turns) {
             let seq = first + offset;
+            let tool_calls =
+                if turn.tool_calls.is_empty() {
+                    None
+                } else {
+                    Some(serde_json::to_string(&turn.tool_calls).map_err(|error| {
+                        StoreError::Corrupt(format!("turn tool_calls: {error}"))
+                    })?)
+                };
             sqlx::query(
                 "INSERT INTO turns (tenant_id, call_id, seq, role, text, interrupted, model, \
                  input_tokens, output_tokens, ttft_ms, duration_ms, created_at_ms, lang, \
-                 stop_reason, failure_reason) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                 stop_reason, failure_reason, tool_calls) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
             )
             .bind(tenant)
             .bind(call_id)
@@ -811,22 +864,29 @@ impl Store for SqlStore {
             .bind(turn.lang.as_deref())
             .bind(turn.stop_reason.as_deref())
             .bind(turn.failure_reason.as_deref())
+            .bind(tool_calls)
             .execute(&mut *tx)
             .await
             .map_err(classify)?;
-            // A model's reply counts; a greeting (no model) does not.
-            if turn.role == TurnRole::Assistant && turn.model.is_some() {
+            // A model's reply counts; a greeting (no model) does not. Tool calls count whenever
+            // they were made (a reply cut short still called them).
+            let counted = turn.role == TurnRole::Assistant && turn.model.is_some();
+            if counted || !turn.tool_calls.is_empty() {
                 sqlx::query(
-                    "INSERT INTO usage_daily (tenant_id, day, turns, input_tokens, output_tokens) \
-                     VALUES ($1, $2, 1, $3, $4) ON CONFLICT (tenant_id, day) DO UPDATE SET \
-                     turns = usage_daily.turns + 1, \
+                    "INSERT INTO usage_daily (tenant_id, day, turns, input_tokens, output_tokens, \
+                     tool_calls) VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (tenant_id, day) DO UPDATE SET \
+                     turns = usage_daily.turns + excluded.turns, \
                      input_tokens = usage_daily.input_tokens + excluded.input_tokens, \
-                     output_tokens = usage_daily.output_tokens + excluded.output_tokens",
+                     output_tokens = usage_daily.output_tokens + excluded.output_tokens, \
+                     tool_calls = usage_daily.tool_calls + excluded.tool_calls",
                 )
                 .bind(tenant)
                 .bind(day_of(turn.created_at_ms))
+                .bind(i64::from(counted))
                 .bind(i64::from(turn.input_tokens.unwrap_or(0)))
                 .bind(i64::from(turn.output_tokens.unwrap_or(0)))
+                .bind(i64::try_from(turn.tool_calls.len()).unwrap_or(i64::MAX))
                 .execute(&mut *tx)
                 .await
                 .map_err(classify)?;
@@ -890,7 +950,7 @@ impl Store for SqlStore {
     async fn usage(&self, tenant: &str, range: DayRange) -> Result<Vec<UsageDay>, StoreError> {
         let pool = self.ready()?;
         let rows = sqlx::query(
-            "SELECT day, calls, turns, input_tokens, output_tokens FROM usage_daily \
+            "SELECT day, calls, turns, input_tokens, output_tokens, tool_calls FROM usage_daily \
              WHERE tenant_id = $1 AND day >= $2 AND day <= $3 ORDER BY day",
         )
         .bind(tenant)
@@ -914,9 +974,102 @@ impl Store for SqlStore {
                     turns: number("turns")?,
                     input_tokens: number("input_tokens")?,
                     output_tokens: number("output_tokens")?,
+                    tool_calls: number("tool_calls")?,
                 })
             })
             .collect()
+    }
+
+    async fn signing_secret(&self, tenant: &str) -> Result<Option<SigningSecret>, StoreError> {
+        let pool = self.ready()?;
+        self.read_secret(pool, tenant).await
+    }
+
+    async fn create_signing_secret(
+        &self,
+        tenant: &str,
+        secret: &str,
+        now_ms: u64,
+    ) -> Result<(SigningSecret, bool), StoreError> {
+        let pool = self.ready()?;
+        // Two replicas creating at once: one insert wins, both read the winner.
+        let created = sqlx::query(
+            "INSERT INTO signing_secrets (tenant_id, secret, created_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(secret)
+        .bind(int(now_ms))
+        .execute(pool)
+        .await
+        .map_err(classify)?
+        .rows_affected()
+            == 1;
+        let stored = self.read_secret(pool, tenant).await?.ok_or_else(|| {
+            StoreError::Corrupt("signing secret vanished after its insert".into())
+        })?;
+        Ok((stored, created))
+    }
+
+    async fn rotate_signing_secret(
+        &self,
+        tenant: &str,
+        secret: &str,
+        previous_expires_at_ms: u64,
+        now_ms: u64,
+    ) -> Result<SigningSecret, StoreError> {
+        let pool = self.ready()?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO signing_secrets (tenant_id, secret, created_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id) DO UPDATE SET previous_secret = signing_secrets.secret, \
+             previous_expires_at_ms = $4, secret = excluded.secret, rotated_at_ms = $3 \
+             RETURNING {SECRET_COLUMNS}"
+        )))
+        .bind(tenant)
+        .bind(secret)
+        .bind(int(now_ms))
+        .bind(int(previous_expires_at_ms))
+        .fetch_one(pool)
+        .await
+        .map_err(classify)?;
+        secret_from_row(&row)
+    }
+}
+
+fn secret_from_row(row: &AnyRow) -> Result<SigningSecret, StoreError> {
+    let opt_ms = |name: &str| {
+        row.try_get::<Option<i64>, _>(name)
+            .map(|v| v.map(unsigned))
+            .map_err(corrupt("signing secret"))
+    };
+    Ok(SigningSecret {
+        secret: row.try_get("secret").map_err(corrupt("signing secret"))?,
+        previous: row
+            .try_get("previous_secret")
+            .map_err(corrupt("signing secret"))?,
+        previous_expires_at_ms: opt_ms("previous_expires_at_ms")?,
+        created_at_ms: unsigned(
+            row.try_get::<i64, _>("created_at_ms")
+                .map_err(corrupt("signing secret"))?,
+        ),
+        rotated_at_ms: opt_ms("rotated_at_ms")?,
+    })
+}
+
+impl SqlStore {
+    async fn read_secret(
+        &self,
+        pool: &AnyPool,
+        tenant: &str,
+    ) -> Result<Option<SigningSecret>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {SECRET_COLUMNS} FROM signing_secrets WHERE tenant_id = $1"
+        )))
+        .bind(tenant)
+        .fetch_optional(pool)
+        .await
+        .map_err(classify)?;
+        row.as_ref().map(secret_from_row).transpose()
     }
 }
 

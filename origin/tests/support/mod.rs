@@ -42,7 +42,7 @@ use origin::llm::bedrock::BedrockClient;
 use origin::llm::{LlmClient, LlmError, LlmEvent, LlmReadiness, LlmRequest, LlmStream};
 use origin::metrics::Metrics;
 use origin::store::sql::SqlStore;
-use origin::store::{EndOutcome, NewTurn, Store, StoreError};
+use origin::store::{EndOutcome, NewTurn, SigningSecret, Store, StoreError};
 use origin::{AppState, Clock};
 use serde_json::{Value, json};
 use shared::agent::{Agent, AgentSpec};
@@ -150,6 +150,8 @@ pub struct Options {
     pub llm: Option<Arc<dyn LlmClient>>,
     /// Wrap the store (e.g. to make it fail on demand).
     pub flaky: Option<Arc<AtomicBool>>,
+    /// Resolve tool hosts with this instead of the system's resolver.
+    pub resolver: Option<Arc<dyn origin::outbound::Resolve>>,
 }
 
 impl Options {
@@ -167,6 +169,7 @@ impl Options {
             clock: None,
             llm: None,
             flaky: None,
+            resolver: None,
         }
     }
 
@@ -288,6 +291,9 @@ impl Origin {
         let mut state = AppState::new(config, store, llm, fanout, metrics);
         if let Some(clock) = options.clock.clone() {
             state = state.with_clock(clock);
+        }
+        if let Some(resolver) = options.resolver.clone() {
+            state = state.with_resolver(resolver);
         }
         // Wait for the migrations the store runs in the background.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -910,6 +916,33 @@ impl Store for FlakyStore {
     async fn usage(&self, tenant: &str, range: DayRange) -> Result<Vec<UsageDay>, StoreError> {
         self.check()?;
         self.inner.usage(tenant, range).await
+    }
+    async fn signing_secret(&self, tenant: &str) -> Result<Option<SigningSecret>, StoreError> {
+        self.check()?;
+        self.inner.signing_secret(tenant).await
+    }
+    async fn create_signing_secret(
+        &self,
+        tenant: &str,
+        secret: &str,
+        now_ms: u64,
+    ) -> Result<(SigningSecret, bool), StoreError> {
+        self.check()?;
+        self.inner
+            .create_signing_secret(tenant, secret, now_ms)
+            .await
+    }
+    async fn rotate_signing_secret(
+        &self,
+        tenant: &str,
+        secret: &str,
+        previous_expires_at_ms: u64,
+        now_ms: u64,
+    ) -> Result<SigningSecret, StoreError> {
+        self.check()?;
+        self.inner
+            .rotate_signing_secret(tenant, secret, previous_expires_at_ms, now_ms)
+            .await
     }
 }
 

@@ -59,10 +59,79 @@ pub struct Touch {
 }
 
 /// `POST /end`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndRequest {
-    /// Why.
+    /// Why, as the edge records it.
     pub reason: EndReason,
+    /// The reason an API client gave (`POST /api/v1/calls/{id}/end` `reason`), told to the
+    /// origin instead of `reason`'s name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub said_reason: Option<String>,
+    /// What the client wants the carrier to get in the relay's `end` (`handoffData.data`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff_data: Option<serde_json::Value>,
+}
+
+/// Largest `handoff_data` an API client may pass, serialised.
+pub const MAX_HANDOFF_DATA_BYTES: usize = 4_096;
+
+/// Why an API client's end request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndBodyError {
+    /// Not the JSON the route takes.
+    #[error("the body must be empty or {{\"reason\": \"…\", \"handoff_data\": {{…}}}}: {0}")]
+    NotJson(String),
+    /// An empty or too long reason.
+    #[error("reason must be 1 to {} characters", crate::call::MAX_REASON_CHARS)]
+    BadReason,
+    /// `handoff_data` over [`MAX_HANDOFF_DATA_BYTES`].
+    #[error("handoff_data must be at most {MAX_HANDOFF_DATA_BYTES} bytes of JSON")]
+    HandoffTooLarge,
+}
+
+impl EndRequest {
+    /// An end for `reason`, with nothing more to tell.
+    pub fn new(reason: EndReason) -> Self {
+        Self {
+            reason,
+            said_reason: None,
+            handoff_data: None,
+        }
+    }
+
+    /// The end an API client asks for with `body` (`POST /api/v1/calls/{id}/end`): empty, or
+    /// `{"reason"?: "…", "handoff_data"?: any JSON}`. Recorded as `requested` at the edge; the
+    /// reason and handoff data go to the origin, which puts them in the relay's `end`.
+    pub fn from_api_body(body: &[u8]) -> Result<Self, EndBodyError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            #[serde(default)]
+            reason: Option<String>,
+            #[serde(default)]
+            handoff_data: Option<serde_json::Value>,
+        }
+        let mut request = Self::new(EndReason::Requested);
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(request);
+        }
+        let body: Body = serde_json::from_slice(body)
+            .map_err(|error| EndBodyError::NotJson(error.to_string()))?;
+        if let Some(reason) = body.reason {
+            let reason = reason.trim();
+            if reason.is_empty() || reason.chars().count() > crate::call::MAX_REASON_CHARS {
+                return Err(EndBodyError::BadReason);
+            }
+            request.said_reason = Some(reason.to_owned());
+        }
+        if let Some(data) = body.handoff_data.filter(|data| !data.is_null()) {
+            if data.to_string().len() > MAX_HANDOFF_DATA_BYTES {
+                return Err(EndBodyError::HandoffTooLarge);
+            }
+            request.handoff_data = Some(data);
+        }
+        Ok(request)
+    }
 }
 
 /// Why the object refused a request. Each has one code; voice-router's one status map gives it
@@ -123,5 +192,55 @@ mod tests {
             assert_eq!(SessionRefusal::from_code(refusal.code()), Some(refusal));
         }
         assert_eq!(SessionRefusal::from_code(ErrorCode::RateLimited), None);
+    }
+
+    #[test]
+    fn an_api_clients_end_body() {
+        let requested = EndRequest::new(EndReason::Requested);
+        assert_eq!(EndRequest::from_api_body(b""), Ok(requested.clone()));
+        assert_eq!(EndRequest::from_api_body(b" \n"), Ok(requested.clone()));
+        assert_eq!(EndRequest::from_api_body(b"{}"), Ok(requested.clone()));
+        assert_eq!(
+            EndRequest::from_api_body(
+                br#"{"reason":" transfer ","handoff_data":{"target":"+14155550123"}}"#
+            ),
+            Ok(EndRequest {
+                reason: EndReason::Requested,
+                said_reason: Some("transfer".into()),
+                handoff_data: Some(serde_json::json!({"target": "+14155550123"})),
+            })
+        );
+        assert_eq!(
+            EndRequest::from_api_body(br#"{"handoff_data":null}"#),
+            Ok(requested)
+        );
+        assert_eq!(
+            EndRequest::from_api_body(br#"{"reason":""}"#),
+            Err(EndBodyError::BadReason)
+        );
+        let long = format!(r#"{{"reason":"{}"}}"#, "x".repeat(201));
+        assert_eq!(
+            EndRequest::from_api_body(long.as_bytes()),
+            Err(EndBodyError::BadReason)
+        );
+        let big = format!(
+            r#"{{"handoff_data":"{}"}}"#,
+            "x".repeat(MAX_HANDOFF_DATA_BYTES)
+        );
+        assert_eq!(
+            EndRequest::from_api_body(big.as_bytes()),
+            Err(EndBodyError::HandoffTooLarge)
+        );
+        assert!(matches!(
+            EndRequest::from_api_body(br#"{"reson":"typo"}"#),
+            Err(EndBodyError::NotJson(_))
+        ));
+        assert!(matches!(
+            EndRequest::from_api_body(b"reason=x"),
+            Err(EndBodyError::NotJson(_))
+        ));
+        // The request travels to the object and back unchanged; a plain one stays small.
+        let json = serde_json::to_string(&EndRequest::new(EndReason::Completed)).expect("json");
+        assert_eq!(json, r#"{"reason":"completed"}"#);
     }
 }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use shared::auth::MintSessionTokenRequest;
 use shared::call::CallSource;
-use shared::call_session::wire::Touch;
+use shared::call_session::wire::{EndRequest, Touch};
 use shared::call_session::{CallSession as CallState, EndReason, SessionRefusal};
 use shared::cors::Preflight;
 use shared::edge_config::EdgeConfig;
@@ -64,7 +64,10 @@ pub async fn handle(
     route: &PublicRoute,
 ) -> Result<Response, Refusal> {
     let call_id = route.call_id();
-    let wants_route = matches!(route, PublicRoute::CreateCall | PublicRoute::Agents { .. });
+    let wants_route = matches!(
+        route,
+        PublicRoute::CreateCall | PublicRoute::Agents { .. } | PublicRoute::SigningSecret { .. }
+    );
     let route_request = RouteRequest {
         caller: Some(x.client.location()),
         pin: None,
@@ -110,10 +113,13 @@ pub async fn handle(
             turn(x, req, &principal, call_id, &state).await
         }
         (PublicRoute::EndCall { call_id }, Some(_)) => {
-            let state = stub::end(x.env, call_id, EndReason::Requested).await?;
+            // An optional `{reason, handoff_data}`: the origin puts them in the relay's `end`.
+            let request = EndRequest::from_api_body(&x.body)
+                .map_err(|error| Refusal::InvalidRequest(error.to_string()))?;
+            let state = stub::end(x.env, call_id, &request).await?;
             Ok(Response::from_json(&CallView::of(&state))?)
         }
-        (PublicRoute::Agents { origin_path }, _) => {
+        (PublicRoute::Agents { origin_path } | PublicRoute::SigningSecret { origin_path }, _) => {
             agents(x, req, &principal, origin_path, route, &targets).await
         }
         _ => Err(Refusal::NoRoute),
@@ -257,7 +263,8 @@ async fn turn(
     }
 }
 
-/// `/api/v1/agents…`: passed to the origin; reads and idempotent writes fail over.
+/// `/api/v1/agents…` and `/api/v1/signing-secret…`: passed to the origin; reads and
+/// idempotent writes fail over (a rotation is not retried elsewhere: it could rotate twice).
 async fn agents(
     x: &Exchange<'_>,
     req: &Request,

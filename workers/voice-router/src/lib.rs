@@ -81,12 +81,15 @@ async fn handle(
         PublicRoute::Health => health::answer(&exchange).await,
         PublicRoute::TwilioIncoming => voice::incoming(&exchange, &req, &route).await,
         PublicRoute::TwilioStatus => voice::status(&exchange, &req, &route).await,
+        PublicRoute::TwilioAction => voice::action(&exchange, &req, &route).await,
+        PublicRoute::TwilioWhisper => voice::whisper(&exchange, &req, &route).await,
         PublicRoute::Relay { .. } => voice::relay(&exchange, req, &route).await,
         PublicRoute::CreateCall
         | PublicRoute::GetCall { .. }
         | PublicRoute::Turn { .. }
         | PublicRoute::EndCall { .. }
-        | PublicRoute::Agents { .. } => api::handle(&exchange, &req, &route).await,
+        | PublicRoute::Agents { .. }
+        | PublicRoute::SigningSecret { .. } => api::handle(&exchange, &req, &route).await,
         PublicRoute::Preflight => api::preflight(&req, &config),
     }
 }

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use edge_io::clock::{now_ms, within};
+use shared::call_session::Routing;
 use shared::call_session::relay::origin_knows_it_ended;
-use shared::call_session::{EndReason, Routing};
 use shared::edge_config::EdgeConfig;
 use shared::geo::Target;
 use shared::geo::wire::ReportRequest;
@@ -261,6 +261,15 @@ pub async fn open_relay(
     Ok(socket)
 }
 
+/// What the origin is told about a call's end: the reason (the edge's, or the one an API
+/// client gave) and an API client's handoff data, which the origin puts in the relay's `end`.
+pub struct EndTold<'a> {
+    /// `reason` of `POST /v1/calls/{id}/end`.
+    pub reason: &'a str,
+    /// `handoff_data` of it.
+    pub handoff_data: Option<serde_json::Value>,
+}
+
 /// Tells the origins, in order until one answers, that the call ended; what they answered is
 /// logged when it is not what an origin that knows says ([`origin_knows_it_ended`]).
 pub async fn end_call(
@@ -268,9 +277,13 @@ pub async fn end_call(
     signer: &Signer<'_>,
     targets: &[Target],
     call_id: &str,
-    reason: EndReason,
+    told: EndTold<'_>,
 ) {
-    let body = serde_json::json!({ "reason": reason.as_str() }).to_string();
+    let mut body = serde_json::json!({ "reason": told.reason });
+    if let Some(data) = told.handoff_data {
+        body["handoff_data"] = data;
+    }
+    let body = body.to_string();
     let path = shared::origin_path::call_end(call_id);
     let forward = Forward {
         method: Method::Post,

@@ -1,16 +1,19 @@
 //! The carrier's routes: the incoming-call webhook (answered with TwiML), the status callback,
-//! and the ConversationRelay WebSocket.
+//! the ConversationRelay WebSocket, the `<Connect action>` callback once a relay session ended
+//! (a transfer is dialled there), and the whisper said to the person taking a transfer.
 
 use shared::agent::Agent;
 use shared::call::CallSource;
+use shared::call_session::wire::EndRequest;
 use shared::call_session::{EndReason, SessionRefusal};
 use shared::geo::wire::RouteRequest;
+use shared::handoff::{AfterSession, after_session};
 use shared::identifier::is_resource_id;
-use shared::public_route::PublicRoute;
+use shared::public_route::{ACTION_PATH, PublicRoute, on_same_host, whisper_text, whisper_url};
 use shared::relay;
 use shared::twilio::CallWebhook;
 use shared::twiml;
-use worker::{Headers, Method, Request, Response, console_error};
+use worker::{Headers, Method, Request, Response, console_error, console_log};
 
 use crate::call_start::{self, NewCall, StartError};
 use crate::origin::{self, Body, Forward};
@@ -82,11 +85,89 @@ pub async fn incoming(
         }
     }
     let relay_url = relay_url(&x.public_url, &call_sid);
+    // Where the carrier posts when the relay session ends (a transfer is dialled there).
+    let action = on_same_host(&x.public_url, ACTION_PATH);
     twiml_answer(&twiml::connect_agent(
         &agent.spec,
         &relay_url,
+        Some(&action),
         &greeting_parameter(&agent),
     ))
+}
+
+/// `POST /voice/twilio/action`: the carrier's `<Connect action>` callback once the relay
+/// session ended. Its `HandoffData` (the origin's `end`) decides: a transfer of a call this
+/// tenant owns is answered `<Dial>` to the target (with the configured caller id and, when asked,
+/// a whisper of the summary to the person answering); anything else is `<Hangup/>`. The call's
+/// session already recorded the end (`transferred`, `agent_ended`, …) when the `end` passed.
+pub async fn action(
+    x: &Exchange<'_>,
+    req: &Request,
+    route: &PublicRoute,
+) -> Result<Response, Refusal> {
+    let (principal, limited) = futures::join!(
+        gate::authenticate(x.env, req, route, &x.public_url, &x.body, x.request_id),
+        gate::enforce_ip(x),
+    );
+    limited?;
+    let principal = principal?;
+    let webhook = webhook_of(x, req);
+    let call_sid = valid_call_sid(&webhook)?;
+    // Only a call this tenant's edge handled is transferred anywhere.
+    let owned = match stub::state(x.env, &call_sid).await {
+        Ok(state) => stub::owned(state, &principal).is_ok(),
+        Err(Refusal::Session(SessionRefusal::UnknownCall)) => false,
+        Err(refusal) => return Err(refusal),
+    };
+    let after = if owned {
+        after_session(webhook.handoff_data.as_deref())
+    } else {
+        AfterSession::HangUp
+    };
+    let session = webhook.session_status.as_deref().unwrap_or("unknown");
+    match &after {
+        AfterSession::Dial(plan) => console_log!(
+            "request {}: call {call_sid}: relay session {session}; transferring to {}",
+            x.request_id,
+            plan.to.as_str()
+        ),
+        AfterSession::HangUp => console_log!(
+            "request {}: call {call_sid}: relay session {session}; hanging up",
+            x.request_id
+        ),
+    }
+    match after {
+        AfterSession::Dial(plan) => {
+            let whisper = plan
+                .whisper
+                .as_deref()
+                .map(|text| whisper_url(&x.public_url, text));
+            twiml_answer(&twiml::dial(&plan, whisper.as_deref()))
+        }
+        AfterSession::HangUp => twiml_answer(&twiml::hang_up()),
+    }
+}
+
+/// `POST /voice/twilio/whisper?text=…`: TwiML for the person answering a transfer — the
+/// summary, said before the caller is connected. The carrier signs the URL, text included.
+pub async fn whisper(
+    x: &Exchange<'_>,
+    req: &Request,
+    route: &PublicRoute,
+) -> Result<Response, Refusal> {
+    let (principal, limited) = futures::join!(
+        gate::authenticate(x.env, req, route, &x.public_url, &x.body, x.request_id),
+        gate::enforce_ip(x),
+    );
+    limited?;
+    principal?;
+    let text = whisper_text(&x.public_url)
+        .ok_or_else(|| Refusal::InvalidRequest("the whisper has no text".into()))?;
+    let text: String = text
+        .chars()
+        .take(shared::handoff::MAX_SUMMARY_CHARS)
+        .collect();
+    twiml_answer(&twiml::say(&text))
 }
 
 /// The carrier speaks the greeting (TwiML `welcomeGreeting`), so the origin is told not to speak
@@ -125,7 +206,7 @@ pub async fn status(
         return Ok(Response::empty()?.with_status(204));
     };
     stub::owned(stub::state(x.env, &call_sid).await?, &principal)?;
-    match stub::end(x.env, &call_sid, reason).await {
+    match stub::end(x.env, &call_sid, &EndRequest::new(reason)).await {
         // Ended now, or already by the relay or an alarm: the carrier is told it worked.
         Ok(_) | Err(Refusal::Session(SessionRefusal::CallEnded)) => {
             Ok(Response::empty()?.with_status(204))

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 use proptest::prelude::*;
 
 use super::*;
-use crate::call_session::wire::StartSession;
+use crate::call_session::wire::{EndRequest, StartSession};
 use crate::call_session::{CallSource, StartCall};
 use crate::principal::AuthMethod;
 
@@ -79,11 +79,16 @@ struct World {
     lease_ops: Vec<&'static str>,
     reports: Vec<String>,
     ended_at_origin: Vec<(String, EndReason)>,
+    /// What each end told the origin besides its reason: (said reason, handoff data).
+    told_origin: Vec<(Option<String>, Option<serde_json::Value>)>,
     notes: Vec<Note>,
     /// Every message an origin received, in the order they arrived, over all origins.
     delivered: Vec<String>,
     /// Every action performed, for tests about order.
     log: Vec<Action>,
+    /// Whether an origin told of the call's end answers on the relay with `end` (as the real
+    /// origin does when the call's session is on it).
+    origin_answers_end: bool,
 }
 
 impl World {
@@ -136,9 +141,11 @@ impl World {
             lease_ops: Vec::new(),
             reports: Vec::new(),
             ended_at_origin: Vec::new(),
+            told_origin: Vec::new(),
             notes: Vec::new(),
             delivered: Vec::new(),
             log: Vec::new(),
+            origin_answers_end: true,
         };
         world.drive(actions);
         world
@@ -339,9 +346,30 @@ impl World {
                 self.lease_ops.push("release");
                 self.lease_held = false;
             }
-            Action::EndAtOrigin { targets, reason } => {
+            Action::EndAtOrigin {
+                targets,
+                reason,
+                said_reason,
+                handoff_data,
+            } => {
                 self.ended_at_origin
                     .push((targets[0].region.clone(), reason));
+                let said = said_reason
+                    .clone()
+                    .unwrap_or_else(|| reason.as_str().to_owned());
+                self.told_origin.push((said_reason, handoff_data.clone()));
+                // The origin's relay session says its last words: `end` with the handoff.
+                if self.origin_answers_end
+                    && let Some((link, region)) = self.open()
+                    && self.origin(&region).up
+                {
+                    let mut handoff = crate::handoff::HandoffData::new(&said, "CA1");
+                    handoff.data = handoff_data;
+                    let end = Outbound::End {
+                        handoff_data: handoff.to_json(),
+                    };
+                    return self.relay.on_origin_text(link, end.to_json(), self.now);
+                }
             }
             Action::Note(note) => self.notes.push(note),
         }
@@ -560,32 +588,178 @@ fn the_origins_end_reaches_the_caller_then_the_call_ends_without_a_failover() {
 }
 
 #[test]
+fn the_origins_end_names_the_reason_the_call_is_recorded_with() {
+    let cases = [
+        (
+            r#"{"type":"end","handoffData":"{\"reason\":\"transfer\",\"callId\":\"CA1\",\"target\":\"+14155550123\"}"}"#,
+            EndReason::Transferred,
+        ),
+        (
+            r#"{"type":"end","handoffData":"{\"reason\":\"idle_timeout\"}"}"#,
+            EndReason::IdleTimeout,
+        ),
+        (
+            r#"{"type":"end","handoffData":"{\"reason\":\"agent_ended\"}"}"#,
+            EndReason::AgentEnded,
+        ),
+        (
+            r#"{"type":"end","handoffData":{"reason":"transfer"}}"#,
+            EndReason::Transferred,
+        ),
+        (r#"{"type":"end"}"#, EndReason::AgentEnded),
+    ];
+    for (end, reason) in cases {
+        let mut w = World::new(&["us-east-1", "us-west-2"]);
+        w.connect_caller();
+        w.caller_says(&setup());
+        w.origin_says(end);
+        assert_eq!(w.caller_received, vec![end.to_owned()], "{end}");
+        assert_eq!(w.stored_session().end_reason, Some(reason), "{end}");
+        assert_eq!(
+            w.ended_at_origin,
+            vec![("us-east-1".to_owned(), reason)],
+            "the origin is told once"
+        );
+        assert_eq!(w.lease_ops, vec!["release"], "{end}");
+        assert_eq!(w.caller_closed, Some(1000));
+    }
+}
+
+#[test]
+fn an_api_clients_reason_and_handoff_data_reach_the_origin() {
+    let mut w = World::new(&["us-east-1"]);
+    w.connect_caller();
+    w.caller_says(&setup());
+    let request =
+        EndRequest::from_api_body(br#"{"reason":"transfer","handoff_data":{"queue":"sales"}}"#)
+            .expect("valid");
+    let actions = w.relay.end_requested(request, w.now).expect("live");
+    w.drive(actions);
+    assert_eq!(
+        w.ended_at_origin,
+        vec![("us-east-1".to_owned(), EndReason::Requested)]
+    );
+    assert_eq!(
+        w.told_origin,
+        vec![(
+            Some("transfer".to_owned()),
+            Some(serde_json::json!({"queue": "sales"}))
+        )]
+    );
+    assert_eq!(w.stored_session().end_reason, Some(EndReason::Requested));
+}
+
+#[test]
 fn an_ended_calls_origin_still_says_its_last_words() {
     let mut w = World::new(&["us-east-1", "us-west-2"]);
     w.connect_caller();
     w.caller_says(&setup());
+    w.origin_answers_end = false;
     let (link, _) = w.open().expect("open");
     // The API ends the call; while the origin is told, it answers on the relay with `end`.
     let actions = w
         .relay
-        .end_requested(EndReason::Requested, w.now)
+        .end_requested(EndRequest::new(EndReason::Requested), w.now)
         .expect("live");
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::CloseCallers { .. } | Action::CloseOrigin { .. })),
+        "nothing closes before the origin's last words: {actions:?}"
+    );
+    w.drive(actions);
+    assert_eq!(w.caller_closed, None);
     let end = r#"{"type":"end","handoffData":"{}"}"#;
     let told = w.relay.on_origin_text(link, end.to_owned(), w.now);
-    assert_eq!(told, vec![Action::SendToCaller(end.to_owned())]);
+    assert_eq!(told[0], Action::SendToCaller(end.to_owned()));
+    assert!(told.contains(&Action::CloseCallers {
+        code: 1000,
+        reason: "call ended"
+    }));
     w.drive(told);
-    w.drive(actions);
     assert_eq!(w.caller_received, vec![end.to_owned()]);
+    assert_eq!(w.caller_closed, Some(1000));
+    assert!(w.sockets.is_empty(), "the origin's socket closed too");
     assert_eq!(
         w.ended_at_origin,
         vec![("us-east-1".to_owned(), EndReason::Requested)]
     );
     assert_eq!(w.origins["us-west-2"].connections, 0);
     assert_eq!(
-        w.relay.end_requested(EndReason::Completed, w.now),
+        w.relay
+            .end_requested(EndRequest::new(EndReason::Completed), w.now),
         Err(SessionRefusal::CallEnded)
     );
     assert_eq!(w.lease_ops, vec!["release"], "released once");
+    assert_eq!(w.alarm, None);
+}
+
+#[test]
+fn an_api_clients_handoff_reaches_the_caller_in_the_origins_end_before_anything_closes() {
+    let mut w = World::new(&["us-east-1"]);
+    w.connect_caller();
+    w.caller_says(&setup());
+    let request = EndRequest::from_api_body(
+        br#"{"reason":"transfer","handoff_data":{"target":"+14155550123"}}"#,
+    )
+    .expect("valid");
+    let actions = w.relay.end_requested(request, w.now).expect("live");
+    w.drive(actions);
+    let [end] = w.caller_received.as_slice() else {
+        panic!("one message: {:?}", w.caller_received);
+    };
+    assert!(end.contains(r#"\"target\":\"+14155550123\""#), "{end}");
+    let position = |wanted: fn(&Action) -> bool| w.log.iter().position(wanted).expect("done");
+    assert!(
+        position(|a| matches!(a, Action::SendToCaller(_)))
+            < position(|a| matches!(
+                a,
+                Action::CloseCallers {
+                    reason: "call ended",
+                    ..
+                }
+            ))
+    );
+    assert_eq!(w.caller_closed, Some(1000));
+    assert_eq!(
+        w.stored_session().end_reason,
+        Some(EndReason::Requested),
+        "not the origin's"
+    );
+}
+
+#[test]
+fn an_ended_calls_sockets_close_when_the_origin_closes_or_its_grace_passes() {
+    // The origin closes without a word.
+    let mut w = World::new(&["us-east-1", "us-west-2"]);
+    w.connect_caller();
+    w.caller_says(&setup());
+    w.origin_answers_end = false;
+    let actions = w.relay.end(EndReason::Completed, w.now);
+    w.drive(actions);
+    assert_eq!(w.caller_closed, None);
+    w.kill("us-east-1");
+    assert_eq!(w.caller_closed, Some(1000));
+    assert_eq!(
+        w.origins["us-west-2"].connections, 0,
+        "no failover of an ended call"
+    );
+
+    // The origin never answers: the grace's alarm closes both.
+    let mut w = World::new(&["us-east-1"]);
+    w.connect_caller();
+    w.caller_says(&setup());
+    w.origin_answers_end = false;
+    let actions = w.relay.end(EndReason::MaxDuration, w.now);
+    w.drive(actions);
+    assert_eq!(w.alarm, Some(T0 + ORIGIN_END_GRACE_MS));
+    w.advance(ORIGIN_END_GRACE_MS - 1);
+    assert_eq!(w.caller_closed, None);
+    w.advance(1);
+    assert_eq!(w.caller_closed, Some(1000));
+    assert!(w.sockets.is_empty());
+    assert_eq!(w.alarm, None);
+    assert_eq!(w.lease_ops, vec!["release"]);
 }
 
 #[test]
