@@ -23,13 +23,15 @@
 //! | `GET /v1/agents?after=&limit=` | — | 200 `AgentPage` (limit 1–100, default 50) |
 //! | `GET /v1/phone-numbers/{e164}/agent` | — | 200 `Agent` answering that number; 404 |
 //! | `POST /v1/calls` | `CreateCall` | 201 `Call`; 404 (agent), 409 `call_exists` |
+//! | `GET /v1/calls?status=&agent_id=&source=&started_after_ms=&started_before_ms=&cursor=&limit=` | — | 200 `CallPage` (newest first; limit 1–100, default 50; `shared::call_list`); 400 `invalid_query`, `invalid_cursor` |
 //! | `GET /v1/calls/{id}` | — | 200 `Call`; 404 |
 //! | `POST /v1/calls/{id}/end` | `EndCall` | 200 `Call`; 404, 409 `call_ended` |
 //! | `GET /v1/calls/{id}/turns` | — | 200 `TurnList` |
 //! | `POST /v1/calls/{id}/turns` | `TurnRequest` | 200 `text/event-stream`: `token` (`TokenEvent`)…, then `done` (`DoneEvent`, sent once the turn is durable) or `error` (`ErrorBody`); before streaming: 400, 404, 409 `call_ended`, 413, 503 + `Retry-After` |
-//! | `GET /v1/calls/{id}/events` | — | 200 `text/event-stream` of `CallEvent`s, event name = kind |
+//! | `GET /v1/calls/{id}/events` | `Last-Event-ID`? | 200 `text/event-stream` of `CallEvent`s, event name = kind, id = place in the call: the stored history, then live, ending after `call_ended` (`shared::call_event::stream`); 204 for an ended call with nothing after `Last-Event-ID`; 400 for an id it never gave |
+//! | `GET /v1/events` | — | 200 `text/event-stream`: every live `CallEvent` of the tenant (no history, no ids) |
 //! | `GET /v1/calls/{id}/relay` | WebSocket | ConversationRelay (`shared::relay`); 409 `call_ended`, 503 before the upgrade |
-//! | `GET /v1/usage?from=&to=` | — | 200 `UsageReport` (UTC days, default the last 30) |
+//! | `GET /v1/usage?from=&to=` | — | 200 `UsageReport` (UTC days, default the last 30): calls, replies, tokens, minutes, tool calls |
 //!
 //! All request bodies are limited to 512 KiB (413 beyond).
 
@@ -39,6 +41,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::routing::{get, post, put};
+use shared::call_event::stream::{CALL_EVENTS_ROUTE, TENANT_EVENTS_ROUTE};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -163,16 +166,20 @@ pub fn app(state: AppState) -> Router {
             "/v1/phone-numbers/{number}/agent",
             get(routes::agents::by_number),
         )
-        .route("/v1/calls", post(routes::calls::create))
+        .route(
+            shared::call_list::ORIGIN_ROUTE,
+            post(routes::calls::create).get(routes::calls::list),
+        )
         .route("/v1/calls/{id}", get(routes::calls::get))
         .route("/v1/calls/{id}/end", post(routes::calls::end))
         .route(
-            "/v1/calls/{id}/turns",
+            shared::turn::TURNS_ROUTE,
             post(routes::calls::turn).get(routes::calls::turns),
         )
-        .route("/v1/calls/{id}/events", get(routes::calls::events))
+        .route(CALL_EVENTS_ROUTE, get(routes::calls::events))
+        .route(TENANT_EVENTS_ROUTE, get(routes::calls::tenant_events))
         .route("/v1/calls/{id}/relay", get(relay::upgrade))
-        .route("/v1/usage", get(routes::usage))
+        .route(shared::usage::ORIGIN_ROUTE, get(routes::usage))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

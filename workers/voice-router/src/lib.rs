@@ -86,7 +86,12 @@ async fn handle(
         | PublicRoute::GetCall { .. }
         | PublicRoute::Turn { .. }
         | PublicRoute::EndCall { .. }
-        | PublicRoute::Agents { .. } => api::handle(&exchange, &req, &route).await,
+        | PublicRoute::Agents { .. }
+        | PublicRoute::ListCalls
+        | PublicRoute::Transcript { .. }
+        | PublicRoute::CallEvents { .. }
+        | PublicRoute::Events
+        | PublicRoute::Usage => api::handle(&exchange, &req, &route).await,
         PublicRoute::Preflight => api::preflight(&req, &config),
     }
 }
