@@ -50,7 +50,9 @@ def main(argv: list[str]) -> int:
     if len(args) != 1 or args[0] in ("-h", "--help"):
         print(__doc__.split("\n\n")[1], file=sys.stderr)
         return 2
-    secret = os.environ.get("EDGE_SIGNING_SECRET", "")
+    # The one rule for secrets (docs/configuration.md): surrounding ASCII whitespace is not part
+    # of the key, exactly as the edge and the origin read it.
+    secret = os.environ.get("EDGE_SIGNING_SECRET", "").strip(" \t\n\r\f")
     if not secret:
         print("EDGE_SIGNING_SECRET is not set", file=sys.stderr)
         return 2

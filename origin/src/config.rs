@@ -1,8 +1,12 @@
-//! The origin's configuration: parsed once at start from a lookup, every problem reported together.
+//! The origin's configuration: parsed once at start from a lookup through
+//! [`shared::config::Reader`], every problem reported together.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use shared::config::ConfigIssue;
+use shared::signing::MIN_SECRET_LEN;
 
 /// Env var: address to listen on.
 pub const LISTEN_ADDR: &str = "LISTEN_ADDR";
@@ -12,8 +16,8 @@ pub const LOG_FORMAT: &str = "LOG_FORMAT";
 pub const LOG_FILTER: &str = "RUST_LOG";
 /// Env var: how long live requests may run on after SIGTERM before the process exits.
 pub const SHUTDOWN_GRACE_SECS: &str = "SHUTDOWN_GRACE_SECS";
-/// Env var (secret, required): HMAC key shared with the edge.
-pub const EDGE_SIGNING_SECRET: &str = "EDGE_SIGNING_SECRET";
+/// Env var (secret, required): HMAC key shared with the edge, by the edge's name for it.
+pub use shared::signing::EDGE_SIGNING_SECRET;
 /// Env var (secret, optional): the previous key, accepted while a rotation rolls out.
 pub const EDGE_SIGNING_SECRET_PREVIOUS: &str = "EDGE_SIGNING_SECRET_PREVIOUS";
 /// Env var (secret in production): `postgres://…` (Aurora) or `sqlite://…`; absent = SQLite.
@@ -48,9 +52,10 @@ pub const BEDROCK_STALL_TIMEOUT_MS: &str = "BEDROCK_STALL_TIMEOUT_MS";
 pub const BEDROCK_CONNECT_TIMEOUT_MS: &str = "BEDROCK_CONNECT_TIMEOUT_MS";
 
 /// Port 4000 on every interface: what the ECS task definition and ALB target group expect.
-const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:4000";
+const DEFAULT_LISTEN_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 4000);
 /// ECS waits 30 s (`stopTimeout`) between SIGTERM and SIGKILL; finish well inside it.
-const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 20;
 /// A grace longer than ECS's maximum `stopTimeout` (120 s) would be cut by SIGKILL anyway.
 const MAX_SHUTDOWN_GRACE_SECS: u64 = 120;
 /// The embedded default database: a SQLite file in the working directory.
@@ -165,168 +170,102 @@ pub struct BedrockConfig {
     pub connect_timeout: Duration,
 }
 
-/// Every problem found in the configuration, so an operator fixes them in one go.
+/// What can be wrong with the origin's own settings.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigError {
-    /// One sentence per problem, naming the variable.
-    pub problems: Vec<String>,
+pub enum OriginIssue {
+    /// Not an address like `0.0.0.0:4000`.
+    #[error("not an address like 0.0.0.0:4000")]
+    NotASocketAddress,
+    /// A URL of the wrong kind.
+    #[error("does not start with {0}")]
+    WrongScheme(&'static str),
+    /// A CA bundle given for a database that is not PostgreSQL.
+    #[error("applies to PostgreSQL only")]
+    PostgresOnly,
+    /// A path that is not a readable file.
+    #[error("{0:?} is not a readable file")]
+    NotAFile(String),
+    /// Not a PostgreSQL schema name this service creates.
+    #[error("not 1 to 63 of a-z, 0-9 and _")]
+    NotASchemaName,
+    /// A model chain entry that is not a Bedrock model id.
+    #[error("{0:?} is not a Bedrock model id")]
+    NotAModelId(String),
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "the configuration has {} problem(s):",
-            self.problems.len()
-        )?;
-        for problem in &self.problems {
-            writeln!(f, "  - {problem}")?;
-        }
-        Ok(())
-    }
-}
+/// Every problem found in the configuration, so an operator fixes them in one go.
+pub type ConfigError = shared::config::ConfigError<OriginIssue>;
 
-/// Reads variables, collecting problems.
-struct Reader<'a> {
-    lookup: &'a dyn Fn(&str) -> Option<String>,
-    problems: Vec<String>,
-}
+type Reader<'a> = shared::config::Reader<'a, OriginIssue>;
 
-impl Reader<'_> {
-    fn get(&self, name: &str) -> Option<String> {
-        (self.lookup)(name)
-            .map(|value| value.trim().to_owned())
-            .filter(|value| !value.is_empty())
-    }
-
-    /// A whole number within `range`, or the default.
-    fn number(&mut self, name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> u64 {
-        match self.get(name) {
-            None => default,
-            Some(text) => match text.parse::<u64>() {
-                Ok(n) if range.contains(&n) => n,
-                _ => {
-                    self.problems.push(format!(
-                        "{name}={text:?} must be a whole number from {} to {}",
-                        range.start(),
-                        range.end()
-                    ));
-                    default
-                }
-            },
-        }
-    }
-
-    fn millis(
-        &mut self,
-        name: &str,
-        default: u64,
-        range: std::ops::RangeInclusive<u64>,
-    ) -> Duration {
-        Duration::from_millis(self.number(name, default, range))
-    }
+fn invalid(issue: OriginIssue) -> ConfigIssue<OriginIssue> {
+    ConfigIssue::Invalid(issue)
 }
 
 impl Config {
     /// Parses the configuration from `lookup` (e.g. `|k| std::env::var(k).ok()`).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut reader = Reader {
-            lookup: &lookup,
-            problems: Vec::new(),
-        };
+        let mut reader = Reader::new(&lookup);
 
-        let listen_addr_text = reader
-            .get(LISTEN_ADDR)
-            .unwrap_or_else(|| DEFAULT_LISTEN_ADDR.to_owned());
-        let listen_addr = listen_addr_text.parse().unwrap_or_else(|_| {
-            reader.problems.push(format!(
-                "{LISTEN_ADDR}={listen_addr_text:?} is not an address like 0.0.0.0:4000"
-            ));
-            SocketAddr::from(([0, 0, 0, 0], 4000))
-        });
-
-        let log_format = match reader.get(LOG_FORMAT).as_deref() {
-            None | Some("json") => LogFormat::Json,
-            Some("text") => LogFormat::Text,
-            Some(other) => {
-                reader
-                    .problems
-                    .push(format!("{LOG_FORMAT}={other:?} must be `json` or `text`"));
-                LogFormat::Json
-            }
-        };
-        let log_filter = reader.get(LOG_FILTER).unwrap_or_else(|| "info".to_owned());
-        let shutdown_grace = Duration::from_secs(reader.number(
+        let listen_addr = reader
+            .parse(LISTEN_ADDR, |text| {
+                text.parse()
+                    .map_err(|_| invalid(OriginIssue::NotASocketAddress))
+            })
+            .unwrap_or(DEFAULT_LISTEN_ADDR);
+        let log_format = reader
+            .parse(LOG_FORMAT, |text| match text {
+                "json" => Ok(LogFormat::Json),
+                "text" => Ok(LogFormat::Text),
+                _ => Err(ConfigIssue::NotOneOf(&["json", "text"])),
+            })
+            .unwrap_or(LogFormat::Json);
+        let log_filter = reader.text(LOG_FILTER).unwrap_or_else(|| "info".to_owned());
+        let shutdown_grace = reader.seconds(
             SHUTDOWN_GRACE_SECS,
-            DEFAULT_SHUTDOWN_GRACE.as_secs(),
             0..=MAX_SHUTDOWN_GRACE_SECS,
-        ));
+            DEFAULT_SHUTDOWN_GRACE_SECS,
+        );
 
-        let mut signing_secrets = Vec::new();
-        match reader.get(EDGE_SIGNING_SECRET) {
-            None => reader.problems.push(format!(
-                "{EDGE_SIGNING_SECRET} is required: the HMAC key shared with the edge (at least {} bytes)",
-                shared::signing::MIN_SECRET_LEN
-            )),
-            Some(secret) if secret.len() < shared::signing::MIN_SECRET_LEN => {
-                reader.problems.push(format!(
-                    "{EDGE_SIGNING_SECRET} must be at least {} bytes",
-                    shared::signing::MIN_SECRET_LEN
-                ));
-            }
-            Some(secret) => signing_secrets.push(secret.into_bytes()),
-        }
-        if let Some(previous) = reader.get(EDGE_SIGNING_SECRET_PREVIOUS) {
-            if previous.len() < shared::signing::MIN_SECRET_LEN {
-                reader.problems.push(format!(
-                    "{EDGE_SIGNING_SECRET_PREVIOUS} must be at least {} bytes",
-                    shared::signing::MIN_SECRET_LEN
-                ));
-            } else {
-                signing_secrets.push(previous.into_bytes());
-            }
-        }
+        let current = reader.required_secret(EDGE_SIGNING_SECRET, MIN_SECRET_LEN);
+        let previous = reader.secret(EDGE_SIGNING_SECRET_PREVIOUS, MIN_SECRET_LEN);
+        let signing_secrets = std::iter::once(current)
+            .chain(previous)
+            .map(|secret| secret.expose().to_vec())
+            .collect();
 
         let database = database_config(&mut reader);
 
-        let redis = reader.get(REDIS_URL).map(|url| {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                reader
-                    .problems
-                    .push(format!("{REDIS_URL} must start with redis:// or rediss://"));
-            }
-            RedisConfig {
+        let redis = reader
+            .parse(REDIS_URL, |url| {
+                if url.starts_with("redis://") || url.starts_with("rediss://") {
+                    Ok(url.to_owned())
+                } else {
+                    Err(invalid(OriginIssue::WrongScheme("redis:// or rediss://")))
+                }
+            })
+            .map(|url| RedisConfig {
                 url,
                 key_prefix: reader
-                    .get(REDIS_KEY_PREFIX)
+                    .text(REDIS_KEY_PREFIX)
                     .unwrap_or_else(|| "aybiza:".to_owned()),
-            }
-        });
+            });
 
-        let region = reader.get(AWS_REGION).unwrap_or_else(|| "local".to_owned());
+        let region = reader
+            .text(AWS_REGION)
+            .unwrap_or_else(|| "local".to_owned());
         let bedrock_region = reader
-            .get(BEDROCK_REGION)
+            .text(BEDROCK_REGION)
             .unwrap_or_else(|| shared::model::bedrock_region_for(&region).to_owned());
-        let endpoint_url = reader.get(BEDROCK_ENDPOINT_URL);
-        if let Some(url) = &endpoint_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            reader.problems.push(format!(
-                "{BEDROCK_ENDPOINT_URL} must start with http:// or https://"
-            ));
-        }
-        let default_models = match reader.get(BEDROCK_DEFAULT_MODELS) {
+        let endpoint_url = reader.url(BEDROCK_ENDPOINT_URL);
+        let default_models = match reader.list(BEDROCK_DEFAULT_MODELS) {
             None => shared::model::default_chain(&bedrock_region),
-            Some(list) => {
-                let models: Vec<String> = list
-                    .split(',')
-                    .map(|m| m.trim().to_owned())
-                    .filter(|m| !m.is_empty())
-                    .collect();
-                if models.is_empty() || !models.iter().all(|m| shared::agent::is_model_id(m)) {
-                    reader.problems.push(format!(
-                        "{BEDROCK_DEFAULT_MODELS} must be a comma-separated list of Bedrock model ids"
-                    ));
+            Some(models) => {
+                for model in models.iter().filter(|m| !shared::agent::is_model_id(m)) {
+                    reader.problem(
+                        BEDROCK_DEFAULT_MODELS,
+                        invalid(OriginIssue::NotAModelId(model.clone())),
+                    );
                 }
                 models
             }
@@ -335,50 +274,47 @@ impl Config {
             region: bedrock_region,
             endpoint_url,
             default_models,
-            first_token_timeout: reader.millis(BEDROCK_FIRST_TOKEN_TIMEOUT_MS, 2_500, 100..=60_000),
-            stall_timeout: reader.millis(BEDROCK_STALL_TIMEOUT_MS, 3_000, 100..=60_000),
-            connect_timeout: reader.millis(BEDROCK_CONNECT_TIMEOUT_MS, 1_000, 50..=30_000),
+            first_token_timeout: reader.millis(BEDROCK_FIRST_TOKEN_TIMEOUT_MS, 100..=60_000, 2_500),
+            stall_timeout: reader.millis(BEDROCK_STALL_TIMEOUT_MS, 100..=60_000, 3_000),
+            connect_timeout: reader.millis(BEDROCK_CONNECT_TIMEOUT_MS, 50..=30_000, 1_000),
         };
 
-        if reader.problems.is_empty() {
-            Ok(Self {
-                listen_addr,
-                log_format,
-                log_filter,
-                shutdown_grace,
-                signing_secrets,
-                database,
-                redis,
-                region,
-                bedrock,
-            })
-        } else {
-            Err(ConfigError {
-                problems: reader.problems,
-            })
-        }
+        reader.finish()?;
+        Ok(Self {
+            listen_addr,
+            log_format,
+            log_filter,
+            shutdown_grace,
+            signing_secrets,
+            database,
+            redis,
+            region,
+            bedrock,
+        })
     }
 }
 
 fn database_config(reader: &mut Reader<'_>) -> DatabaseConfig {
     let mut url = reader
-        .get(DATABASE_URL)
+        .parse(DATABASE_URL, |url| {
+            if ["postgres://", "postgresql://", "sqlite:"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+            {
+                Ok(url.to_owned())
+            } else {
+                Err(invalid(OriginIssue::WrongScheme(
+                    "postgres://, postgresql:// or sqlite:",
+                )))
+            }
+        })
         .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
-    let is_postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
-    if !is_postgres && !url.starts_with("sqlite:") {
-        reader.problems.push(format!(
-            "{DATABASE_URL} must start with postgres://, postgresql:// or sqlite:"
-        ));
-    }
-    if let Some(ca_file) = reader.get(DATABASE_CA_FILE) {
+    let is_postgres = !url.starts_with("sqlite:");
+    if let Some(ca_file) = reader.text(DATABASE_CA_FILE) {
         if !is_postgres {
-            reader
-                .problems
-                .push(format!("{DATABASE_CA_FILE} applies to PostgreSQL only"));
+            reader.problem(DATABASE_CA_FILE, invalid(OriginIssue::PostgresOnly));
         } else if !std::path::Path::new(&ca_file).is_file() {
-            reader.problems.push(format!(
-                "{DATABASE_CA_FILE}={ca_file:?} is not a readable file"
-            ));
+            reader.problem(DATABASE_CA_FILE, invalid(OriginIssue::NotAFile(ca_file)));
         } else {
             // Verify the server against this CA, and its name, unless the URL already says how.
             let separator = if url.contains('?') { '&' } else { '?' };
@@ -392,23 +328,22 @@ fn database_config(reader: &mut Reader<'_>) -> DatabaseConfig {
             ));
         }
     }
-    let schema = reader.get(DATABASE_SCHEMA);
-    if let Some(schema) = &schema
-        && (schema.is_empty()
-            || schema.len() > 63
-            || !schema
+    let schema = reader.parse(DATABASE_SCHEMA, |schema| {
+        if schema.len() <= 63
+            && schema
                 .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'))
-    {
-        reader.problems.push(format!(
-            "{DATABASE_SCHEMA} must be 1 to 63 of a-z, 0-9 and _"
-        ));
-    }
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            Ok(schema.to_owned())
+        } else {
+            Err(invalid(OriginIssue::NotASchemaName))
+        }
+    });
     DatabaseConfig {
         url,
-        pool_size: u32::try_from(reader.number(DATABASE_POOL_SIZE, 16, 1..=500)).unwrap_or(16),
-        statement_timeout: reader.millis(DATABASE_STATEMENT_TIMEOUT_MS, 3_000, 10..=600_000),
-        acquire_timeout: reader.millis(DATABASE_ACQUIRE_TIMEOUT_MS, 1_000, 10..=60_000),
+        pool_size: u32::try_from(reader.number(DATABASE_POOL_SIZE, 1..=500, 16)).unwrap_or(16),
+        statement_timeout: reader.millis(DATABASE_STATEMENT_TIMEOUT_MS, 10..=600_000, 3_000),
+        acquire_timeout: reader.millis(DATABASE_ACQUIRE_TIMEOUT_MS, 10..=60_000, 1_000),
         schema,
     }
 }
@@ -473,7 +408,16 @@ mod tests {
         let error = Config::from_lookup(|_| None).expect_err("no secret");
         assert!(error.to_string().contains(EDGE_SIGNING_SECRET), "{error}");
         let error = parse(&[(EDGE_SIGNING_SECRET, "short")]).expect_err("short");
-        assert!(error.problems[0].contains("at least 32 bytes"), "{error}");
+        assert_eq!(error.problems[0].name, EDGE_SIGNING_SECRET);
+        assert_eq!(
+            error.problems[0].issue,
+            ConfigIssue::TooShort { min: 32 },
+            "{error}"
+        );
+        assert_eq!(
+            error.problems[0].value, None,
+            "a secret's value is never kept"
+        );
     }
 
     #[test]
@@ -596,6 +540,71 @@ mod tests {
     #[test]
     fn grace_beyond_what_ecs_allows_is_refused() {
         let error = parse(&[(SHUTDOWN_GRACE_SECS, "121")]).expect_err("too long");
-        assert!(error.problems[0].contains("0 to 120"));
+        assert_eq!(error.problems[0].name, SHUTDOWN_GRACE_SECS);
+        assert_eq!(
+            error.problems[0].issue,
+            ConfigIssue::OutOfRange { min: 0, max: 120 }
+        );
+    }
+
+    /// `echo "$KEY" | wrangler secret put EDGE_SIGNING_SECRET` stores the key with a newline;
+    /// the edge and the origin must still hold the same key, or no signature would verify.
+    #[test]
+    fn a_secret_stored_with_a_trailing_newline_is_the_same_key_on_both_sides() {
+        use shared::edge_config::{EdgeConfig, ORIGIN_URL};
+        use shared::signing::{BodyHash, SignedRequest, sign, verify};
+
+        let stored = format!("{SECRET}\n");
+        let edge = EdgeConfig::from_lookup(|name| match name {
+            ORIGIN_URL => Some("http://127.0.0.1:4000".to_owned()),
+            EDGE_SIGNING_SECRET => Some(stored.clone()),
+            _ => None,
+        })
+        .expect("the edge accepts it");
+        let origin = parse(&[(EDGE_SIGNING_SECRET, &stored)]).expect("the origin accepts it");
+        assert_eq!(edge.signing_secret, SECRET.as_bytes());
+        assert_eq!(
+            origin.signing_secrets,
+            std::slice::from_ref(&edge.signing_secret)
+        );
+
+        let now = 1_790_000_000;
+        let request = SignedRequest {
+            method: "POST",
+            path_and_query: "/v1/calls",
+            timestamp: now,
+            body: BodyHash::of(b"{}"),
+            principal: "",
+        };
+        let signature = sign(&edge.signing_secret, &request).expect("the edge signs");
+        let keys: Vec<&[u8]> = origin.signing_secrets.iter().map(Vec::as_slice).collect();
+        assert_eq!(verify(&keys, &request, Some(&signature), now), Ok(()));
+    }
+
+    #[test]
+    fn a_short_key_is_short_on_both_sides_whatever_whitespace_surrounds_it() {
+        let stored = format!("  {}\n", &SECRET[..31]);
+        let edge = shared::edge_config::EdgeConfig::from_lookup(|name| match name {
+            shared::edge_config::ORIGIN_URL => Some("http://o".to_owned()),
+            EDGE_SIGNING_SECRET => Some(stored.clone()),
+            _ => None,
+        })
+        .expect_err("31 bytes after trimming");
+        let origin = parse(&[(EDGE_SIGNING_SECRET, &stored)]).expect_err("31 bytes after trimming");
+        assert!(
+            matches!(
+                edge.problems[0].issue,
+                ConfigIssue::TooShort {
+                    min: MIN_SECRET_LEN
+                }
+            ),
+            "{edge}"
+        );
+        assert_eq!(
+            origin.problems[0].issue,
+            ConfigIssue::TooShort {
+                min: MIN_SECRET_LEN
+            }
+        );
     }
 }

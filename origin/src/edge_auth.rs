@@ -20,7 +20,7 @@ use crate::request_id::RequestId;
 pub const MAX_BODY_BYTES: usize = 512 * 1024;
 
 /// Routes reachable without a signature: the load balancer's liveness probe.
-const UNSIGNED: [&str; 1] = ["/health"];
+const UNSIGNED: [&str; 1] = [shared::health::HEALTH_PATH];
 
 /// The authenticated caller, put in the request by [`require_signature`].
 #[derive(Debug, Clone)]

@@ -39,7 +39,13 @@ pub async fn run(listen_addr: SocketAddr) -> ExitCode {
 pub async fn status_of_health(target: SocketAddr) -> std::io::Result<u16> {
     let mut stream = TcpStream::connect(target).await?;
     stream
-        .write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .write_all(
+            format!(
+                "GET {} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
+                shared::health::HEALTH_PATH
+            )
+            .as_bytes(),
+        )
         .await?;
     let mut head = Vec::with_capacity(64);
     let mut buf = [0_u8; 64];

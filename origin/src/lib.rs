@@ -41,7 +41,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::routing::{get, post, put};
-use shared::call_event::stream::{CALL_EVENTS_ROUTE, TENANT_EVENTS_ROUTE};
+use shared::health::HEALTH_PATH;
+use shared::origin_path;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -152,34 +153,34 @@ impl AppState {
 /// The origin's routes.
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .route("/health", get(routes::health))
+        .route(HEALTH_PATH, get(routes::health))
         .route("/ready", get(routes::ready))
         .route("/metrics", get(routes::metrics))
         .route(
-            "/v1/agents/{id}",
+            origin_path::AGENT,
             put(routes::agents::put)
                 .get(routes::agents::get)
                 .delete(routes::agents::delete),
         )
-        .route("/v1/agents", get(routes::agents::list))
+        .route(origin_path::AGENTS, get(routes::agents::list))
         .route(
-            "/v1/phone-numbers/{number}/agent",
+            origin_path::PHONE_NUMBER_AGENT,
             get(routes::agents::by_number),
         )
         .route(
-            shared::call_list::ORIGIN_ROUTE,
+            origin_path::CALLS,
             post(routes::calls::create).get(routes::calls::list),
         )
-        .route("/v1/calls/{id}", get(routes::calls::get))
-        .route("/v1/calls/{id}/end", post(routes::calls::end))
+        .route(origin_path::CALL, get(routes::calls::get))
+        .route(origin_path::CALL_END, post(routes::calls::end))
         .route(
-            shared::turn::TURNS_ROUTE,
+            origin_path::CALL_TURNS,
             post(routes::calls::turn).get(routes::calls::turns),
         )
-        .route(CALL_EVENTS_ROUTE, get(routes::calls::events))
-        .route(TENANT_EVENTS_ROUTE, get(routes::calls::tenant_events))
-        .route("/v1/calls/{id}/relay", get(relay::upgrade))
-        .route(shared::usage::ORIGIN_ROUTE, get(routes::usage))
+        .route(origin_path::CALL_EVENTS, get(routes::calls::events))
+        .route(origin_path::EVENTS, get(routes::calls::tenant_events))
+        .route(origin_path::CALL_RELAY, get(relay::upgrade))
+        .route(origin_path::USAGE, get(routes::usage))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

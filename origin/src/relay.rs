@@ -377,9 +377,7 @@ impl Session {
             Ok(None) => {
                 let request = CreateCall {
                     id: Some(self.call_id.clone()),
-                    agent_id: setup
-                        .parameter("agentId")
-                        .or_else(|| setup.parameter("agent_id")),
+                    agent_id: setup.agent_id(),
                     source: crate::routes::calls::RELAY_SOURCE,
                     carrier_call_sid: non_empty(&setup.call_sid),
                     from: non_empty(&setup.from),
@@ -447,7 +445,7 @@ impl Session {
             // The call goes on without them; the operator loses a detail, not the caller.
             tracing::warn!(call_id = %self.call_id, %error, "caller details not stored");
         }
-        let greet = history.is_empty() && setup.parameter("greeting").as_deref() != Some("carrier");
+        let greet = history.is_empty() && !setup.carrier_greets();
         self.bound = Some(Bound {
             call,
             agent: Arc::clone(&agent),

@@ -151,8 +151,11 @@ pub trait Store: Send + Sync {
     async fn get_call(&self, tenant: &str, id: &str) -> Result<Option<Call>, StoreError>;
     /// The calls `query` admits, in list order (`shared::call_list::newest_first`), at most
     /// `query.limit + 1` (one more than a page, so the page knows whether it is the last).
-    async fn list_calls(&self, tenant: &str, query: &CallListQuery)
-    -> Result<Vec<Call>, StoreError>;
+    async fn list_calls(
+        &self,
+        tenant: &str,
+        query: &CallListQuery,
+    ) -> Result<Vec<Call>, StoreError>;
     /// Ends a call.
     async fn end_call(
         &self,

@@ -86,7 +86,11 @@ async fn walk(client: &Client, query: &str, limit: u32) -> Vec<String> {
         ids.extend(page.calls.iter().map(|call| call.id.clone()));
         match page.next_cursor {
             Some(next) => {
-                assert_eq!(page.calls.len(), limit as usize, "{path}: a short page with a cursor");
+                assert_eq!(
+                    page.calls.len(),
+                    limit as usize,
+                    "{path}: a short page with a cursor"
+                );
                 cursor = Some(next);
             }
             None => return ids,
@@ -145,17 +149,32 @@ async fn the_call_list_pages_newest_first_through_every_filter(db: Db) {
         "source=api&status=active".into(),
         format!("started_after_ms={middle}"),
         format!("started_before_ms={middle}"),
-        format!("started_after_ms={}&started_before_ms={}", base, base + 3_000),
-        format!("agent_id=a1&source=phone&started_before_ms={}", base + 4_000),
+        format!(
+            "started_after_ms={}&started_before_ms={}",
+            base,
+            base + 3_000
+        ),
+        format!(
+            "agent_id=a1&source=phone&started_before_ms={}",
+            base + 4_000
+        ),
     ] {
         let want = expected(&calls, &query);
         for limit in [1, 2, 3, 5, 100] {
-            assert_eq!(walk(&client, &query, limit).await, want, "{query:?}, limit {limit}");
+            assert_eq!(
+                walk(&client, &query, limit).await,
+                want,
+                "{query:?}, limit {limit}"
+            );
         }
         if !want.is_empty() {
             // Exactly a page's worth: one page, and no cursor to an empty one.
             let exact = u32::try_from(want.len()).expect("few");
-            assert_eq!(walk(&client, &query, exact).await, want, "{query:?}, limit = count");
+            assert_eq!(
+                walk(&client, &query, exact).await,
+                want,
+                "{query:?}, limit = count"
+            );
         }
     }
     assert_eq!(
@@ -176,7 +195,11 @@ async fn the_call_list_pages_newest_first_through_every_filter(db: Db) {
     let second: CallPage = serde_json::from_value(second).expect("page");
     let all = expected(&calls, "");
     assert_eq!(
-        second.calls.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
+        second
+            .calls
+            .iter()
+            .map(|c| c.id.clone())
+            .collect::<Vec<_>>(),
         all[4..8].to_vec()
     );
     calls.push(newcomer);
@@ -256,9 +279,9 @@ async fn usage_counts_minutes_of_ended_calls_on_the_day_they_started(db: Db) {
     // (tenant, id, start, length: None while live)
     let plan: [(&str, &str, u64, Option<u64>); 8] = [
         ("alice", "long", day + hour, Some(61_000)), // 2 minutes, rounded up
-        ("alice", "blip", day + 2 * hour, Some(1)), // 1 minute
-        ("alice", "none", day + 3 * hour, Some(0)), // no time at all
-        ("alice", "live", day + 4 * hour, None),    // still live: not yet counted
+        ("alice", "blip", day + 2 * hour, Some(1)),  // 1 minute
+        ("alice", "none", day + 3 * hour, Some(0)),  // no time at all
+        ("alice", "live", day + 4 * hour, None),     // still live: not yet counted
         ("alice", "late", day + 24 * hour - 1_000, Some(120_000)), // ends the next day: 2, day 1
         ("alice", "next", day + 25 * hour, Some(300_000)), // exactly 5
         ("alice", "before", day - hour, Some(600_000)), // the day before the range
@@ -301,7 +324,12 @@ async fn usage_counts_minutes_of_ended_calls_on_the_day_they_started(db: Db) {
         days,
         [
             (json!(format_day(DAY as i64)), json!(5), json!(5), json!(0)),
-            (json!(format_day(DAY as i64 + 1)), json!(1), json!(5), json!(0)),
+            (
+                json!(format_day(DAY as i64 + 1)),
+                json!(1),
+                json!(5),
+                json!(0)
+            ),
         ]
     );
     assert_eq!(usage["totals"]["minutes"], 10);
@@ -426,12 +454,18 @@ async fn a_calls_event_stream_replays_its_history_then_goes_live_and_ends_with_t
         late.take(3).await,
         ["call_started 0", "turn_started 1", "turn_finished 2"]
     );
-    assert!(matches!(late.next(Duration::from_millis(200)).await, Next::Quiet));
+    assert!(matches!(
+        late.next(Duration::from_millis(200)).await,
+        Next::Quiet
+    ));
 
     // Then it is live.
     assert_eq!(client.turn(&call, "second").await.0, 200);
     assert_eq!(late.take(2).await, ["turn_started 3", "turn_finished 4"]);
-    let Next::Event(first) = open(&client, &path, None).await.next(Duration::from_secs(5)).await
+    let Next::Event(first) = open(&client, &path, None)
+        .await
+        .next(Duration::from_secs(5))
+        .await
     else {
         panic!("no first event");
     };
@@ -444,18 +478,28 @@ async fn a_calls_event_stream_replays_its_history_then_goes_live_and_ends_with_t
 
     // The call ends: both streams say so, with its reason, and close.
     let (status, _) = client
-        .json("POST", &format!("/v1/calls/{call}/end"), Some(json!({"reason": "done"})))
+        .json(
+            "POST",
+            &format!("/v1/calls/{call}/end"),
+            Some(json!({"reason": "done"})),
+        )
         .await;
     assert_eq!(status, 200);
     for stream in [&mut late, &mut resumed] {
         match stream.next(Duration::from_secs(5)).await {
             Next::Event(ended) => {
-                assert_eq!((ended.event.as_str(), ended.id.as_deref()), ("call_ended", Some("end")));
+                assert_eq!(
+                    (ended.event.as_str(), ended.id.as_deref()),
+                    ("call_ended", Some("end"))
+                );
                 assert_eq!(ended.data["reason"], "done");
             }
             other => panic!("expected call_ended, got {other:?}"),
         }
-        assert!(matches!(stream.next(Duration::from_secs(5)).await, Next::Ended));
+        assert!(matches!(
+            stream.next(Duration::from_secs(5)).await,
+            Next::Ended
+        ));
     }
 
     // An ended call's stream is its whole history, then the end of the stream.
@@ -471,7 +515,10 @@ async fn a_calls_event_stream_replays_its_history_then_goes_live_and_ends_with_t
             "call_ended end"
         ]
     );
-    assert!(matches!(after.next(Duration::from_secs(5)).await, Next::Ended));
+    assert!(matches!(
+        after.next(Duration::from_secs(5)).await,
+        Next::Ended
+    ));
     // Nothing after the end: 204, which stops a browser's EventSource from reconnecting.
     let response = get_stream(&client, &path, Some("end")).await;
     assert_eq!(response.status(), 204);
@@ -498,7 +545,11 @@ async fn the_tenant_stream_carries_every_call_of_the_tenant_and_no_other(db: Db)
     let second = alice.call("a1").await;
     assert_eq!(alice.turn(&second, "hello").await.0, 200);
     let (status, _) = alice
-        .json("POST", &format!("/v1/calls/{first}/end"), Some(json!({"reason": "done"})))
+        .json(
+            "POST",
+            &format!("/v1/calls/{first}/end"),
+            Some(json!({"reason": "done"})),
+        )
         .await;
     assert_eq!(status, 200);
     let mut seen = Vec::new();
@@ -508,7 +559,13 @@ async fn the_tenant_stream_carries_every_call_of_the_tenant_and_no_other(db: Db)
                 assert_eq!(received.id, None, "no ids on the tenant stream");
                 assert_eq!(received.data["tenant_id"], "alice");
                 let call = received.data["call_id"].as_str().unwrap_or_default();
-                let which = if call == first { "first" } else if call == second { "second" } else { "?" };
+                let which = if call == first {
+                    "first"
+                } else if call == second {
+                    "second"
+                } else {
+                    "?"
+                };
                 seen.push(format!("{} {which}", received.event));
             }
             other => panic!("expected an event after {seen:?}, got {other:?}"),
@@ -525,7 +582,10 @@ async fn the_tenant_stream_carries_every_call_of_the_tenant_and_no_other(db: Db)
         ]
     );
     // It stays open: the tenant's next call is still to come.
-    assert!(matches!(stream.next(Duration::from_millis(200)).await, Next::Quiet));
+    assert!(matches!(
+        stream.next(Duration::from_millis(200)).await,
+        Next::Quiet
+    ));
 }
 
 #[tokio::test]
@@ -534,17 +594,35 @@ async fn a_bad_list_query_is_400_with_its_code_and_reason() {
     let client = origin.client("alice");
     for (query, code, says) in [
         ("stauts=active", "invalid_query", "unknown query parameter"),
-        ("status=paused", "invalid_query", "status must be active or ended"),
+        (
+            "status=paused",
+            "invalid_query",
+            "status must be active or ended",
+        ),
         ("limit=0", "invalid_query", "limit must be 1 to 100"),
         ("limit=101", "invalid_query", "limit must be 1 to 100"),
-        ("status=active&status=ended", "invalid_query", "more than once"),
-        ("started_after_ms=yesterday", "invalid_query", "started_after_ms must be"),
-        ("started_after_ms=9&started_before_ms=9", "invalid_query", "less than"),
+        (
+            "status=active&status=ended",
+            "invalid_query",
+            "more than once",
+        ),
+        (
+            "started_after_ms=yesterday",
+            "invalid_query",
+            "started_after_ms must be",
+        ),
+        (
+            "started_after_ms=9&started_before_ms=9",
+            "invalid_query",
+            "less than",
+        ),
         ("agent_id=..%2F..", "invalid_query", "agent_id must be"),
         ("source=fax", "invalid_query", "source must be phone or api"),
         ("cursor=Zm9yZ2Vk", "invalid_cursor", "not a next_cursor"),
     ] {
-        let (status, body) = client.json("GET", &format!("/v1/calls?{query}"), None).await;
+        let (status, body) = client
+            .json("GET", &format!("/v1/calls?{query}"), None)
+            .await;
         assert_eq!(status, 400, "{query}: {body}");
         assert_eq!(body["error"]["code"], code, "{query}");
         let message = body["error"]["message"].as_str().unwrap_or_default();

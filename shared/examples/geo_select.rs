@@ -9,22 +9,11 @@ use std::hint::black_box;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use shared::geo::config::SEED_REGIONS;
 use shared::geo::health::RegionHealth;
 use shared::geo::{
     CallerLocation, GeoConfig, HealthState, HealthTable, RouteDecision, RouteRequest, select_region,
 };
-
-const SEED_REGIONS: [&str; 9] = [
-    "us-east-1",
-    "us-west-2",
-    "eu-west-2",
-    "eu-central-1",
-    "eu-north-1",
-    "ap-southeast-1",
-    "ap-northeast-1",
-    "ap-southeast-2",
-    "sa-east-1",
-];
 
 /// Request bodies as voice-router sends them: region code, country, nearest, continent,
 /// default, pinned, and a region-code caller whose region is down (failover).

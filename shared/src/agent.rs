@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::identifier;
+use crate::identifier::{self, MAX_LEN as MAX_ID_LEN};
 use crate::idle::IdlePolicy;
 
 pub mod voice;
@@ -308,8 +308,8 @@ pub struct AgentPage {
 /// Why an agent configuration was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AgentError {
-    /// The id is not 1–64 of `[A-Za-z0-9_-]`.
-    #[error("the agent id must be 1 to 64 letters, digits, '-' or '_'")]
+    /// The id fails [`identifier::is_resource_id`].
+    #[error("the agent id must be 1 to {MAX_ID_LEN} letters, digits, '-' or '_'")]
     BadId,
     /// Empty or too long name.
     #[error("name must be 1 to {MAX_NAME_CHARS} characters")]

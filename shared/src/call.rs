@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::identifier;
+use crate::identifier::{self, MAX_LEN as MAX_ID_LEN};
 
 /// Longest end reason.
 pub const MAX_REASON_CHARS: usize = 200;
@@ -169,8 +169,8 @@ pub struct EndCall {
 /// Why a call request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
-    /// The id is not 1–64 of `[A-Za-z0-9_-]`.
-    #[error("the call id must be 1 to 64 letters, digits, '-' or '_'")]
+    /// The id fails [`identifier::is_resource_id`].
+    #[error("the call id must be 1 to {MAX_ID_LEN} letters, digits, '-' or '_'")]
     BadId,
     /// Neither an agent nor a number to find one by.
     #[error("a call needs agent_id, or `to` naming an agent's phone number")]

@@ -1,4 +1,5 @@
-//! Listing a tenant's calls: `GET /api/v1/calls` at the edge, `GET /v1/calls` at the origin.
+//! Listing a tenant's calls: `GET /api/v1/calls` at the edge, `GET /v1/calls`
+//! ([`crate::origin_path::CALLS`]) at the origin.
 //! Both sides parse the query with [`CallListQuery::parse`] (the edge refuses a bad one before
 //! forwarding [`CallListQuery::to_query`], its canonical form), and the order is one rule:
 //! newest first — `started_at_ms` descending, then `id` descending — so a [`Cursor`] (the last
@@ -13,9 +14,6 @@ use serde::{Deserialize, Serialize};
 use crate::call::{Call, CallSource, CallStatus};
 use crate::error_body::ErrorCode;
 use crate::identifier::is_resource_id;
-
-/// The origin's route (and the path voice-router forwards the list to).
-pub const ORIGIN_ROUTE: &str = "/v1/calls";
 
 /// Query parameter: `active` or `ended`.
 pub const PARAM_STATUS: &str = "status";
@@ -46,7 +44,9 @@ const CURSOR_VERSION: &str = "c1";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallListError {
     /// A parameter the list does not take (a typo would otherwise be silently ignored).
-    #[error("unknown query parameter {0:?}; the list takes status, agent_id, source, started_after_ms, started_before_ms, cursor and limit")]
+    #[error(
+        "unknown query parameter {0:?}; the list takes status, agent_id, source, started_after_ms, started_before_ms, cursor and limit"
+    )]
     UnknownParameter(String),
     /// A parameter given twice.
     #[error("query parameter {0:?} is given more than once")]
@@ -368,20 +368,35 @@ mod tests {
     #[test]
     fn refuses_what_it_does_not_take_each_with_its_reason() {
         let cases = [
-            ("stauts=active", CallListError::UnknownParameter("stauts".into())),
-            ("status=active&status=ended", CallListError::Repeated("status".into())),
+            (
+                "stauts=active",
+                CallListError::UnknownParameter("stauts".into()),
+            ),
+            (
+                "status=active&status=ended",
+                CallListError::Repeated("status".into()),
+            ),
             ("status=paused", CallListError::BadStatus),
             ("status=", CallListError::BadStatus),
             ("source=sip", CallListError::BadSource),
             ("agent_id=a%2Fb", CallListError::BadAgentId),
             ("agent_id=", CallListError::BadAgentId),
-            ("started_after_ms=-1", CallListError::BadTime(PARAM_STARTED_AFTER)),
-            ("started_after_ms=1e3", CallListError::BadTime(PARAM_STARTED_AFTER)),
+            (
+                "started_after_ms=-1",
+                CallListError::BadTime(PARAM_STARTED_AFTER),
+            ),
+            (
+                "started_after_ms=1e3",
+                CallListError::BadTime(PARAM_STARTED_AFTER),
+            ),
             (
                 "started_before_ms=99999999999999999999",
                 CallListError::BadTime(PARAM_STARTED_BEFORE),
             ),
-            ("started_after_ms=5&started_before_ms=5", CallListError::EmptyWindow),
+            (
+                "started_after_ms=5&started_before_ms=5",
+                CallListError::EmptyWindow,
+            ),
             ("limit=0", CallListError::BadLimit),
             ("limit=101", CallListError::BadLimit),
             ("limit=ten", CallListError::BadLimit),

@@ -56,6 +56,32 @@ pub enum EndReason {
 }
 
 impl EndReason {
+    /// Why the agent ended a call, from the origin's ConversationRelay `end` message: its
+    /// `handoffData` (a JSON string) names the reason (`idle_timeout` for a caller who stayed
+    /// silent); anything else the agent ends is [`EndReason::AgentEnded`].
+    pub fn of_agent_end(end_message: &str) -> Self {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct End {
+            #[serde(default)]
+            handoff_data: String,
+        }
+        #[derive(Deserialize)]
+        struct Handoff {
+            #[serde(default)]
+            reason: String,
+        }
+        let reason = serde_json::from_str::<End>(end_message)
+            .ok()
+            .and_then(|end| serde_json::from_str::<Handoff>(&end.handoff_data).ok())
+            .map(|handoff| handoff.reason)
+            .unwrap_or_default();
+        match reason.as_str() {
+            "idle_timeout" => EndReason::IdleTimeout,
+            _ => EndReason::AgentEnded,
+        }
+    }
+
     /// The reason as it travels (`snake_case`, as serialised).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -482,6 +508,28 @@ mod tests {
             (s.turn_count, s.region.as_str(), s.last_activity_ms),
             (2, "us-west-2", T0 + 3)
         );
+    }
+
+    #[test]
+    fn the_agents_end_names_its_reason_in_handoff_data() {
+        let cases = [
+            (
+                r#"{"type":"end","handoffData":"{\"reason\":\"idle_timeout\",\"callId\":\"CA1\"}"}"#,
+                EndReason::IdleTimeout,
+            ),
+            (
+                r#"{"type":"end","handoffData":"{\"reason\":\"goodbye\"}"}"#,
+                EndReason::AgentEnded,
+            ),
+            (
+                r#"{"type":"end","handoffData":"not json"}"#,
+                EndReason::AgentEnded,
+            ),
+            (r#"{"type":"end"}"#, EndReason::AgentEnded),
+        ];
+        for (message, expected) in cases {
+            assert_eq!(EndReason::of_agent_end(message), expected, "{message}");
+        }
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeSet;
 
+use crate::auth::{API_KEY, AUTHORIZATION};
+
 /// Which browser origins may call the API, and with what.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CorsPolicy {
@@ -16,11 +18,11 @@ pub struct CorsPolicy {
 pub const ALLOWED_METHODS: &str = "GET, POST, PUT, DELETE, OPTIONS";
 /// Request headers a browser client may send (lower case).
 pub const ALLOWED_HEADERS: [&str; 5] = [
-    "authorization",
+    AUTHORIZATION,
     "content-type",
-    "x-api-key",
+    API_KEY,
     "idempotency-key",
-    "last-event-id",
+    crate::headers::LAST_EVENT_ID,
 ];
 /// Response headers a browser client may read beyond the CORS-safelisted ones.
 pub const EXPOSED_HEADERS: &str = "x-request-id, retry-after, ratelimit, ratelimit-policy, ratelimit-limit, ratelimit-remaining, ratelimit-reset";

@@ -1,11 +1,15 @@
 //! voice-router's configuration, parsed once from its vars and secrets with every problem
-//! reported together.
+//! reported together (through [`crate::config::Reader`]).
 
 use std::collections::BTreeSet;
 
 use crate::call_session::SessionLimits;
+use crate::config::{ConfigError, ConfigIssue, Reader, is_http_url};
 use crate::cors::CorsPolicy;
-use crate::firewall::{FirewallConfig, IpNet};
+use crate::firewall::{FirewallConfig, IpNet, IpNetError};
+use crate::signing::MIN_SECRET_LEN;
+
+pub use crate::signing::EDGE_SIGNING_SECRET;
 
 /// Var: fallback origin base URL when geo-router cannot answer.
 pub const ORIGIN_URL: &str = "ORIGIN_URL";
@@ -28,11 +32,9 @@ pub const CORS_MAX_AGE_SECS: &str = "CORS_MAX_AGE_SECS";
 pub const CALL_IDLE_TIMEOUT_SECS: &str = "CALL_IDLE_TIMEOUT_SECS";
 /// Var: longest a call may last, in seconds.
 pub const CALL_MAX_DURATION_SECS: &str = "CALL_MAX_DURATION_SECS";
-/// Secret: HMAC key shared with the origin for `X-Edge-Signature`.
-pub const EDGE_SIGNING_SECRET: &str = "EDGE_SIGNING_SECRET";
 
-/// Shortest signing secret accepted: 32 bytes, the HMAC-SHA256 block-size guidance.
-pub const MIN_SECRET_LEN: usize = 32;
+/// Longest call time limit accepted: a day.
+const MAX_CALL_LIMIT_SECS: u64 = 24 * 3600;
 
 /// Everything voice-router reads from its environment.
 #[derive(Clone, PartialEq, Eq)]
@@ -65,131 +67,85 @@ impl std::fmt::Debug for EdgeConfig {
     }
 }
 
-/// Every problem in the configuration.
+/// What can be wrong with voice-router's own settings.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("voice-router configuration: {}", problems.join("; "))]
-pub struct EdgeConfigError {
-    /// One sentence per problem, naming the variable.
-    pub problems: Vec<String>,
+pub enum EdgeIssue {
+    /// An `API_COUNTRIES` entry that is not a country code.
+    #[error("{0:?} is not an ISO 3166-1 alpha-2 code")]
+    NotACountryCode(String),
+    /// An `IP_ALLOW`/`IP_DENY` entry that is not a CIDR.
+    #[error(transparent)]
+    NotACidr(IpNetError),
+    /// A `CORS_ORIGINS` entry that is not a browser origin.
+    #[error("{0:?} is not scheme://host[:port] with no path")]
+    NotAnOrigin(String),
 }
+
+/// Every problem in voice-router's configuration.
+pub type EdgeConfigError = ConfigError<EdgeIssue>;
 
 impl EdgeConfig {
     /// Parses from `lookup` (vars and secrets by name).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, EdgeConfigError> {
-        let mut problems = Vec::new();
-        let get = |name: &str| {
-            lookup(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
+        let mut reader = Reader::new(&lookup);
 
-        let origin_url = match get(ORIGIN_URL) {
-            Some(url) if is_http_url(&url) => url.trim_end_matches('/').to_owned(),
-            Some(url) => {
-                problems.push(format!("{ORIGIN_URL}={url:?} must be an http(s) URL"));
-                String::new()
-            }
-            None => {
-                problems.push(format!("{ORIGIN_URL} is required"));
-                String::new()
-            }
-        };
-        let public_base_url = match get(PUBLIC_BASE_URL) {
-            Some(url) if is_http_url(&url) => Some(url.trim_end_matches('/').to_owned()),
-            Some(url) => {
-                problems.push(format!("{PUBLIC_BASE_URL}={url:?} must be an http(s) URL"));
-                None
-            }
-            None => None,
-        };
+        let origin_url = reader
+            .required_url(ORIGIN_URL)
+            .trim_end_matches('/')
+            .to_owned();
+        let public_base_url = reader
+            .url(PUBLIC_BASE_URL)
+            .map(|url| url.trim_end_matches('/').to_owned());
 
-        let api_countries = match get(API_COUNTRIES).as_deref() {
+        let api_countries = match reader.text(API_COUNTRIES).as_deref() {
             None => FirewallConfig::seed().api_countries,
             Some("*") => None,
-            Some(list) => {
-                let mut countries = BTreeSet::new();
-                for code in list.split(',').map(str::trim).filter(|c| !c.is_empty()) {
-                    if code.len() == 2 && code.bytes().all(|b| b.is_ascii_alphabetic()) {
-                        countries.insert(code.to_ascii_uppercase());
-                    } else {
-                        problems.push(format!(
-                            "{API_COUNTRIES}: {code:?} is not an ISO 3166-1 alpha-2 code"
-                        ));
-                    }
+            Some(_) => Some(each(&mut reader, API_COUNTRIES, |code| {
+                if code.len() == 2 && code.bytes().all(|b| b.is_ascii_alphabetic()) {
+                    Ok(code.to_ascii_uppercase())
+                } else {
+                    Err(EdgeIssue::NotACountryCode(code.to_owned()))
                 }
-                Some(countries)
-            }
+            })),
         };
-        let ip_allow = parse_nets(IP_ALLOW, get(IP_ALLOW), &mut problems);
-        let ip_deny = parse_nets(IP_DENY, get(IP_DENY), &mut problems);
-        let min_bot_score = get(MIN_BOT_SCORE).and_then(|text| match text.parse::<u8>() {
-            Ok(score) if (1..=99).contains(&score) => Some(score),
-            _ => {
-                problems.push(format!(
-                    "{MIN_BOT_SCORE}={text:?} must be a whole number from 1 to 99"
-                ));
-                None
+        let nets = |reader: &mut Reader<'_, EdgeIssue>, name: &str| -> Vec<IpNet> {
+            each(reader, name, |item| {
+                item.parse().map_err(EdgeIssue::NotACidr)
+            })
+        };
+        let ip_allow = nets(&mut reader, IP_ALLOW);
+        let ip_deny = nets(&mut reader, IP_DENY);
+        let min_bot_score = reader
+            .optional_number(MIN_BOT_SCORE, 1..=99)
+            .and_then(|score| u8::try_from(score).ok());
+
+        let origins: BTreeSet<String> = each(&mut reader, CORS_ORIGINS, |origin| {
+            if is_http_url(origin) && origin.matches('/').count() == 2 {
+                Ok(origin.to_owned())
+            } else {
+                Err(EdgeIssue::NotAnOrigin(origin.to_owned()))
             }
         });
-
-        let mut origins = BTreeSet::new();
-        for origin in get(CORS_ORIGINS)
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|o| !o.is_empty())
-        {
-            if is_http_url(origin) && origin.matches('/').count() == 2 {
-                origins.insert(origin.to_owned());
-            } else {
-                problems.push(format!(
-                    "{CORS_ORIGINS}: {origin:?} must be scheme://host[:port] with no path"
-                ));
-            }
-        }
-        let max_age_secs = seconds(
-            CORS_MAX_AGE_SECS,
-            get(CORS_MAX_AGE_SECS),
-            600,
-            86_400,
-            &mut problems,
-        );
+        let max_age_secs = reader.number(CORS_MAX_AGE_SECS, 1..=86_400, 600);
 
         let defaults = SessionLimits::default();
-        let idle = seconds(
+        let idle_secs = reader.number(
             CALL_IDLE_TIMEOUT_SECS,
-            get(CALL_IDLE_TIMEOUT_SECS),
+            1..=MAX_CALL_LIMIT_SECS,
             defaults.idle_timeout_ms / 1000,
-            24 * 3600,
-            &mut problems,
         );
-        let max = seconds(
+        let max_secs = reader.number(
             CALL_MAX_DURATION_SECS,
-            get(CALL_MAX_DURATION_SECS),
+            1..=MAX_CALL_LIMIT_SECS,
             defaults.max_duration_ms / 1000,
-            24 * 3600,
-            &mut problems,
         );
 
-        let signing_secret = match lookup(EDGE_SIGNING_SECRET) {
-            Some(secret) if secret.len() >= MIN_SECRET_LEN => secret.into_bytes(),
-            Some(_) => {
-                problems.push(format!(
-                    "{EDGE_SIGNING_SECRET} must be at least {MIN_SECRET_LEN} bytes"
-                ));
-                Vec::new()
-            }
-            None => {
-                problems.push(format!(
-                    "{EDGE_SIGNING_SECRET} is required (wrangler secret put {EDGE_SIGNING_SECRET})"
-                ));
-                Vec::new()
-            }
-        };
+        let signing_secret = reader
+            .required_secret(EDGE_SIGNING_SECRET, MIN_SECRET_LEN)
+            .expose()
+            .to_vec();
 
-        if !problems.is_empty() {
-            return Err(EdgeConfigError { problems });
-        }
+        reader.finish()?;
         Ok(Self {
             origin_url,
             public_base_url,
@@ -204,8 +160,8 @@ impl EdgeConfig {
                 max_age_secs: u32::try_from(max_age_secs).unwrap_or(u32::MAX),
             },
             session_limits: SessionLimits {
-                idle_timeout_ms: idle * 1000,
-                max_duration_ms: max * 1000,
+                idle_timeout_ms: idle_secs * 1000,
+                max_duration_ms: max_secs * 1000,
                 ..defaults
             },
             signing_secret,
@@ -213,50 +169,21 @@ impl EdgeConfig {
     }
 }
 
-fn is_http_url(text: &str) -> bool {
-    let rest = text
-        .strip_prefix("https://")
-        .or_else(|| text.strip_prefix("http://"));
-    rest.is_some_and(|host| {
-        !host.is_empty() && !host.starts_with('/') && !host.contains(char::is_whitespace)
-    })
-}
-
-fn parse_nets(name: &str, value: Option<String>, problems: &mut Vec<String>) -> Vec<IpNet> {
-    let mut nets = Vec::new();
-    for item in value
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|i| !i.is_empty())
-    {
-        match item.parse() {
-            Ok(net) => nets.push(net),
-            Err(error) => problems.push(format!("{name}: {error}")),
+/// Each item of the list `name` through `parse`; a refused item is a problem of its own.
+fn each<T, C: FromIterator<T>>(
+    reader: &mut Reader<'_, EdgeIssue>,
+    name: &str,
+    parse: impl Fn(&str) -> Result<T, EdgeIssue>,
+) -> C {
+    let items = reader.list(name).unwrap_or_default();
+    let mut parsed = Vec::with_capacity(items.len());
+    for item in items {
+        match parse(&item) {
+            Ok(value) => parsed.push(value),
+            Err(issue) => reader.problem(name, ConfigIssue::Invalid(issue)),
         }
     }
-    nets
-}
-
-fn seconds(
-    name: &str,
-    value: Option<String>,
-    default: u64,
-    max: u64,
-    problems: &mut Vec<String>,
-) -> u64 {
-    match value {
-        None => default,
-        Some(text) => match text.parse::<u64>() {
-            Ok(secs) if (1..=max).contains(&secs) => secs,
-            _ => {
-                problems.push(format!(
-                    "{name}={text:?} must be whole seconds from 1 to {max}"
-                ));
-                default
-            }
-        },
-    }
+    parsed.into_iter().collect()
 }
 
 #[cfg(test)]
@@ -342,12 +269,31 @@ mod tests {
             (MIN_BOT_SCORE, "100"),
             (CORS_ORIGINS, "https://app.example.com/path"),
             (CALL_IDLE_TIMEOUT_SECS, "0"),
-            (EDGE_SIGNING_SECRET, "short"),
+            (EDGE_SIGNING_SECRET, "hunter2"),
         ])
         .expect_err("many problems");
         assert_eq!(error.problems.len(), 7, "{error}");
+        let names: Vec<&str> = error.problems.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                ORIGIN_URL,
+                API_COUNTRIES,
+                IP_DENY,
+                MIN_BOT_SCORE,
+                CORS_ORIGINS,
+                CALL_IDLE_TIMEOUT_SECS,
+                EDGE_SIGNING_SECRET
+            ]
+        );
+        assert_eq!(
+            error.problems[6].issue,
+            ConfigIssue::TooShort {
+                min: MIN_SECRET_LEN
+            }
+        );
         assert!(
-            !format!("{error}").contains("short"),
+            !format!("{error}").contains("hunter2"),
             "the secret's value is never echoed"
         );
     }
@@ -355,14 +301,26 @@ mod tests {
     #[test]
     fn missing_required_values_are_named() {
         let error = parse(&[]).expect_err("missing");
-        assert_eq!(error.problems.len(), 2);
-        assert!(error.problems.iter().any(|p| p.contains(ORIGIN_URL)));
-        assert!(
-            error
-                .problems
-                .iter()
-                .any(|p| p.contains(EDGE_SIGNING_SECRET))
+        let missing: Vec<(&str, &ConfigIssue<EdgeIssue>)> = error
+            .problems
+            .iter()
+            .map(|p| (p.name.as_str(), &p.issue))
+            .collect();
+        assert_eq!(
+            missing,
+            [
+                (ORIGIN_URL, &ConfigIssue::Missing),
+                (EDGE_SIGNING_SECRET, &ConfigIssue::Missing)
+            ]
         );
+    }
+
+    #[test]
+    fn the_secret_is_read_without_its_surrounding_whitespace() {
+        let stored = format!("{SECRET}\n");
+        let config =
+            parse(&[(ORIGIN_URL, "http://o"), (EDGE_SIGNING_SECRET, &stored)]).expect("valid");
+        assert_eq!(config.signing_secret, SECRET.as_bytes());
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub mod select;
 pub mod targets;
 pub mod wire;
 
-pub use config::{ConfigError, ConfigProblem, GeoConfig, Region};
+pub use config::{ConfigError, ConfigProblem, GeoConfig, GeoIssue, Region, SEED_REGIONS};
 pub use health::{HealthError, HealthPolicy, HealthState, HealthTable, ReportOutcome};
 pub use select::select_region;
 pub use targets::Target;

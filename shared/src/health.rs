@@ -7,6 +7,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// The path every service (each Worker, each Durable Object, the origin) answers health on.
+pub const HEALTH_PATH: &str = "/health";
+
 /// A service's answer to `GET /health`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthReport {

@@ -3,6 +3,8 @@
 //! on another region.
 
 use crate::firewall::RouteKind;
+use crate::identifier::is_resource_id;
+use crate::origin_path;
 
 /// A recognised public route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,9 +103,6 @@ pub const VOICE_BODY_LIMIT: u64 = 64 * 1024;
 /// Body limit of API requests (a turn's text, an agent's configuration).
 pub const API_BODY_LIMIT: u64 = 256 * 1024;
 
-/// Longest id accepted in a path.
-const MAX_ID_LEN: usize = 64;
-
 impl PublicRoute {
     /// Recognises `method` + `path` (no query).
     pub fn parse(method: &str, path: &str) -> Result<Self, RouteError> {
@@ -124,7 +123,10 @@ impl PublicRoute {
             ["api", "v1", "calls"] => {
                 return by_method(
                     method,
-                    [("POST", PublicRoute::CreateCall), ("GET", PublicRoute::ListCalls)],
+                    [
+                        ("POST", PublicRoute::CreateCall),
+                        ("GET", PublicRoute::ListCalls),
+                    ],
                 );
             }
             ["api", "v1", "calls", id] => (
@@ -166,12 +168,12 @@ impl PublicRoute {
                 for segment in rest {
                     id_of(segment)?;
                 }
-                let route = PublicRoute::Agents {
-                    origin_path: format!(
-                        "/v1/agents{}",
-                        rest.iter().map(|s| format!("/{s}")).collect::<String>()
-                    ),
+                let origin_path = match rest {
+                    [] => origin_path::AGENTS.to_owned(),
+                    [id] => origin_path::agent(id),
+                    _ => return Err(RouteError::NotFound),
                 };
+                let route = PublicRoute::Agents { origin_path };
                 // The origin creates agents with `PUT /v1/agents/{id}` (the id is the client's).
                 let allowed = match rest.len() {
                     0 => method.eq_ignore_ascii_case("GET"),
@@ -309,17 +311,8 @@ pub fn path_segment(text: &str) -> String {
     encoded
 }
 
-/// Whether a path segment is an acceptable id: 1–64 of `[A-Za-z0-9_-]`.
-pub fn is_valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
 fn id_of(segment: &str) -> Result<String, RouteError> {
-    if is_valid_id(segment) {
+    if is_resource_id(segment) {
         Ok(segment.to_owned())
     } else {
         Err(RouteError::BadId(segment.chars().take(80).collect()))
@@ -473,8 +466,16 @@ mod tests {
             ("DELETE", "/api/v1/agents", RouteError::MethodNotAllowed),
             ("POST", "/api/v1/agents", RouteError::MethodNotAllowed),
             ("DELETE", "/api/v1/calls", RouteError::MethodNotAllowed),
-            ("PUT", "/api/v1/calls/c1/turns", RouteError::MethodNotAllowed),
-            ("POST", "/api/v1/calls/c1/events", RouteError::MethodNotAllowed),
+            (
+                "PUT",
+                "/api/v1/calls/c1/turns",
+                RouteError::MethodNotAllowed,
+            ),
+            (
+                "POST",
+                "/api/v1/calls/c1/events",
+                RouteError::MethodNotAllowed,
+            ),
             ("POST", "/api/v1/usage", RouteError::MethodNotAllowed),
             ("POST", "/api/v1/events", RouteError::MethodNotAllowed),
             (
@@ -496,7 +497,10 @@ mod tests {
                 "{method} {path}"
             );
         }
-        let long = format!("/api/v1/calls/{}", "a".repeat(65));
+        let long = format!(
+            "/api/v1/calls/{}",
+            "a".repeat(crate::identifier::MAX_LEN + 1)
+        );
         assert!(matches!(
             PublicRoute::parse("GET", &long),
             Err(RouteError::BadId(_))

@@ -23,6 +23,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::call::{CallerDetails, MAX_CALLER_DETAIL_CHARS};
 
+/// Custom parameter (a `<Parameter>` of `<ConversationRelay>`, in `setup`'s
+/// `customParameters`): the agent answering the call. voice-router sets it, the origin reads it.
+pub const AGENT_ID_PARAM: &str = "agent_id";
+/// The camelCase spelling of [`AGENT_ID_PARAM`], also accepted (a tenant's own TwiML may use it).
+pub const AGENT_ID_PARAM_ALIAS: &str = "agentId";
+/// Custom parameter: who speaks the agent's greeting.
+pub const GREETING_PARAM: &str = "greeting";
+/// [`GREETING_PARAM`]'s value when the carrier speaks the greeting (TwiML `welcomeGreeting`), so
+/// the origin does not speak it again.
+pub const GREETING_BY_CARRIER: &str = "carrier";
+
 /// A message from the carrier.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inbound {
@@ -86,6 +97,17 @@ pub struct Setup {
 }
 
 impl Setup {
+    /// The agent named by the custom parameters, in either spelling.
+    pub fn agent_id(&self) -> Option<String> {
+        self.parameter(AGENT_ID_PARAM_ALIAS)
+            .or_else(|| self.parameter(AGENT_ID_PARAM))
+    }
+
+    /// Whether the carrier already spoke the greeting.
+    pub fn carrier_greets(&self) -> bool {
+        self.parameter(GREETING_PARAM).as_deref() == Some(GREETING_BY_CARRIER)
+    }
+
     /// A custom parameter as text (numbers and booleans are rendered).
     pub fn parameter(&self, name: &str) -> Option<String> {
         match self.custom_parameters.get(name)? {
@@ -637,6 +659,23 @@ mod tests {
         }
     }
     use super::*;
+
+    #[test]
+    fn the_edges_custom_parameters_name_the_agent_and_who_greets() {
+        let setup = |parameters: serde_json::Value| Setup {
+            custom_parameters: serde_json::from_value(parameters).expect("an object"),
+            ..Setup::default()
+        };
+        let edge =
+            setup(serde_json::json!({AGENT_ID_PARAM: "ava", GREETING_PARAM: GREETING_BY_CARRIER}));
+        assert_eq!(edge.agent_id().as_deref(), Some("ava"));
+        assert!(edge.carrier_greets());
+        let tenant =
+            setup(serde_json::json!({AGENT_ID_PARAM_ALIAS: "bob", GREETING_PARAM: "origin"}));
+        assert_eq!(tenant.agent_id().as_deref(), Some("bob"));
+        assert!(!tenant.carrier_greets());
+        assert_eq!(Setup::default().agent_id(), None);
+    }
 
     #[test]
     fn twilio_documented_messages_parse() {

@@ -28,6 +28,9 @@ pub const STREAM_BODY: &str = "STREAMING-BODY";
 pub const MAX_SKEW_SECS: u64 = 60;
 /// Shortest secret accepted: 32 bytes, the HMAC-SHA256 block of entropy it deserves.
 pub const MIN_SECRET_LEN: usize = 32;
+/// The secret holding the key, by the same name on both sides (voice-router and the origin),
+/// read by [`crate::config::Reader::secret`]'s one rule.
+pub const EDGE_SIGNING_SECRET: &str = "EDGE_SIGNING_SECRET";
 
 /// What a signature covers about a request's body.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,15 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The origin's route of a call's turns: `GET` the transcript ([`TurnList`]), `POST` one turn
-/// (axum path syntax).
-pub const TURNS_ROUTE: &str = "/v1/calls/{id}/turns";
-
-/// The origin path of `call_id`'s turns.
-pub fn turns_path(call_id: &str) -> String {
-    TURNS_ROUTE.replace("{id}", call_id)
-}
-
 /// Longest caller utterance accepted (a minute of speech is ~1,000 characters).
 pub const MAX_TEXT_CHARS: usize = 8_000;
 /// SSE event name of a reply piece ([`TokenEvent`]).

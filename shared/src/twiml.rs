@@ -8,49 +8,6 @@ use std::fmt::Write;
 
 use crate::agent::AgentSpec;
 
-/// `<Connect><ConversationRelay …>`: hands the call's audio to ConversationRelay, which opens
-/// the relay WebSocket to `url`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ConversationRelay {
-    /// `wss://<public host>/voice/relay/<CallSid>`.
-    pub url: String,
-    /// Spoken when the relay session starts.
-    pub welcome_greeting: Option<String>,
-    /// TTS voice, e.g. `en-US-Journey-O`.
-    pub voice: Option<String>,
-    /// BCP 47 language for TTS and transcription, e.g. `en-US`.
-    pub language: Option<String>,
-    /// TTS provider, e.g. `Google`, `ElevenLabs`, `Amazon`.
-    pub tts_provider: Option<String>,
-    /// Speech-to-text provider, e.g. `Deepgram`, `Google`.
-    pub transcription_provider: Option<String>,
-    /// Whether the caller's DTMF digits are reported.
-    pub dtmf_detection: bool,
-    /// `<Parameter name value>` children, delivered in the relay's `setup` message.
-    pub parameters: Vec<(String, String)>,
-}
-
-/// Renders the TwiML document.
-pub fn connect_relay(relay: &ConversationRelay) -> String {
-    let mut attributes = vec![("url", relay.url.clone())];
-    let optional = [
-        ("welcomeGreeting", &relay.welcome_greeting),
-        ("voice", &relay.voice),
-        ("language", &relay.language),
-        ("ttsProvider", &relay.tts_provider),
-        ("transcriptionProvider", &relay.transcription_provider),
-    ];
-    attributes.extend(
-        optional
-            .into_iter()
-            .filter_map(|(name, value)| value.clone().map(|v| (name, v))),
-    );
-    if relay.dtmf_detection {
-        attributes.push(("dtmfDetection", "true".to_owned()));
-    }
-    render(&attributes, &[], &relay.parameters)
-}
-
 /// `<Connect><ConversationRelay …>` for `agent`: its greeting as `welcomeGreeting`, every
 /// ConversationRelay setting of its `voice`, its `<Language>` elements, then `parameters` as
 /// `<Parameter>` children. `url` is `wss://<public host>/voice/relay/<CallSid>` (with its
@@ -225,43 +182,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn minimal_relay() {
-        let xml = connect_relay(&ConversationRelay {
-            url: "wss://edge.example.com/voice/relay/CA123".into(),
-            ..Default::default()
-        });
-        assert_eq!(
-            xml,
-            r#"<?xml version="1.0" encoding="UTF-8"?><Response><Connect><ConversationRelay url="wss://edge.example.com/voice/relay/CA123"/></Connect></Response>"#
-        );
-    }
-
-    #[test]
-    fn full_relay_with_escaped_greeting_and_parameters() {
-        let xml = connect_relay(&ConversationRelay {
-            url: "wss://e.example/voice/relay/CA1?token=a&b".into(),
-            welcome_greeting: Some(r#"Hi, I'm "Ava" <your agent> & friend"#.into()),
-            voice: Some("en-US-Journey-O".into()),
-            language: Some("en-US".into()),
-            tts_provider: None,
-            transcription_provider: Some("Deepgram".into()),
-            dtmf_detection: true,
-            parameters: vec![("agent_id".into(), "a<1>".into())],
-        });
-        assert_eq!(
-            xml,
-            concat!(
-                r#"<?xml version="1.0" encoding="UTF-8"?><Response><Connect><ConversationRelay"#,
-                r#" url="wss://e.example/voice/relay/CA1?token=a&amp;b""#,
-                r#" welcomeGreeting="Hi, I&apos;m &quot;Ava&quot; &lt;your agent&gt; &amp; friend""#,
-                r#" voice="en-US-Journey-O" language="en-US" transcriptionProvider="Deepgram""#,
-                r#" dtmfDetection="true"><Parameter name="agent_id" value="a&lt;1&gt;"/>"#,
-                r#"</ConversationRelay></Connect></Response>"#
-            )
-        );
-    }
-
-    #[test]
     fn polite_refusal() {
         assert_eq!(
             say_and_hang_up("All lines are busy & please call back.", Some("en-US")),
@@ -296,16 +216,14 @@ mod tests {
             ("agent_id".to_owned(), "ava".to_owned()),
             ("greeting".to_owned(), "carrier".to_owned()),
         ];
-        let before = connect_relay(&ConversationRelay {
-            url: URL.into(),
-            welcome_greeting: spec.greeting.clone(),
-            voice: spec.voice.voice.clone(),
-            language: spec.voice.language.clone(),
-            tts_provider: None,
-            transcription_provider: None,
-            dtmf_detection: true,
-            parameters: parameters.clone(),
-        });
+        // What the edge answered before agents had ConversationRelay settings of their own.
+        let before = concat!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><Response><Connect><ConversationRelay"#,
+            r#" url="wss://e.example/voice/relay/CA1" welcomeGreeting="Hello, this is Ava.""#,
+            r#" voice="en-US-Journey-O" language="en-US" dtmfDetection="true">"#,
+            r#"<Parameter name="agent_id" value="ava"/><Parameter name="greeting" value="carrier"/>"#,
+            r#"</ConversationRelay></Connect></Response>"#
+        );
         let now = connect_agent(&spec, URL, &parameters);
         assert_eq!(now, before);
         assert!(now.contains(

@@ -2,9 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The origin's route (and the path voice-router forwards `GET /api/v1/usage` to).
-pub const ORIGIN_ROUTE: &str = "/v1/usage";
-
 /// Longest range one usage request may cover.
 pub const MAX_RANGE_DAYS: i64 = 366;
 /// Range when the request names none: the last 30 days, today included.

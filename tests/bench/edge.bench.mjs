@@ -34,7 +34,7 @@ import { writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { gzipSync } from "node:zlib";
-import { EDGE_SIGNING_SECRET, edgeHeaders, startEmulator, startOrigin } from "../e2e/harness.mjs";
+import { EDGE_SIGNING_SECRET, edgeHeaders, SEED_REGIONS, startEmulator, startOrigin } from "../e2e/harness.mjs";
 import { percentile, report } from "./report.mjs";
 import { Client, bundleDir, bundleModules, capnp, compatibilityDate, cpuNs, freePort, kvSource, root, startWorkerd, wasmGzipKb } from "./workerd.mjs";
 
@@ -63,7 +63,6 @@ const POLICIES = {
   ip: { algorithm: "sliding_window", limit: 1_000_000, window_ms: 60_000 },
   principal: { algorithm: "gcra", limit: 1_000_000, period_ms: 60_000, burst: 1_000_000 },
 };
-const SEED_REGIONS = ["us-east-1", "us-west-2", "eu-west-2", "eu-central-1", "eu-north-1", "ap-southeast-1", "ap-northeast-1", "ap-southeast-2", "sa-east-1"];
 
 const b64url = (data) => Buffer.from(data).toString("base64url");
 function jwt(subject) {

@@ -13,6 +13,7 @@ import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import http from "node:http";
 import path from "node:path";
+import { SEED_REGIONS } from "../e2e/harness.mjs";
 import { report } from "./report.mjs";
 import { bundleDir, bundleModules, capnp, compatibilityDate, cpuNs, freePort, kvSource, root, startWorkerd } from "./workerd.mjs";
 
@@ -25,11 +26,6 @@ const ROUNDS = 6;
 const NATIVE_TARGET_US = 10;
 const WORKERD_MARGINAL_TARGET_US = 100;
 const WORKERD_REQUEST_TARGET_US = 1_000;
-
-const SEED_REGIONS = [
-  "us-east-1", "us-west-2", "eu-west-2", "eu-central-1", "eu-north-1",
-  "ap-southeast-1", "ap-northeast-1", "ap-southeast-2", "sa-east-1",
-];
 
 // The same mix as the native measurement: region code, country, nearest, continent, default,
 // pinned; each with the caller's cf fields as voice-router forwards them.

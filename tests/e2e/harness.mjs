@@ -35,7 +35,11 @@ globalThis.fetch = (input, init) => {
 
 export const ENVIRONMENT = "development";
 export const WORKERS = ["voice-router", "auth-validator", "rate-limiter", "geo-router"];
-/** The regions geo-router's seed tables name (ARCHITECTURE.md, "Seed facts"). */
+/**
+ * The regions geo-router's seed tables name (ARCHITECTURE.md, "Seed facts"): a mirror of the
+ * Rust const `shared::geo::config::SEED_REGIONS`, checked equal (same order) by its native test
+ * `the_e2e_harness_mirrors_the_seed_regions`. Keep it one plain list of quoted names.
+ */
 export const SEED_REGIONS = [
   "us-east-1",
   "us-west-2",
@@ -296,12 +300,19 @@ export async function signedCall(origin, method, pathAndQuery, { body, principal
  * a `text`); `closed()` resolves with the close code.
  */
 export async function originRelay(origin, callId, principal) {
-  // `ws` (pinned through wrangler's lockfile) sends the signed headers a WebSocket handshake needs.
-  const WebSocket = requireFromWrangler("ws");
   const pathAndQuery = `/v1/calls/${callId}/relay`;
-  const socket = new WebSocket(`${origin.url.replace("http", "ws")}${pathAndQuery}`, {
-    headers: edgeHeaders({ method: "GET", pathAndQuery, principal, stream: true }),
-  });
+  return relaySocket(`${origin.url.replace("http", "ws")}${pathAndQuery}`, edgeHeaders({ method: "GET", pathAndQuery, principal, stream: true }));
+}
+
+/**
+ * A ConversationRelay WebSocket client at `url` with handshake `headers` (the origin's signed
+ * edge headers, or a carrier's signature through the edge): `send`, `next`, `reply` (one
+ * reply's text), `closed` (resolves to the close code), `close`.
+ */
+export async function relaySocket(url, headers) {
+  // `ws` (pinned through wrangler's lockfile) sends the headers a WebSocket handshake needs.
+  const WebSocket = requireFromWrangler("ws");
+  const socket = new WebSocket(url, { headers });
   const queue = [];
   const waiters = [];
   socket.on("message", (data) => {

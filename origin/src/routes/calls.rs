@@ -12,10 +12,11 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, StreamExt};
 use shared::call::{Call, CallSource, CallStatus, CallerDetails, CreateCall, EndCall, check_id};
-use shared::call_event::stream::{EventId, LAST_EVENT_ID, Resume, replay};
+use shared::call_event::stream::{EventId, Resume, replay};
 use shared::call_event::{CallEvent, CallEventKind};
 use shared::call_list::{CallListQuery, CallPage};
 use shared::error_body::{ErrorBody, ErrorCode};
+use shared::headers::LAST_EVENT_ID;
 use shared::turn::{
     DoneEvent, EVENT_DONE, EVENT_ERROR, EVENT_TOKEN, TokenEvent, TurnList, TurnRequest,
 };
@@ -132,8 +133,11 @@ pub async fn list(
     let query = CallListQuery::parse(uri.query().unwrap_or_default())
         .map_err(|error| AppError::bad_request(error.code().as_str(), error.to_string()))
         .or_fail(&request_id)?;
-    let calls = stored(&state, state.store.list_calls(caller.tenant(), &query).await)
-        .or_fail(&request_id)?;
+    let calls = stored(
+        &state,
+        state.store.list_calls(caller.tenant(), &query).await,
+    )
+    .or_fail(&request_id)?;
     Ok(Json(CallPage::of(calls, query.limit)))
 }
 
@@ -384,8 +388,7 @@ pub async fn events(
     let call = existing_call(&state, &tenant, &id)
         .await
         .or_fail(&request_id)?;
-    let turns =
-        stored(&state, state.store.list_turns(&tenant, &id).await).or_fail(&request_id)?;
+    let turns = stored(&state, state.store.list_turns(&tenant, &id).await).or_fail(&request_id)?;
     let mut resume = Resume::after(after);
     let history: Vec<Event> = replay(&call, &turns)
         .into_iter()
@@ -472,31 +475,28 @@ fn live_events(
     let gauge = Arc::clone(&state.metrics);
     gauge.event_subscribers.inc();
     let guard = SubscriberGuard(gauge);
-    stream::unfold(
-        Some((receiver, shutdown, pick, guard)),
-        |live| async move {
-            let (mut receiver, shutdown, mut pick, guard) = live?;
-            loop {
-                let received = tokio::select! {
-                    () = shutdown.cancelled() => return None,
-                    received = receiver.recv() => received,
-                };
-                match received {
-                    Ok(event) => match pick(&event) {
-                        Relay::Skip => {}
-                        Relay::Send(sse) => {
-                            return Some((Ok(sse), Some((receiver, shutdown, pick, guard))));
-                        }
-                        Relay::Last(sse) => return Some((Ok(sse), None)),
-                    },
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::warn!(missed, "event stream lagged");
+    stream::unfold(Some((receiver, shutdown, pick, guard)), |live| async move {
+        let (mut receiver, shutdown, mut pick, guard) = live?;
+        loop {
+            let received = tokio::select! {
+                () = shutdown.cancelled() => return None,
+                received = receiver.recv() => received,
+            };
+            match received {
+                Ok(event) => match pick(&event) {
+                    Relay::Skip => {}
+                    Relay::Send(sse) => {
+                        return Some((Ok(sse), Some((receiver, shutdown, pick, guard))));
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    Relay::Last(sse) => return Some((Ok(sse), None)),
+                },
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "event stream lagged");
                 }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
             }
-        },
-    )
+        }
+    })
 }
 
 struct SubscriberGuard(Arc<crate::metrics::Metrics>);

@@ -413,13 +413,19 @@ fn list_calls_sql(backend: Backend, tenant: &str, query: &CallListQuery) -> (Str
         format!("${}", binds.len())
     };
     if let Some(status) = query.status {
-        conditions.push(format!("status = {}", bind(Bind::Text(status.as_str().into()))));
+        conditions.push(format!(
+            "status = {}",
+            bind(Bind::Text(status.as_str().into()))
+        ));
     }
     if let Some(agent_id) = &query.agent_id {
         conditions.push(format!("agent_id = {}", bind(Bind::Text(agent_id.clone()))));
     }
     if let Some(source) = query.source {
-        conditions.push(format!("source = {}", bind(Bind::Text(source.as_str().into()))));
+        conditions.push(format!(
+            "source = {}",
+            bind(Bind::Text(source.as_str().into()))
+        ));
     }
     if let Some(after) = query.started_after_ms {
         conditions.push(format!("started_at_ms > {}", bind(Bind::Int(int(after)))));

@@ -5,13 +5,11 @@
 //! `JWKS_INLINE`, `JWT_HS256_SECRET`), session tokens by `SESSION_TOKEN_SECRET`, Twilio by
 //! `TWILIO_ACCOUNTS`. API keys need only the KV namespace.
 
-use std::fmt;
-
 use serde::Deserialize;
 
+use crate::config;
 use crate::jwks::{self, CachePolicy, Jwk, JwkError, JwksError, KeySet, KeySource};
 use crate::jwt::JwtPolicy;
-use crate::public_url;
 use crate::secret::Secret;
 use crate::signature::Algorithm;
 use crate::twilio::{self, TwilioAccount};
@@ -105,47 +103,12 @@ impl SessionTokenConfig {
     }
 }
 
-/// One thing wrong with one setting.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    /// The var or secret.
-    pub name: String,
-    /// What is wrong with it.
-    pub issue: ConfigIssue,
-}
-
-/// What can be wrong with a setting. Never carries a secret's value.
+/// What can be wrong with auth-validator's own settings. Never carries a secret's value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigIssue {
-    /// Required and absent.
-    #[error("missing ({0})")]
-    Missing(&'static str),
-    /// Not a whole number.
-    #[error("not a whole number")]
-    NotANumber,
-    /// Outside the accepted range.
-    #[error("must be between {min} and {max}")]
-    OutOfRange {
-        /// Smallest accepted value.
-        min: u64,
-        /// Largest accepted value.
-        max: u64,
-    },
+pub enum AuthIssue {
     /// Names an algorithm that is not HS256, RS256 or ES256.
     #[error("unknown algorithm `{0}` (HS256, RS256, ES256 are supported)")]
     UnknownAlgorithm(String),
-    /// A list with no entry.
-    #[error("lists no value")]
-    Empty,
-    /// Not `https://`, or `http://` to a loopback host (tests).
-    #[error("must be an https URL (http only to a loopback host)")]
-    InsecureUrl,
-    /// A secret shorter than required.
-    #[error("shorter than {min} bytes")]
-    SecretTooShort {
-        /// Minimum length.
-        min: usize,
-    },
     /// A key set document that cannot be used.
     #[error("{0}")]
     InvalidKeySet(JwksError),
@@ -157,38 +120,22 @@ pub enum ConfigIssue {
         /// Why.
         reason: JwkError,
     },
-    /// Not the documented JSON shape.
-    #[error("not valid JSON of the documented shape")]
-    InvalidJson,
     /// An account SID that is not `AC` followed by 32 hex digits.
     #[error("account SID `{0}` is not AC followed by 32 hex digits")]
     InvalidAccountSid(String),
-    /// The default is larger than the maximum.
-    #[error("is larger than {0}")]
-    AboveMaximum(&'static str),
+    /// An account whose `tenant_id` is blank.
+    #[error("account {0} has no tenant_id")]
+    NoTenant(String),
 }
 
+/// One thing wrong with one setting.
+pub type ConfigProblem = config::ConfigProblem<AuthIssue>;
+/// What is wrong with a setting.
+pub type ConfigIssue = config::ConfigIssue<AuthIssue>;
 /// Every problem found in the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// All of them, in the order found.
-    pub problems: Vec<ConfigProblem>,
-}
+pub type ConfigError = config::ConfigError<AuthIssue>;
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} configuration problem(s): ", self.problems.len())?;
-        for (index, problem) in self.problems.iter().enumerate() {
-            if index > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{}: {}", problem.name, problem.issue)?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigError {}
+type Reader<'a> = config::Reader<'a, AuthIssue>;
 
 #[derive(Deserialize)]
 struct AccountEntry {
@@ -199,112 +146,34 @@ struct AccountEntry {
     scopes: Option<Vec<String>>,
 }
 
-struct Reader<F> {
-    lookup: F,
-    problems: Vec<ConfigProblem>,
-}
-
-impl<F: Fn(&str) -> Option<String>> Reader<F> {
-    fn get(&self, name: &str) -> Option<String> {
-        (self.lookup)(name)
-            .map(|value| value.trim().to_owned())
-            .filter(|value| !value.is_empty())
-    }
-
-    fn problem(&mut self, name: &str, issue: ConfigIssue) {
-        self.problems.push(ConfigProblem {
-            name: name.to_owned(),
-            issue,
-        });
-    }
-
-    fn required(&mut self, name: &str, because: &'static str) -> String {
-        self.get(name).unwrap_or_else(|| {
-            self.problem(name, ConfigIssue::Missing(because));
-            String::new()
-        })
-    }
-
-    fn number(&mut self, name: &str, default: u64, min: u64, max: u64) -> u64 {
-        let Some(text) = self.get(name) else {
-            return default;
-        };
-        match text.parse::<u64>() {
-            Ok(value) if (min..=max).contains(&value) => value,
-            Ok(_) => {
-                self.problem(name, ConfigIssue::OutOfRange { min, max });
-                default
-            }
-            Err(_) => {
-                self.problem(name, ConfigIssue::NotANumber);
-                default
-            }
-        }
-    }
-
-    fn list(&mut self, name: &str, text: &str) -> Vec<String> {
-        let items: Vec<String> = text
-            .split(',')
-            .map(str::trim)
-            .filter(|item| !item.is_empty())
-            .map(str::to_owned)
-            .collect();
-        if items.is_empty() {
-            self.problem(name, ConfigIssue::Empty);
-        }
-        items
-    }
-
-    fn secret(&mut self, name: &str, min: usize) -> Option<Secret> {
-        // Secrets are not trimmed: every byte counts.
-        let value = (self.lookup)(name).filter(|value| !value.is_empty())?;
-        if value.len() < min {
-            self.problem(name, ConfigIssue::SecretTooShort { min });
-            return None;
-        }
-        Some(Secret::new(value))
-    }
-}
-
 impl AuthConfig {
     /// Parses the configuration; `lookup` returns a var's or secret's value by name.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut reader = Reader {
-            lookup,
-            problems: Vec::new(),
-        };
+        let mut reader = Reader::new(&lookup);
         let jwt = jwt_config(&mut reader);
         let session_tokens = session_config(&mut reader);
         let twilio_accounts = twilio_accounts(&mut reader);
-        if reader.problems.is_empty() {
-            Ok(AuthConfig {
-                jwt,
-                session_tokens,
-                twilio_accounts,
-            })
-        } else {
-            Err(ConfigError {
-                problems: reader.problems,
-            })
-        }
+        reader.finish()?;
+        Ok(AuthConfig {
+            jwt,
+            session_tokens,
+            twilio_accounts,
+        })
     }
 }
 
-fn jwt_config<F: Fn(&str) -> Option<String>>(reader: &mut Reader<F>) -> Option<JwtConfig> {
-    let jwks_url = reader.get(JWKS_URL);
-    let inline = reader.get(JWKS_INLINE);
+fn jwt_config(reader: &mut Reader<'_>) -> Option<JwtConfig> {
     let hs256_secret = reader.secret(JWT_HS256_SECRET, jwks::MIN_HMAC_SECRET_BYTES);
-    let hs256_named = (reader.lookup)(JWT_HS256_SECRET).is_some_and(|value| !value.is_empty());
-    if jwks_url.is_none() && inline.is_none() && !hs256_named {
+    if ![JWKS_URL, JWKS_INLINE, JWT_HS256_SECRET]
+        .iter()
+        .any(|name| reader.is_set(name))
+    {
         return None;
     }
-    const BECAUSE: &str = "required when JWT verification is enabled";
+    const NEEDED_BY: &str = "JWT verification";
+    let jwks_url = reader.https_url(JWKS_URL);
+    let inline = reader.text(JWKS_INLINE);
 
-    if let Some(url) = &jwks_url
-        && !is_acceptable_jwks_url(url)
-    {
-        reader.problem(JWKS_URL, ConfigIssue::InsecureUrl);
-    }
     let mut static_keys: Vec<Jwk> = Vec::new();
     if let Some(document) = &inline {
         match jwks::parse_jwks(document, KeySource::Configured) {
@@ -312,64 +181,67 @@ fn jwt_config<F: Fn(&str) -> Option<String>>(reader: &mut Reader<F>) -> Option<J
                 for skipped in parsed.skipped {
                     reader.problem(
                         JWKS_INLINE,
-                        ConfigIssue::InvalidKey {
+                        ConfigIssue::Invalid(AuthIssue::InvalidKey {
                             kid: skipped.kid,
                             reason: skipped.reason,
-                        },
+                        }),
                     );
                 }
                 static_keys.extend(parsed.keys.iter().cloned());
             }
-            Err(error) => reader.problem(JWKS_INLINE, ConfigIssue::InvalidKeySet(error)),
+            Err(error) => reader.problem(
+                JWKS_INLINE,
+                ConfigIssue::Invalid(AuthIssue::InvalidKeySet(error)),
+            ),
         }
     }
     if let Some(secret) = hs256_secret {
-        match Jwk::hmac(reader.get(JWT_HS256_KID), secret) {
+        match Jwk::hmac(reader.text(JWT_HS256_KID), secret) {
             Ok(key) => static_keys.push(key),
             Err(_) => reader.problem(
                 JWT_HS256_SECRET,
-                ConfigIssue::SecretTooShort {
+                ConfigIssue::TooShort {
                     min: jwks::MIN_HMAC_SECRET_BYTES,
                 },
             ),
         }
     }
 
-    let issuer = reader.required(JWT_ISSUER, BECAUSE);
-    let audiences = match reader.get(JWT_AUDIENCE) {
-        Some(text) => reader.list(JWT_AUDIENCE, &text),
-        None => {
-            reader.problem(JWT_AUDIENCE, ConfigIssue::Missing(BECAUSE));
-            Vec::new()
-        }
-    };
-    let algorithms = match reader.get(JWT_ALGORITHMS) {
+    let issuer = reader.required_for(JWT_ISSUER, NEEDED_BY);
+    let audiences = reader.list(JWT_AUDIENCE).unwrap_or_else(|| {
+        reader.problem(JWT_AUDIENCE, ConfigIssue::NeededBy(NEEDED_BY));
+        Vec::new()
+    });
+    let algorithms = match reader.list(JWT_ALGORITHMS) {
         None => Algorithm::ALL.to_vec(),
-        Some(text) => {
+        Some(names) => {
             let mut algorithms = Vec::new();
-            for name in reader.list(JWT_ALGORITHMS, &text) {
+            for name in names {
                 match Algorithm::from_name(&name) {
                     Some(alg) => algorithms.push(alg),
-                    None => reader.problem(JWT_ALGORITHMS, ConfigIssue::UnknownAlgorithm(name)),
+                    None => reader.problem(
+                        JWT_ALGORITHMS,
+                        ConfigIssue::Invalid(AuthIssue::UnknownAlgorithm(name)),
+                    ),
                 }
             }
             algorithms
         }
     };
-    let leeway_s = reader.number(JWT_LEEWAY_S, 60, 0, 600);
-    let ttl_s = reader.number(JWKS_CACHE_TTL_S, 600, 60, 86_400);
-    let min_refetch_s = reader.number(JWKS_REFETCH_MIN_INTERVAL_S, 30, 0, 3_600);
+    let leeway_s = reader.number(JWT_LEEWAY_S, 0..=600, 60);
+    let ttl = reader.seconds(JWKS_CACHE_TTL_S, 60..=86_400, 600);
+    let min_refetch = reader.seconds(JWKS_REFETCH_MIN_INTERVAL_S, 0..=3_600, 30);
     let policy = JwtPolicy {
         algorithms,
         issuer,
         audiences,
         leeway_s,
         tenant_claim: reader
-            .get(JWT_TENANT_CLAIM)
+            .text(JWT_TENANT_CLAIM)
             .unwrap_or_else(|| "tenant_id".into()),
-        default_tenant: reader.get(JWT_DEFAULT_TENANT),
+        default_tenant: reader.text(JWT_DEFAULT_TENANT),
         default_plan: reader
-            .get(JWT_DEFAULT_PLAN)
+            .text(JWT_DEFAULT_PLAN)
             .unwrap_or_else(|| "free".into()),
     };
     Some(JwtConfig {
@@ -377,35 +249,26 @@ fn jwt_config<F: Fn(&str) -> Option<String>>(reader: &mut Reader<F>) -> Option<J
         static_keys: KeySet::from_keys(static_keys),
         jwks_url,
         cache: CachePolicy {
-            ttl_ms: ttl_s * 1_000,
-            min_refetch_interval_ms: min_refetch_s * 1_000,
+            ttl_ms: millis_of(ttl),
+            min_refetch_interval_ms: millis_of(min_refetch),
         },
     })
 }
 
-/// `https://…`, or `http://` to loopback so tests can serve keys locally.
-fn is_acceptable_jwks_url(url: &str) -> bool {
-    let Ok(parsed) = public_url::parse(url) else {
-        return false;
-    };
-    if parsed.scheme().eq_ignore_ascii_case("https") {
-        return true;
-    }
-    parsed.scheme().eq_ignore_ascii_case("http")
-        && matches!(parsed.host(), "127.0.0.1" | "localhost" | "[::1]")
+/// Whole milliseconds of a duration read from whole seconds (so it fits).
+fn millis_of(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn session_config<F: Fn(&str) -> Option<String>>(
-    reader: &mut Reader<F>,
-) -> Option<SessionTokenConfig> {
+fn session_config(reader: &mut Reader<'_>) -> Option<SessionTokenConfig> {
     let current = reader.secret(SESSION_TOKEN_SECRET, jwks::MIN_HMAC_SECRET_BYTES);
     let previous = reader.secret(SESSION_TOKEN_SECRET_PREVIOUS, jwks::MIN_HMAC_SECRET_BYTES);
-    let default_ttl_s = reader.number(SESSION_TOKEN_TTL_S, 120, 1, 3_600);
-    let max_ttl_s = reader.number(SESSION_TOKEN_MAX_TTL_S, 900, 1, 86_400);
+    let default_ttl_s = reader.number(SESSION_TOKEN_TTL_S, 1..=3_600, 120);
+    let max_ttl_s = reader.number(SESSION_TOKEN_MAX_TTL_S, 1..=86_400, 900);
     if default_ttl_s > max_ttl_s {
         reader.problem(
             SESSION_TOKEN_TTL_S,
-            ConfigIssue::AboveMaximum(SESSION_TOKEN_MAX_TTL_S),
+            ConfigIssue::LargerThan(SESSION_TOKEN_MAX_TTL_S),
         );
     }
     let current = current?;
@@ -416,18 +279,12 @@ fn session_config<F: Fn(&str) -> Option<String>>(
     })
 }
 
-fn twilio_accounts<F: Fn(&str) -> Option<String>>(reader: &mut Reader<F>) -> Vec<TwilioAccount> {
-    let Some(text) = reader.get(TWILIO_ACCOUNTS) else {
+fn twilio_accounts(reader: &mut Reader<'_>) -> Vec<TwilioAccount> {
+    let Some(entries) =
+        reader.json::<std::collections::BTreeMap<String, AccountEntry>>(TWILIO_ACCOUNTS)
+    else {
         return Vec::new();
     };
-    let entries: std::collections::BTreeMap<String, AccountEntry> =
-        match serde_json::from_str(&text) {
-            Ok(entries) => entries,
-            Err(_) => {
-                reader.problem(TWILIO_ACCOUNTS, ConfigIssue::InvalidJson);
-                return Vec::new();
-            }
-        };
     if entries.is_empty() {
         reader.problem(TWILIO_ACCOUNTS, ConfigIssue::Empty);
     }
@@ -437,18 +294,24 @@ fn twilio_accounts<F: Fn(&str) -> Option<String>>(reader: &mut Reader<F>) -> Vec
             && sid.starts_with("AC")
             && sid[2..].bytes().all(|b| b.is_ascii_hexdigit());
         if !sid_ok {
-            reader.problem(TWILIO_ACCOUNTS, ConfigIssue::InvalidAccountSid(sid));
+            reader.problem(
+                TWILIO_ACCOUNTS,
+                ConfigIssue::Invalid(AuthIssue::InvalidAccountSid(sid)),
+            );
             continue;
         }
         if entry.tenant_id.trim().is_empty() {
-            reader.problem(TWILIO_ACCOUNTS, ConfigIssue::InvalidJson);
+            reader.problem(
+                TWILIO_ACCOUNTS,
+                ConfigIssue::Invalid(AuthIssue::NoTenant(sid)),
+            );
             continue;
         }
         let token_name = format!("{TWILIO_AUTH_TOKEN_PREFIX}{sid}");
         let Some(auth_token) = reader.secret(&token_name, 1) else {
             reader.problem(
                 &token_name,
-                ConfigIssue::Missing("every account in TWILIO_ACCOUNTS needs its auth token"),
+                ConfigIssue::NeededBy("its account in TWILIO_ACCOUNTS"),
             );
             continue;
         };
@@ -608,22 +471,25 @@ mod tests {
         assert_eq!(jwt.policy.algorithms, Algorithm::ALL);
     }
 
+    /// The rule itself (https, or http to loopback) is `shared::config`'s, tested there.
     #[test]
     fn jwks_urls_must_be_https_except_on_loopback() {
-        for (url, ok) in [
-            (
-                "https://team.cloudflareaccess.com/cdn-cgi/access/certs",
-                true,
-            ),
-            ("http://127.0.0.1:8123/certs", true),
-            ("http://localhost/certs", true),
-            ("http://[::1]:9/certs", true),
-            ("http://127.0.0.1.evil.example/certs", false),
-            ("http://example.com/certs", false),
-            ("ftp://example.com/certs", false),
-        ] {
-            assert_eq!(is_acceptable_jwks_url(url), ok, "{url}");
-        }
+        let jwt = |url| parse(&[(JWKS_URL, url), (JWT_ISSUER, "i"), (JWT_AUDIENCE, "a")]);
+        let local = "http://127.0.0.1:8123/certs";
+        let config = jwt(local).expect("loopback http is accepted");
+        assert_eq!(
+            config.jwt.and_then(|jwt| jwt.jwks_url).as_deref(),
+            Some(local)
+        );
+        let error = jwt("http://keys.example.com/certs").expect_err("plain http");
+        assert_eq!(
+            error.problems,
+            [ConfigProblem {
+                name: JWKS_URL.into(),
+                value: Some("http://keys.example.com/certs".into()),
+                issue: ConfigIssue::InsecureUrl
+            }]
+        );
     }
 
     #[test]
@@ -633,7 +499,10 @@ mod tests {
             error.problems,
             [ConfigProblem {
                 name: TWILIO_ACCOUNTS.into(),
-                issue: ConfigIssue::InvalidJson
+                value: None,
+                issue: ConfigIssue::NotJson(
+                    "invalid type: sequence, expected a map at line 1 column 0".into()
+                )
             }]
         );
     }

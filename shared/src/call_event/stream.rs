@@ -1,13 +1,15 @@
-//! A call's events as a Server-Sent Events stream (`GET /v1/calls/{id}/events` at the origin,
-//! `GET /api/v1/calls/{id}/events` through the edge). Each event carries an [`EventId`], its
-//! place in the call. A subscriber first gets the call's history rebuilt from what is stored —
-//! [`replay`]: the events a subscriber present from the start would have seen — then the live
-//! events, each at most once ([`Resume`]); the stream ends after `call_ended`. A client that
-//! reconnects with `Last-Event-ID` (as a browser's `EventSource` does by itself) gets only what
-//! came after that event.
+//! A call's events as a Server-Sent Events stream: `GET /v1/calls/{id}/events` at the origin
+//! ([`crate::origin_path::CALL_EVENTS`]), `GET /api/v1/calls/{id}/events` through the edge. Each
+//! event carries an [`EventId`], its place in the call. A subscriber first gets the call's
+//! history rebuilt from what is stored — [`replay`]: the events a subscriber present from the
+//! start would have seen — then the live events, each at most once ([`Resume`]); the stream ends
+//! after `call_ended`. A client that reconnects with `Last-Event-ID`
+//! ([`crate::headers::LAST_EVENT_ID`], as a browser's `EventSource` sends by itself) gets only
+//! what came after that event.
 //!
-//! The tenant-wide stream (`GET /v1/events`, `GET /api/v1/events`) carries every call's live
-//! events, without ids or history: it tells a list that something changed.
+//! The tenant-wide stream (`GET /v1/events`, [`crate::origin_path::EVENTS`]; `GET /api/v1/events`
+//! through the edge) carries every call's live events, without ids or history: it tells a list
+//! that something changed.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,18 +17,6 @@ use std::fmt;
 use super::{CallEvent, CallEventKind};
 use crate::call::{Call, CallStatus};
 use crate::turn::{Turn, TurnRole};
-
-/// The origin's route of one call's stream (axum path syntax).
-pub const CALL_EVENTS_ROUTE: &str = "/v1/calls/{id}/events";
-/// The origin's route of a tenant's stream.
-pub const TENANT_EVENTS_ROUTE: &str = "/v1/events";
-/// The request header a reconnecting client names its last event with.
-pub const LAST_EVENT_ID: &str = "last-event-id";
-
-/// The origin path of `call_id`'s stream.
-pub fn call_events_path(call_id: &str) -> String {
-    CALL_EVENTS_ROUTE.replace("{id}", call_id)
-}
 
 /// An event's place in its call, sent as the SSE `id`: `0` (the call started), `{seq}` (the
 /// caller's turn `seq` started, or the reply `seq` finished), `{seq}.i` (reply `seq` was
@@ -345,10 +335,5 @@ mod tests {
         assert!(sent.is_empty());
         assert!(back.admit(&live(CallEventKind::TurnInterrupted, Some(2))));
         assert!(back.admit(&live(CallEventKind::TurnStarted, Some(3))));
-        assert_eq!(
-            call_events_path("CA1"),
-            "/v1/calls/CA1/events",
-            "the origin path"
-        );
     }
 }

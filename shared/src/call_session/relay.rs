@@ -17,7 +17,7 @@
 //! - The origin's messages go to the caller unchanged, except its `error` notes (for the log).
 //!   When the origin is lost mid-reply, the caller's talk cycle is closed (`text` with
 //!   `last: true`), so the carrier's turn-taking is not left waiting. The origin's `end` reaches
-//!   the caller first, then the call ends (`agent_ended`).
+//!   the caller first, then the call ends for the reason its `handoffData` names.
 //! - A turn is a final `prompt` or a `dtmf` from the caller (or an API turn); activity is stored
 //!   at most every [`ACTIVITY_PERSIST_MS`], a turn or a region change at once.
 //! - Alarms end idle or over-long calls and renew the concurrent-call lease; a lease reclaimed
@@ -401,8 +401,9 @@ impl Relay {
             RelayedKind::TurnEnd => self.reply_open = false,
             RelayedKind::SessionEnd => {
                 self.reply_open = false;
+                let reason = EndReason::of_agent_end(&text);
                 let mut actions = vec![Action::SendToCaller(text)];
-                actions.extend(self.end(EndReason::AgentEnded, now_ms));
+                actions.extend(self.end(reason, now_ms));
                 return actions;
             }
             _ => {}

@@ -31,8 +31,8 @@ pub const TOUCH_PATH: &str = "/touch";
 pub const END_PATH: &str = "/end";
 /// `GET` + upgrade: the caller's relay socket.
 pub const RELAY_PATH: &str = "/relay";
-/// `GET`: the class answers.
-pub const HEALTH_PATH: &str = "/health";
+/// `GET`: the class answers (every service's health path).
+pub use crate::health::HEALTH_PATH;
 /// Header carrying the authenticated tenant on [`RELAY_PATH`].
 pub const TENANT_HEADER: &str = "x-session-tenant";
 

@@ -1,15 +1,16 @@
 //! geo-router's configuration: the regions, the seed's routing tables and the health policy.
 //!
-//! Parsed once from a lookup (the Worker passes its wrangler vars), every problem reported
-//! together. Each var holds JSON text or a number; only `GEO_REGIONS` is required, because origin
+//! Parsed once from a lookup (the Worker passes its wrangler vars) through
+//! [`crate::config::Reader`], every problem reported together. Each var holds JSON text or a number; only `GEO_REGIONS` is required, because origin
 //! URLs differ per environment. The routing tables default to the seed (`ARCHITECTURE.md`); a seed
 //! row naming a region the operator did not configure is dropped, while an operator's own row
 //! naming an unconfigured region is a problem.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::Deserialize;
+
+use crate::config::{self, ConfigIssue};
 
 use super::distance::Coordinates;
 use super::health::HealthPolicy;
@@ -90,6 +91,21 @@ pub const SEED_CONTINENT_MAP: &[(&str, &str)] = &[
 
 /// The seed's default region.
 pub const SEED_DEFAULT_REGION: &str = "us-east-1";
+
+/// Every region the seed's tables name (a test keeps the two in step): configure these and
+/// every seed row applies. The e2e harness mirrors this list as `SEED_REGIONS` in
+/// `tests/e2e/harness.mjs`, and a test here checks that it agrees.
+pub const SEED_REGIONS: [&str; 9] = [
+    "us-east-1",
+    "us-west-2",
+    "eu-west-2",
+    "eu-central-1",
+    "eu-north-1",
+    "ap-southeast-1",
+    "ap-northeast-1",
+    "ap-southeast-2",
+    "sa-east-1",
+];
 
 /// The continent codes Cloudflare reports in `request.cf.continent`.
 pub const CONTINENTS: [&str; 7] = ["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
@@ -214,39 +230,23 @@ impl GeoConfig {
     }
 }
 
-/// One thing wrong with the configuration, naming the var.
+/// What can be wrong with geo-router's own settings; the problem names the var.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ConfigProblem {
-    /// A required var is absent or empty.
-    #[error("{var} is not set")]
-    Missing {
-        /// The var.
-        var: &'static str,
-    },
-    /// A var's text is not JSON of the expected shape.
-    #[error("{var} is not JSON of the expected shape: {detail}")]
-    NotJson {
-        /// The var.
-        var: &'static str,
-        /// The parser's complaint.
-        detail: String,
-    },
+pub enum GeoIssue {
     /// `GEO_REGIONS` is an empty object.
-    #[error("{REGIONS} configures no region")]
+    #[error("configures no region")]
     NoRegions,
     /// Every configured region is disabled.
-    #[error("{REGIONS} enables no region; at least one must take traffic")]
+    #[error("enables no region; at least one must take traffic")]
     NoEnabledRegion,
     /// A region key is not a region name.
-    #[error(
-        "{REGIONS}: {name:?} is not a region name (lowercase letters, digits, dashes: us-east-1)"
-    )]
+    #[error("{name:?} is not a region name (lowercase letters, digits, dashes: us-east-1)")]
     BadRegionName {
         /// The key.
         name: String,
     },
     /// A region's entry has the wrong fields or types.
-    #[error("{REGIONS}: region {region}: {detail}")]
+    #[error("region {region}: {detail}")]
     BadRegionEntry {
         /// The region.
         region: String,
@@ -255,7 +255,7 @@ pub enum ConfigProblem {
     },
     /// An origin URL is not an absolute http(s) URL.
     #[error(
-        "{REGIONS}: region {region}: origin_url {url:?} is not an http(s) URL without credentials, query or fragment"
+        "region {region}: origin_url {url:?} is not an http(s) URL without credentials, query or fragment"
     )]
     BadOriginUrl {
         /// The region.
@@ -264,7 +264,7 @@ pub enum ConfigProblem {
         url: String,
     },
     /// A Bedrock region is not a region name.
-    #[error("{REGIONS}: region {region}: bedrock_region {value:?} is not a region name")]
+    #[error("region {region}: bedrock_region {value:?} is not a region name")]
     BadBedrockRegion {
         /// The region.
         region: String,
@@ -272,7 +272,7 @@ pub enum ConfigProblem {
         value: String,
     },
     /// A weight is out of range.
-    #[error("{REGIONS}: region {region}: weight {weight} is not from 1 to {MAX_WEIGHT}")]
+    #[error("region {region}: weight {weight} is not from 1 to {MAX_WEIGHT}")]
     BadWeight {
         /// The region.
         region: String,
@@ -281,7 +281,7 @@ pub enum ConfigProblem {
     },
     /// Coordinates are out of range, or only one of the pair is given.
     #[error(
-        "{REGIONS}: region {region}: latitude {latitude:?} and longitude {longitude:?} are not a point on Earth"
+        "region {region}: latitude {latitude:?} and longitude {longitude:?} are not a point on Earth"
     )]
     BadCoordinates {
         /// The region.
@@ -292,78 +292,44 @@ pub enum ConfigProblem {
         longitude: Option<f64>,
     },
     /// A region that is not a known AWS region came without coordinates.
-    #[error(
-        "{REGIONS}: region {region} is not a known AWS region, so it needs latitude and longitude"
-    )]
+    #[error("region {region} is not a known AWS region, so it needs latitude and longitude")]
     NoCoordinates {
         /// The region.
         region: String,
     },
     /// A routing table key has the wrong form.
-    #[error("{var}: {key:?} is not {expected}")]
+    #[error("{key:?} is not {expected}")]
     BadKey {
-        /// The var.
-        var: &'static str,
         /// The key as given.
         key: String,
         /// What a key must look like.
         expected: &'static str,
     },
     /// A routing table row names a region `GEO_REGIONS` does not configure.
-    #[error("{var}: {key} maps to {region}, which {REGIONS} does not configure")]
+    #[error("{key} maps to {region}, which {REGIONS} does not configure")]
     UnknownRegion {
-        /// The var.
-        var: &'static str,
         /// The row's key.
         key: String,
         /// The region named.
         region: String,
     },
     /// The default region is not configured.
-    #[error("{DEFAULT_REGION}: {region:?} is not configured in {REGIONS}")]
+    #[error("{region:?} is not configured in {REGIONS}")]
     UnknownDefaultRegion {
         /// The region named (or the seed's, when the var is absent).
         region: String,
     },
-    /// A numeric var is not a whole number in range.
-    #[error("{var}={value:?} must be a whole number from {min} to {max}")]
-    BadNumber {
-        /// The var.
-        var: &'static str,
-        /// The value as given.
-        value: String,
-        /// Smallest accepted.
-        min: u64,
-        /// Largest accepted.
-        max: u64,
-    },
     /// The report threshold would let one client take a region down.
-    #[error(
-        "{REPORT_THRESHOLD}=1 would let one client take a region down; use 0 (off) or 2 and up"
-    )]
+    #[error("1 would let one client take a region down; use 0 (off) or 2 and up")]
     SingleReportThreshold,
 }
 
-/// Every problem found in the configuration, so an operator fixes them in one go.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub struct ConfigError {
-    /// Each problem, in the order the vars are read.
-    pub problems: Vec<ConfigProblem>,
-}
+/// One thing wrong with the configuration.
+pub type ConfigProblem = config::ConfigProblem<GeoIssue>;
+/// Every problem found in the configuration, in the order the vars are read.
+pub type ConfigError = config::ConfigError<GeoIssue>;
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "geo-router configuration has {} problem(s)",
-            self.problems.len()
-        )?;
-        for problem in &self.problems {
-            write!(f, "; {problem}")?;
-        }
-        Ok(())
-    }
-}
+type Reader<'a> = config::Reader<'a, GeoIssue>;
 
 /// One region's entry in `GEO_REGIONS`.
 #[derive(Debug, Deserialize)]
@@ -385,15 +351,16 @@ struct RegionEntry {
 impl GeoConfig {
     /// Parses the configuration from `lookup` (a var name → its text, `None` when unset).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut problems = Vec::new();
-        let get = |var: &str| lookup(var).filter(|text| !text.trim().is_empty());
+        let mut reader = Reader::new(&lookup);
 
-        let regions = match get(REGIONS) {
+        let regions = match reader.json(REGIONS) {
+            Some(entries) => parse_regions(entries, &mut reader),
             None => {
-                problems.push(ConfigProblem::Missing { var: REGIONS });
+                if !reader.is_set(REGIONS) {
+                    reader.problem(REGIONS, ConfigIssue::Missing);
+                }
                 Vec::new()
             }
-            Some(text) => parse_regions(&text, &mut problems),
         };
         let names: Vec<&str> = regions.iter().map(|region| region.name.as_str()).collect();
 
@@ -402,64 +369,61 @@ impl GeoConfig {
             (REGION_CODE_MAP, SEED_REGION_CODE_MAP, KeyKind::RegionCode),
             (CONTINENT_MAP, SEED_CONTINENT_MAP, KeyKind::Continent),
         ];
-        let [country_map, region_code_map, continent_map] = tables.map(|(var, seed, kind)| {
-            parse_table(var, get(var).as_deref(), seed, kind, &names, &mut problems)
-        });
+        let [country_map, region_code_map, continent_map] =
+            tables.map(|(var, seed, kind)| parse_table(&mut reader, var, seed, kind, &names));
 
-        let default_name = get(DEFAULT_REGION)
-            .map(|text| text.trim().to_owned())
+        let default_name = reader
+            .text(DEFAULT_REGION)
             .unwrap_or_else(|| SEED_DEFAULT_REGION.to_owned());
         let default_region = names.iter().position(|name| *name == default_name);
+        let unknown_default = ConfigIssue::Invalid(GeoIssue::UnknownDefaultRegion {
+            region: default_name,
+        });
         // Without regions that problem is already reported; naming the default too is noise.
         if default_region.is_none() && !regions.is_empty() {
-            problems.push(ConfigProblem::UnknownDefaultRegion {
-                region: default_name,
-            });
+            reader.problem(DEFAULT_REGION, unknown_default.clone());
         }
 
-        let mut number = |var: &'static str, default: u64, min: u64, max: u64| match get(var) {
-            None => default,
-            Some(text) => match text.trim().parse::<u64>() {
-                Ok(value) if (min..=max).contains(&value) => value,
-                _ => {
-                    problems.push(ConfigProblem::BadNumber {
-                        var,
-                        value: text,
-                        min,
-                        max,
-                    });
-                    default
-                }
-            },
-        };
-        let fall = number(HEALTH_FALL, SEED_FALL, 1, 100);
-        let rise = number(HEALTH_RISE, SEED_RISE, 1, 100);
-        let report_threshold = number(REPORT_THRESHOLD, SEED_REPORT_THRESHOLD, 0, 1000);
-        let report_window_ms = number(REPORT_WINDOW_MS, SEED_REPORT_WINDOW_MS, 1_000, 3_600_000);
-        let probe_timeout_ms = number(PROBE_TIMEOUT_MS, SEED_PROBE_TIMEOUT_MS, 100, 30_000);
-        let health_cache_ms = number(HEALTH_CACHE_MS, SEED_HEALTH_CACHE_MS, 0, 60_000);
+        let fall = reader.number(HEALTH_FALL, 1..=100, SEED_FALL);
+        let rise = reader.number(HEALTH_RISE, 1..=100, SEED_RISE);
+        let report_threshold = reader.number(REPORT_THRESHOLD, 0..=1000, SEED_REPORT_THRESHOLD);
+        let report_window_ms =
+            reader.number(REPORT_WINDOW_MS, 1_000..=3_600_000, SEED_REPORT_WINDOW_MS);
+        let probe_timeout_ms = reader.number(PROBE_TIMEOUT_MS, 100..=30_000, SEED_PROBE_TIMEOUT_MS);
+        let health_cache_ms = reader.number(HEALTH_CACHE_MS, 0..=60_000, SEED_HEALTH_CACHE_MS);
         if report_threshold == 1 {
-            problems.push(ConfigProblem::SingleReportThreshold);
+            reader.problem(
+                REPORT_THRESHOLD,
+                ConfigIssue::Invalid(GeoIssue::SingleReportThreshold),
+            );
         }
 
-        match default_region {
-            Some(default_region) if problems.is_empty() => Ok(Self {
-                regions,
-                country_map,
-                region_code_map,
-                continent_map,
-                default_region,
-                health: HealthPolicy {
-                    fall: saturate(fall),
-                    rise: saturate(rise),
-                    report_threshold: saturate(report_threshold),
-                    report_window_ms,
-                },
-                probe_timeout_ms,
-                health_cache_ms,
-            }),
-            _ => Err(ConfigError { problems }),
-        }
+        reader.finish()?;
+        // Every index must point at a region; with none configured a problem is reported above.
+        let Some(default_region) = default_region else {
+            return Err(ConfigError {
+                problems: vec![ConfigProblem {
+                    name: DEFAULT_REGION.to_owned(),
+                    value: None,
+                    issue: unknown_default,
+                }],
+            });
+        };
+        Ok(Self {
+            regions,
+            country_map,
+            region_code_map,
+            continent_map,
+            default_region,
+            health: HealthPolicy {
+                fall: saturate(fall),
+                rise: saturate(rise),
+                report_threshold: saturate(report_threshold),
+                report_window_ms,
+            },
+            probe_timeout_ms,
+            health_cache_ms,
+        })
     }
 }
 
@@ -467,56 +431,45 @@ fn saturate(value: u64) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)
 }
 
-fn parse_regions(text: &str, problems: &mut Vec<ConfigProblem>) -> Vec<Region> {
-    let entries: BTreeMap<String, serde_json::Value> = match serde_json::from_str(text) {
-        Ok(entries) => entries,
-        Err(error) => {
-            problems.push(ConfigProblem::NotJson {
-                var: REGIONS,
-                detail: error.to_string(),
-            });
-            return Vec::new();
-        }
-    };
+fn parse_regions(
+    entries: BTreeMap<String, serde_json::Value>,
+    reader: &mut Reader<'_>,
+) -> Vec<Region> {
+    let mut problem = |issue: GeoIssue| reader.problem(REGIONS, ConfigIssue::Invalid(issue));
     if entries.is_empty() {
-        problems.push(ConfigProblem::NoRegions);
+        problem(GeoIssue::NoRegions);
         return Vec::new();
     }
     let mut regions = Vec::with_capacity(entries.len());
     for (name, value) in entries {
         if !is_region_name(&name) {
-            problems.push(ConfigProblem::BadRegionName { name });
+            problem(GeoIssue::BadRegionName { name });
             continue;
         }
         match serde_json::from_value::<RegionEntry>(value) {
-            Ok(entry) => {
-                if let Some(region) = check_region(name, entry, problems) {
-                    regions.push(region);
-                }
-            }
-            Err(error) => problems.push(ConfigProblem::BadRegionEntry {
+            Ok(entry) => match check_region(name, entry) {
+                Ok(region) => regions.push(region),
+                Err(issues) => issues.into_iter().for_each(&mut problem),
+            },
+            Err(error) => problem(GeoIssue::BadRegionEntry {
                 region: name,
                 detail: error.to_string(),
             }),
         }
     }
     if !regions.is_empty() && !regions.iter().any(|region| region.enabled) {
-        problems.push(ConfigProblem::NoEnabledRegion);
+        problem(GeoIssue::NoEnabledRegion);
     }
     regions
 }
 
-/// Checks one region's entry, pushing each of its problems; `None` when it has any.
-fn check_region(
-    name: String,
-    entry: RegionEntry,
-    problems: &mut Vec<ConfigProblem>,
-) -> Option<Region> {
-    let before = problems.len();
+/// Checks one region's entry: the region, or every problem it has.
+fn check_region(name: String, entry: RegionEntry) -> Result<Region, Vec<GeoIssue>> {
+    let mut issues = Vec::new();
 
     let origin_url = entry.origin_url.trim().trim_end_matches('/').to_owned();
     if !is_origin_url(&origin_url) {
-        problems.push(ConfigProblem::BadOriginUrl {
+        issues.push(GeoIssue::BadOriginUrl {
             region: name.clone(),
             url: entry.origin_url,
         });
@@ -525,7 +478,7 @@ fn check_region(
     let bedrock_region = match entry.bedrock_region {
         Some(value) if is_region_name(value.trim()) => value.trim().to_owned(),
         Some(value) => {
-            problems.push(ConfigProblem::BadBedrockRegion {
+            issues.push(GeoIssue::BadBedrockRegion {
                 region: name.clone(),
                 value,
             });
@@ -539,7 +492,7 @@ fn check_region(
         Some(weight) => match u32::try_from(weight) {
             Ok(weight) if (1..=MAX_WEIGHT).contains(&weight) => weight,
             _ => {
-                problems.push(ConfigProblem::BadWeight {
+                issues.push(GeoIssue::BadWeight {
                     region: name.clone(),
                     weight,
                 });
@@ -550,7 +503,7 @@ fn check_region(
 
     let location = match (entry.latitude, entry.longitude) {
         (None, None) => aws_region_location(&name).or_else(|| {
-            problems.push(ConfigProblem::NoCoordinates {
+            issues.push(GeoIssue::NoCoordinates {
                 region: name.clone(),
             });
             None
@@ -559,7 +512,7 @@ fn check_region(
             Coordinates::new(latitude, longitude)
         }
         (latitude, longitude) => {
-            problems.push(ConfigProblem::BadCoordinates {
+            issues.push(GeoIssue::BadCoordinates {
                 region: name.clone(),
                 latitude,
                 longitude,
@@ -569,7 +522,7 @@ fn check_region(
     };
 
     match location {
-        Some(location) if problems.len() == before => Some(Region {
+        Some(location) if issues.is_empty() => Ok(Region {
             name,
             origin_url,
             bedrock_region,
@@ -577,7 +530,7 @@ fn check_region(
             enabled: entry.enabled.unwrap_or(true),
             location,
         }),
-        _ => None,
+        _ => Err(issues),
     }
 }
 
@@ -610,39 +563,33 @@ impl KeyKind {
 
 /// One routing table: the operator's var when set, else the seed restricted to configured regions.
 fn parse_table(
+    reader: &mut Reader<'_>,
     var: &'static str,
-    text: Option<&str>,
     seed: &[(&str, &str)],
     kind: KeyKind,
     regions: &[&str],
-    problems: &mut Vec<ConfigProblem>,
 ) -> BTreeMap<String, usize> {
     let index = |region: &str| regions.iter().position(|name| *name == region);
-    let Some(text) = text else {
+    if !reader.is_set(var) {
         return seed
             .iter()
             .filter_map(|(key, region)| Some(((*key).to_owned(), index(region)?)))
             .collect();
-    };
-    let rows: BTreeMap<String, String> = match serde_json::from_str(text) {
-        Ok(rows) => rows,
-        Err(error) => {
-            problems.push(ConfigProblem::NotJson {
-                var,
-                detail: error.to_string(),
-            });
-            return BTreeMap::new();
-        }
+    }
+    let Some(rows) = reader.json::<BTreeMap<String, String>>(var) else {
+        return BTreeMap::new();
     };
     let mut table = BTreeMap::new();
     for (key, region) in rows {
         let normalised = key.trim().to_ascii_uppercase();
         if !kind.accepts(&normalised) {
-            problems.push(ConfigProblem::BadKey {
+            reader.problem(
                 var,
-                key,
-                expected: kind.expected(),
-            });
+                ConfigIssue::Invalid(GeoIssue::BadKey {
+                    key,
+                    expected: kind.expected(),
+                }),
+            );
             continue;
         }
         match index(region.trim()) {
@@ -651,11 +598,13 @@ fn parse_table(
             }
             // Without any valid region every row would fail; the regions' problem says it all.
             None if regions.is_empty() => {}
-            None => problems.push(ConfigProblem::UnknownRegion {
+            None => reader.problem(
                 var,
-                key: normalised,
-                region,
-            }),
+                ConfigIssue::Invalid(GeoIssue::UnknownRegion {
+                    key: normalised,
+                    region,
+                }),
+            ),
         }
     }
     table
@@ -708,18 +657,7 @@ mod tests {
     use super::*;
 
     fn seed_regions_json() -> String {
-        let names = [
-            "us-east-1",
-            "us-west-2",
-            "eu-west-2",
-            "eu-central-1",
-            "eu-north-1",
-            "ap-southeast-1",
-            "ap-northeast-1",
-            "ap-southeast-2",
-            "sa-east-1",
-        ];
-        let entries: Vec<String> = names
+        let entries: Vec<String> = SEED_REGIONS
             .iter()
             .map(|name| format!(r#""{name}":{{"origin_url":"https://{name}.origin.test/"}}"#))
             .collect();
@@ -772,6 +710,39 @@ mod tests {
         );
         let tokyo = &config.regions[config.region_index("ap-northeast-1").expect("configured")];
         assert_eq!(tokyo.bedrock_region, "ap-northeast-1");
+    }
+
+    #[test]
+    fn seed_regions_are_exactly_the_regions_the_seed_tables_name() {
+        let named: std::collections::BTreeSet<&str> = SEED_COUNTRY_MAP
+            .iter()
+            .chain(SEED_REGION_CODE_MAP)
+            .chain(SEED_CONTINENT_MAP)
+            .map(|(_, region)| *region)
+            .chain([SEED_DEFAULT_REGION])
+            .collect();
+        let listed: std::collections::BTreeSet<&str> = SEED_REGIONS.into_iter().collect();
+        assert_eq!(listed, named);
+        assert_eq!(listed.len(), SEED_REGIONS.len(), "no region twice");
+    }
+
+    /// The e2e harness's JS copy (`export const SEED_REGIONS = [...]`) lists the same regions in
+    /// the same order.
+    #[test]
+    fn the_e2e_harness_mirrors_the_seed_regions() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/e2e/harness.mjs");
+        let harness = std::fs::read_to_string(path).expect("the e2e harness is in the workspace");
+        let list = harness
+            .split_once("export const SEED_REGIONS = [")
+            .and_then(|(_, rest)| rest.split_once("];"))
+            .map(|(list, _)| list)
+            .expect("harness.mjs exports SEED_REGIONS");
+        let mirrored: Vec<&str> = list
+            .split(',')
+            .map(|item| item.trim().trim_matches('"'))
+            .filter(|item| !item.is_empty())
+            .collect();
+        assert_eq!(mirrored, SEED_REGIONS);
     }
 
     #[test]
@@ -884,85 +855,125 @@ mod tests {
         ])
         .expect_err("invalid");
         let s = |text: &str| text.to_owned();
+        let geo = |name: &str, issue| ConfigProblem {
+            name: s(name),
+            value: None,
+            issue: ConfigIssue::Invalid(issue),
+        };
+        let refused = |name: &str, value: &str, issue| ConfigProblem {
+            name: s(name),
+            value: Some(s(value)),
+            issue,
+        };
         let expected = vec![
-            ConfigProblem::BadRegionName { name: s("US_WEST") },
-            ConfigProblem::BadRegionEntry {
-                region: s("ap-south-1"),
-                detail: s(
-                    "unknown field `origin`, expected one of `origin_url`, `bedrock_region`, `weight`, `enabled`, `latitude`, `longitude`",
-                ),
+            geo(REGIONS, GeoIssue::BadRegionName { name: s("US_WEST") }),
+            geo(
+                REGIONS,
+                GeoIssue::BadRegionEntry {
+                    region: s("ap-south-1"),
+                    detail: s(
+                        "unknown field `origin`, expected one of `origin_url`, `bedrock_region`, `weight`, `enabled`, `latitude`, `longitude`",
+                    ),
+                },
+            ),
+            geo(
+                REGIONS,
+                GeoIssue::BadCoordinates {
+                    region: s("eu-north-1"),
+                    latitude: Some(100.0),
+                    longitude: Some(0.0),
+                },
+            ),
+            geo(
+                REGIONS,
+                GeoIssue::BadBedrockRegion {
+                    region: s("eu-west-2"),
+                    value: s("EU West"),
+                },
+            ),
+            geo(
+                REGIONS,
+                GeoIssue::BadWeight {
+                    region: s("eu-west-2"),
+                    weight: 0,
+                },
+            ),
+            geo(
+                REGIONS,
+                GeoIssue::BadOriginUrl {
+                    region: s("mars-1"),
+                    url: s("https://x.test?a=b"),
+                },
+            ),
+            geo(
+                REGIONS,
+                GeoIssue::NoCoordinates {
+                    region: s("mars-1"),
+                },
+            ),
+            geo(
+                REGIONS,
+                GeoIssue::BadCoordinates {
+                    region: s("sa-east-1"),
+                    latitude: Some(-23.5),
+                    longitude: None,
+                },
+            ),
+            geo(
+                REGIONS,
+                GeoIssue::BadOriginUrl {
+                    region: s("us-east-1"),
+                    url: s("ftp://x.test"),
+                },
+            ),
+            geo(REGIONS, GeoIssue::NoEnabledRegion),
+            geo(
+                COUNTRY_MAP,
+                GeoIssue::UnknownRegion {
+                    key: s("JP"),
+                    region: s("ap-northeast-1"),
+                },
+            ),
+            geo(
+                COUNTRY_MAP,
+                GeoIssue::BadKey {
+                    key: s("USA"),
+                    expected: KeyKind::Country.expected(),
+                },
+            ),
+            ConfigProblem {
+                name: s(REGION_CODE_MAP),
+                value: None,
+                issue: ConfigIssue::NotJson(s("expected ident at line 1 column 2")),
             },
-            ConfigProblem::BadCoordinates {
-                region: s("eu-north-1"),
-                latitude: Some(100.0),
-                longitude: Some(0.0),
-            },
-            ConfigProblem::BadBedrockRegion {
-                region: s("eu-west-2"),
-                value: s("EU West"),
-            },
-            ConfigProblem::BadWeight {
-                region: s("eu-west-2"),
-                weight: 0,
-            },
-            ConfigProblem::BadOriginUrl {
-                region: s("mars-1"),
-                url: s("https://x.test?a=b"),
-            },
-            ConfigProblem::NoCoordinates {
-                region: s("mars-1"),
-            },
-            ConfigProblem::BadCoordinates {
-                region: s("sa-east-1"),
-                latitude: Some(-23.5),
-                longitude: None,
-            },
-            ConfigProblem::BadOriginUrl {
-                region: s("us-east-1"),
-                url: s("ftp://x.test"),
-            },
-            ConfigProblem::NoEnabledRegion,
-            ConfigProblem::UnknownRegion {
-                var: COUNTRY_MAP,
-                key: s("JP"),
-                region: s("ap-northeast-1"),
-            },
-            ConfigProblem::BadKey {
-                var: COUNTRY_MAP,
-                key: s("USA"),
-                expected: KeyKind::Country.expected(),
-            },
-            ConfigProblem::NotJson {
-                var: REGION_CODE_MAP,
-                detail: s("expected ident at line 1 column 2"),
-            },
-            ConfigProblem::BadKey {
-                var: CONTINENT_MAP,
-                key: s("XX"),
-                expected: KeyKind::Continent.expected(),
-            },
-            ConfigProblem::UnknownDefaultRegion {
-                region: s("us-central-9"),
-            },
-            ConfigProblem::BadNumber {
-                var: HEALTH_FALL,
-                value: s("0"),
-                min: 1,
-                max: 100,
-            },
-            ConfigProblem::BadNumber {
-                var: HEALTH_RISE,
-                value: s("three"),
-                min: 1,
-                max: 100,
-            },
-            ConfigProblem::BadNumber {
-                var: PROBE_TIMEOUT_MS,
-                value: s("99999999"),
-                min: 100,
-                max: 30_000,
-            },
-            ConfigProblem::SingleReportThreshold,
+            geo(
+                CONTINENT_MAP,
+                GeoIssue::BadKey {
+                    key: s("XX"),
+                    expected: KeyKind::Continent.expected(),
+                },
+            ),
+            geo(
+                DEFAULT_REGION,
+                GeoIssue::UnknownDefaultRegion {
+                    region: s("us-central-9"),
+                },
+            ),
+            refused(
+                HEALTH_FALL,
+                "0",
+                ConfigIssue::OutOfRange { min: 1, max: 100 },
+            ),
+            refused(HEALTH_RISE, "three", ConfigIssue::NotANumber),
+            refused(
+                PROBE_TIMEOUT_MS,
+                "99999999",
+                ConfigIssue::OutOfRange {
+                    min: 100,
+                    max: 30_000,
+                },
+            ),
+            geo(REPORT_THRESHOLD, GeoIssue::SingleReportThreshold),
         ];
         assert_eq!(error.problems, expected, "{error}");
     }
@@ -972,14 +983,25 @@ mod tests {
         let error = parse(&[]).expect_err("GEO_REGIONS is required");
         assert_eq!(
             error.problems,
-            vec![ConfigProblem::Missing { var: REGIONS }]
+            vec![ConfigProblem {
+                name: REGIONS.into(),
+                value: None,
+                issue: ConfigIssue::Missing
+            }]
         );
         assert_eq!(
             error.to_string(),
-            "geo-router configuration has 1 problem(s); GEO_REGIONS is not set"
+            "1 configuration problem(s): GEO_REGIONS is not set"
         );
         let error = parse(&[(REGIONS, "{}")]).expect_err("empty");
-        assert_eq!(error.problems, vec![ConfigProblem::NoRegions]);
+        assert_eq!(
+            error.problems,
+            vec![ConfigProblem {
+                name: REGIONS.into(),
+                value: None,
+                issue: ConfigIssue::Invalid(GeoIssue::NoRegions)
+            }]
+        );
     }
 
     #[test]
@@ -988,8 +1010,12 @@ mod tests {
             .expect_err("us-east-1 missing");
         assert_eq!(
             error.problems,
-            vec![ConfigProblem::UnknownDefaultRegion {
-                region: "us-east-1".into()
+            vec![ConfigProblem {
+                name: DEFAULT_REGION.into(),
+                value: None,
+                issue: ConfigIssue::Invalid(GeoIssue::UnknownDefaultRegion {
+                    region: "us-east-1".into()
+                })
             }]
         );
     }

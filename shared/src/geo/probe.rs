@@ -1,11 +1,8 @@
 //! Judging a probe of an origin's `/health`: what counts as a healthy answer.
 
-use crate::health::{HealthReport, HealthStatus};
+use crate::health::{HEALTH_PATH, HealthReport, HealthStatus};
 
 use super::health::ProbeRecord;
-
-/// The path every origin answers liveness on.
-pub const HEALTH_PATH: &str = "/health";
 
 /// The URL a region's origin is probed at (`origin_url` has no trailing slash).
 pub fn health_url(origin_url: &str) -> String {

@@ -191,21 +191,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::geo::config::{self, SEED_COUNTRY_MAP, SEED_REGION_CODE_MAP};
+    use crate::geo::config::{self, SEED_COUNTRY_MAP, SEED_REGION_CODE_MAP, SEED_REGIONS};
     use crate::geo::health::RegionHealth;
     use proptest::prelude::*;
-
-    const SEED_REGIONS: [&str; 9] = [
-        "us-east-1",
-        "us-west-2",
-        "eu-west-2",
-        "eu-central-1",
-        "eu-north-1",
-        "ap-southeast-1",
-        "ap-northeast-1",
-        "ap-southeast-2",
-        "sa-east-1",
-    ];
 
     fn config_with(extra: &[(&str, &str)], regions: &str) -> GeoConfig {
         let mut vars: BTreeMap<&str, String> = BTreeMap::new();

@@ -6,6 +6,13 @@ use super::config::GeoConfig;
 use super::distance::Coordinates;
 use super::health::{HealthState, HealthTable, ProbeRecord, ReportOutcome};
 
+/// `POST`: a [`RouteRequest`] in, a [`RouteDecision`] out.
+pub const ROUTE_PATH: &str = "/v1/route";
+/// `POST`: a [`ReportRequest`] in, a [`ReportResponse`] out.
+pub const REPORT_PATH: &str = "/v1/report";
+/// `GET`: the [`RegionsView`] an operator looks at.
+pub const REGIONS_PATH: &str = "/v1/regions";
+
 /// Largest request body accepted: a `request.cf` copy and a pin fit many times over.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 

@@ -1,8 +1,10 @@
-//! rate-limiter's configuration: parsed once from a lookup, every problem reported together.
+//! rate-limiter's configuration: parsed once from a lookup through [`crate::config::Reader`],
+//! every problem reported together.
 
 use std::fmt;
 
 use super::key::MIN_SECRET_LEN;
+use crate::config::Reader;
 
 /// Secret: keys the HMAC that names Durable Object instances (see [`super::key`]).
 pub const KEY_SECRET: &str = "RATE_LIMIT_KEY_SECRET";
@@ -41,78 +43,32 @@ impl fmt::Debug for Config {
 }
 
 /// Every problem found in the configuration, so an operator fixes them in one go.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigError {
-    /// One sentence per problem, naming the variable.
-    pub problems: Vec<String>,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "the configuration has {} problem(s): ",
-            self.problems.len()
-        )?;
-        f.write_str(&self.problems.join("; "))
-    }
-}
+pub type ConfigError = crate::config::ConfigError;
 
 impl Config {
     /// Parses the configuration from `lookup` (a Worker passes its vars and secrets).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut problems = Vec::new();
-        let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
-
-        let key_secret = match get(KEY_SECRET) {
-            Some(secret) if secret.len() >= MIN_SECRET_LEN => secret.into_bytes(),
-            Some(_) => {
-                problems.push(format!(
-                    "{KEY_SECRET} must be at least {MIN_SECRET_LEN} bytes (use 32 random bytes)"
-                ));
-                Vec::new()
-            }
-            None => {
-                problems.push(format!(
-                    "{KEY_SECRET} is not set (wrangler secret put {KEY_SECRET})"
-                ));
-                Vec::new()
-            }
-        };
-        let mut millis = |name: &str, default: u64, min: u64, max: u64| match get(name) {
-            None => default,
-            Some(text) => match text.trim().parse::<u64>() {
-                Ok(value) if (min..=max).contains(&value) => value,
-                _ => {
-                    problems.push(format!(
-                        "{name}={text:?} must be whole milliseconds from {min} to {max}"
-                    ));
-                    default
-                }
-            },
-        };
-        let policy_cache_ttl_ms = millis(
+        let mut reader = Reader::new(&lookup);
+        let key_secret = reader
+            .required_secret(KEY_SECRET, MIN_SECRET_LEN)
+            .expose()
+            .to_vec();
+        let policy_cache_ttl_ms = reader.number(
             POLICY_CACHE_TTL_MS,
+            0..=MAX_POLICY_CACHE_TTL_MS,
             DEFAULT_POLICY_CACHE_TTL_MS,
-            0,
-            MAX_POLICY_CACHE_TTL_MS,
         );
-        let limiter_timeout_ms = millis(
+        let limiter_timeout_ms = reader.number(
             LIMITER_TIMEOUT_MS,
+            1..=MAX_LIMITER_TIMEOUT_MS,
             DEFAULT_LIMITER_TIMEOUT_MS,
-            1,
-            MAX_LIMITER_TIMEOUT_MS,
         );
-
-        if problems.is_empty() {
-            Ok(Self {
-                key_secret,
-                policy_cache_ttl_ms,
-                limiter_timeout_ms,
-            })
-        } else {
-            Err(ConfigError { problems })
-        }
+        reader.finish()?;
+        Ok(Self {
+            key_secret,
+            policy_cache_ttl_ms,
+            limiter_timeout_ms,
+        })
     }
 }
 
@@ -165,7 +121,16 @@ mod tests {
         for name in [KEY_SECRET, POLICY_CACHE_TTL_MS, LIMITER_TIMEOUT_MS] {
             assert!(text.contains(name), "{name} missing from: {text}");
         }
+        assert!(
+            text.contains("RATE_LIMIT_KEY_SECRET is not set"),
+            "the log says what to fix: {text}"
+        );
         let short = parse(&[(KEY_SECRET, "short")]).expect_err("too short");
-        assert!(short.problems[0].contains("at least 16 bytes"), "{short}");
+        assert_eq!(short.problems[0].name, KEY_SECRET);
+        assert_eq!(
+            short.problems[0].issue,
+            crate::config::ConfigIssue::TooShort { min: 16 },
+            "{short}"
+        );
     }
 }

@@ -19,7 +19,7 @@ thread_local! {
 pub fn load(env: &Env) -> Loaded {
     CONFIG.with(|cell| {
         cell.get_or_init(|| {
-            let parsed = AuthConfig::from_lookup(|name| lookup(env, name));
+            let parsed = AuthConfig::from_lookup(|name| edge_io::config::lookup(env, name));
             if let Err(problems) = &parsed {
                 console_error!("auth-validator configuration: {problems}");
             }
@@ -27,12 +27,4 @@ pub fn load(env: &Env) -> Loaded {
         })
         .clone()
     })
-}
-
-/// A var or a secret by name: both are plain strings on `env`.
-fn lookup(env: &Env, name: &str) -> Option<String> {
-    env.secret(name)
-        .map(|secret| secret.to_string())
-        .or_else(|_| env.var(name).map(|var| var.to_string()))
-        .ok()
 }

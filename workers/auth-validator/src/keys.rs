@@ -84,7 +84,7 @@ pub async fn for_token(
                         for skipped in &parsed.skipped {
                             console_log!("JWKS: skipped key {:?}: {}", skipped.kid, skipped.reason);
                         }
-                        let fetched_at_ms = edge_io::probe::now_ms();
+                        let fetched_at_ms = edge_io::clock::now_ms();
                         fetched = Rc::new(parsed.keys);
                         state.fetched_at_ms = Some(fetched_at_ms);
                         remember(url, fetched.clone(), state);
@@ -196,7 +196,7 @@ async fn fetch(url: &str) -> Result<String, String> {
     let request = Request::new_with_init(url, &init).map_err(|error| error.to_string())?;
     let controller = AbortController::default();
     let signal = controller.signal();
-    let outcome = edge_io::probe::within(
+    let outcome = edge_io::clock::within(
         FETCH_TIMEOUT,
         Fetch::Request(request).send_with_signal(&signal),
     )

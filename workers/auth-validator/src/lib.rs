@@ -44,7 +44,7 @@ use shared::auth::{
     self, AUTHENTICATE_PATH, AuthError, AuthenticateRequest, Credential, MAX_ENVELOPE_BYTES,
     MintSessionTokenRequest, Presentation, SESSION_TOKENS_PATH, SessionTokenResponse,
 };
-use shared::health::{BindingHealth, HealthReport};
+use shared::health::{BindingHealth, HEALTH_PATH, HealthReport};
 use shared::jwt::JwtError;
 use shared::principal::{AuthMethod, Principal};
 use shared::request_id::Trust;
@@ -80,7 +80,7 @@ async fn route(
     request_id: &str,
 ) -> std::result::Result<Response, Failure> {
     match (req.method(), req.path().as_str()) {
-        (Method::Get, "/health") => health(env, request_id).await,
+        (Method::Get, HEALTH_PATH) => health(env, request_id).await,
         (Method::Post, AUTHENTICATE_PATH) => {
             let outcome = authenticate(&mut req, env, ctx).await;
             match outcome {
@@ -92,7 +92,9 @@ async fn route(
             Ok(minted) => edge_io::json(200, &minted, request_id),
             Err(refusal) => Err(refuse(refusal, request_id)),
         },
-        (_, "/health" | AUTHENTICATE_PATH | SESSION_TOKENS_PATH) => Err(Failure::MethodNotAllowed),
+        (_, HEALTH_PATH | AUTHENTICATE_PATH | SESSION_TOKENS_PATH) => {
+            Err(Failure::MethodNotAllowed)
+        }
         _ => Err(Failure::NotFound),
     }
 }
@@ -182,7 +184,7 @@ async fn verify(
     env: &Env,
     ctx: &Context,
 ) -> std::result::Result<Principal, Refusal> {
-    let now_ms = probe::now_ms();
+    let now_ms = edge_io::clock::now_ms();
     let now_s = now_ms / 1_000;
     match credential {
         Credential::Jwt(token) => {
@@ -257,7 +259,7 @@ async fn mint(req: &mut Request, env: &Env) -> std::result::Result<SessionTokenR
         &request.principal,
         &request.call_id,
         &scopes,
-        probe::now_ms() / 1_000,
+        edge_io::clock::now_ms() / 1_000,
         sessions.ttl_s(request.ttl_s),
         key,
     )

@@ -1,8 +1,11 @@
-//! The I/O half every Worker shares: JSON answers, request ids and binding probes.
+//! The I/O half every Worker shares: JSON answers, request ids, binding probes, the clock and
+//! the configuration lookup.
 //!
 //! Policy stays in `shared`; this crate only moves bytes between the Workers runtime and it.
 
 pub mod answer;
+pub mod clock;
+pub mod config;
 pub mod probe;
 pub mod request_id;
 

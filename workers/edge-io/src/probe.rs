@@ -1,20 +1,16 @@
 //! Health probes of a Worker's bindings. Each returns `(binding name, outcome)` and never fails:
 //! a probe that errors or runs out of time is a failed binding, not a failed `/health`.
 
-use std::future::Future;
-use std::pin::pin;
 use std::time::Duration;
 
-use futures::future::{Either, select};
-use shared::health::BindingHealth;
-use worker::{AbortController, Date, Delay, Env, Fetch, Method, Request, RequestInit};
+use shared::health::{BindingHealth, HEALTH_PATH};
+use worker::{AbortController, Env, Fetch, Method, Request, RequestInit};
+
+use crate::clock::{now_ms, within};
 
 /// How long a probe may take before its binding counts as down. Generous: a cold isolate or a
 /// cold origin container is slow on its first answer, and `/health` is not on a caller's path.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// The path every service answers health on.
-const HEALTH_PATH: &str = "/health";
 
 /// Reads a key from a KV namespace: answering "no such key" proves the namespace is reachable.
 pub async fn kv(env: &Env, binding: &str) -> (String, BindingHealth) {
@@ -45,7 +41,7 @@ pub async fn durable_object(env: &Env, binding: &str) -> (String, BindingHealth)
         Ok(stub) => {
             within(
                 PROBE_TIMEOUT,
-                stub.fetch_with_str("https://durable-object/health"),
+                stub.fetch_with_str(&format!("https://durable-object{HEALTH_PATH}")),
             )
             .await
         }
@@ -138,28 +134,6 @@ fn timed_out(started: u64) -> BindingHealth {
         format!("no answer within {} ms", PROBE_TIMEOUT.as_millis()),
         Some(elapsed_since(started)),
     )
-}
-
-/// Runs `future` with a deadline; `None` when the deadline came first.
-pub async fn within<T>(timeout: Duration, future: impl Future<Output = T>) -> Option<T> {
-    match select(pin!(future), pin!(Delay::from(timeout))).await {
-        Either::Left((value, _)) => Some(value),
-        Either::Right(_) => None,
-    }
-}
-
-/// Milliseconds since the Unix epoch, as the Workers runtime tells it. Note: inside a request the
-/// runtime advances this clock only across I/O, which is exactly what a probe measures.
-pub fn now_ms() -> u64 {
-    Date::now().as_millis()
-}
-
-/// A Durable Object alarm at `at_ms` since the epoch. workers-rs reads a bare `i64` as an offset
-/// from now, not a point in time, so every alarm goes through here.
-pub fn alarm_at(at_ms: u64) -> worker::ScheduledTime {
-    worker::ScheduledTime::new(worker::js_sys::Date::new(&worker::js_sys::Number::from(
-        at_ms as f64,
-    )))
 }
 
 fn elapsed_since(started: u64) -> u64 {

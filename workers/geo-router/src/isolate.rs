@@ -10,10 +10,10 @@
 use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 
-use edge_io::probe::now_ms;
+use edge_io::clock::now_ms;
+use edge_io::config::lookup;
 use shared::geo::health::{CacheUse, cache_use};
 use shared::geo::{ConfigError, GeoConfig, HealthTable};
-use wasm_bindgen::JsValue;
 use worker::{Context, Env, console_error};
 
 /// KV: the origins' health table, written by the Cron Trigger and by reports.
@@ -38,20 +38,9 @@ thread_local! {
 /// within an isolate: a new deploy starts new isolates.
 pub fn config(env: &Env) -> Result<Rc<GeoConfig>, ConfigError> {
     CONFIG.with(|cell| {
-        cell.get_or_init(|| GeoConfig::from_lookup(|name| var_text(env, name)).map(Rc::new))
+        cell.get_or_init(|| GeoConfig::from_lookup(|name| lookup(env, name)).map(Rc::new))
             .clone()
     })
-}
-
-/// A var as text: a string var as it is, a number or a TOML table var as its JSON.
-fn var_text(env: &Env, name: &str) -> Option<String> {
-    let value = js_sys::Reflect::get(env, &JsValue::from_str(name)).ok()?;
-    if value.is_undefined() || value.is_null() {
-        return None;
-    }
-    value
-        .as_string()
-        .or_else(|| js_sys::JSON::stringify(&value).ok()?.as_string())
 }
 
 /// The health table for a route decision: the isolate's copy when fresh enough, else KV.

@@ -39,14 +39,14 @@ mod origins;
 
 use std::rc::Rc;
 
-use edge_io::probe::now_ms;
+use edge_io::clock::now_ms;
 use edge_io::{Failure, Rejection, probe, respond};
-use shared::geo::wire::{self, CallerLocation};
+use shared::geo::wire::{self, CallerLocation, REGIONS_PATH, REPORT_PATH, ROUTE_PATH};
 use shared::geo::{
     ConfigError, GeoConfig, HealthError, RegionsView, ReportRequest, RouteRequest, WireError,
     select_region,
 };
-use shared::health::HealthReport;
+use shared::health::{HEALTH_PATH, HealthReport};
 use shared::request_id::Trust;
 use wasm_bindgen::JsValue;
 use worker::{
@@ -58,11 +58,6 @@ use isolate::GEO_KV;
 
 const SERVICE: &str = env!("CARGO_PKG_NAME");
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-const ROUTE_PATH: &str = "/v1/route";
-const REPORT_PATH: &str = "/v1/report";
-const REGIONS_PATH: &str = "/v1/regions";
-const HEALTH_PATH: &str = "/health";
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {

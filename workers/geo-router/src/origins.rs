@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use edge_io::probe::{now_ms, within};
+use edge_io::clock::{now_ms, within};
 use futures::StreamExt;
 use futures::stream;
 use shared::geo::Region;

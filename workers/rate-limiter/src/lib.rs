@@ -50,7 +50,7 @@ use std::cell::OnceCell;
 use std::rc::Rc;
 
 use edge_io::{Failure, Rejection, probe, respond};
-use shared::health::HealthReport;
+use shared::health::{HEALTH_PATH, HealthReport};
 use shared::rate_limit::api::{
     self, ACQUIRE_PATH, CHECK_PATH, CheckResponse, LeaseResponse, MAX_BODY_BYTES, RELEASE_PATH,
     RENEW_PATH, ReleaseResponse, RequestError,
@@ -92,13 +92,7 @@ thread_local! {
 fn service(env: &Env) -> std::result::Result<Rc<Service>, Refusal> {
     SERVICE_STATE.with(|cell| {
         cell.get_or_init(|| {
-            let lookup = |name: &str| {
-                env.secret(name)
-                    .map(|secret| secret.to_string())
-                    .or_else(|_| env.var(name).map(|var| var.to_string()))
-                    .ok()
-            };
-            Config::from_lookup(lookup).map(|config| {
+            Config::from_lookup(|name| edge_io::config::lookup(env, name)).map(|config| {
                 let hasher = KeyHasher::new(&config.key_secret);
                 Rc::new(Service { config, hasher })
             })
@@ -189,7 +183,7 @@ async fn route(
 ) -> std::result::Result<Response, Failure> {
     let path = req.path();
     match (req.method(), path.as_str()) {
-        (Method::Get, "/health") => {
+        (Method::Get, HEALTH_PATH) => {
             let (kv, limiter) = futures::join!(
                 probe::kv(env, RATE_LIMIT_KV),
                 probe::durable_object(env, RATE_LIMITER)
@@ -201,7 +195,7 @@ async fn route(
         (Method::Post, ACQUIRE_PATH) => acquire(req, env, request_id).await,
         (Method::Post, RENEW_PATH) => renew(req, env, request_id).await,
         (Method::Post, RELEASE_PATH) => release(req, env, request_id).await,
-        (_, "/health" | CHECK_PATH | ACQUIRE_PATH | RENEW_PATH | RELEASE_PATH) => {
+        (_, HEALTH_PATH | CHECK_PATH | ACQUIRE_PATH | RENEW_PATH | RELEASE_PATH) => {
             Err(Failure::MethodNotAllowed)
         }
         _ => Err(Failure::NotFound),

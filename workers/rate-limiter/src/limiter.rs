@@ -17,6 +17,7 @@
 use std::cell::{Cell, RefCell};
 
 use serde::Deserialize;
+use shared::health::HEALTH_PATH;
 use shared::rate_limit::object::{self, Clock, ObjectRequest, Stored, Transition};
 use worker::{
     Date, DurableObject, Env, Method, Request, Response, Result, SqlStorage, SqlStorageValue,
@@ -90,7 +91,7 @@ impl DurableObject for RateLimiter {
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         match (req.method(), req.path().as_str()) {
             // Answering proves the class is deployed and its instance can be reached.
-            (Method::Get, "/health") => Response::from_json(&serde_json::json!({ "ok": true })),
+            (Method::Get, HEALTH_PATH) => Response::from_json(&serde_json::json!({ "ok": true })),
             (Method::Post, APPLY_PATH) => {
                 let body = req.text().await?;
                 let request: ObjectRequest = match serde_json::from_str(&body) {
@@ -161,7 +162,7 @@ impl RateLimiter {
         }
         self.state
             .storage()
-            .set_alarm(edge_io::probe::alarm_at(wake_at_ms))
+            .set_alarm(edge_io::clock::alarm_at(wake_at_ms))
             .await?;
         self.record_alarm(sql, Some(wake_at_ms))
     }

@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::time::Duration;
 
-use edge_io::probe::within;
+use edge_io::clock::within;
 use shared::rate_limit::decision::Decision;
 use shared::rate_limit::lease::LeaseGrant;
 use shared::rate_limit::object::{ObjectReply, ObjectRequest, Op};

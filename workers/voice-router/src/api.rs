@@ -5,7 +5,6 @@
 use serde::{Deserialize, Serialize};
 use shared::auth::MintSessionTokenRequest;
 use shared::call::CallSource;
-use shared::call_event::stream::{LAST_EVENT_ID, TENANT_EVENTS_ROUTE, call_events_path};
 use shared::call_list::CallListQuery;
 use shared::call_session::wire::Touch;
 use shared::call_session::{CallSession as CallState, EndReason, SessionRefusal};
@@ -13,7 +12,9 @@ use shared::cors::Preflight;
 use shared::edge_config::EdgeConfig;
 use shared::geo::Target;
 use shared::geo::wire::RouteRequest;
+use shared::headers::LAST_EVENT_ID;
 use shared::identifier::is_resource_id;
+use shared::origin_path;
 use shared::principal::Principal;
 use shared::public_route::{ForwardFailure, PublicRoute, may_retry_elsewhere};
 use worker::{Headers, Method, Request, Response, console_error, console_warn};
@@ -123,28 +124,64 @@ pub async fn handle(
             let state = stub::end(x.env, call_id, EndReason::Requested).await?;
             Ok(Response::from_json(&CallView::of(&state))?)
         }
-        (PublicRoute::Agents { origin_path }, _) => {
-            let path_and_query = format!("{origin_path}{}", query_of(req));
-            forward(x, req.method(), &principal, route, &targets, &path_and_query, &[]).await
+        (PublicRoute::Agents { origin_path: path }, _) => {
+            let path_and_query = format!("{path}{}", query_of(req));
+            forward(
+                x,
+                req.method(),
+                &principal,
+                route,
+                &targets,
+                &path_and_query,
+                &[],
+            )
+            .await
         }
         (PublicRoute::ListCalls, _) => {
             // Refused here when the origin would refuse it; forwarded in its canonical form.
             let query = CallListQuery::parse(query_of(req).trim_start_matches('?'))
                 .map_err(Refusal::InvalidListQuery)?;
-            let path_and_query = format!("{}{}", shared::call_list::ORIGIN_ROUTE, query.to_query());
-            forward(x, Method::Get, &principal, route, &targets, &path_and_query, &[]).await
+            let path_and_query = format!("{}{}", origin_path::CALLS, query.to_query());
+            forward(
+                x,
+                Method::Get,
+                &principal,
+                route,
+                &targets,
+                &path_and_query,
+                &[],
+            )
+            .await
         }
         (PublicRoute::Usage, _) => {
-            let path_and_query = format!("{}{}", shared::usage::ORIGIN_ROUTE, query_of(req));
-            forward(x, Method::Get, &principal, route, &targets, &path_and_query, &[]).await
+            let path_and_query = format!("{}{}", origin_path::USAGE, query_of(req));
+            forward(
+                x,
+                Method::Get,
+                &principal,
+                route,
+                &targets,
+                &path_and_query,
+                &[],
+            )
+            .await
         }
         (PublicRoute::Events, _) => {
             let extra = event_stream_headers(None);
-            forward(x, Method::Get, &principal, route, &targets, TENANT_EVENTS_ROUTE, &extra).await
+            forward(
+                x,
+                Method::Get,
+                &principal,
+                route,
+                &targets,
+                origin_path::EVENTS,
+                &extra,
+            )
+            .await
         }
         (PublicRoute::Transcript { call_id }, Some(state)) => {
             let targets = pinned_targets(x, &state).await;
-            let path = shared::turn::turns_path(call_id);
+            let path = origin_path::call_turns(call_id);
             forward(x, Method::Get, &principal, route, &targets, &path, &[]).await
         }
         (PublicRoute::CallEvents { call_id }, Some(state)) => {
@@ -152,7 +189,7 @@ pub async fn handle(
             let targets = pinned_targets(x, &state).await;
             let last_event_id = req.headers().get(LAST_EVENT_ID).ok().flatten();
             let extra = event_stream_headers(last_event_id.as_deref());
-            let path = call_events_path(call_id);
+            let path = origin_path::call_events(call_id);
             forward(x, Method::Get, &principal, route, &targets, &path, &extra).await
         }
         _ => Err(Refusal::NoRoute),
@@ -174,7 +211,9 @@ fn event_stream_headers(last_event_id: Option<&str>) -> Vec<(&'static str, &str)
 /// The request's query string with its `?`, or empty.
 fn query_of(req: &Request) -> String {
     let url = req.inner().url();
-    url.find('?').map(|at| url[at..].to_owned()).unwrap_or_default()
+    url.find('?')
+        .map(|at| url[at..].to_owned())
+        .unwrap_or_default()
 }
 
 /// The regions to reach a call's origin by: geo-router asked with the call's pin, so a pinned
@@ -278,7 +317,7 @@ async fn turn(
         return Err(SessionRefusal::CallEnded.into());
     }
     let targets = pinned_targets(x, state).await;
-    let path = shared::turn::turns_path(call_id);
+    let path = origin_path::call_turns(call_id);
     let last_event_id = req.headers().get(LAST_EVENT_ID).ok().flatten();
     let extra = event_stream_headers(last_event_id.as_deref());
     let route = PublicRoute::Turn {

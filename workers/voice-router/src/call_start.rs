@@ -129,7 +129,7 @@ async fn create_at_origin(
     })?;
     let forward = Forward {
         method: Method::Post,
-        path_and_query: "/v1/calls",
+        path_and_query: shared::origin_path::CALLS,
         body: Body::Bytes(&body),
         content_type: Some("application/json"),
         extra: &[],

@@ -16,13 +16,7 @@ thread_local! {
 pub fn load(env: &Env) -> Result<Rc<EdgeConfig>, EdgeConfigError> {
     CONFIG.with(|cell| {
         cell.get_or_init(|| {
-            EdgeConfig::from_lookup(|name| {
-                env.secret(name)
-                    .map(|secret| secret.to_string())
-                    .or_else(|_| env.var(name).map(|var| var.to_string()))
-                    .ok()
-            })
-            .map(Rc::new)
+            EdgeConfig::from_lookup(|name| edge_io::config::lookup(env, name)).map(Rc::new)
         })
         .clone()
     })

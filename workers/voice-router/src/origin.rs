@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use edge_io::probe::{now_ms, within};
+use edge_io::clock::{now_ms, within};
 use shared::call_session::relay::origin_knows_it_ended;
 use shared::call_session::{EndReason, Routing};
 use shared::edge_config::EdgeConfig;
@@ -228,7 +228,7 @@ pub async fn open_relay(
     target: &Target,
     call_id: &str,
 ) -> worker::Result<worker::WebSocket> {
-    let path = format!("/v1/calls/{call_id}/relay");
+    let path = shared::origin_path::call_relay(call_id);
     let request = signed_request(
         signer,
         target,
@@ -271,7 +271,7 @@ pub async fn end_call(
     reason: EndReason,
 ) {
     let body = serde_json::json!({ "reason": reason.as_str() }).to_string();
-    let path = format!("/v1/calls/{call_id}/end");
+    let path = shared::origin_path::call_end(call_id);
     let forward = Forward {
         method: Method::Post,
         path_and_query: &path,

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use edge_io::Rejection;
-use edge_io::probe::within;
+use edge_io::clock::within;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::auth::{
@@ -15,7 +15,7 @@ use shared::auth::{
 };
 use shared::call_session::{LeaseAction, LeaseOutcome};
 use shared::error_body::ErrorBody;
-use shared::geo::wire::{ReportRequest, RouteDecision, RouteRequest};
+use shared::geo::wire::{REPORT_PATH, ROUTE_PATH, ReportRequest, RouteDecision, RouteRequest};
 use shared::principal::Principal;
 use shared::rate_limit::api::{
     ACQUIRE_PATH, CHECK_PATH, Check, CheckRequest, CheckResponse, LEASE_NOT_HELD, LeaseRequest,
@@ -187,13 +187,13 @@ pub async fn route(
     request: &RouteRequest,
     request_id: &str,
 ) -> Result<RouteDecision, ServiceError> {
-    post(env, GEO_ROUTER, "/v1/route", request, request_id).await
+    post(env, GEO_ROUTER, ROUTE_PATH, request, request_id).await
 }
 
 /// geo-router: an origin request in `region` failed. Best effort: the answer only informs.
 pub async fn report_failure(env: &Env, report: &ReportRequest, request_id: &str) {
     let outcome: Result<serde_json::Value, ServiceError> =
-        post(env, GEO_ROUTER, "/v1/report", report, request_id).await;
+        post(env, GEO_ROUTER, REPORT_PATH, report, request_id).await;
     if let Err(error) = outcome {
         worker::console_warn!(
             "request {request_id}: reporting region {} failed: {error:?}",

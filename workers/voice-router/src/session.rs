@@ -258,7 +258,7 @@ impl Inner {
                     storage.put(SETUP_KEY, &setup).await?;
                 }
             }
-            Action::ScheduleAlarm(at) => storage.set_alarm(edge_io::probe::alarm_at(at)).await?,
+            Action::ScheduleAlarm(at) => storage.set_alarm(edge_io::clock::alarm_at(at)).await?,
             Action::CancelAlarm => storage.delete_alarm().await?,
             Action::Connect { link, target } => Inner::connect(self, link, target),
             Action::SendToOrigin { link, text } => {
@@ -442,5 +442,5 @@ fn refused(refusal: Refusal) -> Result<Response> {
 }
 
 fn now() -> u64 {
-    edge_io::probe::now_ms()
+    edge_io::clock::now_ms()
 }

@@ -6,9 +6,10 @@ use shared::call::CallSource;
 use shared::call_session::{EndReason, SessionRefusal};
 use shared::geo::wire::RouteRequest;
 use shared::identifier::is_resource_id;
-use shared::public_route::{PublicRoute, path_segment};
+use shared::public_route::PublicRoute;
+use shared::relay;
 use shared::twilio::CallWebhook;
-use shared::twiml::{self, ConversationRelay};
+use shared::twiml;
 use worker::{Headers, Method, Request, Response, console_error};
 
 use crate::call_start::{self, NewCall, StartError};
@@ -80,24 +81,23 @@ pub async fn incoming(
             return twiml_answer(&twiml::say_and_hang_up(TROUBLE, language));
         }
     }
-    twiml_answer(&twiml::connect_relay(&ConversationRelay {
-        url: relay_url(&x.public_url, &call_sid),
-        welcome_greeting: agent.spec.greeting.clone(),
-        voice: agent.spec.voice.voice.clone(),
-        language: agent.spec.voice.language.clone(),
-        tts_provider: agent.spec.voice.tts_provider.clone(),
-        transcription_provider: agent.spec.voice.transcription_provider.clone(),
-        dtmf_detection: true,
-        parameters: greeting_parameter(&agent),
-    }))
+    let relay_url = relay_url(&x.public_url, &call_sid);
+    twiml_answer(&twiml::connect_agent(
+        &agent.spec,
+        &relay_url,
+        &greeting_parameter(&agent),
+    ))
 }
 
 /// The carrier speaks the greeting (TwiML `welcomeGreeting`), so the origin is told not to speak
 /// it again when the relay's `setup` arrives.
 fn greeting_parameter(agent: &Agent) -> Vec<(String, String)> {
-    let mut parameters = vec![("agent_id".to_owned(), agent.id.clone())];
+    let mut parameters = vec![(relay::AGENT_ID_PARAM.to_owned(), agent.id.clone())];
     if agent.spec.greeting.is_some() {
-        parameters.push(("greeting".to_owned(), "carrier".to_owned()));
+        parameters.push((
+            relay::GREETING_PARAM.to_owned(),
+            relay::GREETING_BY_CARRIER.to_owned(),
+        ));
     }
     parameters
 }
@@ -211,7 +211,7 @@ async fn find_agent(
     targets: &[shared::geo::Target],
     number: &str,
 ) -> Result<Option<Agent>, LookupError> {
-    let path = format!("/v1/phone-numbers/{}/agent", path_segment(number));
+    let path = shared::origin_path::phone_number_agent(number);
     let forward = Forward {
         method: Method::Get,
         path_and_query: &path,

@@ -28,6 +28,7 @@ use aws_sdk_bedrockruntime::types::{
 };
 use futures_util::{SinkExt, StreamExt};
 use shared::principal::{AuthMethod, Principal};
+use shared::relay::{AGENT_ID_PARAM_ALIAS, GREETING_BY_CARRIER, GREETING_PARAM};
 use shared::signing::{BodyHash, SignedRequest, sign};
 use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpStream;
@@ -358,7 +359,7 @@ fn setup(call_id: &str, agent: &str) -> serde_json::Value {
     serde_json::json!({
         "type": "setup", "sessionId": format!("VX{call_id}"), "callSid": call_id,
         "from": "+14155550100", "to": "+14155550199", "direction": "inbound",
-        "customParameters": {"agentId": agent, "greeting": "carrier"},
+        "customParameters": {AGENT_ID_PARAM_ALIAS: agent, GREETING_PARAM: GREETING_BY_CARRIER},
     })
 }
 
