@@ -14,14 +14,14 @@ const ORANGE = "#c2410c";
 const INK = "#374151";
 const GRID = "#e5e7eb";
 
-const axis = (label: string, scale?: string, side?: 1 | 3): uPlot.Axis => ({
-  label,
-  scale,
-  side,
-  stroke: INK,
-  grid: { stroke: GRID, width: 1 },
-  ticks: { stroke: GRID, width: 1 },
-});
+/** An axis; `scale` and `side` only when given (uPlot copies an `undefined` over its default). */
+function axis(label: string | undefined, scale?: string, side?: 1 | 3): uPlot.Axis {
+  const drawn: uPlot.Axis = { stroke: INK, grid: { stroke: GRID, width: 1 }, ticks: { stroke: GRID, width: 1 } };
+  if (label) drawn.label = label;
+  if (scale) drawn.scale = scale;
+  if (side) drawn.side = side;
+  return drawn;
+}
 
 /** Keeps the chart as wide as its box. */
 function sized(chart: uPlot, box: HTMLElement): uPlot {
@@ -43,7 +43,9 @@ export function latencyChart(box: HTMLElement, series: LatencySeries): uPlot {
       height: HEIGHT,
       legend: { live: false },
       cursor: { drag: { x: false, y: false } },
-      scales: { x: { time: false } },
+      // Turn numbers with a turn's margin each side (one reply still has a width), and
+      // milliseconds from zero.
+      scales: { x: { time: false, range: (_u, min, max) => [min - 1, max + 1] }, y: { range: (_u, _min, max) => [0, Math.max(10, max * 1.1)] } },
       axes: [axis("Reply (turn number)"), axis("milliseconds")],
       series: [
         { label: "Turn" },
@@ -70,7 +72,7 @@ export function usageChart(box: HTMLElement, days: UsageDay[]): uPlot {
       legend: { live: false },
       cursor: { drag: { x: false, y: false } },
       scales: { calls: { auto: true, range: (_u, _min, max) => [0, Math.max(1, max)] }, minutes: { auto: true, range: (_u, _min, max) => [0, Math.max(1, max)] } },
-      axes: [{ stroke: INK, grid: { stroke: GRID, width: 1 }, ticks: { stroke: GRID, width: 1 } }, axis("calls", "calls", 3), axis("minutes", "minutes", 1)],
+      axes: [axis(undefined), axis("calls", "calls", 3), axis("minutes", "minutes", 1)],
       series: [
         { label: "Day" },
         { label: "Calls", scale: "calls", stroke: BLUE, fill: "rgba(29, 78, 216, 0.35)", width: 1, paths: uPlot.paths.bars?.({ size: [0.6, 48] }), points: { show: false } },

@@ -13,9 +13,10 @@ export function duration(ms: number): string {
   return `${Math.floor(seconds / 3600)} h ${String(Math.floor((seconds % 3600) / 60)).padStart(2, "0")} min`;
 }
 
-/** How long a call has lasted: to its end, or to `now` while it is live. */
+/** How long a call has lasted: to its end, or to `now` while it is live (never below zero: the
+ * origin's clock stamped its start, this browser's says now). */
 export function callLength(call: Pick<Call, "started_at_ms" | "ended_at_ms">, now: number): number {
-  return (call.ended_at_ms ?? now) - call.started_at_ms;
+  return Math.max(0, (call.ended_at_ms ?? now) - call.started_at_ms);
 }
 
 /** Who said a turn. */

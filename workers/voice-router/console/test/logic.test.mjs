@@ -199,6 +199,7 @@ test("calls and usage: durations, the latency series, usage days filled over the
   assert.deepEqual([0, 850, 4200, 65_000, 3_725_000, -1].map(format.duration), ["0 ms", "850 ms", "4.2 s", "1 min 05 s", "1 h 02 min", "—"]);
   assert.equal(format.callLength({ started_at_ms: 1000, ended_at_ms: 4000 }, 9000), 3000);
   assert.equal(format.callLength({ started_at_ms: 1000 }, 9000), 8000, "a live call lasts until now");
+  assert.equal(format.callLength({ started_at_ms: 9500 }, 9000), 0, "a start stamped by a clock a little ahead");
   const turns = [
     { seq: 1, role: "assistant", text: "Hello.", interrupted: false, created_at_ms: 1 },
     { seq: 2, role: "user", text: "Hi", interrupted: false, created_at_ms: 2 },
