@@ -311,26 +311,7 @@ fn unix_ms(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call::CallerDetails;
-
-    fn call(id: &str, started_at_ms: u64) -> Call {
-        Call {
-            id: id.into(),
-            tenant_id: "t".into(),
-            agent_id: "a".into(),
-            source: CallSource::Api,
-            carrier_call_sid: None,
-            from: None,
-            to: None,
-            region: "us-east-1".into(),
-            status: CallStatus::Active,
-            turn_count: 0,
-            started_at_ms,
-            ended_at_ms: None,
-            end_reason: None,
-            caller: CallerDetails::default(),
-        }
-    }
+    use crate::test_support::call;
 
     #[test]
     fn parses_every_filter_and_round_trips_its_canonical_form() {

@@ -13,13 +13,13 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { createHmac, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import { mkdtempSync } from "node:fs";
 import http from "node:http";
 import { once } from "node:events";
 import os from "node:os";
 import path from "node:path";
-import { geoRegions, json, parseSse, startEmulator, startOrigin, startWorkers, withTimeout } from "./harness.mjs";
+import { geoRegions, hs256Jwt, json, parseSse, startEmulator, startOrigin, startWorkers, withTimeout } from "./harness.mjs";
 
 const HS256_SECRET = "read-e2e-hs256-secret-0123456789abcdef-01";
 const ISSUER = "https://issuer.read-e2e";
@@ -30,13 +30,7 @@ const REPLY = "We open at nine. We close at five.";
 // A caller in New York: us-east-1 (origin A) by the seed's region-code map; us-west-2 is origin B.
 const NEW_YORK = JSON.stringify({ country: "US", regionCode: "NY", continent: "NA", latitude: "40.71", longitude: "-74.01", colo: "EWR" });
 
-const b64url = (data) => Buffer.from(data).toString("base64url");
-function jwt(claims) {
-  const now = Math.floor(Date.now() / 1000);
-  const header = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
-  const body = b64url(JSON.stringify({ iss: ISSUER, aud: AUDIENCE, iat: now, exp: now + 600, ...claims }));
-  return `${header}.${body}.${createHmac("sha256", HS256_SECRET).update(`${header}.${body}`).digest("base64url")}`;
-}
+const jwt = (claims) => hs256Jwt(HS256_SECRET, { iss: ISSUER, aud: AUDIENCE, ...claims });
 const READER = jwt({ sub: "ops", tenant_id: TENANT, scope: "calls:read calls:write agents:admin" });
 const WRITER_ONLY = jwt({ sub: "bot", tenant_id: TENANT, scope: "calls:write" });
 const OTHER = jwt({ sub: "eve", tenant_id: "tenant-read-other", scope: "calls:read calls:write agents:admin" });

@@ -186,25 +186,16 @@ impl Resume {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call::{CallSource, CallerDetails};
 
     fn call(status: CallStatus) -> Call {
-        Call {
-            id: "c1".into(),
-            tenant_id: "t1".into(),
-            agent_id: "a".into(),
-            source: CallSource::Api,
-            carrier_call_sid: None,
-            from: None,
-            to: None,
-            region: "us-east-1".into(),
-            status,
-            turn_count: 1,
-            started_at_ms: 1_000,
-            ended_at_ms: (status == CallStatus::Ended).then_some(9_000),
-            end_reason: (status == CallStatus::Ended).then(|| "requested".into()),
-            caller: CallerDetails::default(),
+        let mut call = crate::test_support::call("c1", 1_000);
+        call.tenant_id = "t1".into();
+        call.status = status;
+        if status == CallStatus::Ended {
+            call.ended_at_ms = Some(9_000);
+            call.end_reason = Some("requested".into());
         }
+        call
     }
 
     fn turn(seq: u32, role: TurnRole, model: Option<&str>, interrupted: bool) -> Turn {

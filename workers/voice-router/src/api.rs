@@ -137,63 +137,61 @@ pub async fn handle(
             )
             .await
         }
-        (PublicRoute::ListCalls, _) => {
-            // Refused here when the origin would refuse it; forwarded in its canonical form.
-            let query = CallListQuery::parse(query_of(req).trim_start_matches('?'))
-                .map_err(Refusal::InvalidListQuery)?;
-            let path_and_query = format!("{}{}", origin_path::CALLS, query.to_query());
-            forward(
-                x,
-                Method::Get,
-                &principal,
-                route,
-                &targets,
-                &path_and_query,
-                &[],
-            )
-            .await
+        (PublicRoute::ListCalls | PublicRoute::Usage | PublicRoute::Events, _) => {
+            read(x, req, &principal, route, None, &targets).await
         }
-        (PublicRoute::Usage, _) => {
-            let path_and_query = format!("{}{}", origin_path::USAGE, query_of(req));
-            forward(
-                x,
-                Method::Get,
-                &principal,
-                route,
-                &targets,
-                &path_and_query,
-                &[],
-            )
-            .await
-        }
-        (PublicRoute::Events, _) => {
-            let extra = event_stream_headers(None);
-            forward(
-                x,
-                Method::Get,
-                &principal,
-                route,
-                &targets,
-                origin_path::EVENTS,
-                &extra,
-            )
-            .await
-        }
-        (PublicRoute::Transcript { call_id }, Some(state)) => {
-            let targets = pinned_targets(x, &state).await;
-            let path = origin_path::call_turns(call_id);
-            forward(x, Method::Get, &principal, route, &targets, &path, &[]).await
-        }
-        (PublicRoute::CallEvents { call_id }, Some(state)) => {
-            // The call's events are published in its region: that origin first.
-            let targets = pinned_targets(x, &state).await;
-            let last_event_id = req.headers().get(LAST_EVENT_ID).ok().flatten();
-            let extra = event_stream_headers(last_event_id.as_deref());
-            let path = origin_path::call_events(call_id);
-            forward(x, Method::Get, &principal, route, &targets, &path, &extra).await
+        (PublicRoute::Transcript { .. } | PublicRoute::CallEvents { .. }, Some(state)) => {
+            read(x, req, &principal, route, Some(&state), &targets).await
         }
         _ => Err(Refusal::NoRoute),
     }
+}
+
+/// The read API, passed to the origin: the call list (its query refused here when the origin
+/// would refuse it, else forwarded in its canonical form), usage, the tenant's events, and a
+/// call's transcript and events — from the call's region first (its events are published
+/// there).
+async fn read(
+    x: &Exchange<'_>,
+    req: &Request,
+    principal: &Principal,
+    route: &PublicRoute,
+    call: Option<&CallState>,
+    targets: &[Target],
+) -> Result<Response, Refusal> {
+    let last_event_id = req.headers().get(LAST_EVENT_ID).ok().flatten();
+    let (path_and_query, extra) = match route {
+        PublicRoute::ListCalls => {
+            let query = CallListQuery::parse(query_of(req).trim_start_matches('?'))
+                .map_err(Refusal::InvalidListQuery)?;
+            (
+                format!("{}{}", origin_path::CALLS, query.to_query()),
+                vec![],
+            )
+        }
+        PublicRoute::Usage => (format!("{}{}", origin_path::USAGE, query_of(req)), vec![]),
+        PublicRoute::Events => (origin_path::EVENTS.to_owned(), event_stream_headers(None)),
+        PublicRoute::Transcript { call_id } => (origin_path::call_turns(call_id), vec![]),
+        PublicRoute::CallEvents { call_id } => (
+            origin_path::call_events(call_id),
+            event_stream_headers(last_event_id.as_deref()),
+        ),
+        _ => return Err(Refusal::NoRoute),
+    };
+    let pinned = match call {
+        Some(call) => pinned_targets(x, call).await,
+        None => targets.to_vec(),
+    };
+    forward(
+        x,
+        Method::Get,
+        principal,
+        route,
+        &pinned,
+        &path_and_query,
+        &extra,
+    )
+    .await
 }
 
 /// The media type of Server-Sent Events.

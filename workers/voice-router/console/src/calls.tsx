@@ -46,6 +46,22 @@ function useNow(running: boolean): number {
   return now;
 }
 
+/** A labelled select of `options` ([value, text]). */
+export function Choice({ id, label, value, options, onChange }: { id: string; label: string; value: string; options: [string, string][]; onChange: (value: string) => void }) {
+  return (
+    <div class="field inline">
+      <label for={id}>{label}</label>
+      <select id={id} value={value} onChange={(event) => onChange(event.currentTarget.value)}>
+        {options.map(([optionValue, text]) => (
+          <option key={optionValue} value={optionValue}>
+            {text}
+          </option>
+        ))}
+      </select>
+    </div>
+  );
+}
+
 const LIVE_TEXT: Record<LiveState, string> = {
   connecting: "Connecting to the live event stream…",
   live: "Live: new calls, turns and ends appear as they happen.",
@@ -121,22 +137,8 @@ export function CallList({ api }: { api: Api }) {
         {LIVE_TEXT[live]}
       </p>
       <form class="filters" onSubmit={(event) => event.preventDefault()}>
-        <div class="field inline">
-          <label for="filter-status">Status</label>
-          <select id="filter-status" value={status} onChange={(event) => setStatus(event.currentTarget.value)}>
-            <option value="">any</option>
-            <option value="active">live</option>
-            <option value="ended">ended</option>
-          </select>
-        </div>
-        <div class="field inline">
-          <label for="filter-source">Source</label>
-          <select id="filter-source" value={source} onChange={(event) => setSource(event.currentTarget.value)}>
-            <option value="">any</option>
-            <option value="phone">phone</option>
-            <option value="api">API</option>
-          </select>
-        </div>
+        <Choice id="filter-status" label="Status" value={status} onChange={setStatus} options={[["", "any"], ["active", "live"], ["ended", "ended"]]} />
+        <Choice id="filter-source" label="Source" value={source} onChange={setSource} options={[["", "any"], ["phone", "phone"], ["api", "API"]]} />
       </form>
       {error && <ErrorNote error={error} />}
       {calls === null ? (

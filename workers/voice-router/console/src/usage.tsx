@@ -3,7 +3,7 @@
 import { useEffect, useState } from "preact/hooks";
 import { Api, ApiError, type UsageReport } from "./api";
 import { ErrorNote } from "./agents";
-import { ChartBox } from "./calls";
+import { ChartBox, Choice } from "./calls";
 import { count, usageDays } from "./format";
 
 const RANGES = [7, 30, 90];
@@ -33,16 +33,7 @@ export function Usage({ api }: { api: Api }) {
     <section>
       <div class="title-row">
         <h1>Usage</h1>
-        <div class="field inline">
-          <label for="usage-range">Days</label>
-          <select id="usage-range" value={String(range)} onChange={(event) => setRange(Number(event.currentTarget.value))}>
-            {RANGES.map((n) => (
-              <option key={n} value={String(n)}>
-                last {n}
-              </option>
-            ))}
-          </select>
-        </div>
+        <Choice id="usage-range" label="Days" value={String(range)} onChange={(value) => setRange(Number(value))} options={RANGES.map((n) => [String(n), `last ${n}`])} />
       </div>
       {error && <ErrorNote error={error} />}
       {!report ? (
