@@ -23,13 +23,15 @@
 //! | `GET /v1/agents?after=&limit=` | — | 200 `AgentPage` (limit 1–100, default 50) |
 //! | `GET /v1/phone-numbers/{e164}/agent` | — | 200 `Agent` answering that number; 404 |
 //! | `POST /v1/calls` | `CreateCall` | 201 `Call`; 404 (agent), 409 `call_exists` |
+//! | `GET /v1/calls?status=&agent_id=&source=&started_after_ms=&started_before_ms=&cursor=&limit=` | — | 200 `CallPage` (newest first; limit 1–100, default 50; `shared::call_list`); 400 `invalid_query`, `invalid_cursor` |
 //! | `GET /v1/calls/{id}` | — | 200 `Call`; 404 |
 //! | `POST /v1/calls/{id}/end` | `EndCall` | 200 `Call`; 404, 409 `call_ended` |
 //! | `GET /v1/calls/{id}/turns` | — | 200 `TurnList` |
 //! | `POST /v1/calls/{id}/turns` | `TurnRequest` | 200 `text/event-stream`: `token` (`TokenEvent`)…, then `done` (`DoneEvent`, sent once the turn is durable) or `error` (`ErrorBody`); before streaming: 400, 404, 409 `call_ended`, 413, 503 + `Retry-After` |
-//! | `GET /v1/calls/{id}/events` | — | 200 `text/event-stream` of `CallEvent`s, event name = kind |
+//! | `GET /v1/calls/{id}/events` | `Last-Event-ID`? | 200 `text/event-stream` of `CallEvent`s, event name = kind, id = place in the call: the stored history, then live, ending after `call_ended` (`shared::call_event::stream`); 204 for an ended call with nothing after `Last-Event-ID`; 400 for an id it never gave |
+//! | `GET /v1/events` | — | 200 `text/event-stream`: every live `CallEvent` of the tenant (no history, no ids) |
 //! | `GET /v1/calls/{id}/relay` | WebSocket | ConversationRelay (`shared::relay`); 409 `call_ended`, 503 before the upgrade |
-//! | `GET /v1/usage?from=&to=` | — | 200 `UsageReport` (UTC days, default the last 30) |
+//! | `GET /v1/usage?from=&to=` | — | 200 `UsageReport` (UTC days, default the last 30): calls, replies, tokens, minutes, tool calls |
 //! | `GET /v1/signing-secret` | — | 200 the secret's metadata; 201 with its value when this creates it |
 //! | `POST /v1/signing-secret/rotate` | `{"previous_valid_for_secs"?}` | 200 (201 when none existed) with the new value; 400 |
 //!
@@ -186,7 +188,10 @@ pub fn app(state: AppState) -> Router {
             origin_path::PHONE_NUMBER_AGENT,
             get(routes::agents::by_number),
         )
-        .route(origin_path::CALLS, post(routes::calls::create))
+        .route(
+            origin_path::CALLS,
+            post(routes::calls::create).get(routes::calls::list),
+        )
         .route(origin_path::CALL, get(routes::calls::get))
         .route(origin_path::CALL_END, post(routes::calls::end))
         .route(
@@ -194,6 +199,7 @@ pub fn app(state: AppState) -> Router {
             post(routes::calls::turn).get(routes::calls::turns),
         )
         .route(origin_path::CALL_EVENTS, get(routes::calls::events))
+        .route(origin_path::EVENTS, get(routes::calls::tenant_events))
         .route(origin_path::CALL_RELAY, get(relay::upgrade))
         .route(origin_path::USAGE, get(routes::usage))
         .route(

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use shared::agent::{Agent, AgentSpec};
 use shared::call::Call;
 use shared::call::CallerDetails;
+use shared::call_list::CallListQuery;
 use shared::turn::{ToolCall, Turn, TurnRole};
 use shared::usage::{DayRange, UsageDay};
 
@@ -178,6 +179,13 @@ pub trait Store: Send + Sync {
     async fn create_call(&self, call: &Call) -> Result<(), StoreError>;
     /// One call.
     async fn get_call(&self, tenant: &str, id: &str) -> Result<Option<Call>, StoreError>;
+    /// The calls `query` admits, in list order (`shared::call_list::newest_first`), at most
+    /// `query.limit + 1` (one more than a page, so the page knows whether it is the last).
+    async fn list_calls(
+        &self,
+        tenant: &str,
+        query: &CallListQuery,
+    ) -> Result<Vec<Call>, StoreError>;
     /// Ends a call.
     async fn end_call(
         &self,

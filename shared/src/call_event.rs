@@ -1,7 +1,10 @@
 //! Live call events (`GET /v1/calls/{id}/events`): published per tenant so that every origin
-//! replica can stream any call's events to a monitor.
+//! replica can stream any call's events to a monitor. How a stream of them resumes and replays
+//! a call's history: [`stream`].
 
 use serde::{Deserialize, Serialize};
+
+pub mod stream;
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

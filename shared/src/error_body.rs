@@ -47,6 +47,10 @@ error_codes! {
     InvalidId => "invalid_id",
     /// The body or a parameter is not what the route takes.
     InvalidRequest => "invalid_request",
+    /// A query parameter is unknown, repeated or out of range.
+    InvalidQuery => "invalid_query",
+    /// A pagination cursor that this API did not give.
+    InvalidCursor => "invalid_cursor",
     /// The body is larger than the route accepts.
     PayloadTooLarge => "payload_too_large",
     /// A WebSocket route was called without an upgrade.

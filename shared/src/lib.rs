@@ -8,6 +8,7 @@ pub mod api_key;
 pub mod auth;
 pub mod call;
 pub mod call_event;
+pub mod call_list;
 pub mod call_session;
 pub mod chunking;
 pub mod config;

@@ -4,7 +4,7 @@
 
 use crate::public_route::path_segment;
 
-/// `POST`: starts a call; `GET` lists none (calls are read one by one).
+/// `POST`: starts a call; `GET`: a page of calls (`crate::call_list`).
 pub const CALLS: &str = "/v1/calls";
 /// `GET`: one call.
 pub const CALL: &str = "/v1/calls/{id}";
@@ -12,8 +12,11 @@ pub const CALL: &str = "/v1/calls/{id}";
 pub const CALL_END: &str = "/v1/calls/{id}/end";
 /// `POST`: one turn in, the reply out as Server-Sent Events; `GET`: the turns so far.
 pub const CALL_TURNS: &str = "/v1/calls/{id}/turns";
-/// `GET`: the call's live events (Server-Sent Events).
+/// `GET`: the call's events, its history then live (Server-Sent Events,
+/// `crate::call_event::stream`).
 pub const CALL_EVENTS: &str = "/v1/calls/{id}/events";
+/// `GET`: every live event of the tenant's calls (Server-Sent Events).
+pub const EVENTS: &str = "/v1/events";
 /// `GET` (WebSocket): the call's ConversationRelay socket.
 pub const CALL_RELAY: &str = "/v1/calls/{id}/relay";
 /// `GET`: a page of agents.
@@ -107,6 +110,7 @@ mod tests {
             AGENT,
             PHONE_NUMBER_AGENT,
             USAGE,
+            EVENTS,
         ] {
             assert!(pattern.matches('{').count() <= 1, "{pattern}");
             assert!(!fill(pattern, "x").contains(['{', '}']), "{pattern}");

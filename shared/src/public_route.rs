@@ -55,6 +55,24 @@ pub enum PublicRoute {
         /// The origin path, e.g. `/v1/signing-secret/rotate`.
         origin_path: String,
     },
+    /// `GET /api/v1/calls`: the tenant's calls, newest first, a page at a time
+    /// (`crate::call_list`).
+    ListCalls,
+    /// `GET /api/v1/calls/{id}/turns`: the call's transcript.
+    Transcript {
+        /// The call's id.
+        call_id: String,
+    },
+    /// `GET /api/v1/calls/{id}/events`: the call's events as SSE, history first
+    /// (`crate::call_event::stream`).
+    CallEvents {
+        /// The call's id.
+        call_id: String,
+    },
+    /// `GET /api/v1/events`: every call's live events of the tenant, as SSE.
+    Events,
+    /// `GET /api/v1/usage`: usage per day (`crate::usage`).
+    Usage,
 }
 
 /// Path of the carrier's `<Connect action>` callback (rendered into TwiML, routed here).
@@ -134,19 +152,44 @@ impl PublicRoute {
                 },
                 "GET",
             ),
-            ["api", "v1", "calls"] => (PublicRoute::CreateCall, "POST"),
+            ["api", "v1", "calls"] => {
+                return by_method(
+                    method,
+                    [
+                        ("POST", PublicRoute::CreateCall),
+                        ("GET", PublicRoute::ListCalls),
+                    ],
+                );
+            }
             ["api", "v1", "calls", id] => (
                 PublicRoute::GetCall {
                     call_id: id_of(id)?,
                 },
                 "GET",
             ),
-            ["api", "v1", "calls", id, "turns"] => (
-                PublicRoute::Turn {
+            ["api", "v1", "calls", id, "turns"] => {
+                let call_id = id_of(id)?;
+                return by_method(
+                    method,
+                    [
+                        (
+                            "POST",
+                            PublicRoute::Turn {
+                                call_id: call_id.clone(),
+                            },
+                        ),
+                        ("GET", PublicRoute::Transcript { call_id }),
+                    ],
+                );
+            }
+            ["api", "v1", "calls", id, "events"] => (
+                PublicRoute::CallEvents {
                     call_id: id_of(id)?,
                 },
-                "POST",
+                "GET",
             ),
+            ["api", "v1", "events"] => (PublicRoute::Events, "GET"),
+            ["api", "v1", "usage"] => (PublicRoute::Usage, "GET"),
             ["api", "v1", "calls", id, "end"] => (
                 PublicRoute::EndCall {
                     call_id: id_of(id)?,
@@ -215,7 +258,12 @@ impl PublicRoute {
     /// Scopes a Bearer principal needs (carrier-signed requests carry none and need none).
     pub fn required_scopes(&self) -> &'static [&'static str] {
         match self {
-            PublicRoute::GetCall { .. } => &[SCOPE_CALLS_READ],
+            PublicRoute::GetCall { .. }
+            | PublicRoute::ListCalls
+            | PublicRoute::Transcript { .. }
+            | PublicRoute::CallEvents { .. }
+            | PublicRoute::Events
+            | PublicRoute::Usage => &[SCOPE_CALLS_READ],
             PublicRoute::CreateCall | PublicRoute::Turn { .. } | PublicRoute::EndCall { .. } => {
                 &[SCOPE_CALLS_WRITE]
             }
@@ -239,10 +287,24 @@ impl PublicRoute {
             PublicRoute::Relay { call_id }
             | PublicRoute::GetCall { call_id }
             | PublicRoute::Turn { call_id }
-            | PublicRoute::EndCall { call_id } => Some(call_id),
+            | PublicRoute::EndCall { call_id }
+            | PublicRoute::Transcript { call_id }
+            | PublicRoute::CallEvents { call_id } => Some(call_id),
             _ => None,
         }
     }
+}
+
+/// The route among `choices` (method, route) that `method` names.
+fn by_method<const N: usize>(
+    method: &str,
+    choices: [(&str, PublicRoute); N],
+) -> Result<PublicRoute, RouteError> {
+    choices
+        .into_iter()
+        .find(|(allowed, _)| method.eq_ignore_ascii_case(allowed))
+        .map(|(_, route)| route)
+        .ok_or(RouteError::MethodNotAllowed)
 }
 
 /// The URL exactly as the client or carrier called it — what a carrier signature covers:
@@ -442,6 +504,24 @@ mod tests {
                     origin_path: "/v1/agents/a_1".into(),
                 },
             ),
+            ("GET", "/api/v1/calls", PublicRoute::ListCalls),
+            ("get", "/api/v1/calls/", PublicRoute::ListCalls),
+            (
+                "GET",
+                "/api/v1/calls/c-1/turns",
+                PublicRoute::Transcript {
+                    call_id: call("c-1"),
+                },
+            ),
+            (
+                "GET",
+                "/api/v1/calls/c-1/events",
+                PublicRoute::CallEvents {
+                    call_id: call("c-1"),
+                },
+            ),
+            ("GET", "/api/v1/events", PublicRoute::Events),
+            ("GET", "/api/v1/usage", PublicRoute::Usage),
         ];
         for (method, path, expected) in cases {
             assert_eq!(
@@ -479,6 +559,24 @@ mod tests {
             ),
             ("POST", "/api/v1/signing-secret/x", RouteError::NotFound),
             ("POST", "/api/v1/agents", RouteError::MethodNotAllowed),
+            ("DELETE", "/api/v1/calls", RouteError::MethodNotAllowed),
+            (
+                "PUT",
+                "/api/v1/calls/c1/turns",
+                RouteError::MethodNotAllowed,
+            ),
+            (
+                "POST",
+                "/api/v1/calls/c1/events",
+                RouteError::MethodNotAllowed,
+            ),
+            ("POST", "/api/v1/usage", RouteError::MethodNotAllowed),
+            ("POST", "/api/v1/events", RouteError::MethodNotAllowed),
+            (
+                "GET",
+                "/api/v1/calls/a.b/turns",
+                RouteError::BadId("a.b".into()),
+            ),
             (
                 "GET",
                 "/api/v1/calls/..%2f..",
@@ -517,6 +615,26 @@ mod tests {
             PublicRoute::GetCall { call_id: call("c") }.required_scopes(),
             &[SCOPE_CALLS_READ]
         );
+        for read in [
+            PublicRoute::ListCalls,
+            PublicRoute::Transcript { call_id: call("c") },
+            PublicRoute::CallEvents { call_id: call("c") },
+            PublicRoute::Events,
+            PublicRoute::Usage,
+        ] {
+            assert_eq!(read.required_scopes(), &[SCOPE_CALLS_READ], "{read:?}");
+            assert_eq!(read.credential(), Credential::Bearer, "{read:?}");
+            assert_eq!(read.kind(), RouteKind::Api, "{read:?}");
+            assert!(
+                may_retry_elsewhere("GET", &read, ForwardFailure::Connect),
+                "{read:?}: reads fail over"
+            );
+        }
+        assert_eq!(
+            PublicRoute::CallEvents { call_id: call("c") }.call_id(),
+            Some("c")
+        );
+        assert_eq!(PublicRoute::ListCalls.call_id(), None);
         assert_eq!(PublicRoute::Health.credential(), Credential::None);
         for carrier in [PublicRoute::TwilioAction, PublicRoute::TwilioWhisper] {
             assert_eq!(carrier.credential(), Credential::CarrierSignature);

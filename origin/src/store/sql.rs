@@ -18,6 +18,7 @@ use shared::agent::{
     DEFAULT_IDLE_REPROMPT_SECS, DEFAULT_IDLE_REPROMPTS, InferenceSettings, Latency, VoiceSettings,
 };
 use shared::call::{Call, CallSource, CallStatus, CallerDetails};
+use shared::call_list::CallListQuery;
 use shared::turn::{Turn, TurnRole};
 use shared::usage::{DayRange, UsageDay, day_of};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
@@ -43,6 +44,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         "tools and signing secrets",
         include_str!("../../migrations/postgres/0003_tools_and_signing_secrets.sql"),
     ),
+    (
+        5,
+        "calls by start",
+        include_str!("../../migrations/postgres/0005_calls_by_start.sql"),
+    ),
 ];
 const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -59,6 +65,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "tools and signing secrets",
         include_str!("../../migrations/sqlite/0003_tools_and_signing_secrets.sql"),
+    ),
+    (
+        5,
+        "calls by start",
+        include_str!("../../migrations/sqlite/0005_calls_by_start.sql"),
     ),
 ];
 
@@ -263,6 +274,9 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(database) if database.kind() == sqlx::error::ErrorKind::UniqueViolation)
 }
 
+/// Milliseconds in a UTC day (`shared::usage::day_of`'s unit).
+const MS_PER_DAY: i64 = 86_400_000;
+
 fn int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
@@ -402,6 +416,64 @@ fn agent_from_row(row: &AnyRow) -> Result<Agent, StoreError> {
         created_at_ms: unsigned(int_of("created_at_ms")?),
         updated_at_ms: unsigned(int_of("updated_at_ms")?),
     })
+}
+
+/// A value bound to a statement built at run time.
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// `SELECT` of one page of calls: only the conditions the query sets, each value bound (never
+/// spliced), ordered as `shared::call_list::newest_first` (the `calls_by_start` index, read
+/// backwards), one row more than the page. Ids compare byte by byte as in `shared`: SQLite's
+/// default collation does; PostgreSQL's follows the database's locale unless told `"C"`.
+fn list_calls_sql(backend: Backend, tenant: &str, query: &CallListQuery) -> (String, Vec<Bind>) {
+    let id_column = match backend {
+        Backend::Postgres => "id COLLATE \"C\"",
+        Backend::Sqlite => "id",
+    };
+    let mut binds = vec![Bind::Text(tenant.to_owned())];
+    let mut conditions = vec!["tenant_id = $1".to_owned()];
+    let mut bind = |value: Bind| {
+        binds.push(value);
+        format!("${}", binds.len())
+    };
+    if let Some(status) = query.status {
+        conditions.push(format!(
+            "status = {}",
+            bind(Bind::Text(status.as_str().into()))
+        ));
+    }
+    if let Some(agent_id) = &query.agent_id {
+        conditions.push(format!("agent_id = {}", bind(Bind::Text(agent_id.clone()))));
+    }
+    if let Some(source) = query.source {
+        conditions.push(format!(
+            "source = {}",
+            bind(Bind::Text(source.as_str().into()))
+        ));
+    }
+    if let Some(after) = query.started_after_ms {
+        conditions.push(format!("started_at_ms > {}", bind(Bind::Int(int(after)))));
+    }
+    if let Some(before) = query.started_before_ms {
+        conditions.push(format!("started_at_ms < {}", bind(Bind::Int(int(before)))));
+    }
+    if let Some(cursor) = &query.cursor {
+        let at = bind(Bind::Int(int(cursor.started_at_ms)));
+        let id = bind(Bind::Text(cursor.id.clone()));
+        conditions.push(format!(
+            "(started_at_ms < {at} OR (started_at_ms = {at} AND {id_column} < {id}))"
+        ));
+    }
+    let limit = bind(Bind::Int(i64::from(query.limit) + 1));
+    let sql = format!(
+        "SELECT {CALL_COLUMNS} FROM calls WHERE {} \
+         ORDER BY started_at_ms DESC, {id_column} DESC LIMIT {limit}",
+        conditions.join(" AND ")
+    );
+    (sql, binds)
 }
 
 fn call_from_row(row: &AnyRow) -> Result<Call, StoreError> {
@@ -759,6 +831,24 @@ impl Store for SqlStore {
         row.as_ref().map(call_from_row).transpose()
     }
 
+    async fn list_calls(
+        &self,
+        tenant: &str,
+        query: &CallListQuery,
+    ) -> Result<Vec<Call>, StoreError> {
+        let pool = self.ready()?;
+        let (sql, binds) = list_calls_sql(self.backend, tenant, query);
+        let mut statement = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for bind in binds {
+            statement = match bind {
+                Bind::Text(text) => statement.bind(text),
+                Bind::Int(number) => statement.bind(number),
+            };
+        }
+        let rows = statement.fetch_all(pool).await.map_err(classify)?;
+        rows.iter().map(call_from_row).collect()
+    }
+
     async fn end_call(
         &self,
         tenant: &str,
@@ -959,6 +1049,29 @@ impl Store for SqlStore {
         .fetch_all(pool)
         .await
         .map_err(classify)?;
+        // Minutes are read from the calls themselves (their start and end are stored; the
+        // `calls_by_start` index reaches the range): each ended call's length rounded up to a
+        // whole minute, on the day it started. PostgreSQL's SUM of a BIGINT is NUMERIC, hence
+        // the cast.
+        let minute_rows = sqlx::query(
+            "SELECT started_at_ms / 86400000 AS day, CAST(SUM(CASE \
+             WHEN ended_at_ms > started_at_ms THEN (ended_at_ms - started_at_ms + 59999) / 60000 \
+             ELSE 0 END) AS BIGINT) AS minutes \
+             FROM calls WHERE tenant_id = $1 AND started_at_ms >= $2 AND started_at_ms < $3 \
+             AND ended_at_ms IS NOT NULL GROUP BY started_at_ms / 86400000",
+        )
+        .bind(tenant)
+        .bind(range.first.saturating_mul(MS_PER_DAY))
+        .bind(range.last.saturating_add(1).saturating_mul(MS_PER_DAY))
+        .fetch_all(pool)
+        .await
+        .map_err(classify)?;
+        let mut minutes = std::collections::HashMap::new();
+        for row in &minute_rows {
+            let day: i64 = row.try_get("day").map_err(corrupt("usage"))?;
+            let sum: i64 = row.try_get("minutes").map_err(corrupt("usage"))?;
+            minutes.insert(day, unsigned(sum));
+        }
         rows.iter()
             .map(|row| {
                 let number = |name: &str| -> Result<u64, StoreError> {
@@ -966,15 +1079,17 @@ impl Store for SqlStore {
                         row.try_get::<i64, _>(name).map_err(corrupt("usage"))?,
                     ))
                 };
+                let day = row.try_get::<i64, _>("day").map_err(corrupt("usage"))?;
                 Ok(UsageDay {
-                    day: shared::usage::format_day(
-                        row.try_get::<i64, _>("day").map_err(corrupt("usage"))?,
-                    ),
+                    day: shared::usage::format_day(day),
                     calls: number("calls")?,
                     turns: number("turns")?,
                     input_tokens: number("input_tokens")?,
                     output_tokens: number("output_tokens")?,
                     tool_calls: number("tool_calls")?,
+                    // Every call is counted in `usage_daily` on the day it started, so a day
+                    // with minutes always has its row.
+                    minutes: minutes.get(&day).copied().unwrap_or(0),
                 })
             })
             .collect()

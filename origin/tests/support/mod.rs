@@ -48,6 +48,7 @@ use serde_json::{Value, json};
 use shared::agent::{Agent, AgentSpec};
 use shared::call::Call;
 use shared::call::CallerDetails;
+use shared::call_list::CallListQuery;
 use shared::model::ModelFailure;
 use shared::principal::{AuthMethod, Principal};
 use shared::signing::{BodyHash, SignedRequest, sign};
@@ -868,6 +869,14 @@ impl Store for FlakyStore {
     async fn get_call(&self, tenant: &str, id: &str) -> Result<Option<Call>, StoreError> {
         self.check()?;
         self.inner.get_call(tenant, id).await
+    }
+    async fn list_calls(
+        &self,
+        tenant: &str,
+        query: &CallListQuery,
+    ) -> Result<Vec<Call>, StoreError> {
+        self.check()?;
+        self.inner.list_calls(tenant, query).await
     }
     async fn end_call(
         &self,

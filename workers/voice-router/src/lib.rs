@@ -89,6 +89,11 @@ async fn handle(
         | PublicRoute::Turn { .. }
         | PublicRoute::EndCall { .. }
         | PublicRoute::Agents { .. }
+        | PublicRoute::ListCalls
+        | PublicRoute::Transcript { .. }
+        | PublicRoute::CallEvents { .. }
+        | PublicRoute::Events
+        | PublicRoute::Usage
         | PublicRoute::SigningSecret { .. } => api::handle(&exchange, &req, &route).await,
         PublicRoute::Preflight => api::preflight(&req, &config),
     }

@@ -3,6 +3,7 @@
 //! message. Handlers return a [`Refusal`]; nothing else picks a status.
 
 use edge_io::Rejection;
+use shared::call_list::CallListError;
 use shared::call_session::SessionRefusal;
 use shared::error_body::ErrorCode;
 use shared::firewall::BlockReason;
@@ -21,6 +22,8 @@ pub enum Refusal {
     BadId(String),
     /// The body or a parameter is not what the route takes (the sentence says what).
     InvalidRequest(String),
+    /// The call list's query is not one it takes (bad filter, limit or cursor).
+    InvalidListQuery(CallListError),
     /// The body is larger than the route accepts (the sentence says the limit).
     PayloadTooLarge(String),
     /// A WebSocket route called without an upgrade.
@@ -105,6 +108,9 @@ pub fn rejection(refusal: Refusal, request_id: &str) -> Rejection {
             format!("{segment:?} is not a valid id"),
         ),
         Refusal::InvalidRequest(why) => Rejection::new(400, Code::InvalidRequest.as_str(), why),
+        Refusal::InvalidListQuery(error) => {
+            Rejection::new(400, error.code().as_str(), error.to_string())
+        }
         Refusal::PayloadTooLarge(why) => Rejection::new(413, Code::PayloadTooLarge.as_str(), why),
         Refusal::UpgradeRequired => plain(426, Code::UpgradeRequired, "this route is a WebSocket")
             .with_header("upgrade", "websocket"),
