@@ -29,6 +29,12 @@
 //!   ended with that reason.
 //! - On shutdown the socket is closed (1012, service restart) once the live turn is done, so
 //!   the Durable Object reconnects to another replica.
+//! - Answering machines (outbound calls): when the edge reports what detection found
+//!   (`POST /v1/calls/{id}/answered-by`, told to this session over the fan-out, or read from the
+//!   call at `setup` when it came first), `shared::voicemail` decides: a person talks on; a
+//!   machine whose greeting ended hears the agent's `voicemail_message` (stored with the call),
+//!   and once it has had time to be said the session ends (`voicemail_left`); any other machine
+//!   is hung up on (`machine_answered`). Nothing the machine says is answered meanwhile.
 
 use std::sync::Arc;
 
@@ -40,6 +46,7 @@ use futures_util::{SinkExt, StreamExt};
 use shared::agent::Agent;
 use shared::call::{Call, CallStatus, CreateCall};
 use shared::call_event::{CallEvent, CallEventKind};
+use shared::carrier::AnsweredBy;
 use shared::chunking::{ChunkPolicy, chunk_text};
 use shared::idle::{IdleAction, IdleTimer};
 use shared::language::LanguageSession;
@@ -47,6 +54,7 @@ use shared::relay::{
     Inbound, Outbound, PromptAssembler, RelayError, Setup, TextOptions, parse_inbound,
 };
 use shared::turn::{Turn, TurnRole};
+use shared::voicemail::{self, MACHINE_ANSWERED, OnAnswer, VOICEMAIL_LEFT};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -140,6 +148,10 @@ struct Session {
     last_reply: Option<(u32, usize)>,
     /// When a silent caller is reprompted.
     idle: IdleTimer,
+    /// When the voicemail message being left has been said (the session ends then).
+    voicemail_said_at: Option<u64>,
+    /// The session ended itself (`end` sent): the loop stops.
+    finished: bool,
 }
 
 /// `handoffData` of an `end`: why, which call, and what the ender added.
@@ -178,6 +190,8 @@ impl Session {
             prompt_lang: None,
             last_reply: None,
             idle: IdleTimer::new(None),
+            voicemail_said_at: None,
+            finished: false,
         }
     }
 
@@ -266,7 +280,11 @@ impl Session {
                             let _ = self.out.send(Out::Close(1000, "call ended"));
                             break;
                         }
+                        SessionSignal::Answered(answered_by) => self.on_answered(answered_by).await,
                     }
+                },
+                () = wake_at(&self.state, self.voicemail_said_at) => {
+                    self.end_session(VOICEMAIL_LEFT).await;
                 },
                 () = wake_at(&self.state, self.idle.poll_timeout()), if self.live.is_none() => {
                     if self.on_idle().await {
@@ -281,6 +299,9 @@ impl Session {
                     }
                     // The live turn finishes first; the loop closes after it (below).
                 }
+            }
+            if self.finished {
+                break;
             }
             if closing && self.live.is_none() {
                 let _ = self
@@ -340,6 +361,12 @@ impl Session {
                 tracing::warn!(call_id = %self.call_id, description = %error.description, "carrier reported an error");
             }
             (_, false) => self.reject(&RelayError::SetupFirst),
+            // Leaving a voicemail: what the machine says (its beep, its silence) is not a turn.
+            (Inbound::Prompt(_) | Inbound::Dtmf(_) | Inbound::Interrupt(_), true)
+                if self.voicemail_said_at.is_some() =>
+            {
+                self.ignore("voicemail");
+            }
             (Inbound::Prompt(prompt), true) => {
                 if prompt.lang.is_some() {
                     self.prompt_lang.clone_from(&prompt.lang);
@@ -382,6 +409,7 @@ impl Session {
                     carrier_call_sid: non_empty(&setup.call_sid),
                     from: non_empty(&setup.from),
                     to: non_empty(&setup.to),
+                    ..CreateCall::default()
                 };
                 if let Err(error) = request.validate() {
                     return self.fail("invalid_setup", error.to_string());
@@ -453,13 +481,64 @@ impl Session {
             languages: LanguageSession::new(&agent.spec.voice),
         });
         self.idle = IdleTimer::new(agent.spec.idle_policy());
+        let answered_by = self.bound.as_ref().and_then(|bound| bound.call.answered_by);
         match agent.spec.greeting.clone() {
-            Some(greeting) if greet => self.greet(greeting).await,
+            Some(greeting) if greet && answered_by.is_none() => self.greet(greeting).await,
             // The carrier speaks it (or spoke it before a reconnect): silence counts after it.
             greeting => self
                 .idle
                 .on_spoke(self.state.now_ms(), greeting.as_deref().unwrap_or("")),
         }
+        // Detection reported before the relay connected.
+        if let Some(answered_by) = answered_by {
+            self.on_answered(answered_by).await;
+        }
+    }
+
+    /// What answering-machine detection found (see the module's documentation).
+    async fn on_answered(&mut self, answered_by: AnsweredBy) {
+        // Before `setup` the call is not bound: `setup` reads the stored result.
+        let Some(bound) = &self.bound else { return };
+        if self.voicemail_said_at.is_some() || self.finished {
+            return;
+        }
+        let agent = Arc::clone(&bound.agent);
+        let action = voicemail::on_answer(answered_by, agent.spec.voicemail_message.as_deref());
+        tracing::info!(call_id = %self.call_id, answered_by = answered_by.as_str(), ?action, "answering-machine detection");
+        if action == OnAnswer::Converse {
+            return;
+        }
+        // Nothing more is said to a machine than the message.
+        if let Some(live) = &self.live {
+            live.stop.stop(Stop::Superseded);
+        }
+        self.settle_live_turn().await;
+        self.idle = IdleTimer::new(None);
+        match action {
+            OnAnswer::LeaveMessage(message) => self.leave_voicemail(message).await,
+            OnAnswer::HangUp | OnAnswer::Converse => self.end_session(MACHINE_ANSWERED).await,
+        }
+    }
+
+    /// Says the voicemail message, stores it with the call, and ends the session once it has
+    /// had time to be said.
+    async fn leave_voicemail(&mut self, message: String) {
+        let Some(bound) = &self.bound else { return };
+        let voice = &bound.agent.spec.voice;
+        let options = voice.text_options(bound.languages.line_lang(voice));
+        self.send(&Outbound::text(message.clone(), true, &options));
+        let now = self.state.now_ms();
+        if let Err(error) = stored(
+            &self.state,
+            self.state
+                .store
+                .record_voicemail(&self.tenant, &self.call_id, &message, now)
+                .await,
+        ) {
+            // Said all the same: the machine records it whatever the database does.
+            tracing::warn!(call_id = %self.call_id, %error, "the voicemail was left but not stored");
+        }
+        self.voicemail_said_at = Some(now.saturating_add(voicemail::speaking_ms(&message)));
     }
 
     /// Speaks the greeting and stores it as the agent's first turn.
@@ -531,22 +610,25 @@ impl Session {
             IdleAction::Reprompt(_) => self.say_line(agent.spec.idle_reprompt.clone()).await,
             IdleAction::Goodbye => self.say_line(agent.spec.idle_goodbye.clone()).await,
             IdleAction::End => {
-                self.end_for_silence().await;
+                self.end_session(IDLE_END_REASON).await;
                 return true;
             }
         }
         false
     }
 
-    /// Records the end (reason `idle_timeout`), tells every replica, and ends the relay
-    /// session with `end`; the carrier then hangs up (or runs the `<Connect action>`).
-    async fn end_for_silence(&mut self) {
+    /// Records the end (for `reason`: `idle_timeout`, `voicemail_left`, `machine_answered`),
+    /// tells every replica, and ends the relay session with `end` naming the reason; the carrier
+    /// then hangs up (or runs the `<Connect action>`).
+    async fn end_session(&mut self, reason: &str) {
+        self.finished = true;
+        self.voicemail_said_at = None;
         let state = &self.state;
         match stored(
             state,
             state
                 .store
-                .end_call(&self.tenant, &self.call_id, IDLE_END_REASON, state.now_ms())
+                .end_call(&self.tenant, &self.call_id, reason, state.now_ms())
                 .await,
         ) {
             Ok(EndOutcome::Ended(call)) => {
@@ -556,17 +638,17 @@ impl Session {
                     &self.call_id,
                     call.ended_at_ms.unwrap_or_else(|| state.now_ms()),
                 );
-                event.reason = Some(IDLE_END_REASON.to_owned());
+                event.reason = Some(reason.to_owned());
                 state.fanout.publish(event).await;
             }
             Ok(EndOutcome::AlreadyEnded(_) | EndOutcome::NotFound) => {}
             Err(error) => {
                 // The relay still ends: the edge's status callback records the end later.
-                tracing::warn!(call_id = %self.call_id, %error, "the silent call's end was not stored");
+                tracing::warn!(call_id = %self.call_id, %error, reason, "the call's end was not stored");
             }
         }
         self.send(&Outbound::End {
-            handoff_data: handoff(IDLE_END_REASON, &self.call_id, None),
+            handoff_data: handoff(reason, &self.call_id, None),
         });
         let _ = self.out.send(Out::Close(1000, "call ended"));
     }

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod call;
 pub mod call_event;
 pub mod call_session;
+pub mod carrier;
 pub mod chunking;
 pub mod config;
 pub mod conversation;
@@ -36,10 +37,12 @@ pub mod secret;
 pub mod session_token;
 pub mod signature;
 pub mod signing;
+pub mod telnyx;
 pub mod turn;
 pub mod twilio;
 pub mod twiml;
 pub mod usage;
+pub mod voicemail;
 
 #[cfg(test)]
 mod test_support;

@@ -586,7 +586,8 @@ mod tests {
     }
 }
 
-/// The fields of the carrier's call webhooks (incoming call, status callback) the edge acts on.
+/// The fields of the carrier's call webhooks (incoming call, status callback, answering-machine
+/// detection callback) the edge acts on. Telnyx's TeXML callbacks use the same names.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallWebhook {
     /// `CallSid`: the carrier's call id.
@@ -599,6 +600,8 @@ pub struct CallWebhook {
     pub to: Option<String>,
     /// `CallStatus`: `ringing`, `in-progress`, `completed`, `busy`, …
     pub call_status: Option<String>,
+    /// `AnsweredBy`: what answering-machine detection found (`human`, `machine_end_beep`, …).
+    pub answered_by: Option<String>,
 }
 
 impl CallWebhook {
@@ -627,6 +630,7 @@ impl CallWebhook {
             from: text("From"),
             to: text("To"),
             call_status: text("CallStatus"),
+            answered_by: text("AnsweredBy"),
         }
     }
 
@@ -640,6 +644,7 @@ impl CallWebhook {
                 "From" => &mut webhook.from,
                 "To" => &mut webhook.to,
                 "CallStatus" => &mut webhook.call_status,
+                "AnsweredBy" => &mut webhook.answered_by,
                 _ => continue,
             };
             if slot.is_none() {
@@ -665,6 +670,7 @@ mod webhook_tests {
                 from: Some("+14155550100".into()),
                 to: Some("+18005550101".into()),
                 call_status: Some("completed".into()),
+                answered_by: None,
             }
         );
         assert_eq!(CallWebhook::from_form(b""), CallWebhook::default());
@@ -682,6 +688,7 @@ mod webhook_tests {
                 from: None,
                 to: None,
                 call_status: Some("completed".into()),
+                answered_by: None,
             }
         );
         let form = b"CallSid=CA3&CallStatus=busy";

@@ -16,14 +16,15 @@ use shared::agent::{
     Agent, AgentSpec, DEFAULT_FALLBACK_UTTERANCE, DEFAULT_IDLE_GOODBYE, DEFAULT_IDLE_REPROMPT,
     DEFAULT_IDLE_REPROMPT_SECS, DEFAULT_IDLE_REPROMPTS, InferenceSettings, Latency, VoiceSettings,
 };
-use shared::call::{Call, CallSource, CallStatus, CallerDetails};
+use shared::call::{Call, CallDirection, CallSource, CallStatus, CallerDetails};
+use shared::carrier::{AnsweredBy, CarrierKind};
 use shared::turn::{Turn, TurnRole};
 use shared::usage::{DayRange, UsageDay, day_of};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor, Row, SqlSafeStr};
 
-use super::{EndOutcome, NewTurn, Store, StoreError};
+use super::{AnswerOutcome, EndOutcome, NewTurn, Store, StoreError};
 use crate::config::{Backend, DatabaseConfig};
 
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -37,6 +38,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         "carriers and models",
         include_str!("../../migrations/postgres/0002_carriers_and_models.sql"),
     ),
+    (
+        6,
+        "outbound calls",
+        include_str!("../../migrations/postgres/0006_outbound_calls.sql"),
+    ),
 ];
 const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -48,6 +54,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "carriers and models",
         include_str!("../../migrations/sqlite/0002_carriers_and_models.sql"),
+    ),
+    (
+        6,
+        "outbound calls",
+        include_str!("../../migrations/sqlite/0006_outbound_calls.sql"),
     ),
 ];
 
@@ -64,14 +75,15 @@ const AGENT_COLUMNS: &str = "id, tenant_id, name, system_prompt, greeting, model
     max_tokens, temperature, top_p, stop_sequences, voice, language, tts_provider, \
     transcription_provider, phone_numbers, version, created_at_ms, updated_at_ms, voice_settings, \
     fallback_utterance, idle_reprompt_secs, idle_reprompt, idle_reprompts, idle_goodbye, \
-    guardrail, latency";
+    guardrail, latency, voicemail_message";
 
 /// A call's columns. `turn_count` (the column) numbers every stored turn for `seq`; what a call
 /// reports as its turn count is its caller turns (`TurnRole::is_caller_turn`: `user` and
 /// `dtmf`), the definition the edge counts too.
 const CALL_COLUMNS: &str = "id, tenant_id, agent_id, source, carrier_call_sid, from_number, \
     to_number, region, status, started_at_ms, ended_at_ms, end_reason, caller_name, \
-    forwarded_from, call_type, \
+    forwarded_from, call_type, direction, carrier, answered_by, voicemail_message, \
+    voicemail_left_at_ms, metadata, \
     (SELECT COUNT(*) FROM turns t WHERE t.tenant_id = calls.tenant_id AND t.call_id = calls.id \
     AND t.role IN ('user', 'dtmf')) AS caller_turns";
 
@@ -370,6 +382,7 @@ fn agent_from_row(row: &AnyRow) -> Result<Agent, StoreError> {
             idle_goodbye: get_opt("idle_goodbye")?
                 .unwrap_or_else(|| DEFAULT_IDLE_GOODBYE.to_owned()),
             guardrail,
+            voicemail_message: get_opt("voicemail_message")?,
         },
         version: unsigned(int_of("version")?),
         created_at_ms: unsigned(int_of("created_at_ms")?),
@@ -414,6 +427,35 @@ fn call_from_row(row: &AnyRow) -> Result<Call, StoreError> {
             caller_name: opt("caller_name")?,
             forwarded_from: opt("forwarded_from")?,
             call_type: opt("call_type")?,
+        },
+        // Calls stored before outbound calls existed have no direction: they came in.
+        direction: match opt("direction")? {
+            Some(text) => CallDirection::parse(&text)
+                .ok_or_else(|| StoreError::Corrupt(format!("call direction {text:?}")))?,
+            None => CallDirection::Inbound,
+        },
+        carrier: match opt("carrier")? {
+            Some(text) => Some(
+                CarrierKind::parse(&text)
+                    .ok_or_else(|| StoreError::Corrupt(format!("call carrier {text:?}")))?,
+            ),
+            None => None,
+        },
+        answered_by: match opt("answered_by")? {
+            Some(text) => Some(
+                AnsweredBy::parse(&text)
+                    .ok_or_else(|| StoreError::Corrupt(format!("call answered_by {text:?}")))?,
+            ),
+            None => None,
+        },
+        voicemail_message: opt("voicemail_message")?,
+        voicemail_left_at_ms: row
+            .try_get::<Option<i64>, _>("voicemail_left_at_ms")
+            .map_err(corrupt("call"))?
+            .map(unsigned),
+        metadata: match opt("metadata")? {
+            Some(text) => Some(json_value(&text, "call metadata")?),
+            None => None,
         },
     })
 }
@@ -506,9 +548,9 @@ impl Store for SqlStore {
              fallback_models, max_tokens, temperature, top_p, stop_sequences, voice, language, \
              tts_provider, transcription_provider, phone_numbers, version, created_at_ms, \
              updated_at_ms, voice_settings, fallback_utterance, idle_reprompt_secs, idle_reprompt, \
-             idle_reprompts, idle_goodbye, guardrail, latency) \
+             idle_reprompts, idle_goodbye, guardrail, latency, voicemail_message) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 1, $17, $17, \
-             $18, $19, $20, $21, $22, $23, $24, $25) \
+             $18, $19, $20, $21, $22, $23, $24, $25, $26) \
              ON CONFLICT (tenant_id, id) DO UPDATE SET name = excluded.name, \
              system_prompt = excluded.system_prompt, greeting = excluded.greeting, \
              model = excluded.model, fallback_models = excluded.fallback_models, \
@@ -523,7 +565,7 @@ impl Store for SqlStore {
              idle_reprompt_secs = excluded.idle_reprompt_secs, \
              idle_reprompt = excluded.idle_reprompt, idle_reprompts = excluded.idle_reprompts, \
              idle_goodbye = excluded.idle_goodbye, guardrail = excluded.guardrail, \
-             latency = excluded.latency \
+             latency = excluded.latency, voicemail_message = excluded.voicemail_message \
              RETURNING version, created_at_ms",
         )
         .bind(tenant)
@@ -551,6 +593,7 @@ impl Store for SqlStore {
         .bind(spec.idle_goodbye.as_str())
         .bind(guardrail)
         .bind(spec.inference.latency.map(latency_text))
+        .bind(spec.voicemail_message.as_deref())
         .fetch_one(&mut *tx)
         .await
         .map_err(classify)?;
@@ -667,8 +710,8 @@ impl Store for SqlStore {
         let mut tx = pool.begin().await.map_err(classify)?;
         sqlx::query(
             "INSERT INTO calls (tenant_id, id, agent_id, source, carrier_call_sid, from_number, \
-             to_number, region, status, turn_count, started_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10)",
+             to_number, region, status, turn_count, started_at_ms, direction, carrier, metadata) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11, $12, $13)",
         )
         .bind(call.tenant_id.as_str())
         .bind(call.id.as_str())
@@ -680,6 +723,9 @@ impl Store for SqlStore {
         .bind(call.region.as_str())
         .bind(call.status.as_str())
         .bind(int(call.started_at_ms))
+        .bind(call.direction.as_str())
+        .bind(call.carrier.map(CarrierKind::as_str))
+        .bind(call.metadata.as_ref().map(ToString::to_string))
         .execute(&mut *tx)
         .await
         .map_err(|error| {
@@ -740,6 +786,54 @@ impl Store for SqlStore {
             Some(call) => EndOutcome::AlreadyEnded(call),
             None => EndOutcome::NotFound,
         })
+    }
+
+    async fn record_answer(
+        &self,
+        tenant: &str,
+        id: &str,
+        answered_by: AnsweredBy,
+    ) -> Result<AnswerOutcome, StoreError> {
+        let pool = self.ready()?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE calls SET answered_by = COALESCE(answered_by, $3) \
+             WHERE tenant_id = $1 AND id = $2 AND status = 'active' RETURNING {CALL_COLUMNS}"
+        )))
+        .bind(tenant)
+        .bind(id)
+        .bind(answered_by.as_str())
+        .fetch_optional(pool)
+        .await
+        .map_err(classify)?;
+        if let Some(row) = row {
+            return Ok(AnswerOutcome::Recorded(call_from_row(&row)?));
+        }
+        Ok(match self.get_call(tenant, id).await? {
+            Some(call) => AnswerOutcome::Ended(call),
+            None => AnswerOutcome::NotFound,
+        })
+    }
+
+    async fn record_voicemail(
+        &self,
+        tenant: &str,
+        id: &str,
+        message: &str,
+        at_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let pool = self.ready()?;
+        let done = sqlx::query(
+            "UPDATE calls SET voicemail_message = $3, voicemail_left_at_ms = $4 \
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(message)
+        .bind(int(at_ms))
+        .execute(pool)
+        .await
+        .map_err(classify)?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn list_turns(&self, tenant: &str, call_id: &str) -> Result<Vec<Turn>, StoreError> {
