@@ -55,7 +55,11 @@ async fn outbound_call(client: &support::Client, agent: &str) -> String {
     assert_eq!(status, 201, "{call}");
     assert_eq!(
         (&call["direction"], &call["carrier"], &call["metadata"]),
-        (&json!("outbound"), &json!("telnyx"), &json!({"campaign": "renewals"}))
+        (
+            &json!("outbound"),
+            &json!("telnyx"),
+            &json!({"campaign": "renewals"})
+        )
     );
     call["id"].as_str().expect("id").to_owned()
 }
@@ -92,7 +96,9 @@ async fn a_machine_after_its_greeting_gets_the_voicemail_message_then_the_call_e
         .await;
     assert_eq!(status, 201);
     let mut relay = client.relay("call_beep").await;
-    relay.setup("call_beep", json!({"greeting": "carrier"})).await;
+    relay
+        .setup("call_beep", json!({"greeting": "carrier"}))
+        .await;
     let started = std::time::Instant::now();
     let (status, _) = client
         .json(
@@ -141,7 +147,10 @@ async fn a_machine_after_its_greeting_gets_the_voicemail_message_then_the_call_e
             Some(answered("human")),
         )
         .await;
-    assert_eq!((status, &error["error"]["code"]), (409, &json!("call_ended")));
+    assert_eq!(
+        (status, &error["error"]["code"]),
+        (409, &json!("call_ended"))
+    );
 }
 
 async fn detection_before_the_relay_connects_is_acted_on_at_setup(db: Db) {
@@ -166,7 +175,11 @@ async fn detection_before_the_relay_connects_is_acted_on_at_setup(db: Db) {
     assert_eq!(handoff["reason"], "machine_answered");
     let (_, record) = client.json("GET", &format!("/v1/calls/{call}"), None).await;
     assert_eq!(
-        (&record["end_reason"], &record["answered_by"], record.get("voicemail_message")),
+        (
+            &record["end_reason"],
+            &record["answered_by"],
+            record.get("voicemail_message")
+        ),
         (&json!("machine_answered"), &json!("machine_start"), None)
     );
 }
@@ -738,7 +751,11 @@ async fn answered_by_refuses_what_it_cannot_use() {
             json!({"answered_by": "human", "extra": 1}),
             400,
         ),
-        ("/v1/calls/a.b/answered-by", json!({"answered_by": "human"}), 400),
+        (
+            "/v1/calls/a.b/answered-by",
+            json!({"answered_by": "human"}),
+            400,
+        ),
     ];
     for (path, body, expected) in cases {
         let (status, answer) = client.json("POST", path, Some(body)).await;

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent::AgentSpec;
 use crate::call_session::EndReason;
 use crate::principal::AuthMethod;
+use crate::twilio::CallWebhook;
 
 pub mod account;
 pub mod outbound;
@@ -196,6 +197,42 @@ pub struct StatusReport {
     pub progress: Option<CallProgress>,
     /// `AnsweredBy`, when detection ran.
     pub answered_by: Option<AnsweredBy>,
+}
+
+impl IncomingCall {
+    /// The facts of an incoming-call webhook in Twilio's field names (which Telnyx's TeXML
+    /// repeats), its `CallSid` checked by `usable`.
+    pub fn of(webhook: CallWebhook, usable: impl Fn(&str) -> bool) -> Result<Self, WebhookError> {
+        Ok(Self {
+            carrier_call_id: webhook
+                .call_sid
+                .filter(|id| usable(id))
+                .ok_or(WebhookError::BadCallId)?,
+            account_id: webhook.account_sid,
+            from: webhook.from,
+            to: webhook.to,
+        })
+    }
+}
+
+impl StatusReport {
+    /// The facts of a status (or AMD) callback in Twilio's field names, its `CallSid` checked by
+    /// `usable`.
+    pub fn of(webhook: CallWebhook, usable: impl Fn(&str) -> bool) -> Result<Self, WebhookError> {
+        Ok(Self {
+            carrier_call_id: webhook
+                .call_sid
+                .filter(|id| usable(id))
+                .ok_or(WebhookError::BadCallId)?,
+            progress: webhook
+                .call_status
+                .as_deref()
+                .and_then(CallProgress::from_call_status),
+            answered_by: webhook.answered_by.as_deref().and_then(AnsweredBy::parse),
+            carrier_status: webhook.call_status,
+            account_id: webhook.account_sid,
+        })
+    }
 }
 
 /// Why a webhook could not be read.

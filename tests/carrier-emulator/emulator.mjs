@@ -11,8 +11,8 @@
 //
 // Node rather than Rust, as test infrastructure: it runs inside the test process, so a test
 // drives each call step by step (ring, answer, speak, detect, hang up) without a control
-// protocol; Node signs with HMAC-SHA1 and Ed25519 out of the box; and the WebSocket client
-// (`ws`) is already pinned through wrangler's lockfile.
+// protocol; Node signs with HMAC-SHA1 and Ed25519 out of the box; and the relay client is the
+// end-to-end harness's own (`ws`, pinned through wrangler's lockfile).
 //
 // Sources for the shapes: Twilio — https://www.twilio.com/docs/voice/api/call-resource,
 // https://www.twilio.com/docs/voice/answering-machine-detection,
@@ -25,12 +25,7 @@
 import { createHmac, generateKeyPairSync, randomBytes, randomUUID, sign as edSign } from "node:crypto";
 import http from "node:http";
 import { once } from "node:events";
-import { createRequire } from "node:module";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
-
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const WebSocket = createRequire(path.join(root, "wrangler/package.json"))("ws");
+import { relaySocket, withTimeout } from "../e2e/harness.mjs";
 
 const E164 = /^\+[1-9][0-9]{6,14}$/;
 const AMD_MODES = ["Enable", "DetectMessageEnd"];
@@ -276,63 +271,4 @@ async function incomingCall({ twilio, telnyx, carrier, account, edgeUrl, from, t
   const call = emulatedCall({ carrier, account, accountSecret: secret, callSid, to, from, statusUrl: `${edgeUrl}/voice/${carrier}/status`, markup, direction: "inbound" });
   call.response = response;
   return call;
-}
-
-/** A ConversationRelay client: `send`, `next`, `reply` (one reply's tokens), `closed`, `close`. */
-export async function relaySocket(url, headers = {}) {
-  const socket = new WebSocket(url, { headers });
-  const queue = [];
-  const waiters = [];
-  let closed = null;
-  socket.on("message", (data) => {
-    const message = JSON.parse(data.toString());
-    const waiter = waiters.shift();
-    if (waiter) waiter(message);
-    else queue.push(message);
-  });
-  const closing = new Promise((resolve) =>
-    socket.once("close", (code) => {
-      closed = code;
-      resolve(code);
-    }),
-  );
-  await withTimeout(
-    new Promise((resolve, reject) => {
-      socket.once("open", resolve);
-      socket.once("unexpected-response", (_, response) => {
-        let text = "";
-        response.on("data", (chunk) => (text += chunk));
-        response.on("end", () => reject(Object.assign(new Error(`handshake answered ${response.statusCode}: ${text}`), { status: response.statusCode, body: text })));
-      });
-      socket.once("error", reject);
-    }),
-    10_000,
-    "relay did not open",
-  );
-  const next = (ms = 10_000) => withTimeout(queue.length ? Promise.resolve(queue.shift()) : new Promise((resolve) => waiters.push(resolve)), ms, "no relay message");
-  return {
-    send: (message) => socket.send(JSON.stringify(message)),
-    next,
-    async reply() {
-      let text = "";
-      for (;;) {
-        const message = await next();
-        if (message.type !== "text") continue;
-        text += message.token;
-        if (message.last) return text;
-      }
-    },
-    closed: () => closed,
-    whenClosed: () => closing,
-    close: () => socket.close(),
-  };
-}
-
-async function withTimeout(promise, ms, message) {
-  let timer;
-  try {
-    return await Promise.race([promise, new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`${message} within ${ms} ms`)), ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
 }

@@ -172,7 +172,7 @@ describe("through Twilio", () => {
     assert.equal((await call.end("completed")).status, 204);
     seen = await state(id);
     assert.deepEqual([seen.status, seen.end_reason], ["ended", "completed"]);
-    await withTimeout(socket.whenClosed(), 5_000, "the session closed the carrier's socket");
+    await withTimeout(socket.closed(), 5_000, "the session closed the carrier's socket");
     const record = await atOrigin(id);
     assert.deepEqual(
       [record.direction, record.carrier, record.from, record.to, record.metadata, record.end_reason],
@@ -358,7 +358,7 @@ describe("through Telnyx", () => {
     assert.equal((await call.end("completed")).status, 204);
     seen = await state(id);
     assert.deepEqual([seen.status, seen.end_reason], ["ended", "completed"]);
-    await withTimeout(socket.whenClosed(), 5_000, "the session closed the socket");
+    await withTimeout(socket.closed(), 5_000, "the session closed the socket");
     assert.equal((await atOrigin(id)).carrier, "telnyx");
     await lineIsFree();
   });

@@ -8,8 +8,8 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { edgeHeaders, hs256Jwt, json, startEmulator, startOrigin, startWorkers } from "./harness.mjs";
-import { relaySocket, startCarrierEmulator, telnyxHeaders, telnyxKeyPair, twilioSignature } from "../carrier-emulator/emulator.mjs";
+import { edgeHeaders, hs256Jwt, json, relaySocket, startEmulator, startOrigin, startWorkers, withTimeout } from "./harness.mjs";
+import { startCarrierEmulator, telnyxHeaders, telnyxKeyPair, twilioSignature } from "../carrier-emulator/emulator.mjs";
 
 const HS256_SECRET = "telnyx-e2e-hs256-secret-0123456789abcdef";
 const TENANT = "tenant-telnyx";
@@ -147,7 +147,7 @@ describe("a phone call, as Telnyx makes it", () => {
     assert.equal(ended.status, 204, await ended.text());
     const after = await json(await api("GET", `/api/v1/calls/${id}`));
     assert.deepEqual([after.status, after.end_reason], ["ended", "completed"]);
-    await until(() => socket.closed() !== null, "the session closed the carrier's socket");
+    assert.equal(await withTimeout(socket.closed(), 5_000, "the session closed the carrier's socket"), 1000);
 
     const pathAndQuery = `/v1/calls/${id}/turns`;
     const principal = { tenant_id: TENANT, subject: "e2e", scopes: [], plan: "pro", method: "api_key" };

@@ -15,8 +15,7 @@ use sha2::{Digest, Sha256};
 use super::account::OutboundAccount;
 use super::outbound::{self, CarrierRequest, PlaceCall, Placed, PlacementError};
 use super::{
-    AnsweredBy, CallProgress, Carrier, CarrierKind, IncomingCall, RelayAuth, SignatureScheme,
-    StatusReport, WebhookError,
+    Carrier, CarrierKind, IncomingCall, RelayAuth, SignatureScheme, StatusReport, WebhookError,
 };
 use crate::agent::AgentSpec;
 use crate::principal::AuthMethod;
@@ -34,14 +33,6 @@ pub const STATUS_EVENTS: &str = "ringing answered completed";
 /// Telnyx.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Telnyx;
-
-fn call_control_id(webhook: &CallWebhook) -> Result<String, WebhookError> {
-    webhook
-        .call_sid
-        .clone()
-        .filter(|id| Telnyx.call_id(id).is_some())
-        .ok_or(WebhookError::BadCallId)
-}
 
 impl Carrier for Telnyx {
     fn kind(&self) -> CarrierKind {
@@ -61,12 +52,8 @@ impl Carrier for Telnyx {
         content_type: Option<&str>,
         body: &[u8],
     ) -> Result<IncomingCall, WebhookError> {
-        let webhook = CallWebhook::from_body(content_type, body);
-        Ok(IncomingCall {
-            carrier_call_id: call_control_id(&webhook)?,
-            account_id: webhook.account_sid,
-            from: webhook.from,
-            to: webhook.to,
+        IncomingCall::of(CallWebhook::from_body(content_type, body), |id| {
+            Telnyx.call_id(id).is_some()
         })
     }
 
@@ -75,16 +62,8 @@ impl Carrier for Telnyx {
         content_type: Option<&str>,
         body: &[u8],
     ) -> Result<StatusReport, WebhookError> {
-        let webhook = CallWebhook::from_body(content_type, body);
-        Ok(StatusReport {
-            carrier_call_id: call_control_id(&webhook)?,
-            progress: webhook
-                .call_status
-                .as_deref()
-                .and_then(CallProgress::from_call_status),
-            answered_by: webhook.answered_by.as_deref().and_then(AnsweredBy::parse),
-            carrier_status: webhook.call_status,
-            account_id: webhook.account_sid,
+        StatusReport::of(CallWebhook::from_body(content_type, body), |id| {
+            Telnyx.call_id(id).is_some()
         })
     }
 
@@ -205,7 +184,7 @@ impl Carrier for Telnyx {
 mod tests {
     use super::*;
     use crate::call_session::EndReason;
-    use crate::carrier::MachineDetection;
+    use crate::carrier::{AnsweredBy, CallProgress, MachineDetection};
     use crate::identifier::is_resource_id;
     use crate::secret::Secret;
 

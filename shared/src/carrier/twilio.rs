@@ -9,8 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use super::account::OutboundAccount;
 use super::outbound::{self, CarrierRequest, PlaceCall, Placed, PlacementError};
 use super::{
-    AnsweredBy, CallProgress, Carrier, CarrierKind, IncomingCall, RelayAuth, SignatureScheme,
-    StatusReport, WebhookError,
+    Carrier, CarrierKind, IncomingCall, RelayAuth, SignatureScheme, StatusReport, WebhookError,
 };
 use crate::agent::AgentSpec;
 use crate::identifier::is_resource_id;
@@ -37,14 +36,6 @@ const DESTINATION_ERRORS: [u64; 5] = [21211, 21214, 21215, 21217, 21219];
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Twilio;
 
-fn call_sid(webhook: &CallWebhook) -> Result<String, WebhookError> {
-    webhook
-        .call_sid
-        .clone()
-        .filter(|sid| is_resource_id(sid))
-        .ok_or(WebhookError::BadCallId)
-}
-
 impl Carrier for Twilio {
     fn kind(&self) -> CarrierKind {
         CarrierKind::Twilio
@@ -63,13 +54,7 @@ impl Carrier for Twilio {
         content_type: Option<&str>,
         body: &[u8],
     ) -> Result<IncomingCall, WebhookError> {
-        let webhook = CallWebhook::from_body(content_type, body);
-        Ok(IncomingCall {
-            carrier_call_id: call_sid(&webhook)?,
-            account_id: webhook.account_sid,
-            from: webhook.from,
-            to: webhook.to,
-        })
+        IncomingCall::of(CallWebhook::from_body(content_type, body), is_resource_id)
     }
 
     fn status(
@@ -77,17 +62,7 @@ impl Carrier for Twilio {
         content_type: Option<&str>,
         body: &[u8],
     ) -> Result<StatusReport, WebhookError> {
-        let webhook = CallWebhook::from_body(content_type, body);
-        Ok(StatusReport {
-            carrier_call_id: call_sid(&webhook)?,
-            progress: webhook
-                .call_status
-                .as_deref()
-                .and_then(CallProgress::from_call_status),
-            answered_by: webhook.answered_by.as_deref().and_then(AnsweredBy::parse),
-            carrier_status: webhook.call_status,
-            account_id: webhook.account_sid,
-        })
+        StatusReport::of(CallWebhook::from_body(content_type, body), is_resource_id)
     }
 
     /// A `CallSid` (`CA` + 32 hex digits) already obeys the id rule: it is the call's id.
@@ -193,7 +168,7 @@ impl Carrier for Twilio {
 mod tests {
     use super::*;
     use crate::call_session::EndReason;
-    use crate::carrier::MachineDetection;
+    use crate::carrier::{AnsweredBy, CallProgress, MachineDetection};
     use crate::secret::Secret;
 
     fn account() -> OutboundAccount {

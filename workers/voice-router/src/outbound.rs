@@ -20,7 +20,6 @@ use shared::call_session::{CallStatus, EndReason};
 use shared::carrier::account::OutboundAccount;
 use shared::carrier::{CarrierRequest, MachineDetection, PlaceCall, Placed, PlacementError};
 use shared::geo::Target;
-use shared::geo::wire::RouteRequest;
 use shared::identifier::is_resource_id;
 use shared::principal::Principal;
 use shared::public_route::PublicRoute;
@@ -31,7 +30,7 @@ use worker::{Headers, Method, Request, RequestInit, Response, console_error, con
 use crate::call_start::{self, NewCall};
 use crate::refusal::Refusal;
 use crate::voice::{self, LookupError};
-use crate::{Exchange, gate, services, stub};
+use crate::{Exchange, gate, stub};
 
 /// How long a carrier's REST API may take to accept a call.
 const CARRIER_DEADLINE: Duration = Duration::from_secs(10);
@@ -63,17 +62,7 @@ pub async fn place(
     req: &Request,
     route: &PublicRoute,
 ) -> Result<Response, Refusal> {
-    let route_request = RouteRequest {
-        caller: Some(x.client.location()),
-        pin: None,
-    };
-    let (principal, limited, decision) = futures::join!(
-        gate::authenticate(x.env, req, route, &x.public_url, &x.body, x.request_id),
-        gate::enforce_ip(x),
-        services::route(x.env, &route_request, x.request_id),
-    );
-    limited?;
-    let principal = principal?;
+    let (principal, targets) = gate::admit_and_route(x, req, route).await?;
     gate::enforce(
         x.env,
         x.limits,
@@ -82,7 +71,6 @@ pub async fn place(
     )
     .await?;
     let body = read(&x.body)?;
-    let targets = x.targets(decision);
     let agent = agent_at(
         x,
         &principal,

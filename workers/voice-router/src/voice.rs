@@ -8,7 +8,6 @@ use shared::call::{CallDirection, CallSource};
 use shared::call_session::SessionRefusal;
 use shared::call_session::wire::CarrierReport;
 use shared::carrier::{ANSWER_CONTENT_TYPE, CALL_ID_PARAM, CallProgress, Carrier, RelayAuth};
-use shared::geo::wire::RouteRequest;
 use shared::identifier::is_resource_id;
 use shared::principal::Principal;
 use shared::public_route::PublicRoute;
@@ -42,19 +41,8 @@ pub async fn incoming(
     route: &PublicRoute,
     carrier: &dyn Carrier,
 ) -> Result<Response, Refusal> {
-    let route_request = RouteRequest {
-        caller: Some(x.client.location()),
-        pin: None,
-    };
-    let (principal, limited, decision) = futures::join!(
-        gate::authenticate(x.env, req, route, &x.public_url, &x.body, x.request_id),
-        gate::enforce_ip(x),
-        // The relay WebSocket will come from the carrier's media edge, which is where this
-        // webhook came from: route by the carrier's location, not the caller's number.
-        services::route(x.env, &route_request, x.request_id),
-    );
-    limited?;
-    let principal = signed_by(carrier, principal?)?;
+    let (principal, targets) = gate::admit_and_route(x, req, route).await?;
+    let principal = signed_by(carrier, principal)?;
     let incoming = carrier
         .incoming(content_type(req).as_deref(), &x.body)
         .map_err(|error| Refusal::InvalidRequest(error.to_string()))?;
@@ -62,7 +50,6 @@ pub async fn incoming(
         .call_id(&incoming.carrier_call_id)
         .ok_or_else(|| Refusal::InvalidRequest("CallSid is missing or not an id".into()))?;
     let to = incoming.to.clone().unwrap_or_default();
-    let targets = x.targets(decision);
 
     let agent = match find_agent(x, &principal, &targets, &to).await {
         Ok(Some(agent)) => agent,
