@@ -156,7 +156,7 @@ describe("carriers and models as they really are, against the origin", () => {
 });
 
 describe("the same calls through the edge, as a carrier makes them", () => {
-  const ACCOUNT = "AC" + "carriers".padEnd(32, "0");
+  const ACCOUNT = "AC" + "ca12e5".padEnd(32, "0");
   const TWILIO_TOKEN = "carriers-e2e-twilio-auth-token";
   const HS256_SECRET = "carriers-e2e-hs256-secret-0123456789abcdef";
   const EDGE_TENANT = "tenant-carriers";
@@ -211,17 +211,21 @@ describe("the same calls through the edge, as a carrier makes them", () => {
     return number;
   }
 
-  /** The carrier's incoming-call webhook for `number`; its TwiML, and the call's relay set up. */
-  async function phoneCall(number) {
-    const sid = "CA" + randomBytes(16).toString("hex");
-    const url = `${edge.url}/voice/twilio/incoming`;
-    const params = { AccountSid: ACCOUNT, CallSid: sid, From: "+14155550100", To: number, CallStatus: "ringing", Direction: "inbound" };
-    const answer = await fetch(url, {
+  /** A carrier webhook: form-encoded, signed over the URL and the parameters. */
+  function carrierPost(route, params) {
+    const url = `${edge.url}${route}`;
+    return fetch(url, {
       method: "POST",
       headers: { "content-type": "application/x-www-form-urlencoded", "x-twilio-signature": twilioSignature(url, params) },
       body: new URLSearchParams(params).toString(),
     });
-    const twiml = await answer.text();
+  }
+
+  /** The carrier's incoming-call webhook for `number`; its TwiML, and the call's relay set up. */
+  async function phoneCall(number) {
+    const sid = "CA" + randomBytes(16).toString("hex");
+    const params = { AccountSid: ACCOUNT, CallSid: sid, From: "+14155550100", To: number, CallStatus: "ringing", Direction: "inbound" };
+    const twiml = await (await carrierPost("/voice/twilio/incoming", params)).text();
     assert.ok(twiml.includes("<ConversationRelay"), twiml);
     const relayUrl = `${edge.url.replace("http", "ws")}/voice/relay/${sid}`;
     const socket = await relaySocket(relayUrl, { "x-twilio-signature": twilioSignature(relayUrl) });
@@ -232,13 +236,7 @@ describe("the same calls through the edge, as a carrier makes them", () => {
 
   const state = async (sid) => json(await fetch(`${edge.url}/api/v1/calls/${sid}`, { headers: { authorization: `Bearer ${ADMIN}` } }));
   const hangUp = async (sid) => {
-    const url = `${edge.url}/voice/twilio/status`;
-    const params = { AccountSid: ACCOUNT, CallSid: sid, CallStatus: "completed" };
-    const response = await fetch(url, {
-      method: "POST",
-      headers: { "content-type": "application/x-www-form-urlencoded", "x-twilio-signature": twilioSignature(url, params) },
-      body: new URLSearchParams(params).toString(),
-    });
+    const response = await carrierPost("/voice/twilio/status", { AccountSid: ACCOUNT, CallSid: sid, CallStatus: "completed" });
     assert.equal(response.status, 204);
   };
   const prompt = (text, lang = "en-US") => ({ type: "prompt", voicePrompt: text, lang, last: true });

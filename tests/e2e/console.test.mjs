@@ -41,6 +41,8 @@ const API_KEY = "ak_console_" + "K".repeat(24);
 const UNKNOWN_KEY = "ak_console_" + "U".repeat(24);
 const AGENT_ID = "front-desk";
 const QUICK_REPLY = "We open at nine. We close at five.";
+/** What an agent says when every model fails (`shared::agent::DEFAULT_FALLBACK_UTTERANCE`). */
+const FALLBACK_LINE = "I'm sorry, I'm having trouble answering right now. Could you say that again?";
 
 const sha256hex = (text) => createHash("sha256").update(text).digest("hex");
 const jwt = (claims) => hs256Jwt(HS256_SECRET, { iss: ISSUER, aud: AUDIENCE, ...claims });
@@ -332,11 +334,11 @@ describe("a person using the console in Chromium", () => {
     await page.getByRole("button", { name: "Key 5" }).click();
     await page.locator(".transcript .entry.dtmf").getByText("5").waitFor();
 
-    // The model refuses: the turn closes without a word, and the page says so instead of waiting.
+    // The model refuses: the agent's fallback line is the reply (never silence), and the wait ends.
     await emulator.script(MODEL, { ttft_ms: 20, inter_token_ms: 5, reply: QUICK_REPLY, fault: { kind: "validation" } });
     await page.getByLabel("Say something").fill("Are you there?");
     await page.getByRole("button", { name: "Send" }).click();
-    await page.getByText("The agent gave no reply (its models did not answer)").waitFor();
+    await until(async () => (await agentEntries().last().locator(".text").textContent()) === FALLBACK_LINE, "the agent's fallback line");
     assert.equal(await page.getByText("The agent is thinking…").count(), 0);
     await emulator.script(MODEL, { ttft_ms: 20, inter_token_ms: 5, reply: QUICK_REPLY });
     await accessible("playground (live call)");
