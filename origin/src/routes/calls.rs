@@ -175,10 +175,7 @@ pub async fn end(
             state.fanout.publish(event).await;
             Ok(Json(call))
         }
-        EndOutcome::AlreadyEnded(_) => Err(Failed(
-            AppError::conflict("call_ended", "the call has already ended"),
-            request_id,
-        )),
+        EndOutcome::AlreadyEnded(_) => Err(ended(request_id)),
         EndOutcome::NotFound => Err(Failed(AppError::Missing("call"), request_id)),
     }
 }
@@ -216,12 +213,17 @@ pub async fn answered_by(
             state.fanout.publish(event).await;
             Ok(Json(call))
         }
-        AnswerOutcome::Ended(_) => Err(Failed(
-            AppError::conflict("call_ended", "the call has already ended"),
-            request_id,
-        )),
+        AnswerOutcome::Ended(_) => Err(ended(request_id)),
         AnswerOutcome::NotFound => Err(Failed(AppError::Missing("call"), request_id)),
     }
+}
+
+/// A change refused because the call has already ended.
+fn ended(request_id: RequestId) -> Failed {
+    Failed(
+        AppError::conflict("call_ended", "the call has already ended"),
+        request_id,
+    )
 }
 
 /// `GET /v1/calls/{id}/turns`.

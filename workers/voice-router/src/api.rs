@@ -88,13 +88,7 @@ pub async fn handle(
     );
     limited?;
     let principal = principal?;
-    gate::enforce(
-        x.env,
-        x.limits,
-        vec![gate::principal_check(&principal)],
-        x.request_id,
-    )
-    .await?;
+    gate::enforce_principal(x, &principal).await?;
     let state = state
         .transpose()?
         .map(|state| stub::owned(state, &principal))

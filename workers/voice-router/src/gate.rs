@@ -191,6 +191,20 @@ pub async fn enforce_ip(x: &crate::Exchange<'_>) -> Result<(), Refusal> {
     enforce(x.env, x.limits, vec![ip_check(&x.client)], x.request_id).await
 }
 
+/// The per-principal limit: what every API route takes once the principal is known.
+pub async fn enforce_principal(
+    x: &crate::Exchange<'_>,
+    principal: &Principal,
+) -> Result<(), Refusal> {
+    enforce(
+        x.env,
+        x.limits,
+        vec![principal_check(principal)],
+        x.request_id,
+    )
+    .await
+}
+
 /// The per-principal check API routes get.
 pub fn principal_check(principal: &Principal) -> Check {
     Check {

@@ -63,13 +63,7 @@ pub async fn place(
     route: &PublicRoute,
 ) -> Result<Response, Refusal> {
     let (principal, targets) = gate::admit_and_route(x, req, route).await?;
-    gate::enforce(
-        x.env,
-        x.limits,
-        vec![gate::principal_check(&principal)],
-        x.request_id,
-    )
-    .await?;
+    gate::enforce_principal(x, &principal).await?;
     let body = read(&x.body)?;
     let agent = agent_at(
         x,
