@@ -325,7 +325,11 @@ export async function relaySocket(url, headers) {
   await withTimeout(
     new Promise((resolve, reject) => {
       socket.once("open", resolve);
-      socket.once("unexpected-response", (_, response) => reject(new Error(`handshake answered ${response.statusCode}`)));
+      socket.once("unexpected-response", (_, response) => {
+        let text = "";
+        response.on("data", (chunk) => (text += chunk));
+        response.on("end", () => reject(Object.assign(new Error(`handshake answered ${response.statusCode}: ${text}`), { status: response.statusCode, body: text })));
+      });
       socket.once("error", reject);
     }),
     5_000,
