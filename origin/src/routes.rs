@@ -19,6 +19,7 @@ use crate::store::StoreError;
 pub mod agents;
 pub mod calls;
 pub mod signing_secret;
+pub mod webhooks;
 
 const SERVICE: &str = env!("CARGO_PKG_NAME");
 const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -44,6 +44,7 @@ pub mod turn;
 pub mod twilio;
 pub mod twiml;
 pub mod usage;
+pub mod webhook;
 
 #[cfg(test)]
 mod test_support;
