@@ -9,7 +9,7 @@ CREATE TABLE webhook_endpoints (
     agent_id             TEXT,
     events               TEXT    NOT NULL,
     description          TEXT,
-    enabled              INTEGER NOT NULL DEFAULT 1 -- 0 or 1: sqlx's Any driver cannot read SQLite BOOLEAN,
+    enabled              INTEGER NOT NULL DEFAULT 1, -- 0 or 1: sqlx's Any driver cannot read SQLite BOOLEAN
     disabled_reason      TEXT,
     disabled_at_ms       INTEGER,
     consecutive_failures INTEGER  NOT NULL DEFAULT 0,
