@@ -726,15 +726,10 @@ mod tests {
         // Retried until the window closes, whatever the jitter; then given up.
         for random in [0, 7, u64::MAX] {
             let (mut now, mut failures) = (0_u64, 1_u32);
-            loop {
-                match next_attempt(failures, 0, now, random) {
-                    Retry::At(at) => {
-                        assert!(at > now);
-                        now = at;
-                        failures += 1;
-                    }
-                    Retry::GiveUp => break,
-                }
+            while let Retry::At(at) = next_attempt(failures, 0, now, random) {
+                assert!(at > now);
+                now = at;
+                failures += 1;
             }
             assert!(now >= RETRY_WINDOW_MS, "gave up at {now}");
             assert!(now < RETRY_WINDOW_MS + MAX_RETRY_MS);

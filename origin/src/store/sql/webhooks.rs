@@ -301,7 +301,7 @@ impl SqlStore {
     ) -> Result<Option<Endpoint>, StoreError> {
         let pool = self.ready()?;
         let mut connection = pool.acquire().await.map_err(classify)?;
-        read_endpoint(&mut *connection, tenant, id).await
+        read_endpoint(&mut connection, tenant, id).await
     }
 
     pub(super) async fn webhook_update(
@@ -362,7 +362,7 @@ impl SqlStore {
             }
             None => {}
         }
-        let endpoint = read_endpoint(&mut *tx, tenant, id).await?;
+        let endpoint = read_endpoint(&mut tx, tenant, id).await?;
         tx.commit().await.map_err(classify)?;
         Ok(endpoint)
     }
