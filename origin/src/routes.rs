@@ -162,6 +162,18 @@ pub fn query<T: DeserializeOwned>(uri: &Uri) -> Result<T, AppError> {
         .map_err(|error| AppError::bad_request("invalid_query", error.body_text()))
 }
 
+/// A page size: `asked`, or `default` when none was asked; 400 outside 1 to `max`.
+pub fn page_limit(asked: Option<u32>, default: u32, max: u32) -> Result<u32, AppError> {
+    let limit = asked.unwrap_or(default);
+    if limit == 0 || limit > max {
+        return Err(AppError::bad_request(
+            "invalid_query",
+            format!("limit must be 1 to {max}"),
+        ));
+    }
+    Ok(limit)
+}
+
 /// Passes a store result through, counting database errors.
 pub fn stored<T>(state: &AppState, result: Result<T, StoreError>) -> Result<T, StoreError> {
     if let Err(error) = &result {

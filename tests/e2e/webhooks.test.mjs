@@ -8,9 +8,9 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { createHmac, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import http from "node:http";
-import { json, startEmulator, startOrigin, startWorkers, twilioSignature, wsClient } from "./harness.mjs";
+import { hs256Jwt, json, startEmulator, startOrigin, startWorkers, twilioSignature, wsClient } from "./harness.mjs";
 import { verifyAybizaSignature } from "../../docs/verify/verify-signature.mjs";
 
 const ACCOUNT = "AC" + "7014".padEnd(32, "0");
@@ -23,12 +23,7 @@ const NUMBER = "+18005550114";
 const MODEL = "e2e-webhooks";
 const NEW_YORK = JSON.stringify({ country: "US", regionCode: "NY", continent: "NA", latitude: "40.71", longitude: "-74.01", colo: "EWR" });
 
-function jwt(claims) {
-  const now = Math.floor(Date.now() / 1000);
-  const part = (object) => Buffer.from(JSON.stringify(object)).toString("base64url");
-  const signed = `${part({ alg: "HS256", typ: "JWT" })}.${part({ iss: ISSUER, aud: AUDIENCE, iat: now, exp: now + 600, ...claims })}`;
-  return `${signed}.${createHmac("sha256", HS256_SECRET).update(signed).digest("base64url")}`;
-}
+const jwt = (claims) => hs256Jwt(HS256_SECRET, { iss: ISSUER, aud: AUDIENCE, ...claims });
 const ADMIN = jwt({ sub: "admin", tenant_id: TENANT, scope: "calls:read calls:write agents:admin" });
 const CALLS_ONLY = jwt({ sub: "caller", tenant_id: TENANT, scope: "calls:read calls:write" });
 

@@ -15,7 +15,7 @@ use shared::webhook::{
     EndpointSpec, MAX_ENDPOINTS,
 };
 
-use super::{load_agent, query, stored};
+use super::{load_agent, page_limit, query, stored};
 use crate::AppState;
 use crate::edge_auth::Caller;
 use crate::error::{AppError, Failed, OrFail};
@@ -217,13 +217,7 @@ pub async fn deliveries(
         limit: Option<u32>,
     }
     let page: Page = query(&uri).or_fail(&request_id)?;
-    let limit = page.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(Failed(
-            AppError::bad_request("invalid_query", format!("limit must be 1 to {MAX_PAGE}")),
-            request_id,
-        ));
-    }
+    let limit = page_limit(page.limit, DEFAULT_PAGE, MAX_PAGE).or_fail(&request_id)?;
     let tenant = caller.tenant();
     existing(&state, tenant, &id).await.or_fail(&request_id)?;
     let deliveries = stored(

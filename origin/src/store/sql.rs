@@ -738,23 +738,8 @@ impl Store for SqlStore {
     }
 
     async fn delete_agent(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
-        let pool = self.ready()?;
-        let mut tx = pool.begin().await.map_err(classify)?;
-        sqlx::query("DELETE FROM agent_phone_numbers WHERE tenant_id = $1 AND agent_id = $2")
-            .bind(tenant)
-            .bind(id)
-            .execute(&mut *tx)
+        self.delete_with_children(tenant, id, "agents", "agent_phone_numbers", "agent_id")
             .await
-            .map_err(classify)?;
-        let deleted = sqlx::query("DELETE FROM agents WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?
-            .rows_affected();
-        tx.commit().await.map_err(classify)?;
-        Ok(deleted > 0)
     }
 
     async fn list_agents(
@@ -1235,7 +1220,14 @@ impl Store for SqlStore {
     }
 
     async fn delete_webhook(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
-        self.webhook_delete(tenant, id).await
+        self.delete_with_children(
+            tenant,
+            id,
+            "webhook_endpoints",
+            "webhook_deliveries",
+            "endpoint_id",
+        )
+        .await
     }
 
     async fn list_deliveries(
@@ -1303,6 +1295,40 @@ fn secret_from_row(row: &AnyRow) -> Result<SigningSecret, StoreError> {
 }
 
 impl SqlStore {
+    /// Deletes row `id` of `parent` and, in the same transaction, the rows of `child` whose
+    /// `child_key` names it; false when there was no such row. Table and column names are this
+    /// file's constants, never input.
+    async fn delete_with_children(
+        &self,
+        tenant: &str,
+        id: &str,
+        parent: &str,
+        child: &str,
+        child_key: &str,
+    ) -> Result<bool, StoreError> {
+        let pool = self.ready()?;
+        let mut tx = pool.begin().await.map_err(classify)?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {child} WHERE tenant_id = $1 AND {child_key} = $2"
+        )))
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {parent} WHERE tenant_id = $1 AND id = $2"
+        )))
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?
+        .rows_affected();
+        tx.commit().await.map_err(classify)?;
+        Ok(deleted > 0)
+    }
+
     async fn read_secret(
         &self,
         pool: &AnyPool,

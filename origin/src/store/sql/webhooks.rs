@@ -367,26 +367,6 @@ impl SqlStore {
         Ok(endpoint)
     }
 
-    pub(super) async fn webhook_delete(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
-        let pool = self.ready()?;
-        let mut tx = pool.begin().await.map_err(classify)?;
-        sqlx::query("DELETE FROM webhook_deliveries WHERE tenant_id = $1 AND endpoint_id = $2")
-            .bind(tenant)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        let deleted = sqlx::query("DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?
-            .rows_affected();
-        tx.commit().await.map_err(classify)?;
-        Ok(deleted > 0)
-    }
-
     pub(super) async fn webhook_deliveries(
         &self,
         tenant: &str,
