@@ -425,7 +425,8 @@ pub fn call_started(call: &Call) -> Value {
 }
 
 /// `data` of `call.ended`: the call, why it ended, its handoff (the relay's `handoffData` or
-/// what the API client passed), the transcript, every tool call, usage and timings.
+/// what the API client passed), who answered an outbound call and the voicemail left, the
+/// transcript, every tool call, usage and timings.
 pub fn call_ended(call: &Call, turns: &[Turn], handoff: Option<&Value>) -> Value {
     let transcript: Vec<Line<'_>> = turns
         .iter()
@@ -461,10 +462,16 @@ pub fn call_ended(call: &Call, turns: &[Turn], handoff: Option<&Value>) -> Value
     let duration_ms = call
         .ended_at_ms
         .map(|ended| ended.saturating_sub(call.started_at_ms));
+    let voicemail = call
+        .voicemail_message
+        .as_ref()
+        .map(|message| json!({ "message": message, "left_at_ms": call.voicemail_left_at_ms }));
     json!({
         "call": call,
         "end_reason": call.end_reason,
         "handoff": handoff,
+        "answered_by": call.answered_by,
+        "voicemail": voicemail,
         "transcript": transcript,
         "tool_calls": tool_calls,
         "usage": {
@@ -574,7 +581,8 @@ pub fn excerpt(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call::{CallSource, CallStatus, CallerDetails};
+    use crate::call::{CallDirection, CallSource, CallStatus, CallerDetails};
+    use crate::carrier::AnsweredBy;
     use crate::outbound_url::UrlError;
     use crate::turn::ToolOutcome;
 
@@ -766,6 +774,12 @@ mod tests {
             ended_at_ms: Some(62_000),
             end_reason: Some("transferred".into()),
             caller: CallerDetails::default(),
+            direction: CallDirection::Outbound,
+            carrier: None,
+            answered_by: Some(AnsweredBy::MachineEndBeep),
+            voicemail_message: Some("Please call us back.".into()),
+            voicemail_left_at_ms: Some(50_000),
+            metadata: None,
         }
     }
 
@@ -805,6 +819,11 @@ mod tests {
         assert_eq!(data["call"]["id"], "CA1");
         assert_eq!(data["end_reason"], "transferred");
         assert_eq!(data["handoff"]["target"], "+14155550123");
+        assert_eq!(data["answered_by"], json!(AnsweredBy::MachineEndBeep));
+        assert_eq!(
+            data["voicemail"],
+            json!({"message": "Please call us back.", "left_at_ms": 50_000})
+        );
         assert_eq!(data["transcript"][0]["text"], "A person please");
         assert_eq!(data["transcript"][1]["role"], "assistant");
         assert_eq!(data["tool_calls"][0]["turn_seq"], 2);

@@ -43,7 +43,8 @@ use origin::llm::{LlmClient, LlmError, LlmEvent, LlmReadiness, LlmRequest, LlmSt
 use origin::metrics::Metrics;
 use origin::store::sql::SqlStore;
 use origin::store::{
-    Attempt, ClaimedDelivery, EndOutcome, NewTurn, Recorded, SigningSecret, Store, StoreError,
+    AnswerOutcome, Attempt, ClaimedDelivery, EndOutcome, NewTurn, Recorded, SigningSecret, Store,
+    StoreError,
 };
 use origin::{AppState, Clock};
 use serde_json::{Value, json};
@@ -51,6 +52,7 @@ use shared::agent::{Agent, AgentSpec};
 use shared::call::Call;
 use shared::call::CallerDetails;
 use shared::call_list::CallListQuery;
+use shared::carrier::AnsweredBy;
 use shared::model::ModelFailure;
 use shared::principal::{AuthMethod, Principal};
 use shared::signing::{BodyHash, SignedRequest, sign};
@@ -892,6 +894,27 @@ impl Store for FlakyStore {
         self.check()?;
         self.inner
             .end_call(tenant, id, reason, handoff, now_ms)
+            .await
+    }
+    async fn record_answer(
+        &self,
+        tenant: &str,
+        id: &str,
+        answered_by: AnsweredBy,
+    ) -> Result<AnswerOutcome, StoreError> {
+        self.check()?;
+        self.inner.record_answer(tenant, id, answered_by).await
+    }
+    async fn record_voicemail(
+        &self,
+        tenant: &str,
+        id: &str,
+        message: &str,
+        at_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner
+            .record_voicemail(tenant, id, message, at_ms)
             .await
     }
     async fn list_turns(&self, tenant: &str, call_id: &str) -> Result<Vec<Turn>, StoreError> {
