@@ -369,6 +369,46 @@ async fn call_ended_carries_the_transcript_and_turns_are_opt_in(db: Db) {
     assert_eq!(data["tool_calls"], json!([]));
     assert_eq!(deliveries(&client, &all).await.len(), 2);
 
+    // What answering-machine detection found rides on call.ended.
+    let machine = client.call("desk").await;
+    let (status, _) = client
+        .json(
+            "POST",
+            &format!("/v1/calls/{machine}/answered-by"),
+            Some(json!({"answered_by": "machine_end_beep"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = client
+        .json(
+            "POST",
+            &format!("/v1/calls/{machine}/end"),
+            Some(json!({"reason": "completed"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    eventually(
+        Duration::from_secs(10),
+        "the machine's call.ended",
+        || async {
+            receiver
+                .of_type("call.ended")
+                .iter()
+                .any(|hit| hit.body["data"]["call"]["id"] == machine.as_str())
+        },
+    )
+    .await;
+    let machine_ended = receiver
+        .of_type("call.ended")
+        .into_iter()
+        .find(|hit| hit.body["data"]["call"]["id"] == machine.as_str())
+        .expect("found");
+    assert_eq!(
+        machine_ended.body["data"]["answered_by"],
+        "machine_end_beep"
+    );
+    assert_eq!(machine_ended.body["data"]["voicemail"], Value::Null);
+
     // A transfer ended by the API reports call.transferred beside call.ended.
     let transfers = endpoint(
         &client,
