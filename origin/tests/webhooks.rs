@@ -92,15 +92,8 @@ impl Receiver {
         let app = Router::new()
             .route("/hook", post(receive))
             .with_state(Arc::clone(&state));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
         Self {
-            url: format!("http://{addr}/hook"),
+            url: format!("{}/hook", support::serve_locally(app).await),
             state,
         }
     }

@@ -718,6 +718,17 @@ pub fn fault(kind: bedrock_emulator::FaultKind) -> ModelScript {
     }
 }
 
+/// Serves `app` on a free loopback port for the rest of the test (a tenant's tool server or
+/// webhook receiver); its `http://127.0.0.1:PORT`.
+pub async fn serve_locally(app: axum::Router) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
 /// A call's stored turns, as `GET /v1/calls/{call}/turns` answers them.
 pub async fn turns_of(client: &Client, call: &str) -> Vec<Value> {
     let (status, list) = client
