@@ -55,6 +55,10 @@ pub const BEDROCK_CONNECT_TIMEOUT_MS: &str = "BEDROCK_CONNECT_TIMEOUT_MS";
 /// URLs be loopback (`http://127.0.0.1:…`), which production refuses.
 pub const ORIGIN_ENVIRONMENT: &str = "ORIGIN_ENVIRONMENT";
 
+/// Env var: how often the webhooks' outbox is polled for due deliveries (a change made on this
+/// replica wakes it at once; the poll finds retries and other replicas' rows).
+pub const WEBHOOK_POLL_MS: &str = "WEBHOOK_POLL_MS";
+
 /// Port 4000 on every interface: what the ECS task definition and ALB target group expect.
 const DEFAULT_LISTEN_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 4000);
@@ -86,8 +90,10 @@ pub struct Config {
     pub region: String,
     /// Bedrock.
     pub bedrock: BedrockConfig,
-    /// Where requests to tenants' URLs (tool calls) may go.
+    /// Where requests to tenants' URLs (tool calls, webhooks) may go.
     pub outbound_policy: OutboundPolicy,
+    /// How often the webhooks' outbox is polled.
+    pub webhook_poll: Duration,
 }
 
 // Secrets stay out of logs and panics.
@@ -293,6 +299,7 @@ impl Config {
                 _ => Err(ConfigIssue::NotOneOf(&["production", "development"])),
             })
             .unwrap_or(OutboundPolicy::PublicOnly);
+        let webhook_poll = reader.millis(WEBHOOK_POLL_MS, 10..=60_000, 1_000);
 
         reader.finish()?;
         Ok(Self {
@@ -306,6 +313,7 @@ impl Config {
             region,
             bedrock,
             outbound_policy,
+            webhook_poll,
         })
     }
 }

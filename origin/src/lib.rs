@@ -34,6 +34,13 @@
 //! | `GET /v1/usage?from=&to=` | — | 200 `UsageReport` (UTC days, default the last 30): calls, replies, tokens, minutes, tool calls |
 //! | `GET /v1/signing-secret` | — | 200 the secret's metadata; 201 with its value when this creates it |
 //! | `POST /v1/signing-secret/rotate` | `{"previous_valid_for_secs"?}` | 200 (201 when none existed) with the new value; 400 |
+//! | `POST /v1/webhooks` | `EndpointSpec` `{url, agent_id?, events?, description?}` | 201 `Endpoint`; 400 `invalid_webhook` (URL, SSRF, agent, events), `malformed_json`; 409 `too_many_webhooks` |
+//! | `GET /v1/webhooks` | — | 200 `EndpointList` |
+//! | `GET /v1/webhooks/{id}` | — | 200 `Endpoint`; 404 |
+//! | `PATCH /v1/webhooks/{id}` | `EndpointPatch` `{url?, events?, description?, enabled?}` | 200 `Endpoint` (`enabled: true` re-enables); 400, 404 |
+//! | `DELETE /v1/webhooks/{id}` | — | 204; 404 |
+//! | `GET /v1/webhooks/{id}/deliveries?limit=` | — | 200 `DeliveryList`, newest first (limit 1–100, default 50); 404 |
+//! | `POST /v1/webhooks/{id}/deliveries/{event_id}/retry` | — | 202 `Delivery` due now; 404; 409 `endpoint_disabled` |
 //!
 //! All request bodies are limited to 512 KiB (413 beyond).
 
@@ -63,6 +70,7 @@ pub mod signing_secret;
 pub mod store;
 pub mod tools;
 pub mod turn;
+pub mod webhooks;
 
 pub use config::Config;
 
@@ -106,6 +114,8 @@ pub struct AppState {
     pub outbound: Arc<OutboundClient>,
     /// Tenants' signing secrets, read recently.
     pub secrets: Arc<SecretCache>,
+    /// The webhooks' delivery task's doorbell.
+    pub webhooks: Arc<webhooks::Doorbell>,
 }
 
 impl AppState {
@@ -128,6 +138,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             outbound: Arc::new(outbound),
             secrets: Arc::new(SecretCache::default()),
+            webhooks: Arc::new(webhooks::Doorbell::default()),
         }
     }
 
@@ -214,6 +225,24 @@ pub fn app(state: AppState) -> Router {
             origin_path::SIGNING_SECRET_ROTATE,
             post(routes::signing_secret::rotate),
         )
+        .route(
+            origin_path::WEBHOOKS,
+            post(routes::webhooks::create).get(routes::webhooks::list),
+        )
+        .route(
+            origin_path::WEBHOOK,
+            get(routes::webhooks::get)
+                .patch(routes::webhooks::patch)
+                .delete(routes::webhooks::delete),
+        )
+        .route(
+            origin_path::WEBHOOK_DELIVERIES,
+            get(routes::webhooks::deliveries),
+        )
+        .route(
+            origin_path::WEBHOOK_DELIVERY_RETRY,
+            post(routes::webhooks::retry),
+        )
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -247,6 +276,8 @@ pub async fn serve(
             tracing::debug!(%error, "TCP_NODELAY not set");
         }
     });
+    let delivering = tokio::spawn(webhooks::deliver(state.clone()));
+    let deliveries_stop = state.shutdown.clone();
     let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!(
@@ -257,12 +288,27 @@ pub async fn serve(
         // The receiver only goes away when `serve` returns; nothing to do then.
         let _ = fired.send(());
     });
-    tokio::select! {
+    let outcome = tokio::select! {
         outcome = server => outcome,
         () = deadline_after(on_fired, grace) => {
             tracing::warn!("grace elapsed with requests still live; exiting anyway");
             Ok(())
         }
+    };
+    // The delivery task stops with the shutdown token; an attempt it was making is cut, and its
+    // lease lets another replica (or the next start) make it again.
+    deliveries_stop.cancel();
+    stopping_deliveries(delivering).await;
+    outcome
+}
+
+async fn stopping_deliveries(task: tokio::task::JoinHandle<()>) {
+    let abort = task.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(1), task)
+        .await
+        .is_err()
+    {
+        abort.abort();
     }
 }
 

@@ -49,6 +49,14 @@ pub struct Metrics {
     pub tool_calls: Family<Labels, Counter>,
     /// `origin_tool_call_duration_seconds{kind}`: from the model's request to the result.
     pub tool_call_duration: Family<Labels, Histogram>,
+    /// `origin_webhook_attempts_total{event,outcome}`: delivery attempts by event type and
+    /// outcome (`delivered`, `failed`, `gave_up`).
+    pub webhook_attempts: Family<Labels, Counter>,
+    /// `origin_webhook_endpoints_disabled_total`: endpoints the disable rule switched off.
+    pub webhook_endpoints_disabled: Counter,
+    /// `origin_webhook_pending`: deliveries waiting in the outbox (every replica reads the same
+    /// table; read at most every few seconds).
+    pub webhook_pending: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -165,6 +173,24 @@ impl Metrics {
             "Time from the model's tool request to its result",
             tool_call_duration.clone(),
         );
+        let webhook_attempts = Family::<Labels, Counter>::default();
+        registry.register(
+            "webhook_attempts",
+            "Webhook delivery attempts by event type and outcome",
+            webhook_attempts.clone(),
+        );
+        let webhook_endpoints_disabled = Counter::default();
+        registry.register(
+            "webhook_endpoints_disabled",
+            "Webhook endpoints disabled for failing",
+            webhook_endpoints_disabled.clone(),
+        );
+        let webhook_pending = Gauge::default();
+        registry.register(
+            "webhook_pending",
+            "Webhook deliveries waiting in the outbox",
+            webhook_pending.clone(),
+        );
         Self {
             registry,
             requests,
@@ -184,6 +210,9 @@ impl Metrics {
             event_subscribers,
             tool_calls,
             tool_call_duration,
+            webhook_attempts,
+            webhook_endpoints_disabled,
+            webhook_pending,
         }
     }
 

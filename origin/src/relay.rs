@@ -595,6 +595,9 @@ impl Session {
                 .append_turns(&self.tenant, &self.call_id, std::slice::from_ref(turn))
                 .await,
         )?;
+        if turn.role == TurnRole::Assistant {
+            self.state.webhooks.wake();
+        }
         self.push_history(seqs.first().copied().unwrap_or(0), turn);
         Ok(())
     }
@@ -663,11 +666,18 @@ impl Session {
         self.voicemail_said_at = None;
         let state = &self.state;
         let reason = end.end_reason.as_str();
+        let handoff = serde_json::to_value(&end.handoff).ok();
         match stored(
             state,
             state
                 .store
-                .end_call(&self.tenant, &self.call_id, reason, state.now_ms())
+                .end_call(
+                    &self.tenant,
+                    &self.call_id,
+                    reason,
+                    handoff.as_ref(),
+                    state.now_ms(),
+                )
                 .await,
         ) {
             Ok(EndOutcome::Ended(call)) => {
@@ -678,8 +688,9 @@ impl Session {
                     call.ended_at_ms.unwrap_or_else(|| state.now_ms()),
                 );
                 event.reason = Some(reason.to_owned());
-                event.handoff_data = serde_json::to_value(&end.handoff).ok();
+                event.handoff_data = handoff;
                 state.fanout.publish(event).await;
+                state.webhooks.wake();
             }
             Ok(EndOutcome::AlreadyEnded(_) | EndOutcome::NotFound) => {}
             Err(error) => {

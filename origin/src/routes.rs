@@ -19,6 +19,7 @@ use crate::store::StoreError;
 pub mod agents;
 pub mod calls;
 pub mod signing_secret;
+pub mod webhooks;
 
 const SERVICE: &str = env!("CARGO_PKG_NAME");
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -159,6 +160,18 @@ pub fn query<T: DeserializeOwned>(uri: &Uri) -> Result<T, AppError> {
     axum::extract::Query::<T>::try_from_uri(uri)
         .map(|query| query.0)
         .map_err(|error| AppError::bad_request("invalid_query", error.body_text()))
+}
+
+/// A page size: `asked`, or `default` when none was asked; 400 outside 1 to `max`.
+pub fn page_limit(asked: Option<u32>, default: u32, max: u32) -> Result<u32, AppError> {
+    let limit = asked.unwrap_or(default);
+    if limit == 0 || limit > max {
+        return Err(AppError::bad_request(
+            "invalid_query",
+            format!("limit must be 1 to {max}"),
+        ));
+    }
+    Ok(limit)
 }
 
 /// Passes a store result through, counting database errors.

@@ -738,7 +738,11 @@ async fn finish(
             .append_turns(input.tenant, input.call_id, std::slice::from_ref(&reply))
             .await
         {
-            Ok(seqs) => seqs.first().copied().map(|seq| (seq, reply)),
+            Ok(seqs) => {
+                // A `turn.completed` may be waiting in the outbox.
+                state.webhooks.wake();
+                seqs.first().copied().map(|seq| (seq, reply))
+            }
             Err(error) => {
                 state.metrics.db_error(&error);
                 state

@@ -64,7 +64,7 @@ async fn end(origin: &Origin, call: &mut Call, at_ms: u64) {
     origin
         .state
         .store
-        .end_call(&call.tenant_id, &call.id, "completed", at_ms)
+        .end_call(&call.tenant_id, &call.id, "completed", None, at_ms)
         .await
         .expect("ended");
     call.status = CallStatus::Ended;

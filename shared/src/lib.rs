@@ -47,6 +47,7 @@ pub mod twilio;
 pub mod twiml;
 pub mod usage;
 pub mod voicemail;
+pub mod webhook;
 
 #[cfg(test)]
 mod test_support;

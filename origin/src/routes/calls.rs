@@ -92,6 +92,7 @@ pub async fn start_call(
         metadata: request.metadata.clone(),
     };
     stored(state, state.store.create_call(&call).await)?;
+    state.webhooks.wake();
     turn::publish(
         state,
         tenant,
@@ -180,7 +181,13 @@ pub async fn end(
         &state,
         state
             .store
-            .end_call(caller.tenant(), &id, request.reason.trim(), state.now_ms())
+            .end_call(
+                caller.tenant(),
+                &id,
+                request.reason.trim(),
+                request.handoff_data.as_ref(),
+                state.now_ms(),
+            )
             .await,
     )
     .or_fail(&request_id)?;
@@ -195,6 +202,7 @@ pub async fn end(
             event.reason = call.end_reason.clone();
             event.handoff_data = request.handoff_data;
             state.fanout.publish(event).await;
+            state.webhooks.wake();
             Ok(Json(call))
         }
         EndOutcome::AlreadyEnded(_) => Err(ended(request_id)),

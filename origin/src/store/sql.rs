@@ -22,11 +22,15 @@ use shared::call_list::CallListQuery;
 use shared::carrier::{AnsweredBy, CarrierKind};
 use shared::turn::{Turn, TurnRole};
 use shared::usage::{DayRange, UsageDay, day_of};
+use shared::webhook::{self, Delivery, Endpoint, EndpointConfig, EventType};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor, Row, SqlSafeStr};
 
-use super::{AnswerOutcome, EndOutcome, NewTurn, SigningSecret, Store, StoreError};
+use super::{
+    AnswerOutcome, Attempt, ClaimedDelivery, EndOutcome, NewTurn, Recorded, SigningSecret, Store,
+    StoreError,
+};
 use crate::config::{Backend, DatabaseConfig};
 
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -44,6 +48,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "tools and signing secrets",
         include_str!("../../migrations/postgres/0003_tools_and_signing_secrets.sql"),
+    ),
+    (
+        4,
+        "webhooks",
+        include_str!("../../migrations/postgres/0004_webhooks.sql"),
     ),
     (
         5,
@@ -73,6 +82,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0003_tools_and_signing_secrets.sql"),
     ),
     (
+        4,
+        "webhooks",
+        include_str!("../../migrations/sqlite/0004_webhooks.sql"),
+    ),
+    (
         5,
         "calls by start",
         include_str!("../../migrations/sqlite/0005_calls_by_start.sql"),
@@ -83,6 +97,8 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0006_outbound_calls.sql"),
     ),
 ];
+
+mod webhooks;
 
 /// The SQL store.
 #[derive(Clone)]
@@ -767,23 +783,8 @@ impl Store for SqlStore {
     }
 
     async fn delete_agent(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
-        let pool = self.ready()?;
-        let mut tx = pool.begin().await.map_err(classify)?;
-        sqlx::query("DELETE FROM agent_phone_numbers WHERE tenant_id = $1 AND agent_id = $2")
-            .bind(tenant)
-            .bind(id)
-            .execute(&mut *tx)
+        self.delete_with_children(tenant, id, "agents", "agent_phone_numbers", "agent_id")
             .await
-            .map_err(classify)?;
-        let deleted = sqlx::query("DELETE FROM agents WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?
-            .rows_affected();
-        tx.commit().await.map_err(classify)?;
-        Ok(deleted > 0)
     }
 
     async fn list_agents(
@@ -862,6 +863,14 @@ impl Store for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(classify)?;
+        webhooks::enqueue(
+            &mut tx,
+            webhooks::About::call(call),
+            EventType::CallStarted,
+            webhook::call_started(call),
+            call.started_at_ms,
+        )
+        .await?;
         tx.commit().await.map_err(classify)
     }
 
@@ -901,9 +910,11 @@ impl Store for SqlStore {
         tenant: &str,
         id: &str,
         reason: &str,
+        handoff: Option<&serde_json::Value>,
         now_ms: u64,
     ) -> Result<EndOutcome, StoreError> {
         let pool = self.ready()?;
+        let mut tx = pool.begin().await.map_err(classify)?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE calls SET status = 'ended', ended_at_ms = $3, end_reason = $4 \
              WHERE tenant_id = $1 AND id = $2 AND status = 'active' RETURNING {CALL_COLUMNS}"
@@ -912,12 +923,28 @@ impl Store for SqlStore {
         .bind(id)
         .bind(int(now_ms))
         .bind(reason)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(classify)?;
         if let Some(row) = row {
-            return Ok(EndOutcome::Ended(call_from_row(&row)?));
+            let call = call_from_row(&row)?;
+            let turns = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {TURN_COLUMNS} FROM turns WHERE tenant_id = $1 AND call_id = $2 \
+                 ORDER BY seq"
+            )))
+            .bind(tenant)
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(classify)?
+            .iter()
+            .map(turn_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+            webhooks::enqueue_end(&mut tx, &call, &turns, handoff).await?;
+            tx.commit().await.map_err(classify)?;
+            return Ok(EndOutcome::Ended(call));
         }
+        drop(tx);
         Ok(match self.get_call(tenant, id).await? {
             Some(call) => EndOutcome::AlreadyEnded(call),
             None => EndOutcome::NotFound,
@@ -1000,7 +1027,8 @@ impl Store for SqlStore {
         // Reserving the seqs and checking the call is active are one atomic statement.
         let reserved = sqlx::query(
             "UPDATE calls SET turn_count = turn_count + $3 \
-             WHERE tenant_id = $1 AND id = $2 AND status = 'active' RETURNING turn_count",
+             WHERE tenant_id = $1 AND id = $2 AND status = 'active' \
+             RETURNING turn_count, agent_id",
         )
         .bind(tenant)
         .bind(call_id)
@@ -1015,7 +1043,8 @@ impl Store for SqlStore {
                 None => StoreError::CallNotFound,
             });
         };
-        let last: i64 = row.try_get(0).map_err(corrupt("call"))?;
+        let last: i64 = row.try_get("turn_count").map_err(corrupt("call"))?;
+        let agent_id: String = row.try_get("agent_id").map_err(corrupt("call"))?;
         let first = last - count + 1;
         let mut seqs = Vec::with_capacity(turns.len());
         for (offset, turn) in (0_i64..).zip(turns) {
@@ -1078,6 +1107,17 @@ impl Store for SqlStore {
             }
             seqs.push(small(seq));
         }
+        let stored: Vec<Turn> = turns
+            .iter()
+            .zip(&seqs)
+            .map(|(turn, seq)| turn.stored(*seq))
+            .collect();
+        let about = webhooks::About {
+            tenant,
+            call_id,
+            agent_id: &agent_id,
+        };
+        webhooks::enqueue_replies(&mut tx, about, &stored).await?;
         tx.commit().await.map_err(classify)?;
         Ok(seqs)
     }
@@ -1244,6 +1284,90 @@ impl Store for SqlStore {
         .map_err(classify)?;
         secret_from_row(&row)
     }
+
+    async fn create_webhook(
+        &self,
+        tenant: &str,
+        id: &str,
+        config: &EndpointConfig,
+        now_ms: u64,
+    ) -> Result<Endpoint, StoreError> {
+        self.webhook_create(tenant, id, config, now_ms).await
+    }
+
+    async fn list_webhooks(&self, tenant: &str) -> Result<Vec<Endpoint>, StoreError> {
+        self.webhook_list(tenant).await
+    }
+
+    async fn get_webhook(&self, tenant: &str, id: &str) -> Result<Option<Endpoint>, StoreError> {
+        self.webhook_get(tenant, id).await
+    }
+
+    async fn update_webhook(
+        &self,
+        tenant: &str,
+        id: &str,
+        config: &EndpointConfig,
+        enabled: Option<bool>,
+        now_ms: u64,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        self.webhook_update(tenant, id, config, enabled, now_ms)
+            .await
+    }
+
+    async fn delete_webhook(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        self.delete_with_children(
+            tenant,
+            id,
+            "webhook_endpoints",
+            "webhook_deliveries",
+            "endpoint_id",
+        )
+        .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant: &str,
+        endpoint_id: &str,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.webhook_deliveries(tenant, endpoint_id, limit).await
+    }
+
+    async fn retry_delivery(
+        &self,
+        tenant: &str,
+        endpoint_id: &str,
+        event_id: &str,
+        now_ms: u64,
+    ) -> Result<Option<Delivery>, StoreError> {
+        self.webhook_retry(tenant, endpoint_id, event_id, now_ms)
+            .await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        self.webhook_claim(owner, now_ms, lease_ms, limit).await
+    }
+
+    async fn record_attempt(
+        &self,
+        claimed: &ClaimedDelivery,
+        owner: &str,
+        attempt: &Attempt,
+    ) -> Result<Recorded, StoreError> {
+        self.webhook_record(claimed, owner, attempt).await
+    }
+
+    async fn pending_deliveries(&self) -> Result<u64, StoreError> {
+        self.webhook_pending().await
+    }
 }
 
 fn secret_from_row(row: &AnyRow) -> Result<SigningSecret, StoreError> {
@@ -1267,6 +1391,40 @@ fn secret_from_row(row: &AnyRow) -> Result<SigningSecret, StoreError> {
 }
 
 impl SqlStore {
+    /// Deletes row `id` of `parent` and, in the same transaction, the rows of `child` whose
+    /// `child_key` names it; false when there was no such row. Table and column names are this
+    /// file's constants, never input.
+    async fn delete_with_children(
+        &self,
+        tenant: &str,
+        id: &str,
+        parent: &str,
+        child: &str,
+        child_key: &str,
+    ) -> Result<bool, StoreError> {
+        let pool = self.ready()?;
+        let mut tx = pool.begin().await.map_err(classify)?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {child} WHERE tenant_id = $1 AND {child_key} = $2"
+        )))
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {parent} WHERE tenant_id = $1 AND id = $2"
+        )))
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?
+        .rows_affected();
+        tx.commit().await.map_err(classify)?;
+        Ok(deleted > 0)
+    }
+
     async fn read_secret(
         &self,
         pool: &AnyPool,

@@ -42,7 +42,10 @@ use origin::llm::bedrock::BedrockClient;
 use origin::llm::{LlmClient, LlmError, LlmEvent, LlmReadiness, LlmRequest, LlmStream};
 use origin::metrics::Metrics;
 use origin::store::sql::SqlStore;
-use origin::store::{AnswerOutcome, EndOutcome, NewTurn, SigningSecret, Store, StoreError};
+use origin::store::{
+    AnswerOutcome, Attempt, ClaimedDelivery, EndOutcome, NewTurn, Recorded, SigningSecret, Store,
+    StoreError,
+};
 use origin::{AppState, Clock};
 use serde_json::{Value, json};
 use shared::agent::{Agent, AgentSpec};
@@ -55,6 +58,7 @@ use shared::principal::{AuthMethod, Principal};
 use shared::signing::{BodyHash, SignedRequest, sign};
 use shared::turn::{Turn, Usage};
 use shared::usage::{DayRange, UsageDay};
+use shared::webhook::{Delivery, Endpoint, EndpointConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite;
@@ -714,6 +718,17 @@ pub fn fault(kind: bedrock_emulator::FaultKind) -> ModelScript {
     }
 }
 
+/// Serves `app` on a free loopback port for the rest of the test (a tenant's tool server or
+/// webhook receiver); its `http://127.0.0.1:PORT`.
+pub async fn serve_locally(app: axum::Router) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
 /// A call's stored turns, as `GET /v1/calls/{call}/turns` answers them.
 pub async fn turns_of(client: &Client, call: &str) -> Vec<Value> {
     let (status, list) = client
@@ -884,10 +899,13 @@ impl Store for FlakyStore {
         tenant: &str,
         id: &str,
         reason: &str,
+        handoff: Option<&Value>,
         now_ms: u64,
     ) -> Result<EndOutcome, StoreError> {
         self.check()?;
-        self.inner.end_call(tenant, id, reason, now_ms).await
+        self.inner
+            .end_call(tenant, id, reason, handoff, now_ms)
+            .await
     }
     async fn record_answer(
         &self,
@@ -974,6 +992,87 @@ impl Store for FlakyStore {
         self.inner
             .rotate_signing_secret(tenant, secret, previous_expires_at_ms, now_ms)
             .await
+    }
+    async fn create_webhook(
+        &self,
+        tenant: &str,
+        id: &str,
+        config: &EndpointConfig,
+        now_ms: u64,
+    ) -> Result<Endpoint, StoreError> {
+        self.check()?;
+        self.inner.create_webhook(tenant, id, config, now_ms).await
+    }
+    async fn list_webhooks(&self, tenant: &str) -> Result<Vec<Endpoint>, StoreError> {
+        self.check()?;
+        self.inner.list_webhooks(tenant).await
+    }
+    async fn get_webhook(&self, tenant: &str, id: &str) -> Result<Option<Endpoint>, StoreError> {
+        self.check()?;
+        self.inner.get_webhook(tenant, id).await
+    }
+    async fn update_webhook(
+        &self,
+        tenant: &str,
+        id: &str,
+        config: &EndpointConfig,
+        enabled: Option<bool>,
+        now_ms: u64,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        self.check()?;
+        self.inner
+            .update_webhook(tenant, id, config, enabled, now_ms)
+            .await
+    }
+    async fn delete_webhook(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.delete_webhook(tenant, id).await
+    }
+    async fn list_deliveries(
+        &self,
+        tenant: &str,
+        endpoint_id: &str,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.check()?;
+        self.inner.list_deliveries(tenant, endpoint_id, limit).await
+    }
+    async fn retry_delivery(
+        &self,
+        tenant: &str,
+        endpoint_id: &str,
+        event_id: &str,
+        now_ms: u64,
+    ) -> Result<Option<Delivery>, StoreError> {
+        self.check()?;
+        self.inner
+            .retry_delivery(tenant, endpoint_id, event_id, now_ms)
+            .await
+    }
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        self.check()?;
+        self.inner
+            .claim_deliveries(owner, now_ms, lease_ms, limit)
+            .await
+    }
+    async fn record_attempt(
+        &self,
+        claimed: &ClaimedDelivery,
+        owner: &str,
+        attempt: &Attempt,
+    ) -> Result<Recorded, StoreError> {
+        self.check()?;
+        self.inner.record_attempt(claimed, owner, attempt).await
+    }
+    async fn pending_deliveries(&self) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.pending_deliveries().await
     }
 }
 

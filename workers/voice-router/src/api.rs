@@ -77,6 +77,7 @@ pub async fn handle(
             | PublicRoute::Events
             | PublicRoute::Usage
             | PublicRoute::SigningSecret { .. }
+            | PublicRoute::Webhooks { .. }
     );
     let route_request = RouteRequest {
         caller: Some(x.client.location()),
@@ -125,7 +126,8 @@ pub async fn handle(
         }
         (
             PublicRoute::Agents { origin_path: path }
-            | PublicRoute::SigningSecret { origin_path: path },
+            | PublicRoute::SigningSecret { origin_path: path }
+            | PublicRoute::Webhooks { origin_path: path },
             _,
         ) => {
             let path_and_query = format!("{path}{}", query_of(req));

@@ -100,7 +100,8 @@ async fn handle(
         | PublicRoute::CallEvents { .. }
         | PublicRoute::Events
         | PublicRoute::Usage
-        | PublicRoute::SigningSecret { .. } => api::handle(&exchange, &req, &route).await,
+        | PublicRoute::SigningSecret { .. }
+        | PublicRoute::Webhooks { .. } => api::handle(&exchange, &req, &route).await,
         PublicRoute::Preflight => api::preflight(&req, &config),
     }
 }
