@@ -49,10 +49,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub mod config;
+pub mod db_health;
 pub mod edge_auth;
 pub mod error;
 pub mod fanout;
 pub mod healthcheck;
+pub mod journal;
 pub mod llm;
 pub mod metrics;
 pub mod outbound;
@@ -66,7 +68,9 @@ pub mod turn;
 
 pub use config::Config;
 
+use crate::db_health::DbHealth;
 use crate::fanout::Fanout;
+use crate::journal::Journals;
 use crate::llm::LlmClient;
 use crate::metrics::Metrics;
 use crate::outbound::{OutboundClient, Resolve, SystemResolver};
@@ -106,6 +110,10 @@ pub struct AppState {
     pub outbound: Arc<OutboundClient>,
     /// Tenants' signing secrets, read recently.
     pub secrets: Arc<SecretCache>,
+    /// Whether the database is up, as the background probe last found it.
+    pub db_health: Arc<DbHealth>,
+    /// The live calls' write-behind journals.
+    pub journals: Arc<Journals>,
 }
 
 impl AppState {
@@ -118,6 +126,7 @@ impl AppState {
         metrics: Arc<Metrics>,
     ) -> Self {
         let outbound = OutboundClient::new(config.outbound_policy, Arc::new(SystemResolver));
+        let journals = Journals::new(config.journal, &metrics);
         Self {
             config: Arc::new(config),
             store,
@@ -128,6 +137,8 @@ impl AppState {
             shutdown: CancellationToken::new(),
             outbound: Arc::new(outbound),
             secrets: Arc::new(SecretCache::default()),
+            db_health: Arc::new(DbHealth::default()),
+            journals: Arc::new(journals),
         }
     }
 
@@ -218,6 +229,10 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            routes::require_database,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             edge_auth::require_signature,
         ))
         .layer(axum::middleware::from_fn_with_state(
@@ -238,6 +253,14 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let grace = state.config.shutdown_grace;
     let stopping = state.shutdown.clone();
+    let database = &state.config.database;
+    tokio::spawn(db_health::probe(
+        Arc::clone(&state.store),
+        Arc::clone(&state.db_health),
+        database.probe_interval,
+        database.probe_timeout,
+        stopping.clone(),
+    ));
     let (fired, on_fired) = tokio::sync::oneshot::channel::<()>();
     use axum::serve::ListenerExt;
     // A reply leaves as a stream of small relay frames: each goes out as it is written, never
