@@ -1,5 +1,6 @@
 //! Whether the database is up, known at once by every request: a background probe
-//! ([`probe`]) asks it `SELECT 1` every `DATABASE_PROBE_INTERVAL_MS` and flips the state. Down
+//! ([`probe`]) asks it `SELECT 1` every `DATABASE_PROBE_INTERVAL_MS`, on a connection of its own
+//! (a pool busy with slow queries is not a database that is down), and flips the state. Down
 //! means the probe got an error (refused, reset, not migrated) or no answer within
 //! `DATABASE_PROBE_TIMEOUT_MS`; a database that answers slowly within it is up, and requests
 //! wait for it as usual. While it is down, requests that need it are answered `503
@@ -81,7 +82,7 @@ pub async fn probe(
     stop: CancellationToken,
 ) {
     loop {
-        let result = match tokio::time::timeout(timeout, store.ping()).await {
+        let result = match tokio::time::timeout(timeout, store.probe()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(error.to_string()),
             Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),

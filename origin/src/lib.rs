@@ -15,7 +15,7 @@
 //! | route | request | answer |
 //! | --- | --- | --- |
 //! | `GET /health` | — | 200 `HealthReport` (liveness, no signature) |
-//! | `GET /ready` | — | 200/503 `HealthReport`: `DATABASE`, `REDIS` (when configured; its failure degrades, not fails), `BEDROCK` |
+//! | `GET /ready` | — | 200/503 `HealthReport`: `DATABASE` (as the background probe found it, `db_health`), `REDIS` (when configured; its failure degrades, not fails), `BEDROCK`, and `journal` (the live calls' write-behind journals: depth, oldest age, written late, dropped) |
 //! | `GET /metrics` | — | 200 Prometheus text |
 //! | `PUT /v1/agents/{id}` | `AgentSpec` | 201 (created) / 200 `Agent`; 400, 409 `phone_number_taken` |
 //! | `GET /v1/agents/{id}` | — | 200 `Agent`; 404 |
@@ -35,7 +35,8 @@
 //! | `GET /v1/signing-secret` | — | 200 the secret's metadata; 201 with its value when this creates it |
 //! | `POST /v1/signing-secret/rotate` | `{"previous_valid_for_secs"?}` | 200 (201 when none existed) with the new value; 400 |
 //!
-//! All request bodies are limited to 512 KiB (413 beyond).
+//! All request bodies are limited to 512 KiB (413 beyond). While the database is down
+//! (`db_health`), every `/v1/…` route answers 503 `database_unavailable` with `Retry-After` at once.
 
 use std::future::Future;
 use std::sync::Arc;

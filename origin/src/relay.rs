@@ -7,7 +7,9 @@
 //!   is spoken (and stored) on the call's first setup, unless the custom parameter
 //!   `greeting=carrier` says the carrier already spoke it (TwiML `welcomeGreeting`).
 //! - A final `prompt` starts a turn; its reply streams as `text` pieces with `last: false`, and
-//!   an empty `text` with `last: true` closes the turn once it is durable.
+//!   an empty `text` with `last: true` closes the turn once it is journaled (`crate::journal`):
+//!   written, while the database is up; waiting in the call's journal, to be written in order
+//!   once it is back, while it is away — the call goes on either way.
 //! - `interrupt` cancels the model stream at once and stores what the caller heard; after the
 //!   reply already ended it corrects the stored reply to what was heard.
 //! - `dtmf` is stored as a turn and reaches the model with the next prompt.

@@ -161,6 +161,12 @@ pub trait Store: Send + Sync {
     /// Cheap round trip, for `/ready`.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// The background probe's round trip (`crate::db_health`): whether the database is up,
+    /// whatever the pool's load. The default is [`Store::ping`].
+    async fn probe(&self) -> Result<(), StoreError> {
+        self.ping().await
+    }
+
     /// Creates or replaces an agent; returns it and whether it was created.
     async fn put_agent(
         &self,

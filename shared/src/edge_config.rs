@@ -239,6 +239,29 @@ mod tests {
         assert!(config.cors.origins.is_empty());
         assert_eq!(config.session_limits, SessionLimits::default());
         assert_eq!(config.public_base_url, None);
+        assert_eq!(
+            config.failover_budget_ms,
+            crate::failover::DEFAULT_BUDGET_MS
+        );
+    }
+
+    #[test]
+    fn the_failover_deadline_is_read_within_its_range() {
+        let with = |value: &str| {
+            parse(&[
+                (ORIGIN_URL, "http://o"),
+                (EDGE_SIGNING_SECRET, SECRET),
+                (ORIGIN_FAILOVER_DEADLINE_MS, value),
+            ])
+        };
+        assert_eq!(with("800").expect("valid").failover_budget_ms, 800);
+        for bad in ["0", "99", "60001", "soon"] {
+            let error = with(bad).expect_err(bad);
+            assert!(
+                error.to_string().contains(ORIGIN_FAILOVER_DEADLINE_MS),
+                "{bad}: {error}"
+            );
+        }
     }
 
     #[test]

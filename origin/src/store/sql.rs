@@ -24,7 +24,7 @@ use shared::turn::{Turn, TurnRole};
 use shared::usage::{DayRange, UsageDay, day_of};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{AnyPool, Executor, Row, SqlSafeStr};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row, SqlSafeStr};
 
 use super::{AnswerOutcome, EndOutcome, NewTurn, SigningSecret, Store, StoreError};
 use crate::config::{Backend, DatabaseConfig};
@@ -101,6 +101,11 @@ pub struct SqlStore {
     backend: Backend,
     schema: Option<String>,
     migrated: Arc<AtomicBool>,
+    /// How to open the probe's own connection.
+    options: AnyConnectOptions,
+    /// The background probe's connection, apart from the pool: a pool busy with slow queries
+    /// must not read as a database that is down.
+    probe_connection: Arc<tokio::sync::Mutex<Option<AnyConnection>>>,
 }
 
 const AGENT_COLUMNS: &str = "id, tenant_id, name, system_prompt, greeting, model, fallback_models, \
@@ -198,12 +203,14 @@ impl SqlStore {
                     Ok(())
                 })
             })
-            .connect_lazy_with(options);
+            .connect_lazy_with(options.clone());
         Ok(Self {
             pool,
             backend,
             schema: store_schema,
             migrated: Arc::new(AtomicBool::new(false)),
+            options,
+            probe_connection: Arc::default(),
         })
     }
 
@@ -691,6 +698,25 @@ impl Store for SqlStore {
             .fetch_one(pool)
             .await
             .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn probe(&self) -> Result<(), StoreError> {
+        self.ready()?;
+        let mut slot = self.probe_connection.lock().await;
+        let connection = match slot.as_mut() {
+            Some(connection) => connection,
+            None => slot.insert(
+                AnyConnection::connect_with(&self.options)
+                    .await
+                    .map_err(classify)?,
+            ),
+        };
+        if let Err(error) = sqlx::query("SELECT 1").fetch_one(&mut *connection).await {
+            // Dead with the database: the next probe opens a new one.
+            *slot = None;
+            return Err(classify(error));
+        }
         Ok(())
     }
 
