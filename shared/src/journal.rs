@@ -39,8 +39,10 @@ pub struct Entry<T> {
     pub seq: u64,
     /// When it was journaled (Unix ms).
     pub at_ms: u64,
-    /// Failed writes so far.
+    /// Failed writes of this entry so far.
     pub failures: u32,
+    /// It waited for the database: a write failed while it was journaled.
+    pub late: bool,
     /// What to write.
     pub item: T,
 }
@@ -71,7 +73,7 @@ pub enum Bound {
 pub struct Written<T> {
     /// The entry.
     pub entry: Entry<T>,
-    /// It waited for the database (at least one write failed first).
+    /// It waited for the database (a write failed while it was journaled).
     pub late: bool,
     /// How long it waited in the journal, in ms.
     pub waited_ms: u64,
@@ -111,6 +113,8 @@ pub struct JournalReport {
 pub struct Journal<T> {
     entries: VecDeque<Entry<T>>,
     next_seq: u64,
+    /// A write failed and none succeeded since: what is journaled now waits.
+    blocked: bool,
 }
 
 impl<T> Default for Journal<T> {
@@ -118,6 +122,7 @@ impl<T> Default for Journal<T> {
         Self {
             entries: VecDeque::new(),
             next_seq: 0,
+            blocked: false,
         }
     }
 }
@@ -144,6 +149,7 @@ impl<T> Journal<T> {
             seq,
             at_ms: now_ms,
             failures: 0,
+            late: self.blocked,
             item,
         });
         Admission::Queued { seq }
@@ -154,10 +160,15 @@ impl<T> Journal<T> {
         self.entries.front()
     }
 
-    /// The entry at `seq` could not be written; it stays first.
+    /// The entry at `seq` could not be written; it stays first, and every entry waiting (and
+    /// every one journaled until a write succeeds) will be written late.
     pub fn failed(&mut self, seq: u64) {
         if let Some(entry) = self.entries.front_mut().filter(|e| e.seq == seq) {
             entry.failures = entry.failures.saturating_add(1);
+            self.blocked = true;
+            for entry in &mut self.entries {
+                entry.late = true;
+            }
         }
     }
 
@@ -168,8 +179,9 @@ impl<T> Journal<T> {
             return None;
         }
         let entry = self.entries.pop_front()?;
+        self.blocked = false;
         Some(Written {
-            late: entry.failures > 0,
+            late: entry.late,
             waited_ms: now_ms.saturating_sub(entry.at_ms),
             entry,
         })
@@ -225,16 +237,34 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_that_waited_for_the_database_is_written_late() {
+    fn entries_that_waited_for_the_database_are_written_late() {
+        let limits = JournalLimits {
+            per_call: 10,
+            total: 10,
+        };
         let mut journal = Journal::default();
-        journal.push("hi", 100, 0, LIMITS);
-        journal.failed(0);
+        journal.push("hi", 100, 0, limits);
+        journal.push("behind", 150, 0, limits);
         journal.failed(7); // not the front: ignored
+        assert_eq!(journal.front().map(|e| e.failures), Some(0));
+        journal.failed(0);
         assert_eq!(journal.front().map(|e| e.failures), Some(1));
+        // Journaled while the database is away: late too.
+        journal.push("during", 1_000, 0, limits);
         assert_eq!(journal.oldest_age_ms(2_100), 2_000);
         let written = journal.written(0, 2_100).expect("front");
         assert!(written.late);
         assert_eq!(written.waited_ms, 2_000);
+        // The database is back: what is journaled now is written on time.
+        journal.push("after", 2_200, 0, limits);
+        let late: Vec<(&str, bool)> = std::iter::from_fn(|| {
+            let seq = journal.front()?.seq;
+            journal
+                .written(seq, 2_300)
+                .map(|written| (written.entry.item, written.late))
+        })
+        .collect();
+        assert_eq!(late, [("behind", true), ("during", true), ("after", false)]);
         assert_eq!(journal.oldest_age_ms(3_000), 0);
     }
 

@@ -25,7 +25,7 @@ import {
   wsClient,
 } from "./harness.mjs";
 
-const ACCOUNT = "AC" + "outage".padEnd(32, "0");
+const ACCOUNT = "AC" + "0a7a6e".padEnd(32, "0");
 const TWILIO_TOKEN = "e2e-outage-twilio-auth-token";
 const HS256_SECRET = "e2e-outage-hs256-secret-0123456789abcdef";
 const ISSUER = "https://issuer.outage.e2e";
@@ -116,7 +116,11 @@ before(async () => {
       },
     },
     secrets: {
-      "auth-validator": { JWT_HS256_SECRET: HS256_SECRET, [`TWILIO_AUTH_TOKEN_${ACCOUNT}`]: TWILIO_TOKEN },
+      "auth-validator": {
+        JWT_HS256_SECRET: HS256_SECRET,
+        SESSION_TOKEN_SECRET: "e2e-outage-session-token-secret-0123456789",
+        [`TWILIO_AUTH_TOKEN_${ACCOUNT}`]: TWILIO_TOKEN,
+      },
     },
   });
   const limiterEnv = await edge.worker("rate-limiter").getEnv();
@@ -196,7 +200,7 @@ async function talkCycle(socket) {
 }
 
 describe("a database outage", () => {
-  test("a live phone call goes on, every turn is kept in order and once; new work is refused fast with Retry-After", async () => {
+  test("a live phone call goes on, every turn is kept in order and once; new work is refused fast with Retry-After", async (t) => {
     const sid = callSid();
     const twiml = await (await incoming(sid)).text();
     assert.ok(twiml.includes("<ConversationRelay"), twiml);
@@ -237,6 +241,7 @@ describe("a database outage", () => {
     assert.equal(sorry.status, 200);
     assert.ok(sorryTwiml.includes("<Say") && sorryTwiml.includes("<Hangup/>") && !sorryTwiml.includes("<ConversationRelay"), sorryTwiml);
     assert.ok(sorryIn < 2_000, `a carrier's webhook got its TwiML in ${sorryIn} ms`);
+    t.diagnostic(`during the outage: a new API call refused in ${refusedIn} ms, a carrier's webhook answered in ${sorryIn} ms`);
 
     const during = await ready();
     assert.equal(during.body.bindings.DATABASE.ok, false);
