@@ -288,15 +288,7 @@ pub async fn run(
     };
     let user_seq = match user_write.await {
         Ok(Ok(seqs)) => seqs.first().copied().unwrap_or(0),
-        Ok(Err(error)) => {
-            state.metrics.db_error(&error);
-            state
-                .metrics
-                .turns
-                .get_or_create(&label("outcome", "not_durable"))
-                .inc();
-            return Err(TurnError::Store(error));
-        }
+        Ok(Err(error)) => return Err(not_durable(state, error)),
         Err(join) => {
             return Err(TurnError::Store(StoreError::Unavailable(format!(
                 "the write task failed: {join}"
@@ -807,15 +799,7 @@ async fn finish(
                 .await
             {
                 Ok(seqs) => seqs.first().copied().map(|seq| (seq, reply)),
-                Err(error) => {
-                    state.metrics.db_error(&error);
-                    state
-                        .metrics
-                        .turns
-                        .get_or_create(&label("outcome", "not_durable"))
-                        .inc();
-                    return Err(TurnError::Store(error));
-                }
+                Err(error) => return Err(not_durable(state, error)),
             }
         }
     } else {
@@ -891,6 +875,17 @@ async fn finish(
         languages: generation.languages,
         reply_entry,
     })
+}
+
+/// Counts a turn that could not be made durable, and says why.
+fn not_durable(state: &AppState, error: StoreError) -> TurnError {
+    state.metrics.db_error(&error);
+    state
+        .metrics
+        .turns
+        .get_or_create(&label("outcome", "not_durable"))
+        .inc();
+    TurnError::Store(error)
 }
 
 /// The event a stored reply announces.

@@ -9,7 +9,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { createHmac, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -17,6 +17,7 @@ import {
   closedPortUrl,
   edgeHeaders,
   geoRegions,
+  hs256Jwt,
   json,
   startEmulator,
   startOrigin,
@@ -36,15 +37,7 @@ const MODEL = "e2e-outage";
 const NEW_YORK = JSON.stringify({ country: "US", regionCode: "NY", continent: "NA", latitude: "40.71", longitude: "-74.01", colo: "EWR" });
 const REPLY = "We open at nine. We close at five. Parking is free on weekends. Ask me anything else.";
 
-const b64url = (data) => Buffer.from(data).toString("base64url");
-function jwt(claims) {
-  const now = Math.floor(Date.now() / 1000);
-  const header = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
-  const body = b64url(JSON.stringify({ iss: ISSUER, aud: AUDIENCE, iat: now, exp: now + 600, ...claims }));
-  const signature = createHmac("sha256", HS256_SECRET).update(`${header}.${body}`).digest("base64url");
-  return `${header}.${body}.${signature}`;
-}
-const ADMIN = jwt({ sub: "admin", tenant_id: TENANT, scope: "calls:read calls:write agents:admin" });
+const ADMIN = hs256Jwt(HS256_SECRET, { iss: ISSUER, aud: AUDIENCE, sub: "admin", tenant_id: TENANT, scope: "calls:read calls:write agents:admin" });
 const callSid = () => "CA" + randomBytes(16).toString("hex");
 
 /** PostgreSQL's server binaries (Debian keeps them off PATH), as tests/stack/services.sh finds them. */
