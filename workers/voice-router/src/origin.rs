@@ -155,6 +155,8 @@ pub async fn send(
     );
     let mut attempts = Vec::new();
     let mut refused: Option<(Response, Target)> = None;
+    let mut failed: Vec<&Target> = Vec::new();
+    let mut answered: Option<(Response, Target)> = None;
     let mut step = failover.first();
     for (index, target) in targets.iter().enumerate() {
         let timeout_ms = match step {
@@ -187,7 +189,8 @@ pub async fn send(
             Some(Ok(response)) => {
                 let status = response.status_code();
                 if !means_origin_unavailable(status) {
-                    return Ok((response, target.clone()));
+                    answered = Some((response, target.clone()));
+                    break;
                 }
                 attempts.push(format!("{}: answered {status}", target.region));
                 refused = Some((response, target.clone()));
@@ -205,9 +208,20 @@ pub async fn send(
                 ForwardFailure::Connect
             }
         };
-        report(env, signer, target, forward).await;
+        failed.push(target);
         let regions_left = targets.len() - index - 1;
         step = failover.after_failure(failure, forward.may_retry, regions_left, now_ms());
+    }
+    // Reported together once the failover is over: a report is a round trip to geo-router, and
+    // one per region, in turn, would spend the request's deadline on bookkeeping.
+    futures::future::join_all(
+        failed
+            .iter()
+            .map(|target| report(env, signer, target, forward)),
+    )
+    .await;
+    if let Some(answer) = answered {
+        return Ok(answer);
     }
     match refused {
         Some(answer) => {
