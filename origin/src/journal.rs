@@ -14,7 +14,8 @@
 //! logged with its content hash (never its text), counted in `origin_journal_dropped_total`, and
 //! the call's relay gets an `error` note `journal_full` (for the edge's log); the call itself
 //! goes on. An entry the database refuses for good (the call no longer exists) is dropped the
-//! same way. An origin that stops while entries wait loses them (each is logged with its hash).
+//! same way. The journal lives in process: an origin that stops while entries wait loses them
+//! (`/ready`'s `journal.depth` says how many wait; keeping them in Redis is not built yet).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
