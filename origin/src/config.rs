@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use shared::config::ConfigIssue;
+use shared::journal::JournalLimits;
 use shared::outbound_url::OutboundPolicy;
 use shared::signing::MIN_SECRET_LEN;
 
@@ -33,6 +34,18 @@ pub const DATABASE_STATEMENT_TIMEOUT_MS: &str = "DATABASE_STATEMENT_TIMEOUT_MS";
 pub const DATABASE_ACQUIRE_TIMEOUT_MS: &str = "DATABASE_ACQUIRE_TIMEOUT_MS";
 /// Env var: PostgreSQL schema holding the tables (created when missing); default `public`.
 pub const DATABASE_SCHEMA: &str = "DATABASE_SCHEMA";
+/// Env var: how often the background probe asks the database whether it is up.
+pub const DATABASE_PROBE_INTERVAL_MS: &str = "DATABASE_PROBE_INTERVAL_MS";
+/// Env var: how long the probe waits for the database's answer before calling it down (a slow
+/// answer within it is still up).
+pub const DATABASE_PROBE_TIMEOUT_MS: &str = "DATABASE_PROBE_TIMEOUT_MS";
+/// Env var: most turns one live call's write-behind journal holds (`shared::journal`).
+pub const JOURNAL_MAX_PER_CALL: &str = "JOURNAL_MAX_PER_CALL";
+/// Env var: most turns every journal of the process holds together.
+pub const JOURNAL_MAX_TOTAL: &str = "JOURNAL_MAX_TOTAL";
+/// Env var: how long a relay turn waits for its journal entry to be written before its reply
+/// is closed anyway (the entry stays journaled).
+pub const JOURNAL_WRITE_WAIT_MS: &str = "JOURNAL_WRITE_WAIT_MS";
 /// Env var (secret in production): `redis://…` or `rediss://…`; absent = in-process fan-out.
 pub const REDIS_URL: &str = "REDIS_URL";
 /// Env var: prefix of every Redis key and channel.
@@ -94,6 +107,10 @@ pub struct Config {
     pub outbound_policy: OutboundPolicy,
     /// How often the webhooks' outbox is polled.
     pub webhook_poll: Duration,
+    /// Bounds of the live calls' write-behind journals (`crate::journal`).
+    pub journal: JournalLimits,
+    /// How long a relay turn waits for its journal entry to be written.
+    pub journal_write_wait: Duration,
 }
 
 // Secrets stay out of logs and panics.
@@ -109,6 +126,7 @@ impl fmt::Debug for Config {
             .field("region", &self.region)
             .field("bedrock", &self.bedrock)
             .field("outbound_policy", &self.outbound_policy)
+            .field("journal", &self.journal)
             .finish_non_exhaustive()
     }
 }
@@ -135,6 +153,10 @@ pub struct DatabaseConfig {
     pub acquire_timeout: Duration,
     /// PostgreSQL schema (`search_path`).
     pub schema: Option<String>,
+    /// How often the background probe runs (`crate::db_health`).
+    pub probe_interval: Duration,
+    /// How long the probe waits before calling the database down.
+    pub probe_timeout: Duration,
 }
 
 /// The database kind.
@@ -301,8 +323,27 @@ impl Config {
             .unwrap_or(OutboundPolicy::PublicOnly);
         let webhook_poll = reader.millis(WEBHOOK_POLL_MS, 10..=60_000, 1_000);
 
+        let journal_defaults = JournalLimits::default();
+        let journal = JournalLimits {
+            per_call: usize::try_from(reader.number(
+                JOURNAL_MAX_PER_CALL,
+                1..=1_000_000,
+                journal_defaults.per_call as u64,
+            ))
+            .unwrap_or(journal_defaults.per_call),
+            total: usize::try_from(reader.number(
+                JOURNAL_MAX_TOTAL,
+                1..=100_000_000,
+                journal_defaults.total as u64,
+            ))
+            .unwrap_or(journal_defaults.total),
+        };
+        let journal_write_wait = reader.millis(JOURNAL_WRITE_WAIT_MS, 0..=60_000, 1_000);
+
         reader.finish()?;
         Ok(Self {
+            journal,
+            journal_write_wait,
             listen_addr,
             log_format,
             log_filter,
@@ -369,6 +410,8 @@ fn database_config(reader: &mut Reader<'_>) -> DatabaseConfig {
         statement_timeout: reader.millis(DATABASE_STATEMENT_TIMEOUT_MS, 10..=600_000, 3_000),
         acquire_timeout: reader.millis(DATABASE_ACQUIRE_TIMEOUT_MS, 10..=60_000, 1_000),
         schema,
+        probe_interval: reader.millis(DATABASE_PROBE_INTERVAL_MS, 50..=60_000, 250),
+        probe_timeout: reader.millis(DATABASE_PROBE_TIMEOUT_MS, 50..=60_000, 2_000),
     }
 }
 

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use shared::error_body::ErrorBody;
+use shared::error_body::{ErrorBody, ErrorCode};
 
 use crate::request_id::RequestId;
 use crate::store::StoreError;
@@ -61,6 +61,10 @@ pub enum AppError {
     /// A dependency is away; retry shortly.
     #[error("the {0} is unavailable; retry shortly")]
     Unavailable(&'static str),
+    /// The database is down (or did not answer): nothing that needs it is done; retry after
+    /// `Retry-After`.
+    #[error("the database is unavailable; retry after the time in Retry-After")]
+    DatabaseUnavailable,
     /// A bug or inconsistent data; the cause is in the log.
     #[error("internal error")]
     Internal,
@@ -91,7 +95,7 @@ impl AppError {
             Self::BadRequest { .. } | Self::InvalidField { .. } => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Conflict { .. } => StatusCode::CONFLICT,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -107,6 +111,7 @@ impl AppError {
             | Self::Conflict { code, .. } => code,
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::Unavailable(_) => "unavailable",
+            Self::DatabaseUnavailable => ErrorCode::DatabaseUnavailable.as_str(),
             Self::Internal => "internal",
         }
     }
@@ -146,7 +151,7 @@ impl From<StoreError> for AppError {
         match error {
             StoreError::Unavailable(cause) => {
                 tracing::warn!(%cause, "database unavailable");
-                Self::Unavailable("database")
+                Self::DatabaseUnavailable
             }
             StoreError::CallExists => {
                 Self::conflict("call_exists", "a call with this id already exists")

@@ -15,7 +15,7 @@
 //! | route | request | answer |
 //! | --- | --- | --- |
 //! | `GET /health` | — | 200 `HealthReport` (liveness, no signature) |
-//! | `GET /ready` | — | 200/503 `HealthReport`: `DATABASE`, `REDIS` (when configured; its failure degrades, not fails), `BEDROCK` |
+//! | `GET /ready` | — | 200/503 `HealthReport`: `DATABASE` (as the background probe found it, `db_health`), `REDIS` (when configured; its failure degrades, not fails), `BEDROCK`, and `journal` (the live calls' write-behind journals: depth, oldest age, written late, dropped) |
 //! | `GET /metrics` | — | 200 Prometheus text |
 //! | `PUT /v1/agents/{id}` | `AgentSpec` | 201 (created) / 200 `Agent`; 400, 409 `phone_number_taken` |
 //! | `GET /v1/agents/{id}` | — | 200 `Agent`; 404 |
@@ -42,7 +42,8 @@
 //! | `GET /v1/webhooks/{id}/deliveries?limit=` | — | 200 `DeliveryList`, newest first (limit 1–100, default 50); 404 |
 //! | `POST /v1/webhooks/{id}/deliveries/{event_id}/retry` | — | 202 `Delivery` due now; 404; 409 `endpoint_disabled` |
 //!
-//! All request bodies are limited to 512 KiB (413 beyond).
+//! All request bodies are limited to 512 KiB (413 beyond). While the database is down
+//! (`db_health`), every `/v1/…` route answers 503 `database_unavailable` with `Retry-After` at once.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -56,10 +57,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub mod config;
+pub mod db_health;
 pub mod edge_auth;
 pub mod error;
 pub mod fanout;
 pub mod healthcheck;
+pub mod journal;
 pub mod llm;
 pub mod metrics;
 pub mod outbound;
@@ -74,7 +77,9 @@ pub mod webhooks;
 
 pub use config::Config;
 
+use crate::db_health::DbHealth;
 use crate::fanout::Fanout;
+use crate::journal::Journals;
 use crate::llm::LlmClient;
 use crate::metrics::Metrics;
 use crate::outbound::{OutboundClient, Resolve, SystemResolver};
@@ -116,6 +121,10 @@ pub struct AppState {
     pub secrets: Arc<SecretCache>,
     /// The webhooks' delivery task's doorbell.
     pub webhooks: Arc<webhooks::Doorbell>,
+    /// Whether the database is up, as the background probe last found it.
+    pub db_health: Arc<DbHealth>,
+    /// The live calls' write-behind journals.
+    pub journals: Arc<Journals>,
 }
 
 impl AppState {
@@ -128,6 +137,7 @@ impl AppState {
         metrics: Arc<Metrics>,
     ) -> Self {
         let outbound = OutboundClient::new(config.outbound_policy, Arc::new(SystemResolver));
+        let journals = Journals::new(config.journal, &metrics);
         Self {
             config: Arc::new(config),
             store,
@@ -139,6 +149,8 @@ impl AppState {
             outbound: Arc::new(outbound),
             secrets: Arc::new(SecretCache::default()),
             webhooks: Arc::new(webhooks::Doorbell::default()),
+            db_health: Arc::new(DbHealth::default()),
+            journals: Arc::new(journals),
         }
     }
 
@@ -247,6 +259,10 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            routes::require_database,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             edge_auth::require_signature,
         ))
         .layer(axum::middleware::from_fn_with_state(
@@ -267,6 +283,14 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let grace = state.config.shutdown_grace;
     let stopping = state.shutdown.clone();
+    let database = &state.config.database;
+    tokio::spawn(db_health::probe(
+        Arc::clone(&state.store),
+        Arc::clone(&state.db_health),
+        database.probe_interval,
+        database.probe_timeout,
+        stopping.clone(),
+    ));
     let (fired, on_fired) = tokio::sync::oneshot::channel::<()>();
     use axum::serve::ListenerExt;
     // A reply leaves as a stream of small relay frames: each goes out as it is written, never

@@ -57,6 +57,16 @@ pub struct Metrics {
     /// `origin_webhook_pending`: deliveries waiting in the outbox (every replica reads the same
     /// table; read at most every few seconds).
     pub webhook_pending: Gauge,
+    /// `origin_database_up`: 1 while the background probe finds the database up.
+    pub database_up: Gauge,
+    /// `origin_journal_depth`: live calls' turns waiting for the database (`crate::journal`).
+    pub journal_depth: Gauge,
+    /// `origin_journal_oldest_age_ms`: how long the oldest of them has waited.
+    pub journal_oldest_age_ms: Gauge,
+    /// `origin_journal_written_late_total`: journaled turns written after waiting.
+    pub journal_written_late: Counter,
+    /// `origin_journal_dropped_total`: turns that could not be kept.
+    pub journal_dropped: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -191,7 +201,42 @@ impl Metrics {
             "Webhook deliveries waiting in the outbox",
             webhook_pending.clone(),
         );
+        let database_up = Gauge::default();
+        registry.register(
+            "database_up",
+            "1 while the background probe finds the database up",
+            database_up.clone(),
+        );
+        let journal_depth = Gauge::default();
+        registry.register(
+            "journal_depth",
+            "Live calls' turns waiting for the database",
+            journal_depth.clone(),
+        );
+        let journal_oldest_age_ms = Gauge::default();
+        registry.register(
+            "journal_oldest_age_ms",
+            "Age of the oldest journaled turn waiting for the database, in ms",
+            journal_oldest_age_ms.clone(),
+        );
+        let journal_written_late = Counter::default();
+        registry.register(
+            "journal_written_late",
+            "Journaled turns written after waiting for the database",
+            journal_written_late.clone(),
+        );
+        let journal_dropped = Counter::default();
+        registry.register(
+            "journal_dropped",
+            "Turns of live calls that could not be kept",
+            journal_dropped.clone(),
+        );
         Self {
+            database_up,
+            journal_depth,
+            journal_oldest_age_ms,
+            journal_written_late,
+            journal_dropped,
             registry,
             requests,
             ttft,

@@ -35,11 +35,22 @@ pub async fn health() -> Json<HealthReport> {
 /// in the report but keeps 200.
 pub async fn ready(State(state): State<AppState>) -> Response {
     let started = std::time::Instant::now();
-    let (database, redis, bedrock) = tokio::join!(
-        state.store.ping(),
-        state.fanout.redis_health(),
-        state.llm.readiness()
-    );
+    // While the probe finds the database down, `/ready` says so at once rather than waiting
+    // out the pool's acquire timeout.
+    let database = async {
+        if state.db_health.is_up() {
+            state.store.ping().await
+        } else {
+            Err(StoreError::Unavailable(
+                state
+                    .db_health
+                    .last_error()
+                    .unwrap_or_else(|| "the database is down".into()),
+            ))
+        }
+    };
+    let (database, redis, bedrock) =
+        tokio::join!(database, state.fanout.redis_health(), state.llm.readiness());
     let elapsed = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
     let database_ok = database.is_ok();
     let mut checks = vec![(
@@ -69,7 +80,8 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     };
     bedrock_health.version = Some(bedrock.detail);
     checks.push(("BEDROCK".to_owned(), bedrock_health));
-    let report = HealthReport::from_checks(SERVICE, VERSION, checks);
+    let mut report = HealthReport::from_checks(SERVICE, VERSION, checks);
+    report.journal = Some(state.journals.report(state.now_ms()));
     let status = if database_ok && bedrock_ok {
         StatusCode::OK
     } else {
@@ -78,8 +90,36 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     (status, Json(report)).into_response()
 }
 
+/// Refuses a `/v1/…` request at once while the database is down (`crate::db_health`): `503
+/// database_unavailable` with `Retry-After`, instead of waiting out the pool's acquire timeout.
+pub async fn require_database(
+    State(state): State<AppState>,
+    request_id: RequestId,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.uri().path().starts_with("/v1/") && !state.db_health.is_up() {
+        state
+            .metrics
+            .db_errors
+            .get_or_create(&crate::metrics::label("kind", "refused_while_down"))
+            .inc();
+        return AppError::DatabaseUnavailable.into_response_for(&request_id);
+    }
+    next.run(request).await
+}
+
 /// Prometheus text exposition.
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    let journal = state.journals.report(state.now_ms());
+    let metrics = &state.metrics;
+    metrics
+        .journal_depth
+        .set(i64::try_from(journal.depth).unwrap_or(i64::MAX));
+    metrics
+        .journal_oldest_age_ms
+        .set(i64::try_from(journal.oldest_age_ms).unwrap_or(i64::MAX));
+    metrics.database_up.set(i64::from(state.db_health.is_up()));
     (
         [(
             header::CONTENT_TYPE,

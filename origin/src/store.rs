@@ -162,6 +162,12 @@ pub trait Store: Send + Sync {
     /// Cheap round trip, for `/ready`.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// The background probe's round trip (`crate::db_health`): whether the database is up,
+    /// whatever the pool's load. The default is [`Store::ping`].
+    async fn probe(&self) -> Result<(), StoreError> {
+        self.ping().await
+    }
+
     /// Creates or replaces an agent; returns it and whether it was created.
     async fn put_agent(
         &self,
@@ -238,6 +244,26 @@ pub trait Store: Send + Sync {
         call_id: &str,
         turns: &[NewTurn],
     ) -> Result<Vec<u32>, StoreError>;
+    /// Appends one turn of a call's write-behind journal (`crate::journal`), keyed by `key`
+    /// (unique per call): written once however often it is asked, and to an ended call too (it
+    /// was said while the call lived). Returns its `seq`. Fails with `CallNotFound`.
+    ///
+    /// The default appends without the key: for fakes in tests, which never lose an answer.
+    async fn append_journaled(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        key: &str,
+        turn: &NewTurn,
+    ) -> Result<u32, StoreError> {
+        let _ = key;
+        let seqs = self
+            .append_turns(tenant, call_id, std::slice::from_ref(turn))
+            .await?;
+        seqs.first()
+            .copied()
+            .ok_or_else(|| StoreError::Corrupt("no seq for an appended turn".into()))
+    }
     /// Stores what the carrier's `setup` said about the caller (caller name, forwarded-from,
     /// call type); absent details leave stored ones alone. False when there is no such call.
     async fn record_caller(

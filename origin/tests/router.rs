@@ -530,7 +530,7 @@ async fn with_the_database_down_new_calls_and_turns_fail_fast_with_503_then_reco
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "2");
     let body: Value = response.json().await.expect("json");
-    assert_eq!(body["error"]["code"], "unavailable");
+    assert_eq!(body["error"]["code"], "database_unavailable");
     let (status, _) = client.turn(&call, "hi").await;
     assert_eq!(status, 503);
     assert!(
@@ -550,6 +550,8 @@ async fn with_the_database_down_new_calls_and_turns_fail_fast_with_503_then_reco
     );
 
     down.store(false, Ordering::SeqCst);
+    // The background probe finds it back within its interval.
+    origin.until_ready().await;
     let (status, events) = client.turn(&call, "hi again").await;
     assert_eq!(status, 200);
     assert_eq!(events.last().map(|e| e.event.as_str()), Some("done"));

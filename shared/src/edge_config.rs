@@ -35,6 +35,9 @@ pub const CALL_IDLE_TIMEOUT_SECS: &str = "CALL_IDLE_TIMEOUT_SECS";
 pub const CALL_MAX_DURATION_SECS: &str = "CALL_MAX_DURATION_SECS";
 
 /// Longest call time limit accepted: a day.
+/// Total time a forwarded request may spend failing over to further regions, in ms
+/// (`crate::failover`).
+pub const ORIGIN_FAILOVER_DEADLINE_MS: &str = "ORIGIN_FAILOVER_DEADLINE_MS";
 const MAX_CALL_LIMIT_SECS: u64 = 24 * 3600;
 
 /// Everything voice-router reads from its environment.
@@ -55,6 +58,8 @@ pub struct EdgeConfig {
     /// Carrier accounts outbound calls are placed through (`TWILIO_ACCOUNTS`,
     /// `TELNYX_ACCOUNTS` with their credential secrets; `crate::carrier::account`).
     pub outbound: OutboundAccounts,
+    /// Total failover budget of one forwarded request, in ms (`ORIGIN_FAILOVER_DEADLINE_MS`).
+    pub failover_budget_ms: u64,
 }
 
 impl std::fmt::Debug for EdgeConfig {
@@ -68,6 +73,7 @@ impl std::fmt::Debug for EdgeConfig {
             .field("session_limits", &self.session_limits)
             .field("signing_secret", &"<redacted>")
             .field("outbound_accounts", &self.outbound.len())
+            .field("failover_budget_ms", &self.failover_budget_ms)
             .finish()
     }
 }
@@ -159,6 +165,11 @@ impl EdgeConfig {
             .expose()
             .to_vec();
         let outbound = OutboundAccounts::read(&mut reader);
+        let failover_budget_ms = reader.number(
+            ORIGIN_FAILOVER_DEADLINE_MS,
+            100..=60_000,
+            crate::failover::DEFAULT_BUDGET_MS,
+        );
 
         reader.finish()?;
         Ok(Self {
@@ -181,6 +192,7 @@ impl EdgeConfig {
             },
             signing_secret,
             outbound,
+            failover_budget_ms,
         })
     }
 }
@@ -227,6 +239,29 @@ mod tests {
         assert!(config.cors.origins.is_empty());
         assert_eq!(config.session_limits, SessionLimits::default());
         assert_eq!(config.public_base_url, None);
+        assert_eq!(
+            config.failover_budget_ms,
+            crate::failover::DEFAULT_BUDGET_MS
+        );
+    }
+
+    #[test]
+    fn the_failover_deadline_is_read_within_its_range() {
+        let with = |value: &str| {
+            parse(&[
+                (ORIGIN_URL, "http://o"),
+                (EDGE_SIGNING_SECRET, SECRET),
+                (ORIGIN_FAILOVER_DEADLINE_MS, value),
+            ])
+        };
+        assert_eq!(with("800").expect("valid").failover_budget_ms, 800);
+        for bad in ["0", "99", "60001", "soon"] {
+            let error = with(bad).expect_err(bad);
+            assert!(
+                error.to_string().contains(ORIGIN_FAILOVER_DEADLINE_MS),
+                "{bad}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -337,6 +337,8 @@ pub async fn turn(
                 reply_lang: None,
                 // An API client's turn has no carrier session: built-ins are not offered.
                 carrier: None,
+                // `done` says the turn is durable: written directly, never behind.
+                journal: None,
             },
             &sink,
             &stop,

@@ -25,7 +25,7 @@ use shared::usage::{DayRange, UsageDay, day_of};
 use shared::webhook::{self, Delivery, Endpoint, EndpointConfig, EventType};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{AnyPool, Executor, Row, SqlSafeStr};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row, SqlSafeStr};
 
 use super::{
     AnswerOutcome, Attempt, ClaimedDelivery, EndOutcome, NewTurn, Recorded, SigningSecret, Store,
@@ -64,6 +64,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         "outbound calls",
         include_str!("../../migrations/postgres/0006_outbound_calls.sql"),
     ),
+    (
+        7,
+        "turn journal",
+        include_str!("../../migrations/postgres/0007_turn_journal.sql"),
+    ),
 ];
 const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -96,6 +101,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "outbound calls",
         include_str!("../../migrations/sqlite/0006_outbound_calls.sql"),
     ),
+    (
+        7,
+        "turn journal",
+        include_str!("../../migrations/sqlite/0007_turn_journal.sql"),
+    ),
 ];
 
 mod webhooks;
@@ -107,6 +117,11 @@ pub struct SqlStore {
     backend: Backend,
     schema: Option<String>,
     migrated: Arc<AtomicBool>,
+    /// How to open the probe's own connection.
+    options: AnyConnectOptions,
+    /// The background probe's connection, apart from the pool: a pool busy with slow queries
+    /// must not read as a database that is down.
+    probe_connection: Arc<tokio::sync::Mutex<Option<AnyConnection>>>,
 }
 
 const AGENT_COLUMNS: &str = "id, tenant_id, name, system_prompt, greeting, model, fallback_models, \
@@ -204,12 +219,14 @@ impl SqlStore {
                     Ok(())
                 })
             })
-            .connect_lazy_with(options);
+            .connect_lazy_with(options.clone());
         Ok(Self {
             pool,
             backend,
             schema: store_schema,
             migrated: Arc::new(AtomicBool::new(false)),
+            options,
+            probe_connection: Arc::default(),
         })
     }
 
@@ -269,6 +286,75 @@ impl SqlStore {
 }
 
 /// Maps a driver error: connection trouble is `Unavailable`, the rest is a bug.
+/// Inserts one turn at `seq` (reserved by the caller) and counts it in the day's usage.
+async fn insert_turn(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tenant: &str,
+    call_id: &str,
+    seq: i64,
+    turn: &NewTurn,
+    journal_key: Option<&str>,
+) -> Result<(), StoreError> {
+    let tool_calls = if turn.tool_calls.is_empty() {
+        None
+    } else {
+        Some(
+            serde_json::to_string(&turn.tool_calls)
+                .map_err(|error| StoreError::Corrupt(format!("turn tool_calls: {error}")))?,
+        )
+    };
+    sqlx::query(
+        "INSERT INTO turns (tenant_id, call_id, seq, role, text, interrupted, model, \
+         input_tokens, output_tokens, ttft_ms, duration_ms, created_at_ms, lang, \
+         stop_reason, failure_reason, tool_calls, journal_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+    )
+    .bind(tenant)
+    .bind(call_id)
+    .bind(seq)
+    .bind(turn.role.as_str())
+    .bind(turn.text.as_str())
+    .bind(turn.interrupted)
+    .bind(turn.model.as_deref())
+    .bind(opt_int(turn.input_tokens))
+    .bind(opt_int(turn.output_tokens))
+    .bind(opt_int(turn.ttft_ms))
+    .bind(opt_int(turn.duration_ms))
+    .bind(int(turn.created_at_ms))
+    .bind(turn.lang.as_deref())
+    .bind(turn.stop_reason.as_deref())
+    .bind(turn.failure_reason.as_deref())
+    .bind(tool_calls)
+    .bind(journal_key)
+    .execute(&mut **tx)
+    .await
+    .map_err(classify)?;
+    // A model's reply counts; a greeting (no model) does not. Tool calls count whenever
+    // they were made (a reply cut short still called them).
+    let counted = turn.role == TurnRole::Assistant && turn.model.is_some();
+    if counted || !turn.tool_calls.is_empty() {
+        sqlx::query(
+            "INSERT INTO usage_daily (tenant_id, day, turns, input_tokens, output_tokens, \
+             tool_calls) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (tenant_id, day) DO UPDATE SET \
+             turns = usage_daily.turns + excluded.turns, \
+             input_tokens = usage_daily.input_tokens + excluded.input_tokens, \
+             output_tokens = usage_daily.output_tokens + excluded.output_tokens, \
+             tool_calls = usage_daily.tool_calls + excluded.tool_calls",
+        )
+        .bind(tenant)
+        .bind(day_of(turn.created_at_ms))
+        .bind(i64::from(counted))
+        .bind(i64::from(turn.input_tokens.unwrap_or(0)))
+        .bind(i64::from(turn.output_tokens.unwrap_or(0)))
+        .bind(i64::try_from(turn.tool_calls.len()).unwrap_or(i64::MAX))
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+    }
+    Ok(())
+}
+
 fn classify(error: sqlx::Error) -> StoreError {
     match &error {
         sqlx::Error::Io(_)
@@ -628,6 +714,25 @@ impl Store for SqlStore {
             .fetch_one(pool)
             .await
             .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn probe(&self) -> Result<(), StoreError> {
+        self.ready()?;
+        let mut slot = self.probe_connection.lock().await;
+        let connection = match slot.as_mut() {
+            Some(connection) => connection,
+            None => slot.insert(
+                AnyConnection::connect_with(&self.options)
+                    .await
+                    .map_err(classify)?,
+            ),
+        };
+        if let Err(error) = sqlx::query("SELECT 1").fetch_one(&mut *connection).await {
+            // Dead with the database: the next probe opens a new one.
+            *slot = None;
+            return Err(classify(error));
+        }
         Ok(())
     }
 
@@ -1049,62 +1154,7 @@ impl Store for SqlStore {
         let mut seqs = Vec::with_capacity(turns.len());
         for (offset, turn) in (0_i64..).zip(turns) {
             let seq = first + offset;
-            let tool_calls =
-                if turn.tool_calls.is_empty() {
-                    None
-                } else {
-                    Some(serde_json::to_string(&turn.tool_calls).map_err(|error| {
-                        StoreError::Corrupt(format!("turn tool_calls: {error}"))
-                    })?)
-                };
-            sqlx::query(
-                "INSERT INTO turns (tenant_id, call_id, seq, role, text, interrupted, model, \
-                 input_tokens, output_tokens, ttft_ms, duration_ms, created_at_ms, lang, \
-                 stop_reason, failure_reason, tool_calls) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-            )
-            .bind(tenant)
-            .bind(call_id)
-            .bind(seq)
-            .bind(turn.role.as_str())
-            .bind(turn.text.as_str())
-            .bind(turn.interrupted)
-            .bind(turn.model.as_deref())
-            .bind(opt_int(turn.input_tokens))
-            .bind(opt_int(turn.output_tokens))
-            .bind(opt_int(turn.ttft_ms))
-            .bind(opt_int(turn.duration_ms))
-            .bind(int(turn.created_at_ms))
-            .bind(turn.lang.as_deref())
-            .bind(turn.stop_reason.as_deref())
-            .bind(turn.failure_reason.as_deref())
-            .bind(tool_calls)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-            // A model's reply counts; a greeting (no model) does not. Tool calls count whenever
-            // they were made (a reply cut short still called them).
-            let counted = turn.role == TurnRole::Assistant && turn.model.is_some();
-            if counted || !turn.tool_calls.is_empty() {
-                sqlx::query(
-                    "INSERT INTO usage_daily (tenant_id, day, turns, input_tokens, output_tokens, \
-                     tool_calls) VALUES ($1, $2, $3, $4, $5, $6) \
-                     ON CONFLICT (tenant_id, day) DO UPDATE SET \
-                     turns = usage_daily.turns + excluded.turns, \
-                     input_tokens = usage_daily.input_tokens + excluded.input_tokens, \
-                     output_tokens = usage_daily.output_tokens + excluded.output_tokens, \
-                     tool_calls = usage_daily.tool_calls + excluded.tool_calls",
-                )
-                .bind(tenant)
-                .bind(day_of(turn.created_at_ms))
-                .bind(i64::from(counted))
-                .bind(i64::from(turn.input_tokens.unwrap_or(0)))
-                .bind(i64::from(turn.output_tokens.unwrap_or(0)))
-                .bind(i64::try_from(turn.tool_calls.len()).unwrap_or(i64::MAX))
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-            }
+            insert_turn(&mut tx, tenant, call_id, seq, turn, None).await?;
             seqs.push(small(seq));
         }
         let stored: Vec<Turn> = turns
@@ -1120,6 +1170,56 @@ impl Store for SqlStore {
         webhooks::enqueue_replies(&mut tx, about, &stored).await?;
         tx.commit().await.map_err(classify)?;
         Ok(seqs)
+    }
+
+    async fn append_journaled(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        key: &str,
+        turn: &NewTurn,
+    ) -> Result<u32, StoreError> {
+        let pool = self.ready()?;
+        let mut tx = pool.begin().await.map_err(classify)?;
+        // Written before (its answer was lost): the same turn, nothing new.
+        let written = sqlx::query(
+            "SELECT seq FROM turns WHERE tenant_id = $1 AND call_id = $2 AND journal_key = $3",
+        )
+        .bind(tenant)
+        .bind(call_id)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+        if let Some(row) = written {
+            let seq: i64 = row.try_get(0).map_err(corrupt("turn"))?;
+            return Ok(small(seq));
+        }
+        // Said while the call lived: stored even if the call has ended since.
+        let reserved = sqlx::query(
+            "UPDATE calls SET turn_count = turn_count + 1 \
+             WHERE tenant_id = $1 AND id = $2 RETURNING turn_count, agent_id",
+        )
+        .bind(tenant)
+        .bind(call_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let Some(row) = reserved else {
+            return Err(StoreError::CallNotFound);
+        };
+        let seq: i64 = row.try_get("turn_count").map_err(corrupt("call"))?;
+        let agent_id: String = row.try_get("agent_id").map_err(corrupt("call"))?;
+        insert_turn(&mut tx, tenant, call_id, seq, turn, Some(key)).await?;
+        // A reply written late is announced like any other (`turn.completed`).
+        let about = webhooks::About {
+            tenant,
+            call_id,
+            agent_id: &agent_id,
+        };
+        webhooks::enqueue_replies(&mut tx, about, &[turn.stored(small(seq))]).await?;
+        tx.commit().await.map_err(classify)?;
+        Ok(small(seq))
     }
 
     async fn record_caller(

@@ -355,6 +355,23 @@ impl Origin {
         }
     }
 
+    /// Waits (at most 5 s) until `/ready` answers 200: the background database probe has found
+    /// the database up.
+    pub async fn until_ready(&self) {
+        let client = self.client("ops");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if client.send("GET", "/ready", None).await.status() == 200 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the origin did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Sets a model's behaviour in the emulator.
     pub fn script(&self, model: &str, script: ModelScript) {
         self.emulator.set_script(model, script);

@@ -134,6 +134,7 @@ impl Exchange<'_> {
             principal,
             country: self.client.country.as_deref(),
             request_id: self.request_id,
+            failover_budget_ms: self.config.failover_budget_ms,
         }
     }
 

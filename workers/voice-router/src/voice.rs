@@ -86,7 +86,7 @@ pub async fn incoming(
         Err(StartError::Busy { .. }) => {
             return answer(&carrier.say_and_hang_up(BUSY, language));
         }
-        Err(StartError::UnknownAgent | StartError::NotStarted) => {
+        Err(StartError::UnknownAgent | StartError::NotStarted | StartError::OriginRefused(_)) => {
             return answer(&carrier.say_and_hang_up(TROUBLE, language));
         }
     }
