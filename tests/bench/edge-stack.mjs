@@ -135,10 +135,11 @@ const config :Workerd.Config = (
 }
 
 /** Starts a workerd serving `sockets`; resolves once each answers HTTP. */
-export async function workerd(name, build, sockets) {
+export async function workerd(name, build, sockets, inspectorPort) {
   const probes = sockets.map(({ port }) => new Client(port, 1));
   const handle = await startWorkerd({
     name: `edge-bench-${name}`,
+    inspectorPort,
     write: (dir) => writeConfig(dir, build(dir), sockets),
     ready: async () => (await Promise.all(probes.map((p) => p.request("GET", "/__ready").then(() => true)))).every(Boolean),
   });

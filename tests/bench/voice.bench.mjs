@@ -15,6 +15,7 @@ import os from "node:os";
 import { edgeHeaders, relaySocket, startEmulator, startOrigin } from "../e2e/harness.mjs";
 import { CF, TENANT, WORKERS, externalService, jwt, rustWorker, workerd } from "./edge-stack.mjs";
 import { percentile, report } from "./report.mjs";
+import { PROFILING, printProfile, profileService } from "./profile.mjs";
 import { Client, cpuNs, freePort } from "./workerd.mjs";
 
 const TURNS = Number(process.env.VOICE_BENCH_TURNS ?? 400); // per path
@@ -89,10 +90,14 @@ try {
 
   progress("starting the four Workers in one workerd");
   const port = await freePort();
+  const inspectorPort = PROFILING ? await freePort() : undefined;
   const originPort = Number(new URL(origin.url).port);
-  edge = await workerd("voice", (dir) => [...WORKERS.flatMap((worker) => rustWorker(worker, dir, origin.url)), externalService("origin", originPort)], [
-    { name: "http", port, service: "voice-router" },
-  ]);
+  edge = await workerd(
+    "voice",
+    (dir) => [...WORKERS.flatMap((worker) => rustWorker(worker, dir, origin.url)), externalService("origin", originPort)],
+    [{ name: "http", port, service: "voice-router" }],
+    inspectorPort,
+  );
   const api = new Client(port, 1);
   clients.push(api);
 
@@ -135,6 +140,17 @@ try {
     relayed += messages + 1;
     edgeFirst.push(ms);
     directFirst.push((await straight.turn("When are you open?"))[0]);
+  }
+  if (PROFILING) {
+    progress("profiling voice-router's isolate over 200 more turns through the edge");
+    const top = await profileService({
+      port: inspectorPort,
+      service: "voice-router",
+      load: async () => {
+        for (let i = 0; i < 200; i++) await viaEdge.turn("When are you open?");
+      },
+    });
+    printProfile("voice-router isolate (CallSession) while relaying turns", top);
   }
   const at = (values, p) => percentile(values, p);
   for (const [stat, p, target] of [["p50", 50, ADDED_P50_MS], ["p99", 99, ADDED_P99_MS]]) {
