@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use shared::config::ConfigIssue;
+use shared::outbound_url::OutboundPolicy;
 use shared::signing::MIN_SECRET_LEN;
 
 /// Env var: address to listen on.
@@ -50,6 +51,9 @@ pub const BEDROCK_FIRST_TOKEN_TIMEOUT_MS: &str = "BEDROCK_FIRST_TOKEN_TIMEOUT_MS
 pub const BEDROCK_STALL_TIMEOUT_MS: &str = "BEDROCK_STALL_TIMEOUT_MS";
 /// Env var: TCP/TLS connect timeout to Bedrock.
 pub const BEDROCK_CONNECT_TIMEOUT_MS: &str = "BEDROCK_CONNECT_TIMEOUT_MS";
+/// Env var: `production` (default) or `development`; a development origin lets agents' tool
+/// URLs be loopback (`http://127.0.0.1:…`), which production refuses.
+pub const ORIGIN_ENVIRONMENT: &str = "ORIGIN_ENVIRONMENT";
 
 /// Port 4000 on every interface: what the ECS task definition and ALB target group expect.
 const DEFAULT_LISTEN_ADDR: SocketAddr =
@@ -82,6 +86,8 @@ pub struct Config {
     pub region: String,
     /// Bedrock.
     pub bedrock: BedrockConfig,
+    /// Where requests to tenants' URLs (tool calls) may go.
+    pub outbound_policy: OutboundPolicy,
 }
 
 // Secrets stay out of logs and panics.
@@ -96,6 +102,7 @@ impl fmt::Debug for Config {
             .field("redis", &self.redis.is_some())
             .field("region", &self.region)
             .field("bedrock", &self.bedrock)
+            .field("outbound_policy", &self.outbound_policy)
             .finish_non_exhaustive()
     }
 }
@@ -279,6 +286,14 @@ impl Config {
             connect_timeout: reader.millis(BEDROCK_CONNECT_TIMEOUT_MS, 50..=30_000, 1_000),
         };
 
+        let outbound_policy = reader
+            .parse(ORIGIN_ENVIRONMENT, |text| match text {
+                "production" => Ok(OutboundPolicy::PublicOnly),
+                "development" => Ok(OutboundPolicy::LoopbackToo),
+                _ => Err(ConfigIssue::NotOneOf(&["production", "development"])),
+            })
+            .unwrap_or(OutboundPolicy::PublicOnly);
+
         reader.finish()?;
         Ok(Self {
             listen_addr,
@@ -290,6 +305,7 @@ impl Config {
             redis,
             region,
             bedrock,
+            outbound_policy,
         })
     }
 }
@@ -401,6 +417,19 @@ mod tests {
             ]
         );
         assert_eq!(config.bedrock.endpoint_url, None);
+        assert_eq!(
+            config.outbound_policy,
+            OutboundPolicy::PublicOnly,
+            "production unless told otherwise"
+        );
+    }
+
+    #[test]
+    fn a_development_origin_lets_tools_be_loopback() {
+        let config = parse(&[(ORIGIN_ENVIRONMENT, "development")]).expect("valid");
+        assert_eq!(config.outbound_policy, OutboundPolicy::LoopbackToo);
+        let error = parse(&[(ORIGIN_ENVIRONMENT, "dev")]).expect_err("unknown");
+        assert!(error.to_string().contains(ORIGIN_ENVIRONMENT), "{error}");
     }
 
     #[test]

@@ -23,13 +23,17 @@
 //! | `GET /v1/agents?after=&limit=` | — | 200 `AgentPage` (limit 1–100, default 50) |
 //! | `GET /v1/phone-numbers/{e164}/agent` | — | 200 `Agent` answering that number; 404 |
 //! | `POST /v1/calls` | `CreateCall` | 201 `Call`; 404 (agent), 409 `call_exists` |
+//! | `GET /v1/calls?status=&agent_id=&source=&started_after_ms=&started_before_ms=&cursor=&limit=` | — | 200 `CallPage` (newest first; limit 1–100, default 50; `shared::call_list`); 400 `invalid_query`, `invalid_cursor` |
 //! | `GET /v1/calls/{id}` | — | 200 `Call`; 404 |
 //! | `POST /v1/calls/{id}/end` | `EndCall` | 200 `Call`; 404, 409 `call_ended` |
 //! | `GET /v1/calls/{id}/turns` | — | 200 `TurnList` |
 //! | `POST /v1/calls/{id}/turns` | `TurnRequest` | 200 `text/event-stream`: `token` (`TokenEvent`)…, then `done` (`DoneEvent`, sent once the turn is durable) or `error` (`ErrorBody`); before streaming: 400, 404, 409 `call_ended`, 413, 503 + `Retry-After` |
-//! | `GET /v1/calls/{id}/events` | — | 200 `text/event-stream` of `CallEvent`s, event name = kind |
+//! | `GET /v1/calls/{id}/events` | `Last-Event-ID`? | 200 `text/event-stream` of `CallEvent`s, event name = kind, id = place in the call: the stored history, then live, ending after `call_ended` (`shared::call_event::stream`); 204 for an ended call with nothing after `Last-Event-ID`; 400 for an id it never gave |
+//! | `GET /v1/events` | — | 200 `text/event-stream`: every live `CallEvent` of the tenant (no history, no ids) |
 //! | `GET /v1/calls/{id}/relay` | WebSocket | ConversationRelay (`shared::relay`); 409 `call_ended`, 503 before the upgrade |
-//! | `GET /v1/usage?from=&to=` | — | 200 `UsageReport` (UTC days, default the last 30) |
+//! | `GET /v1/usage?from=&to=` | — | 200 `UsageReport` (UTC days, default the last 30): calls, replies, tokens, minutes, tool calls |
+//! | `GET /v1/signing-secret` | — | 200 the secret's metadata; 201 with its value when this creates it |
+//! | `POST /v1/signing-secret/rotate` | `{"previous_valid_for_secs"?}` | 200 (201 when none existed) with the new value; 400 |
 //!
 //! All request bodies are limited to 512 KiB (413 beyond).
 
@@ -51,10 +55,13 @@ pub mod fanout;
 pub mod healthcheck;
 pub mod llm;
 pub mod metrics;
+pub mod outbound;
 pub mod relay;
 pub mod request_id;
 mod routes;
+pub mod signing_secret;
 pub mod store;
+pub mod tools;
 pub mod turn;
 
 pub use config::Config;
@@ -62,6 +69,8 @@ pub use config::Config;
 use crate::fanout::Fanout;
 use crate::llm::LlmClient;
 use crate::metrics::Metrics;
+use crate::outbound::{OutboundClient, Resolve, SystemResolver};
+use crate::signing_secret::SecretCache;
 use crate::store::Store;
 
 /// Unix milliseconds; injected so tests can move time (signature skew) without sleeping.
@@ -93,6 +102,10 @@ pub struct AppState {
     pub clock: Clock,
     /// Fires when the process starts shutting down.
     pub shutdown: CancellationToken,
+    /// Requests to tenants' URLs (tool calls), under the SSRF rule.
+    pub outbound: Arc<OutboundClient>,
+    /// Tenants' signing secrets, read recently.
+    pub secrets: Arc<SecretCache>,
 }
 
 impl AppState {
@@ -104,6 +117,7 @@ impl AppState {
         fanout: Arc<Fanout>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let outbound = OutboundClient::new(config.outbound_policy, Arc::new(SystemResolver));
         Self {
             config: Arc::new(config),
             store,
@@ -112,12 +126,21 @@ impl AppState {
             metrics,
             clock: system_clock(),
             shutdown: CancellationToken::new(),
+            outbound: Arc::new(outbound),
+            secrets: Arc::new(SecretCache::default()),
         }
     }
 
     /// The same state with another clock.
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// The same state resolving tool hosts with `resolver` (tests give a fixed table, to show
+    /// what a name resolving to an internal address meets).
+    pub fn with_resolver(mut self, resolver: Arc<dyn Resolve>) -> Self {
+        self.outbound = Arc::new(OutboundClient::new(self.config.outbound_policy, resolver));
         self
     }
 
@@ -165,16 +188,32 @@ pub fn app(state: AppState) -> Router {
             origin_path::PHONE_NUMBER_AGENT,
             get(routes::agents::by_number),
         )
-        .route(origin_path::CALLS, post(routes::calls::create))
+        .route(
+            origin_path::CALLS,
+            post(routes::calls::create).get(routes::calls::list),
+        )
         .route(origin_path::CALL, get(routes::calls::get))
         .route(origin_path::CALL_END, post(routes::calls::end))
+        .route(
+            origin_path::CALL_ANSWERED_BY,
+            post(routes::calls::answered_by),
+        )
         .route(
             origin_path::CALL_TURNS,
             post(routes::calls::turn).get(routes::calls::turns),
         )
         .route(origin_path::CALL_EVENTS, get(routes::calls::events))
+        .route(origin_path::EVENTS, get(routes::calls::tenant_events))
         .route(origin_path::CALL_RELAY, get(relay::upgrade))
         .route(origin_path::USAGE, get(routes::usage))
+        .route(
+            origin_path::SIGNING_SECRET,
+            get(routes::signing_secret::get),
+        )
+        .route(
+            origin_path::SIGNING_SECRET_ROTATE,
+            post(routes::signing_secret::rotate),
+        )
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -200,6 +239,14 @@ pub async fn serve(
     let grace = state.config.shutdown_grace;
     let stopping = state.shutdown.clone();
     let (fired, on_fired) = tokio::sync::oneshot::channel::<()>();
+    use axum::serve::ListenerExt;
+    // A reply leaves as a stream of small relay frames: each goes out as it is written, never
+    // held back (Nagle) until the previous one is acknowledged.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY not set");
+        }
+    });
     let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!(

@@ -2,6 +2,7 @@
 //! tests can script a fake. [`bedrock::BedrockClient`] is the real one.
 
 use async_trait::async_trait;
+use shared::agent::tools::ToolDefinition;
 use shared::agent::{GuardrailSettings, InferenceSettings};
 use shared::conversation::Message;
 use shared::model::ModelFailure;
@@ -29,6 +30,52 @@ pub struct LlmRequest {
     /// Ask for latency-optimized inference (`performanceConfig`); set only for models that
     /// offer it.
     pub latency_optimized: bool,
+    /// The tools offered (`toolConfig`); none when empty.
+    pub tools: Vec<ToolDefinition>,
+    /// This turn's tool rounds so far, after `messages`: what the model said and asked for, then
+    /// the results it is given.
+    pub rounds: Vec<ToolRound>,
+}
+
+/// One round of tool use inside a turn: an assistant message (its text, its `toolUse` blocks)
+/// and the user message answering every call (`toolResult` blocks).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolRound {
+    /// What the model said before asking (may be empty).
+    pub said: String,
+    /// The calls, in the model's order.
+    pub uses: Vec<ToolUse>,
+    /// One result per call, same order.
+    pub results: Vec<ToolResult>,
+}
+
+/// A tool call the model asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolUse {
+    /// `toolUseId`.
+    pub id: String,
+    /// The tool.
+    pub name: String,
+    /// Its input (an object).
+    pub input: serde_json::Value,
+}
+
+/// The answer to a [`ToolUse`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolResult {
+    /// `toolUseId` of the call answered.
+    pub id: String,
+    /// A JSON object (success) or a sentence (an error the model may tell the caller about).
+    pub content: ToolResultContent,
+}
+
+/// What a tool result holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolResultContent {
+    /// `status: success`, `content: [{json}]`.
+    Json(serde_json::Value),
+    /// `status: error`, `content: [{text}]`.
+    Error(String),
 }
 
 /// What a stream yields.
@@ -36,6 +83,8 @@ pub struct LlmRequest {
 pub enum LlmEvent {
     /// A piece of reply text.
     Text(String),
+    /// A complete `toolUse` block (its input assembled from the streamed pieces).
+    ToolUse(ToolUse),
     /// The end of the reply: why it stopped and what it used (when reported).
     Finished {
         /// `end_turn`, `max_tokens`, `stop_sequence`, `guardrail_intervened`, …

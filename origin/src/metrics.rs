@@ -44,6 +44,11 @@ pub struct Metrics {
     pub relay_rejected: Family<Labels, Counter>,
     /// `origin_event_subscribers`: live `/events` streams.
     pub event_subscribers: Gauge,
+    /// `origin_tool_calls_total{kind,outcome}`: tool calls by kind (`tenant` or the built-in's
+    /// name) and outcome (`ok`, `failed`, `timeout`, `refused`, …).
+    pub tool_calls: Family<Labels, Counter>,
+    /// `origin_tool_call_duration_seconds{kind}`: from the model's request to the result.
+    pub tool_call_duration: Family<Labels, Histogram>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -146,6 +151,20 @@ impl Metrics {
             "Live call-event streams",
             event_subscribers.clone(),
         );
+        let tool_calls = Family::<Labels, Counter>::default();
+        registry.register(
+            "tool_calls",
+            "Tool calls by kind and outcome",
+            tool_calls.clone(),
+        );
+        let tool_call_duration = Family::<Labels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "tool_call_duration_seconds",
+            "Time from the model's tool request to its result",
+            tool_call_duration.clone(),
+        );
         Self {
             registry,
             requests,
@@ -163,6 +182,8 @@ impl Metrics {
             relay_connections,
             relay_rejected,
             event_subscribers,
+            tool_calls,
+            tool_call_duration,
         }
     }
 

@@ -27,8 +27,19 @@
 //!   `turn`); a silent caller is reprompted, told goodbye, and the session ended with `end`
 //!   (`handoffData.reason = "idle_timeout"`) as `shared::idle` decides; the call is recorded as
 //!   ended with that reason.
+//! - Tools (`crate::tools`): the agent's built-ins act on this session — `sendDigits` and
+//!   `language` go out as the model calls them; `end_call` and `transfer_call` end the session
+//!   once the reply is stored: the call is recorded as ended (`agent_ended`, `transferred`) and
+//!   `end` carries `handoffData` (`shared::handoff`: `{"reason":"transfer","target",…}`), which
+//!   the carrier hands to the edge's `<Connect action>` route.
 //! - On shutdown the socket is closed (1012, service restart) once the live turn is done, so
 //!   the Durable Object reconnects to another replica.
+//! - Answering machines (outbound calls): when the edge reports what detection found
+//!   (`POST /v1/calls/{id}/answered-by`, told to this session over the fan-out, or read from the
+//!   call at `setup` when it came first), `shared::voicemail` decides: a person talks on; a
+//!   machine whose greeting ended hears the agent's `voicemail_message` (stored with the call),
+//!   and once it has had time to be said the session ends (`voicemail_left`); any other machine
+//!   is hung up on (`machine_answered`). Nothing the machine says is answered meanwhile.
 
 use std::sync::Arc;
 
@@ -40,13 +51,17 @@ use futures_util::{SinkExt, StreamExt};
 use shared::agent::Agent;
 use shared::call::{Call, CallStatus, CreateCall};
 use shared::call_event::{CallEvent, CallEventKind};
+use shared::call_session::EndReason;
+use shared::carrier::AnsweredBy;
 use shared::chunking::{ChunkPolicy, chunk_text};
+use shared::handoff::HandoffData;
 use shared::idle::{IdleAction, IdleTimer};
 use shared::language::LanguageSession;
 use shared::relay::{
     Inbound, Outbound, PromptAssembler, RelayError, Setup, TextOptions, parse_inbound,
 };
 use shared::turn::{Turn, TurnRole};
+use shared::voicemail::{self, OnAnswer};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -58,6 +73,7 @@ use crate::metrics::label;
 use crate::request_id::RequestId;
 use crate::routes::{load_agent, stored};
 use crate::store::{EndOutcome, NewTurn};
+use crate::tools::{Carrier, SessionEnd};
 use crate::turn::{self, Ending, Stop, StopSignal, TurnError, TurnInput, TurnReport};
 
 /// Close code when the origin shuts down: the edge reconnects elsewhere.
@@ -66,8 +82,6 @@ const CLOSE_RESTART: u16 = 1012;
 const READ_BUFFER: usize = 4 * 1024;
 /// Largest frame read; bigger ones are answered `message_too_large` by the parser.
 const MAX_MESSAGE: usize = 1024 * 1024;
-/// Why a call the agent ended for silence ended (`end_reason`, `handoffData.reason`).
-pub const IDLE_END_REASON: &str = "idle_timeout";
 
 /// The upgrade: refuses an ended call or an unavailable database before switching protocols.
 pub async fn upgrade(
@@ -140,15 +154,36 @@ struct Session {
     last_reply: Option<(u32, usize)>,
     /// When a silent caller is reprompted.
     idle: IdleTimer,
+    /// A built-in ended the session: done once the turn that called it is recorded.
+    ending: Option<SessionEnd>,
+    /// When the voicemail message being left has been said (the session ends then).
+    voicemail_said_at: Option<u64>,
+    /// The session ended itself (`end` sent): the loop stops.
+    finished: bool,
 }
 
-/// `handoffData` of an `end`: why, which call, and what the ender added.
-fn handoff(reason: &str, call_id: &str, data: Option<serde_json::Value>) -> String {
-    let mut handoff = serde_json::json!({ "reason": reason, "callId": call_id });
-    if let Some(data) = data {
-        handoff["data"] = data;
+/// `handoffData` of an `end` a client asked for: why, which call, and what the client added
+/// (under `data`; a transfer's `target`, `summary`, `caller_id` and `whisper` are also lifted
+/// to the top, where the edge's action route reads them).
+fn handoff(reason: &str, call_id: &str, data: Option<serde_json::Value>) -> HandoffData {
+    let mut handoff = HandoffData::new(reason, call_id);
+    if let Some(serde_json::Value::Object(fields)) = &data {
+        let text = |key: &str| {
+            fields
+                .get(key)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        };
+        handoff.target = text("target");
+        handoff.summary = text("summary");
+        handoff.caller_id = text("caller_id").or_else(|| text("callerId"));
+        handoff.whisper = fields
+            .get("whisper")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
     }
-    handoff.to_string()
+    handoff.data = data;
+    handoff
 }
 
 /// Resolves at `deadline_ms` on the state's clock; never without one.
@@ -178,6 +213,9 @@ impl Session {
             prompt_lang: None,
             last_reply: None,
             idle: IdleTimer::new(None),
+            ending: None,
+            voicemail_said_at: None,
+            finished: false,
         }
     }
 
@@ -261,12 +299,17 @@ impl Session {
                             }
                             self.settle_live_turn().await;
                             self.send(&Outbound::End {
-                                handoff_data: handoff(&reason, &self.call_id, handoff_data),
+                                handoff_data: handoff(&reason, &self.call_id, handoff_data)
+                                    .to_json(),
                             });
                             let _ = self.out.send(Out::Close(1000, "call ended"));
                             break;
                         }
+                        SessionSignal::Answered(answered_by) => self.on_answered(answered_by).await,
                     }
+                },
+                () = wake_at(&self.state, self.voicemail_said_at) => {
+                    self.end_for(EndReason::VoicemailLeft).await;
                 },
                 () = wake_at(&self.state, self.idle.poll_timeout()), if self.live.is_none() => {
                     if self.on_idle().await {
@@ -281,6 +324,13 @@ impl Session {
                     }
                     // The live turn finishes first; the loop closes after it (below).
                 }
+            }
+            if let Some(end) = self.ending.take() {
+                // A built-in ended the session; its reply is recorded and closed.
+                self.end_session(end).await;
+            }
+            if self.finished {
+                break;
             }
             if closing && self.live.is_none() {
                 let _ = self
@@ -340,6 +390,12 @@ impl Session {
                 tracing::warn!(call_id = %self.call_id, description = %error.description, "carrier reported an error");
             }
             (_, false) => self.reject(&RelayError::SetupFirst),
+            // Leaving a voicemail: what the machine says (its beep, its silence) is not a turn.
+            (Inbound::Prompt(_) | Inbound::Dtmf(_) | Inbound::Interrupt(_), true)
+                if self.voicemail_said_at.is_some() =>
+            {
+                self.ignore("voicemail");
+            }
             (Inbound::Prompt(prompt), true) => {
                 if prompt.lang.is_some() {
                     self.prompt_lang.clone_from(&prompt.lang);
@@ -382,6 +438,7 @@ impl Session {
                     carrier_call_sid: non_empty(&setup.call_sid),
                     from: non_empty(&setup.from),
                     to: non_empty(&setup.to),
+                    ..CreateCall::default()
                 };
                 if let Err(error) = request.validate() {
                     return self.fail("invalid_setup", error.to_string());
@@ -453,13 +510,64 @@ impl Session {
             languages: LanguageSession::new(&agent.spec.voice),
         });
         self.idle = IdleTimer::new(agent.spec.idle_policy());
+        let answered_by = self.bound.as_ref().and_then(|bound| bound.call.answered_by);
         match agent.spec.greeting.clone() {
-            Some(greeting) if greet => self.greet(greeting).await,
+            Some(greeting) if greet && answered_by.is_none() => self.greet(greeting).await,
             // The carrier speaks it (or spoke it before a reconnect): silence counts after it.
             greeting => self
                 .idle
                 .on_spoke(self.state.now_ms(), greeting.as_deref().unwrap_or("")),
         }
+        // Detection reported before the relay connected.
+        if let Some(answered_by) = answered_by {
+            self.on_answered(answered_by).await;
+        }
+    }
+
+    /// What answering-machine detection found (see the module's documentation).
+    async fn on_answered(&mut self, answered_by: AnsweredBy) {
+        // Before `setup` the call is not bound: `setup` reads the stored result.
+        let Some(bound) = &self.bound else { return };
+        if self.voicemail_said_at.is_some() || self.finished {
+            return;
+        }
+        let agent = Arc::clone(&bound.agent);
+        let action = voicemail::on_answer(answered_by, agent.spec.voicemail_message.as_deref());
+        tracing::info!(call_id = %self.call_id, answered_by = answered_by.as_str(), ?action, "answering-machine detection");
+        if action == OnAnswer::Converse {
+            return;
+        }
+        // Nothing more is said to a machine than the message.
+        if let Some(live) = &self.live {
+            live.stop.stop(Stop::Superseded);
+        }
+        self.settle_live_turn().await;
+        self.idle = IdleTimer::new(None);
+        match action {
+            OnAnswer::LeaveMessage(message) => self.leave_voicemail(message).await,
+            OnAnswer::HangUp | OnAnswer::Converse => self.end_for(EndReason::MachineAnswered).await,
+        }
+    }
+
+    /// Says the voicemail message, stores it with the call, and ends the session once it has
+    /// had time to be said.
+    async fn leave_voicemail(&mut self, message: String) {
+        let Some(bound) = &self.bound else { return };
+        let voice = &bound.agent.spec.voice;
+        let options = voice.text_options(bound.languages.line_lang(voice));
+        self.send(&Outbound::text(message.clone(), true, &options));
+        let now = self.state.now_ms();
+        if let Err(error) = stored(
+            &self.state,
+            self.state
+                .store
+                .record_voicemail(&self.tenant, &self.call_id, &message, now)
+                .await,
+        ) {
+            // Said all the same: the machine records it whatever the database does.
+            tracing::warn!(call_id = %self.call_id, %error, "the voicemail was left but not stored");
+        }
+        self.voicemail_said_at = Some(now.saturating_add(voicemail::speaking_ms(&message)));
     }
 
     /// Speaks the greeting and stores it as the agent's first turn.
@@ -531,22 +639,35 @@ impl Session {
             IdleAction::Reprompt(_) => self.say_line(agent.spec.idle_reprompt.clone()).await,
             IdleAction::Goodbye => self.say_line(agent.spec.idle_goodbye.clone()).await,
             IdleAction::End => {
-                self.end_for_silence().await;
+                self.end_for(EndReason::IdleTimeout).await;
                 return true;
             }
         }
         false
     }
 
-    /// Records the end (reason `idle_timeout`), tells every replica, and ends the relay
-    /// session with `end`; the carrier then hangs up (or runs the `<Connect action>`).
-    async fn end_for_silence(&mut self) {
+    /// Ends the session for a reason of the origin's own (`idle_timeout`, `voicemail_left`,
+    /// `machine_answered`): its `handoffData` names the reason and the call, nothing else.
+    async fn end_for(&mut self, reason: EndReason) {
+        let end = SessionEnd {
+            end_reason: reason,
+            handoff: HandoffData::new(reason.as_str(), &self.call_id),
+        };
+        self.end_session(end).await;
+    }
+
+    /// Records the end, tells every replica, and ends the relay session with `end`; the carrier
+    /// then runs the `<Connect action>` (a transfer is dialled there) or hangs up.
+    async fn end_session(&mut self, end: SessionEnd) {
+        self.finished = true;
+        self.voicemail_said_at = None;
         let state = &self.state;
+        let reason = end.end_reason.as_str();
         match stored(
             state,
             state
                 .store
-                .end_call(&self.tenant, &self.call_id, IDLE_END_REASON, state.now_ms())
+                .end_call(&self.tenant, &self.call_id, reason, state.now_ms())
                 .await,
         ) {
             Ok(EndOutcome::Ended(call)) => {
@@ -556,17 +677,19 @@ impl Session {
                     &self.call_id,
                     call.ended_at_ms.unwrap_or_else(|| state.now_ms()),
                 );
-                event.reason = Some(IDLE_END_REASON.to_owned());
+                event.reason = Some(reason.to_owned());
+                event.handoff_data = serde_json::to_value(&end.handoff).ok();
                 state.fanout.publish(event).await;
             }
             Ok(EndOutcome::AlreadyEnded(_) | EndOutcome::NotFound) => {}
             Err(error) => {
                 // The relay still ends: the edge's status callback records the end later.
-                tracing::warn!(call_id = %self.call_id, %error, "the silent call's end was not stored");
+                tracing::warn!(call_id = %self.call_id, %error, reason, "the session's end was not stored");
             }
         }
+        tracing::info!(call_id = %self.call_id, reason, "the agent ended the session");
         self.send(&Outbound::End {
-            handoff_data: handoff(IDLE_END_REASON, &self.call_id, None),
+            handoff_data: end.handoff.to_json(),
         });
         let _ = self.out.send(Out::Close(1000, "call ended"));
     }
@@ -603,6 +726,7 @@ impl Session {
             ));
         }
         let options: TextOptions = voice.text_options(plan.text_lang);
+        let languages = bound.languages.clone();
         let state = self.state.clone();
         let out = self.out.clone();
         let stop = StopSignal::default();
@@ -615,9 +739,22 @@ impl Session {
         let turn_stop = stop.clone();
         let handle = tokio::spawn(async move {
             let reply_lang = options.lang.clone();
-            let sink = move |piece: String| {
+            let options = std::sync::Mutex::new(options);
+            let sink = |piece: String| {
+                let options = options.lock().unwrap_or_else(|e| e.into_inner());
                 out.send(Out::Text(Outbound::text(piece, false, &options).to_json()))
                     .is_ok()
+            };
+            let send = |message: Outbound| {
+                if matches!(message, Outbound::Language { .. }) {
+                    // The session now speaks the new language: text needs no `lang` of its own.
+                    options.lock().unwrap_or_else(|e| e.into_inner()).lang = None;
+                }
+                out.send(Out::Text(message.to_json())).is_ok()
+            };
+            let carrier = Carrier {
+                send: &send,
+                languages,
             };
             turn::run(
                 &state,
@@ -629,6 +766,7 @@ impl Session {
                     text: &turn_text,
                     lang: turn_lang.as_deref(),
                     reply_lang: reply_lang.as_deref(),
+                    carrier: Some(&carrier),
                 },
                 &sink,
                 &turn_stop,
@@ -682,6 +820,10 @@ impl Session {
         if let (Some(seq), Some(reply)) = (report.reply_seq, &report.reply) {
             self.push_history(seq, reply);
         }
+        if let (Some(languages), Some(bound)) = (report.languages, &mut self.bound) {
+            bound.languages = languages;
+        }
+        self.ending = report.session_end;
         match &report.ending {
             Ending::Completed => {
                 self.send(&Outbound::turn_end());

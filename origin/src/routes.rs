@@ -18,6 +18,7 @@ use crate::store::StoreError;
 
 pub mod agents;
 pub mod calls;
+pub mod signing_secret;
 
 const SERVICE: &str = env!("CARGO_PKG_NAME");
 const VERSION: &str = env!("CARGO_PKG_VERSION");

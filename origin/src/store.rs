@@ -5,7 +5,9 @@ use async_trait::async_trait;
 use shared::agent::{Agent, AgentSpec};
 use shared::call::Call;
 use shared::call::CallerDetails;
-use shared::turn::{Turn, TurnRole};
+use shared::call_list::CallListQuery;
+use shared::carrier::AnsweredBy;
+use shared::turn::{ToolCall, Turn, TurnRole};
 use shared::usage::{DayRange, UsageDay};
 
 pub mod sql;
@@ -58,6 +60,8 @@ pub struct NewTurn {
     pub stop_reason: Option<String>,
     /// Why the model failed (the reply is then the agent's fallback utterance).
     pub failure_reason: Option<String>,
+    /// The tools called while producing the reply.
+    pub tool_calls: Vec<ToolCall>,
     /// Unix milliseconds.
     pub created_at_ms: u64,
 }
@@ -77,6 +81,7 @@ impl NewTurn {
             lang: None,
             stop_reason: None,
             failure_reason: None,
+            tool_calls: Vec::new(),
             created_at_ms: at_ms,
         }
     }
@@ -96,8 +101,35 @@ impl NewTurn {
             lang: self.lang.clone(),
             stop_reason: self.stop_reason.clone(),
             failure_reason: self.failure_reason.clone(),
+            tool_calls: self.tool_calls.clone(),
             created_at_ms: self.created_at_ms,
         }
+    }
+}
+
+/// A tenant's secret for `X-Aybiza-Signature` (see `crate::signing_secret`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningSecret {
+    /// The current secret.
+    pub secret: String,
+    /// The one it replaced, while its grace lasts.
+    pub previous: Option<String>,
+    /// Unix ms until which `previous` still signs.
+    pub previous_expires_at_ms: Option<u64>,
+    /// Unix ms the tenant's first secret was made.
+    pub created_at_ms: u64,
+    /// Unix ms of the last rotation.
+    pub rotated_at_ms: Option<u64>,
+}
+
+// Secrets stay out of logs.
+impl std::fmt::Debug for SigningSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningSecret")
+            .field("secret", &shared::outbound_signature::hint(&self.secret))
+            .field("previous", &self.previous.is_some())
+            .field("created_at_ms", &self.created_at_ms)
+            .finish_non_exhaustive()
     }
 }
 
@@ -108,6 +140,17 @@ pub enum EndOutcome {
     Ended(Call),
     /// It had already ended (the stored call is returned unchanged).
     AlreadyEnded(Call),
+    /// No such call for the tenant.
+    NotFound,
+}
+
+/// How recording an answering-machine detection result went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnswerOutcome {
+    /// Recorded on the live call (a first result is kept: a later one changes nothing).
+    Recorded(Call),
+    /// The call has ended (returned unchanged).
+    Ended(Call),
     /// No such call for the tenant.
     NotFound,
 }
@@ -148,6 +191,13 @@ pub trait Store: Send + Sync {
     async fn create_call(&self, call: &Call) -> Result<(), StoreError>;
     /// One call.
     async fn get_call(&self, tenant: &str, id: &str) -> Result<Option<Call>, StoreError>;
+    /// The calls `query` admits, in list order (`shared::call_list::newest_first`), at most
+    /// `query.limit + 1` (one more than a page, so the page knows whether it is the last).
+    async fn list_calls(
+        &self,
+        tenant: &str,
+        query: &CallListQuery,
+    ) -> Result<Vec<Call>, StoreError>;
     /// Ends a call.
     async fn end_call(
         &self,
@@ -156,6 +206,22 @@ pub trait Store: Send + Sync {
         reason: &str,
         now_ms: u64,
     ) -> Result<EndOutcome, StoreError>;
+
+    /// Records what answering-machine detection found on a live call (the first result stays).
+    async fn record_answer(
+        &self,
+        tenant: &str,
+        id: &str,
+        answered_by: AnsweredBy,
+    ) -> Result<AnswerOutcome, StoreError>;
+    /// Records the voicemail message the agent left, and when. False when there is no such call.
+    async fn record_voicemail(
+        &self,
+        tenant: &str,
+        id: &str,
+        message: &str,
+        at_ms: u64,
+    ) -> Result<bool, StoreError>;
 
     /// The call's turns by `seq`.
     async fn list_turns(&self, tenant: &str, call_id: &str) -> Result<Vec<Turn>, StoreError>;
@@ -186,4 +252,24 @@ pub trait Store: Send + Sync {
 
     /// Usage per day within `range`, days without usage omitted.
     async fn usage(&self, tenant: &str, range: DayRange) -> Result<Vec<UsageDay>, StoreError>;
+
+    /// The tenant's signing secret, when it has one.
+    async fn signing_secret(&self, tenant: &str) -> Result<Option<SigningSecret>, StoreError>;
+    /// Stores `secret` as the tenant's first signing secret unless it already has one; returns
+    /// the secret in force and whether it was created now.
+    async fn create_signing_secret(
+        &self,
+        tenant: &str,
+        secret: &str,
+        now_ms: u64,
+    ) -> Result<(SigningSecret, bool), StoreError>;
+    /// Makes `secret` the tenant's signing secret; the one it replaces (if any) keeps signing
+    /// until `previous_expires_at_ms`.
+    async fn rotate_signing_secret(
+        &self,
+        tenant: &str,
+        secret: &str,
+        previous_expires_at_ms: u64,
+        now_ms: u64,
+    ) -> Result<SigningSecret, StoreError>;
 }

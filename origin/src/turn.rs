@@ -15,6 +15,14 @@
 //! stored as what was said with the failure's reason (`failure_reason`); the call goes on.
 //! A guardrail's intervention ends the reply with the guardrail's message, which Bedrock sends
 //! as text; it is stored with `stop_reason: guardrail_intervened` and counted.
+//!
+//! Tools: the agent's tools (and, on a relay, its built-ins) are offered as `toolConfig`. When
+//! the model stops with `tool_use`, what it said so far is flushed to the caller and kept, the
+//! calls run (`crate::tools`: filler line when slow, cancelled by an interrupt), their results
+//! go back as `toolResult`s, and the same model streams on — up to
+//! [`crate::tools::MAX_TOOL_ROUNDS`] rounds. Every call is stored with the reply. A built-in that
+//! ends the session (`end_call`, `transfer_call`) ends the reply there (after the agent's
+//! goodbye or announcement when the model said nothing) and the report says how to end it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,15 +30,17 @@ use std::time::{Duration, Instant};
 use shared::agent::{Agent, Latency};
 use shared::call_event::{CallEvent, CallEventKind};
 use shared::chunking::{ChunkPolicy, Chunker};
-use shared::conversation::{MAX_CONTEXT_MESSAGES, build_context};
-use shared::model::{Recovery, recovery};
-use shared::turn::{Fallback, GUARDRAIL_INTERVENED, Timings, Turn, TurnRole, Usage};
+use shared::conversation::{MAX_CONTEXT_MESSAGES, build_context, describe_tool_calls};
+use shared::language::LanguageSession;
+use shared::model::{ModelFailure, Recovery, recovery};
+use shared::turn::{Fallback, GUARDRAIL_INTERVENED, Timings, ToolCall, Turn, TurnRole, Usage};
 use tokio::sync::watch;
 
 use crate::AppState;
-use crate::llm::{LlmError, LlmEvent, LlmRequest, LlmStream};
+use crate::llm::{LlmError, LlmEvent, LlmRequest, LlmStream, ToolRound, ToolUse};
 use crate::metrics::label;
 use crate::store::{NewTurn, StoreError};
+use crate::tools::{Carrier, RoundLog, RoundOutcome, SessionEnd, TurnTools};
 
 /// Why a turn was stopped before its reply ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +129,14 @@ pub struct Generation {
     pub stop_reason: Option<String>,
     /// Whether the agent's fallback utterance was said (the model failed).
     pub fallback_spoken: bool,
+    /// What the model itself said (not the filler or the fallback utterance).
+    pub model_said: String,
+    /// The tools called, in order.
+    pub tool_calls: Vec<ToolCall>,
+    /// A built-in ended the session: how.
+    pub session_end: Option<SessionEnd>,
+    /// A built-in switched the session's language: the session now.
+    pub languages: Option<LanguageSession>,
 }
 
 /// The report of a finished turn.
@@ -144,6 +162,10 @@ pub struct TurnReport {
     pub stop_reason: Option<String>,
     /// The reply exactly as stored at `reply_seq`.
     pub reply: Option<NewTurn>,
+    /// A built-in ended the session: how (the relay sends `end` after the turn).
+    pub session_end: Option<SessionEnd>,
+    /// A built-in switched the session's language: the session now.
+    pub languages: Option<LanguageSession>,
 }
 
 /// A turn that could not be made durable.
@@ -170,6 +192,8 @@ pub struct TurnInput<'a> {
     pub lang: Option<&'a str>,
     /// The language the reply is spoken in, when it is not the session's (stored with it).
     pub reply_lang: Option<&'a str>,
+    /// The relay session the turn may act on (built-in tools); absent for an SSE turn.
+    pub carrier: Option<&'a Carrier<'a>>,
 }
 
 /// Where a turn's pieces go; `false` means the client is gone.
@@ -208,7 +232,16 @@ pub async fn run(
         .spec
         .model_chain(&state.config.bedrock.default_models);
     let latency = input.agent.spec.inference.latency;
-    let mut generation = generate(state, &chain, request, latency, pieces, stop, started).await;
+    let tools = TurnTools {
+        tenant: input.tenant,
+        call_id: input.call_id,
+        agent: input.agent,
+        carrier: input.carrier,
+    };
+    let mut generation = generate(
+        state, &chain, request, latency, pieces, stop, started, &tools,
+    )
+    .await;
     let guardrail_said_nothing = generation.stop_reason.as_deref() == Some(GUARDRAIL_INTERVENED)
         && generation.sent.trim().is_empty();
     if matches!(generation.ending, Ending::Failed(_)) || guardrail_said_nothing {
@@ -252,12 +285,30 @@ pub async fn run(
 }
 
 fn request_for(input: &TurnInput<'_>) -> LlmRequest {
+    // A past reply's tool calls read as notes before what was said (see `describe_tool_calls`).
+    let texts: Vec<std::borrow::Cow<'_, str>> = input
+        .history
+        .iter()
+        .map(|turn| {
+            if turn.tool_calls.is_empty() {
+                std::borrow::Cow::Borrowed(turn.text.as_str())
+            } else {
+                std::borrow::Cow::Owned(format!(
+                    "{}\n{}",
+                    describe_tool_calls(&turn.tool_calls),
+                    turn.text
+                ))
+            }
+        })
+        .collect();
     let history = input
         .history
         .iter()
-        .map(|turn| (turn.role, turn.text.as_str()))
+        .zip(&texts)
+        .map(|(turn, text)| (turn.role, text.as_ref()))
         .chain([(TurnRole::User, input.text)]);
     let context = build_context(history, MAX_CONTEXT_MESSAGES);
+    let spec = &input.agent.spec;
     LlmRequest {
         model: String::new(),
         system_prompt: input.agent.spec.system_prompt.clone(),
@@ -267,21 +318,24 @@ fn request_for(input: &TurnInput<'_>) -> LlmRequest {
         prompt_caching: false,
         guardrail: input.agent.spec.guardrail.clone(),
         latency_optimized: false,
+        tools: shared::agent::tools::definitions(
+            &spec.tools,
+            &spec.builtin_tools,
+            &spec.voice,
+            input.carrier.is_some(),
+        ),
+        rounds: Vec::new(),
     }
 }
 
 /// Says the agent's fallback utterance after what the caller already heard, if anything.
 fn speak_fallback(generation: &mut Generation, utterance: &str, pieces: PieceSink<'_>) {
-    let piece = if generation.sent.is_empty() || generation.sent.ends_with(char::is_whitespace) {
-        utterance.to_owned()
-    } else {
-        format!(" {utterance}")
-    };
     generation.fallback_spoken = true;
-    send_piece(pieces, generation, piece);
+    say_line(pieces, generation, utterance, false);
 }
 
-/// Tries the chain until a model answers; streams its pieces.
+/// Tries the chain until a model answers; streams its pieces, through its tool rounds.
+#[allow(clippy::too_many_arguments)]
 async fn generate(
     state: &AppState,
     chain: &[String],
@@ -290,6 +344,7 @@ async fn generate(
     pieces: PieceSink<'_>,
     stop: &StopSignal,
     started: Instant,
+    tools: &TurnTools<'_>,
 ) -> Generation {
     let deadlines = &state.config.bedrock;
     let mut generation = Generation {
@@ -306,6 +361,10 @@ async fn generate(
         fallbacks: Vec::new(),
         stop_reason: None,
         fallback_spoken: false,
+        model_said: String::new(),
+        tool_calls: Vec::new(),
+        session_end: None,
+        languages: None,
     };
     let mut chunker = Chunker::new(ChunkPolicy::default());
     'models: for model in chain {
@@ -325,7 +384,7 @@ async fn generate(
                     generation.ending = Ending::Stopped(reason);
                     break 'models;
                 }
-                first = tokio::time::timeout(deadlines.first_token_timeout, first_event(state, request)) => first,
+                first = tokio::time::timeout(deadlines.first_token_timeout, first_event(state, request.clone())) => first,
             };
             let failure = match first {
                 Err(_) => LlmError::new(
@@ -335,14 +394,15 @@ async fn generate(
                 Ok(Err(error)) => error,
                 Ok(Ok((stream, event))) => {
                     generation.ttft = Some(started.elapsed());
-                    generation.ending = stream_reply(
+                    generation.ending = converse(
                         state,
-                        stream,
-                        event,
+                        request,
+                        (stream, event),
                         &mut chunker,
                         &mut generation,
                         pieces,
                         stop,
+                        tools,
                     )
                     .await;
                     break 'models;
@@ -392,8 +452,139 @@ async fn first_event(
     Ok((stream, event))
 }
 
-/// Streams a reply that has started, until it ends, fails, stalls or is stopped. Dropping the
-/// stream on the way out cancels the model request.
+/// How one model response ended.
+enum Round {
+    /// The reply ended (or failed, or was stopped).
+    Ended(Ending),
+    /// The model asked for tools: what it said in this response, and its calls.
+    ToolUse { said: String, uses: Vec<ToolUse> },
+}
+
+/// A started reply through its tool rounds: each `tool_use` stop runs the calls and asks the same
+/// model again with their results, under the same deadlines, at most
+/// [`crate::tools::MAX_TOOL_ROUNDS`] times.
+#[allow(clippy::too_many_arguments)]
+async fn converse(
+    state: &AppState,
+    mut request: LlmRequest,
+    started: (Box<dyn LlmStream>, Option<LlmEvent>),
+    chunker: &mut Chunker,
+    generation: &mut Generation,
+    pieces: PieceSink<'_>,
+    stop: &StopSignal,
+    tools: &TurnTools<'_>,
+) -> Ending {
+    let (mut stream, mut event) = started;
+    let mut rounds = 0;
+    loop {
+        let (said, uses) =
+            match stream_reply(state, stream, event, chunker, generation, pieces, stop).await {
+                Round::Ended(ending) => return ending,
+                Round::ToolUse { said, uses } => (said, uses),
+            };
+        // What the model said before asking is the caller's to hear now, and stays said.
+        if let Some(rest) = chunker.finish()
+            && !send_piece(pieces, generation, rest)
+        {
+            return Ending::Stopped(Stop::ClientGone);
+        }
+        if rounds == crate::tools::MAX_TOOL_ROUNDS {
+            tracing::warn!(
+                call_id = tools.call_id,
+                rounds,
+                "the model kept calling tools; the turn ends"
+            );
+            return Ending::Failed(LlmError::new(
+                ModelFailure::ToolRounds,
+                format!("more than {rounds} tool rounds"),
+            ));
+        }
+        rounds += 1;
+        let outcome = {
+            let mut log = Log {
+                generation: &mut *generation,
+                pieces,
+            };
+            crate::tools::run_round(state, tools, &uses, &mut log, stop).await
+        };
+        match outcome {
+            RoundOutcome::Stopped(reason) => return Ending::Stopped(reason),
+            RoundOutcome::EndSession(end) => {
+                if generation.model_said.trim().is_empty() {
+                    let line = crate::tools::closing_line(tools.agent, &end).to_owned();
+                    if !say_line(pieces, generation, &line, false) {
+                        return Ending::Stopped(Stop::ClientGone);
+                    }
+                }
+                generation.session_end = Some(end);
+                return Ending::Completed;
+            }
+            RoundOutcome::Results(results) => request.rounds.push(ToolRound {
+                said,
+                uses,
+                results,
+            }),
+        }
+        let deadline = state.config.bedrock.first_token_timeout;
+        let next = tokio::select! {
+            reason = stop.stopped() => return Ending::Stopped(reason),
+            next = tokio::time::timeout(deadline, first_event(state, request.clone())) => next,
+        };
+        (stream, event) = match next {
+            Ok(Ok(started)) => started,
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, "model failed after a tool round");
+                return Ending::Failed(error);
+            }
+            Err(_) => {
+                return Ending::Failed(LlmError::new(
+                    ModelFailure::Timeout,
+                    format!("no first token within {deadline:?} after a tool round"),
+                ));
+            }
+        };
+    }
+}
+
+/// A round's view of the generation: the filler goes to the caller, calls are recorded.
+struct Log<'g, 'p> {
+    generation: &'g mut Generation,
+    pieces: PieceSink<'p>,
+}
+
+impl RoundLog for Log<'_, '_> {
+    fn say(&mut self, line: &str) -> bool {
+        say_line(self.pieces, self.generation, line, true)
+    }
+
+    fn record(&mut self, call: ToolCall) {
+        self.generation.tool_calls.push(call);
+    }
+
+    fn switched(&mut self, languages: LanguageSession) {
+        self.generation.languages = Some(languages);
+    }
+}
+
+/// Says one of the agent's own lines as a piece of the reply, after what was said (spaced so
+/// that what `more_follows` reads on).
+fn say_line(
+    pieces: PieceSink<'_>,
+    generation: &mut Generation,
+    line: &str,
+    more_follows: bool,
+) -> bool {
+    let before = if generation.sent.is_empty() || generation.sent.ends_with(char::is_whitespace) {
+        ""
+    } else {
+        " "
+    };
+    let after = if more_follows { " " } else { "" };
+    send_piece(pieces, generation, format!("{before}{line}{after}"))
+}
+
+/// Streams one model response, until it ends, asks for tools, fails, stalls or is stopped.
+/// Dropping the stream on the way out cancels the model request.
 async fn stream_reply(
     state: &AppState,
     mut stream: Box<dyn LlmStream>,
@@ -402,18 +593,32 @@ async fn stream_reply(
     generation: &mut Generation,
     pieces: PieceSink<'_>,
     stop: &StopSignal,
-) -> Ending {
+) -> Round {
     let stall = state.config.bedrock.stall_timeout;
+    let mut said = String::new();
+    let mut uses = Vec::new();
     loop {
         match event {
-            Some(LlmEvent::Text(text)) => {
+            Some(LlmEvent::Text(mut text)) => {
                 generation.deltas += 1;
+                // A response resuming after a tool round starts where the caller's ear is:
+                // spaced from what was already said.
+                if said.is_empty()
+                    && !generation.sent.is_empty()
+                    && !generation.sent.ends_with(char::is_whitespace)
+                    && !text.starts_with(char::is_whitespace)
+                {
+                    text.insert(0, ' ');
+                }
+                said.push_str(&text);
+                generation.model_said.push_str(&text);
                 for piece in chunker.push(&text) {
                     if !send_piece(pieces, generation, piece) {
-                        return Ending::Stopped(Stop::ClientGone);
+                        return Round::Ended(Ending::Stopped(Stop::ClientGone));
                     }
                 }
             }
+            Some(LlmEvent::ToolUse(tool_use)) => uses.push(tool_use),
             Some(LlmEvent::Finished {
                 stop_reason,
                 usage,
@@ -426,26 +631,36 @@ async fn stream_reply(
                         "the guardrail intervened"
                     );
                 }
+                // Every response of the turn is paid for: usage adds up over tool rounds.
+                if let Some(usage) = usage {
+                    let total = generation.usage.get_or_insert_with(Usage::default);
+                    total.input_tokens += usage.input_tokens;
+                    total.output_tokens += usage.output_tokens;
+                }
+                let asked_for_tools = stop_reason == shared::turn::TOOL_USE && !uses.is_empty();
                 generation.stop_reason = Some(stop_reason);
-                generation.usage = usage;
+                if asked_for_tools {
+                    drop(stream);
+                    return Round::ToolUse { said, uses };
+                }
                 break;
             }
             None => break,
         }
         event = tokio::select! {
-            reason = stop.stopped() => return Ending::Stopped(reason),
+            reason = stop.stopped() => return Round::Ended(Ending::Stopped(reason)),
             next = tokio::time::timeout(stall, stream.next()) => match next {
                 Ok(Ok(next)) => next,
                 Ok(Err(error)) => {
                     tracing::warn!(error = %error, "model failed mid-reply");
-                    return Ending::Failed(error);
+                    return Round::Ended(Ending::Failed(error));
                 }
                 Err(_) => {
                     tracing::warn!(stall_ms = stall.as_millis(), "model stream stalled mid-reply");
-                    return Ending::Failed(LlmError::new(
+                    return Round::Ended(Ending::Failed(LlmError::new(
                         shared::model::ModelFailure::Stalled,
                         format!("no event within {stall:?}"),
-                    ));
+                    )));
                 }
             },
         };
@@ -454,9 +669,9 @@ async fn stream_reply(
     if let Some(rest) = chunker.finish()
         && !send_piece(pieces, generation, rest)
     {
-        return Ending::Stopped(Stop::ClientGone);
+        return Round::Ended(Ending::Stopped(Stop::ClientGone));
     }
-    Ending::Completed
+    Round::Ended(Ending::Completed)
 }
 
 fn send_piece(pieces: PieceSink<'_>, generation: &mut Generation, piece: String) -> bool {
@@ -491,6 +706,13 @@ async fn finish(
     // reply no model produced carries no model (and counts no model usage).
     let answered = generation.ttft.is_some();
     let spoke = (answered || generation.fallback_spoken) && outcome != "not_durable";
+    if !spoke && !generation.tool_calls.is_empty() {
+        tracing::warn!(
+            call_id = input.call_id,
+            calls = generation.tool_calls.len(),
+            "tool calls made by a reply that was not stored"
+        );
+    }
     let failure_reason = match &generation.ending {
         Ending::Failed(error) => Some(error.failure.as_str().to_owned()),
         _ => None,
@@ -508,6 +730,7 @@ async fn finish(
             lang: input.reply_lang.map(str::to_owned),
             stop_reason: generation.stop_reason.clone(),
             failure_reason,
+            tool_calls: generation.tool_calls.clone(),
             created_at_ms: state.now_ms(),
         };
         match state
@@ -598,6 +821,8 @@ async fn finish(
         fallbacks: generation.fallbacks,
         stop_reason: generation.stop_reason,
         reply,
+        session_end: generation.session_end,
+        languages: generation.languages,
     })
 }
 

@@ -1,15 +1,20 @@
 //! Agents: who answers a call — system prompt, greeting, model chain, inference settings,
-//! voice and the phone numbers that reach it, and what it says when it cannot answer or hears
-//! nothing. The origin's `/v1/agents` speaks these types.
+//! voice and the phone numbers that reach it, what it says when it cannot answer or hears
+//! nothing, and what it can do besides talk (its tools, [`tools`]). The origin's `/v1/agents`
+//! speaks these types.
 
 use serde::{Deserialize, Serialize};
 
 use crate::identifier::{self, MAX_LEN as MAX_ID_LEN};
 use crate::idle::IdlePolicy;
 
+pub mod tools;
 pub mod voice;
 
+pub use tools::{BuiltinTools, ToolError, ToolSpec};
 pub use voice::{VoiceError, VoiceSettings};
+
+use crate::outbound_url::OutboundPolicy;
 
 /// Longest agent name.
 pub const MAX_NAME_CHARS: usize = 200;
@@ -31,6 +36,8 @@ pub const MAX_MAX_TOKENS: u32 = 64_000;
 pub const DEFAULT_MAX_TOKENS: u32 = 512;
 /// Longest line the agent speaks on its own (apology, reprompt, goodbye).
 pub const MAX_LINE_CHARS: usize = 500;
+/// Longest voicemail message (about a minute and a half of speech).
+pub const MAX_VOICEMAIL_CHARS: usize = 1_000;
 /// Said when every model of the chain failed.
 pub const DEFAULT_FALLBACK_UTTERANCE: &str =
     "I'm sorry, I'm having trouble answering right now. Could you say that again?";
@@ -47,6 +54,12 @@ pub const MAX_IDLE_REPROMPTS: u8 = 5;
 /// Said before the agent ends a silent call.
 pub const DEFAULT_IDLE_GOODBYE: &str =
     "I haven't heard anything, so I'll end the call now. Goodbye.";
+/// How long a tool call may keep the line silent before the filler line is said.
+pub const DEFAULT_FILLER_AFTER_MS: u32 = 700;
+/// Longest `filler_after_ms`.
+pub const MAX_FILLER_AFTER_MS: u32 = 10_000;
+/// Said while a slow tool call is under way.
+pub const DEFAULT_FILLER_UTTERANCE: &str = "One moment, please.";
 
 /// What `PUT /v1/agents/{id}` takes: the agent's whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,6 +107,35 @@ pub struct AgentSpec {
     /// A Bedrock guardrail applied to every reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guardrail: Option<GuardrailSettings>,
+    /// The tenant's tools the model may call (see [`tools`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolSpec>,
+    /// The built-in tools the model may call on a relay session.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub builtin_tools: BuiltinTools,
+    /// Milliseconds a tool call may keep the caller waiting before `filler_utterance` is said.
+    #[serde(default = "default_filler_after_ms")]
+    pub filler_after_ms: u32,
+    /// Said while a slow tool call is under way.
+    #[serde(default = "default_filler_utterance")]
+    pub filler_utterance: String,
+    /// Left on an answering machine when an outbound call asked for `detect_message_end` and a
+    /// machine answered: spoken once its greeting ends, then the call ends. Absent: a machine
+    /// is hung up on without a message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voicemail_message: Option<String>,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+fn default_filler_after_ms() -> u32 {
+    DEFAULT_FILLER_AFTER_MS
+}
+
+fn default_filler_utterance() -> String {
+    DEFAULT_FILLER_UTTERANCE.to_owned()
 }
 
 fn default_fallback_utterance() -> String {
@@ -366,16 +408,31 @@ pub enum AgentError {
     /// Not a guardrail version.
     #[error("guardrail.version must be DRAFT or a version number (1 to 99999999)")]
     BadGuardrailVersion,
+    /// An empty or too long voicemail message.
+    #[error("voicemail_message must be 1 to {MAX_VOICEMAIL_CHARS} characters when present")]
+    BadVoicemail,
     /// Latency-optimized inference asked of a model that does not offer it.
     #[error(
         "inference.latency contradicts model: Bedrock offers no latency-optimized inference for {0:?} (only Claude 3.5 Haiku, Amazon Nova Pro and Llama 3.1 70B/405B have it)"
     )]
     LatencyUnsupported(String),
+    /// A tool or built-in refused.
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    /// `filler_after_ms` out of range.
+    #[error("filler_after_ms must be 0 to {MAX_FILLER_AFTER_MS}")]
+    BadFillerAfter,
 }
 
 impl AgentSpec {
-    /// Checks every field; the first problem found is returned.
+    /// Checks every field as a production origin does (tool URLs public); the first problem
+    /// found is returned.
     pub fn validate(&self) -> Result<(), AgentError> {
+        self.validate_with(OutboundPolicy::PublicOnly)
+    }
+
+    /// Checks every field, tool URLs under `policy` (a development origin lets them be loopback).
+    pub fn validate_with(&self, policy: OutboundPolicy) -> Result<(), AgentError> {
         let name_chars = self.name.trim().chars().count();
         if name_chars == 0 || name_chars > MAX_NAME_CHARS {
             return Err(AgentError::BadName);
@@ -446,6 +503,7 @@ impl AgentSpec {
             ("fallback_utterance", &self.fallback_utterance),
             ("idle_reprompt", &self.idle_reprompt),
             ("idle_goodbye", &self.idle_goodbye),
+            ("filler_utterance", &self.filler_utterance),
         ] {
             if line.trim().is_empty() || line.chars().count() > MAX_LINE_CHARS {
                 return Err(AgentError::BadLine(field));
@@ -459,6 +517,15 @@ impl AgentSpec {
         }
         if let Some(guardrail) = &self.guardrail {
             guardrail.validate()?;
+        }
+        if self.filler_after_ms > MAX_FILLER_AFTER_MS {
+            return Err(AgentError::BadFillerAfter);
+        }
+        tools::validate(&self.tools, &self.builtin_tools, &self.voice, policy)?;
+        if let Some(message) = &self.voicemail_message
+            && (message.trim().is_empty() || message.chars().count() > MAX_VOICEMAIL_CHARS)
+        {
+            return Err(AgentError::BadVoicemail);
         }
         Ok(())
     }
@@ -487,6 +554,9 @@ impl AgentSpec {
             AgentError::BadGuardrailIdentifier => "guardrail.identifier",
             AgentError::BadGuardrailVersion => "guardrail.version",
             AgentError::LatencyUnsupported(_) => "inference.latency",
+            AgentError::Tool(error) => &error.field,
+            AgentError::BadFillerAfter => "filler_after_ms",
+            AgentError::BadVoicemail => "voicemail_message",
         };
         field.to_owned()
     }
@@ -571,6 +641,9 @@ mod tests {
         assert_eq!(spec.idle_reprompts, DEFAULT_IDLE_REPROMPTS);
         assert_eq!(spec.idle_goodbye, DEFAULT_IDLE_GOODBYE);
         assert_eq!(spec.guardrail, None);
+        assert_eq!(spec.filler_after_ms, DEFAULT_FILLER_AFTER_MS);
+        assert_eq!(spec.filler_utterance, DEFAULT_FILLER_UTTERANCE);
+        assert!(spec.tools.is_empty() && !spec.builtin_tools.any());
         assert_eq!(
             spec.idle_policy(),
             Some(IdlePolicy {
@@ -583,6 +656,49 @@ mod tests {
         let json = serde_json::to_value(&spec).expect("json");
         assert_eq!(json["idle_reprompt_secs"], 10);
         assert_eq!(json["fallback_utterance"], DEFAULT_FALLBACK_UTTERANCE);
+        assert_eq!(json["filler_after_ms"], 700);
+        assert!(
+            json.get("tools").is_none() && json.get("builtin_tools").is_none(),
+            "no tools, nothing shown: {json}"
+        );
+    }
+
+    #[test]
+    fn tools_and_builtins_parse_validate_and_name_their_fields() {
+        let mut spec: AgentSpec = serde_json::from_value(serde_json::json!({
+            "name": "a", "system_prompt": "p", "filler_after_ms": 300, "filler_utterance": "Hang on.",
+            "voice": {"language": "en-US", "languages": [{"code": "es-ES", "voice": "es-ES-Neural2-B"}]},
+            "tools": [{"name": "lookup", "description": "d", "input_schema": {"type": "object"},
+                       "url": "https://tools.example.com/x", "timeout_ms": 500}],
+            "builtin_tools": {"end_call": {}, "switch_language": {}},
+        }))
+        .expect("parses");
+        assert_eq!(spec.validate(), Ok(()));
+        let json = serde_json::to_value(&spec).expect("json");
+        assert_eq!(json["tools"][0]["timeout_ms"], 500);
+        assert_eq!(
+            json["builtin_tools"]["end_call"]["goodbye"],
+            tools::DEFAULT_GOODBYE
+        );
+        spec.tools[0].url = "http://127.0.0.1:8080/x".into();
+        let error = spec.validate().expect_err("http in production");
+        assert_eq!(spec.field_of(&error), "tools[0].url");
+        assert_eq!(spec.validate_with(OutboundPolicy::LoopbackToo), Ok(()));
+        spec.filler_after_ms = MAX_FILLER_AFTER_MS + 1;
+        assert_eq!(
+            spec.validate_with(OutboundPolicy::LoopbackToo),
+            Err(AgentError::BadFillerAfter)
+        );
+        assert_eq!(
+            spec.field_of(&AgentError::BadFillerAfter),
+            "filler_after_ms"
+        );
+        spec.filler_after_ms = 0;
+        spec.filler_utterance = String::new();
+        assert_eq!(
+            spec.validate_with(OutboundPolicy::LoopbackToo),
+            Err(AgentError::BadLine("filler_utterance"))
+        );
     }
 
     #[test]
@@ -703,6 +819,14 @@ mod tests {
                 AgentError::BadIdleSeconds,
             ),
             (
+                Box::new(|s| s.voicemail_message = Some("  ".into())),
+                AgentError::BadVoicemail,
+            ),
+            (
+                Box::new(|s| s.voicemail_message = Some("x".repeat(MAX_VOICEMAIL_CHARS + 1))),
+                AgentError::BadVoicemail,
+            ),
+            (
                 Box::new(|s| s.idle_reprompts = MAX_IDLE_REPROMPTS + 1),
                 AgentError::BadIdleReprompts,
             ),
@@ -765,6 +889,7 @@ mod tests {
             (AgentError::BadPhoneNumber("1".into()), "phone_numbers"),
             (AgentError::BadPhoneNumbers, "phone_numbers"),
             (AgentError::BadLine("idle_goodbye"), "idle_goodbye"),
+            (AgentError::BadVoicemail, "voicemail_message"),
             (AgentError::BadIdleSeconds, "idle_reprompt_secs"),
             (AgentError::BadGuardrailVersion, "guardrail.version"),
             (

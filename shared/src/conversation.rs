@@ -61,6 +61,41 @@ pub fn language_note(lang: &str) -> String {
     )
 }
 
+/// Longest part of a past tool result repeated to the model in later turns.
+pub const MAX_TOOL_NOTE_CHARS: usize = 1_000;
+
+/// How a past reply's tool calls read to the model in later turns: one bracketed line per call
+/// (tool, input, then its result or error), put before what the agent said. The calls of the
+/// turn under way travel as real `toolUse`/`toolResult` blocks; a past turn's are only context,
+/// and as text they need no tool configuration (the agent's tools may have changed since).
+pub fn describe_tool_calls(calls: &[crate::turn::ToolCall]) -> String {
+    let cut = |text: String| -> String {
+        if text.chars().count() > MAX_TOOL_NOTE_CHARS {
+            let mut cut: String = text.chars().take(MAX_TOOL_NOTE_CHARS).collect();
+            cut.push('…');
+            cut
+        } else {
+            text
+        }
+    };
+    calls
+        .iter()
+        .map(|call| {
+            let outcome = match (&call.result, &call.error) {
+                (Some(result), _) => format!("it returned {}", cut(result.to_string())),
+                (None, Some(error)) => format!("it failed: {}", cut(error.clone())),
+                (None, None) => format!("it ended {}", call.outcome.as_str()),
+            };
+            format!(
+                "[You called the tool {} with {}; {outcome}.]",
+                call.name,
+                cut(call.input.to_string())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// How a key press reads to the model.
 pub fn describe_dtmf(digit: &str) -> String {
     format!("[The caller pressed the {digit} key.]")
@@ -169,6 +204,43 @@ mod tests {
         let plain = build_context([(TurnRole::User, "Hi")], MAX_CONTEXT_MESSAGES);
         assert_eq!(plain.system_note(None), None);
         assert_eq!(plain.system_note(Some("fr")), Some(language_note("fr")));
+    }
+
+    #[test]
+    fn past_tool_calls_read_as_notes() {
+        use crate::turn::{ToolCall, ToolOutcome};
+        let calls = [
+            ToolCall {
+                name: "lookup_order".into(),
+                input: serde_json::json!({"id": "42"}),
+                outcome: ToolOutcome::Ok,
+                result: Some(serde_json::json!({"status": "shipped"})),
+                error: None,
+                duration_ms: 10,
+            },
+            ToolCall {
+                name: "refund".into(),
+                input: serde_json::json!({"note": "x".repeat(2_000)}),
+                outcome: ToolOutcome::Timeout,
+                result: None,
+                error: Some("no answer within 300 ms".into()),
+                duration_ms: 300,
+            },
+        ];
+        let note = describe_tool_calls(&calls);
+        let lines: Vec<&str> = note.lines().collect();
+        assert_eq!(
+            lines[0],
+            r#"[You called the tool lookup_order with {"id":"42"}; it returned {"status":"shipped"}.]"#
+        );
+        assert!(lines[1].starts_with("[You called the tool refund with {\"note\":\"xxx"));
+        assert!(
+            lines[1].ends_with("…; it failed: no answer within 300 ms.]"),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[1].chars().count() < MAX_TOOL_NOTE_CHARS + 100);
+        assert_eq!(describe_tool_calls(&[]), "");
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub const ALLOWED_HEADERS: [&str; 5] = [
     "content-type",
     API_KEY,
     "idempotency-key",
-    "last-event-id",
+    crate::headers::LAST_EVENT_ID,
 ];
 /// Response headers a browser client may read beyond the CORS-safelisted ones.
 pub const EXPOSED_HEADERS: &str = "x-request-id, retry-after, ratelimit, ratelimit-policy, ratelimit-limit, ratelimit-remaining, ratelimit-reset";

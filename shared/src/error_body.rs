@@ -47,6 +47,10 @@ error_codes! {
     InvalidId => "invalid_id",
     /// The body or a parameter is not what the route takes.
     InvalidRequest => "invalid_request",
+    /// A query parameter is unknown, repeated or out of range.
+    InvalidQuery => "invalid_query",
+    /// A pagination cursor that this API did not give.
+    InvalidCursor => "invalid_cursor",
     /// The body is larger than the route accepts.
     PayloadTooLarge => "payload_too_large",
     /// A WebSocket route was called without an upgrade.
@@ -73,6 +77,22 @@ error_codes! {
     NoRegion => "no_region",
     /// No agent with this id (for this tenant).
     UnknownAgent => "unknown_agent",
+    /// A carrier callback names another carrier call than the one the call is bound to.
+    CarrierCallMismatch => "carrier_call_mismatch",
+    /// A request signed by one carrier on another carrier's route.
+    WrongCarrier => "wrong_carrier",
+    /// An outbound call's caller id is not one of the tenant's numbers.
+    CallerIdNotAllowed => "caller_id_not_allowed",
+    /// No carrier account of the tenant places calls from this caller id.
+    OutboundNotConfigured => "outbound_not_configured",
+    /// The carrier refused the number to call.
+    CarrierRefusedDestination => "carrier_refused_destination",
+    /// The carrier refused the caller id.
+    CarrierRefusedCallerId => "carrier_refused_caller_id",
+    /// The carrier refused the call for another reason.
+    CarrierRefused => "carrier_refused",
+    /// The carrier failed, could not be reached, or refused the edge's credentials.
+    CarrierUnavailable => "carrier_unavailable",
     /// No region's origin answered.
     OriginUnavailable => "origin_unavailable",
     /// An internal service of the edge did not answer.

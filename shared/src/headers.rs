@@ -41,3 +41,6 @@ pub const SECURITY: [(&str, &str); 5] = [
 
 /// The client's address as Cloudflare saw it.
 pub const CONNECTING_IP: &str = "cf-connecting-ip";
+/// The id of the last Server-Sent Event a reconnecting client saw (HTML, "Server-sent events"):
+/// passed from the client through the edge to the origin, which resumes after it.
+pub const LAST_EVENT_ID: &str = "last-event-id";

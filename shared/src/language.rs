@@ -94,6 +94,24 @@ impl LanguageSession {
         }
     }
 
+    /// Switches to `code` (one of the agent's languages: the caller changed language, or the
+    /// agent's `switch_language` tool was called) and records it; returns the `language`
+    /// message's (`ttsLanguage`, `transcriptionLanguage` when it changes: not while transcription
+    /// is `multi`, which keeps detecting).
+    pub fn switch_to(&mut self, code: &str) -> (String, Option<String>) {
+        let code = code.to_owned();
+        let transcription = match self.transcription.as_deref() {
+            Some(stt) if stt.eq_ignore_ascii_case(MULTI) => None,
+            Some(stt) if stt.eq_ignore_ascii_case(&code) => None,
+            _ => Some(code.clone()),
+        };
+        if transcription.is_some() {
+            self.transcription.clone_from(&transcription);
+        }
+        self.tts = Some(code.clone());
+        (code, transcription)
+    }
+
     /// Decides (and records) what a reply to a prompt in `caller_lang` needs.
     pub fn plan(&mut self, voice: &VoiceSettings, caller_lang: Option<&str>) -> LanguagePlan {
         let Some(lang) =
@@ -116,22 +134,10 @@ impl LanguageSession {
             .chain(voice.tts_language())
             .find(|code| !code.eq_ignore_ascii_case(MULTI) && same_language(code, lang));
         match target {
-            Some(code) => {
-                let code = code.to_owned();
-                let transcription = match self.transcription.as_deref() {
-                    Some(stt) if stt.eq_ignore_ascii_case(MULTI) => None,
-                    Some(stt) if stt.eq_ignore_ascii_case(&code) => None,
-                    _ => Some(code.clone()),
-                };
-                if transcription.is_some() {
-                    self.transcription.clone_from(&transcription);
-                }
-                self.tts = Some(code.clone());
-                LanguagePlan {
-                    switch: Some((code, transcription)),
-                    text_lang: None,
-                }
-            }
+            Some(code) => LanguagePlan {
+                switch: Some(self.switch_to(code)),
+                text_lang: None,
+            },
             None => LanguagePlan {
                 switch: None,
                 text_lang: Some(lang.to_owned()),
@@ -220,6 +226,29 @@ mod tests {
             LanguageSession::new(&no_language).line_lang(&no_language),
             None
         );
+    }
+
+    #[test]
+    fn an_explicit_switch_is_recorded_like_a_callers() {
+        let voice = voice(Some("en-US"), Some("en-US"), &["es-ES"]);
+        let mut session = LanguageSession::new(&voice);
+        assert_eq!(
+            session.switch_to("es-ES"),
+            ("es-ES".to_owned(), Some("es-ES".to_owned()))
+        );
+        assert_eq!(session.tts(), Some("es-ES"));
+        assert_eq!(
+            session.plan(&voice, Some("es-ES")),
+            LanguagePlan::default(),
+            "a caller then speaking it changes nothing"
+        );
+        let multi = voice_with_multi();
+        let mut session = LanguageSession::new(&multi);
+        assert_eq!(session.switch_to("de-DE"), ("de-DE".to_owned(), None));
+    }
+
+    fn voice_with_multi() -> VoiceSettings {
+        voice(Some("en-US"), Some("multi"), &["de-DE"])
     }
 
     #[test]

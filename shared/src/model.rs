@@ -226,6 +226,8 @@ pub enum ModelFailure {
     StreamError,
     /// The stream went quiet for longer than the stall deadline after it started.
     Stalled,
+    /// The model kept calling tools past the turn's bound on tool rounds.
+    ToolRounds,
 }
 
 impl ModelFailure {
@@ -242,6 +244,7 @@ impl ModelFailure {
             Self::Invalid => "invalid_request",
             Self::StreamError => "stream_error",
             Self::Stalled => "stalled",
+            Self::ToolRounds => "tool_rounds_exceeded",
         }
     }
 }
@@ -274,7 +277,7 @@ pub fn recovery(failure: ModelFailure, token_sent: bool, retried_same_model: boo
         | ModelFailure::ModelUnavailable
         | ModelFailure::StreamError
         | ModelFailure::Stalled => Recovery::NextModel,
-        ModelFailure::Invalid => Recovery::GiveUp,
+        ModelFailure::Invalid | ModelFailure::ToolRounds => Recovery::GiveUp,
     }
 }
 

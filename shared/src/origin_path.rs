@@ -4,7 +4,7 @@
 
 use crate::public_route::path_segment;
 
-/// `POST`: starts a call; `GET` lists none (calls are read one by one).
+/// `POST`: starts a call; `GET`: a page of calls (`crate::call_list`).
 pub const CALLS: &str = "/v1/calls";
 /// `GET`: one call.
 pub const CALL: &str = "/v1/calls/{id}";
@@ -12,8 +12,13 @@ pub const CALL: &str = "/v1/calls/{id}";
 pub const CALL_END: &str = "/v1/calls/{id}/end";
 /// `POST`: one turn in, the reply out as Server-Sent Events; `GET`: the turns so far.
 pub const CALL_TURNS: &str = "/v1/calls/{id}/turns";
-/// `GET`: the call's live events (Server-Sent Events).
+/// `GET`: the call's events, its history then live (Server-Sent Events,
+/// `crate::call_event::stream`).
 pub const CALL_EVENTS: &str = "/v1/calls/{id}/events";
+/// `GET`: every live event of the tenant's calls (Server-Sent Events).
+pub const EVENTS: &str = "/v1/events";
+/// `POST`: what answering-machine detection found (from the edge's `CallSession`).
+pub const CALL_ANSWERED_BY: &str = "/v1/calls/{id}/answered-by";
 /// `GET` (WebSocket): the call's ConversationRelay socket.
 pub const CALL_RELAY: &str = "/v1/calls/{id}/relay";
 /// `GET`: a page of agents.
@@ -24,6 +29,10 @@ pub const AGENT: &str = "/v1/agents/{id}";
 pub const PHONE_NUMBER_AGENT: &str = "/v1/phone-numbers/{number}/agent";
 /// `GET`: usage between two dates.
 pub const USAGE: &str = "/v1/usage";
+/// `GET`: the tenant's signing secret for tool calls and webhooks.
+pub const SIGNING_SECRET: &str = "/v1/signing-secret";
+/// `POST`: replaces the tenant's signing secret.
+pub const SIGNING_SECRET_ROTATE: &str = "/v1/signing-secret/rotate";
 
 /// [`CALL`] for `id` (an [`is_resource_id`](crate::identifier::is_resource_id)).
 pub fn call(id: &str) -> String {
@@ -43,6 +52,11 @@ pub fn call_turns(id: &str) -> String {
 /// [`CALL_EVENTS`] for `id`.
 pub fn call_events(id: &str) -> String {
     fill(CALL_EVENTS, id)
+}
+
+/// [`CALL_ANSWERED_BY`] for `id`.
+pub fn call_answered_by(id: &str) -> String {
+    fill(CALL_ANSWERED_BY, id)
 }
 
 /// [`CALL_RELAY`] for `id`.
@@ -79,6 +93,7 @@ mod tests {
         assert_eq!(call_turns("c1"), "/v1/calls/c1/turns");
         assert_eq!(call_events("c1"), "/v1/calls/c1/events");
         assert_eq!(call_relay("CA01"), "/v1/calls/CA01/relay");
+        assert_eq!(call_answered_by("c1"), "/v1/calls/c1/answered-by");
         assert_eq!(agent("front_desk"), "/v1/agents/front_desk");
         assert_eq!(
             phone_number_agent("+14155550100"),
@@ -88,7 +103,14 @@ mod tests {
 
     #[test]
     fn every_pattern_has_at_most_one_parameter_under_its_collection() {
-        for pattern in [CALL, CALL_END, CALL_TURNS, CALL_EVENTS, CALL_RELAY] {
+        for pattern in [
+            CALL,
+            CALL_END,
+            CALL_TURNS,
+            CALL_EVENTS,
+            CALL_RELAY,
+            CALL_ANSWERED_BY,
+        ] {
             assert!(pattern.starts_with(CALLS), "{pattern}");
         }
         assert!(AGENT.starts_with(AGENTS));
@@ -99,10 +121,12 @@ mod tests {
             CALL_TURNS,
             CALL_EVENTS,
             CALL_RELAY,
+            CALL_ANSWERED_BY,
             AGENTS,
             AGENT,
             PHONE_NUMBER_AGENT,
             USAGE,
+            EVENTS,
         ] {
             assert!(pattern.matches('{').count() <= 1, "{pattern}");
             assert!(!fill(pattern, "x").contains(['{', '}']), "{pattern}");

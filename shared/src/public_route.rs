@@ -2,6 +2,7 @@
 //! firewall stage, credential, scopes, body limit, and whether a failed forward may be retried
 //! on another region.
 
+use crate::carrier::CarrierKind;
 use crate::firewall::RouteKind;
 use crate::identifier::is_resource_id;
 use crate::origin_path;
@@ -13,10 +14,21 @@ pub enum PublicRoute {
     Health,
     /// `OPTIONS *`: a CORS preflight.
     Preflight,
-    /// `POST /voice/twilio/incoming`: the carrier's incoming-call webhook.
-    TwilioIncoming,
-    /// `POST /voice/twilio/status`: the carrier's call status callback.
-    TwilioStatus,
+    /// `POST /voice/{carrier}/incoming`: the carrier's incoming-call webhook.
+    CarrierIncoming {
+        /// Whose webhook.
+        carrier: CarrierKind,
+    },
+    /// `POST /voice/{carrier}/status`: the carrier's call status (and AMD) callback.
+    CarrierStatus {
+        /// Whose callback.
+        carrier: CarrierKind,
+    },
+    /// `POST /voice/twilio/action`: Twilio's `<Connect action>` callback once a relay session
+    /// ended; answered `<Dial>` for a transfer, else `<Hangup/>`.
+    TwilioAction,
+    /// `POST /voice/twilio/whisper?text=…`: TwiML said to the person answering a transfer.
+    TwilioWhisper,
     /// `GET /voice/relay/{call_id}`: the ConversationRelay WebSocket.
     Relay {
         /// The call's id (the carrier's CallSid for phone calls).
@@ -24,6 +36,8 @@ pub enum PublicRoute {
     },
     /// `POST /api/v1/calls`.
     CreateCall,
+    /// `POST /api/v1/calls/outbound`: dial a number through the tenant's carrier.
+    OutboundCall,
     /// `GET /api/v1/calls/{id}`.
     GetCall {
         /// The call's id.
@@ -44,7 +58,38 @@ pub enum PublicRoute {
         /// The origin path, e.g. `/v1/agents/a1`.
         origin_path: String,
     },
+    /// `GET /api/v1/signing-secret`, `POST /api/v1/signing-secret/rotate`: the tenant's secret
+    /// for `X-Aybiza-Signature`, passed to the origin.
+    SigningSecret {
+        /// The origin path, e.g. `/v1/signing-secret/rotate`.
+        origin_path: String,
+    },
+    /// `GET /api/v1/calls`: the tenant's calls, newest first, a page at a time
+    /// (`crate::call_list`).
+    ListCalls,
+    /// `GET /api/v1/calls/{id}/turns`: the call's transcript.
+    Transcript {
+        /// The call's id.
+        call_id: String,
+    },
+    /// `GET /api/v1/calls/{id}/events`: the call's events as SSE, history first
+    /// (`crate::call_event::stream`).
+    CallEvents {
+        /// The call's id.
+        call_id: String,
+    },
+    /// `GET /api/v1/events`: every call's live events of the tenant, as SSE.
+    Events,
+    /// `GET /api/v1/usage`: usage per day (`crate::usage`).
+    Usage,
 }
+
+/// Path of the carrier's `<Connect action>` callback (rendered into TwiML, routed here).
+pub const ACTION_PATH: &str = "/voice/twilio/action";
+/// Path of the whisper TwiML a transfer's `<Number url>` points at.
+pub const WHISPER_PATH: &str = "/voice/twilio/whisper";
+/// Query parameter of [`WHISPER_PATH`] carrying what is said.
+pub const WHISPER_TEXT_PARAM: &str = "text";
 
 /// Why a request matches no route.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,7 +110,7 @@ pub enum RouteError {
 pub enum Credential {
     /// None: open routes.
     None,
-    /// The carrier's `X-Twilio-Signature`.
+    /// The carrier's signature (`X-Twilio-Signature`, `telnyx-signature-ed25519`).
     CarrierSignature,
     /// The carrier's signature on the handshake, or a Bearer JWT/API key/call session token.
     CarrierOrBearer,
@@ -94,27 +139,78 @@ impl PublicRoute {
         let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
         let (route, allowed_method) = match segments.as_slice() {
             ["health"] => (PublicRoute::Health, "GET"),
-            ["voice", "twilio", "incoming"] => (PublicRoute::TwilioIncoming, "POST"),
-            ["voice", "twilio", "status"] => (PublicRoute::TwilioStatus, "POST"),
+            ["voice", "twilio", "action"] => (PublicRoute::TwilioAction, "POST"),
+            ["voice", "twilio", "whisper"] => (PublicRoute::TwilioWhisper, "POST"),
+            ["api", "v1", "signing-secret"] => (
+                PublicRoute::SigningSecret {
+                    origin_path: crate::origin_path::SIGNING_SECRET.to_owned(),
+                },
+                "GET",
+            ),
+            ["api", "v1", "signing-secret", "rotate"] => (
+                PublicRoute::SigningSecret {
+                    origin_path: crate::origin_path::SIGNING_SECRET_ROTATE.to_owned(),
+                },
+                "POST",
+            ),
             ["voice", "relay", id] => (
                 PublicRoute::Relay {
                     call_id: id_of(id)?,
                 },
                 "GET",
             ),
-            ["api", "v1", "calls"] => (PublicRoute::CreateCall, "POST"),
+            ["voice", carrier, "incoming"] => (
+                PublicRoute::CarrierIncoming {
+                    carrier: CarrierKind::parse(carrier).ok_or(RouteError::NotFound)?,
+                },
+                "POST",
+            ),
+            ["voice", carrier, "status"] => (
+                PublicRoute::CarrierStatus {
+                    carrier: CarrierKind::parse(carrier).ok_or(RouteError::NotFound)?,
+                },
+                "POST",
+            ),
+            ["api", "v1", "calls"] => {
+                return by_method(
+                    method,
+                    [
+                        ("POST", PublicRoute::CreateCall),
+                        ("GET", PublicRoute::ListCalls),
+                    ],
+                );
+            }
+            // Before the id arm: `outbound` is not a call id any carrier or the edge makes.
+            ["api", "v1", "calls", "outbound"] => (PublicRoute::OutboundCall, "POST"),
             ["api", "v1", "calls", id] => (
                 PublicRoute::GetCall {
                     call_id: id_of(id)?,
                 },
                 "GET",
             ),
-            ["api", "v1", "calls", id, "turns"] => (
-                PublicRoute::Turn {
+            ["api", "v1", "calls", id, "turns"] => {
+                let call_id = id_of(id)?;
+                return by_method(
+                    method,
+                    [
+                        (
+                            "POST",
+                            PublicRoute::Turn {
+                                call_id: call_id.clone(),
+                            },
+                        ),
+                        ("GET", PublicRoute::Transcript { call_id }),
+                    ],
+                );
+            }
+            ["api", "v1", "calls", id, "events"] => (
+                PublicRoute::CallEvents {
                     call_id: id_of(id)?,
                 },
-                "POST",
+                "GET",
             ),
+            ["api", "v1", "events"] => (PublicRoute::Events, "GET"),
+            ["api", "v1", "usage"] => (PublicRoute::Usage, "GET"),
             ["api", "v1", "calls", id, "end"] => (
                 PublicRoute::EndCall {
                     call_id: id_of(id)?,
@@ -158,9 +254,11 @@ impl PublicRoute {
     pub fn kind(&self) -> RouteKind {
         match self {
             PublicRoute::Health | PublicRoute::Preflight => RouteKind::Open,
-            PublicRoute::TwilioIncoming | PublicRoute::TwilioStatus | PublicRoute::Relay { .. } => {
-                RouteKind::Voice
-            }
+            PublicRoute::CarrierIncoming { .. }
+            | PublicRoute::CarrierStatus { .. }
+            | PublicRoute::TwilioAction
+            | PublicRoute::TwilioWhisper
+            | PublicRoute::Relay { .. } => RouteKind::Voice,
             _ => RouteKind::Api,
         }
     }
@@ -169,7 +267,10 @@ impl PublicRoute {
     pub fn credential(&self) -> Credential {
         match self {
             PublicRoute::Health | PublicRoute::Preflight => Credential::None,
-            PublicRoute::TwilioIncoming | PublicRoute::TwilioStatus => Credential::CarrierSignature,
+            PublicRoute::CarrierIncoming { .. }
+            | PublicRoute::CarrierStatus { .. }
+            | PublicRoute::TwilioAction
+            | PublicRoute::TwilioWhisper => Credential::CarrierSignature,
             PublicRoute::Relay { .. } => Credential::CarrierOrBearer,
             _ => Credential::Bearer,
         }
@@ -178,11 +279,17 @@ impl PublicRoute {
     /// Scopes a Bearer principal needs (carrier-signed requests carry none and need none).
     pub fn required_scopes(&self) -> &'static [&'static str] {
         match self {
-            PublicRoute::GetCall { .. } => &[SCOPE_CALLS_READ],
-            PublicRoute::CreateCall | PublicRoute::Turn { .. } | PublicRoute::EndCall { .. } => {
-                &[SCOPE_CALLS_WRITE]
-            }
-            PublicRoute::Agents { .. } => &[SCOPE_AGENTS_ADMIN],
+            PublicRoute::GetCall { .. }
+            | PublicRoute::ListCalls
+            | PublicRoute::Transcript { .. }
+            | PublicRoute::CallEvents { .. }
+            | PublicRoute::Events
+            | PublicRoute::Usage => &[SCOPE_CALLS_READ],
+            PublicRoute::CreateCall
+            | PublicRoute::OutboundCall
+            | PublicRoute::Turn { .. }
+            | PublicRoute::EndCall { .. } => &[SCOPE_CALLS_WRITE],
+            PublicRoute::Agents { .. } | PublicRoute::SigningSecret { .. } => &[SCOPE_AGENTS_ADMIN],
             _ => &[],
         }
     }
@@ -202,10 +309,24 @@ impl PublicRoute {
             PublicRoute::Relay { call_id }
             | PublicRoute::GetCall { call_id }
             | PublicRoute::Turn { call_id }
-            | PublicRoute::EndCall { call_id } => Some(call_id),
+            | PublicRoute::EndCall { call_id }
+            | PublicRoute::Transcript { call_id }
+            | PublicRoute::CallEvents { call_id } => Some(call_id),
             _ => None,
         }
     }
+}
+
+/// The route among `choices` (method, route) that `method` names.
+fn by_method<const N: usize>(
+    method: &str,
+    choices: [(&str, PublicRoute); N],
+) -> Result<PublicRoute, RouteError> {
+    choices
+        .into_iter()
+        .find(|(allowed, _)| method.eq_ignore_ascii_case(allowed))
+        .map(|(_, route)| route)
+        .ok_or(RouteError::MethodNotAllowed)
 }
 
 /// The URL exactly as the client or carrier called it — what a carrier signature covers:
@@ -234,6 +355,35 @@ pub fn as_called(request_url: &str, public_base: Option<&str>, websocket: bool) 
     } else {
         full
     }
+}
+
+/// `path_and_query` on the scheme and host `url_as_called` (an [`as_called`] URL) came in on:
+/// where the carrier is pointed back at this edge (the `<Connect action>`, a whisper).
+pub fn on_same_host(url_as_called: &str, path_and_query: &str) -> String {
+    let after_scheme = url_as_called.find("://").map_or(0, |at| at + 3);
+    let host_end = url_as_called[after_scheme..]
+        .find(['/', '?', '#'])
+        .map_or(url_as_called.len(), |p| after_scheme + p);
+    format!("{}{path_and_query}", &url_as_called[..host_end])
+}
+
+/// The whisper URL for `text` on the host `url_as_called` came in on: [`WHISPER_PATH`] with the
+/// text form-encoded in [`WHISPER_TEXT_PARAM`] (the carrier signs the whole URL when it
+/// fetches it, so the text cannot be altered on the way).
+pub fn whisper_url(url_as_called: &str, text: &str) -> String {
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair(WHISPER_TEXT_PARAM, text)
+        .finish();
+    on_same_host(url_as_called, &format!("{WHISPER_PATH}?{query}"))
+}
+
+/// The whisper text of a [`WHISPER_PATH`] URL (as called), when it has one.
+pub fn whisper_text(url_as_called: &str) -> Option<String> {
+    let query = url_as_called.split_once('?')?.1;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == WHISPER_TEXT_PARAM)
+        .map(|(_, value)| value.into_owned())
+        .filter(|text| !text.trim().is_empty())
 }
 
 /// Percent-encodes `text` for use as one path segment (e.g. an E.164 number's `+`).
@@ -306,9 +456,48 @@ mod tests {
             (
                 "POST",
                 "/voice/twilio/incoming",
-                PublicRoute::TwilioIncoming,
+                PublicRoute::CarrierIncoming {
+                    carrier: CarrierKind::Twilio,
+                },
             ),
-            ("POST", "/voice/twilio/status", PublicRoute::TwilioStatus),
+            (
+                "POST",
+                "/voice/twilio/status",
+                PublicRoute::CarrierStatus {
+                    carrier: CarrierKind::Twilio,
+                },
+            ),
+            ("POST", ACTION_PATH, PublicRoute::TwilioAction),
+            ("POST", WHISPER_PATH, PublicRoute::TwilioWhisper),
+            (
+                "GET",
+                "/api/v1/signing-secret",
+                PublicRoute::SigningSecret {
+                    origin_path: "/v1/signing-secret".into(),
+                },
+            ),
+            (
+                "POST",
+                "/api/v1/signing-secret/rotate",
+                PublicRoute::SigningSecret {
+                    origin_path: "/v1/signing-secret/rotate".into(),
+                },
+            ),
+            (
+                "POST",
+                "/voice/telnyx/incoming",
+                PublicRoute::CarrierIncoming {
+                    carrier: CarrierKind::Telnyx,
+                },
+            ),
+            (
+                "POST",
+                "/voice/telnyx/status",
+                PublicRoute::CarrierStatus {
+                    carrier: CarrierKind::Telnyx,
+                },
+            ),
+            ("POST", "/api/v1/calls/outbound", PublicRoute::OutboundCall),
             (
                 "GET",
                 "/voice/relay/CA0123456789abcdef0123456789abcdef",
@@ -360,6 +549,24 @@ mod tests {
                     origin_path: "/v1/agents/a_1".into(),
                 },
             ),
+            ("GET", "/api/v1/calls", PublicRoute::ListCalls),
+            ("get", "/api/v1/calls/", PublicRoute::ListCalls),
+            (
+                "GET",
+                "/api/v1/calls/c-1/turns",
+                PublicRoute::Transcript {
+                    call_id: call("c-1"),
+                },
+            ),
+            (
+                "GET",
+                "/api/v1/calls/c-1/events",
+                PublicRoute::CallEvents {
+                    call_id: call("c-1"),
+                },
+            ),
+            ("GET", "/api/v1/events", PublicRoute::Events),
+            ("GET", "/api/v1/usage", PublicRoute::Usage),
         ];
         for (method, path, expected) in cases {
             assert_eq!(
@@ -376,6 +583,13 @@ mod tests {
             ("GET", "/", RouteError::NotFound),
             ("GET", "/api/v1/call", RouteError::NotFound),
             ("GET", "/api/v1/agents/a/b", RouteError::NotFound),
+            ("POST", "/voice/vonage/incoming", RouteError::NotFound),
+            ("POST", "/voice/relay/status", RouteError::MethodNotAllowed),
+            (
+                "GET",
+                "/api/v1/calls/outbound",
+                RouteError::MethodNotAllowed,
+            ),
             ("POST", "/health", RouteError::MethodNotAllowed),
             (
                 "GET",
@@ -384,7 +598,37 @@ mod tests {
             ),
             ("DELETE", "/api/v1/calls/c1", RouteError::MethodNotAllowed),
             ("DELETE", "/api/v1/agents", RouteError::MethodNotAllowed),
+            ("GET", "/voice/twilio/action", RouteError::MethodNotAllowed),
+            (
+                "POST",
+                "/api/v1/signing-secret",
+                RouteError::MethodNotAllowed,
+            ),
+            (
+                "GET",
+                "/api/v1/signing-secret/rotate",
+                RouteError::MethodNotAllowed,
+            ),
+            ("POST", "/api/v1/signing-secret/x", RouteError::NotFound),
             ("POST", "/api/v1/agents", RouteError::MethodNotAllowed),
+            ("DELETE", "/api/v1/calls", RouteError::MethodNotAllowed),
+            (
+                "PUT",
+                "/api/v1/calls/c1/turns",
+                RouteError::MethodNotAllowed,
+            ),
+            (
+                "POST",
+                "/api/v1/calls/c1/events",
+                RouteError::MethodNotAllowed,
+            ),
+            ("POST", "/api/v1/usage", RouteError::MethodNotAllowed),
+            ("POST", "/api/v1/events", RouteError::MethodNotAllowed),
+            (
+                "GET",
+                "/api/v1/calls/a.b/turns",
+                RouteError::BadId("a.b".into()),
+            ),
             (
                 "GET",
                 "/api/v1/calls/..%2f..",
@@ -423,12 +667,101 @@ mod tests {
             PublicRoute::GetCall { call_id: call("c") }.required_scopes(),
             &[SCOPE_CALLS_READ]
         );
+        for read in [
+            PublicRoute::ListCalls,
+            PublicRoute::Transcript { call_id: call("c") },
+            PublicRoute::CallEvents { call_id: call("c") },
+            PublicRoute::Events,
+            PublicRoute::Usage,
+        ] {
+            assert_eq!(read.required_scopes(), &[SCOPE_CALLS_READ], "{read:?}");
+            assert_eq!(read.credential(), Credential::Bearer, "{read:?}");
+            assert_eq!(read.kind(), RouteKind::Api, "{read:?}");
+            assert!(
+                may_retry_elsewhere("GET", &read, ForwardFailure::Connect),
+                "{read:?}: reads fail over"
+            );
+        }
+        assert_eq!(
+            PublicRoute::CallEvents { call_id: call("c") }.call_id(),
+            Some("c")
+        );
+        assert_eq!(PublicRoute::ListCalls.call_id(), None);
         assert_eq!(PublicRoute::Health.credential(), Credential::None);
+        for carrier in [PublicRoute::TwilioAction, PublicRoute::TwilioWhisper] {
+            assert_eq!(carrier.credential(), Credential::CarrierSignature);
+            assert_eq!(carrier.kind(), RouteKind::Voice);
+            assert_eq!(carrier.body_limit(), VOICE_BODY_LIMIT);
+        }
+        let secret = PublicRoute::SigningSecret {
+            origin_path: "/v1/signing-secret".into(),
+        };
+        assert_eq!(secret.required_scopes(), &[SCOPE_AGENTS_ADMIN]);
+        assert_eq!(secret.credential(), Credential::Bearer);
         assert_eq!(PublicRoute::Health.body_limit(), 0);
-        assert_eq!(PublicRoute::TwilioIncoming.body_limit(), VOICE_BODY_LIMIT);
+        let telnyx = PublicRoute::CarrierStatus {
+            carrier: CarrierKind::Telnyx,
+        };
+        assert_eq!(telnyx.body_limit(), VOICE_BODY_LIMIT);
+        assert_eq!(telnyx.credential(), Credential::CarrierSignature);
+        assert_eq!(telnyx.kind(), RouteKind::Voice);
+        assert_eq!(PublicRoute::OutboundCall.kind(), RouteKind::Api);
+        assert_eq!(PublicRoute::OutboundCall.credential(), Credential::Bearer);
+        assert_eq!(
+            PublicRoute::OutboundCall.required_scopes(),
+            &[SCOPE_CALLS_WRITE]
+        );
         assert_eq!(
             PublicRoute::Turn { call_id: call("c") }.body_limit(),
             API_BODY_LIMIT
+        );
+    }
+
+    #[test]
+    fn urls_back_to_this_host() {
+        for (called, expected) in [
+            (
+                "https://edge.example/voice/twilio/incoming?x=1",
+                "https://edge.example/voice/twilio/action",
+            ),
+            (
+                "http://127.0.0.1:8787/voice/twilio/incoming",
+                "http://127.0.0.1:8787/voice/twilio/action",
+            ),
+            (
+                "https://edge.example",
+                "https://edge.example/voice/twilio/action",
+            ),
+            (
+                "https://edge.example?x=1",
+                "https://edge.example/voice/twilio/action",
+            ),
+        ] {
+            assert_eq!(on_same_host(called, ACTION_PATH), expected, "{called}");
+        }
+    }
+
+    #[test]
+    fn whisper_urls_carry_their_text() {
+        let url = whisper_url(
+            "https://edge.example/voice/twilio/action?x=1",
+            "Caller wants a refund & a call back",
+        );
+        assert_eq!(
+            url,
+            "https://edge.example/voice/twilio/whisper?text=Caller+wants+a+refund+%26+a+call+back"
+        );
+        assert_eq!(
+            whisper_text(&url).as_deref(),
+            Some("Caller wants a refund & a call back")
+        );
+        assert_eq!(
+            whisper_text("https://edge.example/voice/twilio/whisper"),
+            None
+        );
+        assert_eq!(
+            whisper_text("https://e.example/voice/twilio/whisper?text=+"),
+            None
         );
     }
 

@@ -190,7 +190,8 @@ fn parse_signature(value: &str) -> Result<[u8; 32], SigningError> {
     Ok(tag)
 }
 
-fn hex_value(digit: u8) -> Option<u8> {
+/// The value of one hex digit.
+pub(crate) fn hex_value(digit: u8) -> Option<u8> {
     match digit {
         b'0'..=b'9' => Some(digit - b'0'),
         b'a'..=b'f' => Some(digit - b'a' + 10),
@@ -199,7 +200,8 @@ fn hex_value(digit: u8) -> Option<u8> {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(bytes.len() * 2);
     for byte in bytes {

@@ -98,3 +98,29 @@ pub fn ec_jwk(kid: &str, key: &SigningKey) -> Jwk {
 pub fn hmac_jwk(kid: Option<&str>, secret: &[u8]) -> Jwk {
     Jwk::hmac(kid.map(str::to_owned), Secret::new(secret)).expect("long enough secret")
 }
+
+/// An active API call of tenant `t` with agent `a`, started at `started_at_ms`.
+pub fn call(id: &str, started_at_ms: u64) -> crate::call::Call {
+    crate::call::Call {
+        id: id.into(),
+        tenant_id: "t".into(),
+        agent_id: "a".into(),
+        source: crate::call::CallSource::Api,
+        carrier_call_sid: None,
+        from: None,
+        to: None,
+        region: "us-east-1".into(),
+        status: crate::call::CallStatus::Active,
+        turn_count: 0,
+        started_at_ms,
+        ended_at_ms: None,
+        end_reason: None,
+        caller: crate::call::CallerDetails::default(),
+        direction: crate::call::CallDirection::Inbound,
+        carrier: None,
+        answered_by: None,
+        voicemail_message: None,
+        voicemail_left_at_ms: None,
+        metadata: None,
+    }
+}

@@ -133,8 +133,71 @@ pub struct Turn {
     /// `throttled`, `timeout`, `server_error`, … ([`crate::model::ModelFailure::as_str`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
+    /// The tools the model called while producing this reply, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
     /// Unix milliseconds.
     pub created_at_ms: u64,
+}
+
+/// One tool call made while producing a reply, as stored with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The tool's name (a tenant's tool or a built-in).
+    pub name: String,
+    /// What the model passed.
+    pub input: serde_json::Value,
+    /// How it went.
+    pub outcome: ToolOutcome,
+    /// What the tool answered (JSON), when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// Why it failed, as the model was told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// From the model's request to the result.
+    pub duration_ms: u32,
+}
+
+/// How a tool call went; the model gets an error result for all but `ok`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolOutcome {
+    /// Answered 2xx with JSON (or the built-in was performed).
+    Ok,
+    /// Answered, but not 2xx.
+    Failed,
+    /// No answer within the tool's `timeout_ms`.
+    Timeout,
+    /// Not called: its host resolves to an address the origin may not reach.
+    Refused,
+    /// Could not connect or the connection broke.
+    Unreachable,
+    /// The answer was larger than the cap.
+    TooLarge,
+    /// The answer was not JSON.
+    NotJson,
+    /// The model's input was unusable (a built-in's check) or named no tool of the agent.
+    Invalid,
+    /// The caller spoke over the wait; the call was cancelled.
+    Cancelled,
+}
+
+impl ToolOutcome {
+    /// The stored form (and metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+            Self::Timeout => "timeout",
+            Self::Refused => "refused",
+            Self::Unreachable => "unreachable",
+            Self::TooLarge => "too_large",
+            Self::NotJson => "not_json",
+            Self::Invalid => "invalid",
+            Self::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// `GET /v1/calls/{id}/turns`.
@@ -204,6 +267,8 @@ pub struct DoneEvent {
 pub const GUARDRAIL_INTERVENED: &str = "guardrail_intervened";
 /// The stop reason of a reply that ended normally.
 pub const END_TURN: &str = "end_turn";
+/// The stop reason of a response that asks for tools.
+pub const TOOL_USE: &str = "tool_use";
 
 #[cfg(test)]
 mod tests {
@@ -227,6 +292,39 @@ mod tests {
                 request("hola", Some(bad)).validate(),
                 Err(TurnError::BadLang),
                 "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn tool_calls_are_shown_only_when_there_are_some() {
+        let call = ToolCall {
+            name: "lookup_order".into(),
+            input: serde_json::json!({"id": "42"}),
+            outcome: ToolOutcome::Timeout,
+            result: None,
+            error: Some("no answer within 300 ms".into()),
+            duration_ms: 301,
+        };
+        assert_eq!(
+            serde_json::to_value(&call).expect("json"),
+            serde_json::json!({"name": "lookup_order", "input": {"id": "42"}, "outcome": "timeout",
+                               "error": "no answer within 300 ms", "duration_ms": 301})
+        );
+        for outcome in [
+            ToolOutcome::Ok,
+            ToolOutcome::Failed,
+            ToolOutcome::Timeout,
+            ToolOutcome::Refused,
+            ToolOutcome::Unreachable,
+            ToolOutcome::TooLarge,
+            ToolOutcome::NotJson,
+            ToolOutcome::Invalid,
+            ToolOutcome::Cancelled,
+        ] {
+            assert_eq!(
+                serde_json::to_value(outcome).expect("json"),
+                serde_json::Value::from(outcome.as_str())
             );
         }
     }

@@ -586,7 +586,13 @@ mod tests {
     }
 }
 
-/// The fields of the carrier's call webhooks (incoming call, status callback) the edge acts on.
+/// The fields of the carrier's call webhooks (incoming call, status callback, answering-machine detection callback, and the
+/// `<Connect action>` callback after a ConversationRelay session ends) the edge acts on. The
+/// action callback adds `SessionId`, `SessionStatus`, `SessionDuration` and `HandoffData` (the
+/// `handoffData` string of the relay's `end` message, as sent) to the usual call fields:
+/// <https://www.twilio.com/docs/voice/twiml/connect/conversationrelay> ("End session message").
+/// The answering-machine detection callback adds `AnsweredBy`. Telnyx's TeXML callbacks use
+/// the same names.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallWebhook {
     /// `CallSid`: the carrier's call id.
@@ -599,6 +605,16 @@ pub struct CallWebhook {
     pub to: Option<String>,
     /// `CallStatus`: `ringing`, `in-progress`, `completed`, `busy`, …
     pub call_status: Option<String>,
+    /// `SessionId`: the ConversationRelay session (`VX…`), action callback only.
+    pub session_id: Option<String>,
+    /// `SessionStatus`: how the relay session ended (`ended`, `failed`, …), action callback only.
+    pub session_status: Option<String>,
+    /// `SessionDuration`: seconds the relay session lasted, action callback only.
+    pub session_duration: Option<String>,
+    /// `HandoffData`: the `handoffData` of the relay's `end`, action callback only.
+    pub handoff_data: Option<String>,
+    /// `AnsweredBy`: what answering-machine detection found (`human`, `machine_end_beep`, …).
+    pub answered_by: Option<String>,
 }
 
 impl CallWebhook {
@@ -627,6 +643,11 @@ impl CallWebhook {
             from: text("From"),
             to: text("To"),
             call_status: text("CallStatus"),
+            session_id: text("SessionId"),
+            session_status: text("SessionStatus"),
+            session_duration: text("SessionDuration"),
+            handoff_data: text("HandoffData"),
+            answered_by: text("AnsweredBy"),
         }
     }
 
@@ -640,6 +661,11 @@ impl CallWebhook {
                 "From" => &mut webhook.from,
                 "To" => &mut webhook.to,
                 "CallStatus" => &mut webhook.call_status,
+                "SessionId" => &mut webhook.session_id,
+                "SessionStatus" => &mut webhook.session_status,
+                "SessionDuration" => &mut webhook.session_duration,
+                "HandoffData" => &mut webhook.handoff_data,
+                "AnsweredBy" => &mut webhook.answered_by,
                 _ => continue,
             };
             if slot.is_none() {
@@ -665,6 +691,7 @@ mod webhook_tests {
                 from: Some("+14155550100".into()),
                 to: Some("+18005550101".into()),
                 call_status: Some("completed".into()),
+                ..CallWebhook::default()
             }
         );
         assert_eq!(CallWebhook::from_form(b""), CallWebhook::default());
@@ -682,6 +709,7 @@ mod webhook_tests {
                 from: None,
                 to: None,
                 call_status: Some("completed".into()),
+                ..CallWebhook::default()
             }
         );
         let form = b"CallSid=CA3&CallStatus=busy";
@@ -696,6 +724,26 @@ mod webhook_tests {
         assert_eq!(
             CallWebhook::from_body(Some("application/json"), b"[1]"),
             CallWebhook::default()
+        );
+    }
+
+    #[test]
+    fn the_action_callback_carries_the_session_and_its_handoff_data() {
+        // As the carrier posts it after the relay's `end` (form-encoded, HandoffData a string).
+        let body = b"AccountSid=AC1&CallSid=CA2&CallStatus=in-progress&SessionId=VX3&SessionStatus=ended&SessionDuration=42&HandoffData=%7B%22reason%22%3A%22transfer%22%7D";
+        let read = CallWebhook::from_form(body);
+        assert_eq!(read.session_id.as_deref(), Some("VX3"));
+        assert_eq!(read.session_status.as_deref(), Some("ended"));
+        assert_eq!(read.session_duration.as_deref(), Some("42"));
+        assert_eq!(
+            read.handoff_data.as_deref(),
+            Some(r#"{"reason":"transfer"}"#)
+        );
+        let json = br#"{"CallSid":"CA2","SessionStatus":"failed","HandoffData":"{}"}"#;
+        let read = CallWebhook::from_json(json);
+        assert_eq!(
+            (read.session_status.as_deref(), read.handoff_data.as_deref()),
+            (Some("failed"), Some("{}"))
         );
     }
 }

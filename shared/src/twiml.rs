@@ -1,20 +1,83 @@
-//! TwiML the edge answers the carrier's incoming-call webhook with.
+//! TwiML (and Telnyx's TwiML-compatible TeXML) the edge answers the carrier's webhooks with,
+//! and runs an outbound call with.
 //!
 //! [`connect_agent`] renders an agent's whole ConversationRelay configuration; attributes and
-//! elements as in <https://www.twilio.com/docs/voice/twiml/connect/conversationrelay>. Every
-//! value is XML-escaped.
+//! elements as in <https://www.twilio.com/docs/voice/twiml/connect/conversationrelay>.
+//! [`connect_agent_in`] renders it for a [`Dialect`]: TeXML's `<ConversationRelay>` documents
+//! fewer attributes
+//! (<https://developers.telnyx.com/docs/voice/programmable-voice/texml-verbs/conversationrelay>),
+//! so only those are rendered for Telnyx. Twilio's `<Connect action>` is where the carrier posts
+//! once the relay session ends; that callback is answered with [`dial`] (a transfer to a person,
+//! TwiML `<Dial>` with a `<Number>` or `<Sip>` noun whose `url` whispers to the person answering:
+//! <https://www.twilio.com/docs/voice/twiml/dial>, <https://www.twilio.com/docs/voice/twiml/number>)
+//! or [`hang_up`]. Every value is XML-escaped.
 
 use std::fmt::Write;
 
 use crate::agent::AgentSpec;
+use crate::handoff::{DialPlan, TransferTo};
+
+const XML_DECLARATION: &str = r#"<?xml version="1.0" encoding="UTF-8"?>"#;
 
 /// `<Connect><ConversationRelay …>` for `agent`: its greeting as `welcomeGreeting`, every
 /// ConversationRelay setting of its `voice`, its `<Language>` elements, then `parameters` as
 /// `<Parameter>` children. `url` is `wss://<public host>/voice/relay/<CallSid>` (with its
-/// token). The attributes the edge rendered before this function existed come first, in the
-/// same order and form (`url`, `welcomeGreeting`, `voice`, `language`, `ttsProvider`,
-/// `transcriptionProvider`, `dtmfDetection`), so existing answers are unchanged byte for byte.
-pub fn connect_agent(agent: &AgentSpec, url: &str, parameters: &[(String, String)]) -> String {
+/// token); `action` is `https://<public host>/voice/twilio/action` (the carrier's callback once
+/// the relay session ends: a transfer is dialled there). The attributes the edge rendered before
+/// this function existed come first, in the same order and form (`url`, `welcomeGreeting`,
+/// `voice`, `language`, `ttsProvider`, `transcriptionProvider`, `dtmfDetection`), so existing
+/// answers are unchanged byte for byte.
+pub fn connect_agent(
+    agent: &AgentSpec,
+    url: &str,
+    action: Option<&str>,
+    parameters: &[(String, String)],
+) -> String {
+    connect_agent_in(Dialect::Twilio, agent, url, action, parameters)
+}
+
+/// The carrier whose markup is rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// TwiML: every ConversationRelay attribute.
+    Twilio,
+    /// TeXML: the attributes Telnyx documents for `<ConversationRelay>` (`url`,
+    /// `welcomeGreeting`, `voice`, `language`, `transcriptionProvider`, `interruptible`,
+    /// `welcomeGreetingInterruptible`, `dtmfDetection`); its `<Language>` takes `code`,
+    /// `ttsProvider`, `voice`, `transcriptionProvider`, `speechModel`, and `<Parameter>`s pass
+    /// custom parameters.
+    Telnyx,
+}
+
+/// Top-level `<ConversationRelay>` attributes TeXML documents.
+const TEXML_ATTRIBUTES: [&str; 8] = [
+    "url",
+    "welcomeGreeting",
+    "voice",
+    "language",
+    "transcriptionProvider",
+    "interruptible",
+    "welcomeGreetingInterruptible",
+    "dtmfDetection",
+];
+
+impl Dialect {
+    fn renders(self, attribute: &str) -> bool {
+        match self {
+            Dialect::Twilio => true,
+            Dialect::Telnyx => TEXML_ATTRIBUTES.contains(&attribute),
+        }
+    }
+}
+
+/// [`connect_agent`] in `dialect`.
+pub fn connect_agent_in(
+    dialect: Dialect,
+    agent: &AgentSpec,
+    url: &str,
+    action: Option<&str>,
+    parameters: &[(String, String)],
+) -> String {
     let voice = &agent.voice;
     let mut attributes: Vec<(&str, String)> = vec![("url", url.to_owned())];
     let mut text = |name, value: &Option<String>| {
@@ -101,7 +164,8 @@ pub fn connect_agent(agent: &AgentSpec, url: &str, parameters: &[(String, String
             element
         })
         .collect();
-    render(&attributes, &languages, parameters)
+    attributes.retain(|(name, _)| dialect.renders(name));
+    render(action, &attributes, &languages, parameters)
 }
 
 fn flag(value: bool) -> &'static str {
@@ -114,15 +178,19 @@ fn write_attributes(xml: &mut String, attributes: &[(&str, String)]) {
     }
 }
 
-/// The document: `<ConversationRelay>` with `attributes`, `<Language>` elements, `<Parameter>`s.
+/// The document: `<Connect>` (with its `action`), `<ConversationRelay>` with `attributes`,
+/// `<Language>` elements, `<Parameter>`s.
 fn render(
+    action: Option<&str>,
     attributes: &[(&str, String)],
     languages: &[Vec<(&str, String)>],
     parameters: &[(String, String)],
 ) -> String {
-    let mut xml = String::from(
-        r#"<?xml version="1.0" encoding="UTF-8"?><Response><Connect><ConversationRelay"#,
-    );
+    let mut xml = format!("{XML_DECLARATION}<Response><Connect");
+    if let Some(action) = action {
+        write_attributes(&mut xml, &[("action", action.to_owned())]);
+    }
+    xml.push_str("><ConversationRelay");
     write_attributes(&mut xml, attributes);
     if languages.is_empty() && parameters.is_empty() {
         xml.push_str("/>");
@@ -155,6 +223,44 @@ pub fn say_and_hang_up(message: &str, language: Option<&str>) -> String {
         .unwrap_or_default();
     format!(
         r#"<?xml version="1.0" encoding="UTF-8"?><Response><Say{language}>{}</Say><Hangup/></Response>"#,
+        escape(message)
+    )
+}
+
+/// `<Dial>` to a transfer's target: `callerId` when configured, and the `<Number>` or `<Sip>`
+/// noun's `url` set to `whisper_url` (TwiML the carrier runs for the person answering, before
+/// the caller is connected) when the plan has a whisper.
+pub fn dial(plan: &DialPlan, whisper_url: Option<&str>) -> String {
+    let mut xml = format!("{XML_DECLARATION}<Response><Dial");
+    if let Some(caller_id) = &plan.caller_id {
+        write_attributes(&mut xml, &[("callerId", caller_id.clone())]);
+    }
+    xml.push('>');
+    let noun = match plan.to {
+        TransferTo::Number(_) => "Number",
+        TransferTo::Sip(_) => "Sip",
+    };
+    let _ = write!(xml, "<{noun}");
+    if let (Some(url), Some(_)) = (whisper_url, &plan.whisper) {
+        write_attributes(&mut xml, &[("url", url.to_owned())]);
+    }
+    let _ = write!(
+        xml,
+        ">{}</{noun}></Dial></Response>",
+        escape(plan.to.as_str())
+    );
+    xml
+}
+
+/// `<Hangup/>`: the relay session ended and nothing follows.
+pub fn hang_up() -> String {
+    format!("{XML_DECLARATION}<Response><Hangup/></Response>")
+}
+
+/// `<Say>`: a whisper to the person answering a transfer (the call continues after it).
+pub fn say(message: &str) -> String {
+    format!(
+        "{XML_DECLARATION}<Response><Say>{}</Say></Response>",
         escape(message)
     )
 }
@@ -224,7 +330,7 @@ mod tests {
             r#"<Parameter name="agent_id" value="ava"/><Parameter name="greeting" value="carrier"/>"#,
             r#"</ConversationRelay></Connect></Response>"#
         );
-        let now = connect_agent(&spec, URL, &parameters);
+        let now = connect_agent(&spec, URL, None, &parameters);
         assert_eq!(now, before);
         assert!(now.contains(
             r#"welcomeGreeting="Hello, this is Ava." voice="en-US-Journey-O" language="en-US""#
@@ -247,7 +353,12 @@ mod tests {
             },
         }));
         assert_eq!(
-            connect_agent(&spec, "wss://e.example/voice/relay/CA1?token=a&b", &[]),
+            connect_agent(
+                &spec,
+                "wss://e.example/voice/relay/CA1?token=a&b",
+                None,
+                &[]
+            ),
             concat!(
                 r#"<?xml version="1.0" encoding="UTF-8"?><Response><Connect><ConversationRelay"#,
                 r#" url="wss://e.example/voice/relay/CA1?token=a&amp;b""#,
@@ -334,7 +445,12 @@ mod tests {
             ),
         ];
         for (voice, attribute) in cases {
-            let xml = connect_agent(&agent(serde_json::json!({ "voice": voice })), URL, &[]);
+            let xml = connect_agent(
+                &agent(serde_json::json!({ "voice": voice })),
+                URL,
+                None,
+                &[],
+            );
             // The attributes of the first renderer keep their place before `dtmfDetection`.
             let dtmf = r#" dtmfDetection="true""#;
             let attributes = if attribute.contains("dtmfDetection") {
@@ -363,7 +479,12 @@ mod tests {
                 ],
             },
         }));
-        let xml = connect_agent(&spec, URL, &[("agent_id".to_owned(), "a&b".to_owned())]);
+        let xml = connect_agent(
+            &spec,
+            URL,
+            None,
+            &[("agent_id".to_owned(), "a&b".to_owned())],
+        );
         assert_eq!(
             xml,
             concat!(
@@ -376,5 +497,89 @@ mod tests {
                 r#"<Parameter name="agent_id" value="a&amp;b"/></ConversationRelay></Connect></Response>"#,
             )
         );
+    }
+
+    #[test]
+    fn connect_carries_the_action_escaped() {
+        const ACTION: &str = "https://e.example/voice/twilio/action?x=1&y=2";
+        let spec = agent(serde_json::json!({"greeting": "Hi"}));
+        let escaped = r#"<Connect action="https://e.example/voice/twilio/action?x=1&amp;y=2"><ConversationRelay url="#;
+        let xml = connect_agent(&spec, URL, Some(ACTION), &[]);
+        assert!(xml.contains(escaped), "{xml}");
+        assert!(
+            connect_agent(&spec, URL, None, &[]).contains("<Connect><ConversationRelay"),
+            "no action, no attribute"
+        );
+    }
+
+    #[test]
+    fn dial_renders_numbers_sip_caller_ids_and_whispers_escaped() {
+        let number = |caller_id: Option<&str>, whisper: Option<&str>| DialPlan {
+            to: TransferTo::Number("+14155550123".into()),
+            caller_id: caller_id.map(str::to_owned),
+            whisper: whisper.map(str::to_owned),
+        };
+        let whisper_url = "https://e.example/voice/twilio/whisper?text=a%20b&lang=x";
+        let cases = [
+            (
+                dial(&number(None, None), Some(whisper_url)),
+                r#"<Response><Dial><Number>+14155550123</Number></Dial></Response>"#,
+            ),
+            (
+                dial(
+                    &number(Some("+18005550100"), Some("Refund")),
+                    Some(whisper_url),
+                ),
+                r#"<Response><Dial callerId="+18005550100"><Number url="https://e.example/voice/twilio/whisper?text=a%20b&amp;lang=x">+14155550123</Number></Dial></Response>"#,
+            ),
+            (
+                dial(
+                    &DialPlan {
+                        to: TransferTo::Sip("sip:desk@pbx.example.com;x=1&y=2".into()),
+                        caller_id: None,
+                        whisper: Some("Refund".into()),
+                    },
+                    None,
+                ),
+                r#"<Response><Dial><Sip>sip:desk@pbx.example.com;x=1&amp;y=2</Sip></Dial></Response>"#,
+            ),
+            (hang_up(), "<Response><Hangup/></Response>"),
+            (
+                say("Caller wants a <refund> & more"),
+                "<Response><Say>Caller wants a &lt;refund&gt; &amp; more</Say></Response>",
+            ),
+        ];
+        for (xml, body) in cases {
+            assert_eq!(xml, format!("{XML_DECLARATION}{body}"));
+        }
+    }
+
+    /// TeXML renders only what Telnyx documents for `<ConversationRelay>`, in the same order.
+    #[test]
+    fn texml_renders_the_attributes_telnyx_documents() {
+        let spec = agent(serde_json::json!({
+            "greeting": "Hi",
+            "voice": {
+                "voice": "Telnyx.NaturalHD.astra", "language": "en", "tts_provider": "telnyx",
+                "transcription_provider": "deepgram", "interruptible": "speech",
+                "welcome_greeting_interruptible": "none", "preemptible": true, "hints": ["AYBIZA"],
+                "languages": [{"code": "fr", "voice": "Telnyx.NaturalHD.chloe", "speech_model": "nova-3"}],
+            },
+        }));
+        let parameters = vec![("agent_id".to_owned(), "ava".to_owned())];
+        assert_eq!(
+            connect_agent_in(Dialect::Telnyx, &spec, URL, None, &parameters),
+            concat!(
+                r#"<?xml version="1.0" encoding="UTF-8"?><Response><Connect><ConversationRelay"#,
+                r#" url="wss://e.example/voice/relay/CA1" welcomeGreeting="Hi""#,
+                r#" voice="Telnyx.NaturalHD.astra" language="en" transcriptionProvider="deepgram""#,
+                r#" dtmfDetection="true" welcomeGreetingInterruptible="none" interruptible="speech">"#,
+                r#"<Language code="fr" voice="Telnyx.NaturalHD.chloe" speechModel="nova-3"/>"#,
+                r#"<Parameter name="agent_id" value="ava"/></ConversationRelay></Connect></Response>"#,
+            )
+        );
+        // The same agent in TwiML keeps every attribute.
+        let twiml = connect_agent(&spec, URL, None, &parameters);
+        assert!(twiml.contains(r#"ttsProvider="telnyx""#) && twiml.contains(r#"hints="AYBIZA""#));
     }
 }

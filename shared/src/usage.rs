@@ -22,6 +22,13 @@ pub struct UsageDay {
     pub input_tokens: u64,
     /// Reply tokens.
     pub output_tokens: u64,
+    /// Minutes of the calls that started this day and have ended: each call's length rounded
+    /// up to a whole minute, as carriers bill a call (a call still live counts once it ends).
+    #[serde(default)]
+    pub minutes: u64,
+    /// Tool calls the agents made (the tenant's tools and built-ins).
+    #[serde(default)]
+    pub tool_calls: u64,
 }
 
 /// `GET /v1/usage?from=YYYY-MM-DD&to=YYYY-MM-DD`.
@@ -48,12 +55,16 @@ impl UsageReport {
             turns: 0,
             input_tokens: 0,
             output_tokens: 0,
+            minutes: 0,
+            tool_calls: 0,
         };
         for day in &days {
             totals.calls += day.calls;
             totals.turns += day.turns;
             totals.input_tokens += day.input_tokens;
             totals.output_tokens += day.output_tokens;
+            totals.minutes += day.minutes;
+            totals.tool_calls += day.tool_calls;
         }
         Self {
             tenant_id: tenant_id.to_owned(),
@@ -246,6 +257,8 @@ mod tests {
             turns: n * 2,
             input_tokens: n * 100,
             output_tokens: n * 10,
+            minutes: n * 3,
+            tool_calls: n,
         };
         let report = UsageReport::new(
             "t1",
@@ -259,6 +272,18 @@ mod tests {
         assert_eq!(report.totals.calls, 3);
         assert_eq!(report.totals.turns, 6);
         assert_eq!(report.totals.input_tokens, 300);
+        assert_eq!(report.totals.minutes, 9);
+        assert_eq!(report.totals.tool_calls, 3);
+    }
+
+    #[test]
+    fn minutes_and_tool_calls_are_additive_fields() {
+        // A day written before they existed still reads.
+        let day: UsageDay = serde_json::from_str(
+            r#"{"day":"2026-11-21","calls":1,"turns":2,"input_tokens":3,"output_tokens":4}"#,
+        )
+        .expect("parses");
+        assert_eq!((day.minutes, day.tool_calls), (0, 0));
     }
 
     proptest! {

@@ -3,8 +3,10 @@
 // voice-router's static assets, the origin, the Bedrock emulator, PostgreSQL/Redis when the test
 // command started them). One stack for the file. A person signs in with an API key, creates an
 // agent (seeing the origin's validation error next to its field first), talks to it in the
-// playground (typed), interrupts it, presses a key, ends the call, signs out, and signs in again
-// with a JWT. Each page is screenshotted and checked with axe-core (no serious or critical
+// playground (typed), interrupts it, presses a key, ends the call, watches the calls list update
+// live, reads that call's transcript with its latency chart (and a live call's transcript grow),
+// reads usage per day as a chart, signs out, and signs in again with a JWT. Each page is
+// screenshotted and checked with axe-core (no serious or critical
 // violation); the console's first paint is measured; the static assets carry the security
 // headers from their `_headers` file while the Worker still answers /api, /voice and /health.
 //
@@ -366,6 +368,113 @@ describe("a person using the console in Chromium", () => {
       async () => (await json(await fetch(`${edge.url}/api/v1/calls/${second}`, { headers: { authorization: `Bearer ${API_KEY}` } }))).status === "ended",
       "the call left behind ends",
     );
+  });
+
+  test("calls: the list updates live, a transcript shows each turn's timings with a latency chart, usage per day is charted", async () => {
+    const authorization = { authorization: `Bearer ${API_KEY}` };
+    const apiJson = async (method, route, body) => {
+      const response = await fetch(`${edge.url}${route}`, { method, headers: { ...authorization, "content-type": "application/json" }, body: body && JSON.stringify(body) });
+      assert.ok(response.ok, `${method} ${route}: ${response.status}`);
+      return response.status === 204 ? null : response.json();
+    };
+    // The playground's first call: the one with the most caller turns.
+    const listed = (await apiJson("GET", "/api/v1/calls?limit=100")).calls;
+    const talked = listed.reduce((best, call) => (call.turn_count > best.turn_count ? call : best));
+    assert.ok(talked.turn_count >= 4, JSON.stringify(listed));
+
+    await page.getByRole("navigation").getByRole("link", { name: "Calls" }).click();
+    await page.getByRole("heading", { name: "Calls", exact: true }).waitFor();
+    await page.locator("#live-status").getByText("Live: new calls, turns and ends appear as they happen.").waitFor();
+    for (const call of listed) await page.locator(`tr[data-call="${call.id}"]`).waitFor();
+    const row = (id) => page.locator(`tr[data-call="${id}"]`);
+    assert.equal(await row(talked.id).locator("td").nth(6).textContent(), String(talked.turn_count), "caller turns");
+
+    // A call starts elsewhere (an API client): it appears without a reload, live, then ended.
+    const started = await apiJson("POST", "/api/v1/calls", { agent_id: AGENT_ID });
+    await row(started.call_id).getByText("live", { exact: true }).waitFor();
+    assert.equal(await page.locator("tbody tr").first().getAttribute("data-call"), started.call_id, "newest first");
+    await accessible("calls (live)");
+    await screenshot("09-calls-live");
+    await apiJson("POST", `/api/v1/calls/${started.call_id}/end`);
+    await row(started.call_id).getByText("ended (requested)").waitFor();
+    // Filters go to the API: only ended calls.
+    await page.getByLabel("Status").selectOption("ended");
+    await until(async () => (await page.locator("tbody tr").count()) === listed.length + 1 && (await page.locator("tbody .badge.live").count()) === 0, "only ended calls");
+    await page.getByLabel("Status").selectOption("");
+
+    // The talked-to call's transcript: every turn with what was recorded, and the chart.
+    await page.getByRole("link", { name: `Transcript of ${talked.id}` }).click();
+    await page.getByRole("heading", { name: `Call ${talked.id}` }).waitFor();
+    const turns = (await apiJson("GET", `/api/v1/calls/${talked.id}/turns`)).turns;
+    const entries = page.locator(".transcript li.entry");
+    await until(async () => (await entries.count()) === turns.length, "every stored turn is shown");
+    const reply = turns.find((turn) => turn.role === "assistant" && turn.model && !turn.interrupted);
+    const shown = page.locator(`li.entry[data-seq="${reply.seq}"]`);
+    assert.equal(await shown.locator(".text").textContent(), QUICK_REPLY);
+    await shown.getByText(`first token ${reply.ttft_ms} ms`).waitFor();
+    await shown.getByText(MODEL, { exact: true }).waitFor();
+    await shown.getByText(/^whole reply /).waitFor();
+    const cut = turns.find((turn) => turn.interrupted);
+    await page.locator(`li.entry[data-seq="${cut.seq}"]`).getByText("interrupted", { exact: true }).waitFor();
+    const failed = turns.find((turn) => turn.failure_reason);
+    if (failed) await page.locator(`li.entry[data-seq="${failed.seq}"]`).getByText(`model failed (${failed.failure_reason}): fallback line said`).waitFor();
+    await page.locator('li.entry.dtmf').getByText("5", { exact: true }).waitFor();
+
+    const timed = turns.filter((turn) => turn.role === "assistant" && typeof turn.ttft_ms === "number");
+    const chart = page.locator("figure.latency");
+    assert.equal(await chart.getAttribute("data-points"), String(timed.length));
+    const drawn = async (figure) =>
+      figure.evaluate((element) => {
+        const canvas = element.querySelector(".uplot canvas");
+        if (!canvas || !canvas.width || !canvas.height) return 0;
+        const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+        let inked = 0;
+        for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) inked += 1;
+        return inked;
+      });
+    await until(async () => (await drawn(chart)) > 500, "the latency chart is drawn on its canvas");
+    assert.deepEqual(await chart.locator(".u-legend .u-label").allTextContents(), ["First token (ms)", "Whole reply (ms)"]);
+    assert.match(await chart.locator("[role=img]").getAttribute("aria-label"), new RegExp(`^Latency of ${timed.length} replies`));
+    await accessible("transcript");
+    await screenshot("10-transcript");
+
+    // A live call's transcript grows as it is spoken: its event stream drives the page.
+    const liveCall = await apiJson("POST", "/api/v1/calls", { agent_id: AGENT_ID });
+    await page.goto(`${edge.url}/console/#/calls/${liveCall.call_id}`);
+    await page.getByRole("heading", { name: `Call ${liveCall.call_id}` }).waitFor();
+    await page.getByText("No reply has been timed yet.").waitFor();
+    await page.getByText("following its events").waitFor();
+    const turn = await fetch(`${edge.url}/api/v1/calls/${liveCall.call_id}/turns`, { method: "POST", headers: { ...authorization, "content-type": "application/json" }, body: JSON.stringify({ text: "Are you open on Sunday?" }) });
+    assert.equal(turn.status, 200);
+    await turn.text();
+    await page.locator(".transcript li.entry.agent .text").getByText(QUICK_REPLY).waitFor();
+    await until(async () => (await page.locator("figure.latency").getAttribute("data-points")) === "1", "the chart gains the new reply");
+    await until(async () => (await drawn(page.locator("figure.latency"))) > 500, "and draws it");
+    await apiJson("POST", `/api/v1/calls/${liveCall.call_id}/end`);
+    await page.locator(".facts").getByText("ended (requested)").waitFor();
+
+    // Usage per day: today's figures, charted and tabled.
+    await page.getByRole("navigation").getByRole("link", { name: "Usage" }).click();
+    await page.getByRole("heading", { name: "Usage" }).waitFor();
+    const today = new Date().toISOString().slice(0, 10);
+    const usage = await apiJson("GET", "/api/v1/usage");
+    const figures = usage.days.find((day) => day.day === today);
+    const todayRow = page.locator("table.usage-table tbody tr").filter({ has: page.getByRole("rowheader", { name: today }) });
+    await todayRow.waitFor();
+    assert.deepEqual(
+      (await todayRow.locator("td").allTextContents()).map((text) => Number(text.replaceAll(",", ""))),
+      [figures.calls, figures.minutes, figures.turns, figures.input_tokens, figures.output_tokens, figures.tool_calls],
+    );
+    assert.ok(figures.calls >= listed.length + 2 && figures.minutes >= 1, JSON.stringify(figures));
+    const usageChart = page.locator("figure.usage");
+    assert.equal(await usageChart.getAttribute("data-points"), "30", "every day of the range, quiet ones as zero");
+    await until(async () => (await drawn(usageChart)) > 500, "the usage chart is drawn on its canvas");
+    assert.deepEqual(await usageChart.locator(".u-legend .u-label").allTextContents(), ["Calls", "Minutes"]);
+    await accessible("usage");
+    await screenshot("11-usage");
+
+    await page.getByRole("navigation").getByRole("link", { name: "Agents" }).click();
+    await page.getByRole("heading", { name: "Agents" }).waitFor();
   });
 
   test("sign out clears the credential; a JWT signs in to the same tenant; no CSP violation or page error on the way", async () => {

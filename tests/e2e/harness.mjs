@@ -325,7 +325,11 @@ export async function relaySocket(url, headers) {
   await withTimeout(
     new Promise((resolve, reject) => {
       socket.once("open", resolve);
-      socket.once("unexpected-response", (_, response) => reject(new Error(`handshake answered ${response.statusCode}`)));
+      socket.once("unexpected-response", (_, response) => {
+        let text = "";
+        response.on("data", (chunk) => (text += chunk));
+        response.on("end", () => reject(Object.assign(new Error(`handshake answered ${response.statusCode}: ${text}`), { status: response.statusCode, body: text })));
+      });
       socket.once("error", reject);
     }),
     5_000,
@@ -343,6 +347,68 @@ export async function relaySocket(url, headers) {
         if (message.type !== "text") throw new Error(`expected a text message, got ${JSON.stringify(message)}`);
         text += message.token;
         if (message.last) return text;
+      }
+    },
+    closed: () => closed,
+    close: () => socket.close(),
+  };
+}
+
+/** Twilio's request signature: HMAC-SHA1 of the URL plus the sorted parameters, base64. */
+export function twilioSignature(authToken, url, params = {}) {
+  const data = Object.keys(params)
+    .sort()
+    .reduce((acc, key) => acc + key + params[key], url);
+  return createHmac("sha1", authToken).update(data).digest("base64");
+}
+
+/**
+ * Opens a WebSocket (a call's relay through the edge) with `headers`. Messages wait in a queue
+ * for `next(ms)`; `reply()` returns one talk cycle's `text` tokens up to `last: true` (other
+ * messages are skipped); `closed()` is `{code, reason}` once closed, else null. A refused
+ * handshake rejects with the status and body.
+ */
+export async function wsClient(url, headers = {}) {
+  const WebSocket = requireFromWrangler("ws");
+  const socket = new WebSocket(url, { headers });
+  const queue = [];
+  const waiters = [];
+  let closed = null;
+  socket.on("message", (data) => {
+    const message = JSON.parse(data.toString());
+    const waiter = waiters.shift();
+    if (waiter) waiter(message);
+    else queue.push(message);
+  });
+  socket.on("close", (code, reason) => {
+    closed = { code, reason: reason.toString() };
+  });
+  await withTimeout(
+    new Promise((resolve, reject) => {
+      socket.once("open", resolve);
+      socket.once("unexpected-response", (_, response) => {
+        let text = "";
+        response.on("data", (chunk) => (text += chunk));
+        response.on("end", () => reject(Object.assign(new Error(`handshake answered ${response.statusCode}: ${text}`), { status: response.statusCode, body: text })));
+      });
+      socket.once("error", reject);
+    }),
+    10_000,
+    "relay did not open",
+  );
+  const next = (ms = 10_000) =>
+    withTimeout(queue.length ? Promise.resolve(queue.shift()) : new Promise((resolve) => waiters.push(resolve)), ms, "no relay message");
+  return {
+    send: (message) => socket.send(JSON.stringify(message)),
+    next,
+    /** The text tokens of one reply, up to and including `last: true`. */
+    async reply() {
+      const tokens = [];
+      for (;;) {
+        const message = await next();
+        if (message.type !== "text") continue;
+        tokens.push(message.token);
+        if (message.last) return tokens;
       }
     },
     closed: () => closed,

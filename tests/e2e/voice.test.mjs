@@ -9,10 +9,8 @@ import assert from "node:assert/strict";
 import { createHash, createHmac, randomBytes, randomUUID } from "node:crypto";
 import http from "node:http";
 import { mkdtempSync } from "node:fs";
-import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import {
   edgeHeaders,
   geoRegions,
@@ -21,11 +19,9 @@ import {
   startEmulator,
   startOrigin,
   startWorkers,
-  withTimeout,
+  twilioSignature as signTwilio,
+  wsClient,
 } from "./harness.mjs";
-
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const WebSocket = createRequire(path.join(root, "wrangler/package.json"))("ws");
 
 const ACCOUNT = "AC" + "e2e".padEnd(32, "0");
 const TWILIO_TOKEN = "e2e-twilio-auth-token-not-secret";
@@ -49,13 +45,8 @@ function jwt(claims) {
 const ADMIN = jwt({ sub: "admin", tenant_id: TENANT, scope: "calls:read calls:write agents:admin" });
 const OTHER_TENANT = jwt({ sub: "eve", tenant_id: "tenant-other", scope: "calls:read calls:write" });
 
-/** Twilio's request signature: HMAC-SHA1 of the URL plus the sorted parameters, base64. */
-function twilioSignature(url, params = {}) {
-  const data = Object.keys(params)
-    .sort()
-    .reduce((acc, key) => acc + key + params[key], url);
-  return createHmac("sha1", TWILIO_TOKEN).update(data).digest("base64");
-}
+/** Twilio's request signature over the URL and the parameters, with this suite's token. */
+const twilioSignature = (url, params = {}) => signTwilio(TWILIO_TOKEN, url, params);
 
 const callSid = () => "CA" + randomBytes(16).toString("hex");
 
@@ -159,52 +150,7 @@ function statusCallback(sid, status) {
 }
 
 /** Opens a relay WebSocket as the carrier does (signed handshake) or with a URL token. */
-async function relay(url, headers = {}) {
-  const socket = new WebSocket(url, { headers });
-  const queue = [];
-  const waiters = [];
-  let closed = null;
-  socket.on("message", (data) => {
-    const message = JSON.parse(data.toString());
-    const waiter = waiters.shift();
-    if (waiter) waiter(message);
-    else queue.push(message);
-  });
-  socket.on("close", (code, reason) => {
-    closed = { code, reason: reason.toString() };
-  });
-  await withTimeout(
-    new Promise((resolve, reject) => {
-      socket.once("open", resolve);
-      socket.once("unexpected-response", (_, response) => {
-        let text = "";
-        response.on("data", (chunk) => (text += chunk));
-        response.on("end", () => reject(Object.assign(new Error(`handshake answered ${response.statusCode}: ${text}`), { status: response.statusCode, body: text })));
-      });
-      socket.once("error", reject);
-    }),
-    10_000,
-    "relay did not open",
-  );
-  const next = (ms = 10_000) =>
-    withTimeout(queue.length ? Promise.resolve(queue.shift()) : new Promise((resolve) => waiters.push(resolve)), ms, "no relay message");
-  return {
-    send: (message) => socket.send(JSON.stringify(message)),
-    next,
-    /** The text tokens of one reply, up to and including `last: true`. */
-    async reply() {
-      const tokens = [];
-      for (;;) {
-        const message = await next();
-        if (message.type !== "text") continue;
-        tokens.push(message.token);
-        if (message.last) return tokens;
-      }
-    },
-    closed: () => closed,
-    close: () => socket.close(),
-  };
-}
+const relay = (url, headers = {}) => wsClient(url, headers);
 
 function carrierRelay(sid) {
   const url = `${edge.url.replace("http", "ws")}/voice/relay/${sid}`;

@@ -3,7 +3,7 @@
 # benchmark in tests/bench (loopback only, bounded in time). Each prints its figures with their
 # targets and the ratio to a baseline measured in the same run and writes target/bench/<area>.json;
 # at the end one table gathers them all (tests/bench/summary.mjs → target/bench/summary.json).
-# Usage: bench.sh [area ...]   (default: edge auth rate-limiter geo origin, then any other
+# Usage: bench.sh [area ...]   (default: edge auth rate-limiter geo origin tools, then any other
 #                               tests/bench/*.bench.mjs)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -41,7 +41,7 @@ shopt -s nullglob
 if [ $# -gt 0 ]; then
   areas="$*"
 else
-  areas="edge auth rate-limiter geo origin"
+  areas="edge auth rate-limiter geo origin tools"
   for f in tests/bench/*.bench.mjs; do
     area=$(basename "$f" .bench.mjs)
     case " $areas " in *" $area "*) ;; *) areas="$areas $area" ;; esac

@@ -85,6 +85,7 @@ LISTEN_ADDR=127.0.0.1:$ORIGIN_PORT LOG_FORMAT=text \
   EDGE_SIGNING_SECRET="$edge_secret" \
   DATABASE_URL="${DATABASE_URL:-sqlite://$ROOT/.wrangler/origin/origin.sqlite3?mode=rwc}" \
   BEDROCK_ENDPOINT_URL="http://127.0.0.1:$EMULATOR_PORT" \
+  ORIGIN_ENVIRONMENT=development \
   AWS_ACCESS_KEY_ID=AKIDLOCALEMULATOR AWS_SECRET_ACCESS_KEY=local-emulator AWS_EC2_METADATA_DISABLED=true \
   "$target_dir/debug/origin" > >(sed -u 's/^/[origin] /') 2>&1 &
 pids+=($!)

@@ -30,17 +30,23 @@ use aws_sdk_bedrockruntime::operation::converse_stream::ConverseStreamError;
 use aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver;
 use aws_sdk_bedrockruntime::types::error::ConverseStreamOutputError;
 use aws_sdk_bedrockruntime::types::{
-    CachePointBlock, CachePointType, ContentBlock, ContentBlockDelta, ConversationRole,
-    ConverseStreamOutput, GuardrailStreamConfiguration, GuardrailStreamProcessingMode,
-    GuardrailTrace, InferenceConfiguration, Message, PerformanceConfigLatency,
-    PerformanceConfiguration, SystemContentBlock,
+    CachePointBlock, CachePointType, ContentBlock, ContentBlockDelta, ContentBlockStart,
+    ConversationRole, ConverseStreamOutput, GuardrailStreamConfiguration,
+    GuardrailStreamProcessingMode, GuardrailTrace, InferenceConfiguration, Message,
+    PerformanceConfigLatency, PerformanceConfiguration, SystemContentBlock, Tool,
+    ToolConfiguration, ToolInputSchema, ToolResultBlock, ToolResultContentBlock, ToolResultStatus,
+    ToolSpecification, ToolUseBlock,
 };
 use aws_smithy_http_client::tls;
+use aws_smithy_types::{Document, Number};
 use shared::conversation::Speaker;
 use shared::model::ModelFailure;
 use shared::turn::Usage;
 
-use super::{LlmClient, LlmError, LlmEvent, LlmReadiness, LlmRequest, LlmStream};
+use super::{
+    LlmClient, LlmError, LlmEvent, LlmReadiness, LlmRequest, LlmStream, ToolResultContent,
+    ToolRound, ToolUse,
+};
 use crate::config::BedrockConfig;
 
 /// The Bedrock client.
@@ -156,6 +162,10 @@ impl LlmClient for BedrockClient {
                     .map_err(|error| LlmError::new(ModelFailure::Invalid, error.to_string()))?,
             );
         }
+        for round in request.rounds {
+            messages.extend(round_messages(round).map_err(invalid)?);
+        }
+        let tool_config = tool_configuration(&request.tools).map_err(invalid)?;
         let settings = request.inference;
         let mut inference = InferenceConfiguration::builder()
             .max_tokens(i32::try_from(settings.max_tokens).unwrap_or(i32::MAX))
@@ -188,12 +198,14 @@ impl LlmClient for BedrockClient {
             .inference_config(inference.build())
             .set_guardrail_config(guardrail)
             .set_performance_config(performance)
+            .set_tool_config(tool_config)
             .send()
             .await
             .map_err(classify_send)?;
         Ok(Box::new(BedrockStream {
             receiver: output.stream,
             stop_reason: None,
+            tool_uses: Vec::new(),
         }))
     }
 
@@ -225,9 +237,116 @@ impl LlmClient for BedrockClient {
     }
 }
 
+fn invalid(error: aws_smithy_types::error::operation::BuildError) -> LlmError {
+    LlmError::new(ModelFailure::Invalid, error.to_string())
+}
+
+/// `toolConfig` for the tools offered; none when there are none.
+fn tool_configuration(
+    tools: &[shared::agent::tools::ToolDefinition],
+) -> Result<Option<ToolConfiguration>, aws_smithy_types::error::operation::BuildError> {
+    if tools.is_empty() {
+        return Ok(None);
+    }
+    let mut specs = Vec::with_capacity(tools.len());
+    for tool in tools {
+        specs.push(Tool::ToolSpec(
+            ToolSpecification::builder()
+                .name(&tool.name)
+                .description(&tool.description)
+                .input_schema(ToolInputSchema::Json(document(&tool.input_schema)))
+                .build()?,
+        ));
+    }
+    ToolConfiguration::builder()
+        .set_tools(Some(specs))
+        .build()
+        .map(Some)
+}
+
+/// A round as Converse messages: the assistant's text and `toolUse` blocks, then the user's
+/// `toolResult` blocks.
+fn round_messages(
+    round: ToolRound,
+) -> Result<[Message; 2], aws_smithy_types::error::operation::BuildError> {
+    let mut asked = Vec::with_capacity(round.uses.len() + 1);
+    if !round.said.trim().is_empty() {
+        asked.push(ContentBlock::Text(round.said));
+    }
+    for tool_use in round.uses {
+        asked.push(ContentBlock::ToolUse(
+            ToolUseBlock::builder()
+                .tool_use_id(tool_use.id)
+                .name(tool_use.name)
+                .input(document(&tool_use.input))
+                .build()?,
+        ));
+    }
+    let mut answered = Vec::with_capacity(round.results.len());
+    for result in round.results {
+        let (content, status) = match result.content {
+            ToolResultContent::Json(value) => (
+                ToolResultContentBlock::Json(document(&value)),
+                ToolResultStatus::Success,
+            ),
+            ToolResultContent::Error(text) => {
+                (ToolResultContentBlock::Text(text), ToolResultStatus::Error)
+            }
+        };
+        answered.push(ContentBlock::ToolResult(
+            ToolResultBlock::builder()
+                .tool_use_id(result.id)
+                .content(content)
+                .status(status)
+                .build()?,
+        ));
+    }
+    Ok([
+        Message::builder()
+            .role(ConversationRole::Assistant)
+            .set_content(Some(asked))
+            .build()?,
+        Message::builder()
+            .role(ConversationRole::User)
+            .set_content(Some(answered))
+            .build()?,
+    ])
+}
+
+/// A JSON value as the SDK's document type.
+fn document(value: &serde_json::Value) -> Document {
+    match value {
+        serde_json::Value::Null => Document::Null,
+        serde_json::Value::Bool(flag) => Document::Bool(*flag),
+        serde_json::Value::Number(number) => Document::Number(
+            number
+                .as_u64()
+                .map(Number::PosInt)
+                .or_else(|| number.as_i64().map(Number::NegInt))
+                .unwrap_or_else(|| Number::Float(number.as_f64().unwrap_or(0.0))),
+        ),
+        serde_json::Value::String(text) => Document::String(text.clone()),
+        serde_json::Value::Array(items) => Document::Array(items.iter().map(document).collect()),
+        serde_json::Value::Object(map) => Document::Object(
+            map.iter()
+                .map(|(key, value)| (key.clone(), document(value)))
+                .collect(),
+        ),
+    }
+}
+
+/// A `toolUse` block being streamed: its id, name and the input's JSON text so far.
+struct PendingToolUse {
+    index: i32,
+    id: String,
+    name: String,
+    input: String,
+}
+
 struct BedrockStream {
     receiver: EventReceiver<ConverseStreamOutput, ConverseStreamOutputError>,
     stop_reason: Option<String>,
+    tool_uses: Vec<PendingToolUse>,
 }
 
 #[async_trait]
@@ -247,11 +366,54 @@ impl LlmStream for BedrockStream {
                             guardrail_trace: None,
                         }));
                 }
-                Some(ConverseStreamOutput::ContentBlockDelta(delta)) => {
-                    if let Some(ContentBlockDelta::Text(text)) = delta.delta
-                        && !text.is_empty()
-                    {
+                Some(ConverseStreamOutput::ContentBlockStart(start)) => {
+                    if let Some(ContentBlockStart::ToolUse(tool_use)) = start.start {
+                        self.tool_uses.push(PendingToolUse {
+                            index: start.content_block_index,
+                            id: tool_use.tool_use_id,
+                            name: tool_use.name,
+                            input: String::new(),
+                        });
+                    }
+                }
+                Some(ConverseStreamOutput::ContentBlockDelta(delta)) => match delta.delta {
+                    Some(ContentBlockDelta::Text(text)) if !text.is_empty() => {
                         return Ok(Some(LlmEvent::Text(text)));
+                    }
+                    Some(ContentBlockDelta::ToolUse(piece)) => {
+                        if let Some(pending) = self
+                            .tool_uses
+                            .iter_mut()
+                            .find(|p| p.index == delta.content_block_index)
+                        {
+                            pending.input.push_str(&piece.input);
+                        }
+                    }
+                    _ => {}
+                },
+                Some(ConverseStreamOutput::ContentBlockStop(stop)) => {
+                    if let Some(at) = self
+                        .tool_uses
+                        .iter()
+                        .position(|p| p.index == stop.content_block_index)
+                    {
+                        let pending = self.tool_uses.remove(at);
+                        // A tool without parameters streams no input at all.
+                        let input = if pending.input.trim().is_empty() {
+                            serde_json::json!({})
+                        } else {
+                            serde_json::from_str(&pending.input).map_err(|error| {
+                                LlmError::new(
+                                    ModelFailure::StreamError,
+                                    format!("tool input of {} is not JSON: {error}", pending.name),
+                                )
+                            })?
+                        };
+                        return Ok(Some(LlmEvent::ToolUse(ToolUse {
+                            id: pending.id,
+                            name: pending.name,
+                            input,
+                        })));
                     }
                 }
                 Some(ConverseStreamOutput::MessageStop(stop)) => {
@@ -354,6 +516,26 @@ fn by_status(status: u16, code: Option<&str>) -> ModelFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_values_become_documents() {
+        let value = serde_json::json!({"a": [1, -2, 2.5, true, null, "x"], "b": {}});
+        let Document::Object(map) = document(&value) else {
+            panic!("an object");
+        };
+        assert_eq!(
+            map.get("a"),
+            Some(&Document::Array(vec![
+                Document::Number(Number::PosInt(1)),
+                Document::Number(Number::NegInt(-2)),
+                Document::Number(Number::Float(2.5)),
+                Document::Bool(true),
+                Document::Null,
+                Document::String("x".into()),
+            ]))
+        );
+        assert_eq!(map.get("b"), Some(&Document::Object(Default::default())));
+    }
 
     #[test]
     fn unmodelled_errors_are_judged_by_status() {

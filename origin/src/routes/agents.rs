@@ -32,7 +32,7 @@ pub async fn put(
 ) -> Result<Response, Failed> {
     valid_id(&id).or_fail(&request_id)?;
     let spec = agent_spec(&body).or_fail(&request_id)?;
-    spec.validate()
+    spec.validate_with(state.config.outbound_policy)
         .map_err(|error| AppError::InvalidField {
             code: "invalid_agent",
             field: spec.field_of(&error),

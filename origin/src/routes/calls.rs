@@ -7,13 +7,18 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, StreamExt};
-use shared::call::{Call, CallSource, CallStatus, CallerDetails, CreateCall, EndCall, check_id};
+use shared::call::{
+    AnsweredByReport, Call, CallSource, CallStatus, CallerDetails, CreateCall, EndCall, check_id,
+};
+use shared::call_event::stream::{EventId, Resume, replay};
 use shared::call_event::{CallEvent, CallEventKind};
-use shared::error_body::ErrorBody;
+use shared::call_list::{CallListQuery, CallPage};
+use shared::error_body::{ErrorBody, ErrorCode};
+use shared::headers::LAST_EVENT_ID;
 use shared::turn::{
     DoneEvent, EVENT_DONE, EVENT_ERROR, EVENT_TOKEN, TokenEvent, TurnList, TurnRequest,
 };
@@ -24,7 +29,7 @@ use crate::AppState;
 use crate::edge_auth::Caller;
 use crate::error::{AppError, Failed, OrFail};
 use crate::request_id::RequestId;
-use crate::store::EndOutcome;
+use crate::store::{AnswerOutcome, EndOutcome};
 use crate::turn::{self, Ending, Stop, StopSignal, TurnError, TurnInput};
 
 /// Keeps idle event streams open through proxies (the ALB's idle timeout is 60 s).
@@ -79,6 +84,12 @@ pub async fn start_call(
         ended_at_ms: None,
         end_reason: None,
         caller: CallerDetails::default(),
+        direction: request.direction,
+        carrier: request.carrier,
+        answered_by: None,
+        voicemail_message: None,
+        voicemail_left_at_ms: None,
+        metadata: request.metadata.clone(),
     };
     stored(state, state.store.create_call(&call).await)?;
     turn::publish(
@@ -117,6 +128,25 @@ pub async fn create(
 async fn existing_call(state: &AppState, tenant: &str, id: &str) -> Result<Call, AppError> {
     valid_id(id)?;
     stored(state, state.store.get_call(tenant, id).await)?.ok_or(AppError::Missing("call"))
+}
+
+/// `GET /v1/calls?status=&agent_id=&source=&started_after_ms=&started_before_ms=&cursor=&limit=`:
+/// a page of the tenant's calls, newest first (`shared::call_list`).
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    request_id: RequestId,
+    uri: Uri,
+) -> Result<Json<CallPage>, Failed> {
+    let query = CallListQuery::parse(uri.query().unwrap_or_default())
+        .map_err(|error| AppError::bad_request(error.code().as_str(), error.to_string()))
+        .or_fail(&request_id)?;
+    let calls = stored(
+        &state,
+        state.store.list_calls(caller.tenant(), &query).await,
+    )
+    .or_fail(&request_id)?;
+    Ok(Json(CallPage::of(calls, query.limit)))
 }
 
 /// `GET /v1/calls/{id}`.
@@ -167,12 +197,55 @@ pub async fn end(
             state.fanout.publish(event).await;
             Ok(Json(call))
         }
-        EndOutcome::AlreadyEnded(_) => Err(Failed(
-            AppError::conflict("call_ended", "the call has already ended"),
-            request_id,
-        )),
+        EndOutcome::AlreadyEnded(_) => Err(ended(request_id)),
         EndOutcome::NotFound => Err(Failed(AppError::Missing("call"), request_id)),
     }
+}
+
+/// `POST /v1/calls/{id}/answered-by`: what answering-machine detection found (the edge's
+/// `CallSession` forwards the carrier's result). Stored with the call (the first result stays)
+/// and told to the call's live relay session on whichever replica holds it, which leaves the
+/// agent's voicemail message or hangs up on a machine (`crate::relay`). 409 once the call ended.
+pub async fn answered_by(
+    State(state): State<AppState>,
+    caller: Caller,
+    request_id: RequestId,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Call>, Failed> {
+    valid_id(&id).or_fail(&request_id)?;
+    let report: AnsweredByReport = json_body(&body).or_fail(&request_id)?;
+    let outcome = stored(
+        &state,
+        state
+            .store
+            .record_answer(caller.tenant(), &id, report.answered_by)
+            .await,
+    )
+    .or_fail(&request_id)?;
+    match outcome {
+        AnswerOutcome::Recorded(call) => {
+            let mut event = CallEvent::new(
+                CallEventKind::AnsweredBy,
+                caller.tenant(),
+                &call.id,
+                state.now_ms(),
+            );
+            event.answered_by = call.answered_by;
+            state.fanout.publish(event).await;
+            Ok(Json(call))
+        }
+        AnswerOutcome::Ended(_) => Err(ended(request_id)),
+        AnswerOutcome::NotFound => Err(Failed(AppError::Missing("call"), request_id)),
+    }
+}
+
+/// A change refused because the call has already ended.
+fn ended(request_id: RequestId) -> Failed {
+    Failed(
+        AppError::conflict("call_ended", "the call has already ended"),
+        request_id,
+    )
 }
 
 /// `GET /v1/calls/{id}/turns`.
@@ -254,6 +327,8 @@ pub async fn turn(
                 text: request.text.trim(),
                 lang: request.lang.as_deref(),
                 reply_lang: None,
+                // An API client's turn has no carrier session: built-ins are not offered.
+                carrier: None,
             },
             &sink,
             &stop,
@@ -337,53 +412,144 @@ fn final_event(outcome: &Result<turn::TurnReport, TurnError>, request_id: &str) 
     }
 }
 
-/// `GET /v1/calls/{id}/events`: live events of one call, from any replica.
+/// `GET /v1/calls/{id}/events`: the call's history rebuilt from what is stored, then its live
+/// events from any replica, each with its id (`shared::call_event::stream`); the stream ends
+/// after `call_ended`. `Last-Event-ID` resumes after that event; a call that ended with nothing
+/// after it is `204` (which tells a browser's `EventSource` to stop reconnecting).
 pub async fn events(
     State(state): State<AppState>,
     caller: Caller,
     request_id: RequestId,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, Failed> {
     let tenant = caller.tenant().to_owned();
-    existing_call(&state, &tenant, &id)
+    let after = headers
+        .get(LAST_EVENT_ID)
+        .map(|value| value.to_str().ok().and_then(EventId::parse))
+        .map(|id| {
+            id.ok_or(AppError::bad_request(
+                ErrorCode::InvalidRequest.as_str(),
+                "Last-Event-ID is not an id this stream gave",
+            ))
+        })
+        .transpose()
+        .or_fail(&request_id)?;
+    // Subscribed before the history is read, so nothing falls between the two; what both
+    // carry is sent once.
+    let receiver = state.fanout.subscribe();
+    let call = existing_call(&state, &tenant, &id)
         .await
         .or_fail(&request_id)?;
+    let turns = stored(&state, state.store.list_turns(&tenant, &id).await).or_fail(&request_id)?;
+    let mut resume = Resume::after(after);
+    let history: Vec<Event> = replay(&call, &turns)
+        .into_iter()
+        .filter(|event| resume.admit(event))
+        .map(|event| sse_event(&event, true))
+        .collect();
+    if call.status == CallStatus::Ended && history.is_empty() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let history = stream::iter(history.into_iter().map(Ok::<Event, Infallible>));
+    let events = if call.status == CallStatus::Ended {
+        history.boxed()
+    } else {
+        let pick = move |event: &CallEvent| {
+            if event.tenant_id != tenant || event.call_id != id || !resume.admit(event) {
+                Relay::Skip
+            } else if resume.ended() {
+                Relay::Last(sse_event(event, true))
+            } else {
+                Relay::Send(sse_event(event, true))
+            }
+        };
+        history.chain(live_events(&state, pick, receiver)).boxed()
+    };
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response())
+}
+
+/// `GET /v1/events`: every live event of the tenant's calls, from any replica (no history, no
+/// ids): what a list of calls needs to know it changed.
+pub async fn tenant_events(State(state): State<AppState>, caller: Caller) -> Response {
+    let tenant = caller.tenant().to_owned();
     let receiver = state.fanout.subscribe();
+    let live = live_events(
+        &state,
+        move |event| {
+            if event.tenant_id == tenant {
+                Relay::Send(sse_event(event, false))
+            } else {
+                Relay::Skip
+            }
+        },
+        receiver,
+    );
+    // A first line at once: the edge's forward waits for the answer to begin, and a quiet
+    // tenant may have nothing to say for a long while.
+    let opened = stream::once(async { Ok(Event::default().comment("live")) });
+    Sse::new(opened.chain(live))
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response()
+}
+
+/// The SSE form of an event: named by its kind, with its id in its call when `with_id`.
+fn sse_event(event: &CallEvent, with_id: bool) -> Event {
+    let sse = Event::default()
+        .event(event.kind.as_str())
+        .json_data(event)
+        .unwrap_or_default();
+    match EventId::of(event) {
+        Some(id) if with_id => sse.id(id.to_string()),
+        _ => sse,
+    }
+}
+
+/// What a live stream does with one published event.
+enum Relay {
+    /// Not for this stream.
+    Skip,
+    /// Send it.
+    Send(Event),
+    /// Send it; the stream ends after it.
+    Last(Event),
+}
+
+/// The events of this replica's fan-out that `pick` relays, until the client goes, the origin
+/// shuts down or `pick` says the last one went; counted in the subscribers gauge meanwhile.
+fn live_events(
+    state: &AppState,
+    pick: impl FnMut(&CallEvent) -> Relay + Send + 'static,
+    receiver: tokio::sync::broadcast::Receiver<Arc<CallEvent>>,
+) -> impl futures_util::Stream<Item = Result<Event, Infallible>> + Send + 'static {
     let shutdown = state.shutdown.clone();
     let gauge = Arc::clone(&state.metrics);
     gauge.event_subscribers.inc();
     let guard = SubscriberGuard(gauge);
-    let events = stream::unfold(
-        (receiver, shutdown, tenant, id, guard),
-        |(mut receiver, shutdown, tenant, id, guard)| async move {
-            loop {
-                let received = tokio::select! {
-                    () = shutdown.cancelled() => return None,
-                    received = receiver.recv() => received,
-                };
-                match received {
-                    Ok(event) if event.tenant_id == tenant && event.call_id == id => {
-                        let sse = Event::default()
-                            .event(event.kind.as_str())
-                            .json_data(&*event)
-                            .unwrap_or_default();
-                        return Some((
-                            Ok::<Event, Infallible>(sse),
-                            (receiver, shutdown, tenant, id, guard),
-                        ));
+    stream::unfold(Some((receiver, shutdown, pick, guard)), |live| async move {
+        let (mut receiver, shutdown, mut pick, guard) = live?;
+        loop {
+            let received = tokio::select! {
+                () = shutdown.cancelled() => return None,
+                received = receiver.recv() => received,
+            };
+            match received {
+                Ok(event) => match pick(&event) {
+                    Relay::Skip => {}
+                    Relay::Send(sse) => {
+                        return Some((Ok(sse), Some((receiver, shutdown, pick, guard))));
                     }
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::warn!(missed, "event stream lagged");
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    Relay::Last(sse) => return Some((Ok(sse), None)),
+                },
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "event stream lagged");
                 }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
             }
-        },
-    );
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
-        .into_response())
+        }
+    })
 }
 
 struct SubscriberGuard(Arc<crate::metrics::Metrics>);

@@ -13,17 +13,20 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use shared::agent::{
-    Agent, AgentSpec, DEFAULT_FALLBACK_UTTERANCE, DEFAULT_IDLE_GOODBYE, DEFAULT_IDLE_REPROMPT,
+    Agent, AgentSpec, DEFAULT_FALLBACK_UTTERANCE, DEFAULT_FILLER_AFTER_MS,
+    DEFAULT_FILLER_UTTERANCE, DEFAULT_IDLE_GOODBYE, DEFAULT_IDLE_REPROMPT,
     DEFAULT_IDLE_REPROMPT_SECS, DEFAULT_IDLE_REPROMPTS, InferenceSettings, Latency, VoiceSettings,
 };
-use shared::call::{Call, CallSource, CallStatus, CallerDetails};
+use shared::call::{Call, CallDirection, CallSource, CallStatus, CallerDetails};
+use shared::call_list::CallListQuery;
+use shared::carrier::{AnsweredBy, CarrierKind};
 use shared::turn::{Turn, TurnRole};
 use shared::usage::{DayRange, UsageDay, day_of};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor, Row, SqlSafeStr};
 
-use super::{EndOutcome, NewTurn, Store, StoreError};
+use super::{AnswerOutcome, EndOutcome, NewTurn, SigningSecret, Store, StoreError};
 use crate::config::{Backend, DatabaseConfig};
 
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -37,6 +40,21 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         "carriers and models",
         include_str!("../../migrations/postgres/0002_carriers_and_models.sql"),
     ),
+    (
+        3,
+        "tools and signing secrets",
+        include_str!("../../migrations/postgres/0003_tools_and_signing_secrets.sql"),
+    ),
+    (
+        5,
+        "calls by start",
+        include_str!("../../migrations/postgres/0005_calls_by_start.sql"),
+    ),
+    (
+        6,
+        "outbound calls",
+        include_str!("../../migrations/postgres/0006_outbound_calls.sql"),
+    ),
 ];
 const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -48,6 +66,21 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "carriers and models",
         include_str!("../../migrations/sqlite/0002_carriers_and_models.sql"),
+    ),
+    (
+        3,
+        "tools and signing secrets",
+        include_str!("../../migrations/sqlite/0003_tools_and_signing_secrets.sql"),
+    ),
+    (
+        5,
+        "calls by start",
+        include_str!("../../migrations/sqlite/0005_calls_by_start.sql"),
+    ),
+    (
+        6,
+        "outbound calls",
+        include_str!("../../migrations/sqlite/0006_outbound_calls.sql"),
     ),
 ];
 
@@ -64,19 +97,23 @@ const AGENT_COLUMNS: &str = "id, tenant_id, name, system_prompt, greeting, model
     max_tokens, temperature, top_p, stop_sequences, voice, language, tts_provider, \
     transcription_provider, phone_numbers, version, created_at_ms, updated_at_ms, voice_settings, \
     fallback_utterance, idle_reprompt_secs, idle_reprompt, idle_reprompts, idle_goodbye, \
-    guardrail, latency";
+    guardrail, latency, tools, builtin_tools, filler_after_ms, filler_utterance, voicemail_message";
 
 /// A call's columns. `turn_count` (the column) numbers every stored turn for `seq`; what a call
 /// reports as its turn count is its caller turns (`TurnRole::is_caller_turn`: `user` and
 /// `dtmf`), the definition the edge counts too.
 const CALL_COLUMNS: &str = "id, tenant_id, agent_id, source, carrier_call_sid, from_number, \
     to_number, region, status, started_at_ms, ended_at_ms, end_reason, caller_name, \
-    forwarded_from, call_type, \
+    forwarded_from, call_type, direction, carrier, answered_by, voicemail_message, \
+    voicemail_left_at_ms, metadata, \
     (SELECT COUNT(*) FROM turns t WHERE t.tenant_id = calls.tenant_id AND t.call_id = calls.id \
     AND t.role IN ('user', 'dtmf')) AS caller_turns";
 
 const TURN_COLUMNS: &str = "seq, role, text, interrupted, model, input_tokens, output_tokens, \
-    ttft_ms, duration_ms, created_at_ms, lang, stop_reason, failure_reason";
+    ttft_ms, duration_ms, created_at_ms, lang, stop_reason, failure_reason, tool_calls";
+
+const SECRET_COLUMNS: &str =
+    "secret, previous_secret, previous_expires_at_ms, created_at_ms, rotated_at_ms";
 
 impl SqlStore {
     /// Opens the pool lazily and migrates in the background, retrying until the database
@@ -249,6 +286,9 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(database) if database.kind() == sqlx::error::ErrorKind::UniqueViolation)
 }
 
+/// Milliseconds in a UTC day (`shared::usage::day_of`'s unit).
+const MS_PER_DAY: i64 = 86_400_000;
+
 fn int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
@@ -370,11 +410,83 @@ fn agent_from_row(row: &AnyRow) -> Result<Agent, StoreError> {
             idle_goodbye: get_opt("idle_goodbye")?
                 .unwrap_or_else(|| DEFAULT_IDLE_GOODBYE.to_owned()),
             guardrail,
+            tools: match get_opt("tools")? {
+                Some(text) => json_value(&text, "agent tools")?,
+                None => Vec::new(),
+            },
+            builtin_tools: match get_opt("builtin_tools")? {
+                Some(text) => json_value(&text, "agent builtin_tools")?,
+                None => shared::agent::BuiltinTools::default(),
+            },
+            filler_after_ms: opt_int_of("filler_after_ms")?.map_or(DEFAULT_FILLER_AFTER_MS, |ms| {
+                u32::try_from(ms).unwrap_or(DEFAULT_FILLER_AFTER_MS)
+            }),
+            filler_utterance: get_opt("filler_utterance")?
+                .unwrap_or_else(|| DEFAULT_FILLER_UTTERANCE.to_owned()),
+            voicemail_message: get_opt("voicemail_message")?,
         },
         version: unsigned(int_of("version")?),
         created_at_ms: unsigned(int_of("created_at_ms")?),
         updated_at_ms: unsigned(int_of("updated_at_ms")?),
     })
+}
+
+/// A value bound to a statement built at run time.
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// `SELECT` of one page of calls: only the conditions the query sets, each value bound (never
+/// spliced), ordered as `shared::call_list::newest_first` (the `calls_by_start` index, read
+/// backwards), one row more than the page. Ids compare byte by byte as in `shared`: SQLite's
+/// default collation does; PostgreSQL's follows the database's locale unless told `"C"`.
+fn list_calls_sql(backend: Backend, tenant: &str, query: &CallListQuery) -> (String, Vec<Bind>) {
+    let id_column = match backend {
+        Backend::Postgres => "id COLLATE \"C\"",
+        Backend::Sqlite => "id",
+    };
+    let mut binds = vec![Bind::Text(tenant.to_owned())];
+    let mut conditions = vec!["tenant_id = $1".to_owned()];
+    let mut bind = |value: Bind| {
+        binds.push(value);
+        format!("${}", binds.len())
+    };
+    if let Some(status) = query.status {
+        conditions.push(format!(
+            "status = {}",
+            bind(Bind::Text(status.as_str().into()))
+        ));
+    }
+    if let Some(agent_id) = &query.agent_id {
+        conditions.push(format!("agent_id = {}", bind(Bind::Text(agent_id.clone()))));
+    }
+    if let Some(source) = query.source {
+        conditions.push(format!(
+            "source = {}",
+            bind(Bind::Text(source.as_str().into()))
+        ));
+    }
+    if let Some(after) = query.started_after_ms {
+        conditions.push(format!("started_at_ms > {}", bind(Bind::Int(int(after)))));
+    }
+    if let Some(before) = query.started_before_ms {
+        conditions.push(format!("started_at_ms < {}", bind(Bind::Int(int(before)))));
+    }
+    if let Some(cursor) = &query.cursor {
+        let at = bind(Bind::Int(int(cursor.started_at_ms)));
+        let id = bind(Bind::Text(cursor.id.clone()));
+        conditions.push(format!(
+            "(started_at_ms < {at} OR (started_at_ms = {at} AND {id_column} < {id}))"
+        ));
+    }
+    let limit = bind(Bind::Int(i64::from(query.limit) + 1));
+    let sql = format!(
+        "SELECT {CALL_COLUMNS} FROM calls WHERE {} \
+         ORDER BY started_at_ms DESC, {id_column} DESC LIMIT {limit}",
+        conditions.join(" AND ")
+    );
+    (sql, binds)
 }
 
 fn call_from_row(row: &AnyRow) -> Result<Call, StoreError> {
@@ -415,6 +527,35 @@ fn call_from_row(row: &AnyRow) -> Result<Call, StoreError> {
             forwarded_from: opt("forwarded_from")?,
             call_type: opt("call_type")?,
         },
+        // Calls stored before outbound calls existed have no direction: they came in.
+        direction: match opt("direction")? {
+            Some(text) => CallDirection::parse(&text)
+                .ok_or_else(|| StoreError::Corrupt(format!("call direction {text:?}")))?,
+            None => CallDirection::Inbound,
+        },
+        carrier: match opt("carrier")? {
+            Some(text) => Some(
+                CarrierKind::parse(&text)
+                    .ok_or_else(|| StoreError::Corrupt(format!("call carrier {text:?}")))?,
+            ),
+            None => None,
+        },
+        answered_by: match opt("answered_by")? {
+            Some(text) => Some(
+                AnsweredBy::parse(&text)
+                    .ok_or_else(|| StoreError::Corrupt(format!("call answered_by {text:?}")))?,
+            ),
+            None => None,
+        },
+        voicemail_message: opt("voicemail_message")?,
+        voicemail_left_at_ms: row
+            .try_get::<Option<i64>, _>("voicemail_left_at_ms")
+            .map_err(corrupt("call"))?
+            .map(unsigned),
+        metadata: match opt("metadata")? {
+            Some(text) => Some(json_value(&text, "call metadata")?),
+            None => None,
+        },
     })
 }
 
@@ -449,6 +590,13 @@ fn turn_from_row(row: &AnyRow) -> Result<Turn, StoreError> {
         lang: row.try_get("lang").map_err(corrupt("turn"))?,
         stop_reason: row.try_get("stop_reason").map_err(corrupt("turn"))?,
         failure_reason: row.try_get("failure_reason").map_err(corrupt("turn"))?,
+        tool_calls: match row
+            .try_get::<Option<String>, _>("tool_calls")
+            .map_err(corrupt("turn"))?
+        {
+            Some(text) => json_value(&text, "turn tool_calls")?,
+            None => Vec::new(),
+        },
         created_at_ms: unsigned(
             row.try_get::<i64, _>("created_at_ms")
                 .map_err(corrupt("turn"))?,
@@ -501,14 +649,19 @@ impl Store for SqlStore {
             .map(serde_json::to_string)
             .transpose()
             .map_err(|error| StoreError::Corrupt(format!("agent guardrail: {error}")))?;
+        let tools = serde_json::to_string(&spec.tools)
+            .map_err(|error| StoreError::Corrupt(format!("agent tools: {error}")))?;
+        let builtin_tools = serde_json::to_string(&spec.builtin_tools)
+            .map_err(|error| StoreError::Corrupt(format!("agent builtin_tools: {error}")))?;
         let row = sqlx::query(
             "INSERT INTO agents (tenant_id, id, name, system_prompt, greeting, model, \
              fallback_models, max_tokens, temperature, top_p, stop_sequences, voice, language, \
              tts_provider, transcription_provider, phone_numbers, version, created_at_ms, \
              updated_at_ms, voice_settings, fallback_utterance, idle_reprompt_secs, idle_reprompt, \
-             idle_reprompts, idle_goodbye, guardrail, latency) \
+             idle_reprompts, idle_goodbye, guardrail, latency, tools, builtin_tools, \
+             filler_after_ms, filler_utterance, voicemail_message) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 1, $17, $17, \
-             $18, $19, $20, $21, $22, $23, $24, $25) \
+             $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30) \
              ON CONFLICT (tenant_id, id) DO UPDATE SET name = excluded.name, \
              system_prompt = excluded.system_prompt, greeting = excluded.greeting, \
              model = excluded.model, fallback_models = excluded.fallback_models, \
@@ -523,7 +676,10 @@ impl Store for SqlStore {
              idle_reprompt_secs = excluded.idle_reprompt_secs, \
              idle_reprompt = excluded.idle_reprompt, idle_reprompts = excluded.idle_reprompts, \
              idle_goodbye = excluded.idle_goodbye, guardrail = excluded.guardrail, \
-             latency = excluded.latency \
+             latency = excluded.latency, tools = excluded.tools, \
+             builtin_tools = excluded.builtin_tools, filler_after_ms = excluded.filler_after_ms, \
+             filler_utterance = excluded.filler_utterance, \
+             voicemail_message = excluded.voicemail_message \
              RETURNING version, created_at_ms",
         )
         .bind(tenant)
@@ -551,6 +707,11 @@ impl Store for SqlStore {
         .bind(spec.idle_goodbye.as_str())
         .bind(guardrail)
         .bind(spec.inference.latency.map(latency_text))
+        .bind(tools)
+        .bind(builtin_tools)
+        .bind(i64::from(spec.filler_after_ms))
+        .bind(spec.filler_utterance.as_str())
+        .bind(spec.voicemail_message.as_deref())
         .fetch_one(&mut *tx)
         .await
         .map_err(classify)?;
@@ -667,8 +828,8 @@ impl Store for SqlStore {
         let mut tx = pool.begin().await.map_err(classify)?;
         sqlx::query(
             "INSERT INTO calls (tenant_id, id, agent_id, source, carrier_call_sid, from_number, \
-             to_number, region, status, turn_count, started_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10)",
+             to_number, region, status, turn_count, started_at_ms, direction, carrier, metadata) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11, $12, $13)",
         )
         .bind(call.tenant_id.as_str())
         .bind(call.id.as_str())
@@ -680,6 +841,9 @@ impl Store for SqlStore {
         .bind(call.region.as_str())
         .bind(call.status.as_str())
         .bind(int(call.started_at_ms))
+        .bind(call.direction.as_str())
+        .bind(call.carrier.map(CarrierKind::as_str))
+        .bind(call.metadata.as_ref().map(ToString::to_string))
         .execute(&mut *tx)
         .await
         .map_err(|error| {
@@ -714,6 +878,24 @@ impl Store for SqlStore {
         row.as_ref().map(call_from_row).transpose()
     }
 
+    async fn list_calls(
+        &self,
+        tenant: &str,
+        query: &CallListQuery,
+    ) -> Result<Vec<Call>, StoreError> {
+        let pool = self.ready()?;
+        let (sql, binds) = list_calls_sql(self.backend, tenant, query);
+        let mut statement = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for bind in binds {
+            statement = match bind {
+                Bind::Text(text) => statement.bind(text),
+                Bind::Int(number) => statement.bind(number),
+            };
+        }
+        let rows = statement.fetch_all(pool).await.map_err(classify)?;
+        rows.iter().map(call_from_row).collect()
+    }
+
     async fn end_call(
         &self,
         tenant: &str,
@@ -740,6 +922,54 @@ impl Store for SqlStore {
             Some(call) => EndOutcome::AlreadyEnded(call),
             None => EndOutcome::NotFound,
         })
+    }
+
+    async fn record_answer(
+        &self,
+        tenant: &str,
+        id: &str,
+        answered_by: AnsweredBy,
+    ) -> Result<AnswerOutcome, StoreError> {
+        let pool = self.ready()?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE calls SET answered_by = COALESCE(answered_by, $3) \
+             WHERE tenant_id = $1 AND id = $2 AND status = 'active' RETURNING {CALL_COLUMNS}"
+        )))
+        .bind(tenant)
+        .bind(id)
+        .bind(answered_by.as_str())
+        .fetch_optional(pool)
+        .await
+        .map_err(classify)?;
+        if let Some(row) = row {
+            return Ok(AnswerOutcome::Recorded(call_from_row(&row)?));
+        }
+        Ok(match self.get_call(tenant, id).await? {
+            Some(call) => AnswerOutcome::Ended(call),
+            None => AnswerOutcome::NotFound,
+        })
+    }
+
+    async fn record_voicemail(
+        &self,
+        tenant: &str,
+        id: &str,
+        message: &str,
+        at_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let pool = self.ready()?;
+        let done = sqlx::query(
+            "UPDATE calls SET voicemail_message = $3, voicemail_left_at_ms = $4 \
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(message)
+        .bind(int(at_ms))
+        .execute(pool)
+        .await
+        .map_err(classify)?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn list_turns(&self, tenant: &str, call_id: &str) -> Result<Vec<Turn>, StoreError> {
@@ -790,11 +1020,19 @@ impl Store for SqlStore {
         let mut seqs = Vec::with_capacity(turns.len());
         for (offset, turn) in (0_i64..).zip(turns) {
             let seq = first + offset;
+            let tool_calls =
+                if turn.tool_calls.is_empty() {
+                    None
+                } else {
+                    Some(serde_json::to_string(&turn.tool_calls).map_err(|error| {
+                        StoreError::Corrupt(format!("turn tool_calls: {error}"))
+                    })?)
+                };
             sqlx::query(
                 "INSERT INTO turns (tenant_id, call_id, seq, role, text, interrupted, model, \
                  input_tokens, output_tokens, ttft_ms, duration_ms, created_at_ms, lang, \
-                 stop_reason, failure_reason) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                 stop_reason, failure_reason, tool_calls) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
             )
             .bind(tenant)
             .bind(call_id)
@@ -811,22 +1049,29 @@ impl Store for SqlStore {
             .bind(turn.lang.as_deref())
             .bind(turn.stop_reason.as_deref())
             .bind(turn.failure_reason.as_deref())
+            .bind(tool_calls)
             .execute(&mut *tx)
             .await
             .map_err(classify)?;
-            // A model's reply counts; a greeting (no model) does not.
-            if turn.role == TurnRole::Assistant && turn.model.is_some() {
+            // A model's reply counts; a greeting (no model) does not. Tool calls count whenever
+            // they were made (a reply cut short still called them).
+            let counted = turn.role == TurnRole::Assistant && turn.model.is_some();
+            if counted || !turn.tool_calls.is_empty() {
                 sqlx::query(
-                    "INSERT INTO usage_daily (tenant_id, day, turns, input_tokens, output_tokens) \
-                     VALUES ($1, $2, 1, $3, $4) ON CONFLICT (tenant_id, day) DO UPDATE SET \
-                     turns = usage_daily.turns + 1, \
+                    "INSERT INTO usage_daily (tenant_id, day, turns, input_tokens, output_tokens, \
+                     tool_calls) VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (tenant_id, day) DO UPDATE SET \
+                     turns = usage_daily.turns + excluded.turns, \
                      input_tokens = usage_daily.input_tokens + excluded.input_tokens, \
-                     output_tokens = usage_daily.output_tokens + excluded.output_tokens",
+                     output_tokens = usage_daily.output_tokens + excluded.output_tokens, \
+                     tool_calls = usage_daily.tool_calls + excluded.tool_calls",
                 )
                 .bind(tenant)
                 .bind(day_of(turn.created_at_ms))
+                .bind(i64::from(counted))
                 .bind(i64::from(turn.input_tokens.unwrap_or(0)))
                 .bind(i64::from(turn.output_tokens.unwrap_or(0)))
+                .bind(i64::try_from(turn.tool_calls.len()).unwrap_or(i64::MAX))
                 .execute(&mut *tx)
                 .await
                 .map_err(classify)?;
@@ -890,7 +1135,7 @@ impl Store for SqlStore {
     async fn usage(&self, tenant: &str, range: DayRange) -> Result<Vec<UsageDay>, StoreError> {
         let pool = self.ready()?;
         let rows = sqlx::query(
-            "SELECT day, calls, turns, input_tokens, output_tokens FROM usage_daily \
+            "SELECT day, calls, turns, input_tokens, output_tokens, tool_calls FROM usage_daily \
              WHERE tenant_id = $1 AND day >= $2 AND day <= $3 ORDER BY day",
         )
         .bind(tenant)
@@ -899,6 +1144,29 @@ impl Store for SqlStore {
         .fetch_all(pool)
         .await
         .map_err(classify)?;
+        // Minutes are read from the calls themselves (their start and end are stored; the
+        // `calls_by_start` index reaches the range): each ended call's length rounded up to a
+        // whole minute, on the day it started. PostgreSQL's SUM of a BIGINT is NUMERIC, hence
+        // the cast.
+        let minute_rows = sqlx::query(
+            "SELECT started_at_ms / 86400000 AS day, CAST(SUM(CASE \
+             WHEN ended_at_ms > started_at_ms THEN (ended_at_ms - started_at_ms + 59999) / 60000 \
+             ELSE 0 END) AS BIGINT) AS minutes \
+             FROM calls WHERE tenant_id = $1 AND started_at_ms >= $2 AND started_at_ms < $3 \
+             AND ended_at_ms IS NOT NULL GROUP BY started_at_ms / 86400000",
+        )
+        .bind(tenant)
+        .bind(range.first.saturating_mul(MS_PER_DAY))
+        .bind(range.last.saturating_add(1).saturating_mul(MS_PER_DAY))
+        .fetch_all(pool)
+        .await
+        .map_err(classify)?;
+        let mut minutes = std::collections::HashMap::new();
+        for row in &minute_rows {
+            let day: i64 = row.try_get("day").map_err(corrupt("usage"))?;
+            let sum: i64 = row.try_get("minutes").map_err(corrupt("usage"))?;
+            minutes.insert(day, unsigned(sum));
+        }
         rows.iter()
             .map(|row| {
                 let number = |name: &str| -> Result<u64, StoreError> {
@@ -906,17 +1174,112 @@ impl Store for SqlStore {
                         row.try_get::<i64, _>(name).map_err(corrupt("usage"))?,
                     ))
                 };
+                let day = row.try_get::<i64, _>("day").map_err(corrupt("usage"))?;
                 Ok(UsageDay {
-                    day: shared::usage::format_day(
-                        row.try_get::<i64, _>("day").map_err(corrupt("usage"))?,
-                    ),
+                    day: shared::usage::format_day(day),
                     calls: number("calls")?,
                     turns: number("turns")?,
                     input_tokens: number("input_tokens")?,
                     output_tokens: number("output_tokens")?,
+                    tool_calls: number("tool_calls")?,
+                    // Every call is counted in `usage_daily` on the day it started, so a day
+                    // with minutes always has its row.
+                    minutes: minutes.get(&day).copied().unwrap_or(0),
                 })
             })
             .collect()
+    }
+
+    async fn signing_secret(&self, tenant: &str) -> Result<Option<SigningSecret>, StoreError> {
+        let pool = self.ready()?;
+        self.read_secret(pool, tenant).await
+    }
+
+    async fn create_signing_secret(
+        &self,
+        tenant: &str,
+        secret: &str,
+        now_ms: u64,
+    ) -> Result<(SigningSecret, bool), StoreError> {
+        let pool = self.ready()?;
+        // Two replicas creating at once: one insert wins, both read the winner.
+        let created = sqlx::query(
+            "INSERT INTO signing_secrets (tenant_id, secret, created_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(secret)
+        .bind(int(now_ms))
+        .execute(pool)
+        .await
+        .map_err(classify)?
+        .rows_affected()
+            == 1;
+        let stored = self.read_secret(pool, tenant).await?.ok_or_else(|| {
+            StoreError::Corrupt("signing secret vanished after its insert".into())
+        })?;
+        Ok((stored, created))
+    }
+
+    async fn rotate_signing_secret(
+        &self,
+        tenant: &str,
+        secret: &str,
+        previous_expires_at_ms: u64,
+        now_ms: u64,
+    ) -> Result<SigningSecret, StoreError> {
+        let pool = self.ready()?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO signing_secrets (tenant_id, secret, created_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id) DO UPDATE SET previous_secret = signing_secrets.secret, \
+             previous_expires_at_ms = $4, secret = excluded.secret, rotated_at_ms = $3 \
+             RETURNING {SECRET_COLUMNS}"
+        )))
+        .bind(tenant)
+        .bind(secret)
+        .bind(int(now_ms))
+        .bind(int(previous_expires_at_ms))
+        .fetch_one(pool)
+        .await
+        .map_err(classify)?;
+        secret_from_row(&row)
+    }
+}
+
+fn secret_from_row(row: &AnyRow) -> Result<SigningSecret, StoreError> {
+    let opt_ms = |name: &str| {
+        row.try_get::<Option<i64>, _>(name)
+            .map(|v| v.map(unsigned))
+            .map_err(corrupt("signing secret"))
+    };
+    Ok(SigningSecret {
+        secret: row.try_get("secret").map_err(corrupt("signing secret"))?,
+        previous: row
+            .try_get("previous_secret")
+            .map_err(corrupt("signing secret"))?,
+        previous_expires_at_ms: opt_ms("previous_expires_at_ms")?,
+        created_at_ms: unsigned(
+            row.try_get::<i64, _>("created_at_ms")
+                .map_err(corrupt("signing secret"))?,
+        ),
+        rotated_at_ms: opt_ms("rotated_at_ms")?,
+    })
+}
+
+impl SqlStore {
+    async fn read_secret(
+        &self,
+        pool: &AnyPool,
+        tenant: &str,
+    ) -> Result<Option<SigningSecret>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {SECRET_COLUMNS} FROM signing_secrets WHERE tenant_id = $1"
+        )))
+        .bind(tenant)
+        .fetch_optional(pool)
+        .await
+        .map_err(classify)?;
+        row.as_ref().map(secret_from_row).transpose()
     }
 }
 

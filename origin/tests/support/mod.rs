@@ -42,12 +42,14 @@ use origin::llm::bedrock::BedrockClient;
 use origin::llm::{LlmClient, LlmError, LlmEvent, LlmReadiness, LlmRequest, LlmStream};
 use origin::metrics::Metrics;
 use origin::store::sql::SqlStore;
-use origin::store::{EndOutcome, NewTurn, Store, StoreError};
+use origin::store::{AnswerOutcome, EndOutcome, NewTurn, SigningSecret, Store, StoreError};
 use origin::{AppState, Clock};
 use serde_json::{Value, json};
 use shared::agent::{Agent, AgentSpec};
 use shared::call::Call;
 use shared::call::CallerDetails;
+use shared::call_list::CallListQuery;
+use shared::carrier::AnsweredBy;
 use shared::model::ModelFailure;
 use shared::principal::{AuthMethod, Principal};
 use shared::signing::{BodyHash, SignedRequest, sign};
@@ -150,6 +152,8 @@ pub struct Options {
     pub llm: Option<Arc<dyn LlmClient>>,
     /// Wrap the store (e.g. to make it fail on demand).
     pub flaky: Option<Arc<AtomicBool>>,
+    /// Resolve tool hosts with this instead of the system's resolver.
+    pub resolver: Option<Arc<dyn origin::outbound::Resolve>>,
 }
 
 impl Options {
@@ -167,6 +171,7 @@ impl Options {
             clock: None,
             llm: None,
             flaky: None,
+            resolver: None,
         }
     }
 
@@ -288,6 +293,9 @@ impl Origin {
         let mut state = AppState::new(config, store, llm, fanout, metrics);
         if let Some(clock) = options.clock.clone() {
             state = state.with_clock(clock);
+        }
+        if let Some(resolver) = options.resolver.clone() {
+            state = state.with_resolver(resolver);
         }
         // Wait for the migrations the store runs in the background.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -863,6 +871,14 @@ impl Store for FlakyStore {
         self.check()?;
         self.inner.get_call(tenant, id).await
     }
+    async fn list_calls(
+        &self,
+        tenant: &str,
+        query: &CallListQuery,
+    ) -> Result<Vec<Call>, StoreError> {
+        self.check()?;
+        self.inner.list_calls(tenant, query).await
+    }
     async fn end_call(
         &self,
         tenant: &str,
@@ -872,6 +888,27 @@ impl Store for FlakyStore {
     ) -> Result<EndOutcome, StoreError> {
         self.check()?;
         self.inner.end_call(tenant, id, reason, now_ms).await
+    }
+    async fn record_answer(
+        &self,
+        tenant: &str,
+        id: &str,
+        answered_by: AnsweredBy,
+    ) -> Result<AnswerOutcome, StoreError> {
+        self.check()?;
+        self.inner.record_answer(tenant, id, answered_by).await
+    }
+    async fn record_voicemail(
+        &self,
+        tenant: &str,
+        id: &str,
+        message: &str,
+        at_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner
+            .record_voicemail(tenant, id, message, at_ms)
+            .await
     }
     async fn list_turns(&self, tenant: &str, call_id: &str) -> Result<Vec<Turn>, StoreError> {
         self.check()?;
@@ -910,6 +947,33 @@ impl Store for FlakyStore {
     async fn usage(&self, tenant: &str, range: DayRange) -> Result<Vec<UsageDay>, StoreError> {
         self.check()?;
         self.inner.usage(tenant, range).await
+    }
+    async fn signing_secret(&self, tenant: &str) -> Result<Option<SigningSecret>, StoreError> {
+        self.check()?;
+        self.inner.signing_secret(tenant).await
+    }
+    async fn create_signing_secret(
+        &self,
+        tenant: &str,
+        secret: &str,
+        now_ms: u64,
+    ) -> Result<(SigningSecret, bool), StoreError> {
+        self.check()?;
+        self.inner
+            .create_signing_secret(tenant, secret, now_ms)
+            .await
+    }
+    async fn rotate_signing_secret(
+        &self,
+        tenant: &str,
+        secret: &str,
+        previous_expires_at_ms: u64,
+        now_ms: u64,
+    ) -> Result<SigningSecret, StoreError> {
+        self.check()?;
+        self.inner
+            .rotate_signing_secret(tenant, secret, previous_expires_at_ms, now_ms)
+            .await
     }
 }
 

@@ -17,17 +17,22 @@
 //! - The origin's messages go to the caller unchanged, except its `error` notes (for the log).
 //!   When the origin is lost mid-reply, the caller's talk cycle is closed (`text` with
 //!   `last: true`), so the carrier's turn-taking is not left waiting. The origin's `end` reaches
-//!   the caller first, then the call ends for the reason its `handoffData` names.
+//!   the caller first, then the call ends for the reason its `handoffData` names
+//!   (`crate::handoff::end_reason`: `transferred`, `idle_timeout`, else `agent_ended`).
 //! - A turn is a final `prompt` or a `dtmf` from the caller (or an API turn); activity is stored
 //!   at most every [`ACTIVITY_PERSIST_MS`], a turn or a region change at once.
 //! - Alarms end idle or over-long calls and renew the concurrent-call lease; a lease reclaimed
 //!   while the call lived on is taken again. Ending releases the lease exactly once, tells the
-//!   origin, and closes both sockets.
+//!   origin, and closes both sockets — when the end did not come from the origin and its socket
+//!   is open, only once the origin has said its last words (its `end`, carrying e.g. an API
+//!   client's handoff data) or closed, or [`ORIGIN_END_GRACE_MS`] passed, so the carrier gets
+//!   the `end` before anything closes.
 
 use serde::{Deserialize, Serialize};
 
-use super::wire::{SessionRefusal, StartSession};
+use super::wire::{CarrierReport, EndRequest, SessionRefusal, StartSession};
 use super::{AlarmAction, CallSession, EndReason, RelayBuffer, SessionLimits};
+use crate::carrier::{AnsweredBy, CallProgress};
 use crate::geo::Target;
 use crate::geo::targets;
 use crate::principal::Principal;
@@ -40,6 +45,8 @@ pub const BUFFER_MESSAGES: usize = 256;
 pub const BUFFER_BYTES: usize = 256 * 1024;
 /// Activity is stored at most this often (the in-memory copy is exact).
 pub const ACTIVITY_PERSIST_MS: u64 = 10_000;
+/// How long an ended call's sockets wait for the origin's `end` before they close anyway.
+pub const ORIGIN_END_GRACE_MS: u64 = 3_000;
 
 /// How to reach the call's origins and sign for it; stored beside the session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +173,19 @@ pub enum Action {
         targets: Vec<Target>,
         /// Why.
         reason: EndReason,
+        /// An API client's own reason, told instead of `reason`'s name.
+        said_reason: Option<String>,
+        /// An API client's handoff data, for the relay's `end`.
+        handoff_data: Option<serde_json::Value>,
+    },
+    /// Tell the origin what answering-machine detection found:
+    /// `POST /v1/calls/{id}/answered-by` to these origins in order until one answers. The origin
+    /// tells the call's live relay session (which leaves the voicemail or hangs up on a machine).
+    AnsweredAtOrigin {
+        /// Where, the region in use first.
+        targets: Vec<Target>,
+        /// The finding.
+        answered_by: AnsweredBy,
     },
     /// A log line.
     Note(Note),
@@ -203,6 +223,8 @@ pub struct Relay {
     /// A reply's pieces went to the caller and its `last: true` has not.
     reply_open: bool,
     next_link: u64,
+    /// The call ended while the origin's socket was open: its `end` is awaited until this Unix ms.
+    awaiting_origin_end: Option<u64>,
 }
 
 impl Relay {
@@ -250,6 +272,7 @@ impl Relay {
             buffer: RelayBuffer::new(BUFFER_MESSAGES, BUFFER_BYTES),
             reply_open: false,
             next_link: 0,
+            awaiting_origin_end: None,
         }
     }
 
@@ -403,7 +426,12 @@ impl Relay {
                 self.reply_open = false;
                 let reason = EndReason::of_agent_end(&text);
                 let mut actions = vec![Action::SendToCaller(text)];
-                actions.extend(self.end(reason, now_ms));
+                if self.session.is_active() {
+                    actions.extend(self.end_with(EndRequest::new(reason), true, now_ms));
+                } else {
+                    // The origin's last words after an end told to it: now everything closes.
+                    actions.extend(self.close_after_end(link));
+                }
                 return actions;
             }
             _ => {}
@@ -428,6 +456,10 @@ impl Relay {
     ) -> Vec<Action> {
         if self.link != (Link::Up { id: link }) {
             return Vec::new();
+        }
+        if self.awaiting_origin_end.is_some() {
+            // Closed without an `end` after the call ended: nothing more will come.
+            return self.close_after_end(link);
         }
         self.link = Link::Down;
         let mut actions = self.close_open_reply();
@@ -486,12 +518,20 @@ impl Relay {
         }
         self.link = Link::Down;
         self.reply_open = false;
+        // Nobody is left to hear an ended call's last words.
+        self.awaiting_origin_end = None;
         actions.extend(self.persist_session(true));
         actions
     }
 
     /// The object's alarm fired.
     pub fn on_alarm(&mut self, now_ms: u64) -> Vec<Action> {
+        if let (Some(deadline), Link::Up { id }) = (self.awaiting_origin_end, self.link) {
+            if now_ms >= deadline {
+                return self.close_after_end(id);
+            }
+            return vec![Action::ScheduleAlarm(deadline)];
+        }
         match self.session.on_alarm(now_ms, &self.limits) {
             AlarmAction::End(reason) => self.end(reason, now_ms),
             AlarmAction::RenewLease => vec![Action::Lease(LeaseAction::Renew(self.lease()))],
@@ -533,6 +573,17 @@ impl Relay {
     /// cancelled, the lease released, the origin told, both sockets closed. Ending twice is
     /// refused, so all of that happens once.
     pub fn end(&mut self, reason: EndReason, now_ms: u64) -> Vec<Action> {
+        self.end_with(EndRequest::new(reason), false, now_ms)
+    }
+
+    /// [`Relay::end`], telling the origin what the request adds (an API client's reason and
+    /// handoff data); `origin_said_end` when the end is the origin's own `end`, already passed on.
+    fn end_with(&mut self, request: EndRequest, origin_said_end: bool, now_ms: u64) -> Vec<Action> {
+        let EndRequest {
+            reason,
+            said_reason,
+            handoff_data,
+        } = request;
         if self.session.end(reason, now_ms).is_err() {
             return Vec::new();
         }
@@ -545,11 +596,22 @@ impl Relay {
             Action::EndAtOrigin {
                 targets: self.targets_from_current(),
                 reason,
+                said_reason,
+                handoff_data,
             },
         ]);
         match self.link {
-            // Stays up until its close is seen: the origin's last words (its `end`, sent when
-            // it is told the call ended) still reach the caller before the sockets close.
+            // The origin's last words (its `end`, sent when it is told the call ended) reach the
+            // caller before anything closes: both sockets stay until it says them or closes.
+            Link::Up { .. } if !origin_said_end => {
+                let deadline = now_ms.saturating_add(ORIGIN_END_GRACE_MS);
+                self.awaiting_origin_end = Some(deadline);
+                // Replaces the cancelled alarm: the grace's end.
+                actions.push(Action::ScheduleAlarm(deadline));
+                actions.push(Action::Note(Note::Ended(reason)));
+                return actions;
+            }
+            // Stays up until its close is seen.
             Link::Up { id } => actions.push(Action::CloseOrigin {
                 link: id,
                 code: 1000,
@@ -568,16 +630,89 @@ impl Relay {
         actions
     }
 
+    /// An ended call's origin said its `end` (or closed, or its grace passed): both sockets
+    /// close now.
+    fn close_after_end(&mut self, link: LinkId) -> Vec<Action> {
+        if self.awaiting_origin_end.take().is_none() {
+            return Vec::new();
+        }
+        let mut actions = Vec::new();
+        if self.link == (Link::Up { id: link }) {
+            actions.push(Action::CloseOrigin {
+                link,
+                code: 1000,
+                reason: "call ended",
+            });
+        }
+        actions.extend([
+            Action::CancelAlarm,
+            Action::CloseCallers {
+                code: 1000,
+                reason: "call ended",
+            },
+        ]);
+        actions
+    }
+
+    /// What the carrier reported (a status callback, an AMD result, or its answer to placing the
+    /// call): the call binds to the first carrier call id it hears and refuses another; its
+    /// status moves forward as reported (`ringing`, answered) and a final status ends it, which
+    /// gives the lease back at once; the first `AnsweredBy` is kept and told to the origin. A
+    /// report about an ended call is refused as [`SessionRefusal::CallEnded`].
+    pub fn on_carrier_report(
+        &mut self,
+        report: CarrierReport,
+        now_ms: u64,
+    ) -> Result<Vec<Action>, SessionRefusal> {
+        if let (Some(bound), Some(named)) = (
+            self.session.carrier_call_id.as_deref(),
+            report.carrier_call_id.as_deref(),
+        ) && bound != named
+        {
+            return Err(SessionRefusal::CarrierMismatch);
+        }
+        if !self.session.is_active() {
+            return Err(SessionRefusal::CallEnded);
+        }
+        if self.session.carrier_call_id.is_none() {
+            self.session.carrier_call_id = report.carrier_call_id;
+        }
+        if report.carrier_status.is_some() {
+            self.session.carrier_status = report.carrier_status;
+        }
+        self.session.touch(now_ms);
+        let detected = report
+            .answered_by
+            .filter(|_| self.session.answered_by.is_none());
+        if detected.is_some() {
+            self.session.answered_by = detected;
+        }
+        if let Some(CallProgress::Ended(reason)) = report.progress {
+            return Ok(self.end(reason, now_ms));
+        }
+        if let Some(progress) = report.progress {
+            self.session.advance(progress);
+        }
+        let mut actions: Vec<Action> = self.persist_session(true).into_iter().collect();
+        if let Some(answered_by) = detected {
+            actions.push(Action::AnsweredAtOrigin {
+                targets: self.targets_from_current(),
+                answered_by,
+            });
+        }
+        Ok(actions)
+    }
+
     /// Ends the call on request (`/end`): refused when there is no live call to end.
     pub fn end_requested(
         &mut self,
-        reason: EndReason,
+        request: EndRequest,
         now_ms: u64,
     ) -> Result<Vec<Action>, SessionRefusal> {
         if !self.session.is_active() {
             return Err(SessionRefusal::CallEnded);
         }
-        Ok(self.end(reason, now_ms))
+        Ok(self.end_with(request, false, now_ms))
     }
 
     fn connect(&mut self, tried: usize) -> Action {

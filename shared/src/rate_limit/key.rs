@@ -12,6 +12,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::policy::PolicyName;
+use crate::signing::hex;
 
 /// Longest key accepted (bytes).
 pub const MAX_KEY_LEN: usize = 512;
@@ -76,16 +77,6 @@ impl KeyHasher {
         mac.update(key.as_bytes());
         hex(&mac.finalize().into_bytes())
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    out
 }
 
 #[cfg(test)]

@@ -2,11 +2,13 @@
 //! wire format (`application/vnd.amazon.eventstream` frames with their CRCs, written by
 //! `aws-smithy-eventstream`), so the origin talks to it through the real AWS SDK.
 //!
-//! Model behaviour — time to first token, inter-token delay, reply, usage, faults and guardrail
-//! interventions — is set per model over a control API on the same port; it counts requests,
-//! completions and cancellations per model so tests can assert that fallbacks and
-//! interruptions happened, and echoes the `guardrailConfig` and `performanceConfig` each model
-//! last received.
+//! Model behaviour — time to first token, inter-token delay, reply, usage, faults, guardrail
+//! interventions and tool use ([`ToolUseScript`]) — is set per model over a control API on the
+//! same port; it counts requests, completions and cancellations per model so tests can assert
+//! that fallbacks and interruptions happened, echoes the `guardrailConfig` and
+//! `performanceConfig` each model last received, and checks that each request following a tool
+//! call carries the matching `toolResult`s (mismatches are counted). A request whose messages
+//! hold `toolUse` or `toolResult` blocks without a `toolConfig` is refused, as Bedrock does.
 //!
 //! | route | does |
 //! | --- | --- |
@@ -38,7 +40,10 @@ use tokio::time::Instant;
 
 pub mod script;
 
-pub use script::{Fault, FaultKind, GuardrailScript, ModelScript, ScriptedUsage, word_tokens};
+pub use script::{
+    Fault, FaultKind, GuardrailScript, ModelScript, ScriptedToolCall, ScriptedUsage, ToolUseScript,
+    word_tokens,
+};
 
 /// Request bodies kept per model for inspection.
 const KEPT_REQUESTS: usize = 64;
@@ -73,6 +78,34 @@ pub struct ModelStats {
     /// The last `performanceConfig` received, as sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_performance_config: Option<serde_json::Value>,
+    /// `toolUse` blocks streamed.
+    #[serde(default)]
+    pub tool_uses: u64,
+    /// `toolResult`s received that answered the previous round's calls exactly.
+    #[serde(default)]
+    pub tool_results: u64,
+    /// Requests after a tool round whose `toolResult`s did not match its `toolUse` ids.
+    #[serde(default)]
+    pub tool_result_mismatches: u64,
+    /// Scripted tool calls not made because the request did not offer the tool.
+    #[serde(default)]
+    pub tools_not_offered: u64,
+    /// The tool names the last request offered (`toolConfig`).
+    #[serde(default)]
+    pub last_tools_offered: Vec<String>,
+    /// Unix microseconds at which the last tool round's `messageStop` was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_tool_use_sent_at_us: Option<u64>,
+    /// Unix microseconds at which the last request carrying `toolResult`s arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_tool_result_at_us: Option<u64>,
+}
+
+/// Unix microseconds now.
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// `GET /control/stats`.
@@ -87,6 +120,9 @@ struct Inner {
     scripts: HashMap<String, ModelScript>,
     stats: BTreeMap<String, ModelStats>,
     requests: HashMap<String, VecDeque<serde_json::Value>>,
+    /// `toolUseId`s handed out, so a `toolResult` can be checked against them.
+    issued_tool_uses: std::collections::HashSet<String>,
+    next_tool_use: u64,
 }
 
 /// The emulator's shared state.
@@ -199,6 +235,80 @@ impl Emulator {
     fn count(&self, model: &str, change: impl FnOnce(&mut ModelStats)) {
         change(self.lock().stats.entry(model.to_owned()).or_default());
     }
+
+    /// Decides the tool part of a request: checks the results it carries against the ids
+    /// handed out, counts them, and picks what the model does next (see [`ToolUseScript`]).
+    fn tool_turn(
+        &self,
+        model: &str,
+        script: &ModelScript,
+        request: &ConverseRequest,
+        offered: &[String],
+    ) -> ToolTurn {
+        let mut inner = self.lock();
+        let exchange = exchange_of(&request.messages, &inner.issued_tool_uses);
+        let entry = script.tool_use.iter().find(|entry| {
+            exchange
+                .anchor
+                .to_lowercase()
+                .contains(&entry.when.to_lowercase())
+        });
+        let mut decided = ToolTurn::None;
+        let mut not_offered = false;
+        if let Some(entry) = entry {
+            if let Some(round) = entry.rounds.get(exchange.rounds_done) {
+                if round.iter().all(|call| offered.contains(&call.name)) {
+                    let mut calls = Vec::new();
+                    for call in round {
+                        inner.next_tool_use += 1;
+                        let id = format!("tooluse_emu{:08}", inner.next_tool_use);
+                        inner.issued_tool_uses.insert(id.clone());
+                        calls.push((id, call.name.clone(), call.input.to_string()));
+                    }
+                    let before = entry.before.clone().filter(|_| exchange.rounds_done == 0);
+                    decided = ToolTurn::Call { before, calls };
+                } else {
+                    not_offered = true;
+                }
+            } else if exchange.rounds_done > 0 {
+                let reply = match (&entry.error_reply, exchange.any_error) {
+                    (Some(error_reply), true) => error_reply.clone(),
+                    _ => entry.reply.clone(),
+                };
+                decided = ToolTurn::Reply(reply);
+            }
+        }
+        let stats = inner.stats.entry(model.to_owned()).or_default();
+        stats.last_tools_offered = offered.to_vec();
+        if not_offered {
+            stats.tools_not_offered += 1;
+        }
+        match exchange.results_match {
+            Some(true) => {
+                stats.tool_results += exchange.results as u64;
+                stats.last_tool_result_at_us = Some(unix_micros());
+            }
+            Some(false) => {
+                stats.tool_result_mismatches += 1;
+                stats.last_tool_result_at_us = Some(unix_micros());
+            }
+            None => {}
+        }
+        decided
+    }
+}
+
+/// What a request does about tools.
+enum ToolTurn {
+    /// Nothing: the script's ordinary reply.
+    None,
+    /// Call tools: (id, name, input JSON) each, after saying `before`.
+    Call {
+        before: Option<String>,
+        calls: Vec<(String, String, String)>,
+    },
+    /// Every round is answered: this is the reply.
+    Reply(String),
 }
 
 /// The emulator's routes.
@@ -222,6 +332,12 @@ pub async fn serve(
     emulator: Emulator,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Small event frames go out as they are written (no Nagle delay behind the client's
+    // delayed ACK), as Bedrock's own front end sends them.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app(emulator))
         .with_graceful_shutdown(shutdown)
         .await
@@ -277,6 +393,22 @@ struct ConverseRequest {
     system: Vec<serde_json::Value>,
     inference_config: InferenceConfig,
     guardrail_config: Option<GuardrailConfig>,
+    tool_config: Option<ToolConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ToolConfig {
+    tools: Vec<serde_json::Value>,
+}
+
+impl ToolConfig {
+    fn names(&self) -> Vec<String> {
+        self.tools
+            .iter()
+            .filter_map(|tool| tool.pointer("/toolSpec/name")?.as_str().map(str::to_owned))
+            .collect()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -304,6 +436,89 @@ fn block_text(block: &serde_json::Value) -> &str {
         .get("text")
         .and_then(serde_json::Value::as_str)
         .unwrap_or("")
+}
+
+impl RequestMessage {
+    fn has(&self, block: &str) -> bool {
+        self.content.iter().any(|b| b.get(block).is_some())
+    }
+
+    fn has_text(&self) -> bool {
+        self.content.iter().any(|b| b.get("text").is_some())
+    }
+
+    /// The `toolUseId`s of this message's `toolUse` (or `toolResult`) blocks.
+    fn tool_ids(&self, block: &str) -> Vec<String> {
+        self.content
+            .iter()
+            .filter_map(|b| b.get(block)?.get("toolUseId")?.as_str().map(str::to_owned))
+            .collect()
+    }
+
+    fn text(&self) -> String {
+        self.content
+            .iter()
+            .map(block_text)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Where a request stands in a tool exchange.
+struct Exchange {
+    /// The latest user message with text (the caller's words).
+    anchor: String,
+    /// Tool rounds answered since it.
+    rounds_done: usize,
+    /// The last message's `toolResult` ids matched the previous `toolUse` ids exactly.
+    results_match: Option<bool>,
+    /// How many results the last message carried.
+    results: usize,
+    /// Whether one of them was `status: error`.
+    any_error: bool,
+}
+
+fn exchange_of(
+    messages: &[RequestMessage],
+    issued: &std::collections::HashSet<String>,
+) -> Exchange {
+    let anchor_at = messages
+        .iter()
+        .rposition(|m| m.role == "user" && m.has_text() && !m.has("toolResult"));
+    let anchor = anchor_at.map(|i| messages[i].text()).unwrap_or_default();
+    let after = anchor_at.map_or(messages, |i| &messages[i + 1..]);
+    let rounds_done = after
+        .iter()
+        .filter(|m| m.role == "user" && m.has("toolResult"))
+        .count();
+    let last = messages.last();
+    let (results_match, results, any_error) = match last {
+        Some(last) if last.role == "user" && last.has("toolResult") => {
+            let mut results = last.tool_ids("toolResult");
+            let previous = messages.len().checked_sub(2).map(|i| &messages[i]);
+            let mut uses = previous.map(|m| m.tool_ids("toolUse")).unwrap_or_default();
+            let count = results.len();
+            results.sort();
+            uses.sort();
+            let matched = !results.is_empty()
+                && results == uses
+                && results.iter().all(|id| issued.contains(id));
+            let any_error = last.content.iter().any(|b| {
+                b.pointer("/toolResult/status")
+                    .and_then(serde_json::Value::as_str)
+                    == Some("error")
+            });
+            (Some(matched), count, any_error)
+        }
+        _ => (None, 0, false),
+    };
+    Exchange {
+        anchor,
+        rounds_done,
+        results_match,
+        results,
+        any_error,
+    }
 }
 
 async fn converse_stream(
@@ -336,7 +551,25 @@ async fn converse_stream(
     if request.messages.is_empty() {
         return http_error(400, "ValidationException", "messages must not be empty");
     }
-    let plan = Plan::new(&model, &script, &request);
+    let uses_tools = request
+        .messages
+        .iter()
+        .any(|m| m.has("toolUse") || m.has("toolResult"));
+    if uses_tools && request.tool_config.is_none() {
+        // Bedrock's own refusal.
+        return http_error(
+            400,
+            "ValidationException",
+            "The toolConfig field must be defined when using toolUse and toolResult content blocks.",
+        );
+    }
+    let offered = request
+        .tool_config
+        .as_ref()
+        .map(ToolConfig::names)
+        .unwrap_or_default();
+    let tools = emulator.tool_turn(&model, &script, &request, &offered);
+    let plan = Plan::new(&model, &script, &request, tools);
 
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(32);
     emulator.count(&model, |s| s.in_flight += 1);
@@ -346,7 +579,16 @@ async fn converse_stream(
         task_emulator.count(&model, |s| {
             s.in_flight -= 1;
             match outcome {
-                Outcome::Completed => s.completed += 1,
+                Outcome::Completed {
+                    tool_calls,
+                    tool_use_sent_at,
+                } => {
+                    s.completed += 1;
+                    s.tool_uses += tool_calls;
+                    if tool_use_sent_at.is_some() {
+                        s.last_tool_use_sent_at_us = tool_use_sent_at;
+                    }
+                }
                 Outcome::Intervened => {
                     s.completed += 1;
                     s.guardrail_interventions += 1;
@@ -374,6 +616,8 @@ async fn converse_stream(
 /// What a stream will say, decided before it starts.
 struct Plan {
     tokens: Vec<String>,
+    /// `toolUse` blocks after the text: (id, name, input JSON).
+    tool_calls: Vec<(String, String, String)>,
     stop_reason: &'static str,
     input_tokens: u32,
     output_tokens: u32,
@@ -384,14 +628,17 @@ struct Plan {
 }
 
 enum Outcome {
-    Completed,
+    Completed {
+        tool_calls: u64,
+        tool_use_sent_at: Option<u64>,
+    },
     Intervened,
     Cancelled,
     Faulted,
 }
 
 impl Plan {
-    fn new(model: &str, script: &ModelScript, request: &ConverseRequest) -> Self {
+    fn new(model: &str, script: &ModelScript, request: &ConverseRequest, tools: ToolTurn) -> Self {
         let last_user = request
             .messages
             .iter()
@@ -405,12 +652,24 @@ impl Plan {
                     .join(" ")
             })
             .unwrap_or_default();
-        let mut tokens = match (&script.tokens, &script.reply) {
-            (Some(tokens), _) => tokens.clone(),
-            (None, Some(reply)) => word_tokens(reply),
-            (None, None) => word_tokens(&echo(model, request.messages.len(), &last_user)),
+        let mut tool_calls = Vec::new();
+        let mut tokens = match (tools, &script.tokens, &script.reply) {
+            (ToolTurn::Call { before, calls }, _, _) => {
+                tool_calls = calls;
+                before.as_deref().map(word_tokens).unwrap_or_default()
+            }
+            (ToolTurn::Reply(reply), _, _) => word_tokens(&reply),
+            (ToolTurn::None, Some(tokens), _) => tokens.clone(),
+            (ToolTurn::None, None, Some(reply)) => word_tokens(reply),
+            (ToolTurn::None, None, None) => {
+                word_tokens(&echo(model, request.messages.len(), &last_user))
+            }
         };
-        let mut stop_reason = "end_turn";
+        let mut stop_reason = if tool_calls.is_empty() {
+            "end_turn"
+        } else {
+            "tool_use"
+        };
         if let Some(cut) = stop_cut(&tokens, &request.inference_config.stop_sequences) {
             tokens = cut;
             stop_reason = "stop_sequence";
@@ -457,13 +716,15 @@ impl Plan {
                 .map(|b| block_text(b).chars().count())
                 .sum::<usize>();
         let computed_input = u32::try_from(characters.div_ceil(4)).unwrap_or(u32::MAX);
-        let computed_output = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
+        let computed_output =
+            u32::try_from(tokens.len() + tool_calls.len() * 10).unwrap_or(u32::MAX);
         let (input_tokens, output_tokens) = match script.usage {
             Some(usage) => (usage.input_tokens, usage.output_tokens),
             None => (computed_input, computed_output),
         };
         Self {
             tokens,
+            tool_calls,
             stop_reason,
             input_tokens,
             output_tokens,
@@ -506,6 +767,45 @@ impl Plan {
         if let Some(fault) = fault {
             return self.fail(tx, fault).await;
         }
+        let mut frames = Vec::new();
+        let mut index = 0;
+        if !self.tokens.is_empty() {
+            frames.push(event(
+                "contentBlockStop",
+                r#"{"contentBlockIndex":0}"#.into(),
+            ));
+            index = 1;
+        }
+        for (id, name, input) in &self.tool_calls {
+            frames.push(event(
+                "contentBlockStart",
+                serde_json::json!({"contentBlockIndex": index, "start": {"toolUse": {"toolUseId": id, "name": name}}})
+                    .to_string(),
+            ));
+            // The input arrives as pieces of a JSON string, as Bedrock streams it.
+            for piece in json_pieces(input) {
+                frames.push(event(
+                    "contentBlockDelta",
+                    serde_json::json!({"contentBlockIndex": index, "delta": {"toolUse": {"input": piece}}})
+                        .to_string(),
+                ));
+            }
+            frames.push(event(
+                "contentBlockStop",
+                serde_json::json!({"contentBlockIndex": index}).to_string(),
+            ));
+            index += 1;
+        }
+        frames.push(event(
+            "messageStop",
+            serde_json::json!({"stopReason": self.stop_reason}).to_string(),
+        ));
+        for frame in frames {
+            if !send(tx, frame).await {
+                return Outcome::Cancelled;
+            }
+        }
+        let tool_use_sent_at = (!self.tool_calls.is_empty()).then(unix_micros);
         let latency_ms = started.elapsed().as_millis();
         let mut metadata = serde_json::json!({
             "usage": {
@@ -518,23 +818,16 @@ impl Plan {
         if let Some(trace) = &self.guardrail_trace {
             metadata["trace"] = serde_json::json!({ "guardrail": trace });
         }
-        let frames = [
-            event("contentBlockStop", r#"{"contentBlockIndex":0}"#.into()),
-            event(
-                "messageStop",
-                serde_json::json!({"stopReason": self.stop_reason}).to_string(),
-            ),
-            event("metadata", metadata.to_string()),
-        ];
-        for frame in frames {
-            if !send(tx, frame).await {
-                return Outcome::Cancelled;
-            }
+        if !send(tx, event("metadata", metadata.to_string())).await {
+            return Outcome::Cancelled;
         }
         if self.stop_reason == "guardrail_intervened" {
             Outcome::Intervened
         } else {
-            Outcome::Completed
+            Outcome::Completed {
+                tool_calls: self.tool_calls.len() as u64,
+                tool_use_sent_at,
+            }
         }
     }
 
@@ -564,6 +857,16 @@ fn echo(model: &str, messages: usize, last_user: &str) -> String {
         "I heard {messages} message{s}. You said: {said}. This reply comes from {model}.",
         s = if messages == 1 { "" } else { "s" }
     )
+}
+
+/// A JSON text cut into three pieces (at character boundaries), as input deltas arrive.
+fn json_pieces(input: &str) -> Vec<String> {
+    let chars: Vec<char> = input.chars().collect();
+    let third = chars.len().div_ceil(3).max(1);
+    chars
+        .chunks(third)
+        .map(|piece| piece.iter().collect())
+        .collect()
 }
 
 /// Tokens up to the first stop sequence, when one occurs.
@@ -686,6 +989,49 @@ mod tests {
         let last = corrupted.len() - 1;
         corrupted[last] ^= 0xff;
         assert!(aws_smithy_eventstream::frame::read_message_from(&corrupted[..]).is_err());
+    }
+
+    #[test]
+    fn tool_input_pieces_join_back() {
+        let input = r#"{"id":"42","note":"é"}"#;
+        let pieces = json_pieces(input);
+        assert_eq!(pieces.len(), 3);
+        assert_eq!(pieces.concat(), input);
+        assert_eq!(json_pieces("{}").concat(), "{}");
+    }
+
+    #[test]
+    fn a_tool_exchange_is_read_from_the_messages() {
+        let message = |role: &str, content: serde_json::Value| RequestMessage {
+            role: role.into(),
+            content: content.as_array().cloned().unwrap_or_default(),
+        };
+        let issued: std::collections::HashSet<String> =
+            ["t1".to_owned(), "t2".to_owned()].into_iter().collect();
+        let messages = vec![
+            message("user", serde_json::json!([{"text": "Where is my order?"}])),
+            message(
+                "assistant",
+                serde_json::json!([{"text": "Let me check."}, {"toolUse": {"toolUseId": "t1", "name": "a", "input": {}}}, {"toolUse": {"toolUseId": "t2", "name": "b", "input": {}}}]),
+            ),
+            message(
+                "user",
+                serde_json::json!([{"toolResult": {"toolUseId": "t2", "content": [{"json": {}}], "status": "error"}}, {"toolResult": {"toolUseId": "t1", "content": [{"json": {}}]}}]),
+            ),
+        ];
+        let exchange = exchange_of(&messages, &issued);
+        assert_eq!(exchange.anchor, "Where is my order?");
+        assert_eq!(exchange.rounds_done, 1);
+        assert_eq!(exchange.results_match, Some(true));
+        assert_eq!(exchange.results, 2);
+        assert!(exchange.any_error);
+        let mut wrong = messages;
+        wrong[2] = message(
+            "user",
+            serde_json::json!([{"toolResult": {"toolUseId": "t1", "content": []}}]),
+        );
+        assert_eq!(exchange_of(&wrong, &issued).results_match, Some(false));
+        assert_eq!(exchange_of(&wrong[..1], &issued).results_match, None);
     }
 
     #[test]

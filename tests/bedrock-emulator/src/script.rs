@@ -27,6 +27,51 @@ pub struct ModelScript {
     /// A guardrail intervention, for requests that carry a `guardrailConfig`.
     #[serde(default)]
     pub guardrail: Option<GuardrailScript>,
+    /// Tool use, per prompt: the first entry whose `when` the conversation's latest user text
+    /// contains decides the request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_use: Vec<ToolUseScript>,
+}
+
+/// How the model uses tools when the caller's latest words contain `when`, in ConverseStream's
+/// wire format: the first request streams `before` (if any) as text, then one `toolUse` block
+/// per call of `rounds[0]` (`contentBlockStart` with `toolUse {toolUseId, name}`, the input as
+/// JSON-string `contentBlockDelta` pieces, `contentBlockStop`) and `messageStop` with
+/// `stopReason: tool_use`. Each following request must carry the `toolResult` of every call of
+/// the previous round (counted in the stats when it does not); while rounds remain the model
+/// calls the next round's tools, then it streams `reply` — or `error_reply` when a result of
+/// the last round had `status: error`
+/// (<https://docs.aws.amazon.com/bedrock/latest/userguide/tool-use-inference-call.html>).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolUseScript {
+    /// Matched, case-insensitively, against the latest user text message.
+    pub when: String,
+    /// Said before the first round's tool calls.
+    #[serde(default)]
+    pub before: Option<String>,
+    /// The tool calls, one list per round.
+    pub rounds: Vec<Vec<ScriptedToolCall>>,
+    /// The reply once every round's results are in.
+    pub reply: String,
+    /// The reply when a result of the last round was an error.
+    #[serde(default)]
+    pub error_reply: Option<String>,
+}
+
+/// One tool call the model makes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptedToolCall {
+    /// The tool's name (it must be offered in the request's `toolConfig`).
+    pub name: String,
+    /// The input object.
+    #[serde(default = "empty_object")]
+    pub input: serde_json::Value,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::json!({})
 }
 
 /// How a guardrail intervenes mid-stream, as ConverseStream reports it: the text deltas that
@@ -70,6 +115,7 @@ impl Default for ModelScript {
             usage: None,
             fault: None,
             guardrail: None,
+            tool_use: Vec::new(),
         }
     }
 }
@@ -185,5 +231,10 @@ mod tests {
         assert_eq!(fault.kind, FaultKind::Throttle);
         assert_eq!(fault.times, Some(1));
         assert_eq!(fault.exception, "modelStreamErrorException");
+        let tools: ModelScript = serde_json::from_str(
+            r#"{"tool_use":[{"when":"order","rounds":[[{"name":"lookup"}]],"reply":"Shipped."}]}"#,
+        )
+        .expect("parses");
+        assert_eq!(tools.tool_use[0].rounds[0][0].input, serde_json::json!({}));
     }
 }

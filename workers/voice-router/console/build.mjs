@@ -1,11 +1,12 @@
 // Builds the console into dist/ (the `assets.directory` of wrangler/voice-router.toml):
-//   dist/console/index.html, app.js (TypeScript + Preact bundled and minified by esbuild),
-//   console.css, and dist/_headers (the security headers Cloudflare adds to every asset; the
+//   dist/console/index.html, app.js (TypeScript + Preact bundled and minified by esbuild) and
+//   the chunks it loads on demand (chunk-*.js: uPlot and the charts, for the Calls and Usage
+//   pages only), console.css (with uPlot's stylesheet appended), and dist/_headers (the security headers Cloudflare adds to every asset; the
 //   file itself is not served). Then measures what a browser downloads, gzip -9 per file, and
 //   fails when the total exceeds the budget (issue 17: under 100 KB).
 // Usage: node build.mjs   (voice-router's [build] command runs it after worker-build)
 
-import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { gzipSync } from "node:zlib";
 
@@ -26,8 +27,11 @@ rmSync(dist, { recursive: true, force: true });
 mkdirSync(path.join(dist, "console"), { recursive: true });
 
 await esbuild.build({
-  entryPoints: [path.join(here, "src/main.tsx")],
-  outfile: path.join(dist, "console/app.js"),
+  entryPoints: { app: path.join(here, "src/main.tsx") },
+  outdir: path.join(dist, "console"),
+  // `import("./chart")` becomes its own file, fetched when a page first draws a chart.
+  splitting: true,
+  chunkNames: "chunk-[hash]",
   bundle: true,
   minify: true,
   format: "esm",
@@ -38,7 +42,12 @@ await esbuild.build({
   logLevel: "warning",
 });
 cpSync(path.join(here, "static/index.html"), path.join(dist, "console/index.html"));
-cpSync(path.join(here, "static/console.css"), path.join(dist, "console/console.css"));
+// One stylesheet: the console's, then uPlot's (MIT; its classes only style the charts).
+const uplotCss = readFileSync(path.join(here, "node_modules/uplot/dist/uPlot.min.css"), "utf8");
+writeFileSync(
+  path.join(dist, "console/console.css"),
+  `${readFileSync(path.join(here, "static/console.css"), "utf8")}\n/* uPlot 1.6.32 (MIT), node_modules/uplot/dist/uPlot.min.css */\n${uplotCss}\n`,
+);
 cpSync(path.join(here, "static/_headers"), path.join(dist, "_headers"));
 
 /** Every file a browser can fetch (everything but `_headers`), with its gzip size. */

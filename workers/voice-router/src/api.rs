@@ -1,16 +1,21 @@
-//! The API clients' routes: calls (create, read, one turn as Server-Sent Events, end) and agent
-//! configuration passed to the origin; and CORS preflights.
+//! The API clients' routes: calls (create, read, one turn as Server-Sent Events, end), agent
+//! configuration passed to the origin, the read API passed to the origin (the call list, a
+//! call's transcript and events, the tenant's events, usage); and CORS preflights.
 
 use serde::{Deserialize, Serialize};
 use shared::auth::MintSessionTokenRequest;
-use shared::call::CallSource;
-use shared::call_session::wire::Touch;
+use shared::call::{CallDirection, CallSource};
+use shared::call_list::CallListQuery;
+use shared::call_session::wire::{EndRequest, Touch};
 use shared::call_session::{CallSession as CallState, EndReason, SessionRefusal};
+use shared::carrier::{AnsweredBy, CarrierKind};
 use shared::cors::Preflight;
 use shared::edge_config::EdgeConfig;
 use shared::geo::Target;
 use shared::geo::wire::RouteRequest;
+use shared::headers::LAST_EVENT_ID;
 use shared::identifier::is_resource_id;
+use shared::origin_path;
 use shared::principal::Principal;
 use shared::public_route::{ForwardFailure, PublicRoute, may_retry_elsewhere};
 use worker::{Headers, Method, Request, Response, console_error, console_warn};
@@ -64,7 +69,15 @@ pub async fn handle(
     route: &PublicRoute,
 ) -> Result<Response, Refusal> {
     let call_id = route.call_id();
-    let wants_route = matches!(route, PublicRoute::CreateCall | PublicRoute::Agents { .. });
+    let wants_route = matches!(
+        route,
+        PublicRoute::CreateCall
+            | PublicRoute::Agents { .. }
+            | PublicRoute::ListCalls
+            | PublicRoute::Events
+            | PublicRoute::Usage
+            | PublicRoute::SigningSecret { .. }
+    );
     let route_request = RouteRequest {
         caller: Some(x.client.location()),
         pin: None,
@@ -87,13 +100,7 @@ pub async fn handle(
     );
     limited?;
     let principal = principal?;
-    gate::enforce(
-        x.env,
-        x.limits,
-        vec![gate::principal_check(&principal)],
-        x.request_id,
-    )
-    .await?;
+    gate::enforce_principal(x, &principal).await?;
     let state = state
         .transpose()?
         .map(|state| stub::owned(state, &principal))
@@ -110,14 +117,114 @@ pub async fn handle(
             turn(x, req, &principal, call_id, &state).await
         }
         (PublicRoute::EndCall { call_id }, Some(_)) => {
-            let state = stub::end(x.env, call_id, EndReason::Requested).await?;
+            // An optional `{reason, handoff_data}`: the origin puts them in the relay's `end`.
+            let request = EndRequest::from_api_body(&x.body)
+                .map_err(|error| Refusal::InvalidRequest(error.to_string()))?;
+            let state = stub::end(x.env, call_id, &request).await?;
             Ok(Response::from_json(&CallView::of(&state))?)
         }
-        (PublicRoute::Agents { origin_path }, _) => {
-            agents(x, req, &principal, origin_path, route, &targets).await
+        (
+            PublicRoute::Agents { origin_path: path }
+            | PublicRoute::SigningSecret { origin_path: path },
+            _,
+        ) => {
+            let path_and_query = format!("{path}{}", query_of(req));
+            forward(
+                x,
+                req.method(),
+                &principal,
+                route,
+                &targets,
+                &path_and_query,
+                &[],
+            )
+            .await
+        }
+        (PublicRoute::ListCalls | PublicRoute::Usage | PublicRoute::Events, _) => {
+            read(x, req, &principal, route, None, &targets).await
+        }
+        (PublicRoute::Transcript { .. } | PublicRoute::CallEvents { .. }, Some(state)) => {
+            read(x, req, &principal, route, Some(&state), &targets).await
         }
         _ => Err(Refusal::NoRoute),
     }
+}
+
+/// The read API, passed to the origin: the call list (its query refused here when the origin
+/// would refuse it, else forwarded in its canonical form), usage, the tenant's events, and a
+/// call's transcript and events — from the call's region first (its events are published
+/// there).
+async fn read(
+    x: &Exchange<'_>,
+    req: &Request,
+    principal: &Principal,
+    route: &PublicRoute,
+    call: Option<&CallState>,
+    targets: &[Target],
+) -> Result<Response, Refusal> {
+    let last_event_id = req.headers().get(LAST_EVENT_ID).ok().flatten();
+    let (path_and_query, extra) = match route {
+        PublicRoute::ListCalls => {
+            let query = CallListQuery::parse(query_of(req).trim_start_matches('?'))
+                .map_err(Refusal::InvalidListQuery)?;
+            (
+                format!("{}{}", origin_path::CALLS, query.to_query()),
+                vec![],
+            )
+        }
+        PublicRoute::Usage => (format!("{}{}", origin_path::USAGE, query_of(req)), vec![]),
+        PublicRoute::Events => (origin_path::EVENTS.to_owned(), event_stream_headers(None)),
+        PublicRoute::Transcript { call_id } => (origin_path::call_turns(call_id), vec![]),
+        PublicRoute::CallEvents { call_id } => (
+            origin_path::call_events(call_id),
+            event_stream_headers(last_event_id.as_deref()),
+        ),
+        _ => return Err(Refusal::NoRoute),
+    };
+    let pinned = match call {
+        Some(call) => pinned_targets(x, call).await,
+        None => targets.to_vec(),
+    };
+    forward(
+        x,
+        Method::Get,
+        principal,
+        route,
+        &pinned,
+        &path_and_query,
+        &extra,
+    )
+    .await
+}
+
+/// The media type of Server-Sent Events.
+const EVENT_STREAM: &str = "text/event-stream";
+
+/// The headers a forwarded event stream carries: `accept`, and the client's `Last-Event-ID`.
+fn event_stream_headers(last_event_id: Option<&str>) -> Vec<(&'static str, &str)> {
+    let mut headers = vec![("accept", EVENT_STREAM)];
+    if let Some(id) = last_event_id {
+        headers.push((LAST_EVENT_ID, id));
+    }
+    headers
+}
+
+/// The request's query string with its `?`, or empty.
+fn query_of(req: &Request) -> String {
+    let url = req.inner().url();
+    url.find('?')
+        .map(|at| url[at..].to_owned())
+        .unwrap_or_default()
+}
+
+/// The regions to reach a call's origin by: geo-router asked with the call's pin, so a pinned
+/// region that is down is skipped with the others after it.
+async fn pinned_targets(x: &Exchange<'_>, state: &CallState) -> Vec<Target> {
+    let pinned = RouteRequest {
+        caller: Some(x.client.location()),
+        pin: Some(state.region.clone()),
+    };
+    x.targets(services::route(x.env, &pinned, x.request_id).await)
 }
 
 /// What `GET /api/v1/calls/{id}` shows.
@@ -133,6 +240,15 @@ struct CallView<'a> {
     ended_at_ms: Option<u64>,
     end_reason: Option<EndReason>,
     turn_count: u32,
+    direction: CallDirection,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    carrier: Option<CarrierKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    carrier_call_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    carrier_status: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    answered_by: Option<AnsweredBy>,
 }
 
 impl<'a> CallView<'a> {
@@ -148,6 +264,11 @@ impl<'a> CallView<'a> {
             ended_at_ms: state.ended_at_ms,
             end_reason: state.end_reason,
             turn_count: state.turn_count,
+            direction: state.direction,
+            carrier: state.carrier,
+            carrier_call_id: state.carrier_call_id.as_deref(),
+            carrier_status: state.carrier_status.as_deref(),
+            answered_by: state.answered_by,
         }
     }
 }
@@ -169,6 +290,10 @@ async fn create_call(
         source: CallSource::Api,
         from: None,
         to: None,
+        direction: CallDirection::Inbound,
+        carrier: None,
+        carrier_call_id: None,
+        metadata: None,
     };
     let target = call_start::start_call(x, principal, &call, targets).await?;
     let token = services::mint_session_token(
@@ -210,19 +335,10 @@ async fn turn(
     if !state.is_active() {
         return Err(SessionRefusal::CallEnded.into());
     }
-    // geo-router is asked with the call's pin, so a pinned region that is down is skipped
-    // with the others after it.
-    let pinned = RouteRequest {
-        caller: Some(x.client.location()),
-        pin: Some(state.region.clone()),
-    };
-    let targets = x.targets(services::route(x.env, &pinned, x.request_id).await);
-    let path = shared::origin_path::call_turns(call_id);
-    let last_event_id = req.headers().get("last-event-id").ok().flatten();
-    let mut extra = vec![("accept", "text/event-stream")];
-    if let Some(id) = last_event_id.as_deref() {
-        extra.push(("last-event-id", id));
-    }
+    let targets = pinned_targets(x, state).await;
+    let path = origin_path::call_turns(call_id);
+    let last_event_id = req.headers().get(LAST_EVENT_ID).ok().flatten();
+    let extra = event_stream_headers(last_event_id.as_deref());
     let route = PublicRoute::Turn {
         call_id: call_id.to_owned(),
     };
@@ -257,39 +373,43 @@ async fn turn(
     }
 }
 
-/// `/api/v1/agents…`: passed to the origin; reads and idempotent writes fail over.
-async fn agents(
+/// A request passed to the origin as the client made it (the body, `path_and_query`, `extra`
+/// headers), its answer passed back ([`pass_through`]; a stream stays a stream). Reads and
+/// idempotent writes move to the next region when an origin fails before answering
+/// (`may_retry_elsewhere`); once an answer has started — a stream of events included — it is
+/// the client's, never retried; a non-idempotent write (a signing-secret rotation) is never
+/// retried elsewhere either: it could happen twice.
+async fn forward(
     x: &Exchange<'_>,
-    req: &Request,
+    method: Method,
     principal: &Principal,
-    origin_path: &str,
     route: &PublicRoute,
     targets: &[Target],
+    path_and_query: &str,
+    extra: &[(&str, &str)],
 ) -> Result<Response, Refusal> {
-    let query = req.inner().url();
-    let query = query.find('?').map(|at| &query[at..]).unwrap_or_default();
-    let path_and_query = format!("{origin_path}{query}");
-    let method = req.method();
     let method_name = method.to_string();
     let retry = |failure: ForwardFailure| may_retry_elsewhere(&method_name, route, failure);
-    let body = if x.body.is_empty() {
+    // A body on a `GET` is ignored, as the origin would (a fetch refuses to send one).
+    let body = if x.body.is_empty() || method == Method::Get {
         Body::Empty
     } else {
         Body::Bytes(&x.body)
     };
+    let content_type = matches!(body, Body::Bytes(_)).then_some("application/json");
     let forward = Forward {
         method,
-        path_and_query: &path_and_query,
+        path_and_query,
         body,
-        content_type: (!x.body.is_empty()).then_some("application/json"),
-        extra: &[],
+        content_type,
+        extra,
         may_retry: &retry,
         reporter: &principal.tenant_id,
     };
     match origin::send(x.env, &x.signer(principal), targets, &forward).await {
         Ok((response, _)) => pass_through(response),
         Err(unavailable) => {
-            console_error!("request {}: agents: {unavailable}", x.request_id);
+            console_error!("request {}: {route:?}: {unavailable}", x.request_id);
             Err(Refusal::OriginUnavailable)
         }
     }

@@ -19,6 +19,7 @@ mod config;
 mod gate;
 mod health;
 mod origin;
+mod outbound;
 mod refusal;
 mod services;
 mod session;
@@ -79,14 +80,27 @@ async fn handle(
     use shared::public_route::PublicRoute;
     match route {
         PublicRoute::Health => health::answer(&exchange).await,
-        PublicRoute::TwilioIncoming => voice::incoming(&exchange, &req, &route).await,
-        PublicRoute::TwilioStatus => voice::status(&exchange, &req, &route).await,
+        PublicRoute::CarrierIncoming { carrier } => {
+            voice::incoming(&exchange, &req, &route, carrier.carrier()).await
+        }
+        PublicRoute::CarrierStatus { carrier } => {
+            voice::status(&exchange, &req, &route, carrier.carrier()).await
+        }
+        PublicRoute::OutboundCall => outbound::place(&exchange, &req, &route).await,
+        PublicRoute::TwilioAction => voice::action(&exchange, &req, &route).await,
+        PublicRoute::TwilioWhisper => voice::whisper(&exchange, &req, &route).await,
         PublicRoute::Relay { .. } => voice::relay(&exchange, req, &route).await,
         PublicRoute::CreateCall
         | PublicRoute::GetCall { .. }
         | PublicRoute::Turn { .. }
         | PublicRoute::EndCall { .. }
-        | PublicRoute::Agents { .. } => api::handle(&exchange, &req, &route).await,
+        | PublicRoute::Agents { .. }
+        | PublicRoute::ListCalls
+        | PublicRoute::Transcript { .. }
+        | PublicRoute::CallEvents { .. }
+        | PublicRoute::Events
+        | PublicRoute::Usage
+        | PublicRoute::SigningSecret { .. } => api::handle(&exchange, &req, &route).await,
         PublicRoute::Preflight => api::preflight(&req, &config),
     }
 }

@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, VecDeque};
 use proptest::prelude::*;
 
 use super::*;
-use crate::call_session::wire::StartSession;
-use crate::call_session::{CallSource, StartCall};
+use crate::call_session::wire::{EndRequest, StartSession};
+use crate::call_session::{CallDirection, CallSource, CallStatus, StartCall};
+use crate::carrier::CarrierKind;
 use crate::principal::AuthMethod;
 
 const T0: u64 = 1_700_000_000_000;
@@ -79,16 +80,32 @@ struct World {
     lease_ops: Vec<&'static str>,
     reports: Vec<String>,
     ended_at_origin: Vec<(String, EndReason)>,
+    /// What each end told the origin besides its reason: (said reason, handoff data).
+    told_origin: Vec<(Option<String>, Option<serde_json::Value>)>,
     notes: Vec<Note>,
     /// Every message an origin received, in the order they arrived, over all origins.
     delivered: Vec<String>,
+    /// What the origins were told answering-machine detection found.
+    answered_at_origin: Vec<AnsweredBy>,
     /// Every action performed, for tests about order.
     log: Vec<Action>,
+    /// Whether an origin told of the call's end answers on the relay with `end` (as the real
+    /// origin does when the call's session is on it).
+    origin_answers_end: bool,
 }
 
 impl World {
     /// A call started at `T0` over `regions` (the first is the call's), with a caller connected.
     fn new(regions: &[&str]) -> Self {
+        Self::started(regions, CallDirection::Inbound)
+    }
+
+    /// An outbound call placed at `T0`: queued, its carrier call id not yet known.
+    fn outbound(regions: &[&str]) -> Self {
+        Self::started(regions, CallDirection::Outbound)
+    }
+
+    fn started(regions: &[&str], direction: CallDirection) -> Self {
         let start = StartSession {
             call: StartCall {
                 call_id: "CA1".into(),
@@ -96,6 +113,9 @@ impl World {
                 agent_id: Some("a1".into()),
                 source: CallSource::Phone,
                 region: regions[0].into(),
+                direction,
+                carrier: Some(CarrierKind::Twilio),
+                carrier_call_id: (direction == CallDirection::Inbound).then(|| "CA1".into()),
             },
             principal: Principal {
                 tenant_id: TENANT.into(),
@@ -136,9 +156,12 @@ impl World {
             lease_ops: Vec::new(),
             reports: Vec::new(),
             ended_at_origin: Vec::new(),
+            told_origin: Vec::new(),
             notes: Vec::new(),
             delivered: Vec::new(),
+            answered_at_origin: Vec::new(),
             log: Vec::new(),
+            origin_answers_end: true,
         };
         world.drive(actions);
         world
@@ -339,13 +362,215 @@ impl World {
                 self.lease_ops.push("release");
                 self.lease_held = false;
             }
-            Action::EndAtOrigin { targets, reason } => {
+            Action::EndAtOrigin {
+                targets,
+                reason,
+                said_reason,
+                handoff_data,
+            } => {
                 self.ended_at_origin
                     .push((targets[0].region.clone(), reason));
+                let said = said_reason
+                    .clone()
+                    .unwrap_or_else(|| reason.as_str().to_owned());
+                self.told_origin.push((said_reason, handoff_data.clone()));
+                // The origin's relay session says its last words: `end` with the handoff.
+                if self.origin_answers_end
+                    && let Some((link, region)) = self.open()
+                    && self.origin(&region).up
+                {
+                    let mut handoff = crate::handoff::HandoffData::new(&said, "CA1");
+                    handoff.data = handoff_data;
+                    let end = Outbound::End {
+                        handoff_data: handoff.to_json(),
+                    };
+                    return self.relay.on_origin_text(link, end.to_json(), self.now);
+                }
+            }
+            Action::AnsweredAtOrigin {
+                targets,
+                answered_by,
+            } => {
+                assert_eq!(targets[0].region, self.relay.session().region);
+                self.answered_at_origin.push(answered_by);
             }
             Action::Note(note) => self.notes.push(note),
         }
         Vec::new()
+    }
+
+    /// The carrier posts a status callback (or an AMD result) about `carrier_call_id`.
+    fn carrier_reports(
+        &mut self,
+        carrier_call_id: &str,
+        status: Option<&str>,
+        answered_by: Option<AnsweredBy>,
+    ) -> Result<(), SessionRefusal> {
+        let report = CarrierReport {
+            carrier_call_id: Some(carrier_call_id.to_owned()),
+            carrier_status: status.map(str::to_owned),
+            progress: status.and_then(CallProgress::from_call_status),
+            answered_by,
+        };
+        let actions = self.relay.on_carrier_report(report, self.now)?;
+        self.drive(actions);
+        Ok(())
+    }
+}
+
+#[test]
+fn an_outbound_call_follows_its_carrier_from_queued_to_ended() {
+    let mut w = World::outbound(&["us-east-1"]);
+    assert_eq!(w.stored_session().status, CallStatus::Queued);
+    w.advance(1_000);
+    w.carrier_reports("CA9", Some("initiated"), None)
+        .expect("live");
+    assert_eq!(w.stored_session().carrier_call_id.as_deref(), Some("CA9"));
+    w.carrier_reports("CA9", Some("ringing"), None)
+        .expect("live");
+    assert_eq!(w.stored_session().status, CallStatus::Ringing);
+    w.carrier_reports("CA9", Some("in-progress"), None)
+        .expect("live");
+    let stored = w.stored_session();
+    assert_eq!(
+        (stored.status, stored.carrier_status.as_deref()),
+        (CallStatus::Active, Some("in-progress"))
+    );
+    assert_eq!(
+        stored.last_activity_ms,
+        T0 + 1_000,
+        "a callback is activity"
+    );
+    w.connect_caller();
+    w.caller_says(&setup());
+    w.carrier_reports("CA9", Some("completed"), None)
+        .expect("live");
+    let ended = w.stored_session();
+    assert_eq!(
+        (ended.status, ended.end_reason),
+        (CallStatus::Ended, Some(EndReason::Completed))
+    );
+    assert_eq!(w.lease_ops, ["release"]);
+    assert_eq!(w.caller_closed, Some(1000));
+    assert_eq!(
+        w.carrier_reports("CA9", Some("completed"), None),
+        Err(SessionRefusal::CallEnded),
+        "told twice: the lease is not released twice"
+    );
+    assert_eq!(w.lease_ops, ["release"]);
+}
+
+#[test]
+fn busy_and_no_answer_give_the_line_back_at_once() {
+    for (status, reason) in [
+        ("busy", EndReason::Busy),
+        ("no-answer", EndReason::NoAnswer),
+    ] {
+        let mut w = World::outbound(&["us-east-1"]);
+        w.carrier_reports("CA9", Some("ringing"), None)
+            .expect("live");
+        w.carrier_reports("CA9", Some(status), None).expect("live");
+        assert_eq!(w.lease_ops, ["release"], "{status}");
+        assert_eq!(w.ended_at_origin, [("us-east-1".to_owned(), reason)]);
+        assert_eq!(w.alarm, None, "{status}: nothing left to wake up for");
+    }
+}
+
+#[test]
+fn a_callback_about_another_carrier_call_is_refused() {
+    let mut w = World::new(&["us-east-1"]);
+    assert_eq!(
+        w.carrier_reports("CA2", Some("completed"), None),
+        Err(SessionRefusal::CarrierMismatch)
+    );
+    assert!(w.relay.session().is_active());
+    assert!(w.lease_ops.is_empty());
+}
+
+#[test]
+fn the_first_amd_result_is_kept_and_told_to_the_origin_once() {
+    let mut w = World::outbound(&["us-east-1", "us-west-2"]);
+    w.carrier_reports("CA9", Some("in-progress"), None)
+        .expect("live");
+    w.carrier_reports("CA9", None, Some(AnsweredBy::MachineEndBeep))
+        .expect("live");
+    w.carrier_reports("CA9", None, Some(AnsweredBy::Human))
+        .expect("live");
+    assert_eq!(w.answered_at_origin, [AnsweredBy::MachineEndBeep]);
+    let stored = w.stored_session();
+    assert_eq!(stored.answered_by, Some(AnsweredBy::MachineEndBeep));
+    assert_eq!(
+        stored.status,
+        CallStatus::Active,
+        "detection is not progress"
+    );
+    // A final status with a finding records it but tells the origin nothing: it ends anyway.
+    let mut ended = World::outbound(&["us-east-1"]);
+    ended
+        .carrier_reports("CA9", Some("completed"), Some(AnsweredBy::MachineStart))
+        .expect("live");
+    assert!(ended.answered_at_origin.is_empty());
+    assert_eq!(
+        ended.stored_session().answered_by,
+        Some(AnsweredBy::MachineStart)
+    );
+}
+
+/// One carrier callback of a property test.
+#[derive(Debug, Clone)]
+enum Callback {
+    Status(&'static str),
+    Amd(AnsweredBy),
+    Other,
+}
+
+fn callback() -> impl Strategy<Value = Callback> {
+    prop_oneof![
+        Just(Callback::Status("initiated")),
+        Just(Callback::Status("ringing")),
+        Just(Callback::Status("in-progress")),
+        Just(Callback::Status("completed")),
+        Just(Callback::Status("busy")),
+        Just(Callback::Status("no-answer")),
+        Just(Callback::Status("weird")),
+        Just(Callback::Amd(AnsweredBy::Human)),
+        Just(Callback::Amd(AnsweredBy::MachineEndBeep)),
+        Just(Callback::Other),
+    ]
+}
+
+proptest! {
+    /// Whatever the carrier posts and in whatever order, the status never moves back, the lease
+    /// is released at most once (exactly once when a final status came), and the origin hears
+    /// at most one AMD result.
+    #[test]
+    fn carrier_callbacks_move_an_outbound_call_forward_only(callbacks in proptest::collection::vec(callback(), 1..30)) {
+        let mut w = World::outbound(&["us-east-1"]);
+        let mut previous = CallStatus::Queued;
+        let mut final_seen = false;
+        for callback in callbacks {
+            let outcome = match callback {
+                Callback::Status(status) => {
+                    final_seen |= matches!(CallProgress::from_call_status(status), Some(CallProgress::Ended(_)));
+                    w.carrier_reports("CA9", Some(status), None)
+                }
+                Callback::Amd(answered_by) => w.carrier_reports("CA9", None, Some(answered_by)),
+                // Another call's callback, once this call is bound to its carrier call.
+                Callback::Other if w.relay.session().carrier_call_id.is_some() => {
+                    w.carrier_reports("CA8", Some("completed"), None)
+                }
+                Callback::Other => Ok(()),
+            };
+            if let Err(refusal) = outcome {
+                prop_assert!(matches!(refusal, SessionRefusal::CallEnded | SessionRefusal::CarrierMismatch), "{:?}", refusal);
+            }
+            let status = w.relay.session().status;
+            prop_assert!(status >= previous, "{:?} after {:?}", status, previous);
+            previous = status;
+        }
+        let releases = w.lease_ops.iter().filter(|op| **op == "release").count();
+        prop_assert_eq!(releases, usize::from(final_seen));
+        prop_assert!(w.answered_at_origin.len() <= 1);
     }
 }
 
@@ -560,32 +785,178 @@ fn the_origins_end_reaches_the_caller_then_the_call_ends_without_a_failover() {
 }
 
 #[test]
+fn the_origins_end_names_the_reason_the_call_is_recorded_with() {
+    let cases = [
+        (
+            r#"{"type":"end","handoffData":"{\"reason\":\"transfer\",\"callId\":\"CA1\",\"target\":\"+14155550123\"}"}"#,
+            EndReason::Transferred,
+        ),
+        (
+            r#"{"type":"end","handoffData":"{\"reason\":\"idle_timeout\"}"}"#,
+            EndReason::IdleTimeout,
+        ),
+        (
+            r#"{"type":"end","handoffData":"{\"reason\":\"agent_ended\"}"}"#,
+            EndReason::AgentEnded,
+        ),
+        (
+            r#"{"type":"end","handoffData":{"reason":"transfer"}}"#,
+            EndReason::Transferred,
+        ),
+        (r#"{"type":"end"}"#, EndReason::AgentEnded),
+    ];
+    for (end, reason) in cases {
+        let mut w = World::new(&["us-east-1", "us-west-2"]);
+        w.connect_caller();
+        w.caller_says(&setup());
+        w.origin_says(end);
+        assert_eq!(w.caller_received, vec![end.to_owned()], "{end}");
+        assert_eq!(w.stored_session().end_reason, Some(reason), "{end}");
+        assert_eq!(
+            w.ended_at_origin,
+            vec![("us-east-1".to_owned(), reason)],
+            "the origin is told once"
+        );
+        assert_eq!(w.lease_ops, vec!["release"], "{end}");
+        assert_eq!(w.caller_closed, Some(1000));
+    }
+}
+
+#[test]
+fn an_api_clients_reason_and_handoff_data_reach_the_origin() {
+    let mut w = World::new(&["us-east-1"]);
+    w.connect_caller();
+    w.caller_says(&setup());
+    let request =
+        EndRequest::from_api_body(br#"{"reason":"transfer","handoff_data":{"queue":"sales"}}"#)
+            .expect("valid");
+    let actions = w.relay.end_requested(request, w.now).expect("live");
+    w.drive(actions);
+    assert_eq!(
+        w.ended_at_origin,
+        vec![("us-east-1".to_owned(), EndReason::Requested)]
+    );
+    assert_eq!(
+        w.told_origin,
+        vec![(
+            Some("transfer".to_owned()),
+            Some(serde_json::json!({"queue": "sales"}))
+        )]
+    );
+    assert_eq!(w.stored_session().end_reason, Some(EndReason::Requested));
+}
+
+#[test]
 fn an_ended_calls_origin_still_says_its_last_words() {
     let mut w = World::new(&["us-east-1", "us-west-2"]);
     w.connect_caller();
     w.caller_says(&setup());
+    w.origin_answers_end = false;
     let (link, _) = w.open().expect("open");
     // The API ends the call; while the origin is told, it answers on the relay with `end`.
     let actions = w
         .relay
-        .end_requested(EndReason::Requested, w.now)
+        .end_requested(EndRequest::new(EndReason::Requested), w.now)
         .expect("live");
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::CloseCallers { .. } | Action::CloseOrigin { .. })),
+        "nothing closes before the origin's last words: {actions:?}"
+    );
+    w.drive(actions);
+    assert_eq!(w.caller_closed, None);
     let end = r#"{"type":"end","handoffData":"{}"}"#;
     let told = w.relay.on_origin_text(link, end.to_owned(), w.now);
-    assert_eq!(told, vec![Action::SendToCaller(end.to_owned())]);
+    assert_eq!(told[0], Action::SendToCaller(end.to_owned()));
+    assert!(told.contains(&Action::CloseCallers {
+        code: 1000,
+        reason: "call ended"
+    }));
     w.drive(told);
-    w.drive(actions);
     assert_eq!(w.caller_received, vec![end.to_owned()]);
+    assert_eq!(w.caller_closed, Some(1000));
+    assert!(w.sockets.is_empty(), "the origin's socket closed too");
     assert_eq!(
         w.ended_at_origin,
         vec![("us-east-1".to_owned(), EndReason::Requested)]
     );
     assert_eq!(w.origins["us-west-2"].connections, 0);
     assert_eq!(
-        w.relay.end_requested(EndReason::Completed, w.now),
+        w.relay
+            .end_requested(EndRequest::new(EndReason::Completed), w.now),
         Err(SessionRefusal::CallEnded)
     );
     assert_eq!(w.lease_ops, vec!["release"], "released once");
+    assert_eq!(w.alarm, None);
+}
+
+#[test]
+fn an_api_clients_handoff_reaches_the_caller_in_the_origins_end_before_anything_closes() {
+    let mut w = World::new(&["us-east-1"]);
+    w.connect_caller();
+    w.caller_says(&setup());
+    let request = EndRequest::from_api_body(
+        br#"{"reason":"transfer","handoff_data":{"target":"+14155550123"}}"#,
+    )
+    .expect("valid");
+    let actions = w.relay.end_requested(request, w.now).expect("live");
+    w.drive(actions);
+    let [end] = w.caller_received.as_slice() else {
+        panic!("one message: {:?}", w.caller_received);
+    };
+    assert!(end.contains(r#"\"target\":\"+14155550123\""#), "{end}");
+    let position = |wanted: fn(&Action) -> bool| w.log.iter().position(wanted).expect("done");
+    assert!(
+        position(|a| matches!(a, Action::SendToCaller(_)))
+            < position(|a| matches!(
+                a,
+                Action::CloseCallers {
+                    reason: "call ended",
+                    ..
+                }
+            ))
+    );
+    assert_eq!(w.caller_closed, Some(1000));
+    assert_eq!(
+        w.stored_session().end_reason,
+        Some(EndReason::Requested),
+        "not the origin's"
+    );
+}
+
+#[test]
+fn an_ended_calls_sockets_close_when_the_origin_closes_or_its_grace_passes() {
+    // The origin closes without a word.
+    let mut w = World::new(&["us-east-1", "us-west-2"]);
+    w.connect_caller();
+    w.caller_says(&setup());
+    w.origin_answers_end = false;
+    let actions = w.relay.end(EndReason::Completed, w.now);
+    w.drive(actions);
+    assert_eq!(w.caller_closed, None);
+    w.kill("us-east-1");
+    assert_eq!(w.caller_closed, Some(1000));
+    assert_eq!(
+        w.origins["us-west-2"].connections, 0,
+        "no failover of an ended call"
+    );
+
+    // The origin never answers: the grace's alarm closes both.
+    let mut w = World::new(&["us-east-1"]);
+    w.connect_caller();
+    w.caller_says(&setup());
+    w.origin_answers_end = false;
+    let actions = w.relay.end(EndReason::MaxDuration, w.now);
+    w.drive(actions);
+    assert_eq!(w.alarm, Some(T0 + ORIGIN_END_GRACE_MS));
+    w.advance(ORIGIN_END_GRACE_MS - 1);
+    assert_eq!(w.caller_closed, None);
+    w.advance(1);
+    assert_eq!(w.caller_closed, Some(1000));
+    assert!(w.sockets.is_empty());
+    assert_eq!(w.alarm, None);
+    assert_eq!(w.lease_ops, vec!["release"]);
 }
 
 #[test]
@@ -775,6 +1146,9 @@ fn a_start_without_regions_is_refused() {
             agent_id: None,
             source: CallSource::Api,
             region: "us-east-1".into(),
+            direction: CallDirection::Inbound,
+            carrier: None,
+            carrier_call_id: None,
         },
         principal: Principal {
             tenant_id: TENANT.into(),

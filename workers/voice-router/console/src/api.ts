@@ -72,6 +72,27 @@ export class Api {
     if (response.status === 204) return null as T;
     return (await response.json()) as T;
   }
+
+  /** Opens a Server-Sent Events stream with a streaming `fetch` (a browser's `EventSource`
+   * cannot send `Authorization`). Resolves with the open response (200), or null for 204 — the
+   * stream has nothing more to say; a refusal is an ApiError as for `call`. */
+  async stream(path: string, lastEventId: string | null, signal: AbortSignal): Promise<Response | null> {
+    const headers: Record<string, string> = { authorization: `Bearer ${this.credential}`, accept: "text/event-stream" };
+    if (lastEventId) headers["last-event-id"] = lastEventId;
+    let response: Response;
+    try {
+      response = await fetch(path, { headers, cache: "no-store", credentials: "omit", signal });
+    } catch {
+      throw new ApiError(0, "network", "the edge did not answer; retrying");
+    }
+    if (response.status === 204) return null;
+    if (!response.ok || !response.body) {
+      const error = await errorOf(response);
+      if (response.status === 401) onUnauthorized(error);
+      throw error;
+    }
+    return response;
+  }
 }
 
 // ---- Shapes (shared/src/agent.rs, workers/voice-router/src/api.rs) ----
@@ -137,6 +158,92 @@ export interface CallView {
   end_reason: string | null;
   turn_count: number;
 }
+
+// ---- The read API (shared/src/call.rs, call_list.rs, turn.rs, usage.rs, call_event.rs) ----
+
+/** A call as the list shows it (`GET /api/v1/calls`). */
+export interface Call {
+  id: string;
+  tenant_id: string;
+  agent_id: string;
+  source: "phone" | "api";
+  status: "active" | "ended";
+  region: string;
+  /** The caller's turns (words and key presses). */
+  turn_count: number;
+  started_at_ms: number;
+  ended_at_ms?: number;
+  end_reason?: string;
+  from?: string;
+  to?: string;
+  caller_name?: string;
+}
+
+export interface CallPage {
+  calls: Call[];
+  next_cursor?: string;
+}
+
+/** A tool call stored with a reply, when agents call tools (issue 14): shown as it comes. */
+export interface ToolCall {
+  name?: string;
+  input?: unknown;
+  result?: unknown;
+  error?: string;
+  duration_ms?: number;
+}
+
+/** A stored turn (`GET /api/v1/calls/{id}/turns`). */
+export interface Turn {
+  seq: number;
+  role: "user" | "assistant" | "dtmf";
+  text: string;
+  interrupted: boolean;
+  model?: string;
+  input_tokens?: number;
+  output_tokens?: number;
+  ttft_ms?: number;
+  duration_ms?: number;
+  lang?: string;
+  stop_reason?: string;
+  failure_reason?: string;
+  tool_calls?: ToolCall[];
+  created_at_ms: number;
+}
+
+export interface TurnList {
+  call_id: string;
+  turns: Turn[];
+}
+
+export interface UsageDay {
+  day: string;
+  calls: number;
+  turns: number;
+  input_tokens: number;
+  output_tokens: number;
+  minutes: number;
+  tool_calls: number;
+}
+
+/** `GET /api/v1/usage`. */
+export interface UsageReport {
+  tenant_id: string;
+  from: string;
+  to: string;
+  days: UsageDay[];
+  totals: UsageDay;
+}
+
+/** A call event (`/api/v1/events`, `/api/v1/calls/{id}/events`). */
+export interface CallEvent {
+  kind: "call_started" | "call_ended" | "turn_started" | "turn_finished" | "turn_interrupted";
+  call_id: string;
+  at_ms: number;
+  seq?: number;
+}
+
+export const callPath = (id: string) => `/api/v1/calls/${encodeURIComponent(id)}`;
 
 /** Every agent of the tenant, page by page (the origin's pages hold at most 100). */
 export async function listAgents(api: Api): Promise<Agent[]> {

@@ -4,10 +4,12 @@ import { render } from "preact";
 import { useEffect, useMemo, useState } from "preact/hooks";
 import { Api, ApiError, whenUnauthorized } from "./api";
 import { AgentEditor, AgentList } from "./agents";
+import { CallDetail, CallList } from "./calls";
 import { Playground } from "./playground";
-import { NAV, parseRoute, type Route } from "./route";
+import { NAV, parseRoute, type Route, titleOf } from "./route";
 import { clearCredential, jwtClaims, loadCredential } from "./session";
 import { SignIn } from "./signin";
+import { Usage } from "./usage";
 
 function useRoute(): Route {
   const [route, setRoute] = useState(() => parseRoute(location.hash));
@@ -42,8 +44,7 @@ function App() {
     });
   }, []);
   useEffect(() => {
-    const title = route.page === "agent" ? (route.id ? `Agent ${route.id}` : "New agent") : route.page === "playground" ? "Playground" : "Agents";
-    document.title = `${api ? title : "Sign in"} · AYBIZA Edge console`;
+    document.title = `${api ? titleOf(route) : "Sign in"} · AYBIZA Edge console`;
   }, [route, api]);
 
   const signOut = () => {
@@ -92,6 +93,12 @@ function App() {
           <AgentList api={api} />
         ) : route.page === "agent" ? (
           <AgentEditor api={api} id={route.id} key={route.id ?? "new"} />
+        ) : route.page === "calls" ? (
+          <CallList api={api} />
+        ) : route.page === "call" ? (
+          <CallDetail api={api} id={route.id} key={route.id} />
+        ) : route.page === "usage" ? (
+          <Usage api={api} />
         ) : (
           <Playground api={api} agentId={route.agentId} />
         )}

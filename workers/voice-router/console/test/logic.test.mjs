@@ -1,5 +1,6 @@
 // The console's logic without a browser: the ConversationRelay side of the playground, the agent
-// form's mapping to AgentSpec JSON and back, error routing to fields, routes and credentials.
+// form's mapping to AgentSpec JSON and back, error routing to fields, routes and credentials, the
+// event-stream parser of the live pages and what the Calls and Usage pages compute.
 // The TypeScript modules are bundled by esbuild (as the build does) and imported.
 //   node --test workers/voice-router/console/test/
 
@@ -20,6 +21,8 @@ const relay = await load("relay.ts");
 const fields = await load("agent_fields.ts");
 const route = await load("route.ts");
 const session = await load("session.ts");
+const live = await load("live.ts");
+const format = await load("format.ts");
 
 test("relay: setup first; a prompt, streamed tokens, the turn closed by last:true, time to first token", () => {
   const c = new relay.Conversation();
@@ -162,6 +165,12 @@ test("routes and credentials", () => {
   assert.deepEqual(route.parseRoute("#/agents/front%20desk"), { page: "agent", id: "front desk" });
   assert.deepEqual(route.parseRoute("#/playground/ava"), { page: "playground", agentId: "ava" });
   assert.deepEqual(route.parseRoute("#/nowhere"), { page: "agents" });
+  assert.deepEqual(route.parseRoute("#/calls"), { page: "calls" });
+  assert.deepEqual(route.parseRoute("#/calls/CA123"), { page: "call", id: "CA123" });
+  assert.deepEqual(route.parseRoute("#/usage"), { page: "usage" });
+  assert.equal(route.href.call("call_1"), "#/calls/call_1");
+  assert.equal(route.titleOf({ page: "call", id: "c1" }), "Call c1");
+  assert.deepEqual(route.NAV.map((item) => item.label), ["Agents", "Playground", "Calls", "Usage"]);
   assert.equal(route.href.agent("a b"), "#/agents/a%20b");
   assert.equal(session.credentialKind("ak_" + "x".repeat(16)), "api_key");
   assert.equal(session.credentialKind("ak_short"), null);
@@ -169,4 +178,41 @@ test("routes and credentials", () => {
   assert.equal(session.credentialKind("Bearer aaa.bbb.ccc"), null);
   assert.deepEqual(session.jwtClaims(`x.${Buffer.from('{"tenant_id":"t1"}').toString("base64url")}.y`), { tenant_id: "t1" });
   assert.equal(session.jwtClaims("x.!!!.y"), null);
+});
+
+test("event streams: messages split across chunks and line endings, ids kept, comments skipped", () => {
+  const parser = new live.SseParser();
+  assert.deepEqual(parser.push(": live\n\nevent: call_started\nid: 0\nda"), []);
+  assert.deepEqual(parser.push('ta: {"kind":"call_started"}\n\n'), [{ event: "call_started", id: "0", data: '{"kind":"call_started"}' }]);
+  // CRLF and CR line ends, a CRLF split between chunks, two data lines joined by a newline.
+  assert.deepEqual(parser.push("event: turn_finished\r\nid: 2\r"), []);
+  assert.deepEqual(parser.push("\ndata: a\rdata: b\r\n\r\n"), [{ event: "turn_finished", id: "2", data: "a\nb" }]);
+  // No event name: "message"; the id stays the last one set; no data: nothing dispatched.
+  assert.deepEqual(parser.push("data:x\n\nevent: ignored\n\n"), [{ event: "message", id: "2", data: "x" }]);
+  assert.equal(parser.lastEventId, "2");
+  assert.deepEqual(parser.push("id: end\nevent: call_ended\ndata: {}\n\n").map((m) => m.id), ["end"]);
+  assert.equal(parser.lastEventId, "end", "what a reconnect sends as Last-Event-ID");
+  assert.deepEqual([0, 1, 2, 3, 5, 9].map(live.retryDelayMs), [250, 1000, 2000, 4000, 15000, 15000]);
+});
+
+test("calls and usage: durations, the latency series, usage days filled over the range", () => {
+  assert.deepEqual([0, 850, 4200, 65_000, 3_725_000, -1].map(format.duration), ["0 ms", "850 ms", "4.2 s", "1 min 05 s", "1 h 02 min", "—"]);
+  assert.equal(format.callLength({ started_at_ms: 1000, ended_at_ms: 4000 }, 9000), 3000);
+  assert.equal(format.callLength({ started_at_ms: 1000 }, 9000), 8000, "a live call lasts until now");
+  assert.equal(format.callLength({ started_at_ms: 9500 }, 9000), 0, "a start stamped by a clock a little ahead");
+  const turns = [
+    { seq: 1, role: "assistant", text: "Hello.", interrupted: false, created_at_ms: 1 },
+    { seq: 2, role: "user", text: "Hi", interrupted: false, created_at_ms: 2 },
+    { seq: 3, role: "assistant", text: "We open…", interrupted: true, model: "m", ttft_ms: 240, duration_ms: 900, created_at_ms: 3 },
+    { seq: 4, role: "dtmf", text: "5", interrupted: false, created_at_ms: 4 },
+    { seq: 5, role: "assistant", text: "Sorry.", interrupted: false, failure_reason: "throttled", ttft_ms: 80, created_at_ms: 5 },
+  ];
+  // The greeting has no model timing: it is not a point.
+  assert.deepEqual(format.latencySeries(turns), { seq: [3, 5], ttft: [240, 80], duration: [900, 80] });
+  assert.deepEqual(turns.map(format.speaker), ["Agent", "Caller", "Agent", "Key press", "Agent"]);
+  assert.deepEqual(format.daysBetween("2024-02-27", "2024-03-01"), ["2024-02-27", "2024-02-28", "2024-02-29", "2024-03-01"]);
+  assert.deepEqual(format.daysBetween("2024-03-02", "2024-03-01"), []);
+  const day = (d, calls) => ({ day: d, calls, turns: 0, input_tokens: 0, output_tokens: 0, minutes: calls * 2, tool_calls: 0 });
+  const filled = format.usageDays({ tenant_id: "t", from: "2026-11-19", to: "2026-11-21", days: [day("2026-11-20", 3)], totals: day("total", 3) });
+  assert.deepEqual(filled.map((d) => [d.day, d.calls, d.minutes]), [["2026-11-19", 0, 0], ["2026-11-20", 3, 6], ["2026-11-21", 0, 0]]);
 });
