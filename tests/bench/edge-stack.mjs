@@ -21,7 +21,7 @@ export const CF = JSON.stringify({ country: "US", regionCode: "NY", continent: "
 const POLICIES = {
   ip: { algorithm: "sliding_window", limit: 1_000_000, window_ms: 60_000 },
   principal: { algorithm: "gcra", limit: 1_000_000, period_ms: 60_000, burst: 1_000_000 },
-  "tenant-calls": { algorithm: "concurrency", limit: 100_000, lease_ttl_ms: 60_000 },
+  "tenant-calls": { algorithm: "concurrency", limit: 10_000, lease_ttl_ms: 60_000 },
 };
 
 const b64url = (data) => Buffer.from(data).toString("base64url");
