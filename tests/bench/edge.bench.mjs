@@ -35,6 +35,7 @@ import { gzipSync } from "node:zlib";
 import { edgeHeaders, startEmulator, startOrigin } from "../e2e/harness.mjs";
 import { CF, TENANT, WORKERS, externalService, jsWorker, jwt, rustWorker, workerd } from "./edge-stack.mjs";
 import { percentile, report } from "./report.mjs";
+import { PROFILING, printProfile, profileService } from "./profile.mjs";
 import { Client, bundleDir, cpuNs, freePort, root, wasmGzipKb } from "./workerd.mjs";
 
 const LANES = 16;
@@ -43,6 +44,7 @@ const WARMUP_SAMPLES = 300;
 const ROUND_MS = 1_500; // per target per round at c=16
 const ROUNDS = 3;
 const SPLIT_MS = 3_000;
+const PROFILE_REQUESTS = 1_000; // PROFILE=1
 
 // Targets (issue 7): added latency on this 2-core machine; wasm size per Worker and suite.
 const ADDED_P50_MS = 2;
@@ -173,6 +175,7 @@ try {
   progress("starting the four Workers and the JS Workers in one workerd");
   // Together: the four Workers and the JS baselines in one process.
   const ports = { rust: await freePort(), js: await freePort(), proxy: await freePort() };
+  const inspectorPort = PROFILING ? await freePort() : undefined;
   const together = await workerd(
     "together",
     (dir) => [
@@ -186,6 +189,7 @@ try {
       { name: "js", port: ports.js, service: "js-chain" },
       { name: "proxy", port: ports.proxy, service: "js-proxy" },
     ],
+    inspectorPort,
   );
   processes.push(together);
 
@@ -236,6 +240,21 @@ try {
       c16[index].count += run.count;
       c16[index].seconds += run.seconds;
     }
+  }
+  if (PROFILING) {
+    // Where each entry Worker's CPU goes for this request (tests/bench/profile.mjs).
+    for (const [service, target] of [["voice-router", rust], ["js-chain", js]]) {
+      progress(`profiling ${service}'s isolate over ${PROFILE_REQUESTS} sequential requests`);
+      const top = await profileService({
+        port: inspectorPort,
+        service,
+        load: async () => {
+          for (let i = 0; i < PROFILE_REQUESTS; i++) check(target, await target.send(0));
+        },
+      });
+      printProfile(`${service} isolate, an authenticated API request`, top);
+    }
+    assertNoneWrong();
   }
   const conc = c16.map((run) => ({ ...stats(run.latencies), rate: run.count / run.seconds, cpuUs: run.cpuNs / run.count / 1000 }));
   const [d, r, j, p] = [0, 1, 2, 3];
