@@ -52,16 +52,6 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlMap<K, V> {
     pub fn clear(&mut self) {
         self.entries.clear();
     }
-
-    /// How many entries are held (expired ones included until they are pushed out).
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether nothing is held.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -82,10 +72,10 @@ mod tests {
     fn an_entry_already_expired_is_not_kept() {
         let mut map = TtlMap::new(4);
         map.insert("a", 1, 500, 500);
-        assert!(map.is_empty());
+        assert!(map.entries.is_empty());
         let mut none = TtlMap::new(0);
         none.insert("a", 1, 1_000, 0);
-        assert!(none.is_empty());
+        assert!(none.entries.is_empty());
     }
 
     #[test]
@@ -96,7 +86,7 @@ mod tests {
         // "a" has expired at 150: it makes room.
         map.insert("c", 3, 400, 150);
         assert_eq!((map.get(&"b", 150), map.get(&"c", 150)), (Some(2), Some(3)));
-        assert_eq!(map.len(), 2);
+        assert_eq!(map.entries.len(), 2);
         // Nothing expired: "b" (soonest) goes.
         map.insert("d", 4, 500, 200);
         assert_eq!(map.get(&"b", 200), None);
@@ -105,6 +95,6 @@ mod tests {
         map.insert("d", 5, 600, 200);
         assert_eq!((map.get(&"c", 200), map.get(&"d", 200)), (Some(3), Some(5)));
         map.clear();
-        assert!(map.is_empty());
+        assert!(map.entries.is_empty());
     }
 }

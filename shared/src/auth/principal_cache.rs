@@ -116,22 +116,27 @@ mod tests {
             api_key: Some(key.into()),
             ..CredentialHeaders::default()
         };
-        let (digest, expiry) = cache_key(&request(by_header, &[]), 1_000, 5_000).unwrap();
+        let (digest, expiry) =
+            cache_key(&request(by_header, &[]), 1_000, 5_000).expect("remembered");
         assert_eq!(expiry, 6_000);
         // The same key as a Bearer value is the same credential.
-        let (same, capped) = cache_key(&request(bearer(key), &[]), 1_000, 600_000).unwrap();
+        let (same, capped) =
+            cache_key(&request(bearer(key), &[]), 1_000, 600_000).expect("remembered");
         assert_eq!((same, capped), (digest, 1_000 + MAX_TTL_MS));
-        let other = cache_key(&request(bearer("ak_live_B"), &[]), 1_000, 5_000).unwrap();
+        let other =
+            cache_key(&request(bearer("ak_live_B"), &[]), 1_000, 5_000).expect("remembered");
         assert_ne!(other.0, digest);
     }
 
     #[test]
     fn a_jwt_is_remembered_until_its_exp_at_the_latest() {
         let soon = jwt(10);
-        let (_, expiry) = cache_key(&request(bearer(&soon), &[]), 1_000, MAX_TTL_MS).unwrap();
+        let (_, expiry) =
+            cache_key(&request(bearer(&soon), &[]), 1_000, MAX_TTL_MS).expect("remembered");
         assert_eq!(expiry, 10_000);
         let later = jwt(3_600);
-        let (_, expiry) = cache_key(&request(bearer(&later), &[]), 1_000, MAX_TTL_MS).unwrap();
+        let (_, expiry) =
+            cache_key(&request(bearer(&later), &[]), 1_000, MAX_TTL_MS).expect("remembered");
         assert_eq!(expiry, 31_000);
         // No readable exp: never remembered.
         assert_eq!(cache_key(&request(bearer("not.a-jwt"), &[]), 0, 1), None);
@@ -159,7 +164,7 @@ mod tests {
     #[test]
     fn a_remembered_principal_serves_only_routes_whose_scopes_it_holds() {
         let req = request(bearer("ak_live_A"), &["calls:write"]);
-        let (digest, expiry) = cache_key(&req, 0, 1_000).unwrap();
+        let (digest, expiry) = cache_key(&req, 0, 1_000).expect("remembered");
         let mut cache = PrincipalCache::new(CAPACITY);
         cache.insert(digest, principal(&["calls:read"]), expiry, 0);
         assert_eq!(recall(&cache, &digest, &req, 0), None);
