@@ -144,10 +144,15 @@ pub async fn action(
 ) -> Result<Response, Refusal> {
     let principal = twilio_signed(x, req, route).await?;
     let webhook = CallWebhook::from_body(content_type(req).as_deref(), &x.body);
-    let call_sid = callback_call_id(x, twilio(), webhook.call_sid.as_deref().unwrap_or_default())?;
-    // Only a call this tenant's edge handled is transferred anywhere.
-    let owned = match stub::state(x.env, &call_sid).await {
-        Ok(state) => stub::owned(state, &principal).is_ok(),
+    let call_id = callback_call_id(x, twilio(), webhook.call_sid.as_deref().unwrap_or_default())?;
+    // Only a call this tenant's edge handled, on the carrier's call it is bound to, is
+    // transferred anywhere (the URL names the call; the `CallSid` must be that call's).
+    let owned = match stub::state(x.env, &call_id).await {
+        Ok(state) => {
+            state.carrier_call_id.is_some()
+                && state.carrier_call_id == webhook.call_sid
+                && stub::owned(state, &principal).is_ok()
+        }
         Err(Refusal::Session(SessionRefusal::UnknownCall)) => false,
         Err(refusal) => return Err(refusal),
     };
@@ -159,12 +164,12 @@ pub async fn action(
     let session = webhook.session_status.as_deref().unwrap_or("unknown");
     match &after {
         AfterSession::Dial(plan) => console_log!(
-            "request {}: call {call_sid}: relay session {session}; transferring to {}",
+            "request {}: call {call_id}: relay session {session}; transferring to {}",
             x.request_id,
             plan.to.as_str()
         ),
         AfterSession::HangUp => console_log!(
-            "request {}: call {call_sid}: relay session {session}; hanging up",
+            "request {}: call {call_id}: relay session {session}; hanging up",
             x.request_id
         ),
     }
