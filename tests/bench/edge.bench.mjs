@@ -2,11 +2,16 @@
 // way to the origin, against the same request signed straight to the origin (the baseline), and
 // against a plain-JavaScript Worker doing the same hop (tests/bench/edge-js-worker.js).
 //
+// PROFILE=1 (tests/bench/profile.mjs) also prints where voice-router's and the JS Worker's
+// isolates spend their CPU for this request.
+//
 // The request: `GET /api/v1/agents/bench-agent` with an HS256 JWT (scope agents:admin), from a US
 // caller (request.cf through workerd's cf-blob header). voice-router runs its gate: route,
 // firewall, then auth-validator (AUTH) ∥ the per-IP check (RATE_LIMITER → a RateLimiter Durable
 // Object) ∥ geo-router (GEO_ROUTER), then the per-principal check (another object), signs the
-// request (shared::signing) and forwards it to the region's origin; the origin (server profile,
+// request (shared::signing) and forwards it to the region's origin — once warm, with the
+// principal and the region decision remembered in its isolate, only the two checks in one
+// in-order call to rate-limiter, then the origin (issue 15); the origin (server profile,
 // embedded SQLite, Bedrock emulator configured) verifies the signature and answers the agent.
 // Baseline: `GET /v1/agents/bench-agent` with the edge headers, signed by this script.
 //
@@ -378,7 +383,7 @@ try {
   });
   for (const worker of WORKERS.slice(1)) {
     rows.push({
-      figure: `CPU per request, ${worker} (own workerd)${worker === "rate-limiter" ? ", two checks and their objects" : ""}`,
+      figure: `CPU per request, ${worker} (own workerd)${worker === "rate-limiter" ? ", the entry's two checks and their objects" : ", the entry's calls"}`,
       value: rustCpu[worker],
       unit: "µs",
       baseline: `same Worker, JS entry: ${Math.round(jsCpu[worker])} µs`,
@@ -388,6 +393,7 @@ try {
   }
   notes.push(
     `CPU per Worker: ${SPLIT_MS / 1000} s at c=${LANES} per entry, each process's CPU time (all threads) over the requests; each figure includes its side of a loopback HTTP hop per call`,
+    "voice-router remembers verified principals and geo-router's decisions (issue 15): on this warm path it calls neither auth-validator nor geo-router and takes both limits in one in-order call, while the JS Worker makes every call each time; so their rows are what the chain costs them per request, not the cost of one call (auth.bench.mjs and geo.bench.mjs measure that)",
   );
 
   // Sizes of what deploys.
