@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::auth::principal_cache::MAX_TTL_MS;
 use crate::call_session::SessionLimits;
 use crate::carrier::account::{AccountIssue, OutboundAccounts};
 use crate::config::{ConfigError, ConfigIssue, Reader, is_http_url};
@@ -39,6 +40,9 @@ pub const CALL_MAX_DURATION_SECS: &str = "CALL_MAX_DURATION_SECS";
 /// (`crate::failover`).
 pub const ORIGIN_FAILOVER_DEADLINE_MS: &str = "ORIGIN_FAILOVER_DEADLINE_MS";
 const MAX_CALL_LIMIT_SECS: u64 = 24 * 3600;
+/// Var: how long an isolate remembers a verified principal, in seconds (0 = never; at most 30,
+/// the default: `crate::auth::principal_cache`). The revocation delay of an API key.
+pub const PRINCIPAL_CACHE_SECS: &str = "PRINCIPAL_CACHE_SECS";
 
 /// Everything voice-router reads from its environment.
 #[derive(Clone, PartialEq, Eq)]
@@ -60,6 +64,8 @@ pub struct EdgeConfig {
     pub outbound: OutboundAccounts,
     /// Total failover budget of one forwarded request, in ms (`ORIGIN_FAILOVER_DEADLINE_MS`).
     pub failover_budget_ms: u64,
+    /// How long a verified principal is remembered (`PRINCIPAL_CACHE_SECS`), in ms.
+    pub principal_cache_ttl_ms: u64,
 }
 
 impl std::fmt::Debug for EdgeConfig {
@@ -74,6 +80,7 @@ impl std::fmt::Debug for EdgeConfig {
             .field("signing_secret", &"<redacted>")
             .field("outbound_accounts", &self.outbound.len())
             .field("failover_budget_ms", &self.failover_budget_ms)
+            .field("principal_cache_ttl_ms", &self.principal_cache_ttl_ms)
             .finish()
     }
 }
@@ -170,6 +177,11 @@ impl EdgeConfig {
             100..=60_000,
             crate::failover::DEFAULT_BUDGET_MS,
         );
+        let principal_cache_secs = reader.number(
+            PRINCIPAL_CACHE_SECS,
+            0..=MAX_TTL_MS / 1000,
+            MAX_TTL_MS / 1000,
+        );
 
         reader.finish()?;
         Ok(Self {
@@ -193,6 +205,7 @@ impl EdgeConfig {
             signing_secret,
             outbound,
             failover_budget_ms,
+            principal_cache_ttl_ms: principal_cache_secs * 1000,
         })
     }
 }
@@ -280,9 +293,11 @@ mod tests {
             (CORS_MAX_AGE_SECS, "60"),
             (CALL_IDLE_TIMEOUT_SECS, "30"),
             (CALL_MAX_DURATION_SECS, "600"),
+            (PRINCIPAL_CACHE_SECS, "5"),
             (EDGE_SIGNING_SECRET, SECRET),
         ])
         .expect("valid");
+        assert_eq!(config.principal_cache_ttl_ms, 5_000);
         assert_eq!(
             config.public_base_url.as_deref(),
             Some("https://voice.example.com")
@@ -309,6 +324,10 @@ mod tests {
         ])
         .expect("valid");
         assert_eq!(config.firewall.api_countries, None);
+        assert_eq!(
+            config.principal_cache_ttl_ms, 30_000,
+            "the default is the longest"
+        );
     }
 
     #[test]
@@ -321,9 +340,10 @@ mod tests {
             (CORS_ORIGINS, "https://app.example.com/path"),
             (CALL_IDLE_TIMEOUT_SECS, "0"),
             (EDGE_SIGNING_SECRET, "hunter2"),
+            (PRINCIPAL_CACHE_SECS, "31"),
         ])
         .expect_err("many problems");
-        assert_eq!(error.problems.len(), 7, "{error}");
+        assert_eq!(error.problems.len(), 8, "{error}");
         let names: Vec<&str> = error.problems.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(
             names,
@@ -334,7 +354,8 @@ mod tests {
                 MIN_BOT_SCORE,
                 CORS_ORIGINS,
                 CALL_IDLE_TIMEOUT_SECS,
-                EDGE_SIGNING_SECRET
+                EDGE_SIGNING_SECRET,
+                PRINCIPAL_CACHE_SECS
             ]
         );
         assert_eq!(
