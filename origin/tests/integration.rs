@@ -779,6 +779,84 @@ async fn an_agent_update_on_one_replica_is_seen_at_once_on_another() {
     assert_eq!(on_a.json("GET", "/v1/agents/a1", None).await.0, 404);
 }
 
+/// Sends a POST signed once, with `nonce`, to `base`: what a captured request replayed sends.
+async fn post_signed_once(
+    base: &str,
+    path: &str,
+    body: &str,
+    timestamp: u64,
+    nonce: &str,
+) -> (u16, Value) {
+    let principal = support::principal("acme");
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    for (name, value) in support::edge_headers_with_nonce(
+        "POST",
+        path,
+        shared::signing::BodyHash::of(body.as_bytes()),
+        Some(&principal),
+        timestamp,
+        nonce,
+    ) {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.expect("origin answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_replay_to_another_replica_sharing_redis_is_refused() {
+    let mut a_options = Options::new(Db::Postgres);
+    a_options.redis = true;
+    let a = Origin::start(a_options).await;
+    let mut b_options = Options::new(Db::Postgres);
+    b_options.redis = true;
+    b_options.shared_db = Some(a.db_name.clone());
+    b_options.redis_prefix = Some(a.redis_prefix.clone());
+    let b = Origin::start(b_options).await;
+    a.client("acme").agent("a1", "m1", &[]).await;
+
+    let body = json!({"agent_id": "a1"}).to_string();
+    let nonce = support::fresh_nonce();
+    let now = support::now_secs();
+    let (status, call) = post_signed_once(&a.base, "/v1/calls", &body, now, &nonce).await;
+    assert_eq!(status, 201, "{call}");
+    for replica in [&b.base, &a.base] {
+        let (status, refused) = post_signed_once(replica, "/v1/calls", &body, now, &nonce).await;
+        assert_eq!(status, 401, "{refused}");
+        assert_eq!(refused["error"]["code"], "replayed_request", "{refused}");
+    }
+    // The same request signed anew (another nonce) is an ordinary second call.
+    let (status, _) =
+        post_signed_once(&b.base, "/v1/calls", &body, now, &support::fresh_nonce()).await;
+    assert_eq!(status, 201);
+    let (_, calls) = a.client("acme").json("GET", "/v1/calls", None).await;
+    assert_eq!(calls["calls"].as_array().map(Vec::len), Some(2), "{calls}");
+    // Redis holds the nonce only for its window (66 s from now, at most).
+    let ttl = redis_ttl(&format!("{}nonce:{nonce}", a.redis_prefix)).await;
+    assert!((1..=66).contains(&ttl), "ttl {ttl}");
+}
+
+/// The TTL of a Redis key, read with a plain RESP exchange (no client needed for one command).
+async fn redis_ttl(key: &str) -> i64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(authority_of(&redis_url()))
+        .await
+        .expect("Redis");
+    let command = format!("*2\r\n$3\r\nTTL\r\n${}\r\n{key}\r\n", key.len());
+    stream.write_all(command.as_bytes()).await.expect("write");
+    let mut reply = vec![0_u8; 64];
+    let read = stream.read(&mut reply).await.expect("read");
+    let text = String::from_utf8_lossy(&reply[..read]);
+    text.trim()
+        .strip_prefix(':')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("TTL answer {text:?}"))
+}
+
 #[tokio::test]
 async fn redis_going_away_degrades_to_in_process_without_failing_calls_and_comes_back() {
     let proxy = Proxy::start(&authority_of(&redis_url())).await;

@@ -13,7 +13,10 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use shared::model::ModelFailure;
 use shared::signing::BodyHash;
-use support::{Db, FakeLlm, FakeReply, Options, Origin, edge_headers, now_secs, principal};
+use support::{
+    Db, FakeLlm, FakeReply, Options, Origin, edge_headers, edge_headers_with_nonce, now_secs,
+    principal,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 
@@ -148,7 +151,7 @@ async fn every_other_route_refuses_a_missing_wrong_or_stale_signature() {
     let mut request = signed("GET", "/v1/agents", b"", Some("t1"), now);
     request.headers_mut().insert(
         "x-edge-signature",
-        "v1=0000000000000000000000000000000000000000000000000000000000000000"
+        "v2=0000000000000000000000000000000000000000000000000000000000000000"
             .parse()
             .expect("value"),
     );
@@ -206,6 +209,135 @@ async fn a_clock_injected_into_the_state_decides_staleness() {
         StatusCode::UNAUTHORIZED,
         "61 s later"
     );
+}
+
+/// The same signed request, nonce included, as a replay would send it.
+fn signed_with_nonce(
+    method: &str,
+    path: &str,
+    body: &[u8],
+    timestamp: u64,
+    nonce: &str,
+) -> Request<Body> {
+    let principal = principal("t1");
+    let mut builder = Request::builder().method(method).uri(path);
+    for (name, value) in edge_headers_with_nonce(
+        method,
+        path,
+        BodyHash::of(body),
+        Some(&principal),
+        timestamp,
+        nonce,
+    ) {
+        builder = builder.header(name, value);
+    }
+    builder.body(Body::from(body.to_vec())).expect("request")
+}
+
+#[tokio::test]
+async fn an_exact_replay_is_refused_in_process_and_after_its_window_by_the_timestamp() {
+    let (origin, _) = fake_origin().await;
+    let client = origin.client("t1");
+    client.agent("a1", "m1", &[]).await;
+    let signed_at = 1_800_000_000;
+    let frozen = Arc::new(AtomicU64::new(signed_at * 1000));
+    let clock_value = Arc::clone(&frozen);
+    let state = origin
+        .state
+        .clone()
+        .with_clock(Arc::new(move || clock_value.load(Ordering::SeqCst)));
+    let body = json!({"agent_id": "a1"}).to_string();
+    let nonce = "3b0f2c6e-1f4d-4a8b-9c2d-5e6f7a8b9c0d";
+    let send = |at_secs: u64| {
+        frozen.store(at_secs * 1000, Ordering::SeqCst);
+        let request = signed_with_nonce("POST", "/v1/calls", body.as_bytes(), signed_at, nonce);
+        let state = state.clone();
+        async move {
+            let response = origin::app(state)
+                .oneshot(request)
+                .await
+                .expect("infallible");
+            let status = response.status();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            (status, json)
+        }
+    };
+
+    let (status, first) = send(signed_at).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    for later in [signed_at, signed_at + 1, signed_at + 60] {
+        let (status, body) = send(later).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert_eq!(body["error"]["code"], "replayed_request", "{body}");
+    }
+    // Past the window, the in-process cache may forget the nonce: the stale timestamp alone
+    // refuses the copy.
+    for later in [signed_at + 61, signed_at + 600] {
+        let (status, body) = send(later).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("away from now"),
+            "{body}"
+        );
+    }
+    // One call was created, not two.
+    let (status, calls) = client.json("GET", "/v1/calls", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(calls["calls"].as_array().map(Vec::len), Some(1), "{calls}");
+}
+
+#[tokio::test]
+async fn a_request_without_a_well_formed_nonce_is_refused() {
+    let (origin, _) = fake_origin().await;
+    let now = now_secs();
+    let mut missing = signed("GET", "/v1/agents", b"", Some("t1"), now);
+    missing.headers_mut().remove("x-edge-nonce");
+    let (status, _, body) = oneshot(&origin, missing).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no edge nonce"),
+        "{body}"
+    );
+    for bad in ["short", "has spaces in it, see", "0123456789abcdef:x"] {
+        let request = signed_with_nonce("GET", "/v1/agents", b"", now, bad);
+        let (status, _, body) = oneshot(&origin, request).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{bad}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("edge nonce is not"),
+            "{body}"
+        );
+    }
+    // A nonce only counts once the signature verifies: a forged request cannot burn one.
+    let nonce = "9a8b7c6d-5e4f-4321-8fed-cba987654321";
+    let mut forged = signed_with_nonce("GET", "/v1/agents", b"", now, nonce);
+    forged.headers_mut().insert(
+        "x-edge-signature",
+        format!("v2={}", "0".repeat(64)).parse().expect("value"),
+    );
+    let (status, _, _) = oneshot(&origin, forged).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, body) = oneshot(
+        &origin,
+        signed_with_nonce("GET", "/v1/agents", b"", now, nonce),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 #[tokio::test]
