@@ -628,6 +628,82 @@ async fn shutdown_lets_the_live_turn_finish_then_closes_the_relay_for_a_reconnec
 }
 
 #[tokio::test]
+async fn a_draining_origin_refuses_new_calls_and_relays_with_503_until_its_live_turn_is_done() {
+    let mut origin = Origin::start(Options::new(Db::Sqlite).var("SHUTDOWN_GRACE_SECS", "5")).await;
+    origin.script("m", slow("One. Two. Three. Four. Five. Six.", 80));
+    let client = origin.client("acme");
+    client.agent("a1", "m", &[]).await;
+    let call = client.call("a1").await;
+    let other = client.call("a1").await;
+    let mut relay = client.relay(&call).await;
+    relay.setup(&call, json!({})).await;
+    relay.prompt("count").await;
+    assert_eq!(relay.next().await["token"], "One. ");
+    let base = origin.base.clone();
+    let stopping = tokio::spawn(async move {
+        origin.shutdown().await.expect("clean");
+        origin
+    });
+    // Still accepting connections while the live turn runs, but not new work.
+    eventually(Duration::from_secs(2), "the origin drains", || async {
+        reqwest::get(format!("{base}/health"))
+            .await
+            .is_ok_and(|r| r.status() == 503)
+    })
+    .await;
+    let health: Value = reqwest::get(format!("{base}/health"))
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["bindings"]["DRAINING"]["ok"], false, "{health}");
+    let (status, ready) = client.json("GET", "/ready", None).await;
+    assert_eq!(status, 503);
+    assert_eq!(ready["bindings"]["DRAINING"]["ok"], false, "{ready}");
+    let response = client
+        .send("POST", "/v1/calls", Some(br#"{"agent_id":"a1"}"#))
+        .await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "2");
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "draining", "{body}");
+    let refused = support::Relay::try_connect(
+        &base,
+        &format!("/v1/calls/{other}/relay"),
+        &support::principal("acme"),
+    )
+    .await
+    .err()
+    .expect("a new relay socket is refused");
+    assert!(refused.to_string().contains("503"), "{refused}");
+
+    assert_eq!(
+        relay.reply().await,
+        "Two. Three. Four. Five. Six.",
+        "the live turn finishes"
+    );
+    assert_eq!(relay.close_code(Duration::from_secs(3)).await, Some(1012));
+    let started = std::time::Instant::now();
+    let origin = stopping.await.expect("no panic");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "serve returns once the relay is gone, not at the end of the grace"
+    );
+    let stored = origin
+        .state
+        .store
+        .list_turns("acme", &call)
+        .await
+        .expect("turns");
+    assert_eq!(
+        stored.len(),
+        2,
+        "the reply was made durable before the close"
+    );
+}
+
+#[tokio::test]
 async fn the_database_going_away_fails_fast_with_503_and_the_origin_recovers_by_itself() {
     let upstream = authority_of(&postgres_url());
     let proxy = Proxy::start(&upstream).await;
