@@ -256,6 +256,7 @@ pub async fn serve(
             tracing::debug!(%error, "TCP_NODELAY not set");
         }
     });
+    let census = tokio::spawn(log_live_calls(Arc::clone(&metrics)));
     let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!(
@@ -275,12 +276,31 @@ pub async fn serve(
             "drained: no longer accepting connections"
         );
     });
-    tokio::select! {
+    let outcome = tokio::select! {
         outcome = server => outcome,
         () = deadline_after(on_fired, grace) => {
             tracing::warn!("grace elapsed with requests still live; exiting anyway");
             Ok(())
         }
+    };
+    census.abort();
+    outcome
+}
+
+/// How often the open relay sockets are logged.
+const CENSUS_EVERY: Duration = Duration::from_secs(60);
+
+/// Logs the relay sockets open now, once a minute: summed over a region's tasks, the live calls
+/// on the CloudWatch dashboard (`origin/deploy/origin.yaml`), where `/metrics` is not scraped.
+async fn log_live_calls(metrics: Arc<Metrics>) {
+    let mut every = tokio::time::interval(CENSUS_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        tracing::info!(
+            relay_sockets = metrics.relay_connections.get(),
+            "relay sockets open"
+        );
     }
 }
 

@@ -1009,3 +1009,72 @@ async fn a_signed_unknown_route_is_a_json_404_with_the_edge_request_id() {
     assert_eq!(body["error"]["request_id"], "edge-abc-123");
     assert_eq!(headers["x-request-id"], "edge-abc-123");
 }
+
+/// The Grafana dashboard beside the CloudFormation template (`origin/deploy/`) queries only
+/// series the origin exports, each with the suffix its type gives it (OpenMetrics: a counter
+/// `x` is sampled as `x_total`, a histogram as `x_bucket`, `x_sum`, `x_count`).
+#[tokio::test]
+async fn every_series_the_grafana_dashboard_queries_is_exported() {
+    let (origin, llm) = fake_origin().await;
+    // A turn that falls back: requests, turns, tokens, time to first token and fallbacks get
+    // samples (prometheus_client leaves a family without any out of the text).
+    llm.reply("m1", FakeReply::FailBefore(ModelFailure::Throttled));
+    llm.reply("m2", FakeReply::Tokens(vec!["Fine.".into()]));
+    let client = origin.client("t1");
+    client.agent("a1", "m1", &["m2"]).await;
+    let call = client.call("a1").await;
+    assert_eq!(client.turn(&call, "hi").await.0, 200);
+    // Families sampled only when something fails or a tool runs.
+    let metrics = &origin.state.metrics;
+    metrics.db_error(&origin::store::StoreError::Unavailable("test".into()));
+    metrics.redis_error("test");
+    metrics
+        .tool_calls
+        .get_or_create(&vec![("kind", "tenant".into()), ("outcome", "ok".into())])
+        .inc();
+    let (status, _, body) =
+        oneshot(&origin, signed("GET", "/metrics", b"", None, now_secs())).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = body.as_str().expect("Prometheus text").to_owned();
+    let families: std::collections::HashMap<&str, &str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_once(' '))
+        .collect();
+    assert!(families.contains_key("origin_requests"), "{text}");
+
+    let dashboard: Value =
+        serde_json::from_str(include_str!("../deploy/grafana-dashboard.json")).expect("JSON");
+    let expressions: Vec<String> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|target| target["expr"].as_str().map(str::to_owned))
+        .collect();
+    assert!(expressions.len() >= 7, "{expressions:?}");
+    let mut checked = 0;
+    for expr in &expressions {
+        let names = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("origin_"));
+        for name in names {
+            let (family, kind) = [
+                ("_total", "counter"),
+                ("_bucket", "histogram"),
+                ("_sum", "histogram"),
+                ("_count", "histogram"),
+            ]
+            .iter()
+            .find_map(|(suffix, kind)| name.strip_suffix(suffix).map(|f| (f, *kind)))
+            .unwrap_or((name, "gauge"));
+            assert_eq!(
+                families.get(family),
+                Some(&kind),
+                "`{name}` in `{expr}` is not a {kind} the origin exports"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= expressions.len(), "every query names a series");
+}
