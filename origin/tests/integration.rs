@@ -592,43 +592,8 @@ async fn the_greeting_is_not_repeated_when_the_carrier_spoke_it() {
 }
 
 #[tokio::test]
-async fn shutdown_lets_the_live_turn_finish_then_closes_the_relay_for_a_reconnect() {
-    let mut origin = Origin::start(Options::new(Db::Sqlite).var("SHUTDOWN_GRACE_SECS", "5")).await;
-    origin.script("m", slow("One. Two. Three. Four. Five.", 60));
-    let client = origin.client("acme");
-    client.agent("a1", "m", &[]).await;
-    let call = client.call("a1").await;
-    let mut relay = client.relay(&call).await;
-    relay.setup(&call, json!({})).await;
-    relay.prompt("count").await;
-    assert_eq!(relay.next().await["token"], "One. ");
-    let stopping = tokio::spawn(async move {
-        origin.shutdown().await.expect("clean");
-        origin
-    });
-    assert_eq!(
-        relay.reply().await,
-        "Two. Three. Four. Five.",
-        "the live turn finishes"
-    );
-    assert_eq!(relay.close_code(Duration::from_secs(3)).await, Some(1012));
-    let origin = stopping.await.expect("no panic");
-    let stored = origin
-        .state
-        .store
-        .list_turns("acme", &call)
-        .await
-        .expect("turns");
-    assert_eq!(
-        stored.len(),
-        2,
-        "the reply was made durable before the socket closed"
-    );
-    assert!(!stored[1].interrupted);
-}
-
-#[tokio::test]
-async fn a_draining_origin_refuses_new_calls_and_relays_with_503_until_its_live_turn_is_done() {
+async fn shutdown_drains_new_work_gets_503_the_live_turn_finishes_then_the_relay_closes_for_a_reconnect()
+ {
     let mut origin = Origin::start(Options::new(Db::Sqlite).var("SHUTDOWN_GRACE_SECS", "5")).await;
     origin.script("m", slow("One. Two. Three. Four. Five. Six.", 80));
     let client = origin.client("acme");
@@ -701,6 +666,7 @@ async fn a_draining_origin_refuses_new_calls_and_relays_with_503_until_its_live_
         2,
         "the reply was made durable before the close"
     );
+    assert!(!stored[1].interrupted);
 }
 
 #[tokio::test]

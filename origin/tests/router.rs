@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use shared::model::ModelFailure;
 use shared::signing::BodyHash;
 use support::{
-    Db, FakeLlm, FakeReply, Options, Origin, edge_headers, edge_headers_with_nonce, now_secs,
+    Db, FakeLlm, FakeReply, Options, Origin, edge_headers_with_nonce, fresh_nonce, now_secs,
     principal,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -60,14 +60,27 @@ fn signed(
     tenant: Option<&str>,
     timestamp: u64,
 ) -> Request<Body> {
+    signed_with_nonce(method, path, body, tenant, timestamp, &fresh_nonce())
+}
+
+/// A request signed with the given nonce: sent twice, the second is a replay.
+fn signed_with_nonce(
+    method: &str,
+    path: &str,
+    body: &[u8],
+    tenant: Option<&str>,
+    timestamp: u64,
+    nonce: &str,
+) -> Request<Body> {
     let principal = tenant.map(principal);
     let mut builder = Request::builder().method(method).uri(path);
-    for (name, value) in edge_headers(
+    for (name, value) in edge_headers_with_nonce(
         method,
         path,
         BodyHash::of(body),
         principal.as_ref(),
         timestamp,
+        nonce,
     ) {
         builder = builder.header(name, value);
     }
@@ -211,29 +224,6 @@ async fn a_clock_injected_into_the_state_decides_staleness() {
     );
 }
 
-/// The same signed request, nonce included, as a replay would send it.
-fn signed_with_nonce(
-    method: &str,
-    path: &str,
-    body: &[u8],
-    timestamp: u64,
-    nonce: &str,
-) -> Request<Body> {
-    let principal = principal("t1");
-    let mut builder = Request::builder().method(method).uri(path);
-    for (name, value) in edge_headers_with_nonce(
-        method,
-        path,
-        BodyHash::of(body),
-        Some(&principal),
-        timestamp,
-        nonce,
-    ) {
-        builder = builder.header(name, value);
-    }
-    builder.body(Body::from(body.to_vec())).expect("request")
-}
-
 #[tokio::test]
 async fn an_exact_replay_is_refused_in_process_and_after_its_window_by_the_timestamp() {
     let (origin, _) = fake_origin().await;
@@ -250,7 +240,14 @@ async fn an_exact_replay_is_refused_in_process_and_after_its_window_by_the_times
     let nonce = "3b0f2c6e-1f4d-4a8b-9c2d-5e6f7a8b9c0d";
     let send = |at_secs: u64| {
         frozen.store(at_secs * 1000, Ordering::SeqCst);
-        let request = signed_with_nonce("POST", "/v1/calls", body.as_bytes(), signed_at, nonce);
+        let request = signed_with_nonce(
+            "POST",
+            "/v1/calls",
+            body.as_bytes(),
+            Some("t1"),
+            signed_at,
+            nonce,
+        );
         let state = state.clone();
         async move {
             let response = origin::app(state)
@@ -312,7 +309,7 @@ async fn a_request_without_a_well_formed_nonce_is_refused() {
         "{body}"
     );
     for bad in ["short", "has spaces in it, see", "0123456789abcdef:x"] {
-        let request = signed_with_nonce("GET", "/v1/agents", b"", now, bad);
+        let request = signed_with_nonce("GET", "/v1/agents", b"", Some("t1"), now, bad);
         let (status, _, body) = oneshot(&origin, request).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{bad}");
         assert!(
@@ -325,7 +322,7 @@ async fn a_request_without_a_well_formed_nonce_is_refused() {
     }
     // A nonce only counts once the signature verifies: a forged request cannot burn one.
     let nonce = "9a8b7c6d-5e4f-4321-8fed-cba987654321";
-    let mut forged = signed_with_nonce("GET", "/v1/agents", b"", now, nonce);
+    let mut forged = signed_with_nonce("GET", "/v1/agents", b"", Some("t1"), now, nonce);
     forged.headers_mut().insert(
         "x-edge-signature",
         format!("v2={}", "0".repeat(64)).parse().expect("value"),
@@ -334,7 +331,7 @@ async fn a_request_without_a_well_formed_nonce_is_refused() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _, body) = oneshot(
         &origin,
-        signed_with_nonce("GET", "/v1/agents", b"", now, nonce),
+        signed_with_nonce("GET", "/v1/agents", b"", Some("t1"), now, nonce),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
