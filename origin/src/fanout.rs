@@ -22,6 +22,7 @@ use fred::prelude::{
 };
 use shared::agent::Agent;
 use shared::call_event::{CallEvent, CallEventKind};
+use shared::carrier::AnsweredBy;
 use shared::signing::replay::{Claim, NonceCache, remember_for_secs};
 use tokio::sync::{broadcast, mpsc};
 
@@ -54,6 +55,8 @@ pub enum SessionSignal {
         /// JSON for the carrier's `handoffData`.
         handoff_data: Option<serde_json::Value>,
     },
+    /// Answering-machine detection reported (through the edge, on any replica).
+    Answered(AnsweredBy),
 }
 
 type SessionKey = (String, String);
@@ -251,16 +254,24 @@ impl Fanout {
         self.deliver(Arc::new(event));
     }
 
-    /// Hands an event to this replica's listeners and, for an ended call, its relay sessions.
+    /// Hands an event to this replica's listeners and, for an ended call or a detection result,
+    /// its relay sessions.
     fn deliver(&self, event: Arc<CallEvent>) {
-        if event.kind == CallEventKind::CallEnded {
+        let signal = match (event.kind, event.answered_by) {
+            (CallEventKind::CallEnded, _) => Some(SessionSignal::Ended {
+                reason: event.reason.clone().unwrap_or_else(|| "ended".into()),
+                handoff_data: event.handoff_data.clone(),
+            }),
+            (CallEventKind::AnsweredBy, Some(answered_by)) => {
+                Some(SessionSignal::Answered(answered_by))
+            }
+            _ => None,
+        };
+        if let Some(signal) = signal {
             let key = (event.tenant_id.clone(), event.call_id.clone());
             if let Some(entries) = self.lock_sessions().get(&key) {
                 for sender in entries.values() {
-                    let _ = sender.send(SessionSignal::Ended {
-                        reason: event.reason.clone().unwrap_or_else(|| "ended".into()),
-                        handoff_data: event.handoff_data.clone(),
-                    });
+                    let _ = sender.send(signal.clone());
                 }
             }
         }

@@ -201,6 +201,10 @@ pub fn app(state: AppState) -> Router {
         .route(origin_path::CALL, get(routes::calls::get))
         .route(origin_path::CALL_END, post(routes::calls::end))
         .route(
+            origin_path::CALL_ANSWERED_BY,
+            post(routes::calls::answered_by),
+        )
+        .route(
             origin_path::CALL_TURNS,
             post(routes::calls::turn).get(routes::calls::turns),
         )

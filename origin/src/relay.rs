@@ -34,6 +34,12 @@
 //!   the carrier hands to the edge's `<Connect action>` route.
 //! - On shutdown the socket is closed (1012, service restart) once the live turn is done, so
 //!   the Durable Object reconnects to another replica.
+//! - Answering machines (outbound calls): when the edge reports what detection found
+//!   (`POST /v1/calls/{id}/answered-by`, told to this session over the fan-out, or read from the
+//!   call at `setup` when it came first), `shared::voicemail` decides: a person talks on; a
+//!   machine whose greeting ended hears the agent's `voicemail_message` (stored with the call),
+//!   and once it has had time to be said the session ends (`voicemail_left`); any other machine
+//!   is hung up on (`machine_answered`). Nothing the machine says is answered meanwhile.
 
 use std::sync::Arc;
 
@@ -45,14 +51,17 @@ use futures_util::{SinkExt, StreamExt};
 use shared::agent::Agent;
 use shared::call::{Call, CallStatus, CreateCall};
 use shared::call_event::{CallEvent, CallEventKind};
+use shared::call_session::EndReason;
+use shared::carrier::AnsweredBy;
 use shared::chunking::{ChunkPolicy, chunk_text};
-use shared::handoff::{HandoffData, REASON_IDLE_TIMEOUT};
+use shared::handoff::HandoffData;
 use shared::idle::{IdleAction, IdleTimer};
 use shared::language::LanguageSession;
 use shared::relay::{
     Inbound, Outbound, PromptAssembler, RelayError, Setup, TextOptions, parse_inbound,
 };
 use shared::turn::{Turn, TurnRole};
+use shared::voicemail::{self, OnAnswer};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -73,8 +82,6 @@ const CLOSE_RESTART: u16 = 1012;
 const READ_BUFFER: usize = 4 * 1024;
 /// Largest frame read; bigger ones are answered `message_too_large` by the parser.
 const MAX_MESSAGE: usize = 1024 * 1024;
-/// Why a call the agent ended for silence ended (`end_reason`, `handoffData.reason`).
-pub const IDLE_END_REASON: &str = "idle_timeout";
 
 /// The upgrade: refuses a draining origin, an ended call or an unavailable database before
 /// switching protocols.
@@ -154,6 +161,10 @@ struct Session {
     idle: IdleTimer,
     /// A built-in ended the session: done once the turn that called it is recorded.
     ending: Option<SessionEnd>,
+    /// When the voicemail message being left has been said (the session ends then).
+    voicemail_said_at: Option<u64>,
+    /// The session ended itself (`end` sent): the loop stops.
+    finished: bool,
 }
 
 /// `handoffData` of an `end` a client asked for: why, which call, and what the client added
@@ -208,6 +219,8 @@ impl Session {
             last_reply: None,
             idle: IdleTimer::new(None),
             ending: None,
+            voicemail_said_at: None,
+            finished: false,
         }
     }
 
@@ -297,7 +310,11 @@ impl Session {
                             let _ = self.out.send(Out::Close(1000, "call ended"));
                             break;
                         }
+                        SessionSignal::Answered(answered_by) => self.on_answered(answered_by).await,
                     }
+                },
+                () = wake_at(&self.state, self.voicemail_said_at) => {
+                    self.end_for(EndReason::VoicemailLeft).await;
                 },
                 () = wake_at(&self.state, self.idle.poll_timeout()), if self.live.is_none() => {
                     if self.on_idle().await {
@@ -316,6 +333,8 @@ impl Session {
             if let Some(end) = self.ending.take() {
                 // A built-in ended the session; its reply is recorded and closed.
                 self.end_session(end).await;
+            }
+            if self.finished {
                 break;
             }
             if closing && self.live.is_none() {
@@ -376,6 +395,12 @@ impl Session {
                 tracing::warn!(call_id = %self.call_id, description = %error.description, "carrier reported an error");
             }
             (_, false) => self.reject(&RelayError::SetupFirst),
+            // Leaving a voicemail: what the machine says (its beep, its silence) is not a turn.
+            (Inbound::Prompt(_) | Inbound::Dtmf(_) | Inbound::Interrupt(_), true)
+                if self.voicemail_said_at.is_some() =>
+            {
+                self.ignore("voicemail");
+            }
             (Inbound::Prompt(prompt), true) => {
                 if prompt.lang.is_some() {
                     self.prompt_lang.clone_from(&prompt.lang);
@@ -418,6 +443,7 @@ impl Session {
                     carrier_call_sid: non_empty(&setup.call_sid),
                     from: non_empty(&setup.from),
                     to: non_empty(&setup.to),
+                    ..CreateCall::default()
                 };
                 if let Err(error) = request.validate() {
                     return self.fail("invalid_setup", error.to_string());
@@ -489,13 +515,64 @@ impl Session {
             languages: LanguageSession::new(&agent.spec.voice),
         });
         self.idle = IdleTimer::new(agent.spec.idle_policy());
+        let answered_by = self.bound.as_ref().and_then(|bound| bound.call.answered_by);
         match agent.spec.greeting.clone() {
-            Some(greeting) if greet => self.greet(greeting).await,
+            Some(greeting) if greet && answered_by.is_none() => self.greet(greeting).await,
             // The carrier speaks it (or spoke it before a reconnect): silence counts after it.
             greeting => self
                 .idle
                 .on_spoke(self.state.now_ms(), greeting.as_deref().unwrap_or("")),
         }
+        // Detection reported before the relay connected.
+        if let Some(answered_by) = answered_by {
+            self.on_answered(answered_by).await;
+        }
+    }
+
+    /// What answering-machine detection found (see the module's documentation).
+    async fn on_answered(&mut self, answered_by: AnsweredBy) {
+        // Before `setup` the call is not bound: `setup` reads the stored result.
+        let Some(bound) = &self.bound else { return };
+        if self.voicemail_said_at.is_some() || self.finished {
+            return;
+        }
+        let agent = Arc::clone(&bound.agent);
+        let action = voicemail::on_answer(answered_by, agent.spec.voicemail_message.as_deref());
+        tracing::info!(call_id = %self.call_id, answered_by = answered_by.as_str(), ?action, "answering-machine detection");
+        if action == OnAnswer::Converse {
+            return;
+        }
+        // Nothing more is said to a machine than the message.
+        if let Some(live) = &self.live {
+            live.stop.stop(Stop::Superseded);
+        }
+        self.settle_live_turn().await;
+        self.idle = IdleTimer::new(None);
+        match action {
+            OnAnswer::LeaveMessage(message) => self.leave_voicemail(message).await,
+            OnAnswer::HangUp | OnAnswer::Converse => self.end_for(EndReason::MachineAnswered).await,
+        }
+    }
+
+    /// Says the voicemail message, stores it with the call, and ends the session once it has
+    /// had time to be said.
+    async fn leave_voicemail(&mut self, message: String) {
+        let Some(bound) = &self.bound else { return };
+        let voice = &bound.agent.spec.voice;
+        let options = voice.text_options(bound.languages.line_lang(voice));
+        self.send(&Outbound::text(message.clone(), true, &options));
+        let now = self.state.now_ms();
+        if let Err(error) = stored(
+            &self.state,
+            self.state
+                .store
+                .record_voicemail(&self.tenant, &self.call_id, &message, now)
+                .await,
+        ) {
+            // Said all the same: the machine records it whatever the database does.
+            tracing::warn!(call_id = %self.call_id, %error, "the voicemail was left but not stored");
+        }
+        self.voicemail_said_at = Some(now.saturating_add(voicemail::speaking_ms(&message)));
     }
 
     /// Speaks the greeting and stores it as the agent's first turn.
@@ -567,18 +644,19 @@ impl Session {
             IdleAction::Reprompt(_) => self.say_line(agent.spec.idle_reprompt.clone()).await,
             IdleAction::Goodbye => self.say_line(agent.spec.idle_goodbye.clone()).await,
             IdleAction::End => {
-                self.end_for_silence().await;
+                self.end_for(EndReason::IdleTimeout).await;
                 return true;
             }
         }
         false
     }
 
-    /// Ends a silent caller's session (reason `idle_timeout`).
-    async fn end_for_silence(&mut self) {
+    /// Ends the session for a reason of the origin's own (`idle_timeout`, `voicemail_left`,
+    /// `machine_answered`): its `handoffData` names the reason and the call, nothing else.
+    async fn end_for(&mut self, reason: EndReason) {
         let end = SessionEnd {
-            end_reason: shared::call_session::EndReason::IdleTimeout,
-            handoff: HandoffData::new(REASON_IDLE_TIMEOUT, &self.call_id),
+            end_reason: reason,
+            handoff: HandoffData::new(reason.as_str(), &self.call_id),
         };
         self.end_session(end).await;
     }
@@ -586,6 +664,8 @@ impl Session {
     /// Records the end, tells every replica, and ends the relay session with `end`; the carrier
     /// then runs the `<Connect action>` (a transfer is dialled there) or hangs up.
     async fn end_session(&mut self, end: SessionEnd) {
+        self.finished = true;
+        self.voicemail_said_at = None;
         let state = &self.state;
         let reason = end.end_reason.as_str();
         match stored(

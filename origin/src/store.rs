@@ -6,6 +6,7 @@ use shared::agent::{Agent, AgentSpec};
 use shared::call::Call;
 use shared::call::CallerDetails;
 use shared::call_list::CallListQuery;
+use shared::carrier::AnsweredBy;
 use shared::turn::{ToolCall, Turn, TurnRole};
 use shared::usage::{DayRange, UsageDay};
 
@@ -143,6 +144,17 @@ pub enum EndOutcome {
     NotFound,
 }
 
+/// How recording an answering-machine detection result went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnswerOutcome {
+    /// Recorded on the live call (a first result is kept: a later one changes nothing).
+    Recorded(Call),
+    /// The call has ended (returned unchanged).
+    Ended(Call),
+    /// No such call for the tenant.
+    NotFound,
+}
+
 /// The durable store. Every method takes the tenant and never touches another tenant's rows.
 #[async_trait]
 pub trait Store: Send + Sync {
@@ -194,6 +206,22 @@ pub trait Store: Send + Sync {
         reason: &str,
         now_ms: u64,
     ) -> Result<EndOutcome, StoreError>;
+
+    /// Records what answering-machine detection found on a live call (the first result stays).
+    async fn record_answer(
+        &self,
+        tenant: &str,
+        id: &str,
+        answered_by: AnsweredBy,
+    ) -> Result<AnswerOutcome, StoreError>;
+    /// Records the voicemail message the agent left, and when. False when there is no such call.
+    async fn record_voicemail(
+        &self,
+        tenant: &str,
+        id: &str,
+        message: &str,
+        at_ms: u64,
+    ) -> Result<bool, StoreError>;
 
     /// The call's turns by `seq`.
     async fn list_turns(&self, tenant: &str, call_id: &str) -> Result<Vec<Turn>, StoreError>;

@@ -22,7 +22,167 @@ on_both_databases!(
     a_reconnect_continues_the_conversation,
     durable_usage_counts_what_bedrock_reported,
     one_tenant_never_reaches_another_tenants_agents_calls_or_usage,
+    a_machine_after_its_greeting_gets_the_voicemail_message_then_the_call_ends,
+    detection_before_the_relay_connects_is_acted_on_at_setup,
 );
+
+/// An outbound call (as the edge creates it) on an agent with a voicemail message.
+async fn outbound_call(client: &support::Client, agent: &str) -> String {
+    let (status, _) = client
+        .json(
+            "PUT",
+            &format!("/v1/agents/{agent}"),
+            Some(json!({
+                "name": "Ava", "system_prompt": "p", "model": "m",
+                "greeting": "Hello, this is Ava.",
+                "voicemail_message": "Hi, this is Ava. Please call us back.",
+                "phone_numbers": ["+18005550100"],
+            })),
+        )
+        .await;
+    assert!(status == 201 || status == 200);
+    let (status, call) = client
+        .json(
+            "POST",
+            "/v1/calls",
+            Some(json!({
+                "id": format!("call_{agent}"), "agent_id": agent, "source": "phone",
+                "from": "+18005550100", "to": "+14155550123", "direction": "outbound",
+                "carrier": "telnyx", "metadata": {"campaign": "renewals"},
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{call}");
+    assert_eq!(
+        (&call["direction"], &call["carrier"], &call["metadata"]),
+        (
+            &json!("outbound"),
+            &json!("telnyx"),
+            &json!({"campaign": "renewals"})
+        )
+    );
+    call["id"].as_str().expect("id").to_owned()
+}
+
+async fn a_machine_after_its_greeting_gets_the_voicemail_message_then_the_call_ends(db: Db) {
+    let origin = Origin::start(Options::new(db)).await;
+    let client = origin.client("acme");
+    let call = outbound_call(&client, "ava").await;
+    let mut relay = client.relay(&call).await;
+    relay.setup(&call, json!({"greeting": "carrier"})).await;
+    // A person would talk to the agent; a `human` result changes nothing.
+    let answered = |value: &str| json!({ "answered_by": value });
+    let path = format!("/v1/calls/{call}/answered-by");
+    let (status, stored) = client.json("POST", &path, Some(answered("human"))).await;
+    assert_eq!((status, &stored["answered_by"]), (200, &json!("human")));
+    assert_eq!(relay.next_within(Duration::from_millis(300)).await, None);
+
+    // The first result stays; this one is a second opinion, stored nowhere but the log.
+    let second = format!("/v1/calls/{call}/answered-by");
+    let (status, stored) = client
+        .json("POST", &second, Some(answered("machine_end_beep")))
+        .await;
+    assert_eq!((status, &stored["answered_by"]), (200, &json!("human")));
+    assert_eq!(relay.next_within(Duration::from_millis(300)).await, None);
+    relay.close().await;
+
+    // A fresh call whose first result is a machine at the end of its greeting.
+    let (status, _) = client
+        .json(
+            "POST",
+            "/v1/calls",
+            Some(json!({"id": "call_beep", "agent_id": "ava", "source": "phone", "direction": "outbound"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let mut relay = client.relay("call_beep").await;
+    relay
+        .setup("call_beep", json!({"greeting": "carrier"}))
+        .await;
+    let started = std::time::Instant::now();
+    let (status, _) = client
+        .json(
+            "POST",
+            "/v1/calls/call_beep/answered-by",
+            Some(answered("machine_end_beep")),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let said = relay.next().await;
+    assert_eq!(
+        said,
+        json!({"type": "text", "token": "Hi, this is Ava. Please call us back.", "last": true})
+    );
+    // What the machine says meanwhile (its own beep, transcribed) is not answered.
+    relay.prompt("beep").await;
+    let end = relay.next().await;
+    assert_eq!(end["type"], "end");
+    assert!(
+        started.elapsed() >= Duration::from_millis(3_500),
+        "the message had time to be said: {:?}",
+        started.elapsed()
+    );
+    let handoff: Value =
+        serde_json::from_str(end["handoffData"].as_str().expect("string")).expect("json");
+    assert_eq!(handoff["reason"], "voicemail_left");
+    assert_eq!(relay.close_code(Duration::from_secs(2)).await, Some(1000));
+    let (_, record) = client.json("GET", "/v1/calls/call_beep", None).await;
+    assert_eq!(record["status"], "ended");
+    assert_eq!(record["end_reason"], "voicemail_left");
+    assert_eq!(record["answered_by"], "machine_end_beep");
+    assert_eq!(
+        record["voicemail_message"],
+        "Hi, this is Ava. Please call us back."
+    );
+    assert!(record["voicemail_left_at_ms"].as_u64().is_some());
+    assert!(
+        turns_of(&client, "call_beep").await.is_empty(),
+        "the machine's beep was no turn"
+    );
+    // Once ended, a late result is refused.
+    let (status, error) = client
+        .json(
+            "POST",
+            "/v1/calls/call_beep/answered-by",
+            Some(answered("human")),
+        )
+        .await;
+    assert_eq!(
+        (status, &error["error"]["code"]),
+        (409, &json!("call_ended"))
+    );
+}
+
+async fn detection_before_the_relay_connects_is_acted_on_at_setup(db: Db) {
+    let origin = Origin::start(Options::new(db)).await;
+    let client = origin.client("acme");
+    let call = outbound_call(&client, "early").await;
+    // `detect`: a machine found as its greeting starts is hung up on, without a message.
+    let (status, _) = client
+        .json(
+            "POST",
+            &format!("/v1/calls/{call}/answered-by"),
+            Some(json!({"answered_by": "machine_start"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let mut relay = client.relay(&call).await;
+    relay.setup(&call, json!({})).await;
+    let end = relay.next().await;
+    assert_eq!(end["type"], "end", "no greeting for a machine: {end}");
+    let handoff: Value =
+        serde_json::from_str(end["handoffData"].as_str().expect("string")).expect("json");
+    assert_eq!(handoff["reason"], "machine_answered");
+    let (_, record) = client.json("GET", &format!("/v1/calls/{call}"), None).await;
+    assert_eq!(
+        (
+            &record["end_reason"],
+            &record["answered_by"],
+            record.get("voicemail_message")
+        ),
+        (&json!("machine_answered"), &json!("machine_start"), None)
+    );
+}
 
 async fn a_full_conversation_over_the_relay(db: Db) {
     let origin = Origin::start(Options::new(db)).await;
@@ -570,6 +730,51 @@ async fn relay_refuses_unsigned_and_ended_calls_before_upgrading() {
     .err()
     .expect("refused");
     assert!(error.to_string().contains("409"), "{error}");
+}
+
+#[tokio::test]
+async fn answered_by_refuses_what_it_cannot_use() {
+    let origin = Origin::start(Options::new(Db::Sqlite)).await;
+    let client = origin.client("acme");
+    client.agent("a1", "m", &[]).await;
+    let call = client.call("a1").await;
+    let path = format!("/v1/calls/{call}/answered-by");
+    let cases = [
+        (
+            "/v1/calls/call_nope/answered-by",
+            json!({"answered_by": "human"}),
+            404,
+        ),
+        (path.as_str(), json!({"answered_by": "robot"}), 400),
+        (
+            path.as_str(),
+            json!({"answered_by": "human", "extra": 1}),
+            400,
+        ),
+        (
+            "/v1/calls/a.b/answered-by",
+            json!({"answered_by": "human"}),
+            400,
+        ),
+    ];
+    for (path, body, expected) in cases {
+        let (status, answer) = client.json("POST", path, Some(body)).await;
+        assert_eq!(status, expected, "{path}: {answer}");
+    }
+    // Another tenant's call does not exist for it.
+    let (status, _) = origin
+        .client("other")
+        .json("POST", &path, Some(json!({"answered_by": "human"})))
+        .await;
+    assert_eq!(status, 404);
+    // Unsigned: refused before anything.
+    let unsigned = reqwest::Client::new()
+        .post(format!("{}{path}", origin.base))
+        .json(&json!({"answered_by": "human"}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(unsigned.status(), 401);
 }
 
 #[tokio::test]

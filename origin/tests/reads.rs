@@ -47,6 +47,12 @@ fn seeded(tenant: &str, id: &str, agent: &str, source: CallSource, started_at_ms
         ended_at_ms: None,
         end_reason: None,
         caller: CallerDetails::default(),
+        direction: shared::call::CallDirection::Inbound,
+        carrier: None,
+        answered_by: None,
+        voicemail_message: None,
+        voicemail_left_at_ms: None,
+        metadata: None,
     }
 }
 

@@ -36,6 +36,8 @@ pub const MAX_MAX_TOKENS: u32 = 64_000;
 pub const DEFAULT_MAX_TOKENS: u32 = 512;
 /// Longest line the agent speaks on its own (apology, reprompt, goodbye).
 pub const MAX_LINE_CHARS: usize = 500;
+/// Longest voicemail message (about a minute and a half of speech).
+pub const MAX_VOICEMAIL_CHARS: usize = 1_000;
 /// Said when every model of the chain failed.
 pub const DEFAULT_FALLBACK_UTTERANCE: &str =
     "I'm sorry, I'm having trouble answering right now. Could you say that again?";
@@ -117,6 +119,11 @@ pub struct AgentSpec {
     /// Said while a slow tool call is under way.
     #[serde(default = "default_filler_utterance")]
     pub filler_utterance: String,
+    /// Left on an answering machine when an outbound call asked for `detect_message_end` and a
+    /// machine answered: spoken once its greeting ends, then the call ends. Absent: a machine
+    /// is hung up on without a message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voicemail_message: Option<String>,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -401,6 +408,9 @@ pub enum AgentError {
     /// Not a guardrail version.
     #[error("guardrail.version must be DRAFT or a version number (1 to 99999999)")]
     BadGuardrailVersion,
+    /// An empty or too long voicemail message.
+    #[error("voicemail_message must be 1 to {MAX_VOICEMAIL_CHARS} characters when present")]
+    BadVoicemail,
     /// Latency-optimized inference asked of a model that does not offer it.
     #[error(
         "inference.latency contradicts model: Bedrock offers no latency-optimized inference for {0:?} (only Claude 3.5 Haiku, Amazon Nova Pro and Llama 3.1 70B/405B have it)"
@@ -512,6 +522,11 @@ impl AgentSpec {
             return Err(AgentError::BadFillerAfter);
         }
         tools::validate(&self.tools, &self.builtin_tools, &self.voice, policy)?;
+        if let Some(message) = &self.voicemail_message
+            && (message.trim().is_empty() || message.chars().count() > MAX_VOICEMAIL_CHARS)
+        {
+            return Err(AgentError::BadVoicemail);
+        }
         Ok(())
     }
 
@@ -541,6 +556,7 @@ impl AgentSpec {
             AgentError::LatencyUnsupported(_) => "inference.latency",
             AgentError::Tool(error) => &error.field,
             AgentError::BadFillerAfter => "filler_after_ms",
+            AgentError::BadVoicemail => "voicemail_message",
         };
         field.to_owned()
     }
@@ -803,6 +819,14 @@ mod tests {
                 AgentError::BadIdleSeconds,
             ),
             (
+                Box::new(|s| s.voicemail_message = Some("  ".into())),
+                AgentError::BadVoicemail,
+            ),
+            (
+                Box::new(|s| s.voicemail_message = Some("x".repeat(MAX_VOICEMAIL_CHARS + 1))),
+                AgentError::BadVoicemail,
+            ),
+            (
                 Box::new(|s| s.idle_reprompts = MAX_IDLE_REPROMPTS + 1),
                 AgentError::BadIdleReprompts,
             ),
@@ -865,6 +889,7 @@ mod tests {
             (AgentError::BadPhoneNumber("1".into()), "phone_numbers"),
             (AgentError::BadPhoneNumbers, "phone_numbers"),
             (AgentError::BadLine("idle_goodbye"), "idle_goodbye"),
+            (AgentError::BadVoicemail, "voicemail_message"),
             (AgentError::BadIdleSeconds, "idle_reprompt_secs"),
             (AgentError::BadGuardrailVersion, "guardrail.version"),
             (

@@ -17,6 +17,7 @@ use crate::jwt::JwtError;
 use crate::principal::{AuthMethod, Principal};
 use crate::public_url::{self, UrlError};
 use crate::session_token::{self, SessionTokenError};
+use crate::telnyx::{self, TelnyxError};
 use crate::twilio::{self, TwilioError};
 
 /// Decides who a request is.
@@ -34,10 +35,21 @@ pub const AUTHORIZATION: &str = "authorization";
 pub const API_KEY: &str = "x-api-key";
 /// `X-Twilio-Signature`.
 pub const TWILIO_SIGNATURE: &str = twilio::SIGNATURE_HEADER;
+/// `telnyx-signature-ed25519`.
+pub const TELNYX_SIGNATURE: &str = telnyx::SIGNATURE_HEADER;
+/// `telnyx-timestamp` (signed with the body).
+pub const TELNYX_TIMESTAMP: &str = telnyx::TIMESTAMP_HEADER;
 /// `Content-Type` (decides how a carrier's body is signed).
 pub const CONTENT_TYPE: &str = "content-type";
 /// Every header the envelope carries, lowercase.
-pub const CREDENTIAL_HEADERS: [&str; 4] = [AUTHORIZATION, API_KEY, TWILIO_SIGNATURE, CONTENT_TYPE];
+pub const CREDENTIAL_HEADERS: [&str; 6] = [
+    AUTHORIZATION,
+    API_KEY,
+    TWILIO_SIGNATURE,
+    TELNYX_SIGNATURE,
+    TELNYX_TIMESTAMP,
+    CONTENT_TYPE,
+];
 
 /// What the public edge received, for auth-validator to judge. One round trip per request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,7 +62,7 @@ pub struct AuthenticateRequest {
     /// The credential headers of the original request.
     #[serde(default)]
     pub headers: CredentialHeaders,
-    /// The raw body, when a signature covers it (Twilio form or JSON webhooks).
+    /// The raw body, when a signature covers it (carrier form or JSON webhooks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
     /// Scopes the route requires; all must be held.
@@ -78,6 +90,20 @@ pub struct CredentialHeaders {
         skip_serializing_if = "Option::is_none"
     )]
     pub twilio_signature: Option<String>,
+    /// `telnyx-signature-ed25519`.
+    #[serde(
+        rename = "telnyx-signature-ed25519",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub telnyx_signature: Option<String>,
+    /// `telnyx-timestamp`.
+    #[serde(
+        rename = "telnyx-timestamp",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub telnyx_timestamp: Option<String>,
     /// `Content-Type`.
     #[serde(
         rename = "content-type",
@@ -94,6 +120,8 @@ impl CredentialHeaders {
             authorization: get(AUTHORIZATION),
             api_key: get(API_KEY),
             twilio_signature: get(TWILIO_SIGNATURE),
+            telnyx_signature: get(TELNYX_SIGNATURE),
+            telnyx_timestamp: get(TELNYX_TIMESTAMP),
             content_type: get(CONTENT_TYPE),
         }
     }
@@ -136,6 +164,13 @@ pub enum Credential<'a> {
     SessionToken(Cow<'a, str>),
     /// An `X-Twilio-Signature` value.
     TwilioSignature(&'a str),
+    /// A `telnyx-signature-ed25519` value, with the `telnyx-timestamp` it covers.
+    TelnyxSignature {
+        /// The signature.
+        signature: &'a str,
+        /// The timestamp header, if sent.
+        timestamp: Option<&'a str>,
+    },
 }
 
 /// Where the credential was found; decides the `WWW-Authenticate` challenge of a refusal.
@@ -147,7 +182,7 @@ pub enum Presentation {
     ApiKeyHeader,
     /// The `session_token` query parameter.
     Query,
-    /// `X-Twilio-Signature`.
+    /// A carrier's signature header (`X-Twilio-Signature`, `telnyx-signature-ed25519`).
     CarrierSignature,
 }
 
@@ -191,6 +226,9 @@ pub enum AuthError {
     /// A carrier signature was refused.
     #[error(transparent)]
     Twilio(#[from] TwilioError),
+    /// A Telnyx signature was refused.
+    #[error(transparent)]
+    Telnyx(#[from] TelnyxError),
     /// Authenticated, but the route needs scopes the principal does not hold.
     #[error("missing scope: {}", missing.join(" "))]
     InsufficientScope {
@@ -213,6 +251,7 @@ impl AuthError {
             AuthError::ApiKey(error) => error.code(),
             AuthError::SessionToken(error) => error.code(),
             AuthError::Twilio(error) => error.code(),
+            AuthError::Telnyx(error) => error.code(),
             AuthError::InsufficientScope { .. } => "insufficient_scope",
         }
     }
@@ -256,6 +295,15 @@ pub fn identify(request: &AuthenticateRequest) -> Result<Presented<'_>, AuthErro
     if let Some(signature) = headers.twilio_signature.as_deref() {
         found.push(Presented {
             credential: Credential::TwilioSignature(signature),
+            presentation: Presentation::CarrierSignature,
+        });
+    }
+    if let Some(signature) = headers.telnyx_signature.as_deref() {
+        found.push(Presented {
+            credential: Credential::TelnyxSignature {
+                signature,
+                timestamp: headers.telnyx_timestamp.as_deref(),
+            },
             presentation: Presentation::CarrierSignature,
         });
     }
@@ -398,6 +446,28 @@ mod tests {
             identify(&request2).expect("ok").presentation,
             Presentation::CarrierSignature
         );
+        let telnyx = CredentialHeaders {
+            telnyx_signature: Some("c2ln".into()),
+            telnyx_timestamp: Some("1700000000".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            identify(&request(telnyx, URL)).expect("ok").credential,
+            Credential::TelnyxSignature {
+                signature: "c2ln",
+                timestamp: Some("1700000000")
+            }
+        );
+        let both = CredentialHeaders {
+            twilio_signature: Some("c2ln".into()),
+            telnyx_signature: Some("c2ln".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            identify(&request(both, URL)),
+            Err(AuthError::MultipleCredentials),
+            "one carrier signs a request"
+        );
 
         let request3 = request(
             CredentialHeaders::default(),
@@ -506,6 +576,11 @@ mod tests {
             TwilioError::UnsignedBody.into(),
             TwilioError::UnknownAccount.into(),
             TwilioError::BadSignature.into(),
+            TelnyxError::MalformedSignature.into(),
+            TelnyxError::MalformedTimestamp.into(),
+            TelnyxError::Stale.into(),
+            TelnyxError::UnknownAccount.into(),
+            TelnyxError::BadSignature.into(),
         ];
         let mut codes: Vec<&str> = all.iter().map(AuthError::code).collect();
         codes.sort_unstable();

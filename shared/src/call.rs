@@ -2,12 +2,47 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::carrier::{AnsweredBy, CarrierKind};
 use crate::identifier::{self, MAX_LEN as MAX_ID_LEN};
 
 /// Longest end reason.
 pub const MAX_REASON_CHARS: usize = 200;
-/// Longest carrier field (call sid, numbers).
+/// Longest carrier field (numbers).
 pub const MAX_CARRIER_FIELD_CHARS: usize = 64;
+/// Longest carrier call id (a Telnyx call control id is 57 characters; room to spare).
+pub const MAX_CARRIER_CALL_ID_CHARS: usize = 256;
+/// Largest `metadata` of a call, as JSON text.
+pub const MAX_METADATA_BYTES: usize = 4 * 1024;
+
+/// Who dialled whom.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallDirection {
+    /// The caller dialled one of the tenant's numbers (or an API client started a call).
+    #[default]
+    Inbound,
+    /// The platform dialled out (`POST /api/v1/calls/outbound`).
+    Outbound,
+}
+
+impl CallDirection {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inbound => "inbound",
+            Self::Outbound => "outbound",
+        }
+    }
+
+    /// Reads the stored form.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "inbound" => Some(Self::Inbound),
+            "outbound" => Some(Self::Outbound),
+            _ => None,
+        }
+    }
+}
 /// Longest caller detail stored (CNAM names are 15 characters; SIP URIs are longer).
 pub const MAX_CALLER_DETAIL_CHARS: usize = 128;
 
@@ -92,6 +127,15 @@ pub struct CreateCall {
     /// Called number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
+    /// Who dialled whom.
+    #[serde(default)]
+    pub direction: CallDirection,
+    /// The carrier of a phone call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier: Option<CarrierKind>,
+    /// The API client's own data about an outbound call (a JSON object), kept with the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
 }
 
 /// A call as stored and answered.
@@ -132,6 +176,32 @@ pub struct Call {
     /// Who is calling, from the carrier's relay `setup` (shown as top-level fields).
     #[serde(flatten)]
     pub caller: CallerDetails,
+    /// Who dialled whom.
+    #[serde(default)]
+    pub direction: CallDirection,
+    /// The carrier of a phone call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier: Option<CarrierKind>,
+    /// What answering-machine detection found (outbound calls that asked for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<AnsweredBy>,
+    /// The voicemail message the agent left on an answering machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voicemail_message: Option<String>,
+    /// Unix milliseconds the voicemail message was spoken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voicemail_left_at_ms: Option<u64>,
+    /// The API client's own data about an outbound call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// `POST /v1/calls/{id}/answered-by`: what answering-machine detection found, from the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnsweredByReport {
+    /// The finding.
+    pub answered_by: AnsweredBy,
 }
 
 /// What the carrier's `setup` says about the caller, stored with the call.
@@ -181,6 +251,21 @@ pub enum CallError {
     /// Empty or too long reason.
     #[error("reason must be 1 to {MAX_REASON_CHARS} characters")]
     BadReason,
+    /// A carrier call id too long.
+    #[error("carrier_call_sid is at most {MAX_CARRIER_CALL_ID_CHARS} characters")]
+    CarrierCallIdTooLong,
+    /// Metadata that is not a JSON object of at most [`MAX_METADATA_BYTES`].
+    #[error("metadata must be a JSON object of at most {MAX_METADATA_BYTES} bytes")]
+    BadMetadata,
+}
+
+/// Checks a call's `metadata`: a JSON object of at most [`MAX_METADATA_BYTES`] as text.
+pub fn check_metadata(metadata: &serde_json::Value) -> Result<(), CallError> {
+    if metadata.is_object() && metadata.to_string().len() <= MAX_METADATA_BYTES {
+        Ok(())
+    } else {
+        Err(CallError::BadMetadata)
+    }
 }
 
 /// Validates a call id from a path or body.
@@ -201,7 +286,17 @@ impl CreateCall {
         if self.agent_id.is_none() && self.to.is_none() {
             return Err(CallError::NoAgent);
         }
-        let fields = [&self.carrier_call_sid, &self.from, &self.to];
+        if self
+            .carrier_call_sid
+            .as_ref()
+            .is_some_and(|sid| sid.chars().count() > MAX_CARRIER_CALL_ID_CHARS)
+        {
+            return Err(CallError::CarrierCallIdTooLong);
+        }
+        if let Some(metadata) = &self.metadata {
+            check_metadata(metadata)?;
+        }
+        let fields = [&self.from, &self.to];
         if fields.iter().any(|f| {
             f.as_ref()
                 .is_some_and(|v| v.chars().count() > MAX_CARRIER_FIELD_CHARS)
@@ -248,6 +343,44 @@ mod tests {
             ..CreateCall::default()
         };
         assert_eq!(long.validate(), Err(CallError::CarrierFieldTooLong));
+        let telnyx = CreateCall {
+            agent_id: Some("a".into()),
+            carrier_call_sid: Some(
+                "v3:9X2vxPDFY2RHSJ1EdMS0RHRksMTg7ldNxdjWbVr9zBjbGjGsSe-aiQ".into(),
+            ),
+            ..CreateCall::default()
+        };
+        assert_eq!(telnyx.validate(), Ok(()));
+        let too_long = CreateCall {
+            carrier_call_sid: Some("v".repeat(MAX_CARRIER_CALL_ID_CHARS + 1)),
+            ..telnyx.clone()
+        };
+        assert_eq!(too_long.validate(), Err(CallError::CarrierCallIdTooLong));
+        for bad in [
+            serde_json::json!([1]),
+            serde_json::json!("x"),
+            serde_json::json!({ "pad": "x".repeat(MAX_METADATA_BYTES) }),
+        ] {
+            let call = CreateCall {
+                metadata: Some(bad),
+                ..telnyx.clone()
+            };
+            assert_eq!(call.validate(), Err(CallError::BadMetadata));
+        }
+        let call = CreateCall {
+            metadata: Some(serde_json::json!({ "campaign": "renewals" })),
+            ..telnyx
+        };
+        assert_eq!(call.validate(), Ok(()));
+    }
+
+    #[test]
+    fn directions_round_trip_and_old_calls_read_as_inbound() {
+        for direction in [CallDirection::Inbound, CallDirection::Outbound] {
+            assert_eq!(CallDirection::parse(direction.as_str()), Some(direction));
+        }
+        let call: CreateCall = serde_json::from_str(r#"{"agent_id":"a"}"#).expect("parses");
+        assert_eq!(call.direction, CallDirection::Inbound);
     }
 
     #[test]

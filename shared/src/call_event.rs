@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod stream;
+use crate::carrier::AnsweredBy;
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -20,6 +21,8 @@ pub enum CallEventKind {
     TurnFinished,
     /// The caller spoke over a reply.
     TurnInterrupted,
+    /// Answering-machine detection said who (or what) answered an outbound call.
+    AnsweredBy,
 }
 
 impl CallEventKind {
@@ -31,6 +34,7 @@ impl CallEventKind {
             Self::TurnStarted => "turn_started",
             Self::TurnFinished => "turn_finished",
             Self::TurnInterrupted => "turn_interrupted",
+            Self::AnsweredBy => "answered_by",
         }
     }
 }
@@ -61,6 +65,9 @@ pub struct CallEvent {
     /// Passed to the carrier when a call ends (`handoffData`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handoff_data: Option<serde_json::Value>,
+    /// What answering-machine detection found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<AnsweredBy>,
 }
 
 impl CallEvent {
@@ -76,6 +83,7 @@ impl CallEvent {
             ttft_ms: None,
             reason: None,
             handoff_data: None,
+            answered_by: None,
         }
     }
 }
@@ -92,6 +100,7 @@ mod tests {
             CallEventKind::TurnStarted,
             CallEventKind::TurnFinished,
             CallEventKind::TurnInterrupted,
+            CallEventKind::AnsweredBy,
         ] {
             assert_eq!(
                 serde_json::to_value(kind).expect("json"),

@@ -10,7 +10,8 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::call::CallSource;
+pub use crate::call::{CallDirection, CallSource};
+use crate::carrier::{AnsweredBy, CallProgress, CarrierKind};
 
 pub mod relay;
 pub mod wire;
@@ -18,11 +19,16 @@ pub mod wire;
 pub use relay::{Action, LeaseAction, LeaseOutcome, LinkId, Note, Record, Relay, Routing};
 pub use wire::SessionRefusal;
 
-/// Whether the call is live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Where the call is. An inbound or API call starts `active`; an outbound call starts `queued`
+/// and moves on as its carrier reports (`ringing`, then `active` once answered), never back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CallStatus {
-    /// Live.
+    /// Placed with the carrier, not yet ringing.
+    Queued,
+    /// The called phone rings.
+    Ringing,
+    /// Answered: live (`in-progress` at the carrier).
     Active,
     /// Over; see `end_reason`.
     Ended,
@@ -56,6 +62,10 @@ pub enum EndReason {
     /// The agent handed the caller to a person (`end` with `handoffData.reason` `transfer`);
     /// the carrier dials them through the `<Connect action>` callback.
     Transferred,
+    /// An answering machine answered and the agent left its voicemail message.
+    VoicemailLeft,
+    /// A machine answered and the call was hung up without a message.
+    MachineAnswered,
 }
 
 impl EndReason {
@@ -94,6 +104,8 @@ impl EndReason {
             EndReason::OriginUnavailable => "origin_unavailable",
             EndReason::AgentEnded => "agent_ended",
             EndReason::Transferred => "transferred",
+            EndReason::VoicemailLeft => "voicemail_left",
+            EndReason::MachineAnswered => "machine_answered",
         }
     }
 }
@@ -102,12 +114,8 @@ impl EndReason {
     /// The outcome of a carrier status callback's `CallStatus`; `None` for a call still live
     /// (`queued`, `initiated`, `ringing`, `in-progress`) or an unknown value.
     pub fn from_carrier_status(status: &str) -> Option<Self> {
-        match status {
-            "completed" => Some(EndReason::Completed),
-            "busy" => Some(EndReason::Busy),
-            "failed" => Some(EndReason::Failed),
-            "no-answer" => Some(EndReason::NoAnswer),
-            "canceled" => Some(EndReason::Canceled),
+        match CallProgress::from_call_status(status)? {
+            CallProgress::Ended(reason) => Some(reason),
             _ => None,
         }
     }
@@ -140,6 +148,21 @@ pub struct CallSession {
     pub turn_count: u32,
     /// Unix ms the concurrent-call lease was last acquired or renewed.
     pub lease_renewed_at_ms: u64,
+    /// Who dialled whom (absent in state stored before outbound calls: inbound).
+    #[serde(default)]
+    pub direction: CallDirection,
+    /// The carrier of a phone call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier: Option<CarrierKind>,
+    /// The carrier's call id, once known; a callback naming another is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier_call_id: Option<String>,
+    /// The last `CallStatus` the carrier reported, verbatim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier_status: Option<String>,
+    /// What answering-machine detection found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<AnsweredBy>,
 }
 
 /// Time limits of a call.
@@ -194,30 +217,62 @@ pub struct StartCall {
     pub source: CallSource,
     /// The region chosen for it.
     pub region: String,
+    /// Who dialled whom: an outbound call starts `queued`.
+    #[serde(default)]
+    pub direction: CallDirection,
+    /// The carrier of a phone call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier: Option<CarrierKind>,
+    /// The carrier's call id, when known at the start (an incoming call's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier_call_id: Option<String>,
 }
 
 impl CallSession {
-    /// A new live call at `now_ms` (whose lease was just acquired).
+    /// A new call at `now_ms` (whose lease was just acquired): live, or queued when outbound.
     pub fn start(start: StartCall, now_ms: u64) -> Self {
+        let status = match start.direction {
+            CallDirection::Inbound => CallStatus::Active,
+            CallDirection::Outbound => CallStatus::Queued,
+        };
         Self {
             call_id: start.call_id,
             tenant_id: start.tenant_id,
             agent_id: start.agent_id,
             source: start.source,
             region: start.region,
-            status: CallStatus::Active,
+            status,
             started_at_ms: now_ms,
             last_activity_ms: now_ms,
             ended_at_ms: None,
             end_reason: None,
             turn_count: 0,
             lease_renewed_at_ms: now_ms,
+            direction: start.direction,
+            carrier: start.carrier,
+            carrier_call_id: start.carrier_call_id,
+            carrier_status: None,
+            answered_by: None,
         }
     }
 
-    /// Whether the call is live.
+    /// Whether the call is live: not ended (queued and ringing calls hold their line too).
     pub fn is_active(&self) -> bool {
-        self.status == CallStatus::Active
+        self.status != CallStatus::Ended
+    }
+
+    /// The carrier reported progress short of the end: the status moves forward only (a late
+    /// `ringing` after `in-progress` changes nothing). Ignored once ended.
+    pub fn advance(&mut self, progress: CallProgress) {
+        let reached = match progress {
+            CallProgress::Queued => CallStatus::Queued,
+            CallProgress::Ringing => CallStatus::Ringing,
+            CallProgress::Answered => CallStatus::Active,
+            CallProgress::Ended(_) => return,
+        };
+        if self.is_active() {
+            self.status = self.status.max(reached);
+        }
     }
 
     /// A message passed in either direction. The clock may step back; activity never does.
@@ -380,9 +435,51 @@ mod tests {
                 agent_id: Some("a1".into()),
                 source: CallSource::Phone,
                 region: "us-east-1".into(),
+                direction: CallDirection::Inbound,
+                carrier: Some(CarrierKind::Twilio),
+                carrier_call_id: Some("CA1".into()),
             },
             T0,
         )
+    }
+
+    #[test]
+    fn an_outbound_call_moves_forward_as_its_carrier_reports() {
+        let mut s = CallSession::start(
+            StartCall {
+                call_id: "call_1".into(),
+                tenant_id: "t1".into(),
+                agent_id: None,
+                source: CallSource::Phone,
+                region: "us-east-1".into(),
+                direction: CallDirection::Outbound,
+                carrier: Some(CarrierKind::Telnyx),
+                carrier_call_id: None,
+            },
+            T0,
+        );
+        assert_eq!(s.status, CallStatus::Queued);
+        assert!(s.is_active(), "a queued call holds its line");
+        s.advance(CallProgress::Ringing);
+        assert_eq!(s.status, CallStatus::Ringing);
+        s.advance(CallProgress::Answered);
+        s.advance(CallProgress::Ringing);
+        assert_eq!(s.status, CallStatus::Active, "never back");
+        s.advance(CallProgress::Ended(EndReason::Busy));
+        assert_eq!(s.status, CallStatus::Active, "ending is `end`'s");
+        s.end(EndReason::Completed, T0 + 1).expect("live");
+        s.advance(CallProgress::Answered);
+        assert_eq!(s.status, CallStatus::Ended);
+    }
+
+    #[test]
+    fn state_stored_before_outbound_calls_reads_as_inbound() {
+        let stored = r#"{"call_id":"CA1","tenant_id":"t1","agent_id":"a1","source":"phone","region":"us-east-1","status":"active","started_at_ms":1,"last_activity_ms":1,"ended_at_ms":null,"end_reason":null,"turn_count":0,"lease_renewed_at_ms":1}"#;
+        let s: CallSession = serde_json::from_str(stored).expect("old state parses");
+        assert_eq!(
+            (s.direction, s.carrier, s.answered_by),
+            (CallDirection::Inbound, None, None)
+        );
     }
 
     #[test]
@@ -529,6 +626,14 @@ mod tests {
                 EndReason::AgentEnded,
             ),
             (r#"{"type":"end"}"#, EndReason::AgentEnded),
+            (
+                r#"{"type":"end","handoffData":"{\"reason\":\"voicemail_left\"}"}"#,
+                EndReason::VoicemailLeft,
+            ),
+            (
+                r#"{"type":"end","handoffData":"{\"reason\":\"machine_answered\"}"}"#,
+                EndReason::MachineAnswered,
+            ),
         ];
         for (message, expected) in cases {
             assert_eq!(EndReason::of_agent_end(message), expected, "{message}");
@@ -549,6 +654,8 @@ mod tests {
             EndReason::OriginUnavailable,
             EndReason::AgentEnded,
             EndReason::Transferred,
+            EndReason::VoicemailLeft,
+            EndReason::MachineAnswered,
         ] {
             assert_eq!(
                 serde_json::to_value(reason).expect("serialises"),

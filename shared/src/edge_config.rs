@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use crate::call_session::SessionLimits;
+use crate::carrier::account::{AccountIssue, OutboundAccounts};
 use crate::config::{ConfigError, ConfigIssue, Reader, is_http_url};
 use crate::cors::CorsPolicy;
 use crate::firewall::{FirewallConfig, IpNet, IpNetError};
@@ -51,6 +52,9 @@ pub struct EdgeConfig {
     pub session_limits: SessionLimits,
     /// Edge ↔ origin signing key.
     pub signing_secret: Vec<u8>,
+    /// Carrier accounts outbound calls are placed through (`TWILIO_ACCOUNTS`,
+    /// `TELNYX_ACCOUNTS` with their credential secrets; `crate::carrier::account`).
+    pub outbound: OutboundAccounts,
 }
 
 impl std::fmt::Debug for EdgeConfig {
@@ -63,6 +67,7 @@ impl std::fmt::Debug for EdgeConfig {
             .field("cors", &self.cors)
             .field("session_limits", &self.session_limits)
             .field("signing_secret", &"<redacted>")
+            .field("outbound_accounts", &self.outbound.len())
             .finish()
     }
 }
@@ -79,6 +84,15 @@ pub enum EdgeIssue {
     /// A `CORS_ORIGINS` entry that is not a browser origin.
     #[error("{0:?} is not scheme://host[:port] with no path")]
     NotAnOrigin(String),
+    /// A carrier account entry that cannot be used.
+    #[error(transparent)]
+    Account(AccountIssue),
+}
+
+impl From<AccountIssue> for EdgeIssue {
+    fn from(issue: AccountIssue) -> Self {
+        EdgeIssue::Account(issue)
+    }
 }
 
 /// Every problem in voice-router's configuration.
@@ -144,6 +158,7 @@ impl EdgeConfig {
             .required_secret(EDGE_SIGNING_SECRET, MIN_SECRET_LEN)
             .expose()
             .to_vec();
+        let outbound = OutboundAccounts::read(&mut reader);
 
         reader.finish()?;
         Ok(Self {
@@ -165,6 +180,7 @@ impl EdgeConfig {
                 ..defaults
             },
             signing_secret,
+            outbound,
         })
     }
 }
@@ -321,6 +337,30 @@ mod tests {
         let config =
             parse(&[(ORIGIN_URL, "http://o"), (EDGE_SIGNING_SECRET, &stored)]).expect("valid");
         assert_eq!(config.signing_secret, SECRET.as_bytes());
+    }
+
+    #[test]
+    fn outbound_accounts_are_read_with_their_credentials_never_shown() {
+        let sid = "AC0123456789abcdef0123456789abcdef";
+        let accounts = format!(r#"{{"{sid}":{{"tenant_id":"t1"}}}}"#);
+        let token = format!("TWILIO_AUTH_TOKEN_{sid}");
+        let config = parse(&[
+            (ORIGIN_URL, "http://o"),
+            (EDGE_SIGNING_SECRET, SECRET),
+            ("TWILIO_ACCOUNTS", &accounts),
+            (&token, "the-auth-token"),
+        ])
+        .expect("valid");
+        assert_eq!(config.outbound.len(), 1);
+        assert!(config.outbound.for_call("t1", "+14155550100").is_some());
+        assert!(!format!("{config:?}").contains("the-auth-token"));
+        let broken = parse(&[
+            (ORIGIN_URL, "http://o"),
+            (EDGE_SIGNING_SECRET, SECRET),
+            ("TWILIO_ACCOUNTS", r#"{"ACx":{"tenant_id":"t1"}}"#),
+        ])
+        .expect_err("bad sid");
+        assert_eq!(broken.problems[0].name, "TWILIO_ACCOUNTS");
     }
 
     #[test]

@@ -77,6 +77,22 @@ error_codes! {
     NoRegion => "no_region",
     /// No agent with this id (for this tenant).
     UnknownAgent => "unknown_agent",
+    /// A carrier callback names another carrier call than the one the call is bound to.
+    CarrierCallMismatch => "carrier_call_mismatch",
+    /// A request signed by one carrier on another carrier's route.
+    WrongCarrier => "wrong_carrier",
+    /// An outbound call's caller id is not one of the tenant's numbers.
+    CallerIdNotAllowed => "caller_id_not_allowed",
+    /// No carrier account of the tenant places calls from this caller id.
+    OutboundNotConfigured => "outbound_not_configured",
+    /// The carrier refused the number to call.
+    CarrierRefusedDestination => "carrier_refused_destination",
+    /// The carrier refused the caller id.
+    CarrierRefusedCallerId => "carrier_refused_caller_id",
+    /// The carrier refused the call for another reason.
+    CarrierRefused => "carrier_refused",
+    /// The carrier failed, could not be reached, or refused the edge's credentials.
+    CarrierUnavailable => "carrier_unavailable",
     /// No region's origin answered.
     OriginUnavailable => "origin_unavailable",
     /// An internal service of the edge did not answer.

@@ -79,12 +79,17 @@ impl HandoffData {
 }
 
 /// How the `CallSession` records a call whose origin sent `end` with this `handoffData`: a
-/// transfer is `transferred`, a silent caller `idle_timeout`, anything else (a goodbye, an
+/// transfer is `transferred`, a silent caller `idle_timeout`, an answering machine
+/// `voicemail_left` or `machine_answered`, anything else (a goodbye, an
 /// unreadable value) `agent_ended`.
 pub fn end_reason(handoff_data: Option<&str>) -> EndReason {
     match handoff_data.and_then(HandoffData::parse) {
         Some(data) if data.reason == REASON_TRANSFER => EndReason::Transferred,
         Some(data) if data.reason == REASON_IDLE_TIMEOUT => EndReason::IdleTimeout,
+        Some(data) if data.reason == crate::voicemail::VOICEMAIL_LEFT => EndReason::VoicemailLeft,
+        Some(data) if data.reason == crate::voicemail::MACHINE_ANSWERED => {
+            EndReason::MachineAnswered
+        }
         _ => EndReason::AgentEnded,
     }
 }

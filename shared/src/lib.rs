@@ -10,6 +10,7 @@ pub mod call;
 pub mod call_event;
 pub mod call_list;
 pub mod call_session;
+pub mod carrier;
 pub mod chunking;
 pub mod config;
 pub mod conversation;
@@ -40,10 +41,12 @@ pub mod secret;
 pub mod session_token;
 pub mod signature;
 pub mod signing;
+pub mod telnyx;
 pub mod turn;
 pub mod twilio;
 pub mod twiml;
 pub mod usage;
+pub mod voicemail;
 
 #[cfg(test)]
 mod test_support;

@@ -17,6 +17,8 @@ pub const CALL_TURNS: &str = "/v1/calls/{id}/turns";
 pub const CALL_EVENTS: &str = "/v1/calls/{id}/events";
 /// `GET`: every live event of the tenant's calls (Server-Sent Events).
 pub const EVENTS: &str = "/v1/events";
+/// `POST`: what answering-machine detection found (from the edge's `CallSession`).
+pub const CALL_ANSWERED_BY: &str = "/v1/calls/{id}/answered-by";
 /// `GET` (WebSocket): the call's ConversationRelay socket.
 pub const CALL_RELAY: &str = "/v1/calls/{id}/relay";
 /// `GET`: a page of agents.
@@ -50,6 +52,11 @@ pub fn call_turns(id: &str) -> String {
 /// [`CALL_EVENTS`] for `id`.
 pub fn call_events(id: &str) -> String {
     fill(CALL_EVENTS, id)
+}
+
+/// [`CALL_ANSWERED_BY`] for `id`.
+pub fn call_answered_by(id: &str) -> String {
+    fill(CALL_ANSWERED_BY, id)
 }
 
 /// [`CALL_RELAY`] for `id`.
@@ -86,6 +93,7 @@ mod tests {
         assert_eq!(call_turns("c1"), "/v1/calls/c1/turns");
         assert_eq!(call_events("c1"), "/v1/calls/c1/events");
         assert_eq!(call_relay("CA01"), "/v1/calls/CA01/relay");
+        assert_eq!(call_answered_by("c1"), "/v1/calls/c1/answered-by");
         assert_eq!(agent("front_desk"), "/v1/agents/front_desk");
         assert_eq!(
             phone_number_agent("+14155550100"),
@@ -95,7 +103,14 @@ mod tests {
 
     #[test]
     fn every_pattern_has_at_most_one_parameter_under_its_collection() {
-        for pattern in [CALL, CALL_END, CALL_TURNS, CALL_EVENTS, CALL_RELAY] {
+        for pattern in [
+            CALL,
+            CALL_END,
+            CALL_TURNS,
+            CALL_EVENTS,
+            CALL_RELAY,
+            CALL_ANSWERED_BY,
+        ] {
             assert!(pattern.starts_with(CALLS), "{pattern}");
         }
         assert!(AGENT.starts_with(AGENTS));
@@ -106,6 +121,7 @@ mod tests {
             CALL_TURNS,
             CALL_EVENTS,
             CALL_RELAY,
+            CALL_ANSWERED_BY,
             AGENTS,
             AGENT,
             PHONE_NUMBER_AGENT,

@@ -54,6 +54,8 @@ pub enum AuthMethod {
     ApiKey,
     /// A carrier webhook or WebSocket handshake signed with `X-Twilio-Signature`.
     TwilioSignature,
+    /// A Telnyx webhook signed with `telnyx-signature-ed25519`.
+    TelnyxSignature,
     /// A short-lived token the edge minted for one call's relay URL.
     SessionToken,
 }

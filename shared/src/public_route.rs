@@ -2,6 +2,7 @@
 //! firewall stage, credential, scopes, body limit, and whether a failed forward may be retried
 //! on another region.
 
+use crate::carrier::CarrierKind;
 use crate::firewall::RouteKind;
 use crate::identifier::is_resource_id;
 use crate::origin_path;
@@ -13,12 +14,18 @@ pub enum PublicRoute {
     Health,
     /// `OPTIONS *`: a CORS preflight.
     Preflight,
-    /// `POST /voice/twilio/incoming`: the carrier's incoming-call webhook.
-    TwilioIncoming,
-    /// `POST /voice/twilio/status`: the carrier's call status callback.
-    TwilioStatus,
-    /// `POST /voice/twilio/action`: the carrier's `<Connect action>` callback once a relay
-    /// session ended; answered `<Dial>` for a transfer, else `<Hangup/>`.
+    /// `POST /voice/{carrier}/incoming`: the carrier's incoming-call webhook.
+    CarrierIncoming {
+        /// Whose webhook.
+        carrier: CarrierKind,
+    },
+    /// `POST /voice/{carrier}/status`: the carrier's call status (and AMD) callback.
+    CarrierStatus {
+        /// Whose callback.
+        carrier: CarrierKind,
+    },
+    /// `POST /voice/twilio/action`: Twilio's `<Connect action>` callback once a relay session
+    /// ended; answered `<Dial>` for a transfer, else `<Hangup/>`.
     TwilioAction,
     /// `POST /voice/twilio/whisper?text=…`: TwiML said to the person answering a transfer.
     TwilioWhisper,
@@ -29,6 +36,8 @@ pub enum PublicRoute {
     },
     /// `POST /api/v1/calls`.
     CreateCall,
+    /// `POST /api/v1/calls/outbound`: dial a number through the tenant's carrier.
+    OutboundCall,
     /// `GET /api/v1/calls/{id}`.
     GetCall {
         /// The call's id.
@@ -101,7 +110,7 @@ pub enum RouteError {
 pub enum Credential {
     /// None: open routes.
     None,
-    /// The carrier's `X-Twilio-Signature`.
+    /// The carrier's signature (`X-Twilio-Signature`, `telnyx-signature-ed25519`).
     CarrierSignature,
     /// The carrier's signature on the handshake, or a Bearer JWT/API key/call session token.
     CarrierOrBearer,
@@ -130,8 +139,6 @@ impl PublicRoute {
         let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
         let (route, allowed_method) = match segments.as_slice() {
             ["health"] => (PublicRoute::Health, "GET"),
-            ["voice", "twilio", "incoming"] => (PublicRoute::TwilioIncoming, "POST"),
-            ["voice", "twilio", "status"] => (PublicRoute::TwilioStatus, "POST"),
             ["voice", "twilio", "action"] => (PublicRoute::TwilioAction, "POST"),
             ["voice", "twilio", "whisper"] => (PublicRoute::TwilioWhisper, "POST"),
             ["api", "v1", "signing-secret"] => (
@@ -152,6 +159,18 @@ impl PublicRoute {
                 },
                 "GET",
             ),
+            ["voice", carrier, "incoming"] => (
+                PublicRoute::CarrierIncoming {
+                    carrier: CarrierKind::parse(carrier).ok_or(RouteError::NotFound)?,
+                },
+                "POST",
+            ),
+            ["voice", carrier, "status"] => (
+                PublicRoute::CarrierStatus {
+                    carrier: CarrierKind::parse(carrier).ok_or(RouteError::NotFound)?,
+                },
+                "POST",
+            ),
             ["api", "v1", "calls"] => {
                 return by_method(
                     method,
@@ -161,6 +180,8 @@ impl PublicRoute {
                     ],
                 );
             }
+            // Before the id arm: `outbound` is not a call id any carrier or the edge makes.
+            ["api", "v1", "calls", "outbound"] => (PublicRoute::OutboundCall, "POST"),
             ["api", "v1", "calls", id] => (
                 PublicRoute::GetCall {
                     call_id: id_of(id)?,
@@ -233,8 +254,8 @@ impl PublicRoute {
     pub fn kind(&self) -> RouteKind {
         match self {
             PublicRoute::Health | PublicRoute::Preflight => RouteKind::Open,
-            PublicRoute::TwilioIncoming
-            | PublicRoute::TwilioStatus
+            PublicRoute::CarrierIncoming { .. }
+            | PublicRoute::CarrierStatus { .. }
             | PublicRoute::TwilioAction
             | PublicRoute::TwilioWhisper
             | PublicRoute::Relay { .. } => RouteKind::Voice,
@@ -246,8 +267,8 @@ impl PublicRoute {
     pub fn credential(&self) -> Credential {
         match self {
             PublicRoute::Health | PublicRoute::Preflight => Credential::None,
-            PublicRoute::TwilioIncoming
-            | PublicRoute::TwilioStatus
+            PublicRoute::CarrierIncoming { .. }
+            | PublicRoute::CarrierStatus { .. }
             | PublicRoute::TwilioAction
             | PublicRoute::TwilioWhisper => Credential::CarrierSignature,
             PublicRoute::Relay { .. } => Credential::CarrierOrBearer,
@@ -264,9 +285,10 @@ impl PublicRoute {
             | PublicRoute::CallEvents { .. }
             | PublicRoute::Events
             | PublicRoute::Usage => &[SCOPE_CALLS_READ],
-            PublicRoute::CreateCall | PublicRoute::Turn { .. } | PublicRoute::EndCall { .. } => {
-                &[SCOPE_CALLS_WRITE]
-            }
+            PublicRoute::CreateCall
+            | PublicRoute::OutboundCall
+            | PublicRoute::Turn { .. }
+            | PublicRoute::EndCall { .. } => &[SCOPE_CALLS_WRITE],
             PublicRoute::Agents { .. } | PublicRoute::SigningSecret { .. } => &[SCOPE_AGENTS_ADMIN],
             _ => &[],
         }
@@ -434,9 +456,17 @@ mod tests {
             (
                 "POST",
                 "/voice/twilio/incoming",
-                PublicRoute::TwilioIncoming,
+                PublicRoute::CarrierIncoming {
+                    carrier: CarrierKind::Twilio,
+                },
             ),
-            ("POST", "/voice/twilio/status", PublicRoute::TwilioStatus),
+            (
+                "POST",
+                "/voice/twilio/status",
+                PublicRoute::CarrierStatus {
+                    carrier: CarrierKind::Twilio,
+                },
+            ),
             ("POST", ACTION_PATH, PublicRoute::TwilioAction),
             ("POST", WHISPER_PATH, PublicRoute::TwilioWhisper),
             (
@@ -453,6 +483,21 @@ mod tests {
                     origin_path: "/v1/signing-secret/rotate".into(),
                 },
             ),
+            (
+                "POST",
+                "/voice/telnyx/incoming",
+                PublicRoute::CarrierIncoming {
+                    carrier: CarrierKind::Telnyx,
+                },
+            ),
+            (
+                "POST",
+                "/voice/telnyx/status",
+                PublicRoute::CarrierStatus {
+                    carrier: CarrierKind::Telnyx,
+                },
+            ),
+            ("POST", "/api/v1/calls/outbound", PublicRoute::OutboundCall),
             (
                 "GET",
                 "/voice/relay/CA0123456789abcdef0123456789abcdef",
@@ -538,6 +583,13 @@ mod tests {
             ("GET", "/", RouteError::NotFound),
             ("GET", "/api/v1/call", RouteError::NotFound),
             ("GET", "/api/v1/agents/a/b", RouteError::NotFound),
+            ("POST", "/voice/vonage/incoming", RouteError::NotFound),
+            ("POST", "/voice/relay/status", RouteError::MethodNotAllowed),
+            (
+                "GET",
+                "/api/v1/calls/outbound",
+                RouteError::MethodNotAllowed,
+            ),
             ("POST", "/health", RouteError::MethodNotAllowed),
             (
                 "GET",
@@ -647,7 +699,18 @@ mod tests {
         assert_eq!(secret.required_scopes(), &[SCOPE_AGENTS_ADMIN]);
         assert_eq!(secret.credential(), Credential::Bearer);
         assert_eq!(PublicRoute::Health.body_limit(), 0);
-        assert_eq!(PublicRoute::TwilioIncoming.body_limit(), VOICE_BODY_LIMIT);
+        let telnyx = PublicRoute::CarrierStatus {
+            carrier: CarrierKind::Telnyx,
+        };
+        assert_eq!(telnyx.body_limit(), VOICE_BODY_LIMIT);
+        assert_eq!(telnyx.credential(), Credential::CarrierSignature);
+        assert_eq!(telnyx.kind(), RouteKind::Voice);
+        assert_eq!(PublicRoute::OutboundCall.kind(), RouteKind::Api);
+        assert_eq!(PublicRoute::OutboundCall.credential(), Credential::Bearer);
+        assert_eq!(
+            PublicRoute::OutboundCall.required_scopes(),
+            &[SCOPE_CALLS_WRITE]
+        );
         assert_eq!(
             PublicRoute::Turn { call_id: call("c") }.body_limit(),
             API_BODY_LIMIT

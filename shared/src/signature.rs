@@ -1,6 +1,7 @@
 //! Checking a JWS signature: the algorithms the platform accepts, the [`Verifier`] seam, HMAC
 //! (always pure Rust: small and fast) and, with the `rust-crypto` feature, [`RustCrypto`] for
-//! RS256/ES256. auth-validator plugs the runtime's WebCrypto into the same seam.
+//! RS256/ES256. auth-validator plugs the runtime's WebCrypto into the same seam. Telnyx's
+//! Ed25519 webhook signatures have a seam of their own, [`Ed25519Verifier`].
 
 use std::future::Future;
 
@@ -99,6 +100,24 @@ pub trait Verifier {
     ) -> impl Future<Output = Result<(), SignatureError>>;
 }
 
+/// Checks Ed25519 signatures (RFC 8032), the scheme Telnyx signs its webhooks with. Implemented
+/// by [`RustCrypto`] (native, tests) and by auth-validator's WebCrypto verifier (workerd's
+/// `crypto.subtle` has `Ed25519`), so the Worker's wasm carries no curve arithmetic.
+pub trait Ed25519Verifier {
+    /// `Ok` when `signature` is `public_key`'s signature of `message`.
+    fn verify_ed25519(
+        &self,
+        public_key: &[u8; ED25519_KEY_LEN],
+        message: &[u8],
+        signature: &[u8; ED25519_LEN],
+    ) -> impl Future<Output = Result<(), SignatureError>>;
+}
+
+/// Length of an Ed25519 public key.
+pub const ED25519_KEY_LEN: usize = 32;
+/// Length of an Ed25519 signature.
+pub const ED25519_LEN: usize = 64;
+
 /// Length of an HS256 MAC.
 pub const HS256_LEN: usize = 32;
 /// Length of an ES256 signature (`r || s`).
@@ -169,6 +188,26 @@ impl Verifier for RustCrypto {
         signature: &[u8],
     ) -> impl Future<Output = Result<(), SignatureError>> {
         std::future::ready(self.verify_now(alg, key, message, signature))
+    }
+}
+
+#[cfg(feature = "rust-crypto")]
+impl Ed25519Verifier for RustCrypto {
+    fn verify_ed25519(
+        &self,
+        public_key: &[u8; ED25519_KEY_LEN],
+        message: &[u8],
+        signature: &[u8; ED25519_LEN],
+    ) -> impl Future<Output = Result<(), SignatureError>> {
+        use ed25519_dalek::{Signature, VerifyingKey};
+        let verdict = VerifyingKey::from_bytes(public_key)
+            .map_err(|_| SignatureError::UnusableKey)
+            .and_then(|key| {
+                // `verify_strict` refuses the malleable and small-order forms RFC 8032 permits.
+                key.verify_strict(message, &Signature::from_bytes(signature))
+                    .map_err(|_| SignatureError::Mismatch)
+            });
+        std::future::ready(verdict)
     }
 }
 

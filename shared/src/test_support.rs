@@ -116,5 +116,11 @@ pub fn call(id: &str, started_at_ms: u64) -> crate::call::Call {
         ended_at_ms: None,
         end_reason: None,
         caller: crate::call::CallerDetails::default(),
+        direction: crate::call::CallDirection::Inbound,
+        carrier: None,
+        answered_by: None,
+        voicemail_message: None,
+        voicemail_left_at_ms: None,
+        metadata: None,
     }
 }

@@ -586,11 +586,13 @@ mod tests {
     }
 }
 
-/// The fields of the carrier's call webhooks (incoming call, status callback, and the
+/// The fields of the carrier's call webhooks (incoming call, status callback, answering-machine detection callback, and the
 /// `<Connect action>` callback after a ConversationRelay session ends) the edge acts on. The
 /// action callback adds `SessionId`, `SessionStatus`, `SessionDuration` and `HandoffData` (the
 /// `handoffData` string of the relay's `end` message, as sent) to the usual call fields:
 /// <https://www.twilio.com/docs/voice/twiml/connect/conversationrelay> ("End session message").
+/// The answering-machine detection callback adds `AnsweredBy`. Telnyx's TeXML callbacks use
+/// the same names.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallWebhook {
     /// `CallSid`: the carrier's call id.
@@ -611,6 +613,8 @@ pub struct CallWebhook {
     pub session_duration: Option<String>,
     /// `HandoffData`: the `handoffData` of the relay's `end`, action callback only.
     pub handoff_data: Option<String>,
+    /// `AnsweredBy`: what answering-machine detection found (`human`, `machine_end_beep`, …).
+    pub answered_by: Option<String>,
 }
 
 impl CallWebhook {
@@ -643,6 +647,7 @@ impl CallWebhook {
             session_status: text("SessionStatus"),
             session_duration: text("SessionDuration"),
             handoff_data: text("HandoffData"),
+            answered_by: text("AnsweredBy"),
         }
     }
 
@@ -660,6 +665,7 @@ impl CallWebhook {
                 "SessionStatus" => &mut webhook.session_status,
                 "SessionDuration" => &mut webhook.session_duration,
                 "HandoffData" => &mut webhook.handoff_data,
+                "AnsweredBy" => &mut webhook.answered_by,
                 _ => continue,
             };
             if slot.is_none() {

@@ -1,10 +1,14 @@
-//! TwiML the edge answers the carrier's webhooks with.
+//! TwiML (and Telnyx's TwiML-compatible TeXML) the edge answers the carrier's webhooks with,
+//! and runs an outbound call with.
 //!
 //! [`connect_agent`] renders an agent's whole ConversationRelay configuration; attributes and
-//! elements as in <https://www.twilio.com/docs/voice/twiml/connect/conversationrelay>. Its
-//! `<Connect action>` is where the carrier posts once the relay session ends; that callback is
-//! answered with [`dial`] (a transfer to a person, TwiML `<Dial>` with a `<Number>` or `<Sip>`
-//! noun whose `url` whispers to the person answering:
+//! elements as in <https://www.twilio.com/docs/voice/twiml/connect/conversationrelay>.
+//! [`connect_agent_in`] renders it for a [`Dialect`]: TeXML's `<ConversationRelay>` documents
+//! fewer attributes
+//! (<https://developers.telnyx.com/docs/voice/programmable-voice/texml-verbs/conversationrelay>),
+//! so only those are rendered for Telnyx. Twilio's `<Connect action>` is where the carrier posts
+//! once the relay session ends; that callback is answered with [`dial`] (a transfer to a person,
+//! TwiML `<Dial>` with a `<Number>` or `<Sip>` noun whose `url` whispers to the person answering:
 //! <https://www.twilio.com/docs/voice/twiml/dial>, <https://www.twilio.com/docs/voice/twiml/number>)
 //! or [`hang_up`]. Every value is XML-escaped.
 
@@ -24,6 +28,51 @@ const XML_DECLARATION: &str = r#"<?xml version="1.0" encoding="UTF-8"?>"#;
 /// `voice`, `language`, `ttsProvider`, `transcriptionProvider`, `dtmfDetection`), so existing
 /// answers are unchanged byte for byte.
 pub fn connect_agent(
+    agent: &AgentSpec,
+    url: &str,
+    action: Option<&str>,
+    parameters: &[(String, String)],
+) -> String {
+    connect_agent_in(Dialect::Twilio, agent, url, action, parameters)
+}
+
+/// The carrier whose markup is rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// TwiML: every ConversationRelay attribute.
+    Twilio,
+    /// TeXML: the attributes Telnyx documents for `<ConversationRelay>` (`url`,
+    /// `welcomeGreeting`, `voice`, `language`, `transcriptionProvider`, `interruptible`,
+    /// `welcomeGreetingInterruptible`, `dtmfDetection`); its `<Language>` takes `code`,
+    /// `ttsProvider`, `voice`, `transcriptionProvider`, `speechModel`, and `<Parameter>`s pass
+    /// custom parameters.
+    Telnyx,
+}
+
+/// Top-level `<ConversationRelay>` attributes TeXML documents.
+const TEXML_ATTRIBUTES: [&str; 8] = [
+    "url",
+    "welcomeGreeting",
+    "voice",
+    "language",
+    "transcriptionProvider",
+    "interruptible",
+    "welcomeGreetingInterruptible",
+    "dtmfDetection",
+];
+
+impl Dialect {
+    fn renders(self, attribute: &str) -> bool {
+        match self {
+            Dialect::Twilio => true,
+            Dialect::Telnyx => TEXML_ATTRIBUTES.contains(&attribute),
+        }
+    }
+}
+
+/// [`connect_agent`] in `dialect`.
+pub fn connect_agent_in(
+    dialect: Dialect,
     agent: &AgentSpec,
     url: &str,
     action: Option<&str>,
@@ -115,6 +164,7 @@ pub fn connect_agent(
             element
         })
         .collect();
+    attributes.retain(|(name, _)| dialect.renders(name));
     render(action, &attributes, &languages, parameters)
 }
 
@@ -502,5 +552,34 @@ mod tests {
         for (xml, body) in cases {
             assert_eq!(xml, format!("{XML_DECLARATION}{body}"));
         }
+    }
+
+    /// TeXML renders only what Telnyx documents for `<ConversationRelay>`, in the same order.
+    #[test]
+    fn texml_renders_the_attributes_telnyx_documents() {
+        let spec = agent(serde_json::json!({
+            "greeting": "Hi",
+            "voice": {
+                "voice": "Telnyx.NaturalHD.astra", "language": "en", "tts_provider": "telnyx",
+                "transcription_provider": "deepgram", "interruptible": "speech",
+                "welcome_greeting_interruptible": "none", "preemptible": true, "hints": ["AYBIZA"],
+                "languages": [{"code": "fr", "voice": "Telnyx.NaturalHD.chloe", "speech_model": "nova-3"}],
+            },
+        }));
+        let parameters = vec![("agent_id".to_owned(), "ava".to_owned())];
+        assert_eq!(
+            connect_agent_in(Dialect::Telnyx, &spec, URL, None, &parameters),
+            concat!(
+                r#"<?xml version="1.0" encoding="UTF-8"?><Response><Connect><ConversationRelay"#,
+                r#" url="wss://e.example/voice/relay/CA1" welcomeGreeting="Hi""#,
+                r#" voice="Telnyx.NaturalHD.astra" language="en" transcriptionProvider="deepgram""#,
+                r#" dtmfDetection="true" welcomeGreetingInterruptible="none" interruptible="speech">"#,
+                r#"<Language code="fr" voice="Telnyx.NaturalHD.chloe" speechModel="nova-3"/>"#,
+                r#"<Parameter name="agent_id" value="ava"/></ConversationRelay></Connect></Response>"#,
+            )
+        );
+        // The same agent in TwiML keeps every attribute.
+        let twiml = connect_agent(&spec, URL, None, &parameters);
+        assert!(twiml.contains(r#"ttsProvider="telnyx""#) && twiml.contains(r#"hints="AYBIZA""#));
     }
 }

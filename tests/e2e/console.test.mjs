@@ -286,6 +286,22 @@ describe("a person using the console in Chromium", () => {
     await page.getByLabel("Greeting").fill("Hello, you reached the front desk.");
     await page.getByRole("button", { name: "Save changes" }).click();
     await page.getByText(`Saved ${AGENT_ID}, version 2.`).waitFor();
+
+    // Tools are JSON: text that is not JSON is refused by the form, a tool the origin refuses
+    // (plain http) shows its error on the field holding it (the origin names tools[0].url).
+    const tools = page.getByLabel("Tools (JSON)", { exact: true });
+    await tools.fill("[{");
+    await page.getByRole("button", { name: "Save changes" }).click();
+    await fieldError("tools").getByText("is not JSON").waitFor();
+    const lookup = { name: "lookup_order", description: "Looks up an order.", input_schema: { type: "object" }, url: "http://tools.example.com/orders" };
+    await tools.fill(JSON.stringify([lookup]));
+    await page.getByRole("button", { name: "Save changes" }).click();
+    await fieldError("tools").getByText("https").waitFor();
+    assert.equal(await page.locator(".field-error").count(), 1, "only the tools field shows an error");
+    await tools.fill("");
+    await page.getByRole("button", { name: "Save changes" }).click();
+    await page.getByText(`Saved ${AGENT_ID}, version 3.`).waitFor();
+    assert.equal((await json(await fetch(`${edge.url}/api/v1/agents/${AGENT_ID}`, { headers: { authorization: `Bearer ${API_KEY}` } }))).tools, undefined, "no tools");
     await accessible("agent editor");
     await screenshot("04-agent-edit");
     await page.goto(`${edge.url}/console/#/agents/new`);

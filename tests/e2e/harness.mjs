@@ -312,46 +312,22 @@ export async function originRelay(origin, callId, principal) {
 /**
  * A ConversationRelay WebSocket client at `url` with handshake `headers` (the origin's signed
  * edge headers, or a carrier's signature through the edge): `send`, `next`, `reply` (one
- * reply's text), `closed` (resolves to the close code), `close`.
+ * reply's text; every message must be a `text`), `closed` (resolves to the close code), `close`.
  */
 export async function relaySocket(url, headers) {
-  // `ws` (pinned through wrangler's lockfile) sends the headers a WebSocket handshake needs.
-  const WebSocket = requireFromWrangler("ws");
-  const socket = new WebSocket(url, { headers });
-  const queue = [];
-  const waiters = [];
-  socket.on("message", (data) => {
-    const message = JSON.parse(data.toString());
-    const waiter = waiters.shift();
-    if (waiter) waiter(message);
-    else queue.push(message);
-  });
-  const closed = new Promise((resolve) => socket.once("close", (code) => resolve(code)));
-  await withTimeout(
-    new Promise((resolve, reject) => {
-      socket.once("open", resolve);
-      socket.once("unexpected-response", (_, response) => reject(new Error(`handshake answered ${response.statusCode}`)));
-      socket.once("error", reject);
-    }),
-    5_000,
-    "relay did not open",
-  );
-  const next = (ms = 5_000) =>
-    withTimeout(queue.length ? Promise.resolve(queue.shift()) : new Promise((resolve) => waiters.push(resolve)), ms, "no relay message");
+  const client = await wsClient(url, headers, 5_000);
   return {
-    send: (message) => socket.send(JSON.stringify(message)),
-    next,
+    ...client,
     async reply() {
       let text = "";
       for (;;) {
-        const message = await next();
+        const message = await client.next();
         if (message.type !== "text") throw new Error(`expected a text message, got ${JSON.stringify(message)}`);
         text += message.token;
         if (message.last) return text;
       }
     },
-    closed: () => closed,
-    close: () => socket.close(),
+    closed: () => client.whenClosed.then(({ code }) => code),
   };
 }
 
@@ -364,12 +340,14 @@ export function twilioSignature(authToken, url, params = {}) {
 }
 
 /**
- * Opens a WebSocket (a call's relay through the edge) with `headers`. Messages wait in a queue
- * for `next(ms)`; `reply()` returns one talk cycle's `text` tokens up to `last: true` (other
- * messages are skipped); `closed()` is `{code, reason}` once closed, else null. A refused
- * handshake rejects with the status and body.
+ * Opens a WebSocket (a call's relay through the edge) with `headers`, waiting `ms` at most for
+ * the handshake and for each message. Messages wait in a queue for `next(ms)`; `reply()` returns
+ * one talk cycle's `text` tokens up to `last: true` (other messages are skipped); `closed()` is
+ * `{code, reason}` once closed, else null; `whenClosed` resolves to it. A refused handshake
+ * rejects with the status and body.
  */
-export async function wsClient(url, headers = {}) {
+export async function wsClient(url, headers = {}, ms = 10_000) {
+  // `ws` (pinned through wrangler's lockfile) sends the headers a WebSocket handshake needs.
   const WebSocket = requireFromWrangler("ws");
   const socket = new WebSocket(url, { headers });
   const queue = [];
@@ -381,9 +359,12 @@ export async function wsClient(url, headers = {}) {
     if (waiter) waiter(message);
     else queue.push(message);
   });
-  socket.on("close", (code, reason) => {
-    closed = { code, reason: reason.toString() };
-  });
+  const whenClosed = new Promise((resolve) =>
+    socket.once("close", (code, reason) => {
+      closed = { code, reason: reason.toString() };
+      resolve(closed);
+    }),
+  );
   await withTimeout(
     new Promise((resolve, reject) => {
       socket.once("open", resolve);
@@ -394,14 +375,15 @@ export async function wsClient(url, headers = {}) {
       });
       socket.once("error", reject);
     }),
-    10_000,
+    ms,
     "relay did not open",
   );
-  const next = (ms = 10_000) =>
-    withTimeout(queue.length ? Promise.resolve(queue.shift()) : new Promise((resolve) => waiters.push(resolve)), ms, "no relay message");
+  const next = (wait = ms) =>
+    withTimeout(queue.length ? Promise.resolve(queue.shift()) : new Promise((resolve) => waiters.push(resolve)), wait, "no relay message");
   return {
     send: (message) => socket.send(JSON.stringify(message)),
     next,
+    whenClosed,
     /** The text tokens of one reply, up to and including `last: true`. */
     async reply() {
       const tokens = [];

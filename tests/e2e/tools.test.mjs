@@ -211,7 +211,7 @@ describe("a phone call where the agent acts", () => {
     const answer = await incoming(sid);
     const twiml = await answer.text();
     assert.equal(answer.status, 200, twiml);
-    const action = `${edge.url}/voice/twilio/action`;
+    const action = `${edge.url}/voice/twilio/action?call_id=${sid}`;
     assert.ok(twiml.includes(`<Connect action="${action}"><ConversationRelay url=`), twiml);
 
     const socket = await connected(sid);

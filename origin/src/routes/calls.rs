@@ -11,7 +11,9 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, StreamExt};
-use shared::call::{Call, CallSource, CallStatus, CallerDetails, CreateCall, EndCall, check_id};
+use shared::call::{
+    AnsweredByReport, Call, CallSource, CallStatus, CallerDetails, CreateCall, EndCall, check_id,
+};
 use shared::call_event::stream::{EventId, Resume, replay};
 use shared::call_event::{CallEvent, CallEventKind};
 use shared::call_list::{CallListQuery, CallPage};
@@ -27,7 +29,7 @@ use crate::AppState;
 use crate::edge_auth::Caller;
 use crate::error::{AppError, Failed, OrFail};
 use crate::request_id::RequestId;
-use crate::store::EndOutcome;
+use crate::store::{AnswerOutcome, EndOutcome};
 use crate::turn::{self, Ending, Stop, StopSignal, TurnError, TurnInput};
 
 /// Keeps idle event streams open through proxies (the ALB's idle timeout is 60 s).
@@ -82,6 +84,12 @@ pub async fn start_call(
         ended_at_ms: None,
         end_reason: None,
         caller: CallerDetails::default(),
+        direction: request.direction,
+        carrier: request.carrier,
+        answered_by: None,
+        voicemail_message: None,
+        voicemail_left_at_ms: None,
+        metadata: request.metadata.clone(),
     };
     stored(state, state.store.create_call(&call).await)?;
     turn::publish(
@@ -192,12 +200,55 @@ pub async fn end(
             state.fanout.publish(event).await;
             Ok(Json(call))
         }
-        EndOutcome::AlreadyEnded(_) => Err(Failed(
-            AppError::conflict("call_ended", "the call has already ended"),
-            request_id,
-        )),
+        EndOutcome::AlreadyEnded(_) => Err(ended(request_id)),
         EndOutcome::NotFound => Err(Failed(AppError::Missing("call"), request_id)),
     }
+}
+
+/// `POST /v1/calls/{id}/answered-by`: what answering-machine detection found (the edge's
+/// `CallSession` forwards the carrier's result). Stored with the call (the first result stays)
+/// and told to the call's live relay session on whichever replica holds it, which leaves the
+/// agent's voicemail message or hangs up on a machine (`crate::relay`). 409 once the call ended.
+pub async fn answered_by(
+    State(state): State<AppState>,
+    caller: Caller,
+    request_id: RequestId,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Call>, Failed> {
+    valid_id(&id).or_fail(&request_id)?;
+    let report: AnsweredByReport = json_body(&body).or_fail(&request_id)?;
+    let outcome = stored(
+        &state,
+        state
+            .store
+            .record_answer(caller.tenant(), &id, report.answered_by)
+            .await,
+    )
+    .or_fail(&request_id)?;
+    match outcome {
+        AnswerOutcome::Recorded(call) => {
+            let mut event = CallEvent::new(
+                CallEventKind::AnsweredBy,
+                caller.tenant(),
+                &call.id,
+                state.now_ms(),
+            );
+            event.answered_by = call.answered_by;
+            state.fanout.publish(event).await;
+            Ok(Json(call))
+        }
+        AnswerOutcome::Ended(_) => Err(ended(request_id)),
+        AnswerOutcome::NotFound => Err(Failed(AppError::Missing("call"), request_id)),
+    }
+}
+
+/// A change refused because the call has already ended.
+fn ended(request_id: RequestId) -> Failed {
+    Failed(
+        AppError::conflict("call_ended", "the call has already ended"),
+        request_id,
+    )
 }
 
 /// `GET /v1/calls/{id}/turns`.

@@ -17,15 +17,16 @@ use shared::agent::{
     DEFAULT_FILLER_UTTERANCE, DEFAULT_IDLE_GOODBYE, DEFAULT_IDLE_REPROMPT,
     DEFAULT_IDLE_REPROMPT_SECS, DEFAULT_IDLE_REPROMPTS, InferenceSettings, Latency, VoiceSettings,
 };
-use shared::call::{Call, CallSource, CallStatus, CallerDetails};
+use shared::call::{Call, CallDirection, CallSource, CallStatus, CallerDetails};
 use shared::call_list::CallListQuery;
+use shared::carrier::{AnsweredBy, CarrierKind};
 use shared::turn::{Turn, TurnRole};
 use shared::usage::{DayRange, UsageDay, day_of};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor, Row, SqlSafeStr};
 
-use super::{EndOutcome, NewTurn, SigningSecret, Store, StoreError};
+use super::{AnswerOutcome, EndOutcome, NewTurn, SigningSecret, Store, StoreError};
 use crate::config::{Backend, DatabaseConfig};
 
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -49,6 +50,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         "calls by start",
         include_str!("../../migrations/postgres/0005_calls_by_start.sql"),
     ),
+    (
+        6,
+        "outbound calls",
+        include_str!("../../migrations/postgres/0006_outbound_calls.sql"),
+    ),
 ];
 const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -71,6 +77,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "calls by start",
         include_str!("../../migrations/sqlite/0005_calls_by_start.sql"),
     ),
+    (
+        6,
+        "outbound calls",
+        include_str!("../../migrations/sqlite/0006_outbound_calls.sql"),
+    ),
 ];
 
 /// The SQL store.
@@ -86,14 +97,15 @@ const AGENT_COLUMNS: &str = "id, tenant_id, name, system_prompt, greeting, model
     max_tokens, temperature, top_p, stop_sequences, voice, language, tts_provider, \
     transcription_provider, phone_numbers, version, created_at_ms, updated_at_ms, voice_settings, \
     fallback_utterance, idle_reprompt_secs, idle_reprompt, idle_reprompts, idle_goodbye, \
-    guardrail, latency, tools, builtin_tools, filler_after_ms, filler_utterance";
+    guardrail, latency, tools, builtin_tools, filler_after_ms, filler_utterance, voicemail_message";
 
 /// A call's columns. `turn_count` (the column) numbers every stored turn for `seq`; what a call
 /// reports as its turn count is its caller turns (`TurnRole::is_caller_turn`: `user` and
 /// `dtmf`), the definition the edge counts too.
 const CALL_COLUMNS: &str = "id, tenant_id, agent_id, source, carrier_call_sid, from_number, \
     to_number, region, status, started_at_ms, ended_at_ms, end_reason, caller_name, \
-    forwarded_from, call_type, \
+    forwarded_from, call_type, direction, carrier, answered_by, voicemail_message, \
+    voicemail_left_at_ms, metadata, \
     (SELECT COUNT(*) FROM turns t WHERE t.tenant_id = calls.tenant_id AND t.call_id = calls.id \
     AND t.role IN ('user', 'dtmf')) AS caller_turns";
 
@@ -411,6 +423,7 @@ fn agent_from_row(row: &AnyRow) -> Result<Agent, StoreError> {
             }),
             filler_utterance: get_opt("filler_utterance")?
                 .unwrap_or_else(|| DEFAULT_FILLER_UTTERANCE.to_owned()),
+            voicemail_message: get_opt("voicemail_message")?,
         },
         version: unsigned(int_of("version")?),
         created_at_ms: unsigned(int_of("created_at_ms")?),
@@ -513,6 +526,35 @@ fn call_from_row(row: &AnyRow) -> Result<Call, StoreError> {
             caller_name: opt("caller_name")?,
             forwarded_from: opt("forwarded_from")?,
             call_type: opt("call_type")?,
+        },
+        // Calls stored before outbound calls existed have no direction: they came in.
+        direction: match opt("direction")? {
+            Some(text) => CallDirection::parse(&text)
+                .ok_or_else(|| StoreError::Corrupt(format!("call direction {text:?}")))?,
+            None => CallDirection::Inbound,
+        },
+        carrier: match opt("carrier")? {
+            Some(text) => Some(
+                CarrierKind::parse(&text)
+                    .ok_or_else(|| StoreError::Corrupt(format!("call carrier {text:?}")))?,
+            ),
+            None => None,
+        },
+        answered_by: match opt("answered_by")? {
+            Some(text) => Some(
+                AnsweredBy::parse(&text)
+                    .ok_or_else(|| StoreError::Corrupt(format!("call answered_by {text:?}")))?,
+            ),
+            None => None,
+        },
+        voicemail_message: opt("voicemail_message")?,
+        voicemail_left_at_ms: row
+            .try_get::<Option<i64>, _>("voicemail_left_at_ms")
+            .map_err(corrupt("call"))?
+            .map(unsigned),
+        metadata: match opt("metadata")? {
+            Some(text) => Some(json_value(&text, "call metadata")?),
+            None => None,
         },
     })
 }
@@ -617,9 +659,9 @@ impl Store for SqlStore {
              tts_provider, transcription_provider, phone_numbers, version, created_at_ms, \
              updated_at_ms, voice_settings, fallback_utterance, idle_reprompt_secs, idle_reprompt, \
              idle_reprompts, idle_goodbye, guardrail, latency, tools, builtin_tools, \
-             filler_after_ms, filler_utterance) \
+             filler_after_ms, filler_utterance, voicemail_message) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 1, $17, $17, \
-             $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29) \
+             $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30) \
              ON CONFLICT (tenant_id, id) DO UPDATE SET name = excluded.name, \
              system_prompt = excluded.system_prompt, greeting = excluded.greeting, \
              model = excluded.model, fallback_models = excluded.fallback_models, \
@@ -636,7 +678,8 @@ impl Store for SqlStore {
              idle_goodbye = excluded.idle_goodbye, guardrail = excluded.guardrail, \
              latency = excluded.latency, tools = excluded.tools, \
              builtin_tools = excluded.builtin_tools, filler_after_ms = excluded.filler_after_ms, \
-             filler_utterance = excluded.filler_utterance \
+             filler_utterance = excluded.filler_utterance, \
+             voicemail_message = excluded.voicemail_message \
              RETURNING version, created_at_ms",
         )
         .bind(tenant)
@@ -668,6 +711,7 @@ impl Store for SqlStore {
         .bind(builtin_tools)
         .bind(i64::from(spec.filler_after_ms))
         .bind(spec.filler_utterance.as_str())
+        .bind(spec.voicemail_message.as_deref())
         .fetch_one(&mut *tx)
         .await
         .map_err(classify)?;
@@ -784,8 +828,8 @@ impl Store for SqlStore {
         let mut tx = pool.begin().await.map_err(classify)?;
         sqlx::query(
             "INSERT INTO calls (tenant_id, id, agent_id, source, carrier_call_sid, from_number, \
-             to_number, region, status, turn_count, started_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10)",
+             to_number, region, status, turn_count, started_at_ms, direction, carrier, metadata) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11, $12, $13)",
         )
         .bind(call.tenant_id.as_str())
         .bind(call.id.as_str())
@@ -797,6 +841,9 @@ impl Store for SqlStore {
         .bind(call.region.as_str())
         .bind(call.status.as_str())
         .bind(int(call.started_at_ms))
+        .bind(call.direction.as_str())
+        .bind(call.carrier.map(CarrierKind::as_str))
+        .bind(call.metadata.as_ref().map(ToString::to_string))
         .execute(&mut *tx)
         .await
         .map_err(|error| {
@@ -875,6 +922,54 @@ impl Store for SqlStore {
             Some(call) => EndOutcome::AlreadyEnded(call),
             None => EndOutcome::NotFound,
         })
+    }
+
+    async fn record_answer(
+        &self,
+        tenant: &str,
+        id: &str,
+        answered_by: AnsweredBy,
+    ) -> Result<AnswerOutcome, StoreError> {
+        let pool = self.ready()?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE calls SET answered_by = COALESCE(answered_by, $3) \
+             WHERE tenant_id = $1 AND id = $2 AND status = 'active' RETURNING {CALL_COLUMNS}"
+        )))
+        .bind(tenant)
+        .bind(id)
+        .bind(answered_by.as_str())
+        .fetch_optional(pool)
+        .await
+        .map_err(classify)?;
+        if let Some(row) = row {
+            return Ok(AnswerOutcome::Recorded(call_from_row(&row)?));
+        }
+        Ok(match self.get_call(tenant, id).await? {
+            Some(call) => AnswerOutcome::Ended(call),
+            None => AnswerOutcome::NotFound,
+        })
+    }
+
+    async fn record_voicemail(
+        &self,
+        tenant: &str,
+        id: &str,
+        message: &str,
+        at_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let pool = self.ready()?;
+        let done = sqlx::query(
+            "UPDATE calls SET voicemail_message = $3, voicemail_left_at_ms = $4 \
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(message)
+        .bind(int(at_ms))
+        .execute(pool)
+        .await
+        .map_err(classify)?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn list_turns(&self, tenant: &str, call_id: &str) -> Result<Vec<Turn>, StoreError> {

@@ -42,13 +42,14 @@ use origin::llm::bedrock::BedrockClient;
 use origin::llm::{LlmClient, LlmError, LlmEvent, LlmReadiness, LlmRequest, LlmStream};
 use origin::metrics::Metrics;
 use origin::store::sql::SqlStore;
-use origin::store::{EndOutcome, NewTurn, SigningSecret, Store, StoreError};
+use origin::store::{AnswerOutcome, EndOutcome, NewTurn, SigningSecret, Store, StoreError};
 use origin::{AppState, Clock};
 use serde_json::{Value, json};
 use shared::agent::{Agent, AgentSpec};
 use shared::call::Call;
 use shared::call::CallerDetails;
 use shared::call_list::CallListQuery;
+use shared::carrier::AnsweredBy;
 use shared::model::ModelFailure;
 use shared::principal::{AuthMethod, Principal};
 use shared::signing::{BodyHash, SignedRequest, sign};
@@ -906,6 +907,27 @@ impl Store for FlakyStore {
     ) -> Result<EndOutcome, StoreError> {
         self.check()?;
         self.inner.end_call(tenant, id, reason, now_ms).await
+    }
+    async fn record_answer(
+        &self,
+        tenant: &str,
+        id: &str,
+        answered_by: AnsweredBy,
+    ) -> Result<AnswerOutcome, StoreError> {
+        self.check()?;
+        self.inner.record_answer(tenant, id, answered_by).await
+    }
+    async fn record_voicemail(
+        &self,
+        tenant: &str,
+        id: &str,
+        message: &str,
+        at_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner
+            .record_voicemail(tenant, id, message, at_ms)
+            .await
     }
     async fn list_turns(&self, tenant: &str, call_id: &str) -> Result<Vec<Turn>, StoreError> {
         self.check()?;

@@ -3,15 +3,17 @@
 //!
 //! Each credential kind is enabled by configuring it: JWTs by any key source (`JWKS_URL`,
 //! `JWKS_INLINE`, `JWT_HS256_SECRET`), session tokens by `SESSION_TOKEN_SECRET`, Twilio by
-//! `TWILIO_ACCOUNTS`. API keys need only the KV namespace.
+//! `TWILIO_ACCOUNTS`, Telnyx by `TELNYX_ACCOUNTS` (the shape of both: `crate::carrier::account`).
+//! API keys need only the KV namespace.
 
-use serde::Deserialize;
-
+use crate::carrier::CarrierKind;
+use crate::carrier::account::{self, AccountEntry, AccountIssue};
 use crate::config;
 use crate::jwks::{self, CachePolicy, Jwk, JwkError, JwksError, KeySet, KeySource};
 use crate::jwt::JwtPolicy;
 use crate::secret::Secret;
 use crate::signature::Algorithm;
+use crate::telnyx::{self, TelnyxAccount};
 use crate::twilio::{self, TwilioAccount};
 
 /// Var: the one accepted JWT `iss` (required when JWTs are enabled).
@@ -48,11 +50,13 @@ pub const SESSION_TOKEN_SECRET_PREVIOUS: &str = "SESSION_TOKEN_SECRET_PREVIOUS";
 pub const SESSION_TOKEN_TTL_S: &str = "SESSION_TOKEN_TTL_S";
 /// Var: longest session token lifetime a caller may ask for, seconds (default 900).
 pub const SESSION_TOKEN_MAX_TTL_S: &str = "SESSION_TOKEN_MAX_TTL_S";
+/// Var: JSON object of accepted Telnyx accounts, each with its `public_key`.
+pub use crate::carrier::account::TELNYX_ACCOUNTS;
 /// Var: JSON object of accepted Twilio accounts:
 /// `{"AC…":{"tenant_id":"t1","plan":"pro","scopes":["voice:carrier"]}}`.
-pub const TWILIO_ACCOUNTS: &str = "TWILIO_ACCOUNTS";
+pub use crate::carrier::account::TWILIO_ACCOUNTS;
 /// Secret name prefix: `TWILIO_AUTH_TOKEN_<AccountSid>` holds each account's auth token.
-pub const TWILIO_AUTH_TOKEN_PREFIX: &str = "TWILIO_AUTH_TOKEN_";
+pub use crate::carrier::account::TWILIO_AUTH_TOKEN_PREFIX;
 
 /// Everything auth-validator needs to decide, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,8 +65,10 @@ pub struct AuthConfig {
     pub jwt: Option<JwtConfig>,
     /// Session tokens, when a key is configured.
     pub session_tokens: Option<SessionTokenConfig>,
-    /// Accepted Twilio accounts (none: carrier signatures are not enabled).
+    /// Accepted Twilio accounts (none: Twilio signatures are not enabled).
     pub twilio_accounts: Vec<TwilioAccount>,
+    /// Accepted Telnyx accounts (none: Telnyx signatures are not enabled).
+    pub telnyx_accounts: Vec<TelnyxAccount>,
 }
 
 /// JWT verification settings.
@@ -120,12 +126,15 @@ pub enum AuthIssue {
         /// Why.
         reason: JwkError,
     },
-    /// An account SID that is not `AC` followed by 32 hex digits.
-    #[error("account SID `{0}` is not AC followed by 32 hex digits")]
-    InvalidAccountSid(String),
-    /// An account whose `tenant_id` is blank.
-    #[error("account {0} has no tenant_id")]
-    NoTenant(String),
+    /// A carrier account entry that cannot be used.
+    #[error(transparent)]
+    Account(AccountIssue),
+}
+
+impl From<AccountIssue> for AuthIssue {
+    fn from(issue: AccountIssue) -> Self {
+        AuthIssue::Account(issue)
+    }
 }
 
 /// One thing wrong with one setting.
@@ -137,15 +146,6 @@ pub type ConfigError = config::ConfigError<AuthIssue>;
 
 type Reader<'a> = config::Reader<'a, AuthIssue>;
 
-#[derive(Deserialize)]
-struct AccountEntry {
-    tenant_id: String,
-    #[serde(default)]
-    plan: Option<String>,
-    #[serde(default)]
-    scopes: Option<Vec<String>>,
-}
-
 impl AuthConfig {
     /// Parses the configuration; `lookup` returns a var's or secret's value by name.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -153,11 +153,13 @@ impl AuthConfig {
         let jwt = jwt_config(&mut reader);
         let session_tokens = session_config(&mut reader);
         let twilio_accounts = twilio_accounts(&mut reader);
+        let telnyx_accounts = telnyx_accounts(&mut reader);
         reader.finish()?;
         Ok(AuthConfig {
             jwt,
             session_tokens,
             twilio_accounts,
+            telnyx_accounts,
         })
     }
 }
@@ -279,35 +281,22 @@ fn session_config(reader: &mut Reader<'_>) -> Option<SessionTokenConfig> {
     })
 }
 
+/// The plan and scopes of a carrier principal, from its account entry.
+fn plan_and_scopes(entry: &AccountEntry) -> (String, Vec<String>) {
+    let plan = entry.plan.clone().unwrap_or_else(|| "free".into());
+    let scopes = entry.scopes.clone().unwrap_or_else(|| {
+        twilio::DEFAULT_SCOPES
+            .iter()
+            .map(|scope| (*scope).to_owned())
+            .collect()
+    });
+    (plan, scopes)
+}
+
 fn twilio_accounts(reader: &mut Reader<'_>) -> Vec<TwilioAccount> {
-    let Some(entries) =
-        reader.json::<std::collections::BTreeMap<String, AccountEntry>>(TWILIO_ACCOUNTS)
-    else {
-        return Vec::new();
-    };
-    if entries.is_empty() {
-        reader.problem(TWILIO_ACCOUNTS, ConfigIssue::Empty);
-    }
     let mut accounts = Vec::new();
-    for (sid, entry) in entries {
-        let sid_ok = sid.len() == 34
-            && sid.starts_with("AC")
-            && sid[2..].bytes().all(|b| b.is_ascii_hexdigit());
-        if !sid_ok {
-            reader.problem(
-                TWILIO_ACCOUNTS,
-                ConfigIssue::Invalid(AuthIssue::InvalidAccountSid(sid)),
-            );
-            continue;
-        }
-        if entry.tenant_id.trim().is_empty() {
-            reader.problem(
-                TWILIO_ACCOUNTS,
-                ConfigIssue::Invalid(AuthIssue::NoTenant(sid)),
-            );
-            continue;
-        }
-        let token_name = format!("{TWILIO_AUTH_TOKEN_PREFIX}{sid}");
+    for (sid, entry) in account::entries(reader, CarrierKind::Twilio) {
+        let token_name = CarrierKind::Twilio.credential_secret(&sid);
         let Some(auth_token) = reader.secret(&token_name, 1) else {
             reader.problem(
                 &token_name,
@@ -315,17 +304,39 @@ fn twilio_accounts(reader: &mut Reader<'_>) -> Vec<TwilioAccount> {
             );
             continue;
         };
+        let (plan, scopes) = plan_and_scopes(&entry);
         accounts.push(TwilioAccount {
             account_sid: sid,
             auth_token,
             tenant_id: entry.tenant_id,
-            plan: entry.plan.unwrap_or_else(|| "free".into()),
-            scopes: entry.scopes.unwrap_or_else(|| {
-                twilio::DEFAULT_SCOPES
-                    .iter()
-                    .map(|scope| (*scope).to_owned())
-                    .collect()
-            }),
+            plan,
+            scopes,
+        });
+    }
+    accounts
+}
+
+fn telnyx_accounts(reader: &mut Reader<'_>) -> Vec<TelnyxAccount> {
+    let mut accounts = Vec::new();
+    for (sid, entry) in account::entries(reader, CarrierKind::Telnyx) {
+        let Some(public_key) = entry
+            .public_key
+            .as_deref()
+            .and_then(telnyx::parse_public_key)
+        else {
+            reader.problem(
+                TELNYX_ACCOUNTS,
+                ConfigIssue::Invalid(AuthIssue::Account(AccountIssue::BadPublicKey(sid))),
+            );
+            continue;
+        };
+        let (plan, scopes) = plan_and_scopes(&entry);
+        accounts.push(TelnyxAccount {
+            account_sid: sid,
+            public_key,
+            tenant_id: entry.tenant_id,
+            plan,
+            scopes,
         });
     }
     accounts
@@ -354,6 +365,32 @@ mod tests {
         assert_eq!(config.jwt, None);
         assert_eq!(config.session_tokens, None);
         assert!(config.twilio_accounts.is_empty());
+        assert!(config.telnyx_accounts.is_empty());
+    }
+
+    #[test]
+    fn telnyx_accounts_carry_their_public_key() {
+        let key = "eu2zvPjhY6odxV34Z/EsRiERvTodkev4Fq0SlK90Izg=";
+        let accounts = format!(
+            r#"{{"f5586561-8ff0-4291-a51b-c7dfe4139ff9":{{"tenant_id":"t","plan":"pro","public_key":"{key}"}},"x-2":{{"tenant_id":"t","public_key":"c2hvcnQ="}}}}"#
+        );
+        let error = parse(&[(TELNYX_ACCOUNTS, &accounts)]).expect_err("one bad key");
+        assert_eq!(
+            error.to_string(),
+            "1 configuration problem(s): TELNYX_ACCOUNTS: account x-2 has no public_key of 32 bytes in base64"
+        );
+        let good = accounts.replace("c2hvcnQ=", key);
+        let config = parse(&[(TELNYX_ACCOUNTS, &good)]).expect("valid");
+        assert_eq!(config.telnyx_accounts.len(), 2);
+        let account = &config.telnyx_accounts[0];
+        assert_eq!(
+            (account.plan.as_str(), account.scopes.as_slice()),
+            ("pro", ["voice:carrier".to_owned()].as_slice())
+        );
+        assert_eq!(
+            account.principal().method,
+            crate::principal::AuthMethod::TelnyxSignature
+        );
     }
 
     #[test]
@@ -439,8 +476,8 @@ mod tests {
                 JWKS_CACHE_TTL_S,
                 SESSION_TOKEN_SECRET,
                 SESSION_TOKEN_TTL_S,
-                token_name.as_str(),
                 TWILIO_ACCOUNTS,
+                token_name.as_str(),
             ]
         );
         let shown = error.to_string();

@@ -37,7 +37,8 @@ pub enum EventId {
 }
 
 impl EventId {
-    /// The id of `event`; `None` for a turn event without a turn (none is published).
+    /// The id of `event`; `None` for a turn event without a turn (none is published) and for an
+    /// `answered_by` (live only: the call keeps what detection found, so history needs no id).
     pub fn of(event: &CallEvent) -> Option<Self> {
         match event.kind {
             CallEventKind::CallStarted => Some(Self::Start),
@@ -52,6 +53,7 @@ impl EventId {
                 seq,
                 interrupted: true,
             }),
+            CallEventKind::AnsweredBy => None,
         }
     }
 

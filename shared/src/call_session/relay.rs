@@ -30,8 +30,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::wire::{EndRequest, SessionRefusal, StartSession};
+use super::wire::{CarrierReport, EndRequest, SessionRefusal, StartSession};
 use super::{AlarmAction, CallSession, EndReason, RelayBuffer, SessionLimits};
+use crate::carrier::{AnsweredBy, CallProgress};
 use crate::geo::Target;
 use crate::geo::targets;
 use crate::principal::Principal;
@@ -176,6 +177,15 @@ pub enum Action {
         said_reason: Option<String>,
         /// An API client's handoff data, for the relay's `end`.
         handoff_data: Option<serde_json::Value>,
+    },
+    /// Tell the origin what answering-machine detection found:
+    /// `POST /v1/calls/{id}/answered-by` to these origins in order until one answers. The origin
+    /// tells the call's live relay session (which leaves the voicemail or hangs up on a machine).
+    AnsweredAtOrigin {
+        /// Where, the region in use first.
+        targets: Vec<Target>,
+        /// The finding.
+        answered_by: AnsweredBy,
     },
     /// A log line.
     Note(Note),
@@ -642,6 +652,55 @@ impl Relay {
             },
         ]);
         actions
+    }
+
+    /// What the carrier reported (a status callback, an AMD result, or its answer to placing the
+    /// call): the call binds to the first carrier call id it hears and refuses another; its
+    /// status moves forward as reported (`ringing`, answered) and a final status ends it, which
+    /// gives the lease back at once; the first `AnsweredBy` is kept and told to the origin. A
+    /// report about an ended call is refused as [`SessionRefusal::CallEnded`].
+    pub fn on_carrier_report(
+        &mut self,
+        report: CarrierReport,
+        now_ms: u64,
+    ) -> Result<Vec<Action>, SessionRefusal> {
+        if let (Some(bound), Some(named)) = (
+            self.session.carrier_call_id.as_deref(),
+            report.carrier_call_id.as_deref(),
+        ) && bound != named
+        {
+            return Err(SessionRefusal::CarrierMismatch);
+        }
+        if !self.session.is_active() {
+            return Err(SessionRefusal::CallEnded);
+        }
+        if self.session.carrier_call_id.is_none() {
+            self.session.carrier_call_id = report.carrier_call_id;
+        }
+        if report.carrier_status.is_some() {
+            self.session.carrier_status = report.carrier_status;
+        }
+        self.session.touch(now_ms);
+        let detected = report
+            .answered_by
+            .filter(|_| self.session.answered_by.is_none());
+        if detected.is_some() {
+            self.session.answered_by = detected;
+        }
+        if let Some(CallProgress::Ended(reason)) = report.progress {
+            return Ok(self.end(reason, now_ms));
+        }
+        if let Some(progress) = report.progress {
+            self.session.advance(progress);
+        }
+        let mut actions: Vec<Action> = self.persist_session(true).into_iter().collect();
+        if let Some(answered_by) = detected {
+            actions.push(Action::AnsweredAtOrigin {
+                targets: self.targets_from_current(),
+                answered_by,
+            });
+        }
+        Ok(actions)
     }
 
     /// Ends the call on request (`/end`): refused when there is no live call to end.

@@ -9,12 +9,14 @@
 //! | `GET /state` | — | 200; 404 `unknown_call` |
 //! | `POST /touch` | [`Touch`] | 200; 404; 409 `call_ended` |
 //! | `POST /end` | [`EndRequest`] | 200; 404; 409 `call_ended` |
+//! | `POST /carrier` | [`CarrierReport`] | 200; 404; 409 `call_ended`, `carrier_call_mismatch` |
 //! | `GET /relay` | WebSocket upgrade, tenant in [`TENANT_HEADER`] | 101; 404; 409 |
 //! | `GET /health` | — | 200 |
 
 use serde::{Deserialize, Serialize};
 
 use super::{EndReason, StartCall};
+use crate::carrier::{AnsweredBy, CallProgress};
 use crate::error_body::ErrorCode;
 use crate::geo::Target;
 use crate::principal::Principal;
@@ -29,6 +31,8 @@ pub const STATE_PATH: &str = "/state";
 pub const TOUCH_PATH: &str = "/touch";
 /// `POST`: end the call.
 pub const END_PATH: &str = "/end";
+/// `POST`: what the carrier reported about the call.
+pub const CARRIER_PATH: &str = "/carrier";
 /// `GET` + upgrade: the caller's relay socket.
 pub const RELAY_PATH: &str = "/relay";
 /// `GET`: the class answers (every service's health path).
@@ -134,6 +138,23 @@ impl EndRequest {
     }
 }
 
+/// `POST /carrier`: a carrier's status callback (or its answer to placing the call), as facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CarrierReport {
+    /// The carrier's call id it names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier_call_id: Option<String>,
+    /// `CallStatus` as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier_status: Option<String>,
+    /// `CallStatus` as the call's progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<CallProgress>,
+    /// What answering-machine detection found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<AnsweredBy>,
+}
+
 /// Why the object refused a request. Each has one code; voice-router's one status map gives it
 /// its status, for the object's own answers and for the client alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -151,6 +172,9 @@ pub enum SessionRefusal {
     /// `/start` with no region to run in.
     #[error("a call needs at least one region")]
     NoRegion,
+    /// `/carrier` naming another carrier call than the one the call is bound to.
+    #[error("the callback names another carrier call than this one")]
+    CarrierMismatch,
 }
 
 impl SessionRefusal {
@@ -161,6 +185,7 @@ impl SessionRefusal {
             SessionRefusal::CallEnded => ErrorCode::CallEnded,
             SessionRefusal::CallExists => ErrorCode::CallExists,
             SessionRefusal::NoRegion => ErrorCode::NoRegion,
+            SessionRefusal::CarrierMismatch => ErrorCode::CarrierCallMismatch,
         }
     }
 
@@ -171,6 +196,7 @@ impl SessionRefusal {
             SessionRefusal::CallEnded,
             SessionRefusal::CallExists,
             SessionRefusal::NoRegion,
+            SessionRefusal::CarrierMismatch,
         ]
         .into_iter()
         .find(|refusal| refusal.code() == code)
@@ -188,6 +214,7 @@ mod tests {
             SessionRefusal::CallEnded,
             SessionRefusal::CallExists,
             SessionRefusal::NoRegion,
+            SessionRefusal::CarrierMismatch,
         ] {
             assert_eq!(SessionRefusal::from_code(refusal.code()), Some(refusal));
         }

@@ -18,6 +18,12 @@ pub const IP: &str = "ip";
 pub const PRINCIPAL: &str = "principal";
 /// Built-in policy: live calls per tenant.
 pub const TENANT_CALLS: &str = "tenant-calls";
+/// Built-in policy: outbound calls placed per second per carrier account (key
+/// `{carrier}:{account}`). Twilio grants each account one call per second on `/Calls` by
+/// default and queues the excess (<https://www.twilio.com/docs/voice/api/call-resource>, "Calls
+/// Per Second"); pacing at the edge refuses a tenant asking faster instead of letting calls
+/// queue invisibly. Raised per tenant or plan in KV like any policy.
+pub const CARRIER_CPS: &str = "carrier-cps";
 
 /// KV key of the document that applies to every tenant and plan.
 pub const GLOBAL_DOC_KEY: &str = "policies:global";
@@ -509,7 +515,8 @@ impl Policy {
 }
 
 /// The seed policies, used when KV defines none: 100 requests a minute per client IP (sliding
-/// window), 60 a minute per principal with bursts of 60 (GCRA), 10 live calls per tenant.
+/// window), 60 a minute per principal with bursts of 60 (GCRA), 10 live calls per tenant, one
+/// outbound call per second per carrier account (GCRA, no burst).
 pub fn builtin(name: &PolicyName) -> Option<Policy> {
     let limit = match name.as_str() {
         IP => Limit::SlidingWindow(WindowParams {
@@ -525,6 +532,11 @@ pub fn builtin(name: &PolicyName) -> Option<Policy> {
         TENANT_CALLS => Limit::Concurrency(ConcurrencyParams {
             limit: 10,
             lease_ttl_ms: DEFAULT_LEASE_TTL_MS,
+        }),
+        CARRIER_CPS => Limit::Gcra(GcraParams {
+            rate: 1,
+            period_ms: 1_000,
+            burst: 1,
         }),
         _ => return None,
     };
@@ -732,7 +744,17 @@ mod tests {
         assert_eq!(calls.limit.capacity(), 10);
         assert!(calls.limit.is_concurrency());
         assert_eq!(calls.limit.window_ms(), None);
-        for policy in [ip, principal, calls] {
+        let cps = builtin(&name(CARRIER_CPS)).expect("carrier-cps");
+        assert_eq!(
+            cps.limit,
+            Limit::Gcra(GcraParams {
+                rate: 1,
+                period_ms: 1_000,
+                burst: 1
+            }),
+            "one call per second, the carriers' own default"
+        );
+        for policy in [ip, principal, calls, cps] {
             assert!(!policy.shadow);
             assert_eq!(policy.failure_mode, FailureMode::Open);
         }
@@ -777,7 +799,7 @@ mod tests {
 
     #[test]
     fn json_round_trips() {
-        for name in [IP, PRINCIPAL, TENANT_CALLS] {
+        for name in [IP, PRINCIPAL, TENANT_CALLS, CARRIER_CPS] {
             let policy = builtin(&PolicyName::parse(name).expect("valid")).expect("built in");
             let text = serde_json::to_string(&policy).expect("serialises");
             assert_eq!(Policy::from_json(&text), Ok(policy), "{text}");

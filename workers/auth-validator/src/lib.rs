@@ -5,11 +5,13 @@
 //! # Routes
 //!
 //! `POST /v1/authenticate` — body: `shared::auth::AuthenticateRequest`
-//! (`{"method","url","headers":{"authorization","x-api-key","x-twilio-signature","content-type"},
+//! (`{"method","url","headers":{"authorization","x-api-key","x-twilio-signature",
+//! "telnyx-signature-ed25519","telnyx-timestamp","content-type"},
 //! "body","required_scopes","call_id"}`; only `method` and `url` are required; `url` is the public
 //! URL exactly as the client or carrier called it, `wss://` for a WebSocket handshake).
 //! Exactly one credential is used: `Authorization: Bearer <jwt | ak_… | st_…>`, `X-Api-Key:
-//! ak_…`, `X-Twilio-Signature`, or a `session_token=st_…` query parameter.
+//! ak_…`, `X-Twilio-Signature`, `telnyx-signature-ed25519` (with `telnyx-timestamp`; Ed25519
+//! over `timestamp|body`, verified with WebCrypto), or a `session_token=st_…` query parameter.
 //!
 //! | status | body | when |
 //! | --- | --- | --- |
@@ -48,7 +50,7 @@ use shared::health::{BindingHealth, HEALTH_PATH, HealthReport};
 use shared::jwt::JwtError;
 use shared::principal::{AuthMethod, Principal};
 use shared::request_id::Trust;
-use shared::{api_key, session_token, twilio};
+use shared::{api_key, session_token, telnyx, twilio};
 use worker::{Context, Env, Method, Request, Response, Result, console_error, console_log, event};
 
 mod config;
@@ -233,6 +235,24 @@ async fn verify(
                 twilio::verify(&config.twilio_accounts, &request).map_err(AuthError::from)?;
             Ok(account.principal())
         }
+        Credential::TelnyxSignature {
+            signature,
+            timestamp,
+        } => {
+            if config.telnyx_accounts.is_empty() {
+                return Err(AuthError::MethodNotEnabled(AuthMethod::TelnyxSignature).into());
+            }
+            let request = telnyx::SignedRequest {
+                body: envelope.body.as_deref().unwrap_or_default(),
+                signature,
+                timestamp: *timestamp,
+            };
+            let account =
+                telnyx::verify(&config.telnyx_accounts, &request, now_s, &verifier::Backend)
+                    .await
+                    .map_err(AuthError::from)?;
+            Ok(account.principal())
+        }
     }
 }
 
@@ -382,7 +402,8 @@ fn auth_rejection(error: &AuthError, presentation: Option<Presentation>) -> Reje
                 ),
             )
         }
-        AuthError::Jwt(JwtError::VerifierFailed) => {
+        AuthError::Jwt(JwtError::VerifierFailed)
+        | AuthError::Telnyx(telnyx::TelnyxError::Unverifiable) => {
             Rejection::new(503, code, "the signature could not be checked; retry later")
         }
         AuthError::ApiKey(api_key::ApiKeyError::CorruptRecord) => Rejection::new(

@@ -1,8 +1,9 @@
 //! The signature backend behind `shared::signature::Verifier`.
 //!
-//! By default RS256 and ES256 go to the runtime's WebCrypto (`crypto.subtle`, native code in
-//! workerd), with imported keys cached per isolate; HS256 stays in pure Rust (a MAC over a few
-//! hundred bytes costs less than a promise round trip). The `rust-crypto` feature swaps in
+//! By default RS256, ES256 and Ed25519 (Telnyx's webhook signatures) go to the runtime's
+//! WebCrypto (`crypto.subtle`, native code in workerd, which implements `Ed25519`), with
+//! imported keys cached per isolate; HS256 stays in pure Rust (a MAC over a few hundred bytes
+//! costs less than a promise round trip). The `rust-crypto` feature swaps in
 //! `shared::signature::RustCrypto` so the benchmark can compare both inside workerd.
 
 #[cfg(feature = "rust-crypto")]
@@ -18,7 +19,10 @@ mod web_crypto {
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use shared::jwks::{Jwk, KeyMaterial};
-    use shared::signature::{Algorithm, ES256_LEN, SignatureError, Verifier, verify_hs256};
+    use shared::signature::{
+        Algorithm, ED25519_KEY_LEN, ED25519_LEN, ES256_LEN, Ed25519Verifier, SignatureError,
+        Verifier, verify_hs256,
+    };
     use wasm_bindgen::JsValue;
     use wasm_bindgen::prelude::wasm_bindgen;
     use worker::js_sys::{Array, Object, Promise, Reflect, Uint8Array};
@@ -90,21 +94,53 @@ mod web_crypto {
         }
     }
 
-    async fn subtle(
-        alg: Algorithm,
-        key: &Jwk,
-        message: &[u8],
-        signature: &[u8],
-    ) -> Result<(), SignatureError> {
-        let crypto_key = imported(alg, key).await?;
-        let params = verify_params(alg).map_err(|_| SignatureError::BackendFailed)?;
-        let promise = subtle_verify(
-            &params,
-            &crypto_key,
-            &Uint8Array::from(signature),
-            &Uint8Array::from(message),
-        )
-        .map_err(|_| SignatureError::BackendFailed)?;
+    impl Ed25519Verifier for WebCrypto {
+        async fn verify_ed25519(
+            &self,
+            public_key: &[u8; ED25519_KEY_LEN],
+            message: &[u8],
+            signature: &[u8; ED25519_LEN],
+        ) -> Result<(), SignatureError> {
+            let key = imported_ed25519(public_key).await?;
+            let params = Object::new();
+            set(&params, "name", ED25519).map_err(|_| SignatureError::BackendFailed)?;
+            check(subtle_verify(
+                &params,
+                &key,
+                &Uint8Array::from(&signature[..]),
+                &Uint8Array::from(message),
+            ))
+            .await
+        }
+    }
+
+    /// WebCrypto's name of the algorithm (Secure Curves in WebCrypto; workerd implements it).
+    const ED25519: &str = "Ed25519";
+
+    /// An Ed25519 public key as a `CryptoKey`, imported once per isolate (keyed by its bytes,
+    /// which are public).
+    async fn imported_ed25519(
+        public_key: &[u8; ED25519_KEY_LEN],
+    ) -> Result<JsValue, SignatureError> {
+        if let Some(found) = IMPORTED.with(|cache| cache.borrow().get(public_key).cloned()) {
+            return Ok(found);
+        }
+        let params = Object::new();
+        set(&params, "name", ED25519).map_err(|_| SignatureError::BackendFailed)?;
+        let usages = Array::of1(&JsValue::from_str("verify"));
+        let data: JsValue = Uint8Array::from(&public_key[..]).into();
+        let promise = import_key("raw", &data, &params, false, &usages)
+            .map_err(|_| SignatureError::UnusableKey)?;
+        let crypto_key = JsFuture::from(promise)
+            .await
+            .map_err(|_| SignatureError::UnusableKey)?;
+        remember(*public_key, crypto_key.clone());
+        Ok(crypto_key)
+    }
+
+    /// A `verify` promise's verdict.
+    async fn check(promise: Result<Promise, JsValue>) -> Result<(), SignatureError> {
+        let promise = promise.map_err(|_| SignatureError::BackendFailed)?;
         let verdict = JsFuture::from(promise)
             .await
             .map_err(|_| SignatureError::BackendFailed)?;
@@ -113,6 +149,33 @@ mod web_crypto {
             Some(false) => Err(SignatureError::Mismatch),
             None => Err(SignatureError::BackendFailed),
         }
+    }
+
+    fn remember(fingerprint: [u8; 32], crypto_key: JsValue) {
+        IMPORTED.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if cache.len() >= MAX_IMPORTED_KEYS {
+                cache.clear();
+            }
+            cache.insert(fingerprint, crypto_key);
+        });
+    }
+
+    async fn subtle(
+        alg: Algorithm,
+        key: &Jwk,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), SignatureError> {
+        let crypto_key = imported(alg, key).await?;
+        let params = verify_params(alg).map_err(|_| SignatureError::BackendFailed)?;
+        check(subtle_verify(
+            &params,
+            &crypto_key,
+            &Uint8Array::from(signature),
+            &Uint8Array::from(message),
+        ))
+        .await
     }
 
     /// The `CryptoKey` for a JWK, imported once per isolate.
@@ -129,13 +192,7 @@ mod web_crypto {
         let crypto_key = JsFuture::from(promise)
             .await
             .map_err(|_| SignatureError::UnusableKey)?;
-        IMPORTED.with(|cache| {
-            let mut cache = cache.borrow_mut();
-            if cache.len() >= MAX_IMPORTED_KEYS {
-                cache.clear();
-            }
-            cache.insert(fingerprint, crypto_key.clone());
-        });
+        remember(fingerprint, crypto_key.clone());
         Ok(crypto_key)
     }
 

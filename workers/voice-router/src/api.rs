@@ -4,10 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 use shared::auth::MintSessionTokenRequest;
-use shared::call::CallSource;
+use shared::call::{CallDirection, CallSource};
 use shared::call_list::CallListQuery;
 use shared::call_session::wire::{EndRequest, Touch};
 use shared::call_session::{CallSession as CallState, EndReason, SessionRefusal};
+use shared::carrier::{AnsweredBy, CarrierKind};
 use shared::cors::Preflight;
 use shared::edge_config::EdgeConfig;
 use shared::geo::Target;
@@ -99,13 +100,7 @@ pub async fn handle(
     );
     limited?;
     let principal = principal?;
-    gate::enforce(
-        x.env,
-        x.limits,
-        vec![gate::principal_check(&principal)],
-        x.request_id,
-    )
-    .await?;
+    gate::enforce_principal(x, &principal).await?;
     let state = state
         .transpose()?
         .map(|state| stub::owned(state, &principal))
@@ -245,6 +240,15 @@ struct CallView<'a> {
     ended_at_ms: Option<u64>,
     end_reason: Option<EndReason>,
     turn_count: u32,
+    direction: CallDirection,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    carrier: Option<CarrierKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    carrier_call_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    carrier_status: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    answered_by: Option<AnsweredBy>,
 }
 
 impl<'a> CallView<'a> {
@@ -260,6 +264,11 @@ impl<'a> CallView<'a> {
             ended_at_ms: state.ended_at_ms,
             end_reason: state.end_reason,
             turn_count: state.turn_count,
+            direction: state.direction,
+            carrier: state.carrier,
+            carrier_call_id: state.carrier_call_id.as_deref(),
+            carrier_status: state.carrier_status.as_deref(),
+            answered_by: state.answered_by,
         }
     }
 }
@@ -281,6 +290,10 @@ async fn create_call(
         source: CallSource::Api,
         from: None,
         to: None,
+        direction: CallDirection::Inbound,
+        carrier: None,
+        carrier_call_id: None,
+        metadata: None,
     };
     let target = call_start::start_call(x, principal, &call, targets).await?;
     let token = services::mint_session_token(

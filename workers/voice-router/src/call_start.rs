@@ -3,10 +3,11 @@
 //! that answers), create its `CallSession` pinned to the region that took it — and give the
 //! lease back when any step fails. The two routes differ only in how they answer (TwiML, JSON).
 
-use shared::call::{CallSource, CreateCall};
+use shared::call::{CallDirection, CallSource, CreateCall};
 use shared::call_session::SessionRefusal;
 use shared::call_session::StartCall;
 use shared::call_session::wire::StartSession;
+use shared::carrier::CarrierKind;
 use shared::geo::{Target, targets};
 use shared::principal::Principal;
 use shared::rate_limit::api::LeaseRequest;
@@ -29,6 +30,14 @@ pub struct NewCall {
     pub from: Option<String>,
     /// Called number, for phone calls.
     pub to: Option<String>,
+    /// Who dialled whom: an outbound call starts queued.
+    pub direction: CallDirection,
+    /// The carrier of a phone call.
+    pub carrier: Option<CarrierKind>,
+    /// The carrier's call id, when known (an incoming call's `CallSid`).
+    pub carrier_call_id: Option<String>,
+    /// The API client's own data about an outbound call.
+    pub metadata: Option<serde_json::Value>,
 }
 
 /// Why a call did not start.
@@ -119,9 +128,15 @@ async fn create_at_origin(
         id: Some(call.call_id.clone()),
         agent_id: Some(call.agent_id.clone()),
         source: call.source,
-        carrier_call_sid: (call.source == CallSource::Phone).then(|| call.call_id.clone()),
+        carrier_call_sid: call
+            .carrier_call_id
+            .clone()
+            .filter(|_| call.source == CallSource::Phone),
         from: call.from.clone(),
         to: call.to.clone(),
+        direction: call.direction,
+        carrier: call.carrier,
+        metadata: call.metadata.clone(),
     };
     let body = serde_json::to_vec(&create).map_err(|error| {
         console_error!("request {}: {error}", x.request_id);
@@ -173,6 +188,9 @@ async fn start_session(
             agent_id: Some(call.agent_id.clone()),
             source: call.source,
             region: chosen.region.clone(),
+            direction: call.direction,
+            carrier: call.carrier,
+            carrier_call_id: call.carrier_call_id.clone(),
         },
         principal: principal.clone(),
         targets: targets::with_first(targets, chosen),

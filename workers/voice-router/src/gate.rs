@@ -191,6 +191,20 @@ pub async fn enforce_ip(x: &crate::Exchange<'_>) -> Result<(), Refusal> {
     enforce(x.env, x.limits, vec![ip_check(&x.client)], x.request_id).await
 }
 
+/// The per-principal limit: what every API route takes once the principal is known.
+pub async fn enforce_principal(
+    x: &crate::Exchange<'_>,
+    principal: &Principal,
+) -> Result<(), Refusal> {
+    enforce(
+        x.env,
+        x.limits,
+        vec![principal_check(principal)],
+        x.request_id,
+    )
+    .await
+}
+
 /// The per-principal check API routes get.
 pub fn principal_check(principal: &Principal) -> Check {
     Check {
@@ -225,6 +239,27 @@ pub async fn authenticate(
         call_id: route.call_id().map(str::to_owned),
     };
     Ok(services::authenticate(env, &envelope, request_id).await?)
+}
+
+/// What a route starting a call needs first, at once: who this is, the per-IP limit, and the
+/// regions geo-router chooses for the client's location (for a carrier's webhook that is the
+/// carrier's media edge, where the relay WebSocket will come from).
+pub async fn admit_and_route(
+    x: &crate::Exchange<'_>,
+    req: &Request,
+    route: &PublicRoute,
+) -> Result<(Principal, Vec<shared::geo::Target>), Refusal> {
+    let route_request = shared::geo::wire::RouteRequest {
+        caller: Some(x.client.location()),
+        pin: None,
+    };
+    let (principal, limited, decision) = futures::join!(
+        authenticate(x.env, req, route, &x.public_url, &x.body, x.request_id),
+        enforce_ip(x),
+        services::route(x.env, &route_request, x.request_id),
+    );
+    limited?;
+    Ok((principal?, x.targets(decision)))
 }
 
 /// The URL exactly as the client or carrier called it (`shared::public_route::as_called`).

@@ -19,6 +19,7 @@ mod config;
 mod gate;
 mod health;
 mod origin;
+mod outbound;
 mod refusal;
 mod services;
 mod session;
@@ -79,8 +80,13 @@ async fn handle(
     use shared::public_route::PublicRoute;
     match route {
         PublicRoute::Health => health::answer(&exchange).await,
-        PublicRoute::TwilioIncoming => voice::incoming(&exchange, &req, &route).await,
-        PublicRoute::TwilioStatus => voice::status(&exchange, &req, &route).await,
+        PublicRoute::CarrierIncoming { carrier } => {
+            voice::incoming(&exchange, &req, &route, carrier.carrier()).await
+        }
+        PublicRoute::CarrierStatus { carrier } => {
+            voice::status(&exchange, &req, &route, carrier.carrier()).await
+        }
+        PublicRoute::OutboundCall => outbound::place(&exchange, &req, &route).await,
         PublicRoute::TwilioAction => voice::action(&exchange, &req, &route).await,
         PublicRoute::TwilioWhisper => voice::whisper(&exchange, &req, &route).await,
         PublicRoute::Relay { .. } => voice::relay(&exchange, req, &route).await,

@@ -5,8 +5,10 @@
 use std::time::Duration;
 
 use edge_io::clock::{now_ms, within};
+use shared::call::AnsweredByReport;
 use shared::call_session::Routing;
 use shared::call_session::relay::origin_knows_it_ended;
+use shared::carrier::AnsweredBy;
 use shared::edge_config::EdgeConfig;
 use shared::geo::Target;
 use shared::geo::wire::ReportRequest;
@@ -290,9 +292,50 @@ pub async fn end_call(
     }
     let body = body.to_string();
     let path = shared::origin_path::call_end(call_id);
+    tell(
+        env,
+        signer,
+        targets,
+        call_id,
+        &path,
+        &body,
+        origin_knows_it_ended,
+    )
+    .await;
+}
+
+/// Tells the origins, in order until one answers, what answering-machine detection found; the
+/// origin stores it and tells the call's live relay session.
+pub async fn answered_by(
+    env: &Env,
+    signer: &Signer<'_>,
+    targets: &[Target],
+    call_id: &str,
+    answered_by: AnsweredBy,
+) {
+    let body = serde_json::to_string(&AnsweredByReport { answered_by }).unwrap_or_default();
+    let path = shared::origin_path::call_answered_by(call_id);
+    // 409: the call ended meanwhile, nothing to do.
+    tell(env, signer, targets, call_id, &path, &body, |status| {
+        matches!(status, 200 | 409)
+    })
+    .await;
+}
+
+/// Posts `body` to `path` for the call on the origins in order until one answers; logs an answer
+/// `expected` does not accept, or no answer.
+async fn tell(
+    env: &Env,
+    signer: &Signer<'_>,
+    targets: &[Target],
+    call_id: &str,
+    path: &str,
+    body: &str,
+    expected: impl Fn(u16) -> bool,
+) {
     let forward = Forward {
         method: Method::Post,
-        path_and_query: &path,
+        path_and_query: path,
         body: Body::Bytes(body.as_bytes()),
         content_type: Some("application/json"),
         extra: &[],
@@ -300,14 +343,12 @@ pub async fn end_call(
         reporter: &signer.principal.tenant_id,
     };
     match send(env, signer, targets, &forward).await {
-        Ok((response, _)) if origin_knows_it_ended(response.status_code()) => {}
+        Ok((response, _)) if expected(response.status_code()) => {}
         Ok((response, target)) => worker::console_warn!(
-            "call {call_id}: the origin in {} answered {} to its end",
+            "call {call_id}: the origin in {} answered {} to {path}",
             target.region,
             response.status_code()
         ),
-        Err(error) => {
-            worker::console_error!("call {call_id}: telling the origin it ended: {error}")
-        }
+        Err(error) => worker::console_error!("call {call_id}: {path}: {error}"),
     }
 }

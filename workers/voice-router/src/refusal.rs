@@ -5,6 +5,7 @@
 use edge_io::Rejection;
 use shared::call_list::CallListError;
 use shared::call_session::SessionRefusal;
+use shared::carrier::{CarrierKind, PlacementError};
 use shared::error_body::ErrorCode;
 use shared::firewall::BlockReason;
 use worker::console_error;
@@ -45,6 +46,14 @@ pub enum Refusal {
     Session(SessionRefusal),
     /// No such agent.
     UnknownAgent,
+    /// A request signed by another carrier than the route's.
+    WrongCarrier(CarrierKind),
+    /// An outbound call's caller id is not one of the tenant's numbers.
+    CallerIdNotAllowed(String),
+    /// No carrier account of the tenant places calls from this caller id.
+    OutboundNotConfigured(String),
+    /// The carrier did not place an outbound call.
+    Carrier(PlacementError),
     /// No region's origin answered a forwarded request.
     OriginUnavailable,
     /// A call could not be started (its origin or its session did not take it).
@@ -85,6 +94,43 @@ impl From<SessionRefusal> for Refusal {
 impl From<ServiceError> for Refusal {
     fn from(error: ServiceError) -> Self {
         Refusal::Service(error)
+    }
+}
+
+/// How a carrier's refusal to place a call reaches the client: the numbers it refused are the
+/// client's to fix (422, the carrier's words); everything else is the edge's or the carrier's
+/// trouble (502, or 503 with `Retry-After` when the carrier asks to slow down), logged.
+fn carrier_rejection(error: PlacementError, request_id: &str) -> Rejection {
+    use ErrorCode as Code;
+    match &error {
+        PlacementError::Destination(_) => Rejection::new(
+            422,
+            Code::CarrierRefusedDestination.as_str(),
+            error.to_string(),
+        ),
+        PlacementError::CallerId(_) => Rejection::new(
+            422,
+            Code::CarrierRefusedCallerId.as_str(),
+            error.to_string(),
+        ),
+        PlacementError::Refused { .. } => {
+            console_error!("request {request_id}: {error}");
+            Rejection::new(502, Code::CarrierRefused.as_str(), error.to_string())
+        }
+        PlacementError::RateLimited => Rejection::new(
+            503,
+            Code::CarrierUnavailable.as_str(),
+            "the carrier asks to slow down; retry shortly",
+        )
+        .with_header("retry-after", "1"),
+        PlacementError::Credentials { .. } | PlacementError::Unavailable { .. } => {
+            console_error!("request {request_id}: {error}");
+            Rejection::new(
+                502,
+                Code::CarrierUnavailable.as_str(),
+                "the carrier did not place the call; quote the request id when reporting it",
+            )
+        }
     }
 }
 
@@ -133,12 +179,30 @@ pub fn rejection(refusal: Refusal, request_id: &str) -> Rejection {
         Refusal::Session(refusal) => {
             let status = match refusal {
                 SessionRefusal::UnknownCall => 404,
-                SessionRefusal::CallEnded | SessionRefusal::CallExists => 409,
+                SessionRefusal::CallEnded
+                | SessionRefusal::CallExists
+                | SessionRefusal::CarrierMismatch => 409,
                 SessionRefusal::NoRegion => 400,
             };
             Rejection::new(status, refusal.code().as_str(), refusal.to_string())
         }
         Refusal::UnknownAgent => plain(404, Code::UnknownAgent, "no such agent"),
+        Refusal::WrongCarrier(carrier) => Rejection::new(
+            403,
+            Code::WrongCarrier.as_str(),
+            format!("this route takes requests signed by {}", carrier.as_str()),
+        ),
+        Refusal::CallerIdNotAllowed(number) => Rejection::new(
+            403,
+            Code::CallerIdNotAllowed.as_str(),
+            format!("{number} is not one of the tenant's phone numbers"),
+        ),
+        Refusal::OutboundNotConfigured(number) => Rejection::new(
+            422,
+            Code::OutboundNotConfigured.as_str(),
+            format!("no carrier account of the tenant places calls from {number}"),
+        ),
+        Refusal::Carrier(error) => carrier_rejection(error, request_id),
         Refusal::OriginUnavailable => plain(502, Code::OriginUnavailable, "no origin answered"),
         Refusal::CallNotStarted => plain(
             503,

@@ -12,10 +12,11 @@ use std::rc::Rc;
 use edge_io::answer::rejection_response;
 use shared::call_session::relay::{Action, LeaseAction, LinkId, Note, Record};
 use shared::call_session::wire::{
-    END_PATH, EndRequest, HEALTH_PATH, RELAY_PATH, START_PATH, STATE_PATH, StartSession,
-    TENANT_HEADER, TOUCH_PATH, Touch,
+    CARRIER_PATH, CarrierReport, END_PATH, EndRequest, HEALTH_PATH, RELAY_PATH, START_PATH,
+    STATE_PATH, StartSession, TENANT_HEADER, TOUCH_PATH, Touch,
 };
 use shared::call_session::{CallSession as CallState, Relay, Routing, SessionRefusal};
+use shared::carrier::AnsweredBy;
 use shared::edge_config::EdgeConfig;
 use shared::geo::Target;
 use shared::geo::wire::ReportRequest;
@@ -82,6 +83,12 @@ impl DurableObject for CallSession {
             (Method::Post, END_PATH) => {
                 let end: EndRequest = req.json().await?;
                 inner.answer(|relay| relay.end_requested(end, now())).await
+            }
+            (Method::Post, CARRIER_PATH) => {
+                let report: CarrierReport = req.json().await?;
+                inner
+                    .answer(|relay| relay.on_carrier_report(report, now()))
+                    .await
             }
             (Method::Get, RELAY_PATH) => {
                 let tenant = req.headers().get(TENANT_HEADER)?.unwrap_or_default();
@@ -304,6 +311,10 @@ impl Inner {
                 };
                 self.end_at_origin(&targets, told).await
             }
+            Action::AnsweredAtOrigin {
+                targets,
+                answered_by,
+            } => self.answered_at_origin(&targets, answered_by).await,
             Action::Note(note) => self.log(note),
         }
         Ok(Vec::new())
@@ -390,6 +401,16 @@ impl Inner {
             let request_id = format!("{call_id}-end");
             let signer = origin::call_signer(&config, &routing, &request_id);
             origin::end_call(&self.env, &signer, targets, &call_id, told).await;
+        }
+    }
+
+    /// Tells the origin what answering-machine detection found (`POST …/answered-by`).
+    async fn answered_at_origin(&self, targets: &[Target], answered_by: AnsweredBy) {
+        let call_id = self.call_id();
+        if let Some((config, routing)) = self.signing() {
+            let request_id = format!("{call_id}-answered-by");
+            let signer = origin::call_signer(&config, &routing, &request_id);
+            origin::answered_by(&self.env, &signer, targets, &call_id, answered_by).await;
         }
     }
 

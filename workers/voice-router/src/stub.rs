@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 use shared::call_session::wire::{
-    BASE_URL, END_PATH, EndRequest, RELAY_PATH, START_PATH, STATE_PATH, StartSession,
-    TENANT_HEADER, TOUCH_PATH, Touch,
+    BASE_URL, CARRIER_PATH, CarrierReport, END_PATH, EndRequest, RELAY_PATH, START_PATH,
+    STATE_PATH, StartSession, TENANT_HEADER, TOUCH_PATH, Touch,
 };
 use shared::call_session::{CallSession as CallState, SessionRefusal};
 use shared::error_body::{ErrorBody, ErrorCode};
@@ -52,6 +52,15 @@ pub async fn touch(env: &Env, call_id: &str, touch: Touch) -> Result<CallState, 
 /// `POST /end`: ends the call (lease, origin, sockets); refused when it already ended.
 pub async fn end(env: &Env, call_id: &str, request: &EndRequest) -> Result<CallState, Refusal> {
     state_of(send(env, call_id, Method::Post, END_PATH, Some(request)).await?).await
+}
+
+/// `POST /carrier`: what the carrier reported about the call (status, AMD, its call id).
+pub async fn carrier(
+    env: &Env,
+    call_id: &str,
+    report: &CarrierReport,
+) -> Result<CallState, Refusal> {
+    state_of(send(env, call_id, Method::Post, CARRIER_PATH, Some(report)).await?).await
 }
 
 /// `GET /relay`: hands the caller's WebSocket upgrade to the session (101), for `tenant`.

@@ -9,7 +9,8 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::call_session::wire::{EndRequest, StartSession};
-use crate::call_session::{CallSource, StartCall};
+use crate::call_session::{CallDirection, CallSource, CallStatus, StartCall};
+use crate::carrier::CarrierKind;
 use crate::principal::AuthMethod;
 
 const T0: u64 = 1_700_000_000_000;
@@ -84,6 +85,8 @@ struct World {
     notes: Vec<Note>,
     /// Every message an origin received, in the order they arrived, over all origins.
     delivered: Vec<String>,
+    /// What the origins were told answering-machine detection found.
+    answered_at_origin: Vec<AnsweredBy>,
     /// Every action performed, for tests about order.
     log: Vec<Action>,
     /// Whether an origin told of the call's end answers on the relay with `end` (as the real
@@ -94,6 +97,15 @@ struct World {
 impl World {
     /// A call started at `T0` over `regions` (the first is the call's), with a caller connected.
     fn new(regions: &[&str]) -> Self {
+        Self::started(regions, CallDirection::Inbound)
+    }
+
+    /// An outbound call placed at `T0`: queued, its carrier call id not yet known.
+    fn outbound(regions: &[&str]) -> Self {
+        Self::started(regions, CallDirection::Outbound)
+    }
+
+    fn started(regions: &[&str], direction: CallDirection) -> Self {
         let start = StartSession {
             call: StartCall {
                 call_id: "CA1".into(),
@@ -101,6 +113,9 @@ impl World {
                 agent_id: Some("a1".into()),
                 source: CallSource::Phone,
                 region: regions[0].into(),
+                direction,
+                carrier: Some(CarrierKind::Twilio),
+                carrier_call_id: (direction == CallDirection::Inbound).then(|| "CA1".into()),
             },
             principal: Principal {
                 tenant_id: TENANT.into(),
@@ -144,6 +159,7 @@ impl World {
             told_origin: Vec::new(),
             notes: Vec::new(),
             delivered: Vec::new(),
+            answered_at_origin: Vec::new(),
             log: Vec::new(),
             origin_answers_end: true,
         };
@@ -371,9 +387,190 @@ impl World {
                     return self.relay.on_origin_text(link, end.to_json(), self.now);
                 }
             }
+            Action::AnsweredAtOrigin {
+                targets,
+                answered_by,
+            } => {
+                assert_eq!(targets[0].region, self.relay.session().region);
+                self.answered_at_origin.push(answered_by);
+            }
             Action::Note(note) => self.notes.push(note),
         }
         Vec::new()
+    }
+
+    /// The carrier posts a status callback (or an AMD result) about `carrier_call_id`.
+    fn carrier_reports(
+        &mut self,
+        carrier_call_id: &str,
+        status: Option<&str>,
+        answered_by: Option<AnsweredBy>,
+    ) -> Result<(), SessionRefusal> {
+        let report = CarrierReport {
+            carrier_call_id: Some(carrier_call_id.to_owned()),
+            carrier_status: status.map(str::to_owned),
+            progress: status.and_then(CallProgress::from_call_status),
+            answered_by,
+        };
+        let actions = self.relay.on_carrier_report(report, self.now)?;
+        self.drive(actions);
+        Ok(())
+    }
+}
+
+#[test]
+fn an_outbound_call_follows_its_carrier_from_queued_to_ended() {
+    let mut w = World::outbound(&["us-east-1"]);
+    assert_eq!(w.stored_session().status, CallStatus::Queued);
+    w.advance(1_000);
+    w.carrier_reports("CA9", Some("initiated"), None)
+        .expect("live");
+    assert_eq!(w.stored_session().carrier_call_id.as_deref(), Some("CA9"));
+    w.carrier_reports("CA9", Some("ringing"), None)
+        .expect("live");
+    assert_eq!(w.stored_session().status, CallStatus::Ringing);
+    w.carrier_reports("CA9", Some("in-progress"), None)
+        .expect("live");
+    let stored = w.stored_session();
+    assert_eq!(
+        (stored.status, stored.carrier_status.as_deref()),
+        (CallStatus::Active, Some("in-progress"))
+    );
+    assert_eq!(
+        stored.last_activity_ms,
+        T0 + 1_000,
+        "a callback is activity"
+    );
+    w.connect_caller();
+    w.caller_says(&setup());
+    w.carrier_reports("CA9", Some("completed"), None)
+        .expect("live");
+    let ended = w.stored_session();
+    assert_eq!(
+        (ended.status, ended.end_reason),
+        (CallStatus::Ended, Some(EndReason::Completed))
+    );
+    assert_eq!(w.lease_ops, ["release"]);
+    assert_eq!(w.caller_closed, Some(1000));
+    assert_eq!(
+        w.carrier_reports("CA9", Some("completed"), None),
+        Err(SessionRefusal::CallEnded),
+        "told twice: the lease is not released twice"
+    );
+    assert_eq!(w.lease_ops, ["release"]);
+}
+
+#[test]
+fn busy_and_no_answer_give_the_line_back_at_once() {
+    for (status, reason) in [
+        ("busy", EndReason::Busy),
+        ("no-answer", EndReason::NoAnswer),
+    ] {
+        let mut w = World::outbound(&["us-east-1"]);
+        w.carrier_reports("CA9", Some("ringing"), None)
+            .expect("live");
+        w.carrier_reports("CA9", Some(status), None).expect("live");
+        assert_eq!(w.lease_ops, ["release"], "{status}");
+        assert_eq!(w.ended_at_origin, [("us-east-1".to_owned(), reason)]);
+        assert_eq!(w.alarm, None, "{status}: nothing left to wake up for");
+    }
+}
+
+#[test]
+fn a_callback_about_another_carrier_call_is_refused() {
+    let mut w = World::new(&["us-east-1"]);
+    assert_eq!(
+        w.carrier_reports("CA2", Some("completed"), None),
+        Err(SessionRefusal::CarrierMismatch)
+    );
+    assert!(w.relay.session().is_active());
+    assert!(w.lease_ops.is_empty());
+}
+
+#[test]
+fn the_first_amd_result_is_kept_and_told_to_the_origin_once() {
+    let mut w = World::outbound(&["us-east-1", "us-west-2"]);
+    w.carrier_reports("CA9", Some("in-progress"), None)
+        .expect("live");
+    w.carrier_reports("CA9", None, Some(AnsweredBy::MachineEndBeep))
+        .expect("live");
+    w.carrier_reports("CA9", None, Some(AnsweredBy::Human))
+        .expect("live");
+    assert_eq!(w.answered_at_origin, [AnsweredBy::MachineEndBeep]);
+    let stored = w.stored_session();
+    assert_eq!(stored.answered_by, Some(AnsweredBy::MachineEndBeep));
+    assert_eq!(
+        stored.status,
+        CallStatus::Active,
+        "detection is not progress"
+    );
+    // A final status with a finding records it but tells the origin nothing: it ends anyway.
+    let mut ended = World::outbound(&["us-east-1"]);
+    ended
+        .carrier_reports("CA9", Some("completed"), Some(AnsweredBy::MachineStart))
+        .expect("live");
+    assert!(ended.answered_at_origin.is_empty());
+    assert_eq!(
+        ended.stored_session().answered_by,
+        Some(AnsweredBy::MachineStart)
+    );
+}
+
+/// One carrier callback of a property test.
+#[derive(Debug, Clone)]
+enum Callback {
+    Status(&'static str),
+    Amd(AnsweredBy),
+    Other,
+}
+
+fn callback() -> impl Strategy<Value = Callback> {
+    prop_oneof![
+        Just(Callback::Status("initiated")),
+        Just(Callback::Status("ringing")),
+        Just(Callback::Status("in-progress")),
+        Just(Callback::Status("completed")),
+        Just(Callback::Status("busy")),
+        Just(Callback::Status("no-answer")),
+        Just(Callback::Status("weird")),
+        Just(Callback::Amd(AnsweredBy::Human)),
+        Just(Callback::Amd(AnsweredBy::MachineEndBeep)),
+        Just(Callback::Other),
+    ]
+}
+
+proptest! {
+    /// Whatever the carrier posts and in whatever order, the status never moves back, the lease
+    /// is released at most once (exactly once when a final status came), and the origin hears
+    /// at most one AMD result.
+    #[test]
+    fn carrier_callbacks_move_an_outbound_call_forward_only(callbacks in proptest::collection::vec(callback(), 1..30)) {
+        let mut w = World::outbound(&["us-east-1"]);
+        let mut previous = CallStatus::Queued;
+        let mut final_seen = false;
+        for callback in callbacks {
+            let outcome = match callback {
+                Callback::Status(status) => {
+                    final_seen |= matches!(CallProgress::from_call_status(status), Some(CallProgress::Ended(_)));
+                    w.carrier_reports("CA9", Some(status), None)
+                }
+                Callback::Amd(answered_by) => w.carrier_reports("CA9", None, Some(answered_by)),
+                // Another call's callback, once this call is bound to its carrier call.
+                Callback::Other if w.relay.session().carrier_call_id.is_some() => {
+                    w.carrier_reports("CA8", Some("completed"), None)
+                }
+                Callback::Other => Ok(()),
+            };
+            if let Err(refusal) = outcome {
+                prop_assert!(matches!(refusal, SessionRefusal::CallEnded | SessionRefusal::CarrierMismatch), "{:?}", refusal);
+            }
+            let status = w.relay.session().status;
+            prop_assert!(status >= previous, "{:?} after {:?}", status, previous);
+            previous = status;
+        }
+        let releases = w.lease_ops.iter().filter(|op| **op == "release").count();
+        prop_assert_eq!(releases, usize::from(final_seen));
+        prop_assert!(w.answered_at_origin.len() <= 1);
     }
 }
 
@@ -949,6 +1146,9 @@ fn a_start_without_regions_is_refused() {
             agent_id: None,
             source: CallSource::Api,
             region: "us-east-1".into(),
+            direction: CallDirection::Inbound,
+            carrier: None,
+            carrier_call_id: None,
         },
         principal: Principal {
             tenant_id: TENANT.into(),

@@ -16,7 +16,9 @@ export type FieldKind =
   /** One entry per line; empty means an empty list. */
   | "lines"
   /** One entry per line, or absent (the origin's default) while "use the default" is ticked. */
-  | "optional-lines";
+  | "optional-lines"
+  /** A JSON value (a list or an object); empty means absent (the origin's default). */
+  | "json";
 
 export interface FieldDef {
   path: string;
@@ -89,6 +91,38 @@ export const SECTIONS: Section[] = [
     ],
   },
   {
+    id: "conversation",
+    title: "Conversation",
+    fields: [
+      { path: "fallback_utterance", label: "Fallback line", kind: "text", hint: "Said when every model fails, so the caller never hears silence. Empty: the origin's default." },
+      { path: "idle_reprompt_secs", label: "Silence before a reprompt (s)", kind: "number", min: 0, step: "1", hint: "0 turns reprompting off. Empty: the origin's default." },
+      { path: "idle_reprompt", label: "Reprompt", kind: "text", hint: "Said to a silent caller. Empty: the origin's default." },
+      { path: "idle_reprompts", label: "Reprompts before the goodbye", kind: "number", min: 0, step: "1", hint: "Empty: the origin's default." },
+      { path: "idle_goodbye", label: "Goodbye to a silent caller", kind: "text", hint: "Said before the agent ends the call. Empty: the origin's default." },
+      { path: "voicemail_message", label: "Voicemail message", kind: "textarea", hint: "Left on an answering machine (outbound calls asking for detect_message_end). Empty: a machine is hung up on." },
+    ],
+  },
+  {
+    id: "tools",
+    title: "Tools",
+    fields: [
+      {
+        path: "tools",
+        label: "Tools (JSON)",
+        kind: "json",
+        hint: 'A list of {"name", "description", "input_schema", "url", "timeout_ms"?}; each call is a signed POST to the url (see the signing secret). Empty: no tools.',
+      },
+      {
+        path: "builtin_tools",
+        label: "Built-in tools (JSON)",
+        kind: "json",
+        hint: 'e.g. {"end_call": {}, "transfer_call": {"targets": ["+14155550123"]}, "send_digits": {}, "switch_language": {}}. Empty: none.',
+      },
+      { path: "filler_after_ms", label: "Filler after (ms)", kind: "number", min: 0, step: "1", hint: "A tool call keeping the caller waiting this long gets the filler line. Empty: 700." },
+      { path: "filler_utterance", label: "Filler line", kind: "text", hint: "Said while a slow tool call runs. Empty: the origin's default." },
+    ],
+  },
+  {
     id: "phone",
     title: "Phone numbers",
     fields: [{ path: "phone_numbers", label: "Phone numbers", kind: "lines", hint: "E.164, one per line (+14155550100). Calls to these numbers reach this agent." }],
@@ -133,10 +167,23 @@ export function formOf(spec: Partial<AgentSpec> | null, id = ""): FormValues {
     if (field.path === ID_FIELD) continue;
     const value = spec ? read(spec as Json, field.path) : undefined;
     if (field.kind === "optional-lines") values[defaultKey(field.path)] = value === undefined ? "1" : "";
-    values[field.path] = Array.isArray(value) ? value.join("\n") : value === undefined || value === null ? "" : String(value);
+    values[field.path] =
+      field.kind === "json"
+        ? isEmptyJson(value)
+          ? ""
+          : JSON.stringify(value, null, 2)
+        : Array.isArray(value)
+          ? value.join("\n")
+          : value === undefined || value === null
+            ? ""
+            : String(value);
   }
   return values;
 }
+
+/** Absent, an empty list or an empty object: shown as an empty box. */
+const isEmptyJson = (value: unknown) =>
+  value === undefined || value === null || (typeof value === "object" && Object.keys(value as object).length === 0);
 
 const lines = (text: string) =>
   text
@@ -177,6 +224,19 @@ export function specOf(values: FormValues, base: Partial<AgentSpec> | null): { s
       case "optional-lines":
         write(spec, field.path, values[defaultKey(field.path)] ? undefined : lines(raw));
         break;
+      case "json": {
+        const text = raw.trim();
+        if (!text) {
+          write(spec, field.path, undefined);
+          break;
+        }
+        try {
+          write(spec, field.path, JSON.parse(text));
+        } catch (error) {
+          errors[field.path] = `${field.label} is not JSON: ${(error as Error).message}`;
+        }
+        break;
+      }
     }
   }
   return { spec: spec as AgentSpec, errors };
@@ -188,10 +248,16 @@ const FIELD_OF_CODE: Record<string, string> = {
   phone_number_taken: "phone_numbers",
 };
 
-/** Which form field an API error is about, or null when it is about the whole form. */
+/**
+ * Which form field an API error is about, or null when it is about the whole form. An error
+ * inside a JSON field (`tools[0].url`) lands on that field (`tools`).
+ */
 export function fieldOfError(error: { field: string | null; code: string }): string | null {
   const field = error.field ?? FIELD_OF_CODE[error.code] ?? null;
-  return field && byPath.has(field) ? field : null;
+  if (!field) return null;
+  if (byPath.has(field)) return field;
+  const holder = FIELDS.find((def) => def.kind === "json" && (field.startsWith(`${def.path}[`) || field.startsWith(`${def.path}.`)));
+  return holder ? holder.path : null;
 }
 
 /** The id rule of shared::identifier, checked before the request (the URL carries it). */

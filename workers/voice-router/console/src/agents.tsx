@@ -159,8 +159,16 @@ function Field({
           {field.defaultLabel}
         </label>
       )}
-      {field.kind === "textarea" || field.kind === "lines" || field.kind === "optional-lines" ? (
-        <textarea {...common} rows={field.kind === "textarea" && field.path === "system_prompt" ? 8 : 3} value={value} disabled={usesDefault} onInput={onInput} />
+      {field.kind === "textarea" || field.kind === "lines" || field.kind === "optional-lines" || field.kind === "json" ? (
+        <textarea
+          {...common}
+          rows={(field.kind === "textarea" && field.path === "system_prompt") || field.kind === "json" ? 8 : 3}
+          class={field.kind === "json" ? "code" : undefined}
+          spellcheck={field.kind !== "json"}
+          value={value}
+          disabled={usesDefault}
+          onInput={onInput}
+        />
       ) : field.kind === "number" ? (
         <input {...common} type="number" inputMode="decimal" min={field.min} max={field.max} step={field.step} value={value} onInput={onInput} />
       ) : (

@@ -146,12 +146,33 @@ test("agent form: an edit keeps the fields the form does not show; empty means a
   assert.deepEqual(made.errors, { "inference.max_tokens": "Max tokens must be a number" });
 });
 
+test("agent form: JSON fields (tools) read and write values, refuse text that is not JSON", () => {
+  const tool = { name: "lookup", description: "d", input_schema: { type: "object" }, url: "https://t.example/x" };
+  const agent = { name: "A", system_prompt: "p", tools: [tool], builtin_tools: {}, filler_after_ms: 700 };
+  const values = fields.formOf(agent, "a");
+  assert.deepEqual(JSON.parse(values.tools), [tool]);
+  assert.equal(values.builtin_tools, "", "an empty object shows as an empty box");
+  assert.equal(values.filler_after_ms, "700");
+  const kept = fields.specOf(values, agent);
+  assert.deepEqual(kept.errors, {});
+  assert.deepEqual(kept.spec.tools, [tool]);
+  assert.equal(kept.spec.builtin_tools, undefined, "empty means absent (the origin's default)");
+  const edited = fields.specOf({ ...values, builtin_tools: '{"end_call": {}}', tools: "" }, agent);
+  assert.deepEqual(edited.spec.builtin_tools, { end_call: {} });
+  assert.equal(edited.spec.tools, undefined);
+  const broken = fields.specOf({ ...values, tools: "[{" }, agent);
+  assert.match(broken.errors.tools, /^Tools \(JSON\) is not JSON: /);
+});
+
 test("agent form: errors land on the field they name, by field or by stable code", () => {
   assert.equal(fields.fieldOfError({ field: "inference.temperature", code: "invalid_agent" }), "inference.temperature");
   assert.equal(fields.fieldOfError({ field: null, code: "invalid_id" }), "id");
   assert.equal(fields.fieldOfError({ field: null, code: "phone_number_taken" }), "phone_numbers");
   assert.equal(fields.fieldOfError({ field: "not_in_the_form", code: "invalid_agent" }), null, "unknown fields go to the form's top");
   assert.equal(fields.fieldOfError({ field: null, code: "invalid_json" }), null);
+  assert.equal(fields.fieldOfError({ field: "tools[0].url", code: "invalid_agent" }), "tools", "inside a JSON field: that field");
+  assert.equal(fields.fieldOfError({ field: "builtin_tools.transfer_call.targets", code: "invalid_agent" }), "builtin_tools");
+  assert.equal(fields.fieldOfError({ field: "toolsmith", code: "invalid_agent" }), null, "a prefix is not a path");
   assert.ok(fields.isAgentId("front-desk_2"));
   assert.ok(!fields.isAgentId("front desk"));
   assert.ok(!fields.isAgentId("x".repeat(65)));
