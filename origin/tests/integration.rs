@@ -998,14 +998,7 @@ async fn events_fan_out_across_replicas_and_ending_a_call_anywhere_ends_its_rela
 
 #[tokio::test]
 async fn an_agent_update_on_one_replica_is_seen_at_once_on_another() {
-    let mut a_options = Options::new(Db::Postgres);
-    a_options.redis = true;
-    let a = Origin::start(a_options).await;
-    let mut b_options = Options::new(Db::Postgres);
-    b_options.redis = true;
-    b_options.shared_db = Some(a.db_name.clone());
-    b_options.redis_prefix = Some(a.redis_prefix.clone());
-    let b = Origin::start(b_options).await;
+    let (a, b) = two_replicas().await;
     let on_a = a.client("acme");
     let on_b = b.client("acme");
     on_a.agent("a1", "m1", &[]).await;
@@ -1024,6 +1017,19 @@ async fn an_agent_update_on_one_replica_is_seen_at_once_on_another() {
     );
     on_b.json("DELETE", "/v1/agents/a1", None).await;
     assert_eq!(on_a.json("GET", "/v1/agents/a1", None).await.0, 404);
+}
+
+/// Two replicas of one deployment: the same PostgreSQL schema, the same Redis and key prefix.
+async fn two_replicas() -> (Origin, Origin) {
+    let mut a_options = Options::new(Db::Postgres);
+    a_options.redis = true;
+    let a = Origin::start(a_options).await;
+    let mut b_options = Options::new(Db::Postgres);
+    b_options.redis = true;
+    b_options.shared_db = Some(a.db_name.clone());
+    b_options.redis_prefix = Some(a.redis_prefix.clone());
+    let b = Origin::start(b_options).await;
+    (a, b)
 }
 
 /// Sends a POST signed once, with `nonce`, to `base`: what a captured request replayed sends.
@@ -1056,14 +1062,7 @@ async fn post_signed_once(
 
 #[tokio::test]
 async fn a_replay_to_another_replica_sharing_redis_is_refused() {
-    let mut a_options = Options::new(Db::Postgres);
-    a_options.redis = true;
-    let a = Origin::start(a_options).await;
-    let mut b_options = Options::new(Db::Postgres);
-    b_options.redis = true;
-    b_options.shared_db = Some(a.db_name.clone());
-    b_options.redis_prefix = Some(a.redis_prefix.clone());
-    let b = Origin::start(b_options).await;
+    let (a, b) = two_replicas().await;
     a.client("acme").agent("a1", "m1", &[]).await;
 
     let body = json!({"agent_id": "a1"}).to_string();

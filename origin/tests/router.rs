@@ -32,7 +32,15 @@ async fn oneshot(
     origin: &Origin,
     request: Request<Body>,
 ) -> (StatusCode, axum::http::HeaderMap, Value) {
-    let response = origin::app(origin.state.clone())
+    oneshot_with(origin.state.clone(), request).await
+}
+
+/// One request through the router built on `state` (e.g. with another clock).
+async fn oneshot_with(
+    state: origin::AppState,
+    request: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let response = origin::app(state)
         .oneshot(request)
         .await
         .expect("router is infallible");
@@ -250,18 +258,7 @@ async fn an_exact_replay_is_refused_in_process_and_after_its_window_by_the_times
         );
         let state = state.clone();
         async move {
-            let response = origin::app(state)
-                .oneshot(request)
-                .await
-                .expect("infallible");
-            let status = response.status();
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .expect("body")
-                .to_bytes();
-            let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let (status, _, json) = oneshot_with(state, request).await;
             (status, json)
         }
     };
