@@ -22,6 +22,10 @@ pub const SHUTDOWN_GRACE_SECS: &str = "SHUTDOWN_GRACE_SECS";
 pub use shared::signing::EDGE_SIGNING_SECRET;
 /// Env var (secret, optional): the previous key, accepted while a rotation rolls out.
 pub const EDGE_SIGNING_SECRET_PREVIOUS: &str = "EDGE_SIGNING_SECRET_PREVIOUS";
+/// Env var: `refuse` (default) or `accept` requests signed by an edge from before the nonce
+/// (`v1=`, no `X-Edge-Nonce`, replayable within the skew): `accept` only for the deploy that
+/// brings the nonce to both sides (docs/operations.md).
+pub const EDGE_LEGACY_SIGNATURES: &str = "EDGE_LEGACY_SIGNATURES";
 /// Env var (secret in production): `postgres://…` (Aurora) or `sqlite://…`; absent = SQLite.
 pub const DATABASE_URL: &str = "DATABASE_URL";
 /// Env var: PEM bundle to verify PostgreSQL's TLS certificate with (e.g. the RDS CA bundle).
@@ -95,6 +99,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Keys accepted for edge signatures: the current one first.
     pub signing_secrets: Vec<Vec<u8>>,
+    /// Whether a `v1=` signature without a nonce is still accepted (a transition only).
+    pub accept_legacy_signatures: bool,
     /// The database.
     pub database: DatabaseConfig,
     /// Redis, when configured.
@@ -121,6 +127,7 @@ impl fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("signing_secrets", &self.signing_secrets.len())
+            .field("accept_legacy_signatures", &self.accept_legacy_signatures)
             .field("database", &self.database.backend())
             .field("redis", &self.redis.is_some())
             .field("region", &self.region)
@@ -268,6 +275,13 @@ impl Config {
             .chain(previous)
             .map(|secret| secret.expose().to_vec())
             .collect();
+        let accept_legacy_signatures = reader
+            .parse(EDGE_LEGACY_SIGNATURES, |text| match text {
+                "refuse" => Ok(false),
+                "accept" => Ok(true),
+                _ => Err(ConfigIssue::NotOneOf(&["refuse", "accept"])),
+            })
+            .unwrap_or(false);
 
         let database = database_config(&mut reader);
 
@@ -349,6 +363,7 @@ impl Config {
             log_filter,
             shutdown_grace,
             signing_secrets,
+            accept_legacy_signatures,
             database,
             redis,
             region,
@@ -481,6 +496,21 @@ mod tests {
         assert_eq!(config.outbound_policy, OutboundPolicy::LoopbackToo);
         let error = parse(&[(ORIGIN_ENVIRONMENT, "dev")]).expect_err("unknown");
         assert!(error.to_string().contains(ORIGIN_ENVIRONMENT), "{error}");
+    }
+
+    #[test]
+    fn legacy_signatures_are_refused_unless_accepted_by_name() {
+        assert!(!parse(&[]).expect("valid").accept_legacy_signatures);
+        assert!(
+            parse(&[(EDGE_LEGACY_SIGNATURES, "accept")])
+                .expect("valid")
+                .accept_legacy_signatures
+        );
+        let error = parse(&[(EDGE_LEGACY_SIGNATURES, "yes")]).expect_err("not a word it takes");
+        assert!(
+            error.to_string().contains(EDGE_LEGACY_SIGNATURES),
+            "{error}"
+        );
     }
 
     #[test]
@@ -653,6 +683,7 @@ mod tests {
             method: "POST",
             path_and_query: "/v1/calls",
             timestamp: now,
+            nonce: "0f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a",
             body: BodyHash::of(b"{}"),
             principal: "",
         };

@@ -2,8 +2,9 @@
 //! words become Claude's reply.
 //!
 //! `app` builds the router (tests drive it with `oneshot`, no socket); `serve` runs it on a
-//! listener until `shutdown` resolves, then stops accepting, lets live turns finish for a
-//! bounded grace and closes relay sockets so the edge reconnects elsewhere.
+//! listener until `shutdown` resolves, then drains: new calls are refused (503 `draining`), live
+//! turns finish, relay sockets close with 1012 so the edge reconnects elsewhere, all within a
+//! bounded grace.
 //!
 //! # Routes
 //!
@@ -14,15 +15,15 @@
 //!
 //! | route | request | answer |
 //! | --- | --- | --- |
-//! | `GET /health` | — | 200 `HealthReport` (liveness, no signature) |
-//! | `GET /ready` | — | 200/503 `HealthReport`: `DATABASE` (as the background probe found it, `db_health`), `REDIS` (when configured; its failure degrades, not fails), `BEDROCK`, and `journal` (the live calls' write-behind journals: depth, oldest age, written late, dropped) |
+//! | `GET /health` | — | 200 `HealthReport` (liveness, no signature); 503 with `DRAINING` after SIGTERM |
+//! | `GET /ready` | — | 200/503 `HealthReport`: `DATABASE` (as the background probe found it, `db_health`), `REDIS` (when configured; its failure degrades, not fails), `BEDROCK`, `DRAINING` after SIGTERM, and `journal` (the live calls' write-behind journals: depth, oldest age, written late, dropped) |
 //! | `GET /metrics` | — | 200 Prometheus text |
 //! | `PUT /v1/agents/{id}` | `AgentSpec` | 201 (created) / 200 `Agent`; 400, 409 `phone_number_taken` |
 //! | `GET /v1/agents/{id}` | — | 200 `Agent`; 404 |
 //! | `DELETE /v1/agents/{id}` | — | 204; 404 |
 //! | `GET /v1/agents?after=&limit=` | — | 200 `AgentPage` (limit 1–100, default 50) |
 //! | `GET /v1/phone-numbers/{e164}/agent` | — | 200 `Agent` answering that number; 404 |
-//! | `POST /v1/calls` | `CreateCall` | 201 `Call`; 404 (agent), 409 `call_exists` |
+//! | `POST /v1/calls` | `CreateCall` | 201 `Call`; 404 (agent), 409 `call_exists`, 503 `draining` + `Retry-After` |
 //! | `GET /v1/calls?status=&agent_id=&source=&started_after_ms=&started_before_ms=&cursor=&limit=` | — | 200 `CallPage` (newest first; limit 1–100, default 50; `shared::call_list`); 400 `invalid_query`, `invalid_cursor` |
 //! | `GET /v1/calls/{id}` | — | 200 `Call`; 404 |
 //! | `POST /v1/calls/{id}/end` | `EndCall` | 200 `Call`; 404, 409 `call_ended` |
@@ -30,7 +31,7 @@
 //! | `POST /v1/calls/{id}/turns` | `TurnRequest` | 200 `text/event-stream`: `token` (`TokenEvent`)…, then `done` (`DoneEvent`, sent once the turn is durable) or `error` (`ErrorBody`); before streaming: 400, 404, 409 `call_ended`, 413, 503 + `Retry-After` |
 //! | `GET /v1/calls/{id}/events` | `Last-Event-ID`? | 200 `text/event-stream` of `CallEvent`s, event name = kind, id = place in the call: the stored history, then live, ending after `call_ended` (`shared::call_event::stream`); 204 for an ended call with nothing after `Last-Event-ID`; 400 for an id it never gave |
 //! | `GET /v1/events` | — | 200 `text/event-stream`: every live `CallEvent` of the tenant (no history, no ids) |
-//! | `GET /v1/calls/{id}/relay` | WebSocket | ConversationRelay (`shared::relay`); 409 `call_ended`, 503 before the upgrade |
+//! | `GET /v1/calls/{id}/relay` | WebSocket | ConversationRelay (`shared::relay`); 409 `call_ended`, 503 before the upgrade (`draining` after SIGTERM) |
 //! | `GET /v1/usage?from=&to=` | — | 200 `UsageReport` (UTC days, default the last 30): calls, replies, tokens, minutes, tool calls |
 //! | `GET /v1/signing-secret` | — | 200 the secret's metadata; 201 with its value when this creates it |
 //! | `POST /v1/signing-secret/rotate` | `{"previous_valid_for_secs"?}` | 200 (201 when none existed) with the new value; 400 |
@@ -192,6 +193,11 @@ impl AppState {
     pub fn now_ms(&self) -> u64 {
         (self.clock)()
     }
+
+    /// Whether the process is draining for a shutdown: no new calls or relay sockets.
+    pub fn draining(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
 }
 
 /// The origin's routes.
@@ -273,9 +279,15 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `app(state)` on `listener` until `shutdown` resolves; then stops accepting, tells
-/// relay sessions to close after their live turn, and lets live requests finish for at most
-/// the configured grace before returning.
+/// Serves `app(state)` on `listener` until `shutdown` resolves, then drains for at most the
+/// configured grace (`SHUTDOWN_GRACE_SECS`) and returns:
+///
+/// 1. Draining: connections are still accepted, but new calls and relay sockets get 503
+///    `draining` with `Retry-After`, and `/health` and `/ready` answer 503 `DRAINING`. Each relay
+///    socket finishes its live turn, then closes with 1012 (service restart), and the edge's
+///    `CallSession` moves the call to its next origin; SSE event streams end.
+/// 2. Once no relay socket is left (or the grace is over), the listener closes and the requests
+///    still running (an SSE turn) finish, within what remains of the grace.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -283,13 +295,17 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let grace = state.config.shutdown_grace;
     let stopping = state.shutdown.clone();
+    let metrics = Arc::clone(&state.metrics);
+    // The database probe runs until the process stops serving, a drain included (the shutdown
+    // token fires when the drain starts).
+    let probing = CancellationToken::new();
     let database = &state.config.database;
     tokio::spawn(db_health::probe(
         Arc::clone(&state.store),
         Arc::clone(&state.db_health),
         database.probe_interval,
         database.probe_timeout,
-        stopping.clone(),
+        probing.clone(),
     ));
     let (fired, on_fired) = tokio::sync::oneshot::channel::<()>();
     use axum::serve::ListenerExt;
@@ -300,17 +316,28 @@ pub async fn serve(
             tracing::debug!(%error, "TCP_NODELAY not set");
         }
     });
+    // The delivery task stops with the shutdown token, when the drain starts: what it has not
+    // sent waits in the outbox for another replica (or the next start).
     let delivering = tokio::spawn(webhooks::deliver(state.clone()));
-    let deliveries_stop = state.shutdown.clone();
+    let census = tokio::spawn(log_live_calls(Arc::clone(&metrics)));
     let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!(
             grace_secs = grace.as_secs(),
-            "shutting down: draining live requests"
+            relay_sockets = metrics.relay_connections.get(),
+            "draining: new calls refused, relay sockets close after their live turn"
         );
         stopping.cancel();
         // The receiver only goes away when `serve` returns; nothing to do then.
         let _ = fired.send(());
+        let deadline = tokio::time::Instant::now() + grace;
+        while metrics.relay_connections.get() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        tracing::info!(
+            relay_sockets = metrics.relay_connections.get(),
+            "drained: no longer accepting connections"
+        );
     });
     let outcome = tokio::select! {
         outcome = server => outcome,
@@ -319,9 +346,10 @@ pub async fn serve(
             Ok(())
         }
     };
-    // The delivery task stops with the shutdown token; an attempt it was making is cut, and its
-    // lease lets another replica (or the next start) make it again.
-    deliveries_stop.cancel();
+    census.abort();
+    probing.cancel();
+    // An attempt the delivery task was making is cut; its lease lets another replica (or the
+    // next start) make it again.
     stopping_deliveries(delivering).await;
     outcome
 }
@@ -335,6 +363,26 @@ async fn stopping_deliveries(task: tokio::task::JoinHandle<()>) {
         abort.abort();
     }
 }
+
+/// How often the open relay sockets are logged.
+const CENSUS_EVERY: Duration = Duration::from_secs(60);
+
+/// Logs the relay sockets open now, once a minute: summed over a region's tasks, the live calls
+/// on the CloudWatch dashboard (`origin/deploy/origin.yaml`), where `/metrics` is not scraped.
+async fn log_live_calls(metrics: Arc<Metrics>) {
+    let mut every = tokio::time::interval(CENSUS_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        tracing::info!(
+            relay_sockets = metrics.relay_connections.get(),
+            "relay sockets open"
+        );
+    }
+}
+
+/// How often a draining process looks whether its relay sockets are gone.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 /// Resolves `grace` after the shutdown signal; never, if the signal never fires.
 async fn deadline_after(on_fired: tokio::sync::oneshot::Receiver<()>, grace: Duration) {

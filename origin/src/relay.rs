@@ -86,7 +86,8 @@ const READ_BUFFER: usize = 4 * 1024;
 /// Largest frame read; bigger ones are answered `message_too_large` by the parser.
 const MAX_MESSAGE: usize = 1024 * 1024;
 
-/// The upgrade: refuses an ended call or an unavailable database before switching protocols.
+/// The upgrade: refuses a draining origin, an ended call or an unavailable database before
+/// switching protocols.
 pub async fn upgrade(
     State(state): State<AppState>,
     caller: Caller,
@@ -95,6 +96,10 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, Failed> {
+    if state.draining() {
+        // Before anything else: the Durable Object moves on to its next target at once.
+        return Err(Failed(AppError::Draining, request_id));
+    }
     let ws = ws
         .map_err(|rejection| AppError::bad_request("websocket_required", rejection.body_text()))
         .or_fail(&request_id)?;

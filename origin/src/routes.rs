@@ -25,13 +25,37 @@ const SERVICE: &str = env!("CARGO_PKG_NAME");
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Liveness: the process answers. Dependencies are `/ready`'s business, so a database outage
-/// does not make ECS kill healthy tasks.
-pub async fn health() -> Json<HealthReport> {
-    Json(HealthReport::from_checks(SERVICE, VERSION, []))
+/// does not make ECS kill healthy tasks. While draining (after SIGTERM) it answers 503 with a
+/// failed `DRAINING` check, so a load balancer or a health probe sends nothing new here.
+pub async fn health(State(state): State<AppState>) -> Response {
+    let draining = draining_check(&state);
+    let status = if draining.is_some() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (
+        status,
+        Json(HealthReport::from_checks(SERVICE, VERSION, draining)),
+    )
+        .into_response()
 }
 
-/// Readiness: the database answers, Redis (when configured) answers, Bedrock is configured.
-/// 503 when the database or Bedrock is not usable; Redis only degrades, so its failure shows
+/// The failed `DRAINING` check of a process shutting down; nothing otherwise.
+fn draining_check(state: &AppState) -> Option<(String, BindingHealth)> {
+    state.draining().then(|| {
+        (
+            "DRAINING".to_owned(),
+            BindingHealth::failed(
+                "shutting down: live calls finish or move, new ones go elsewhere".to_owned(),
+                None,
+            ),
+        )
+    })
+}
+
+/// Readiness: the database answers, Redis (when configured) answers, Bedrock is configured, the
+/// process is not draining. 503 when the database or Bedrock is not usable, or while draining; Redis only degrades, so its failure shows
 /// in the report but keeps 200.
 pub async fn ready(State(state): State<AppState>) -> Response {
     let started = std::time::Instant::now();
@@ -80,9 +104,12 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     };
     bedrock_health.version = Some(bedrock.detail);
     checks.push(("BEDROCK".to_owned(), bedrock_health));
+    let draining = draining_check(&state);
+    let draining_now = draining.is_some();
+    checks.extend(draining);
     let mut report = HealthReport::from_checks(SERVICE, VERSION, checks);
     report.journal = Some(state.journals.report(state.now_ms()));
-    let status = if database_ok && bedrock_ok {
+    let status = if database_ok && bedrock_ok && !draining_now {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -815,6 +815,16 @@ async fn finish(
         .turns
         .get_or_create(&label("outcome", outcome))
         .inc();
+    // One line per turn, for the CloudWatch metric filters of origin/deploy/origin.yaml (turn
+    // outcomes, interruptions, time to first token): the log group needs no signed scrape.
+    tracing::info!(
+        outcome,
+        interrupted,
+        model = generation.model.as_deref().unwrap_or(""),
+        ttft_ms = ttft_ms.unwrap_or(0),
+        answered = ttft_ms.is_some(),
+        "turn finished"
+    );
     if interrupted {
         metrics.interruptions.inc();
     }

@@ -115,6 +115,9 @@ pub async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Failed> {
+    if state.draining() {
+        return Err(Failed(AppError::Draining, request_id));
+    }
     let request: CreateCall = json_body(&body).or_fail(&request_id)?;
     request
         .validate()

@@ -410,13 +410,30 @@ pub fn now_secs() -> u64 {
         .as_secs()
 }
 
-/// The edge headers for a request.
+/// A fresh nonce, as the edge makes one per request.
+pub fn fresh_nonce() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The edge headers for a request, with a fresh nonce.
 pub fn edge_headers(
     method: &str,
     path: &str,
     body: BodyHash,
     principal: Option<&Principal>,
     timestamp: u64,
+) -> Vec<(&'static str, String)> {
+    edge_headers_with_nonce(method, path, body, principal, timestamp, &fresh_nonce())
+}
+
+/// The edge headers for a request with the given nonce (to replay one).
+pub fn edge_headers_with_nonce(
+    method: &str,
+    path: &str,
+    body: BodyHash,
+    principal: Option<&Principal>,
+    timestamp: u64,
+    nonce: &str,
 ) -> Vec<(&'static str, String)> {
     let principal_header = principal.map(Principal::to_header).unwrap_or_default();
     let signature = sign(
@@ -425,6 +442,7 @@ pub fn edge_headers(
             method,
             path_and_query: path,
             timestamp,
+            nonce,
             body,
             principal: &principal_header,
         },
@@ -432,6 +450,7 @@ pub fn edge_headers(
     .expect("strong secret");
     let mut headers = vec![
         (shared::headers::EDGE_TIMESTAMP, timestamp.to_string()),
+        (shared::headers::EDGE_NONCE, nonce.to_owned()),
         (shared::headers::EDGE_SIGNATURE, signature),
     ];
     if principal.is_some() {

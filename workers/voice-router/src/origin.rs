@@ -74,6 +74,9 @@ pub fn signed_request(
 ) -> worker::Result<Request> {
     let principal = signer.principal.to_header();
     let timestamp = now_ms() / 1000;
+    // Fresh for every attempt (a retry in the next region is a new request): the origin
+    // refuses a nonce it has seen within the skew window (`shared::signing::replay`).
+    let nonce = edge_io::request_id::random_uuid();
     let body_hash = match body {
         Body::Empty => BodyHash::of(b""),
         Body::Bytes(bytes) => BodyHash::of(bytes),
@@ -85,6 +88,7 @@ pub fn signed_request(
             method: method.as_ref(),
             path_and_query,
             timestamp,
+            nonce: &nonce,
             body: body_hash,
             principal: &principal,
         },
@@ -99,6 +103,7 @@ pub fn signed_request(
     }
     headers.set(headers::EDGE_PRINCIPAL, &principal)?;
     headers.set(headers::EDGE_TIMESTAMP, &timestamp.to_string())?;
+    headers.set(headers::EDGE_NONCE, &nonce)?;
     headers.set(headers::EDGE_SIGNATURE, &signature)?;
     if let Some(content_type) = content_type {
         headers.set("content-type", content_type)?;

@@ -305,12 +305,14 @@ impl Relay {
             .duration_since(std::time::UNIX_EPOCH)
             .map_err(|e| e.to_string())?
             .as_secs();
+        let nonce = uuid::Uuid::new_v4().to_string();
         let signature = sign(
             self.secret.as_bytes(),
             &SignedRequest {
                 method: "GET",
                 path_and_query: &path,
                 timestamp,
+                nonce: &nonce,
                 body: BodyHash::Stream,
                 principal: &principal,
             },
@@ -319,6 +321,7 @@ impl Relay {
         let headers = request.headers_mut();
         for (name, value) in [
             (shared::headers::EDGE_TIMESTAMP, timestamp.to_string()),
+            (shared::headers::EDGE_NONCE, nonce),
             (shared::headers::EDGE_SIGNATURE, signature),
             (shared::headers::EDGE_PRINCIPAL, principal),
         ] {
