@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """GET an origin route that needs the edge's signature (`/ready`, `/metrics`), signed as
 voice-router signs (shared::signing: HMAC-SHA256 over the scheme, method, path+query, timestamp,
-SHA-256 of the empty body and the empty principal header). For operators and the deploy
+a fresh nonce, SHA-256 of the empty body and the empty principal header; the origin refuses a
+nonce it has seen, so each run signs anew). For operators and the deploy
 pipeline; the origin accepts nothing unsigned but `/health`.
 
 Usage: EDGE_SIGNING_SECRET=... origin/deploy/signed-get.py URL [--expect STATUS] [--quiet]
@@ -20,16 +21,17 @@ import os
 import sys
 import time
 import urllib.parse
+import uuid
 
 SCHEME = "AYBIZA-EDGE-HMAC-SHA256"
 
 
-def signature(secret: str, method: str, path_and_query: str, timestamp: int, body: bytes = b"") -> str:
+def signature(secret: str, method: str, path_and_query: str, timestamp: int, nonce: str, body: bytes = b"") -> str:
     """The X-Edge-Signature value for a request without a principal."""
     canonical = "\n".join(
-        [SCHEME, method.upper(), path_and_query, str(timestamp), hashlib.sha256(body).hexdigest(), ""]
+        [SCHEME, method.upper(), path_and_query, str(timestamp), nonce, hashlib.sha256(body).hexdigest(), ""]
     )
-    return "v1=" + hmac.new(secret.encode(), canonical.encode(), hashlib.sha256).hexdigest()
+    return "v2=" + hmac.new(secret.encode(), canonical.encode(), hashlib.sha256).hexdigest()
 
 
 def main(argv: list[str]) -> int:
@@ -62,6 +64,7 @@ def main(argv: list[str]) -> int:
         return 2
     path_and_query = (url.path or "/") + (f"?{url.query}" if url.query else "")
     timestamp = int(time.time())
+    nonce = str(uuid.uuid4())
     connection_class = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
     connection = connection_class(url.hostname, url.port, timeout=10)
     try:
@@ -70,7 +73,8 @@ def main(argv: list[str]) -> int:
             path_and_query,
             headers={
                 "x-edge-timestamp": str(timestamp),
-                "x-edge-signature": signature(secret, "GET", path_and_query, timestamp),
+                "x-edge-nonce": nonce,
+                "x-edge-signature": signature(secret, "GET", path_and_query, timestamp, nonce),
             },
         )
         response = connection.getresponse()

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use shared::config::ConfigIssue;
+use shared::journal::JournalLimits;
 use shared::outbound_url::OutboundPolicy;
 use shared::signing::MIN_SECRET_LEN;
 
@@ -21,6 +22,10 @@ pub const SHUTDOWN_GRACE_SECS: &str = "SHUTDOWN_GRACE_SECS";
 pub use shared::signing::EDGE_SIGNING_SECRET;
 /// Env var (secret, optional): the previous key, accepted while a rotation rolls out.
 pub const EDGE_SIGNING_SECRET_PREVIOUS: &str = "EDGE_SIGNING_SECRET_PREVIOUS";
+/// Env var: `refuse` (default) or `accept` requests signed by an edge from before the nonce
+/// (`v1=`, no `X-Edge-Nonce`, replayable within the skew): `accept` only for the deploy that
+/// brings the nonce to both sides (docs/operations.md).
+pub const EDGE_LEGACY_SIGNATURES: &str = "EDGE_LEGACY_SIGNATURES";
 /// Env var (secret in production): `postgres://…` (Aurora) or `sqlite://…`; absent = SQLite.
 pub const DATABASE_URL: &str = "DATABASE_URL";
 /// Env var: PEM bundle to verify PostgreSQL's TLS certificate with (e.g. the RDS CA bundle).
@@ -33,6 +38,18 @@ pub const DATABASE_STATEMENT_TIMEOUT_MS: &str = "DATABASE_STATEMENT_TIMEOUT_MS";
 pub const DATABASE_ACQUIRE_TIMEOUT_MS: &str = "DATABASE_ACQUIRE_TIMEOUT_MS";
 /// Env var: PostgreSQL schema holding the tables (created when missing); default `public`.
 pub const DATABASE_SCHEMA: &str = "DATABASE_SCHEMA";
+/// Env var: how often the background probe asks the database whether it is up.
+pub const DATABASE_PROBE_INTERVAL_MS: &str = "DATABASE_PROBE_INTERVAL_MS";
+/// Env var: how long the probe waits for the database's answer before calling it down (a slow
+/// answer within it is still up).
+pub const DATABASE_PROBE_TIMEOUT_MS: &str = "DATABASE_PROBE_TIMEOUT_MS";
+/// Env var: most turns one live call's write-behind journal holds (`shared::journal`).
+pub const JOURNAL_MAX_PER_CALL: &str = "JOURNAL_MAX_PER_CALL";
+/// Env var: most turns every journal of the process holds together.
+pub const JOURNAL_MAX_TOTAL: &str = "JOURNAL_MAX_TOTAL";
+/// Env var: how long a relay turn waits for its journal entry to be written before its reply
+/// is closed anyway (the entry stays journaled).
+pub const JOURNAL_WRITE_WAIT_MS: &str = "JOURNAL_WRITE_WAIT_MS";
 /// Env var (secret in production): `redis://…` or `rediss://…`; absent = in-process fan-out.
 pub const REDIS_URL: &str = "REDIS_URL";
 /// Env var: prefix of every Redis key and channel.
@@ -54,6 +71,10 @@ pub const BEDROCK_CONNECT_TIMEOUT_MS: &str = "BEDROCK_CONNECT_TIMEOUT_MS";
 /// Env var: `production` (default) or `development`; a development origin lets agents' tool
 /// URLs be loopback (`http://127.0.0.1:…`), which production refuses.
 pub const ORIGIN_ENVIRONMENT: &str = "ORIGIN_ENVIRONMENT";
+
+/// Env var: how often the webhooks' outbox is polled for due deliveries (a change made on this
+/// replica wakes it at once; the poll finds retries and other replicas' rows).
+pub const WEBHOOK_POLL_MS: &str = "WEBHOOK_POLL_MS";
 
 /// Port 4000 on every interface: what the ECS task definition and ALB target group expect.
 const DEFAULT_LISTEN_ADDR: SocketAddr =
@@ -78,6 +99,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Keys accepted for edge signatures: the current one first.
     pub signing_secrets: Vec<Vec<u8>>,
+    /// Whether a `v1=` signature without a nonce is still accepted (a transition only).
+    pub accept_legacy_signatures: bool,
     /// The database.
     pub database: DatabaseConfig,
     /// Redis, when configured.
@@ -86,8 +109,14 @@ pub struct Config {
     pub region: String,
     /// Bedrock.
     pub bedrock: BedrockConfig,
-    /// Where requests to tenants' URLs (tool calls) may go.
+    /// Where requests to tenants' URLs (tool calls, webhooks) may go.
     pub outbound_policy: OutboundPolicy,
+    /// How often the webhooks' outbox is polled.
+    pub webhook_poll: Duration,
+    /// Bounds of the live calls' write-behind journals (`crate::journal`).
+    pub journal: JournalLimits,
+    /// How long a relay turn waits for its journal entry to be written.
+    pub journal_write_wait: Duration,
 }
 
 // Secrets stay out of logs and panics.
@@ -98,11 +127,13 @@ impl fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("signing_secrets", &self.signing_secrets.len())
+            .field("accept_legacy_signatures", &self.accept_legacy_signatures)
             .field("database", &self.database.backend())
             .field("redis", &self.redis.is_some())
             .field("region", &self.region)
             .field("bedrock", &self.bedrock)
             .field("outbound_policy", &self.outbound_policy)
+            .field("journal", &self.journal)
             .finish_non_exhaustive()
     }
 }
@@ -129,6 +160,10 @@ pub struct DatabaseConfig {
     pub acquire_timeout: Duration,
     /// PostgreSQL schema (`search_path`).
     pub schema: Option<String>,
+    /// How often the background probe runs (`crate::db_health`).
+    pub probe_interval: Duration,
+    /// How long the probe waits before calling the database down.
+    pub probe_timeout: Duration,
 }
 
 /// The database kind.
@@ -240,6 +275,13 @@ impl Config {
             .chain(previous)
             .map(|secret| secret.expose().to_vec())
             .collect();
+        let accept_legacy_signatures = reader
+            .parse(EDGE_LEGACY_SIGNATURES, |text| match text {
+                "refuse" => Ok(false),
+                "accept" => Ok(true),
+                _ => Err(ConfigIssue::NotOneOf(&["refuse", "accept"])),
+            })
+            .unwrap_or(false);
 
         let database = database_config(&mut reader);
 
@@ -293,19 +335,41 @@ impl Config {
                 _ => Err(ConfigIssue::NotOneOf(&["production", "development"])),
             })
             .unwrap_or(OutboundPolicy::PublicOnly);
+        let webhook_poll = reader.millis(WEBHOOK_POLL_MS, 10..=60_000, 1_000);
+
+        let journal_defaults = JournalLimits::default();
+        let journal = JournalLimits {
+            per_call: usize::try_from(reader.number(
+                JOURNAL_MAX_PER_CALL,
+                1..=1_000_000,
+                journal_defaults.per_call as u64,
+            ))
+            .unwrap_or(journal_defaults.per_call),
+            total: usize::try_from(reader.number(
+                JOURNAL_MAX_TOTAL,
+                1..=100_000_000,
+                journal_defaults.total as u64,
+            ))
+            .unwrap_or(journal_defaults.total),
+        };
+        let journal_write_wait = reader.millis(JOURNAL_WRITE_WAIT_MS, 0..=60_000, 1_000);
 
         reader.finish()?;
         Ok(Self {
+            journal,
+            journal_write_wait,
             listen_addr,
             log_format,
             log_filter,
             shutdown_grace,
             signing_secrets,
+            accept_legacy_signatures,
             database,
             redis,
             region,
             bedrock,
             outbound_policy,
+            webhook_poll,
         })
     }
 }
@@ -361,6 +425,8 @@ fn database_config(reader: &mut Reader<'_>) -> DatabaseConfig {
         statement_timeout: reader.millis(DATABASE_STATEMENT_TIMEOUT_MS, 10..=600_000, 3_000),
         acquire_timeout: reader.millis(DATABASE_ACQUIRE_TIMEOUT_MS, 10..=60_000, 1_000),
         schema,
+        probe_interval: reader.millis(DATABASE_PROBE_INTERVAL_MS, 50..=60_000, 250),
+        probe_timeout: reader.millis(DATABASE_PROBE_TIMEOUT_MS, 50..=60_000, 2_000),
     }
 }
 
@@ -430,6 +496,21 @@ mod tests {
         assert_eq!(config.outbound_policy, OutboundPolicy::LoopbackToo);
         let error = parse(&[(ORIGIN_ENVIRONMENT, "dev")]).expect_err("unknown");
         assert!(error.to_string().contains(ORIGIN_ENVIRONMENT), "{error}");
+    }
+
+    #[test]
+    fn legacy_signatures_are_refused_unless_accepted_by_name() {
+        assert!(!parse(&[]).expect("valid").accept_legacy_signatures);
+        assert!(
+            parse(&[(EDGE_LEGACY_SIGNATURES, "accept")])
+                .expect("valid")
+                .accept_legacy_signatures
+        );
+        let error = parse(&[(EDGE_LEGACY_SIGNATURES, "yes")]).expect_err("not a word it takes");
+        assert!(
+            error.to_string().contains(EDGE_LEGACY_SIGNATURES),
+            "{error}"
+        );
     }
 
     #[test]
@@ -602,6 +683,7 @@ mod tests {
             method: "POST",
             path_and_query: "/v1/calls",
             timestamp: now,
+            nonce: "0f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a",
             body: BodyHash::of(b"{}"),
             principal: "",
         };

@@ -1,5 +1,9 @@
 //! Only the edge may talk to the origin: every route but `/health` needs a valid
 //! `X-Edge-Signature` (`shared::signing`), and the principal it signs scopes every query.
+//! Each signature is single-use: its `X-Edge-Nonce` is claimed once it verifies
+//! (`shared::signing::replay`, shared by replicas through Redis), and a copy is refused with
+//! 401 `replayed_request`. A request without a nonce (an edge from before it, `v1=`) is
+//! refused, unless `EDGE_LEGACY_SIGNATURES=accept` (only for the deploy that brings the nonce).
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Request, State};
@@ -9,7 +13,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use shared::principal::Principal;
-use shared::signing::{BodyHash, SignedRequest, check_timestamp, verify};
+use shared::signing::replay::Claim;
+use shared::signing::{
+    BodyHash, SignedRequest, SigningError, check_nonce, check_timestamp, verify, verify_legacy,
+};
 
 use crate::AppState;
 use crate::error::{AppError, Failed};
@@ -79,7 +86,7 @@ pub async fn require_signature(
     match authenticate(&state, request).await {
         Ok(request) => next.run(request).await,
         Err(error) => {
-            if matches!(error, AppError::Unauthorized(_)) {
+            if matches!(error, AppError::Unauthorized(_) | AppError::Replayed) {
                 tracing::warn!(reason = %error, "edge signature refused");
             }
             Failed(error, request_id).into_response()
@@ -90,11 +97,10 @@ pub async fn require_signature(
 async fn authenticate(state: &AppState, request: Request) -> Result<Request, AppError> {
     let now_secs = state.now_ms() / 1000;
     let (mut parts, body) = request.into_parts();
-    let unauthorized =
-        |error: shared::signing::SigningError| AppError::Unauthorized(error.to_string());
+    let unauthorized = |error: SigningError| AppError::Unauthorized(error.to_string());
 
     let signature = header_text(&parts.headers, shared::headers::EDGE_SIGNATURE)
-        .ok_or(shared::signing::SigningError::MissingSignature)
+        .ok_or(SigningError::MissingSignature)
         .map_err(unauthorized)?
         .to_owned();
     let timestamp = check_timestamp(
@@ -102,6 +108,11 @@ async fn authenticate(state: &AppState, request: Request) -> Result<Request, App
         now_secs,
     )
     .map_err(unauthorized)?;
+    let nonce = match check_nonce(header_text(&parts.headers, shared::headers::EDGE_NONCE)) {
+        Ok(nonce) => Some(nonce.to_owned()),
+        Err(SigningError::MissingNonce) if state.config.accept_legacy_signatures => None,
+        Err(error) => return Err(unauthorized(error)),
+    };
 
     let (body_hash, body) = if is_websocket_upgrade(&parts.method, &parts.headers) {
         (BodyHash::Stream, Body::empty())
@@ -122,19 +133,32 @@ async fn authenticate(state: &AppState, request: Request) -> Result<Request, App
         .iter()
         .map(Vec::as_slice)
         .collect();
-    verify(
-        &secrets,
-        &SignedRequest {
-            method: parts.method.as_str(),
-            path_and_query: &path_and_query,
-            timestamp,
-            body: body_hash,
-            principal: &principal_header,
-        },
-        Some(&signature),
-        now_secs,
-    )
-    .map_err(unauthorized)?;
+    let signed = SignedRequest {
+        method: parts.method.as_str(),
+        path_and_query: &path_and_query,
+        timestamp,
+        nonce: nonce.as_deref().unwrap_or(""),
+        body: body_hash,
+        principal: &principal_header,
+    };
+    match &nonce {
+        Some(nonce) => {
+            verify(&secrets, &signed, Some(&signature), now_secs).map_err(unauthorized)?;
+            // Only a verified request spends its nonce: nobody can burn the edge's in advance.
+            match state.fanout.claim_nonce(nonce, timestamp, now_secs).await {
+                Claim::Fresh => {}
+                Claim::Replayed => return Err(AppError::Replayed),
+                Claim::Full => {
+                    tracing::error!("the in-process nonce cache is full; refusing new requests");
+                    return Err(AppError::Unavailable("replay guard"));
+                }
+            }
+        }
+        None => {
+            verify_legacy(&secrets, &signed, Some(&signature), now_secs).map_err(unauthorized)?;
+            tracing::debug!("accepted a legacy edge signature (no nonce)");
+        }
+    }
 
     if !principal_header.is_empty() {
         let principal = Principal::from_header(&principal_header)

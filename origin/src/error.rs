@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use shared::error_body::ErrorBody;
+use shared::error_body::{ErrorBody, ErrorCode};
 
 use crate::request_id::RequestId;
 use crate::store::StoreError;
@@ -23,6 +23,9 @@ pub enum AppError {
     /// The edge signature is missing, wrong or stale, or the principal unreadable.
     #[error("{0}")]
     Unauthorized(String),
+    /// A validly signed request whose nonce was already used: a replay.
+    #[error("this signed request was already received once (its nonce is used)")]
+    Replayed,
     /// A signed request without a principal on a route that is scoped by tenant.
     #[error("this route needs the caller's principal")]
     NoPrincipal,
@@ -58,9 +61,16 @@ pub enum AppError {
         /// What conflicts.
         message: String,
     },
+    /// The process is draining for a shutdown: new calls and relay sockets go to another task.
+    #[error("this origin task is shutting down; retry, another task takes new calls")]
+    Draining,
     /// A dependency is away; retry shortly.
     #[error("the {0} is unavailable; retry shortly")]
     Unavailable(&'static str),
+    /// The database is down (or did not answer): nothing that needs it is done; retry after
+    /// `Retry-After`.
+    #[error("the database is unavailable; retry after the time in Retry-After")]
+    DatabaseUnavailable,
     /// A bug or inconsistent data; the cause is in the log.
     #[error("internal error")]
     Internal,
@@ -87,11 +97,13 @@ impl AppError {
         match self {
             Self::NotFound | Self::Missing(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Unauthorized(_) | Self::NoPrincipal => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized(_) | Self::Replayed | Self::NoPrincipal => StatusCode::UNAUTHORIZED,
             Self::BadRequest { .. } | Self::InvalidField { .. } => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Conflict { .. } => StatusCode::CONFLICT,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::DatabaseUnavailable | Self::Draining => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -102,11 +114,14 @@ impl AppError {
             Self::NotFound | Self::Missing(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Unauthorized(_) | Self::NoPrincipal => "unauthorized",
+            Self::Replayed => "replayed_request",
             Self::BadRequest { code, .. }
             | Self::InvalidField { code, .. }
             | Self::Conflict { code, .. } => code,
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::Unavailable(_) => "unavailable",
+            Self::DatabaseUnavailable => ErrorCode::DatabaseUnavailable.as_str(),
+            Self::Draining => "draining",
             Self::Internal => "internal",
         }
     }
@@ -146,7 +161,7 @@ impl From<StoreError> for AppError {
         match error {
             StoreError::Unavailable(cause) => {
                 tracing::warn!(%cause, "database unavailable");
-                Self::Unavailable("database")
+                Self::DatabaseUnavailable
             }
             StoreError::CallExists => {
                 Self::conflict("call_exists", "a call with this id already exists")

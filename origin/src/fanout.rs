@@ -1,10 +1,13 @@
 //! What replicas share through Redis: call events (pub/sub per tenant, so any replica can serve
-//! `GET /v1/calls/{id}/events` and tell a relay session its call was ended elsewhere) and the
-//! agent config cache.
+//! `GET /v1/calls/{id}/events` and tell a relay session its call was ended elsewhere), the
+//! agent config cache, and the edge nonces already used (`shared::signing::replay`).
 //!
 //! Without `REDIS_URL` everything is in-process. With it, Redis is used while it answers; when
 //! it goes away, events are delivered in-process (to this replica's listeners) and the cache
 //! falls back to a short-lived in-process copy, each logged and counted, and nothing fails.
+//! Nonces are claimed in Redis (`SET NX EX`, one claim wins across replicas) and also kept
+//! in-process, so a replay to the same replica is refused even while Redis is away; while it is
+//! away a replay sent to another replica is not seen (counted as `redis_errors{operation=nonce}`).
 //! fred reconnects in the background and re-subscribes; use of Redis resumes by itself.
 
 use std::collections::HashMap;
@@ -15,11 +18,12 @@ use std::time::{Duration, Instant};
 use fred::clients::SubscriberClient;
 use fred::prelude::{
     Builder, ClientLike, Config as RedisClientConfig, EventInterface, Expiration, KeysInterface,
-    Options, PubsubInterface, ReconnectPolicy, Value,
+    Options, PubsubInterface, ReconnectPolicy, SetOptions, Value,
 };
 use shared::agent::Agent;
 use shared::call_event::{CallEvent, CallEventKind};
 use shared::carrier::AnsweredBy;
+use shared::signing::replay::{Claim, NonceCache, remember_for_secs};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::config::RedisConfig;
@@ -35,6 +39,9 @@ const DEGRADED_AGENT_TTL: Duration = Duration::from_secs(5);
 const LOCAL_AGENT_CAPACITY: usize = 10_000;
 /// A Redis command that takes longer than this is treated as Redis being away.
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
+/// Most edge nonces remembered in-process: a 66 s window at 1,500 signed requests a second.
+/// Full, the origin refuses new requests (503) rather than forget a nonce that still counts.
+const LOCAL_NONCE_CAPACITY: usize = 100_000;
 /// Events buffered per listener before a slow one starts losing the oldest.
 const EVENT_BUFFER: usize = 1024;
 
@@ -60,6 +67,7 @@ pub struct Fanout {
     sessions: Mutex<HashMap<SessionKey, HashMap<u64, mpsc::UnboundedSender<SessionSignal>>>>,
     next_session: AtomicU64,
     local_agents: Mutex<HashMap<(String, String), (Instant, Agent)>>,
+    local_nonces: Mutex<NonceCache>,
     redis: Option<RedisLink>,
     metrics: Arc<Metrics>,
 }
@@ -109,6 +117,7 @@ impl Fanout {
             sessions: Mutex::default(),
             next_session: AtomicU64::new(1),
             local_agents: Mutex::default(),
+            local_nonces: Mutex::new(NonceCache::new(LOCAL_NONCE_CAPACITY)),
             redis,
             metrics,
         }
@@ -394,6 +403,42 @@ impl Fanout {
                 tracing::warn!(%error, "Redis cache invalidation failed");
             }
         }
+    }
+
+    /// Claims the nonce of an edge request signed at `timestamp` (already verified): `Fresh`
+    /// the first time any replica sharing this Redis sees it within its window, `Replayed`
+    /// after. Without Redis (or with Redis away) this process's memory decides.
+    pub async fn claim_nonce(&self, nonce: &str, timestamp: u64, now_secs: u64) -> Claim {
+        let local = lock(&self.local_nonces).claim(nonce, timestamp, now_secs);
+        if local != Claim::Fresh {
+            return local;
+        }
+        if let Some(redis) = self.redis_up() {
+            let ttl = i64::try_from(remember_for_secs(timestamp, now_secs)).unwrap_or(i64::MAX);
+            // SET NX answers OK when this call stored the key, nil when it already existed.
+            let set: Result<Option<String>, _> = redis
+                .client
+                .with_options(&Self::fast())
+                .set(
+                    format!("{}nonce:{nonce}", redis.prefix),
+                    "1",
+                    Some(Expiration::EX(ttl)),
+                    Some(SetOptions::NX),
+                    false,
+                )
+                .await;
+            match set {
+                Ok(Some(_)) => {}
+                Ok(None) => return Claim::Replayed,
+                Err(error) => {
+                    self.metrics.redis_error("nonce");
+                    tracing::warn!(%error, "Redis nonce claim failed; this replica's memory decides");
+                }
+            }
+        } else if self.redis.is_some() {
+            self.metrics.redis_error("nonce");
+        }
+        Claim::Fresh
     }
 
     /// Closes the Redis connections.

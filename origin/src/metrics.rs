@@ -49,6 +49,24 @@ pub struct Metrics {
     pub tool_calls: Family<Labels, Counter>,
     /// `origin_tool_call_duration_seconds{kind}`: from the model's request to the result.
     pub tool_call_duration: Family<Labels, Histogram>,
+    /// `origin_webhook_attempts_total{event,outcome}`: delivery attempts by event type and
+    /// outcome (`delivered`, `failed`, `gave_up`).
+    pub webhook_attempts: Family<Labels, Counter>,
+    /// `origin_webhook_endpoints_disabled_total`: endpoints the disable rule switched off.
+    pub webhook_endpoints_disabled: Counter,
+    /// `origin_webhook_pending`: deliveries waiting in the outbox (every replica reads the same
+    /// table; read at most every few seconds).
+    pub webhook_pending: Gauge,
+    /// `origin_database_up`: 1 while the background probe finds the database up.
+    pub database_up: Gauge,
+    /// `origin_journal_depth`: live calls' turns waiting for the database (`crate::journal`).
+    pub journal_depth: Gauge,
+    /// `origin_journal_oldest_age_ms`: how long the oldest of them has waited.
+    pub journal_oldest_age_ms: Gauge,
+    /// `origin_journal_written_late_total`: journaled turns written after waiting.
+    pub journal_written_late: Counter,
+    /// `origin_journal_dropped_total`: turns that could not be kept.
+    pub journal_dropped: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -165,7 +183,60 @@ impl Metrics {
             "Time from the model's tool request to its result",
             tool_call_duration.clone(),
         );
+        let webhook_attempts = Family::<Labels, Counter>::default();
+        registry.register(
+            "webhook_attempts",
+            "Webhook delivery attempts by event type and outcome",
+            webhook_attempts.clone(),
+        );
+        let webhook_endpoints_disabled = Counter::default();
+        registry.register(
+            "webhook_endpoints_disabled",
+            "Webhook endpoints disabled for failing",
+            webhook_endpoints_disabled.clone(),
+        );
+        let webhook_pending = Gauge::default();
+        registry.register(
+            "webhook_pending",
+            "Webhook deliveries waiting in the outbox",
+            webhook_pending.clone(),
+        );
+        let database_up = Gauge::default();
+        registry.register(
+            "database_up",
+            "1 while the background probe finds the database up",
+            database_up.clone(),
+        );
+        let journal_depth = Gauge::default();
+        registry.register(
+            "journal_depth",
+            "Live calls' turns waiting for the database",
+            journal_depth.clone(),
+        );
+        let journal_oldest_age_ms = Gauge::default();
+        registry.register(
+            "journal_oldest_age_ms",
+            "Age of the oldest journaled turn waiting for the database, in ms",
+            journal_oldest_age_ms.clone(),
+        );
+        let journal_written_late = Counter::default();
+        registry.register(
+            "journal_written_late",
+            "Journaled turns written after waiting for the database",
+            journal_written_late.clone(),
+        );
+        let journal_dropped = Counter::default();
+        registry.register(
+            "journal_dropped",
+            "Turns of live calls that could not be kept",
+            journal_dropped.clone(),
+        );
         Self {
+            database_up,
+            journal_depth,
+            journal_oldest_age_ms,
+            journal_written_late,
+            journal_dropped,
             registry,
             requests,
             ttft,
@@ -184,6 +255,9 @@ impl Metrics {
             event_subscribers,
             tool_calls,
             tool_call_duration,
+            webhook_attempts,
+            webhook_endpoints_disabled,
+            webhook_pending,
         }
     }
 

@@ -1,4 +1,4 @@
-//! Requests the origin makes to tenants' URLs — tool calls now, webhooks next — signed with the
+//! Requests the origin makes to tenants' URLs — tool calls and webhooks — signed with the
 //! tenant's secret (`shared::outbound_signature`, see [`crate::signing_secret`]) and held to
 //! the SSRF rule of `shared::outbound_url`:
 //!
@@ -31,7 +31,7 @@ use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
 use shared::outbound_url::{OutboundPolicy, OutboundUrl, allowed};
 
-/// Largest answer a tool may give.
+/// Largest answer a tool may give (webhooks keep less: `shared::webhook::MAX_RESPONSE_BYTES`).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// `User-Agent` of every outbound request.
 pub const USER_AGENT: &str = concat!("aybiza-origin/", env!("CARGO_PKG_VERSION"));
@@ -142,6 +142,8 @@ pub struct Post<'a> {
     pub timeout: Duration,
     /// Largest answer read.
     pub max_response: usize,
+    /// More headers (a webhook's idempotency key and event type).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>;
@@ -188,10 +190,14 @@ impl OutboundClient {
     pub async fn post(&self, post: Post<'_>) -> Result<OutboundResponse, OutboundError> {
         OutboundUrl::parse(post.url, self.policy)
             .map_err(|error| OutboundError::Refused(format!("the URL {error}")))?;
-        let request = http::Request::post(post.url)
+        let mut request = http::Request::post(post.url)
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::USER_AGENT, USER_AGENT)
-            .header(shared::outbound_signature::HEADER, post.signature)
+            .header(shared::outbound_signature::HEADER, post.signature);
+        for (name, value) in post.headers {
+            request = request.header(name, value);
+        }
+        let request = request
             .body(Full::new(Bytes::from(post.body)))
             .map_err(|error| OutboundError::Refused(format!("the URL is unusable: {error}")))?;
         let max = post.max_response;

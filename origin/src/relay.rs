@@ -7,7 +7,9 @@
 //!   is spoken (and stored) on the call's first setup, unless the custom parameter
 //!   `greeting=carrier` says the carrier already spoke it (TwiML `welcomeGreeting`).
 //! - A final `prompt` starts a turn; its reply streams as `text` pieces with `last: false`, and
-//!   an empty `text` with `last: true` closes the turn once it is durable.
+//!   an empty `text` with `last: true` closes the turn once it is journaled (`crate::journal`):
+//!   written, while the database is up; waiting in the call's journal, to be written in order
+//!   once it is back, while it is away — the call goes on either way.
 //! - `interrupt` cancels the model stream at once and stores what the caller heard; after the
 //!   reply already ended it corrects the stored reply to what was heard.
 //! - `dtmf` is stored as a turn and reaches the model with the next prompt.
@@ -69,6 +71,7 @@ use crate::AppState;
 use crate::edge_auth::Caller;
 use crate::error::{AppError, Failed, OrFail};
 use crate::fanout::SessionSignal;
+use crate::journal::{Announce, CallJournal, Journals, Record};
 use crate::metrics::label;
 use crate::request_id::RequestId;
 use crate::routes::{load_agent, stored};
@@ -83,7 +86,8 @@ const READ_BUFFER: usize = 4 * 1024;
 /// Largest frame read; bigger ones are answered `message_too_large` by the parser.
 const MAX_MESSAGE: usize = 1024 * 1024;
 
-/// The upgrade: refuses an ended call or an unavailable database before switching protocols.
+/// The upgrade: refuses a draining origin, an ended call or an unavailable database before
+/// switching protocols.
 pub async fn upgrade(
     State(state): State<AppState>,
     caller: Caller,
@@ -92,6 +96,10 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, Failed> {
+    if state.draining() {
+        // Before anything else: the Durable Object moves on to its next target at once.
+        return Err(Failed(AppError::Draining, request_id));
+    }
     let ws = ws
         .map_err(|rejection| AppError::bad_request("websocket_required", rejection.body_text()))
         .or_fail(&request_id)?;
@@ -150,8 +158,10 @@ struct Session {
     prompts: PromptAssembler,
     /// The language of the utterance being gathered (the latest prompt that reported one).
     prompt_lang: Option<String>,
-    /// The last stored reply, which a late `interrupt` corrects: (seq, index in history).
-    last_reply: Option<(u32, usize)>,
+    /// The last reply, which a late `interrupt` corrects: (its journal entry, index in history).
+    last_reply: Option<(u64, usize)>,
+    /// Where every turn is kept until the database has it (`crate::journal`).
+    journal: Arc<CallJournal>,
     /// When a silent caller is reprompted.
     idle: IdleTimer,
     /// A built-in ended the session: done once the turn that called it is recorded.
@@ -200,6 +210,7 @@ async fn wake_at(state: &AppState, deadline_ms: Option<u64>) {
 impl Session {
     fn new(state: AppState, tenant: String, call_id: String, region: String) -> Self {
         let (out, out_rx) = mpsc::unbounded_channel();
+        let journal = Journals::open(&state, &tenant, &call_id);
         Self {
             state,
             tenant,
@@ -212,6 +223,7 @@ impl Session {
             prompts: PromptAssembler::default(),
             prompt_lang: None,
             last_reply: None,
+            journal,
             idle: IdleTimer::new(None),
             ending: None,
             voicemail_said_at: None,
@@ -344,6 +356,8 @@ impl Session {
             live.stop.stop(Stop::ClientGone);
         }
         self.settle_live_turn().await;
+        // What waits is written once the database has returned; the flusher then ends.
+        self.journal.close();
         drop(self.out);
         let _ = writer.await;
         metrics.relay_connections.dec();
@@ -576,27 +590,43 @@ impl Session {
             self.send(&Outbound::token(piece));
         }
         let turn = NewTurn::said(TurnRole::Assistant, greeting, self.state.now_ms());
-        match self.store_turn(&turn).await {
-            Ok(()) => self.send(&Outbound::turn_end()),
-            Err(error) => self.fail(
-                AppError::from(error).code(),
-                "the greeting could not be stored".into(),
-            ),
-        }
+        self.store_turn(&turn, None).await;
+        self.send(&Outbound::turn_end());
         self.idle.on_spoke(self.state.now_ms(), &turn.text);
     }
 
-    /// Appends one turn and keeps it in the session's history.
-    async fn store_turn(&mut self, turn: &NewTurn) -> Result<(), crate::store::StoreError> {
-        let seqs = stored(
+    /// Journals one turn (written at once while the database is up, the session waiting for
+    /// it a little; behind otherwise) and keeps it in the session's history.
+    async fn store_turn(&mut self, turn: &NewTurn, announce: Option<Announce>) {
+        let entry = self.journal.push(
             &self.state,
-            self.state
-                .store
-                .append_turns(&self.tenant, &self.call_id, std::slice::from_ref(turn))
-                .await,
-        )?;
-        self.push_history(seqs.first().copied().unwrap_or(0), turn);
-        Ok(())
+            Record::Turn {
+                turn: turn.clone(),
+                announce,
+            },
+        );
+        if entry.is_none() {
+            self.journal_full();
+        }
+        let wait = if self.state.db_health.is_up() {
+            self.state.config.journal_write_wait
+        } else {
+            std::time::Duration::ZERO
+        };
+        let seq = match entry {
+            Some(entry) => self.journal.written(entry, wait).await,
+            None => None,
+        };
+        self.push_history(seq.unwrap_or(0), entry, turn);
+    }
+
+    /// A turn did not fit in the journal (logged with its hash where it was refused): the
+    /// edge's log gets a note; the call goes on.
+    fn journal_full(&self) {
+        self.fail(
+            "journal_full",
+            "a turn could not be kept while the database is away".into(),
+        );
     }
 
     /// Says one of the agent's own lines (reprompt, goodbye) as one `text … last: true`, and
@@ -610,9 +640,7 @@ impl Session {
             lang: options.lang,
             ..NewTurn::said(TurnRole::Assistant, line, self.state.now_ms())
         };
-        if let Err(error) = self.store_turn(&turn).await {
-            tracing::warn!(call_id = %self.call_id, %error, "the agent's line was said but not stored");
-        }
+        self.store_turn(&turn, None).await;
         self.idle.on_spoke(self.state.now_ms(), &turn.text);
     }
 
@@ -663,11 +691,18 @@ impl Session {
         self.voicemail_said_at = None;
         let state = &self.state;
         let reason = end.end_reason.as_str();
+        let handoff = serde_json::to_value(&end.handoff).ok();
         match stored(
             state,
             state
                 .store
-                .end_call(&self.tenant, &self.call_id, reason, state.now_ms())
+                .end_call(
+                    &self.tenant,
+                    &self.call_id,
+                    reason,
+                    handoff.as_ref(),
+                    state.now_ms(),
+                )
                 .await,
         ) {
             Ok(EndOutcome::Ended(call)) => {
@@ -678,8 +713,9 @@ impl Session {
                     call.ended_at_ms.unwrap_or_else(|| state.now_ms()),
                 );
                 event.reason = Some(reason.to_owned());
-                event.handoff_data = serde_json::to_value(&end.handoff).ok();
+                event.handoff_data = handoff;
                 state.fanout.publish(event).await;
+                state.webhooks.wake();
             }
             Ok(EndOutcome::AlreadyEnded(_) | EndOutcome::NotFound) => {}
             Err(error) => {
@@ -694,14 +730,14 @@ impl Session {
         let _ = self.out.send(Out::Close(1000, "call ended"));
     }
 
-    fn push_history(&mut self, seq: u32, turn: &NewTurn) {
+    /// Keeps a turn in the session's history (`seq` 0 while it is not written yet); a reply
+    /// journaled at `entry` is the one a late `interrupt` corrects.
+    fn push_history(&mut self, seq: u32, entry: Option<u64>, turn: &NewTurn) {
         if let Some(bound) = &mut self.bound {
             bound.history.push(turn.stored(seq));
-            if turn.role == TurnRole::Assistant {
-                self.last_reply = Some((seq, bound.history.len() - 1));
-            } else {
-                self.last_reply = None;
-            }
+            self.last_reply = entry
+                .filter(|_| turn.role == TurnRole::Assistant)
+                .map(|entry| (entry, bound.history.len() - 1));
         }
     }
 
@@ -737,6 +773,7 @@ impl Session {
         let turn_text = text.clone();
         let turn_lang = lang.clone();
         let turn_stop = stop.clone();
+        let journal = Arc::clone(&self.journal);
         let handle = tokio::spawn(async move {
             let reply_lang = options.lang.clone();
             let options = std::sync::Mutex::new(options);
@@ -767,6 +804,7 @@ impl Session {
                     lang: turn_lang.as_deref(),
                     reply_lang: reply_lang.as_deref(),
                     carrier: Some(&carrier),
+                    journal: Some(&journal),
                 },
                 &sink,
                 &turn_stop,
@@ -816,9 +854,9 @@ impl Session {
             lang: user_lang,
             ..NewTurn::said(TurnRole::User, user_text, now)
         };
-        self.push_history(report.user_seq, &user);
+        self.push_history(report.user_seq, None, &user);
         if let (Some(seq), Some(reply)) = (report.reply_seq, &report.reply) {
-            self.push_history(seq, reply);
+            self.push_history(seq, report.reply_entry, reply);
         }
         if let (Some(languages), Some(bound)) = (report.languages, &mut self.bound) {
             bound.languages = languages;
@@ -850,12 +888,7 @@ impl Session {
 
     async fn on_dtmf(&mut self, digit: String) {
         let turn = NewTurn::said(TurnRole::Dtmf, digit, self.state.now_ms());
-        if let Err(error) = self.store_turn(&turn).await {
-            self.fail(
-                AppError::from(error).code(),
-                "the key press could not be stored".into(),
-            );
-        }
+        self.store_turn(&turn, None).await;
     }
 
     async fn on_interrupt(&mut self, heard: String) {
@@ -867,39 +900,27 @@ impl Session {
             return;
         }
         // The reply had already been generated; the caller cut its playback short.
-        let Some((seq, index)) = self.last_reply else {
+        let Some((entry, index)) = self.last_reply.take() else {
             return;
         };
-        match stored(
-            &self.state,
-            self.state
-                .store
-                .mark_interrupted(&self.tenant, &self.call_id, seq, &heard)
-                .await,
-        ) {
-            Ok(_) => {
-                if let Some(turn) = self.bound.as_mut().and_then(|b| b.history.get_mut(index)) {
-                    turn.text.clone_from(&heard);
-                    turn.interrupted = true;
-                }
-                self.last_reply = None;
-                self.state.metrics.interruptions.inc();
-                turn::publish(
-                    &self.state,
-                    &self.tenant,
-                    &self.call_id,
-                    CallEventKind::TurnInterrupted,
-                    Some(seq),
-                    None,
-                    None,
-                    self.state.now_ms(),
-                )
-                .await;
-            }
-            Err(error) => self.fail(
-                AppError::from(error).code(),
-                "the interruption could not be stored".into(),
-            ),
+        if let Some(turn) = self.bound.as_mut().and_then(|b| b.history.get_mut(index)) {
+            turn.text.clone_from(&heard);
+            turn.interrupted = true;
+        }
+        self.state.metrics.interruptions.inc();
+        // Written (and announced) after the reply it corrects, in the journal's order.
+        if self
+            .journal
+            .push(
+                &self.state,
+                Record::Interrupted {
+                    reply: entry,
+                    heard,
+                },
+            )
+            .is_none()
+        {
+            self.journal_full();
         }
     }
 }

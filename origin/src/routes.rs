@@ -19,26 +19,62 @@ use crate::store::StoreError;
 pub mod agents;
 pub mod calls;
 pub mod signing_secret;
+pub mod webhooks;
 
 const SERVICE: &str = env!("CARGO_PKG_NAME");
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Liveness: the process answers. Dependencies are `/ready`'s business, so a database outage
-/// does not make ECS kill healthy tasks.
-pub async fn health() -> Json<HealthReport> {
-    Json(HealthReport::from_checks(SERVICE, VERSION, []))
+/// does not make ECS kill healthy tasks. While draining (after SIGTERM) it answers 503 with a
+/// failed `DRAINING` check, so a load balancer or a health probe sends nothing new here.
+pub async fn health(State(state): State<AppState>) -> Response {
+    let draining = draining_check(&state);
+    let status = if draining.is_some() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (
+        status,
+        Json(HealthReport::from_checks(SERVICE, VERSION, draining)),
+    )
+        .into_response()
 }
 
-/// Readiness: the database answers, Redis (when configured) answers, Bedrock is configured.
-/// 503 when the database or Bedrock is not usable; Redis only degrades, so its failure shows
+/// The failed `DRAINING` check of a process shutting down; nothing otherwise.
+fn draining_check(state: &AppState) -> Option<(String, BindingHealth)> {
+    state.draining().then(|| {
+        (
+            "DRAINING".to_owned(),
+            BindingHealth::failed(
+                "shutting down: live calls finish or move, new ones go elsewhere".to_owned(),
+                None,
+            ),
+        )
+    })
+}
+
+/// Readiness: the database answers, Redis (when configured) answers, Bedrock is configured, the
+/// process is not draining. 503 when the database or Bedrock is not usable, or while draining; Redis only degrades, so its failure shows
 /// in the report but keeps 200.
 pub async fn ready(State(state): State<AppState>) -> Response {
     let started = std::time::Instant::now();
-    let (database, redis, bedrock) = tokio::join!(
-        state.store.ping(),
-        state.fanout.redis_health(),
-        state.llm.readiness()
-    );
+    // While the probe finds the database down, `/ready` says so at once rather than waiting
+    // out the pool's acquire timeout.
+    let database = async {
+        if state.db_health.is_up() {
+            state.store.ping().await
+        } else {
+            Err(StoreError::Unavailable(
+                state
+                    .db_health
+                    .last_error()
+                    .unwrap_or_else(|| "the database is down".into()),
+            ))
+        }
+    };
+    let (database, redis, bedrock) =
+        tokio::join!(database, state.fanout.redis_health(), state.llm.readiness());
     let elapsed = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
     let database_ok = database.is_ok();
     let mut checks = vec![(
@@ -68,8 +104,12 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     };
     bedrock_health.version = Some(bedrock.detail);
     checks.push(("BEDROCK".to_owned(), bedrock_health));
-    let report = HealthReport::from_checks(SERVICE, VERSION, checks);
-    let status = if database_ok && bedrock_ok {
+    let draining = draining_check(&state);
+    let draining_now = draining.is_some();
+    checks.extend(draining);
+    let mut report = HealthReport::from_checks(SERVICE, VERSION, checks);
+    report.journal = Some(state.journals.report(state.now_ms()));
+    let status = if database_ok && bedrock_ok && !draining_now {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -77,8 +117,36 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     (status, Json(report)).into_response()
 }
 
+/// Refuses a `/v1/…` request at once while the database is down (`crate::db_health`): `503
+/// database_unavailable` with `Retry-After`, instead of waiting out the pool's acquire timeout.
+pub async fn require_database(
+    State(state): State<AppState>,
+    request_id: RequestId,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.uri().path().starts_with("/v1/") && !state.db_health.is_up() {
+        state
+            .metrics
+            .db_errors
+            .get_or_create(&crate::metrics::label("kind", "refused_while_down"))
+            .inc();
+        return AppError::DatabaseUnavailable.into_response_for(&request_id);
+    }
+    next.run(request).await
+}
+
 /// Prometheus text exposition.
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    let journal = state.journals.report(state.now_ms());
+    let metrics = &state.metrics;
+    metrics
+        .journal_depth
+        .set(i64::try_from(journal.depth).unwrap_or(i64::MAX));
+    metrics
+        .journal_oldest_age_ms
+        .set(i64::try_from(journal.oldest_age_ms).unwrap_or(i64::MAX));
+    metrics.database_up.set(i64::from(state.db_health.is_up()));
     (
         [(
             header::CONTENT_TYPE,
@@ -159,6 +227,18 @@ pub fn query<T: DeserializeOwned>(uri: &Uri) -> Result<T, AppError> {
     axum::extract::Query::<T>::try_from_uri(uri)
         .map(|query| query.0)
         .map_err(|error| AppError::bad_request("invalid_query", error.body_text()))
+}
+
+/// A page size: `asked`, or `default` when none was asked; 400 outside 1 to `max`.
+pub fn page_limit(asked: Option<u32>, default: u32, max: u32) -> Result<u32, AppError> {
+    let limit = asked.unwrap_or(default);
+    if limit == 0 || limit > max {
+        return Err(AppError::bad_request(
+            "invalid_query",
+            format!("limit must be 1 to {max}"),
+        ));
+    }
+    Ok(limit)
 }
 
 /// Passes a store result through, counting database errors.

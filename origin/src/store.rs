@@ -9,6 +9,7 @@ use shared::call_list::CallListQuery;
 use shared::carrier::AnsweredBy;
 use shared::turn::{ToolCall, Turn, TurnRole};
 use shared::usage::{DayRange, UsageDay};
+use shared::webhook::{Delivery, Endpoint, EndpointConfig, EventType};
 
 pub mod sql;
 
@@ -161,6 +162,12 @@ pub trait Store: Send + Sync {
     /// Cheap round trip, for `/ready`.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// The background probe's round trip (`crate::db_health`): whether the database is up,
+    /// whatever the pool's load. The default is [`Store::ping`].
+    async fn probe(&self) -> Result<(), StoreError> {
+        self.ping().await
+    }
+
     /// Creates or replaces an agent; returns it and whether it was created.
     async fn put_agent(
         &self,
@@ -187,7 +194,8 @@ pub trait Store: Send + Sync {
         number: &str,
     ) -> Result<Option<Agent>, StoreError>;
 
-    /// Stores a new call and counts it in the day's usage.
+    /// Stores a new call and counts it in the day's usage; the webhooks' outbox gets
+    /// `call.started` in the same transaction.
     async fn create_call(&self, call: &Call) -> Result<(), StoreError>;
     /// One call.
     async fn get_call(&self, tenant: &str, id: &str) -> Result<Option<Call>, StoreError>;
@@ -198,12 +206,14 @@ pub trait Store: Send + Sync {
         tenant: &str,
         query: &CallListQuery,
     ) -> Result<Vec<Call>, StoreError>;
-    /// Ends a call.
+    /// Ends a call. With it, in one transaction, the webhooks' outbox gets `call.ended` (and
+    /// `call.transferred` for a transfer), carrying `handoff`.
     async fn end_call(
         &self,
         tenant: &str,
         id: &str,
         reason: &str,
+        handoff: Option<&serde_json::Value>,
         now_ms: u64,
     ) -> Result<EndOutcome, StoreError>;
 
@@ -225,7 +235,8 @@ pub trait Store: Send + Sync {
 
     /// The call's turns by `seq`.
     async fn list_turns(&self, tenant: &str, call_id: &str) -> Result<Vec<Turn>, StoreError>;
-    /// Appends turns atomically to an active call; replies count in the day's usage. Returns
+    /// Appends turns atomically to an active call; replies count in the day's usage and each
+    /// reply is a `turn.completed` in the webhooks' outbox (same transaction). Returns
     /// their `seq`s. Fails with `CallNotFound` or `CallEnded` and writes nothing then.
     async fn append_turns(
         &self,
@@ -233,6 +244,26 @@ pub trait Store: Send + Sync {
         call_id: &str,
         turns: &[NewTurn],
     ) -> Result<Vec<u32>, StoreError>;
+    /// Appends one turn of a call's write-behind journal (`crate::journal`), keyed by `key`
+    /// (unique per call): written once however often it is asked, and to an ended call too (it
+    /// was said while the call lived). Returns its `seq`. Fails with `CallNotFound`.
+    ///
+    /// The default appends without the key: for fakes in tests, which never lose an answer.
+    async fn append_journaled(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        key: &str,
+        turn: &NewTurn,
+    ) -> Result<u32, StoreError> {
+        let _ = key;
+        let seqs = self
+            .append_turns(tenant, call_id, std::slice::from_ref(turn))
+            .await?;
+        seqs.first()
+            .copied()
+            .ok_or_else(|| StoreError::Corrupt("no seq for an appended turn".into()))
+    }
     /// Stores what the carrier's `setup` said about the caller (caller name, forwarded-from,
     /// call type); absent details leave stored ones alone. False when there is no such call.
     async fn record_caller(
@@ -272,4 +303,121 @@ pub trait Store: Send + Sync {
         previous_expires_at_ms: u64,
         now_ms: u64,
     ) -> Result<SigningSecret, StoreError>;
+
+    /// Stores a new webhook endpoint `id` (enabled, no failures).
+    async fn create_webhook(
+        &self,
+        tenant: &str,
+        id: &str,
+        config: &EndpointConfig,
+        now_ms: u64,
+    ) -> Result<Endpoint, StoreError>;
+    /// The tenant's endpoints, oldest first.
+    async fn list_webhooks(&self, tenant: &str) -> Result<Vec<Endpoint>, StoreError>;
+    /// One endpoint.
+    async fn get_webhook(&self, tenant: &str, id: &str) -> Result<Option<Endpoint>, StoreError>;
+    /// Replaces an endpoint's configuration; `enabled: Some(true)` re-enables it and forgets its
+    /// failures, `Some(false)` disables it by request. `None` when there is no such endpoint.
+    async fn update_webhook(
+        &self,
+        tenant: &str,
+        id: &str,
+        config: &EndpointConfig,
+        enabled: Option<bool>,
+        now_ms: u64,
+    ) -> Result<Option<Endpoint>, StoreError>;
+    /// Deletes an endpoint and its deliveries; false when there was none.
+    async fn delete_webhook(&self, tenant: &str, id: &str) -> Result<bool, StoreError>;
+    /// An endpoint's deliveries, newest first, at most `limit`.
+    async fn list_deliveries(
+        &self,
+        tenant: &str,
+        endpoint_id: &str,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError>;
+    /// Queues a delivery again, due now (whatever its status). `None` when there is none.
+    async fn retry_delivery(
+        &self,
+        tenant: &str,
+        endpoint_id: &str,
+        event_id: &str,
+        now_ms: u64,
+    ) -> Result<Option<Delivery>, StoreError>;
+    /// Leases up to `limit` due deliveries of enabled endpoints to `owner` until
+    /// `now_ms + lease_ms`; a row leased to another owner whose lease has not run out is never
+    /// returned, so two replicas never send the same row at once.
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError>;
+    /// Records how an attempt went (only while `owner` still holds the lease) and updates the
+    /// endpoint's streak of failures, disabling it when `shared::webhook::endpoint_health`
+    /// says so.
+    async fn record_attempt(
+        &self,
+        claimed: &ClaimedDelivery,
+        owner: &str,
+        attempt: &Attempt,
+    ) -> Result<Recorded, StoreError>;
+    /// Deliveries waiting for an attempt, every tenant.
+    async fn pending_deliveries(&self) -> Result<u64, StoreError>;
+}
+
+/// A delivery leased for an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedDelivery {
+    /// The tenant (whose secret signs it).
+    pub tenant_id: String,
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// The event (the idempotency key).
+    pub event_id: String,
+    /// Its type.
+    pub event_type: EventType,
+    /// Where to POST.
+    pub url: String,
+    /// The body, exactly as signed.
+    pub payload: String,
+    /// Attempts made before this one.
+    pub attempts: u32,
+    /// Unix ms of the event.
+    pub created_at_ms: u64,
+}
+
+/// How an attempt went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// Unix ms it was made.
+    pub at_ms: u64,
+    /// The answer's status, when there was an answer.
+    pub status_code: Option<u16>,
+    /// Why it failed (`None` when delivered).
+    pub error: Option<String>,
+    /// What follows.
+    pub next: AttemptNext,
+}
+
+/// What follows an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptNext {
+    /// It was delivered.
+    Delivered,
+    /// Try again at this Unix ms.
+    RetryAt(u64),
+    /// Retries ran out.
+    GiveUp,
+}
+
+/// What recording an attempt did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// Recorded; the endpoint keeps receiving.
+    Recorded,
+    /// Recorded, and the endpoint was disabled for this reason.
+    Disabled(String),
+    /// The lease had passed to another replica; nothing was written.
+    LeaseLost,
 }

@@ -411,6 +411,7 @@ async fn call_tenant_tool(
             signature,
             timeout,
             max_response: outbound::MAX_RESPONSE_BYTES,
+            headers: Vec::new(),
         })
         .await;
     let failed = |outcome: ToolOutcome, why: String| {

@@ -37,6 +37,7 @@ use shared::turn::{Fallback, GUARDRAIL_INTERVENED, Timings, ToolCall, Turn, Turn
 use tokio::sync::watch;
 
 use crate::AppState;
+use crate::journal::{Announce, CallJournal, Record};
 use crate::llm::{LlmError, LlmEvent, LlmRequest, LlmStream, ToolRound, ToolUse};
 use crate::metrics::label;
 use crate::store::{NewTurn, StoreError};
@@ -166,6 +167,8 @@ pub struct TurnReport {
     pub session_end: Option<SessionEnd>,
     /// A built-in switched the session's language: the session now.
     pub languages: Option<LanguageSession>,
+    /// The reply's entry in the session's journal (journaled turns only).
+    pub reply_entry: Option<u64>,
 }
 
 /// A turn that could not be made durable.
@@ -194,6 +197,10 @@ pub struct TurnInput<'a> {
     pub reply_lang: Option<&'a str>,
     /// The relay session the turn may act on (built-in tools); absent for an SSE turn.
     pub carrier: Option<&'a Carrier<'a>>,
+    /// The relay session's write-behind journal (`crate::journal`): the turn is kept there and
+    /// written behind, so the reply closes even while the database is away. Absent for an SSE
+    /// turn, whose `done` says the turn is durable.
+    pub journal: Option<&'a CallJournal>,
 }
 
 /// Where a turn's pieces go; `false` means the client is gone.
@@ -209,21 +216,40 @@ pub async fn run(
     let started = Instant::now();
     let now_ms = state.now_ms();
 
-    // 1. The caller's words, written beside the model request rather than before it.
-    let store = Arc::clone(&state.store);
-    let (tenant, call_id) = (input.tenant.to_owned(), input.call_id.to_owned());
+    // 1. The caller's words, written beside the model request rather than before it (or
+    //    journaled, written behind by the journal's flusher).
     let user_turn = NewTurn {
         lang: input.lang.map(str::to_owned),
         ..NewTurn::said(TurnRole::User, input.text, now_ms)
     };
-    let write_stop = stop.clone();
-    let user_write = tokio::spawn(async move {
-        let written = store.append_turns(&tenant, &call_id, &[user_turn]).await;
-        if written.is_err() {
-            write_stop.stop(Stop::NotDurable);
+    let user_write = match input.journal {
+        Some(journal) => {
+            let entry = journal.push(
+                state,
+                Record::Turn {
+                    turn: user_turn,
+                    announce: Some(Announce {
+                        kind: CallEventKind::TurnStarted,
+                        model: None,
+                        ttft_ms: None,
+                    }),
+                },
+            );
+            UserWrite::Journaled(entry)
         }
-        written
-    });
+        None => {
+            let store = Arc::clone(&state.store);
+            let (tenant, call_id) = (input.tenant.to_owned(), input.call_id.to_owned());
+            let write_stop = stop.clone();
+            UserWrite::Direct(tokio::spawn(async move {
+                let written = store.append_turns(&tenant, &call_id, &[user_turn]).await;
+                if written.is_err() {
+                    write_stop.stop(Stop::NotDurable);
+                }
+                written
+            }))
+        }
+    };
 
     // 2. The model's reply.
     let request = request_for(&input);
@@ -253,17 +279,16 @@ pub async fn run(
     }
 
     // 3. Durability, then the report.
+    let user_write = match user_write {
+        UserWrite::Journaled(entry) => {
+            let seq = entry.and_then(|entry| input.journal.and_then(|j| j.seq_of(entry)));
+            return finish(state, &input, seq.unwrap_or(0), generation).await;
+        }
+        UserWrite::Direct(write) => write,
+    };
     let user_seq = match user_write.await {
         Ok(Ok(seqs)) => seqs.first().copied().unwrap_or(0),
-        Ok(Err(error)) => {
-            state.metrics.db_error(&error);
-            state
-                .metrics
-                .turns
-                .get_or_create(&label("outcome", "not_durable"))
-                .inc();
-            return Err(TurnError::Store(error));
-        }
+        Ok(Err(error)) => return Err(not_durable(state, error)),
         Err(join) => {
             return Err(TurnError::Store(StoreError::Unavailable(format!(
                 "the write task failed: {join}"
@@ -282,6 +307,14 @@ pub async fn run(
     )
     .await;
     finish(state, &input, user_seq, generation).await
+}
+
+/// Where the caller's words are being kept.
+enum UserWrite {
+    /// Written directly, beside the model request.
+    Direct(tokio::task::JoinHandle<Result<Vec<u32>, StoreError>>),
+    /// Journaled at this entry (`None`: the journal was full).
+    Journaled(Option<u64>),
 }
 
 fn request_for(input: &TurnInput<'_>) -> LlmRequest {
@@ -717,6 +750,7 @@ async fn finish(
         Ending::Failed(error) => Some(error.failure.as_str().to_owned()),
         _ => None,
     };
+    let mut reply_entry = None;
     let reply_seq = if spoke {
         let reply = NewTurn {
             role: TurnRole::Assistant,
@@ -733,20 +767,43 @@ async fn finish(
             tool_calls: generation.tool_calls.clone(),
             created_at_ms: state.now_ms(),
         };
-        match state
-            .store
-            .append_turns(input.tenant, input.call_id, std::slice::from_ref(&reply))
-            .await
-        {
-            Ok(seqs) => seqs.first().copied().map(|seq| (seq, reply)),
-            Err(error) => {
-                state.metrics.db_error(&error);
-                state
-                    .metrics
-                    .turns
-                    .get_or_create(&label("outcome", "not_durable"))
-                    .inc();
-                return Err(TurnError::Store(error));
+        if let Some(journal) = input.journal {
+            let announce = Announce {
+                kind: reply_event(interrupted),
+                model: generation.model.clone(),
+                ttft_ms,
+            };
+            reply_entry = journal.push(
+                state,
+                Record::Turn {
+                    turn: reply.clone(),
+                    announce: Some(announce),
+                },
+            );
+            // Written at once while the database is up (the session waits a little for it);
+            // behind, when it returns, otherwise.
+            let wait = if state.db_health.is_up() {
+                state.config.journal_write_wait
+            } else {
+                Duration::ZERO
+            };
+            let seq = match reply_entry {
+                Some(entry) => journal.written(entry, wait).await,
+                None => None,
+            };
+            Some((seq.unwrap_or(0), reply))
+        } else {
+            match state
+                .store
+                .append_turns(input.tenant, input.call_id, std::slice::from_ref(&reply))
+                .await
+            {
+                Ok(seqs) => {
+                    // A `turn.completed` may be waiting in the outbox.
+                    state.webhooks.wake();
+                    seqs.first().copied().map(|seq| (seq, reply))
+                }
+                Err(error) => return Err(not_durable(state, error)),
             }
         }
     } else {
@@ -758,6 +815,16 @@ async fn finish(
         .turns
         .get_or_create(&label("outcome", outcome))
         .inc();
+    // One line per turn, for the CloudWatch metric filters of origin/deploy/origin.yaml (turn
+    // outcomes, interruptions, time to first token): the log group needs no signed scrape.
+    tracing::info!(
+        outcome,
+        interrupted,
+        model = generation.model.as_deref().unwrap_or(""),
+        ttft_ms = ttft_ms.unwrap_or(0),
+        answered = ttft_ms.is_some(),
+        "turn finished"
+    );
     if interrupted {
         metrics.interruptions.inc();
     }
@@ -789,12 +856,9 @@ async fn finish(
             .inc_by(u64::from(usage.output_tokens));
     }
     let (reply_seq, reply) = reply_seq.unzip();
-    if let Some(seq) = reply_seq {
-        let kind = if interrupted {
-            CallEventKind::TurnInterrupted
-        } else {
-            CallEventKind::TurnFinished
-        };
+    // A journaled reply is announced by the journal, once written.
+    if let Some(seq) = reply_seq.filter(|_| input.journal.is_none()) {
+        let kind = reply_event(interrupted);
         publish(
             state,
             input.tenant,
@@ -823,7 +887,28 @@ async fn finish(
         reply,
         session_end: generation.session_end,
         languages: generation.languages,
+        reply_entry,
     })
+}
+
+/// Counts a turn that could not be made durable, and says why.
+fn not_durable(state: &AppState, error: StoreError) -> TurnError {
+    state.metrics.db_error(&error);
+    state
+        .metrics
+        .turns
+        .get_or_create(&label("outcome", "not_durable"))
+        .inc();
+    TurnError::Store(error)
+}
+
+/// The event a stored reply announces.
+fn reply_event(interrupted: bool) -> CallEventKind {
+    if interrupted {
+        CallEventKind::TurnInterrupted
+    } else {
+        CallEventKind::TurnFinished
+    }
 }
 
 /// Publishes a call event.

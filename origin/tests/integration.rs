@@ -797,27 +797,69 @@ async fn the_greeting_is_not_repeated_when_the_carrier_spoke_it() {
 }
 
 #[tokio::test]
-async fn shutdown_lets_the_live_turn_finish_then_closes_the_relay_for_a_reconnect() {
+async fn shutdown_drains_new_work_gets_503_the_live_turn_finishes_then_the_relay_closes_for_a_reconnect()
+ {
     let mut origin = Origin::start(Options::new(Db::Sqlite).var("SHUTDOWN_GRACE_SECS", "5")).await;
-    origin.script("m", slow("One. Two. Three. Four. Five.", 60));
+    origin.script("m", slow("One. Two. Three. Four. Five. Six.", 80));
     let client = origin.client("acme");
     client.agent("a1", "m", &[]).await;
     let call = client.call("a1").await;
+    let other = client.call("a1").await;
     let mut relay = client.relay(&call).await;
     relay.setup(&call, json!({})).await;
     relay.prompt("count").await;
     assert_eq!(relay.next().await["token"], "One. ");
+    let base = origin.base.clone();
     let stopping = tokio::spawn(async move {
         origin.shutdown().await.expect("clean");
         origin
     });
+    // Still accepting connections while the live turn runs, but not new work.
+    eventually(Duration::from_secs(2), "the origin drains", || async {
+        reqwest::get(format!("{base}/health"))
+            .await
+            .is_ok_and(|r| r.status() == 503)
+    })
+    .await;
+    let health: Value = reqwest::get(format!("{base}/health"))
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["bindings"]["DRAINING"]["ok"], false, "{health}");
+    let (status, ready) = client.json("GET", "/ready", None).await;
+    assert_eq!(status, 503);
+    assert_eq!(ready["bindings"]["DRAINING"]["ok"], false, "{ready}");
+    let response = client
+        .send("POST", "/v1/calls", Some(br#"{"agent_id":"a1"}"#))
+        .await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "2");
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "draining", "{body}");
+    let refused = support::Relay::try_connect(
+        &base,
+        &format!("/v1/calls/{other}/relay"),
+        &support::principal("acme"),
+    )
+    .await
+    .err()
+    .expect("a new relay socket is refused");
+    assert!(refused.to_string().contains("503"), "{refused}");
+
     assert_eq!(
         relay.reply().await,
-        "Two. Three. Four. Five.",
+        "Two. Three. Four. Five. Six.",
         "the live turn finishes"
     );
     assert_eq!(relay.close_code(Duration::from_secs(3)).await, Some(1012));
+    let started = std::time::Instant::now();
     let origin = stopping.await.expect("no panic");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "serve returns once the relay is gone, not at the end of the grace"
+    );
     let stored = origin
         .state
         .store
@@ -827,7 +869,7 @@ async fn shutdown_lets_the_live_turn_finish_then_closes_the_relay_for_a_reconnec
     assert_eq!(
         stored.len(),
         2,
-        "the reply was made durable before the socket closed"
+        "the reply was made durable before the close"
     );
     assert!(!stored[1].interrupted);
 }
@@ -864,18 +906,21 @@ async fn the_database_going_away_fails_fast_with_503_and_the_origin_recovers_by_
     let (status, ready) = client.json("GET", "/ready", None).await;
     assert_eq!(status, 503);
     assert_eq!(ready["bindings"]["DATABASE"]["ok"], false);
-    // On the relay: the caller's words cannot be made durable, so the turn is not completed.
+    // On the relay the call goes on: every reply closes its talk cycle, and every turn (words,
+    // replies, a key press, a late interruption) waits in the call's journal, in order.
     relay.prompt("are you there").await;
-    let mut saw_error = false;
-    while let Some(message) = relay.next_within(Duration::from_secs(5)).await {
-        assert_ne!(message["last"], true, "no turn may be completed: {message}");
-        if message["type"] == "error" {
-            assert_eq!(message["code"], "not_durable", "{message}");
-            saw_error = true;
-            break;
-        }
-    }
-    assert!(saw_error);
+    assert!(relay.reply().await.starts_with("I heard"));
+    relay.send(json!({"type": "dtmf", "digit": "5"})).await;
+    relay.prompt("one more").await;
+    assert!(relay.reply().await.starts_with("I heard"));
+    relay
+        .send(json!({"type": "interrupt", "utteranceUntilInterrupt": "I heard", "durationUntilInterruptMs": 400}))
+        .await;
+    eventually(Duration::from_secs(5), "six entries wait", || async {
+        let (_, ready) = client.json("GET", "/ready", None).await;
+        ready["journal"]["depth"] == 6
+    })
+    .await;
 
     proxy.up();
     eventually(
@@ -884,16 +929,60 @@ async fn the_database_going_away_fails_fast_with_503_and_the_origin_recovers_by_
         || async { client.json("GET", "/ready", None).await.0 == 200 },
     )
     .await;
+    eventually(
+        Duration::from_secs(10),
+        "the journal is written",
+        || async {
+            let (_, ready) = client.json("GET", "/ready", None).await;
+            ready["journal"]["depth"] == 0
+        },
+    )
+    .await;
+    // Everything said during the outage is stored, in the order it was said, once.
+    let turns = turns_of(&client, &call).await;
+    let said: Vec<(String, String, bool)> = turns
+        .iter()
+        .map(|t| {
+            (
+                t["role"].as_str().unwrap_or_default().to_owned(),
+                t["text"].as_str().unwrap_or_default().to_owned(),
+                t["interrupted"] == true,
+            )
+        })
+        .collect();
+    let said: Vec<(&str, &str, bool)> = said
+        .iter()
+        .map(|(role, text, interrupted)| (role.as_str(), text.as_str(), *interrupted))
+        .collect();
+    assert_eq!(said.len(), 7, "{turns:?}");
+    assert_eq!(said[0], ("user", "first", false));
+    assert_eq!(said[2], ("user", "are you there", false));
+    assert_eq!(said[3].0, "assistant");
+    assert!(said[3].1.starts_with("I heard") && !said[3].2);
+    assert_eq!(said[4], ("dtmf", "5", false));
+    assert_eq!(said[5], ("user", "one more", false));
+    assert_eq!(
+        said[6],
+        ("assistant", "I heard", true),
+        "corrected to what was heard"
+    );
+    let seqs: Vec<u64> = turns.iter().filter_map(|t| t["seq"].as_u64()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
+    let metrics = origin.state.metrics.render();
+    assert!(
+        metrics.contains("origin_journal_dropped_total 0"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("origin_journal_written_late_total 0"),
+        "{metrics}"
+    );
+
     let (status, events) = client.turn(&call, "hello again").await;
     assert_eq!(status, 200);
     assert_eq!(events.last().map(|e| e.event.as_str()), Some("done"));
     relay.prompt("still there?").await;
     assert!(relay.reply().await.starts_with("I heard"));
-    let turns = turns_of(&client, &call).await;
-    assert!(
-        turns.iter().all(|t| t["text"] != "are you there"),
-        "nothing half-written: {turns:?}"
-    );
 }
 
 #[tokio::test]
@@ -956,14 +1045,7 @@ async fn events_fan_out_across_replicas_and_ending_a_call_anywhere_ends_its_rela
 
 #[tokio::test]
 async fn an_agent_update_on_one_replica_is_seen_at_once_on_another() {
-    let mut a_options = Options::new(Db::Postgres);
-    a_options.redis = true;
-    let a = Origin::start(a_options).await;
-    let mut b_options = Options::new(Db::Postgres);
-    b_options.redis = true;
-    b_options.shared_db = Some(a.db_name.clone());
-    b_options.redis_prefix = Some(a.redis_prefix.clone());
-    let b = Origin::start(b_options).await;
+    let (a, b) = two_replicas().await;
     let on_a = a.client("acme");
     let on_b = b.client("acme");
     on_a.agent("a1", "m1", &[]).await;
@@ -982,6 +1064,90 @@ async fn an_agent_update_on_one_replica_is_seen_at_once_on_another() {
     );
     on_b.json("DELETE", "/v1/agents/a1", None).await;
     assert_eq!(on_a.json("GET", "/v1/agents/a1", None).await.0, 404);
+}
+
+/// Two replicas of one deployment: the same PostgreSQL schema, the same Redis and key prefix.
+async fn two_replicas() -> (Origin, Origin) {
+    let mut a_options = Options::new(Db::Postgres);
+    a_options.redis = true;
+    let a = Origin::start(a_options).await;
+    let mut b_options = Options::new(Db::Postgres);
+    b_options.redis = true;
+    b_options.shared_db = Some(a.db_name.clone());
+    b_options.redis_prefix = Some(a.redis_prefix.clone());
+    let b = Origin::start(b_options).await;
+    (a, b)
+}
+
+/// Sends a POST signed once, with `nonce`, to `base`: what a captured request replayed sends.
+async fn post_signed_once(
+    base: &str,
+    path: &str,
+    body: &str,
+    timestamp: u64,
+    nonce: &str,
+) -> (u16, Value) {
+    let principal = support::principal("acme");
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    for (name, value) in support::edge_headers_with_nonce(
+        "POST",
+        path,
+        shared::signing::BodyHash::of(body.as_bytes()),
+        Some(&principal),
+        timestamp,
+        nonce,
+    ) {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.expect("origin answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_replay_to_another_replica_sharing_redis_is_refused() {
+    let (a, b) = two_replicas().await;
+    a.client("acme").agent("a1", "m1", &[]).await;
+
+    let body = json!({"agent_id": "a1"}).to_string();
+    let nonce = support::fresh_nonce();
+    let now = support::now_secs();
+    let (status, call) = post_signed_once(&a.base, "/v1/calls", &body, now, &nonce).await;
+    assert_eq!(status, 201, "{call}");
+    for replica in [&b.base, &a.base] {
+        let (status, refused) = post_signed_once(replica, "/v1/calls", &body, now, &nonce).await;
+        assert_eq!(status, 401, "{refused}");
+        assert_eq!(refused["error"]["code"], "replayed_request", "{refused}");
+    }
+    // The same request signed anew (another nonce) is an ordinary second call.
+    let (status, _) =
+        post_signed_once(&b.base, "/v1/calls", &body, now, &support::fresh_nonce()).await;
+    assert_eq!(status, 201);
+    let (_, calls) = a.client("acme").json("GET", "/v1/calls", None).await;
+    assert_eq!(calls["calls"].as_array().map(Vec::len), Some(2), "{calls}");
+    // Redis holds the nonce only for its window (66 s from now, at most).
+    let ttl = redis_ttl(&format!("{}nonce:{nonce}", a.redis_prefix)).await;
+    assert!((1..=66).contains(&ttl), "ttl {ttl}");
+}
+
+/// The TTL of a Redis key, read with a plain RESP exchange (no client needed for one command).
+async fn redis_ttl(key: &str) -> i64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(authority_of(&redis_url()))
+        .await
+        .expect("Redis");
+    let command = format!("*2\r\n$3\r\nTTL\r\n${}\r\n{key}\r\n", key.len());
+    stream.write_all(command.as_bytes()).await.expect("write");
+    let mut reply = vec![0_u8; 64];
+    let read = stream.read(&mut reply).await.expect("read");
+    let text = String::from_utf8_lossy(&reply[..read]);
+    text.trim()
+        .strip_prefix(':')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("TTL answer {text:?}"))
 }
 
 #[tokio::test]

@@ -64,7 +64,7 @@ async fn end(origin: &Origin, call: &mut Call, at_ms: u64) {
     origin
         .state
         .store
-        .end_call(&call.tenant_id, &call.id, "completed", at_ms)
+        .end_call(&call.tenant_id, &call.id, "completed", None, at_ms)
         .await
         .expect("ended");
     call.status = CallStatus::Ended;
@@ -657,6 +657,8 @@ async fn with_the_database_down_reads_fail_fast_with_503() {
         assert_eq!(response.headers()["retry-after"], "2", "{path}");
     }
     down.store(false, std::sync::atomic::Ordering::SeqCst);
+    // The background probe finds it back within its interval.
+    origin.until_ready().await;
     let (status, page) = client.json("GET", "/v1/calls", None).await;
     assert_eq!(status, 200);
     assert_eq!(page["calls"][0]["id"], call.as_str());

@@ -13,7 +13,10 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use shared::model::ModelFailure;
 use shared::signing::BodyHash;
-use support::{Db, FakeLlm, FakeReply, Options, Origin, edge_headers, now_secs, principal};
+use support::{
+    Db, FakeLlm, FakeReply, Options, Origin, edge_headers_with_nonce, fresh_nonce, now_secs,
+    principal,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 
@@ -29,7 +32,15 @@ async fn oneshot(
     origin: &Origin,
     request: Request<Body>,
 ) -> (StatusCode, axum::http::HeaderMap, Value) {
-    let response = origin::app(origin.state.clone())
+    oneshot_with(origin.state.clone(), request).await
+}
+
+/// One request through the router built on `state` (e.g. with another clock).
+async fn oneshot_with(
+    state: origin::AppState,
+    request: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let response = origin::app(state)
         .oneshot(request)
         .await
         .expect("router is infallible");
@@ -57,14 +68,27 @@ fn signed(
     tenant: Option<&str>,
     timestamp: u64,
 ) -> Request<Body> {
+    signed_with_nonce(method, path, body, tenant, timestamp, &fresh_nonce())
+}
+
+/// A request signed with the given nonce: sent twice, the second is a replay.
+fn signed_with_nonce(
+    method: &str,
+    path: &str,
+    body: &[u8],
+    tenant: Option<&str>,
+    timestamp: u64,
+    nonce: &str,
+) -> Request<Body> {
     let principal = tenant.map(principal);
     let mut builder = Request::builder().method(method).uri(path);
-    for (name, value) in edge_headers(
+    for (name, value) in edge_headers_with_nonce(
         method,
         path,
         BodyHash::of(body),
         principal.as_ref(),
         timestamp,
+        nonce,
     ) {
         builder = builder.header(name, value);
     }
@@ -148,7 +172,7 @@ async fn every_other_route_refuses_a_missing_wrong_or_stale_signature() {
     let mut request = signed("GET", "/v1/agents", b"", Some("t1"), now);
     request.headers_mut().insert(
         "x-edge-signature",
-        "v1=0000000000000000000000000000000000000000000000000000000000000000"
+        "v2=0000000000000000000000000000000000000000000000000000000000000000"
             .parse()
             .expect("value"),
     );
@@ -206,6 +230,108 @@ async fn a_clock_injected_into_the_state_decides_staleness() {
         StatusCode::UNAUTHORIZED,
         "61 s later"
     );
+}
+
+#[tokio::test]
+async fn an_exact_replay_is_refused_in_process_and_after_its_window_by_the_timestamp() {
+    let (origin, _) = fake_origin().await;
+    let client = origin.client("t1");
+    client.agent("a1", "m1", &[]).await;
+    let signed_at = 1_800_000_000;
+    let frozen = Arc::new(AtomicU64::new(signed_at * 1000));
+    let clock_value = Arc::clone(&frozen);
+    let state = origin
+        .state
+        .clone()
+        .with_clock(Arc::new(move || clock_value.load(Ordering::SeqCst)));
+    let body = json!({"agent_id": "a1"}).to_string();
+    let nonce = "3b0f2c6e-1f4d-4a8b-9c2d-5e6f7a8b9c0d";
+    let send = |at_secs: u64| {
+        frozen.store(at_secs * 1000, Ordering::SeqCst);
+        let request = signed_with_nonce(
+            "POST",
+            "/v1/calls",
+            body.as_bytes(),
+            Some("t1"),
+            signed_at,
+            nonce,
+        );
+        let state = state.clone();
+        async move {
+            let (status, _, json) = oneshot_with(state, request).await;
+            (status, json)
+        }
+    };
+
+    let (status, first) = send(signed_at).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    for later in [signed_at, signed_at + 1, signed_at + 60] {
+        let (status, body) = send(later).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert_eq!(body["error"]["code"], "replayed_request", "{body}");
+    }
+    // Past the window, the in-process cache may forget the nonce: the stale timestamp alone
+    // refuses the copy.
+    for later in [signed_at + 61, signed_at + 600] {
+        let (status, body) = send(later).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("away from now"),
+            "{body}"
+        );
+    }
+    // One call was created, not two.
+    let (status, calls) = client.json("GET", "/v1/calls", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(calls["calls"].as_array().map(Vec::len), Some(1), "{calls}");
+}
+
+#[tokio::test]
+async fn a_request_without_a_well_formed_nonce_is_refused() {
+    let (origin, _) = fake_origin().await;
+    let now = now_secs();
+    let mut missing = signed("GET", "/v1/agents", b"", Some("t1"), now);
+    missing.headers_mut().remove("x-edge-nonce");
+    let (status, _, body) = oneshot(&origin, missing).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no edge nonce"),
+        "{body}"
+    );
+    for bad in ["short", "has spaces in it, see", "0123456789abcdef:x"] {
+        let request = signed_with_nonce("GET", "/v1/agents", b"", Some("t1"), now, bad);
+        let (status, _, body) = oneshot(&origin, request).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{bad}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("edge nonce is not"),
+            "{body}"
+        );
+    }
+    // A nonce only counts once the signature verifies: a forged request cannot burn one.
+    let nonce = "9a8b7c6d-5e4f-4321-8fed-cba987654321";
+    let mut forged = signed_with_nonce("GET", "/v1/agents", b"", Some("t1"), now, nonce);
+    forged.headers_mut().insert(
+        "x-edge-signature",
+        format!("v2={}", "0".repeat(64)).parse().expect("value"),
+    );
+    let (status, _, _) = oneshot(&origin, forged).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, body) = oneshot(
+        &origin,
+        signed_with_nonce("GET", "/v1/agents", b"", Some("t1"), now, nonce),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 #[tokio::test]
@@ -530,7 +656,7 @@ async fn with_the_database_down_new_calls_and_turns_fail_fast_with_503_then_reco
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "2");
     let body: Value = response.json().await.expect("json");
-    assert_eq!(body["error"]["code"], "unavailable");
+    assert_eq!(body["error"]["code"], "database_unavailable");
     let (status, _) = client.turn(&call, "hi").await;
     assert_eq!(status, 503);
     assert!(
@@ -550,6 +676,8 @@ async fn with_the_database_down_new_calls_and_turns_fail_fast_with_503_then_reco
     );
 
     down.store(false, Ordering::SeqCst);
+    // The background probe finds it back within its interval.
+    origin.until_ready().await;
     let (status, events) = client.turn(&call, "hi again").await;
     assert_eq!(status, 200);
     assert_eq!(events.last().map(|e| e.event.as_str()), Some("done"));
@@ -876,4 +1004,73 @@ async fn a_signed_unknown_route_is_a_json_404_with_the_edge_request_id() {
     assert_eq!(body["error"]["code"], "not_found");
     assert_eq!(body["error"]["request_id"], "edge-abc-123");
     assert_eq!(headers["x-request-id"], "edge-abc-123");
+}
+
+/// The Grafana dashboard beside the CloudFormation template (`origin/deploy/`) queries only
+/// series the origin exports, each with the suffix its type gives it (OpenMetrics: a counter
+/// `x` is sampled as `x_total`, a histogram as `x_bucket`, `x_sum`, `x_count`).
+#[tokio::test]
+async fn every_series_the_grafana_dashboard_queries_is_exported() {
+    let (origin, llm) = fake_origin().await;
+    // A turn that falls back: requests, turns, tokens, time to first token and fallbacks get
+    // samples (prometheus_client leaves a family without any out of the text).
+    llm.reply("m1", FakeReply::FailBefore(ModelFailure::Throttled));
+    llm.reply("m2", FakeReply::Tokens(vec!["Fine.".into()]));
+    let client = origin.client("t1");
+    client.agent("a1", "m1", &["m2"]).await;
+    let call = client.call("a1").await;
+    assert_eq!(client.turn(&call, "hi").await.0, 200);
+    // Families sampled only when something fails or a tool runs.
+    let metrics = &origin.state.metrics;
+    metrics.db_error(&origin::store::StoreError::Unavailable("test".into()));
+    metrics.redis_error("test");
+    metrics
+        .tool_calls
+        .get_or_create(&vec![("kind", "tenant".into()), ("outcome", "ok".into())])
+        .inc();
+    let (status, _, body) =
+        oneshot(&origin, signed("GET", "/metrics", b"", None, now_secs())).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = body.as_str().expect("Prometheus text").to_owned();
+    let families: std::collections::HashMap<&str, &str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_once(' '))
+        .collect();
+    assert!(families.contains_key("origin_requests"), "{text}");
+
+    let dashboard: Value =
+        serde_json::from_str(include_str!("../deploy/grafana-dashboard.json")).expect("JSON");
+    let expressions: Vec<String> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|target| target["expr"].as_str().map(str::to_owned))
+        .collect();
+    assert!(expressions.len() >= 7, "{expressions:?}");
+    let mut checked = 0;
+    for expr in &expressions {
+        let names = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("origin_"));
+        for name in names {
+            let (family, kind) = [
+                ("_total", "counter"),
+                ("_bucket", "histogram"),
+                ("_sum", "histogram"),
+                ("_count", "histogram"),
+            ]
+            .iter()
+            .find_map(|(suffix, kind)| name.strip_suffix(suffix).map(|f| (f, *kind)))
+            .unwrap_or((name, "gauge"));
+            assert_eq!(
+                families.get(family),
+                Some(&kind),
+                "`{name}` in `{expr}` is not a {kind} the origin exports"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= expressions.len(), "every query names a series");
 }

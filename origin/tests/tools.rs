@@ -112,15 +112,8 @@ impl ToolServer {
         let app = Router::new()
             .route("/{kind}/{arg}", post(tool_handler))
             .with_state(Arc::clone(&state));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
         Self {
-            base: format!("http://{addr}"),
+            base: support::serve_locally(app).await,
             state,
         }
     }

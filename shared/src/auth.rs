@@ -7,6 +7,7 @@
 //! statuses and headers are documented at the top of auth-validator's `lib.rs`.
 
 pub mod config;
+pub mod principal_cache;
 
 use std::borrow::Cow;
 

@@ -15,7 +15,7 @@ pub struct CorsPolicy {
 }
 
 /// Methods the public API answers.
-pub const ALLOWED_METHODS: &str = "GET, POST, PUT, DELETE, OPTIONS";
+pub const ALLOWED_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
 /// Request headers a browser client may send (lower case).
 pub const ALLOWED_HEADERS: [&str; 5] = [
     AUTHORIZATION,
@@ -158,8 +158,8 @@ mod tests {
             ))
         );
         assert_eq!(
-            p.preflight(Some("https://app.example.com"), Some("PATCH"), None),
-            Preflight::Refused(PreflightRefusal::MethodNotAllowed("PATCH".into()))
+            p.preflight(Some("https://app.example.com"), Some("TRACE"), None),
+            Preflight::Refused(PreflightRefusal::MethodNotAllowed("TRACE".into()))
         );
         assert_eq!(
             p.preflight(

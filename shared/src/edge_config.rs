@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::auth::principal_cache::MAX_TTL_MS;
 use crate::call_session::SessionLimits;
 use crate::carrier::account::{AccountIssue, OutboundAccounts};
 use crate::config::{ConfigError, ConfigIssue, Reader, is_http_url};
@@ -35,7 +36,13 @@ pub const CALL_IDLE_TIMEOUT_SECS: &str = "CALL_IDLE_TIMEOUT_SECS";
 pub const CALL_MAX_DURATION_SECS: &str = "CALL_MAX_DURATION_SECS";
 
 /// Longest call time limit accepted: a day.
+/// Total time a forwarded request may spend failing over to further regions, in ms
+/// (`crate::failover`).
+pub const ORIGIN_FAILOVER_DEADLINE_MS: &str = "ORIGIN_FAILOVER_DEADLINE_MS";
 const MAX_CALL_LIMIT_SECS: u64 = 24 * 3600;
+/// Var: how long an isolate remembers a verified principal, in seconds (0 = never; at most 30,
+/// the default: `crate::auth::principal_cache`). The revocation delay of an API key.
+pub const PRINCIPAL_CACHE_SECS: &str = "PRINCIPAL_CACHE_SECS";
 
 /// Everything voice-router reads from its environment.
 #[derive(Clone, PartialEq, Eq)]
@@ -55,6 +62,10 @@ pub struct EdgeConfig {
     /// Carrier accounts outbound calls are placed through (`TWILIO_ACCOUNTS`,
     /// `TELNYX_ACCOUNTS` with their credential secrets; `crate::carrier::account`).
     pub outbound: OutboundAccounts,
+    /// Total failover budget of one forwarded request, in ms (`ORIGIN_FAILOVER_DEADLINE_MS`).
+    pub failover_budget_ms: u64,
+    /// How long a verified principal is remembered (`PRINCIPAL_CACHE_SECS`), in ms.
+    pub principal_cache_ttl_ms: u64,
 }
 
 impl std::fmt::Debug for EdgeConfig {
@@ -68,6 +79,8 @@ impl std::fmt::Debug for EdgeConfig {
             .field("session_limits", &self.session_limits)
             .field("signing_secret", &"<redacted>")
             .field("outbound_accounts", &self.outbound.len())
+            .field("failover_budget_ms", &self.failover_budget_ms)
+            .field("principal_cache_ttl_ms", &self.principal_cache_ttl_ms)
             .finish()
     }
 }
@@ -159,6 +172,16 @@ impl EdgeConfig {
             .expose()
             .to_vec();
         let outbound = OutboundAccounts::read(&mut reader);
+        let failover_budget_ms = reader.number(
+            ORIGIN_FAILOVER_DEADLINE_MS,
+            100..=60_000,
+            crate::failover::DEFAULT_BUDGET_MS,
+        );
+        let principal_cache_secs = reader.number(
+            PRINCIPAL_CACHE_SECS,
+            0..=MAX_TTL_MS / 1000,
+            MAX_TTL_MS / 1000,
+        );
 
         reader.finish()?;
         Ok(Self {
@@ -181,6 +204,8 @@ impl EdgeConfig {
             },
             signing_secret,
             outbound,
+            failover_budget_ms,
+            principal_cache_ttl_ms: principal_cache_secs * 1000,
         })
     }
 }
@@ -227,6 +252,29 @@ mod tests {
         assert!(config.cors.origins.is_empty());
         assert_eq!(config.session_limits, SessionLimits::default());
         assert_eq!(config.public_base_url, None);
+        assert_eq!(
+            config.failover_budget_ms,
+            crate::failover::DEFAULT_BUDGET_MS
+        );
+    }
+
+    #[test]
+    fn the_failover_deadline_is_read_within_its_range() {
+        let with = |value: &str| {
+            parse(&[
+                (ORIGIN_URL, "http://o"),
+                (EDGE_SIGNING_SECRET, SECRET),
+                (ORIGIN_FAILOVER_DEADLINE_MS, value),
+            ])
+        };
+        assert_eq!(with("800").expect("valid").failover_budget_ms, 800);
+        for bad in ["0", "99", "60001", "soon"] {
+            let error = with(bad).expect_err(bad);
+            assert!(
+                error.to_string().contains(ORIGIN_FAILOVER_DEADLINE_MS),
+                "{bad}: {error}"
+            );
+        }
     }
 
     #[test]
@@ -245,9 +293,11 @@ mod tests {
             (CORS_MAX_AGE_SECS, "60"),
             (CALL_IDLE_TIMEOUT_SECS, "30"),
             (CALL_MAX_DURATION_SECS, "600"),
+            (PRINCIPAL_CACHE_SECS, "5"),
             (EDGE_SIGNING_SECRET, SECRET),
         ])
         .expect("valid");
+        assert_eq!(config.principal_cache_ttl_ms, 5_000);
         assert_eq!(
             config.public_base_url.as_deref(),
             Some("https://voice.example.com")
@@ -274,6 +324,10 @@ mod tests {
         ])
         .expect("valid");
         assert_eq!(config.firewall.api_countries, None);
+        assert_eq!(
+            config.principal_cache_ttl_ms, 30_000,
+            "the default is the longest"
+        );
     }
 
     #[test]
@@ -286,9 +340,10 @@ mod tests {
             (CORS_ORIGINS, "https://app.example.com/path"),
             (CALL_IDLE_TIMEOUT_SECS, "0"),
             (EDGE_SIGNING_SECRET, "hunter2"),
+            (PRINCIPAL_CACHE_SECS, "31"),
         ])
         .expect_err("many problems");
-        assert_eq!(error.problems.len(), 7, "{error}");
+        assert_eq!(error.problems.len(), 8, "{error}");
         let names: Vec<&str> = error.problems.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(
             names,
@@ -299,7 +354,8 @@ mod tests {
                 MIN_BOT_SCORE,
                 CORS_ORIGINS,
                 CALL_IDLE_TIMEOUT_SECS,
-                EDGE_SIGNING_SECRET
+                EDGE_SIGNING_SECRET,
+                PRINCIPAL_CACHE_SECS
             ]
         );
         assert_eq!(

@@ -95,12 +95,20 @@ error_codes! {
     CarrierUnavailable => "carrier_unavailable",
     /// No region's origin answered.
     OriginUnavailable => "origin_unavailable",
+    /// The origin's database is down: new work is refused until it returns (`Retry-After`).
+    DatabaseUnavailable => "database_unavailable",
     /// An internal service of the edge did not answer.
     ServiceUnavailable => "service_unavailable",
     /// The edge's configuration is broken.
     Misconfigured => "misconfigured",
     /// Something failed underneath; the cause is in the log under the request id.
     Internal => "internal",
+}
+
+/// Whether `text` reads as an error code (snake_case, 1–64 bytes): what the edge accepts to pass
+/// on from an origin's answer.
+pub fn is_code(text: &str) -> bool {
+    (1..=64).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -188,6 +196,10 @@ mod tests {
             );
         }
         assert_eq!(ErrorCode::parse("twilio_bad_signature"), None);
+        assert!(is_code("database_unavailable"));
+        for text in ["", "Bad", "a-b", "x<script>", &"a".repeat(65)] {
+            assert!(!is_code(text), "{text:?}");
+        }
     }
 
     #[test]

@@ -12,15 +12,18 @@ pub const EDGE_PRINCIPAL: &str = "x-edge-principal";
 pub const EDGE_TIMESTAMP: &str = "x-edge-timestamp";
 /// HMAC-SHA256 of the request, proving it came through the edge.
 pub const EDGE_SIGNATURE: &str = "x-edge-signature";
+/// A fresh random value per forwarded request, signed, so the origin can refuse a replay.
+pub const EDGE_NONCE: &str = "x-edge-nonce";
 
 /// Every header only the edge may set; a client-sent copy is stripped before forwarding.
-pub const EDGE_SET: [&str; 6] = [
+pub const EDGE_SET: [&str; 7] = [
     REQUEST_ID,
     CF_COUNTRY,
     CF_REGION,
     EDGE_PRINCIPAL,
     EDGE_TIMESTAMP,
     EDGE_SIGNATURE,
+    EDGE_NONCE,
 ];
 
 /// Headers on every response of the public edge: no sniffing, no framing, no referrer leaks,

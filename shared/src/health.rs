@@ -21,6 +21,9 @@ pub struct HealthReport {
     pub status: HealthStatus,
     /// One entry per binding, by binding name (sorted, so the JSON is stable).
     pub bindings: BTreeMap<String, BindingHealth>,
+    /// The origin's write-behind journals of live calls (`crate::journal`), on its `/ready`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<crate::journal::JournalReport>,
 }
 
 /// Overall health of a service.
@@ -124,6 +127,7 @@ impl HealthReport {
             version: version.to_owned(),
             status,
             bindings,
+            journal: None,
         }
     }
 

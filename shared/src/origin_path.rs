@@ -34,6 +34,15 @@ pub const SIGNING_SECRET: &str = "/v1/signing-secret";
 /// `POST`: replaces the tenant's signing secret.
 pub const SIGNING_SECRET_ROTATE: &str = "/v1/signing-secret/rotate";
 
+/// `POST`: a new webhook endpoint; `GET`: the tenant's endpoints.
+pub const WEBHOOKS: &str = "/v1/webhooks";
+/// `GET`, `PATCH`, `DELETE`: one endpoint.
+pub const WEBHOOK: &str = "/v1/webhooks/{id}";
+/// `GET`: an endpoint's delivery log.
+pub const WEBHOOK_DELIVERIES: &str = "/v1/webhooks/{id}/deliveries";
+/// `POST`: one delivery due again.
+pub const WEBHOOK_DELIVERY_RETRY: &str = "/v1/webhooks/{id}/deliveries/{delivery_id}/retry";
+
 /// [`CALL`] for `id` (an [`is_resource_id`](crate::identifier::is_resource_id)).
 pub fn call(id: &str) -> String {
     fill(CALL, id)

@@ -64,6 +64,12 @@ pub enum PublicRoute {
         /// The origin path, e.g. `/v1/signing-secret/rotate`.
         origin_path: String,
     },
+    /// `/api/v1/webhooks…`: the tenant's webhook endpoints and their delivery logs
+    /// (`crate::webhook`), passed to the origin.
+    Webhooks {
+        /// The origin path, e.g. `/v1/webhooks/we_1/deliveries`.
+        origin_path: String,
+    },
     /// `GET /api/v1/calls`: the tenant's calls, newest first, a page at a time
     /// (`crate::call_list`).
     ListCalls,
@@ -241,6 +247,7 @@ impl PublicRoute {
                     Err(RouteError::MethodNotAllowed)
                 };
             }
+            ["api", "v1", "webhooks", rest @ ..] => return webhooks_route(method, rest),
             _ => return Err(RouteError::NotFound),
         };
         if method.eq_ignore_ascii_case(allowed_method) {
@@ -289,7 +296,9 @@ impl PublicRoute {
             | PublicRoute::OutboundCall
             | PublicRoute::Turn { .. }
             | PublicRoute::EndCall { .. } => &[SCOPE_CALLS_WRITE],
-            PublicRoute::Agents { .. } | PublicRoute::SigningSecret { .. } => &[SCOPE_AGENTS_ADMIN],
+            PublicRoute::Agents { .. }
+            | PublicRoute::SigningSecret { .. }
+            | PublicRoute::Webhooks { .. } => &[SCOPE_AGENTS_ADMIN],
             _ => &[],
         }
     }
@@ -315,6 +324,37 @@ impl PublicRoute {
             _ => None,
         }
     }
+}
+
+/// `/api/v1/webhooks` + `rest`: the origin's path is the public one without `/api`, once every
+/// id in it is an id and the shape and method are one of the origin's webhook routes.
+fn webhooks_route(method: &str, rest: &[&str]) -> Result<PublicRoute, RouteError> {
+    let allowed: &[&str] = match rest {
+        [] => &["GET", "POST"],
+        [id] => {
+            id_of(id)?;
+            &["GET", "PATCH", "DELETE"]
+        }
+        [id, "deliveries"] => {
+            id_of(id)?;
+            &["GET"]
+        }
+        [id, "deliveries", delivery, "retry"] => {
+            id_of(id)?;
+            id_of(delivery)?;
+            &["POST"]
+        }
+        _ => return Err(RouteError::NotFound),
+    };
+    if !allowed.iter().any(|m| method.eq_ignore_ascii_case(m)) {
+        return Err(RouteError::MethodNotAllowed);
+    }
+    let mut origin_path = origin_path::WEBHOOKS.to_owned();
+    for segment in rest {
+        origin_path.push('/');
+        origin_path.push_str(segment);
+    }
+    Ok(PublicRoute::Webhooks { origin_path })
 }
 
 /// The route among `choices` (method, route) that `method` names.
@@ -575,6 +615,99 @@ mod tests {
                 "{method} {path}"
             );
         }
+    }
+
+    #[test]
+    fn webhook_routes_pass_to_the_origin_under_the_admin_scope() {
+        let webhooks = |path: &str| PublicRoute::Webhooks {
+            origin_path: path.into(),
+        };
+        let cases = [
+            ("POST", "/api/v1/webhooks", webhooks("/v1/webhooks")),
+            ("GET", "/api/v1/webhooks/", webhooks("/v1/webhooks")),
+            (
+                "GET",
+                "/api/v1/webhooks/we_1",
+                webhooks("/v1/webhooks/we_1"),
+            ),
+            (
+                "PATCH",
+                "/api/v1/webhooks/we_1",
+                webhooks("/v1/webhooks/we_1"),
+            ),
+            (
+                "DELETE",
+                "/api/v1/webhooks/we_1",
+                webhooks("/v1/webhooks/we_1"),
+            ),
+            (
+                "GET",
+                "/api/v1/webhooks/we_1/deliveries",
+                webhooks("/v1/webhooks/we_1/deliveries"),
+            ),
+            (
+                "POST",
+                "/api/v1/webhooks/we_1/deliveries/evt_2/retry",
+                webhooks("/v1/webhooks/we_1/deliveries/evt_2/retry"),
+            ),
+        ];
+        for (method, path, expected) in cases {
+            let route = PublicRoute::parse(method, path);
+            assert_eq!(route, Ok(expected), "{method} {path}");
+            let route = route.expect("parsed");
+            assert_eq!(route.required_scopes(), &[SCOPE_AGENTS_ADMIN]);
+            assert_eq!(route.credential(), Credential::Bearer);
+            assert_eq!(route.kind(), RouteKind::Api);
+        }
+        let refused = [
+            ("PUT", "/api/v1/webhooks", RouteError::MethodNotAllowed),
+            (
+                "POST",
+                "/api/v1/webhooks/we_1",
+                RouteError::MethodNotAllowed,
+            ),
+            (
+                "GET",
+                "/api/v1/webhooks/we_1/deliveries/evt_2/retry",
+                RouteError::MethodNotAllowed,
+            ),
+            ("GET", "/api/v1/webhooks/we_1/other", RouteError::NotFound),
+            (
+                "GET",
+                "/api/v1/webhooks/we_1/deliveries/evt_2",
+                RouteError::NotFound,
+            ),
+            (
+                "GET",
+                "/api/v1/webhooks/we%2F1",
+                RouteError::BadId("we%2F1".into()),
+            ),
+            (
+                "POST",
+                "/api/v1/webhooks/we_1/deliveries/e.v/retry",
+                RouteError::BadId("e.v".into()),
+            ),
+        ];
+        for (method, path, error) in refused {
+            assert_eq!(
+                PublicRoute::parse(method, path),
+                Err(error),
+                "{method} {path}"
+            );
+        }
+        // A create or a retry is not repeated in another region: it could happen twice.
+        let create = webhooks("/v1/webhooks");
+        assert!(!may_retry_elsewhere(
+            "POST",
+            &create,
+            ForwardFailure::Connect
+        ));
+        assert!(!may_retry_elsewhere(
+            "PATCH",
+            &create,
+            ForwardFailure::Connect
+        ));
+        assert!(may_retry_elsewhere("GET", &create, ForwardFailure::Connect));
     }
 
     #[test]

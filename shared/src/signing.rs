@@ -4,15 +4,21 @@
 //! The signature is HMAC-SHA256, keyed with a secret both sides hold, over the canonical string
 //!
 //! ```text
-//! AYBIZA-EDGE-HMAC-SHA256\n<METHOD>\n<path+query as sent>\n<timestamp>\n<body hash>\n<principal header>
+//! AYBIZA-EDGE-HMAC-SHA256\n<METHOD>\n<path+query as sent>\n<timestamp>\n<nonce>\n<body hash>\n<principal header>
 //! ```
 //!
 //! where the body hash is the lowercase hex SHA-256 of the body, or [`STREAM_BODY`] for a
 //! WebSocket upgrade (its "body" is the socket that follows). Every other request, Server-Sent
 //! Events ones included, hashes its body (an empty body for `GET`), so a signature can never be
 //! replayed with another body. The timestamp (`X-Edge-Timestamp`, Unix seconds) must be within
-//! [`MAX_SKEW_SECS`] of the verifier's clock in either direction. The header value is
-//! `v1=<lowercase hex>`; the version lets the scheme change without ambiguity.
+//! [`MAX_SKEW_SECS`] of the verifier's clock in either direction. The nonce (`X-Edge-Nonce`,
+//! fresh per request, see [`check_nonce`]) makes each signature single-use: the origin remembers
+//! every nonce it accepted for as long as its timestamp could still pass (the [`replay`] rule),
+//! so an exact copy of a captured request is refused. The header value is `v2=<lowercase hex>`;
+//! the version lets the scheme change without ambiguity (`v1` signed no nonce and is refused:
+//! the edge and the origin ship the nonce together).
+
+pub mod replay;
 
 use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
@@ -20,12 +26,19 @@ use sha2::{Digest, Sha256};
 
 /// First line of the canonical string: names the scheme so no other HMAC use can collide.
 pub const SCHEME: &str = "AYBIZA-EDGE-HMAC-SHA256";
-/// Prefix of the `X-Edge-Signature` value.
-pub const VERSION_PREFIX: &str = "v1=";
+/// Prefix of the `X-Edge-Signature` value (`v2`: the nonce is signed).
+pub const VERSION_PREFIX: &str = "v2=";
+/// Prefix of a signature by an edge from before the nonce: no nonce line, replayable, so
+/// accepted only by [`verify_legacy`], which an origin uses only while told to (one deploy).
+pub const LEGACY_VERSION_PREFIX: &str = "v1=";
 /// Body hash used for WebSocket upgrades, whose body is a stream that cannot be hashed.
 pub const STREAM_BODY: &str = "STREAMING-BODY";
 /// Largest accepted distance between the signer's and the verifier's clocks.
 pub const MAX_SKEW_SECS: u64 = 60;
+/// Shortest nonce accepted: 16 characters of the alphabet below carry ≥ 64 bits when random.
+pub const NONCE_MIN_LEN: usize = 16;
+/// Longest nonce accepted (a UUID, the edge's choice, is 36).
+pub const NONCE_MAX_LEN: usize = 64;
 /// Shortest secret accepted: 32 bytes, the HMAC-SHA256 block of entropy it deserves.
 pub const MIN_SECRET_LEN: usize = 32;
 /// The secret holding the key, by the same name on both sides (voice-router and the origin),
@@ -64,6 +77,8 @@ pub struct SignedRequest<'a> {
     pub path_and_query: &'a str,
     /// Unix seconds, the value of `X-Edge-Timestamp`.
     pub timestamp: u64,
+    /// The value of `X-Edge-Nonce`: fresh per request, never reused.
+    pub nonce: &'a str,
     /// The body's hash or the stream marker.
     pub body: BodyHash,
     /// The `X-Edge-Principal` header value as sent (empty when absent).
@@ -79,11 +94,17 @@ pub enum SigningError {
     /// No `X-Edge-Timestamp` header.
     #[error("the request carries no edge timestamp")]
     MissingTimestamp,
+    /// No `X-Edge-Nonce` header (an edge older than the nonce, or a hand-made request).
+    #[error("the request carries no edge nonce")]
+    MissingNonce,
+    /// The nonce is not 16–64 characters of `[A-Za-z0-9_-]`.
+    #[error("the edge nonce is not {NONCE_MIN_LEN}-{NONCE_MAX_LEN} characters of [A-Za-z0-9_-]")]
+    MalformedNonce,
     /// The timestamp is not whole Unix seconds.
     #[error("the edge timestamp is not whole Unix seconds")]
     MalformedTimestamp,
-    /// The signature is not `v1=` followed by 64 hex digits.
-    #[error("the edge signature is not v1=<64 hex digits>")]
+    /// The signature is not `v2=` followed by 64 hex digits.
+    #[error("the edge signature is not v2=<64 hex digits>")]
     MalformedSignature,
     /// The timestamp is further than [`MAX_SKEW_SECS`] from now.
     #[error(
@@ -101,10 +122,25 @@ pub enum SigningError {
     WeakSecret,
 }
 
+/// Which canonical string: today's, or the one before the nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    V2,
+    V1,
+}
+
 /// The canonical string a signature is computed over.
 pub fn canonical_string(request: &SignedRequest<'_>) -> String {
+    canonical(request, Version::V2)
+}
+
+fn canonical(request: &SignedRequest<'_>, version: Version) -> String {
+    let nonce_line = match version {
+        Version::V2 => format!("{}\n", request.nonce),
+        Version::V1 => String::new(),
+    };
     format!(
-        "{SCHEME}\n{}\n{}\n{}\n{}\n{}",
+        "{SCHEME}\n{}\n{}\n{}\n{nonce_line}{}\n{}",
         request.method.to_ascii_uppercase(),
         request.path_and_query,
         request.timestamp,
@@ -115,7 +151,7 @@ pub fn canonical_string(request: &SignedRequest<'_>) -> String {
 
 /// Signs `request`; the result is the `X-Edge-Signature` value.
 pub fn sign(secret: &[u8], request: &SignedRequest<'_>) -> Result<String, SigningError> {
-    let mac = mac_of(secret, request)?;
+    let mac = mac_of(secret, request, Version::V2)?;
     Ok(format!(
         "{VERSION_PREFIX}{}",
         hex(&mac.finalize().into_bytes())
@@ -136,6 +172,22 @@ pub fn check_timestamp(value: Option<&str>, now_secs: u64) -> Result<u64, Signin
     Ok(timestamp)
 }
 
+/// Checks an `X-Edge-Nonce` value is present and well-formed: 16–64 characters of
+/// `[A-Za-z0-9_-]`, so it can be a cache or Redis key as is. Whether it was seen before is the
+/// [`replay`] rule's question.
+pub fn check_nonce(value: Option<&str>) -> Result<&str, SigningError> {
+    let nonce = value.ok_or(SigningError::MissingNonce)?;
+    let well_formed = (NONCE_MIN_LEN..=NONCE_MAX_LEN).contains(&nonce.len())
+        && nonce
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if well_formed {
+        Ok(nonce)
+    } else {
+        Err(SigningError::MalformedNonce)
+    }
+}
+
 /// Verifies `signature` (the `X-Edge-Signature` value) for `request` under any of `secrets`
 /// (the current one first, then one being rotated out), with the clock at `now_secs`.
 /// The comparison is constant-time.
@@ -145,8 +197,34 @@ pub fn verify(
     signature: Option<&str>,
     now_secs: u64,
 ) -> Result<(), SigningError> {
+    verify_version(secrets, request, signature, now_secs, Version::V2)
+}
+
+/// Verifies a `v1=` signature (an edge from before the nonce; `request.nonce` is ignored). It
+/// can be replayed within the skew, so an origin accepts it only while configured to, for the
+/// deploy that brings the nonce to both sides.
+pub fn verify_legacy(
+    secrets: &[&[u8]],
+    request: &SignedRequest<'_>,
+    signature: Option<&str>,
+    now_secs: u64,
+) -> Result<(), SigningError> {
+    verify_version(secrets, request, signature, now_secs, Version::V1)
+}
+
+fn verify_version(
+    secrets: &[&[u8]],
+    request: &SignedRequest<'_>,
+    signature: Option<&str>,
+    now_secs: u64,
+    version: Version,
+) -> Result<(), SigningError> {
     let signature = signature.ok_or(SigningError::MissingSignature)?;
-    let tag = parse_signature(signature)?;
+    let prefix = match version {
+        Version::V2 => VERSION_PREFIX,
+        Version::V1 => LEGACY_VERSION_PREFIX,
+    };
+    let tag = parse_signature(signature, prefix)?;
     let skew_secs = request.timestamp.abs_diff(now_secs);
     if skew_secs > MAX_SKEW_SECS {
         return Err(SigningError::Stale { skew_secs });
@@ -154,7 +232,7 @@ pub fn verify(
     let mut matched = false;
     for secret in secrets {
         // Every secret is tried, so timing does not tell which one matched.
-        matched |= mac_of(secret, request)?.verify_slice(&tag).is_ok();
+        matched |= mac_of(secret, request, version)?.verify_slice(&tag).is_ok();
     }
     if matched {
         Ok(())
@@ -163,20 +241,24 @@ pub fn verify(
     }
 }
 
-fn mac_of(secret: &[u8], request: &SignedRequest<'_>) -> Result<Hmac<Sha256>, SigningError> {
+fn mac_of(
+    secret: &[u8],
+    request: &SignedRequest<'_>,
+    version: Version,
+) -> Result<Hmac<Sha256>, SigningError> {
     if secret.len() < MIN_SECRET_LEN {
         return Err(SigningError::WeakSecret);
     }
     let mut mac =
         <Hmac<Sha256> as KeyInit>::new_from_slice(secret).map_err(|_| SigningError::WeakSecret)?;
-    mac.update(canonical_string(request).as_bytes());
+    mac.update(canonical(request, version).as_bytes());
     Ok(mac)
 }
 
-fn parse_signature(value: &str) -> Result<[u8; 32], SigningError> {
+fn parse_signature(value: &str, prefix: &str) -> Result<[u8; 32], SigningError> {
     let hex_text = value
         .trim()
-        .strip_prefix(VERSION_PREFIX)
+        .strip_prefix(prefix)
         .ok_or(SigningError::MalformedSignature)?;
     if hex_text.len() != 64 {
         return Err(SigningError::MalformedSignature);
@@ -220,12 +302,14 @@ mod tests {
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
     const OTHER: &[u8] = b"fedcba9876543210fedcba9876543210";
     const NOW: u64 = 1_790_000_000;
+    const NONCE: &str = "6f1c1d3e-8b9a-4c55-9e0f-1a2b3c4d5e6f";
 
     fn request(body: &[u8]) -> SignedRequest<'static> {
         SignedRequest {
             method: "post",
             path_and_query: "/v1/calls/c1/turns?x=1",
             timestamp: NOW,
+            nonce: NONCE,
             body: BodyHash::of(body),
             principal: "eyJ0ZW5hbnRfaWQiOiJ0MSJ9",
         }
@@ -263,22 +347,23 @@ mod tests {
     fn canonical_string_has_every_part_on_its_own_line() {
         let text = canonical_string(&request(b"{}"));
         let lines: Vec<&str> = text.split('\n').collect();
-        assert_eq!(lines.len(), 6);
+        assert_eq!(lines.len(), 7);
         assert_eq!(lines[0], SCHEME);
         assert_eq!(lines[1], "POST");
         assert_eq!(lines[2], "/v1/calls/c1/turns?x=1");
         assert_eq!(lines[3], NOW.to_string());
+        assert_eq!(lines[4], NONCE);
         assert_eq!(
-            lines[4],
+            lines[5],
             "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
         );
-        assert_eq!(lines[5], "eyJ0ZW5hbnRfaWQiOiJ0MSJ9");
+        assert_eq!(lines[6], "eyJ0ZW5hbnRfaWQiOiJ0MSJ9");
     }
 
     #[test]
     fn a_signed_request_verifies() {
         let signed = sign(SECRET, &request(b"{}")).expect("strong secret");
-        assert!(signed.starts_with("v1=") && signed.len() == 67, "{signed}");
+        assert!(signed.starts_with("v2=") && signed.len() == 67, "{signed}");
         assert_eq!(
             verify(&[SECRET], &request(b"{}"), Some(&signed), NOW + 59),
             Ok(())
@@ -352,6 +437,10 @@ mod tests {
                 ..base.clone()
             },
             SignedRequest {
+                nonce: "7f1c1d3e-8b9a-4c55-9e0f-1a2b3c4d5e6f",
+                ..base.clone()
+            },
+            SignedRequest {
                 body: BodyHash::Stream,
                 ..base.clone()
             },
@@ -385,8 +474,83 @@ mod tests {
     #[test]
     fn upper_case_hex_is_accepted() {
         let signature = sign(SECRET, &request(b"")).expect("strong");
-        let upper = format!("v1={}", signature[3..].to_ascii_uppercase());
+        let upper = format!("v2={}", signature[3..].to_ascii_uppercase());
         assert_eq!(verify(&[SECRET], &request(b""), Some(&upper), NOW), Ok(()));
+    }
+
+    #[test]
+    fn a_v1_signature_without_the_nonce_is_refused_as_malformed() {
+        let v2 = sign(SECRET, &request(b"")).expect("strong");
+        let v1 = format!("v1={}", &v2[3..]);
+        assert_eq!(
+            verify(&[SECRET], &request(b""), Some(&v1), NOW),
+            Err(SigningError::MalformedSignature)
+        );
+    }
+
+    #[test]
+    fn a_legacy_v1_signature_verifies_only_through_verify_legacy() {
+        // v1, as the edge signed before the nonce: no nonce line.
+        let base = request(b"{}");
+        let text = format!(
+            "{SCHEME}\nPOST\n{}\n{NOW}\n{}\n{}",
+            base.path_and_query,
+            base.body.as_str(),
+            base.principal
+        );
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(SECRET).expect("key");
+        mac.update(text.as_bytes());
+        let v1 = format!("v1={}", hex(&mac.finalize().into_bytes()));
+        let without_nonce = SignedRequest { nonce: "", ..base };
+        assert_eq!(
+            verify_legacy(&[SECRET], &without_nonce, Some(&v1), NOW),
+            Ok(())
+        );
+        assert_eq!(
+            verify(&[SECRET], &without_nonce, Some(&v1), NOW),
+            Err(SigningError::MalformedSignature)
+        );
+        let v2 = sign(SECRET, &request(b"{}")).expect("strong");
+        assert_eq!(
+            verify_legacy(&[SECRET], &request(b"{}"), Some(&v2), NOW),
+            Err(SigningError::MalformedSignature)
+        );
+        assert_eq!(
+            verify_legacy(&[SECRET], &without_nonce, Some(&v1), NOW + 61),
+            Err(SigningError::Stale { skew_secs: 61 })
+        );
+    }
+
+    #[test]
+    fn nonces_are_parsed_strictly() {
+        assert_eq!(check_nonce(Some(NONCE)), Ok(NONCE));
+        assert_eq!(
+            check_nonce(Some("a_b-C_d-E_f-0_1-")),
+            Ok("a_b-C_d-E_f-0_1-")
+        );
+        assert_eq!(check_nonce(None), Err(SigningError::MissingNonce));
+        let too_long = "a".repeat(NONCE_MAX_LEN + 1);
+        for bad in [
+            "",
+            "short",
+            "0123456789abcde",
+            too_long.as_str(),
+            "0123456789abcdef:",
+            "0123456789abcdef ",
+            "0123456789abcdef\n",
+            "0123456789abcdé0",
+            "6f1c1d3e/8b9a/4c55",
+        ] {
+            assert_eq!(
+                check_nonce(Some(bad)),
+                Err(SigningError::MalformedNonce),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            check_nonce(Some(&too_long[..NONCE_MAX_LEN])),
+            Ok(&too_long[..NONCE_MAX_LEN])
+        );
     }
 
     #[test]
@@ -431,6 +595,7 @@ mod tests {
                 method: &method,
                 path_and_query: &path,
                 timestamp: NOW,
+                nonce: NONCE,
                 body: BodyHash::of(&body),
                 principal: &principal,
             };

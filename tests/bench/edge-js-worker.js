@@ -54,15 +54,17 @@ async function call(binding, path, body, requestId) {
 async function signedFetch(env, origin, method, pathAndQuery, principal, country, region, requestId) {
   const principalHeader = base64url(JSON.stringify(principal));
   const timestamp = String(Math.floor(Date.now() / 1000));
+  const nonce = crypto.randomUUID();
   const bodyHash = hex(await crypto.subtle.digest("SHA-256", new Uint8Array(0)));
-  const canonical = ["AYBIZA-EDGE-HMAC-SHA256", method, pathAndQuery, timestamp, bodyHash, principalHeader].join("\n");
+  const canonical = ["AYBIZA-EDGE-HMAC-SHA256", method, pathAndQuery, timestamp, nonce, bodyHash, principalHeader].join("\n");
   const signature = hex(await crypto.subtle.sign("HMAC", await key(env.EDGE_SIGNING_SECRET), encoder.encode(canonical)));
   const headers = {
     "x-request-id": requestId,
     "x-cf-region": region,
     "x-edge-principal": principalHeader,
     "x-edge-timestamp": timestamp,
-    "x-edge-signature": `v1=${signature}`,
+    "x-edge-nonce": nonce,
+    "x-edge-signature": `v2=${signature}`,
   };
   if (country) headers["x-cf-country"] = country;
   return fetch(`${origin}${pathAndQuery}`, { method, headers });

@@ -2,11 +2,16 @@
 // way to the origin, against the same request signed straight to the origin (the baseline), and
 // against a plain-JavaScript Worker doing the same hop (tests/bench/edge-js-worker.js).
 //
+// PROFILE=1 (tests/bench/profile.mjs) also prints where voice-router's and the JS Worker's
+// isolates spend their CPU for this request.
+//
 // The request: `GET /api/v1/agents/bench-agent` with an HS256 JWT (scope agents:admin), from a US
 // caller (request.cf through workerd's cf-blob header). voice-router runs its gate: route,
 // firewall, then auth-validator (AUTH) ∥ the per-IP check (RATE_LIMITER → a RateLimiter Durable
 // Object) ∥ geo-router (GEO_ROUTER), then the per-principal check (another object), signs the
-// request (shared::signing) and forwards it to the region's origin; the origin (server profile,
+// request (shared::signing) and forwards it to the region's origin — once warm, with the
+// principal and the region decision remembered in its isolate, only the two checks in one
+// in-order call to rate-limiter, then the origin (issue 15); the origin (server profile,
 // embedded SQLite, Bedrock emulator configured) verifies the signature and answers the agent.
 // Baseline: `GET /v1/agents/bench-agent` with the edge headers, signed by this script.
 //
@@ -28,23 +33,23 @@
 //
 // Inputs (tests/stack/bench.sh): WORKER_BUNDLES_DIR, ORIGIN_BIN, EMULATOR_BIN.
 
-import { createHmac } from "node:crypto";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
-import { writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { gzipSync } from "node:zlib";
-import { EDGE_SIGNING_SECRET, edgeHeaders, SEED_REGIONS, startEmulator, startOrigin } from "../e2e/harness.mjs";
+import { edgeHeaders, startEmulator, startOrigin } from "../e2e/harness.mjs";
+import { CF, TENANT, WORKERS, externalService, jsWorker, jwt, rustWorker, workerd } from "./edge-stack.mjs";
 import { percentile, report } from "./report.mjs";
-import { Client, bundleDir, bundleModules, capnp, compatibilityDate, cpuNs, freePort, kvSource, root, startWorkerd, wasmGzipKb } from "./workerd.mjs";
+import { PROFILING, printProfile, profileService } from "./profile.mjs";
+import { Client, bundleDir, cpuNs, freePort, root, wasmGzipKb } from "./workerd.mjs";
 
-const WORKERS = ["voice-router", "auth-validator", "rate-limiter", "geo-router"];
 const LANES = 16;
 const SEQUENTIAL_SAMPLES = Number(process.env.EDGE_BENCH_SAMPLES ?? 1_000); // per target at c=1
 const WARMUP_SAMPLES = 300;
 const ROUND_MS = 1_500; // per target per round at c=16
 const ROUNDS = 3;
 const SPLIT_MS = 3_000;
+const PROFILE_REQUESTS = 1_000; // PROFILE=1
 
 // Targets (issue 7): added latency on this 2-core machine; wasm size per Worker and suite.
 const ADDED_P50_MS = 2;
@@ -52,25 +57,7 @@ const ADDED_P99_MS = 10;
 const WORKER_KB = 400;
 const SUITE_KB = 3 * 1024;
 
-const TENANT = "bench";
 const AGENT = "bench-agent";
-const ISSUER = "https://auth.aybiza.dev";
-const AUDIENCE = "aybiza-edge";
-const HS256_SECRET = "bench-only-hs256-secret-0123456789abcdef";
-// A caller in New York: us-east-1 by the seed's region-code map.
-const CF = JSON.stringify({ country: "US", regionCode: "NY", continent: "NA", latitude: "40.71", longitude: "-74.01", colo: "EWR" });
-const POLICIES = {
-  ip: { algorithm: "sliding_window", limit: 1_000_000, window_ms: 60_000 },
-  principal: { algorithm: "gcra", limit: 1_000_000, period_ms: 60_000, burst: 1_000_000 },
-};
-
-const b64url = (data) => Buffer.from(data).toString("base64url");
-function jwt(subject) {
-  const now = Math.floor(Date.now() / 1000);
-  const header = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
-  const claims = b64url(JSON.stringify({ iss: ISSUER, aud: AUDIENCE, sub: subject, tenant_id: TENANT, scope: "agents:admin", iat: now, exp: now + 3600 }));
-  return `${header}.${claims}.${createHmac("sha256", HS256_SECRET).update(`${header}.${claims}`).digest("base64url")}`;
-}
 
 /** One client per lane: an address, a credential, and the principal auth-validator derives. */
 const lanes = Array.from({ length: LANES }, (_, lane) => ({
@@ -79,126 +66,6 @@ const lanes = Array.from({ length: LANES }, (_, lane) => ({
   principal: { tenant_id: TENANT, subject: `client-${lane}`, scopes: ["agents:admin"], plan: "pro", method: "jwt" },
 }));
 
-// --- workerd configs ------------------------------------------------------------------------
-
-const DEV_VARS = {
-  "voice-router": (originUrl) => ({ ORIGIN_URL: originUrl, EDGE_SIGNING_SECRET }),
-  "auth-validator": () => ({
-    JWT_ISSUER: ISSUER,
-    JWT_AUDIENCE: AUDIENCE,
-    JWT_DEFAULT_PLAN: "pro",
-    JWT_HS256_SECRET: HS256_SECRET,
-    SESSION_TOKEN_SECRET: "bench-only-session-token-secret-0123456789",
-  }),
-  "rate-limiter": () => ({ RATE_LIMIT_KEY_SECRET: "bench-only-rate-limit-key-secret-0123", POLICY_CACHE_TTL_MS: "60000", LIMITER_TIMEOUT_MS: "1000" }),
-  "geo-router": (originUrl) => ({ GEO_REGIONS: JSON.stringify(Object.fromEntries(SEED_REGIONS.map((r) => [r, { origin_url: originUrl }]))) }),
-};
-const KV = {
-  "auth-validator": ["AUTH_KV", []],
-  "rate-limiter": ["RATE_LIMIT_KV", [["policies:global", JSON.stringify(POLICIES)]]],
-  "geo-router": ["GEO_KV", []],
-};
-const OBJECTS = { "voice-router": ["CALL_SESSION", "CallSession"], "rate-limiter": ["RATE_LIMITER", "RateLimiter"] };
-const SERVICES = { AUTH: "auth-validator", RATE_LIMITER: "rate-limiter", GEO_ROUTER: "geo-router" };
-
-const textBindings = (vars) => Object.entries(vars).map(([name, value]) => `(name = ${capnp(name)}, text = ${capnp(value)})`);
-
-/**
- * The capnp service entries of one Rust Worker (its KV stand-in and storage included); `bind`
- * names the service each of voice-router's bindings reaches.
- */
-function rustWorker(worker, dir, originUrl, bind = (service) => service) {
-  const entries = [];
-  const bindings = textBindings(DEV_VARS[worker](originUrl));
-  const extra = [];
-  if (KV[worker]) {
-    const [binding, seed] = KV[worker];
-    writeFileSync(path.join(dir, `kv-${worker}.js`), kvSource(seed));
-    bindings.push(`(name = ${capnp(binding)}, kvNamespace = ${capnp(`kv-${worker}`)})`);
-    entries.push(`(name = ${capnp(`kv-${worker}`)}, worker = (modules = [(name = "kv.js", esModule = embed ${capnp(`kv-${worker}.js`)})], compatibilityDate = ${capnp(compatibilityDate(worker))}))`);
-  }
-  if (OBJECTS[worker]) {
-    const [binding, className] = OBJECTS[worker];
-    bindings.push(`(name = ${capnp(binding)}, durableObjectNamespace = ${capnp(className)})`);
-    extra.push(`durableObjectNamespaces = [(className = ${capnp(className)}, uniqueKey = ${capnp(`${worker}-bench`)}, enableSql = true)]`);
-    extra.push(`durableObjectStorage = (localDisk = "storage")`);
-  }
-  if (worker === "voice-router") {
-    for (const [binding, service] of Object.entries(SERVICES)) bindings.push(`(name = ${capnp(binding)}, service = ${capnp(bind(service))})`);
-    extra.push(`globalOutbound = "origin"`);
-  }
-  entries.push(`(name = ${capnp(worker)}, worker = (
-      modules = [
-        ${bundleModules(bundleDir(worker), dir, worker)}
-      ],
-      compatibilityDate = ${capnp(compatibilityDate(worker))},
-      bindings = [
-        ${bindings.join(",\n        ")}
-      ],
-      ${extra.join(",\n      ")}
-    ))`);
-  return entries;
-}
-
-/** The JS baseline Worker as a service named `name`. */
-function jsWorker(name, mode, dir, originUrl, bind = (service) => service) {
-  copyFileSync(path.join(root, "tests/bench/edge-js-worker.js"), path.join(dir, "edge-js-worker.js"));
-  const bindings = textBindings({ MODE: mode, ORIGIN_URL: originUrl, EDGE_SIGNING_SECRET });
-  if (mode === "chain") {
-    for (const [binding, service] of Object.entries(SERVICES)) bindings.push(`(name = ${capnp(binding)}, service = ${capnp(bind(service))})`);
-  }
-  return `(name = ${capnp(name)}, worker = (
-      modules = [(name = "worker.js", esModule = embed "edge-js-worker.js")],
-      compatibilityDate = ${capnp(compatibilityDate("voice-router"))},
-      bindings = [
-        ${bindings.join(",\n        ")}
-      ],
-      globalOutbound = "origin",
-    ))`;
-}
-
-const externalService = (name, port) => `(name = ${capnp(name)}, external = (address = ${capnp(`127.0.0.1:${port}`)}, http = ()))`;
-
-function writeConfig(dir, services, sockets) {
-  const storage = mkdtempSync(path.join(existsSync("/dev/shm") ? "/dev/shm" : os.tmpdir(), "edge-bench-objects-"));
-  services.push(`(name = "storage", disk = (path = ${capnp(storage)}, writable = true))`);
-  const socketList = sockets.map(
-    ({ name, port, service }) => `(name = ${capnp(name)}, address = ${capnp(`127.0.0.1:${port}`)}, http = (cfBlobHeader = "cf-blob"), service = ${capnp(service)})`,
-  );
-  writeFileSync(
-    path.join(dir, "config.capnp"),
-    `using Workerd = import "/workerd/workerd.capnp";
-const config :Workerd.Config = (
-  services = [
-    ${services.join(",\n    ")}
-  ],
-  sockets = [
-    ${socketList.join(",\n    ")}
-  ],
-);
-`,
-  );
-  writeFileSync(path.join(dir, "storage-path"), storage);
-  return path.join(dir, "config.capnp");
-}
-
-/** Starts a workerd serving `sockets`; resolves once each answers HTTP. */
-async function workerd(name, build, sockets) {
-  const probes = sockets.map(({ port }) => new Client(port, 1));
-  const handle = await startWorkerd({
-    name: `edge-bench-${name}`,
-    write: (dir) => writeConfig(dir, build(dir), sockets),
-    ready: async () => (await Promise.all(probes.map((p) => p.request("GET", "/__ready").then(() => true)))).every(Boolean),
-  });
-  for (const probe of probes) probe.close();
-  const stop = handle.stop;
-  handle.stop = async () => {
-    const storage = readFileSync(path.join(handle.dir, "storage-path"), "utf8");
-    await stop();
-    rmSync(storage, { recursive: true, force: true });
-  };
-  return handle;
-}
 
 // --- requests -------------------------------------------------------------------------------
 
@@ -313,6 +180,7 @@ try {
   progress("starting the four Workers and the JS Workers in one workerd");
   // Together: the four Workers and the JS baselines in one process.
   const ports = { rust: await freePort(), js: await freePort(), proxy: await freePort() };
+  const inspectorPort = PROFILING ? await freePort() : undefined;
   const together = await workerd(
     "together",
     (dir) => [
@@ -326,6 +194,7 @@ try {
       { name: "js", port: ports.js, service: "js-chain" },
       { name: "proxy", port: ports.proxy, service: "js-proxy" },
     ],
+    inspectorPort,
   );
   processes.push(together);
 
@@ -376,6 +245,21 @@ try {
       c16[index].count += run.count;
       c16[index].seconds += run.seconds;
     }
+  }
+  if (PROFILING) {
+    // Where each entry Worker's CPU goes for this request (tests/bench/profile.mjs).
+    for (const [service, target] of [["voice-router", rust], ["js-chain", js]]) {
+      progress(`profiling ${service}'s isolate over ${PROFILE_REQUESTS} sequential requests`);
+      const top = await profileService({
+        port: inspectorPort,
+        service,
+        load: async () => {
+          for (let i = 0; i < PROFILE_REQUESTS; i++) check(target, await target.send(0));
+        },
+      });
+      printProfile(`${service} isolate, an authenticated API request`, top);
+    }
+    assertNoneWrong();
   }
   const conc = c16.map((run) => ({ ...stats(run.latencies), rate: run.count / run.seconds, cpuUs: run.cpuNs / run.count / 1000 }));
   const [d, r, j, p] = [0, 1, 2, 3];
@@ -499,7 +383,7 @@ try {
   });
   for (const worker of WORKERS.slice(1)) {
     rows.push({
-      figure: `CPU per request, ${worker} (own workerd)${worker === "rate-limiter" ? ", two checks and their objects" : ""}`,
+      figure: `CPU per request, ${worker} (own workerd)${worker === "rate-limiter" ? ", the entry's two checks and their objects" : ", the entry's calls"}`,
       value: rustCpu[worker],
       unit: "µs",
       baseline: `same Worker, JS entry: ${Math.round(jsCpu[worker])} µs`,
@@ -509,6 +393,7 @@ try {
   }
   notes.push(
     `CPU per Worker: ${SPLIT_MS / 1000} s at c=${LANES} per entry, each process's CPU time (all threads) over the requests; each figure includes its side of a loopback HTTP hop per call`,
+    "voice-router remembers verified principals and geo-router's decisions (issue 15): on this warm path it calls neither auth-validator nor geo-router and takes both limits in one in-order call, while the JS Worker makes every call each time; so their rows are what the chain costs them per request, not the cost of one call (auth.bench.mjs and geo.bench.mjs measure that)",
   );
 
   // Sizes of what deploys.

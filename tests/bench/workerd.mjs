@@ -106,12 +106,14 @@ export async function freePort() {
 /**
  * Starts `workerd serve` on the config `write(dir)` puts in a fresh folder (it returns the
  * config's path, relative paths inside it resolve against `dir`), and waits until `ready()`
- * resolves true. `stop()` ends the process and removes the folder.
+ * resolves true; with `inspectorPort`, V8's inspector listens there (profile.mjs). `stop()` ends
+ * the process and removes the folder.
  */
-export async function startWorkerd({ name = "workerd", write, ready, timeoutMs = 20_000 }) {
+export async function startWorkerd({ name = "workerd", write, ready, timeoutMs = 20_000, inspectorPort }) {
   const dir = mkdtempSync(path.join(os.tmpdir(), `${name}-`));
   const config = write(dir);
-  const child = spawn(WORKERD, ["serve", config], { cwd: dir, stdio: ["ignore", "ignore", "pipe"] });
+  const args = ["serve", config, ...(inspectorPort ? [`--inspector-addr=127.0.0.1:${inspectorPort}`] : [])];
+  const child = spawn(WORKERD, args, { cwd: dir, stdio: ["ignore", "ignore", "pipe"] });
   const stderr = [];
   child.stderr.on("data", (chunk) => stderr.push(chunk.toString()));
   const handle = {

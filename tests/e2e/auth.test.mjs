@@ -459,6 +459,57 @@ describe("auth-validator: every credential, every refusal", () => {
   });
 });
 
+describe("voice-router remembers a verified principal: the revocation delay of an API key", () => {
+  // docs/operations.md: a revoked API key is refused within PRINCIPAL_CACHE_SECS (30 s by
+  // default, the most allowed). Two seconds here, so the test waits out the whole delay.
+  const DELAY_S = 2;
+  const NEW_YORK = JSON.stringify({ country: "US", regionCode: "NY", continent: "NA", latitude: "40.71", longitude: "-74.01", colo: "EWR" });
+  let edge;
+  before(async () => {
+    edge = await startWorkers({ vars: { "voice-router": { PRINCIPAL_CACHE_SECS: String(DELAY_S) } } });
+  });
+  after(async () => edge?.close());
+
+  test("a key revoked in KV is refused through the edge within the documented delay, and stays refused", async () => {
+    const env = await edge.worker(WORKER).getEnv();
+    const key = "ak_live_" + "C".repeat(24);
+    const record = (extra = {}) =>
+      JSON.stringify({ key_sha256: sha256hex(key), tenant_id: "tenant-c", subject: "key_c", scopes: ["calls:read"], plan: "team", ...extra });
+    await env.AUTH_KV.put(`apikey:${sha256hex(key)}`, record());
+    // An unknown call of an authenticated client is a 404; a refused key is a 401 before that.
+    const read = () => fetch(`${edge.url}/api/v1/calls/call_nope`, { headers: { "x-api-key": key, "mf-cf-blob": NEW_YORK } });
+
+    const verifiedAt = Date.now();
+    const first = await read();
+    assert.equal(first.status, 404, await first.text());
+    await env.AUTH_KV.put(`apikey:${sha256hex(key)}`, record({ revoked_at: nowS() - 1 }));
+    // The key was verified once and is remembered; a request for another route's scope is not
+    // served from memory: auth-validator answers it (and refuses the revoked key at once).
+    const write = await fetch(`${edge.url}/api/v1/calls`, {
+      method: "POST",
+      headers: { "x-api-key": key, "mf-cf-blob": NEW_YORK, "content-type": "application/json" },
+      body: JSON.stringify({ agent_id: "ava" }),
+    });
+    assert.equal(write.status, 401, "a scope the remembered principal lacks goes to auth-validator");
+
+    let refusedAt;
+    while (Date.now() - verifiedAt < (DELAY_S + 5) * 1000) {
+      const answer = await read();
+      if (answer.status === 401) {
+        assert.equal((await answer.json()).error.code, "api_key_revoked");
+        refusedAt = Date.now();
+        break;
+      }
+      assert.equal(answer.status, 404, "until refused, the remembered key is served as before");
+      await answer.body?.cancel();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert.ok(refusedAt, "the revoked key was never refused");
+    assert.ok(refusedAt - verifiedAt <= DELAY_S * 1000 + 500, `refused ${refusedAt - verifiedAt} ms after it was verified`);
+    for (let i = 0; i < 3; i++) assert.equal((await read()).status, 401, "refused from then on");
+  });
+});
+
 describe("auth-validator: the JWKS refetch is rate-limited", () => {
   const rsa1 = rsaKey("rsa-1");
   const rsa2 = rsaKey("rsa-2");

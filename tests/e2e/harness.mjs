@@ -257,8 +257,9 @@ export async function startEmulator({ ttftMs = 20, interTokenMs = 2 } = {}) {
 
 /**
  * The edge's signed headers for a request to the origin (shared::signing, mirrored for tests):
- * HMAC-SHA256 over method, path+query, timestamp, SHA-256 of the body (or the stream marker for a
- * WebSocket upgrade) and the principal header.
+ * HMAC-SHA256 over method, path+query, timestamp, nonce (fresh per request unless one is given,
+ * to replay it), SHA-256 of the body (or the stream marker for a WebSocket upgrade) and the
+ * principal header. `legacy: true` signs as an edge from before the nonce did (`v1=`, no nonce).
  */
 export function edgeHeaders({
   method = "GET",
@@ -267,15 +268,19 @@ export function edgeHeaders({
   principal,
   secret = EDGE_SIGNING_SECRET,
   timestamp = Math.floor(Date.now() / 1000),
+  nonce = randomUUID(),
   stream = false,
+  legacy = false,
 }) {
   const principalHeader = principal ? Buffer.from(JSON.stringify(principal)).toString("base64url") : "";
   const bodyHash = stream ? "STREAMING-BODY" : createHash("sha256").update(body).digest("hex");
-  const canonical = ["AYBIZA-EDGE-HMAC-SHA256", method.toUpperCase(), pathAndQuery, String(timestamp), bodyHash, principalHeader].join("\n");
+  const nonceLine = legacy ? [] : [nonce];
+  const canonical = ["AYBIZA-EDGE-HMAC-SHA256", method.toUpperCase(), pathAndQuery, String(timestamp), ...nonceLine, bodyHash, principalHeader].join("\n");
   const headers = {
     "x-edge-timestamp": String(timestamp),
-    "x-edge-signature": `v1=${createHmac("sha256", secret).update(canonical).digest("hex")}`,
+    "x-edge-signature": `${legacy ? "v1" : "v2"}=${createHmac("sha256", secret).update(canonical).digest("hex")}`,
   };
+  if (!legacy) headers["x-edge-nonce"] = nonce;
   if (principalHeader) headers["x-edge-principal"] = principalHeader;
   return headers;
 }

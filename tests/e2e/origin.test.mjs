@@ -50,6 +50,37 @@ describe("the origin behind the edge's signature, with the Bedrock emulator", ()
     assert.equal((await call(origin, "GET", "/v1/agents")).status, 200);
   });
 
+  test("a captured signed request replayed as is gets 401 replayed_request; one without a nonce is refused", async () => {
+    const put = await call(origin, "PUT", "/v1/agents/replay", { body: { name: "Replay", system_prompt: "Hi.", model: "m", fallback_models: [] } });
+    assert.ok([200, 201].includes(put.status));
+    const body = '{"agent_id":"replay"}';
+    const captured = { ...edgeHeaders({ method: "POST", pathAndQuery: "/v1/calls", body, principal: ALICE }), "content-type": "application/json" };
+    const first = await fetch(`${origin.url}/v1/calls`, { method: "POST", headers: captured, body });
+    assert.equal(first.status, 201);
+    const again = await fetch(`${origin.url}/v1/calls`, { method: "POST", headers: captured, body });
+    assert.equal(again.status, 401);
+    assert.equal((await json(again)).error.code, "replayed_request");
+    // An edge from before the nonce (v1) is refused unless the origin is told to accept it,
+    // which only the deploy bringing the nonce does (docs/operations.md).
+    const legacy = () => edgeHeaders({ pathAndQuery: "/v1/agents", principal: ALICE, legacy: true });
+    const old = await fetch(`${origin.url}/v1/agents`, { headers: legacy() });
+    assert.equal(old.status, 401);
+    assert.match((await json(old)).error.message, /no edge nonce/);
+    const transitional = await startOrigin({ BEDROCK_ENDPOINT_URL: emulator.url, EDGE_LEGACY_SIGNATURES: "accept" });
+    try {
+      assert.equal((await fetch(`${transitional.url}/v1/agents`, { headers: legacy() })).status, 200);
+      const forged = { ...legacy(), "x-edge-signature": `v1=${"0".repeat(64)}` };
+      assert.equal((await fetch(`${transitional.url}/v1/agents`, { headers: forged })).status, 401);
+      // A request that carries a nonce is held to it there too.
+      const captured = edgeHeaders({ pathAndQuery: "/v1/agents", principal: ALICE });
+      assert.equal((await fetch(`${transitional.url}/v1/agents`, { headers: captured })).status, 200);
+      const again = await fetch(`${transitional.url}/v1/agents`, { headers: captured });
+      assert.equal((await json(again)).error.code, "replayed_request");
+    } finally {
+      await transitional.stop();
+    }
+  });
+
   test("/ready reports the database and Bedrock; /metrics is Prometheus text", async () => {
     const ready = await call(origin, "GET", "/ready", { principal: null });
     const report = await json(ready);

@@ -140,6 +140,32 @@ describe("rate-limiter", () => {
       assert.equal(ipAfter.body.decisions[0].remaining, 97, "the refused request still counted for the IP");
     });
 
+    test("in order: the checks after a refusal are neither counted nor answered", async () => {
+      const ip = fresh("198.51.100");
+      const tenant = fresh("t-order");
+      await kv.put(`policies:tenant:${tenant}`, JSON.stringify({ ip: { algorithm: "sliding_window", limit: 1, window_ms: 3_600_000 } }));
+      const inOrder = () =>
+        post("/check", {
+          checks: [
+            { policy: "ip", key: ip, tenant },
+            { policy: "principal", key: `${tenant}/u1`, tenant },
+          ],
+          in_order: true,
+        });
+      const first = await inOrder();
+      assert.equal(first.status, 200);
+      assert.equal(first.body.allowed, true);
+      assert.deepEqual(first.body.decisions.map((d) => [d.policy, d.allowed]), [["ip", true], ["principal", true]]);
+      const principalAfterFirst = (await check({ policy: "principal", key: `${tenant}/u1`, tenant, cost: 0 })).body.decisions[0].remaining;
+      for (let i = 0; i < 3; i++) {
+        const refused = await inOrder();
+        assert.equal(refused.body.allowed, false);
+        assert.deepEqual(refused.body.decisions.map((d) => [d.policy, d.allowed]), [["ip", false]], "the principal's check is not answered");
+      }
+      const principalAfter = (await check({ policy: "principal", key: `${tenant}/u1`, tenant, cost: 0 })).body.decisions[0].remaining;
+      assert.equal(principalAfter, principalAfterFirst, "nor counted");
+    });
+
     test("keys are namespaced: the same key under another policy is another limiter", async () => {
       const key = fresh("same");
       await Promise.all(Array.from({ length: 100 }, () => check({ policy: "ip", key })));

@@ -7,7 +7,7 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use shared::agent::{Agent, AgentPage, AgentSpec, check_id, is_e164};
 
-use super::{load_agent, query, stored};
+use super::{load_agent, page_limit, query, stored};
 use crate::AppState;
 use crate::edge_auth::Caller;
 use crate::error::{AppError, Failed, OrFail};
@@ -125,13 +125,7 @@ pub async fn list(
         limit: Option<u32>,
     }
     let page: Page = query(&uri).or_fail(&request_id)?;
-    let limit = page.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(Failed(
-            AppError::bad_request("invalid_query", format!("limit must be 1 to {MAX_PAGE}")),
-            request_id,
-        ));
-    }
+    let limit = page_limit(page.limit, DEFAULT_PAGE, MAX_PAGE).or_fail(&request_id)?;
     let agents = stored(
         &state,
         state

@@ -92,6 +92,7 @@ pub async fn start_call(
         metadata: request.metadata.clone(),
     };
     stored(state, state.store.create_call(&call).await)?;
+    state.webhooks.wake();
     turn::publish(
         state,
         tenant,
@@ -114,6 +115,9 @@ pub async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Failed> {
+    if state.draining() {
+        return Err(Failed(AppError::Draining, request_id));
+    }
     let request: CreateCall = json_body(&body).or_fail(&request_id)?;
     request
         .validate()
@@ -180,7 +184,13 @@ pub async fn end(
         &state,
         state
             .store
-            .end_call(caller.tenant(), &id, request.reason.trim(), state.now_ms())
+            .end_call(
+                caller.tenant(),
+                &id,
+                request.reason.trim(),
+                request.handoff_data.as_ref(),
+                state.now_ms(),
+            )
             .await,
     )
     .or_fail(&request_id)?;
@@ -195,6 +205,7 @@ pub async fn end(
             event.reason = call.end_reason.clone();
             event.handoff_data = request.handoff_data;
             state.fanout.publish(event).await;
+            state.webhooks.wake();
             Ok(Json(call))
         }
         EndOutcome::AlreadyEnded(_) => Err(ended(request_id)),
@@ -329,6 +340,8 @@ pub async fn turn(
                 reply_lang: None,
                 // An API client's turn has no carrier session: built-ins are not offered.
                 carrier: None,
+                // `done` says the turn is durable: written directly, never behind.
+                journal: None,
             },
             &sink,
             &stop,

@@ -22,11 +22,15 @@ use shared::call_list::CallListQuery;
 use shared::carrier::{AnsweredBy, CarrierKind};
 use shared::turn::{Turn, TurnRole};
 use shared::usage::{DayRange, UsageDay, day_of};
+use shared::webhook::{self, Delivery, Endpoint, EndpointConfig, EventType};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{AnyPool, Executor, Row, SqlSafeStr};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row, SqlSafeStr};
 
-use super::{AnswerOutcome, EndOutcome, NewTurn, SigningSecret, Store, StoreError};
+use super::{
+    AnswerOutcome, Attempt, ClaimedDelivery, EndOutcome, NewTurn, Recorded, SigningSecret, Store,
+    StoreError,
+};
 use crate::config::{Backend, DatabaseConfig};
 
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -46,6 +50,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres/0003_tools_and_signing_secrets.sql"),
     ),
     (
+        4,
+        "webhooks",
+        include_str!("../../migrations/postgres/0004_webhooks.sql"),
+    ),
+    (
         5,
         "calls by start",
         include_str!("../../migrations/postgres/0005_calls_by_start.sql"),
@@ -54,6 +63,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "outbound calls",
         include_str!("../../migrations/postgres/0006_outbound_calls.sql"),
+    ),
+    (
+        7,
+        "turn journal",
+        include_str!("../../migrations/postgres/0007_turn_journal.sql"),
     ),
 ];
 const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -73,6 +87,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0003_tools_and_signing_secrets.sql"),
     ),
     (
+        4,
+        "webhooks",
+        include_str!("../../migrations/sqlite/0004_webhooks.sql"),
+    ),
+    (
         5,
         "calls by start",
         include_str!("../../migrations/sqlite/0005_calls_by_start.sql"),
@@ -82,7 +101,14 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "outbound calls",
         include_str!("../../migrations/sqlite/0006_outbound_calls.sql"),
     ),
+    (
+        7,
+        "turn journal",
+        include_str!("../../migrations/sqlite/0007_turn_journal.sql"),
+    ),
 ];
+
+mod webhooks;
 
 /// The SQL store.
 #[derive(Clone)]
@@ -91,6 +117,11 @@ pub struct SqlStore {
     backend: Backend,
     schema: Option<String>,
     migrated: Arc<AtomicBool>,
+    /// How to open the probe's own connection.
+    options: AnyConnectOptions,
+    /// The background probe's connection, apart from the pool: a pool busy with slow queries
+    /// must not read as a database that is down.
+    probe_connection: Arc<tokio::sync::Mutex<Option<AnyConnection>>>,
 }
 
 const AGENT_COLUMNS: &str = "id, tenant_id, name, system_prompt, greeting, model, fallback_models, \
@@ -188,12 +219,14 @@ impl SqlStore {
                     Ok(())
                 })
             })
-            .connect_lazy_with(options);
+            .connect_lazy_with(options.clone());
         Ok(Self {
             pool,
             backend,
             schema: store_schema,
             migrated: Arc::new(AtomicBool::new(false)),
+            options,
+            probe_connection: Arc::default(),
         })
     }
 
@@ -253,6 +286,75 @@ impl SqlStore {
 }
 
 /// Maps a driver error: connection trouble is `Unavailable`, the rest is a bug.
+/// Inserts one turn at `seq` (reserved by the caller) and counts it in the day's usage.
+async fn insert_turn(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tenant: &str,
+    call_id: &str,
+    seq: i64,
+    turn: &NewTurn,
+    journal_key: Option<&str>,
+) -> Result<(), StoreError> {
+    let tool_calls = if turn.tool_calls.is_empty() {
+        None
+    } else {
+        Some(
+            serde_json::to_string(&turn.tool_calls)
+                .map_err(|error| StoreError::Corrupt(format!("turn tool_calls: {error}")))?,
+        )
+    };
+    sqlx::query(
+        "INSERT INTO turns (tenant_id, call_id, seq, role, text, interrupted, model, \
+         input_tokens, output_tokens, ttft_ms, duration_ms, created_at_ms, lang, \
+         stop_reason, failure_reason, tool_calls, journal_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+    )
+    .bind(tenant)
+    .bind(call_id)
+    .bind(seq)
+    .bind(turn.role.as_str())
+    .bind(turn.text.as_str())
+    .bind(turn.interrupted)
+    .bind(turn.model.as_deref())
+    .bind(opt_int(turn.input_tokens))
+    .bind(opt_int(turn.output_tokens))
+    .bind(opt_int(turn.ttft_ms))
+    .bind(opt_int(turn.duration_ms))
+    .bind(int(turn.created_at_ms))
+    .bind(turn.lang.as_deref())
+    .bind(turn.stop_reason.as_deref())
+    .bind(turn.failure_reason.as_deref())
+    .bind(tool_calls)
+    .bind(journal_key)
+    .execute(&mut **tx)
+    .await
+    .map_err(classify)?;
+    // A model's reply counts; a greeting (no model) does not. Tool calls count whenever
+    // they were made (a reply cut short still called them).
+    let counted = turn.role == TurnRole::Assistant && turn.model.is_some();
+    if counted || !turn.tool_calls.is_empty() {
+        sqlx::query(
+            "INSERT INTO usage_daily (tenant_id, day, turns, input_tokens, output_tokens, \
+             tool_calls) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (tenant_id, day) DO UPDATE SET \
+             turns = usage_daily.turns + excluded.turns, \
+             input_tokens = usage_daily.input_tokens + excluded.input_tokens, \
+             output_tokens = usage_daily.output_tokens + excluded.output_tokens, \
+             tool_calls = usage_daily.tool_calls + excluded.tool_calls",
+        )
+        .bind(tenant)
+        .bind(day_of(turn.created_at_ms))
+        .bind(i64::from(counted))
+        .bind(i64::from(turn.input_tokens.unwrap_or(0)))
+        .bind(i64::from(turn.output_tokens.unwrap_or(0)))
+        .bind(i64::try_from(turn.tool_calls.len()).unwrap_or(i64::MAX))
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+    }
+    Ok(())
+}
+
 fn classify(error: sqlx::Error) -> StoreError {
     match &error {
         sqlx::Error::Io(_)
@@ -615,6 +717,25 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn probe(&self) -> Result<(), StoreError> {
+        self.ready()?;
+        let mut slot = self.probe_connection.lock().await;
+        let connection = match slot.as_mut() {
+            Some(connection) => connection,
+            None => slot.insert(
+                AnyConnection::connect_with(&self.options)
+                    .await
+                    .map_err(classify)?,
+            ),
+        };
+        if let Err(error) = sqlx::query("SELECT 1").fetch_one(&mut *connection).await {
+            // Dead with the database: the next probe opens a new one.
+            *slot = None;
+            return Err(classify(error));
+        }
+        Ok(())
+    }
+
     async fn put_agent(
         &self,
         tenant: &str,
@@ -767,23 +888,8 @@ impl Store for SqlStore {
     }
 
     async fn delete_agent(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
-        let pool = self.ready()?;
-        let mut tx = pool.begin().await.map_err(classify)?;
-        sqlx::query("DELETE FROM agent_phone_numbers WHERE tenant_id = $1 AND agent_id = $2")
-            .bind(tenant)
-            .bind(id)
-            .execute(&mut *tx)
+        self.delete_with_children(tenant, id, "agents", "agent_phone_numbers", "agent_id")
             .await
-            .map_err(classify)?;
-        let deleted = sqlx::query("DELETE FROM agents WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?
-            .rows_affected();
-        tx.commit().await.map_err(classify)?;
-        Ok(deleted > 0)
     }
 
     async fn list_agents(
@@ -862,6 +968,14 @@ impl Store for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(classify)?;
+        webhooks::enqueue(
+            &mut tx,
+            webhooks::About::call(call),
+            EventType::CallStarted,
+            webhook::call_started(call),
+            call.started_at_ms,
+        )
+        .await?;
         tx.commit().await.map_err(classify)
     }
 
@@ -901,9 +1015,11 @@ impl Store for SqlStore {
         tenant: &str,
         id: &str,
         reason: &str,
+        handoff: Option<&serde_json::Value>,
         now_ms: u64,
     ) -> Result<EndOutcome, StoreError> {
         let pool = self.ready()?;
+        let mut tx = pool.begin().await.map_err(classify)?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE calls SET status = 'ended', ended_at_ms = $3, end_reason = $4 \
              WHERE tenant_id = $1 AND id = $2 AND status = 'active' RETURNING {CALL_COLUMNS}"
@@ -912,12 +1028,28 @@ impl Store for SqlStore {
         .bind(id)
         .bind(int(now_ms))
         .bind(reason)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(classify)?;
         if let Some(row) = row {
-            return Ok(EndOutcome::Ended(call_from_row(&row)?));
+            let call = call_from_row(&row)?;
+            let turns = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {TURN_COLUMNS} FROM turns WHERE tenant_id = $1 AND call_id = $2 \
+                 ORDER BY seq"
+            )))
+            .bind(tenant)
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(classify)?
+            .iter()
+            .map(turn_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+            webhooks::enqueue_end(&mut tx, &call, &turns, handoff).await?;
+            tx.commit().await.map_err(classify)?;
+            return Ok(EndOutcome::Ended(call));
         }
+        drop(tx);
         Ok(match self.get_call(tenant, id).await? {
             Some(call) => EndOutcome::AlreadyEnded(call),
             None => EndOutcome::NotFound,
@@ -1000,7 +1132,8 @@ impl Store for SqlStore {
         // Reserving the seqs and checking the call is active are one atomic statement.
         let reserved = sqlx::query(
             "UPDATE calls SET turn_count = turn_count + $3 \
-             WHERE tenant_id = $1 AND id = $2 AND status = 'active' RETURNING turn_count",
+             WHERE tenant_id = $1 AND id = $2 AND status = 'active' \
+             RETURNING turn_count, agent_id",
         )
         .bind(tenant)
         .bind(call_id)
@@ -1015,71 +1148,78 @@ impl Store for SqlStore {
                 None => StoreError::CallNotFound,
             });
         };
-        let last: i64 = row.try_get(0).map_err(corrupt("call"))?;
+        let last: i64 = row.try_get("turn_count").map_err(corrupt("call"))?;
+        let agent_id: String = row.try_get("agent_id").map_err(corrupt("call"))?;
         let first = last - count + 1;
         let mut seqs = Vec::with_capacity(turns.len());
         for (offset, turn) in (0_i64..).zip(turns) {
             let seq = first + offset;
-            let tool_calls =
-                if turn.tool_calls.is_empty() {
-                    None
-                } else {
-                    Some(serde_json::to_string(&turn.tool_calls).map_err(|error| {
-                        StoreError::Corrupt(format!("turn tool_calls: {error}"))
-                    })?)
-                };
-            sqlx::query(
-                "INSERT INTO turns (tenant_id, call_id, seq, role, text, interrupted, model, \
-                 input_tokens, output_tokens, ttft_ms, duration_ms, created_at_ms, lang, \
-                 stop_reason, failure_reason, tool_calls) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-            )
-            .bind(tenant)
-            .bind(call_id)
-            .bind(seq)
-            .bind(turn.role.as_str())
-            .bind(turn.text.as_str())
-            .bind(turn.interrupted)
-            .bind(turn.model.as_deref())
-            .bind(opt_int(turn.input_tokens))
-            .bind(opt_int(turn.output_tokens))
-            .bind(opt_int(turn.ttft_ms))
-            .bind(opt_int(turn.duration_ms))
-            .bind(int(turn.created_at_ms))
-            .bind(turn.lang.as_deref())
-            .bind(turn.stop_reason.as_deref())
-            .bind(turn.failure_reason.as_deref())
-            .bind(tool_calls)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-            // A model's reply counts; a greeting (no model) does not. Tool calls count whenever
-            // they were made (a reply cut short still called them).
-            let counted = turn.role == TurnRole::Assistant && turn.model.is_some();
-            if counted || !turn.tool_calls.is_empty() {
-                sqlx::query(
-                    "INSERT INTO usage_daily (tenant_id, day, turns, input_tokens, output_tokens, \
-                     tool_calls) VALUES ($1, $2, $3, $4, $5, $6) \
-                     ON CONFLICT (tenant_id, day) DO UPDATE SET \
-                     turns = usage_daily.turns + excluded.turns, \
-                     input_tokens = usage_daily.input_tokens + excluded.input_tokens, \
-                     output_tokens = usage_daily.output_tokens + excluded.output_tokens, \
-                     tool_calls = usage_daily.tool_calls + excluded.tool_calls",
-                )
-                .bind(tenant)
-                .bind(day_of(turn.created_at_ms))
-                .bind(i64::from(counted))
-                .bind(i64::from(turn.input_tokens.unwrap_or(0)))
-                .bind(i64::from(turn.output_tokens.unwrap_or(0)))
-                .bind(i64::try_from(turn.tool_calls.len()).unwrap_or(i64::MAX))
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-            }
+            insert_turn(&mut tx, tenant, call_id, seq, turn, None).await?;
             seqs.push(small(seq));
         }
+        let stored: Vec<Turn> = turns
+            .iter()
+            .zip(&seqs)
+            .map(|(turn, seq)| turn.stored(*seq))
+            .collect();
+        let about = webhooks::About {
+            tenant,
+            call_id,
+            agent_id: &agent_id,
+        };
+        webhooks::enqueue_replies(&mut tx, about, &stored).await?;
         tx.commit().await.map_err(classify)?;
         Ok(seqs)
+    }
+
+    async fn append_journaled(
+        &self,
+        tenant: &str,
+        call_id: &str,
+        key: &str,
+        turn: &NewTurn,
+    ) -> Result<u32, StoreError> {
+        let pool = self.ready()?;
+        let mut tx = pool.begin().await.map_err(classify)?;
+        // Written before (its answer was lost): the same turn, nothing new.
+        let written = sqlx::query(
+            "SELECT seq FROM turns WHERE tenant_id = $1 AND call_id = $2 AND journal_key = $3",
+        )
+        .bind(tenant)
+        .bind(call_id)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+        if let Some(row) = written {
+            let seq: i64 = row.try_get(0).map_err(corrupt("turn"))?;
+            return Ok(small(seq));
+        }
+        // Said while the call lived: stored even if the call has ended since.
+        let reserved = sqlx::query(
+            "UPDATE calls SET turn_count = turn_count + 1 \
+             WHERE tenant_id = $1 AND id = $2 RETURNING turn_count, agent_id",
+        )
+        .bind(tenant)
+        .bind(call_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let Some(row) = reserved else {
+            return Err(StoreError::CallNotFound);
+        };
+        let seq: i64 = row.try_get("turn_count").map_err(corrupt("call"))?;
+        let agent_id: String = row.try_get("agent_id").map_err(corrupt("call"))?;
+        insert_turn(&mut tx, tenant, call_id, seq, turn, Some(key)).await?;
+        // A reply written late is announced like any other (`turn.completed`).
+        let about = webhooks::About {
+            tenant,
+            call_id,
+            agent_id: &agent_id,
+        };
+        webhooks::enqueue_replies(&mut tx, about, &[turn.stored(small(seq))]).await?;
+        tx.commit().await.map_err(classify)?;
+        Ok(small(seq))
     }
 
     async fn record_caller(
@@ -1244,6 +1384,90 @@ impl Store for SqlStore {
         .map_err(classify)?;
         secret_from_row(&row)
     }
+
+    async fn create_webhook(
+        &self,
+        tenant: &str,
+        id: &str,
+        config: &EndpointConfig,
+        now_ms: u64,
+    ) -> Result<Endpoint, StoreError> {
+        self.webhook_create(tenant, id, config, now_ms).await
+    }
+
+    async fn list_webhooks(&self, tenant: &str) -> Result<Vec<Endpoint>, StoreError> {
+        self.webhook_list(tenant).await
+    }
+
+    async fn get_webhook(&self, tenant: &str, id: &str) -> Result<Option<Endpoint>, StoreError> {
+        self.webhook_get(tenant, id).await
+    }
+
+    async fn update_webhook(
+        &self,
+        tenant: &str,
+        id: &str,
+        config: &EndpointConfig,
+        enabled: Option<bool>,
+        now_ms: u64,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        self.webhook_update(tenant, id, config, enabled, now_ms)
+            .await
+    }
+
+    async fn delete_webhook(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        self.delete_with_children(
+            tenant,
+            id,
+            "webhook_endpoints",
+            "webhook_deliveries",
+            "endpoint_id",
+        )
+        .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant: &str,
+        endpoint_id: &str,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.webhook_deliveries(tenant, endpoint_id, limit).await
+    }
+
+    async fn retry_delivery(
+        &self,
+        tenant: &str,
+        endpoint_id: &str,
+        event_id: &str,
+        now_ms: u64,
+    ) -> Result<Option<Delivery>, StoreError> {
+        self.webhook_retry(tenant, endpoint_id, event_id, now_ms)
+            .await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        self.webhook_claim(owner, now_ms, lease_ms, limit).await
+    }
+
+    async fn record_attempt(
+        &self,
+        claimed: &ClaimedDelivery,
+        owner: &str,
+        attempt: &Attempt,
+    ) -> Result<Recorded, StoreError> {
+        self.webhook_record(claimed, owner, attempt).await
+    }
+
+    async fn pending_deliveries(&self) -> Result<u64, StoreError> {
+        self.webhook_pending().await
+    }
 }
 
 fn secret_from_row(row: &AnyRow) -> Result<SigningSecret, StoreError> {
@@ -1267,6 +1491,40 @@ fn secret_from_row(row: &AnyRow) -> Result<SigningSecret, StoreError> {
 }
 
 impl SqlStore {
+    /// Deletes row `id` of `parent` and, in the same transaction, the rows of `child` whose
+    /// `child_key` names it; false when there was no such row. Table and column names are this
+    /// file's constants, never input.
+    async fn delete_with_children(
+        &self,
+        tenant: &str,
+        id: &str,
+        parent: &str,
+        child: &str,
+        child_key: &str,
+    ) -> Result<bool, StoreError> {
+        let pool = self.ready()?;
+        let mut tx = pool.begin().await.map_err(classify)?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {child} WHERE tenant_id = $1 AND {child_key} = $2"
+        )))
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {parent} WHERE tenant_id = $1 AND id = $2"
+        )))
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?
+        .rows_affected();
+        tx.commit().await.map_err(classify)?;
+        Ok(deleted > 0)
+    }
+
     async fn read_secret(
         &self,
         pool: &AnyPool,

@@ -42,7 +42,10 @@ use origin::llm::bedrock::BedrockClient;
 use origin::llm::{LlmClient, LlmError, LlmEvent, LlmReadiness, LlmRequest, LlmStream};
 use origin::metrics::Metrics;
 use origin::store::sql::SqlStore;
-use origin::store::{AnswerOutcome, EndOutcome, NewTurn, SigningSecret, Store, StoreError};
+use origin::store::{
+    AnswerOutcome, Attempt, ClaimedDelivery, EndOutcome, NewTurn, Recorded, SigningSecret, Store,
+    StoreError,
+};
 use origin::{AppState, Clock};
 use serde_json::{Value, json};
 use shared::agent::{Agent, AgentSpec};
@@ -55,6 +58,7 @@ use shared::principal::{AuthMethod, Principal};
 use shared::signing::{BodyHash, SignedRequest, sign};
 use shared::turn::{Turn, Usage};
 use shared::usage::{DayRange, UsageDay};
+use shared::webhook::{Delivery, Endpoint, EndpointConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite;
@@ -351,6 +355,23 @@ impl Origin {
         }
     }
 
+    /// Waits (at most 5 s) until `/ready` answers 200: the background database probe has found
+    /// the database up.
+    pub async fn until_ready(&self) {
+        let client = self.client("ops");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if client.send("GET", "/ready", None).await.status() == 200 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the origin did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Sets a model's behaviour in the emulator.
     pub fn script(&self, model: &str, script: ModelScript) {
         self.emulator.set_script(model, script);
@@ -389,13 +410,30 @@ pub fn now_secs() -> u64 {
         .as_secs()
 }
 
-/// The edge headers for a request.
+/// A fresh nonce, as the edge makes one per request.
+pub fn fresh_nonce() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The edge headers for a request, with a fresh nonce.
 pub fn edge_headers(
     method: &str,
     path: &str,
     body: BodyHash,
     principal: Option<&Principal>,
     timestamp: u64,
+) -> Vec<(&'static str, String)> {
+    edge_headers_with_nonce(method, path, body, principal, timestamp, &fresh_nonce())
+}
+
+/// The edge headers for a request with the given nonce (to replay one).
+pub fn edge_headers_with_nonce(
+    method: &str,
+    path: &str,
+    body: BodyHash,
+    principal: Option<&Principal>,
+    timestamp: u64,
+    nonce: &str,
 ) -> Vec<(&'static str, String)> {
     let principal_header = principal.map(Principal::to_header).unwrap_or_default();
     let signature = sign(
@@ -404,6 +442,7 @@ pub fn edge_headers(
             method,
             path_and_query: path,
             timestamp,
+            nonce,
             body,
             principal: &principal_header,
         },
@@ -411,6 +450,7 @@ pub fn edge_headers(
     .expect("strong secret");
     let mut headers = vec![
         (shared::headers::EDGE_TIMESTAMP, timestamp.to_string()),
+        (shared::headers::EDGE_NONCE, nonce.to_owned()),
         (shared::headers::EDGE_SIGNATURE, signature),
     ];
     if principal.is_some() {
@@ -714,6 +754,17 @@ pub fn fault(kind: bedrock_emulator::FaultKind) -> ModelScript {
     }
 }
 
+/// Serves `app` on a free loopback port for the rest of the test (a tenant's tool server or
+/// webhook receiver); its `http://127.0.0.1:PORT`.
+pub async fn serve_locally(app: axum::Router) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
 /// A call's stored turns, as `GET /v1/calls/{call}/turns` answers them.
 pub async fn turns_of(client: &Client, call: &str) -> Vec<Value> {
     let (status, list) = client
@@ -884,10 +935,13 @@ impl Store for FlakyStore {
         tenant: &str,
         id: &str,
         reason: &str,
+        handoff: Option<&Value>,
         now_ms: u64,
     ) -> Result<EndOutcome, StoreError> {
         self.check()?;
-        self.inner.end_call(tenant, id, reason, now_ms).await
+        self.inner
+            .end_call(tenant, id, reason, handoff, now_ms)
+            .await
     }
     async fn record_answer(
         &self,
@@ -974,6 +1028,87 @@ impl Store for FlakyStore {
         self.inner
             .rotate_signing_secret(tenant, secret, previous_expires_at_ms, now_ms)
             .await
+    }
+    async fn create_webhook(
+        &self,
+        tenant: &str,
+        id: &str,
+        config: &EndpointConfig,
+        now_ms: u64,
+    ) -> Result<Endpoint, StoreError> {
+        self.check()?;
+        self.inner.create_webhook(tenant, id, config, now_ms).await
+    }
+    async fn list_webhooks(&self, tenant: &str) -> Result<Vec<Endpoint>, StoreError> {
+        self.check()?;
+        self.inner.list_webhooks(tenant).await
+    }
+    async fn get_webhook(&self, tenant: &str, id: &str) -> Result<Option<Endpoint>, StoreError> {
+        self.check()?;
+        self.inner.get_webhook(tenant, id).await
+    }
+    async fn update_webhook(
+        &self,
+        tenant: &str,
+        id: &str,
+        config: &EndpointConfig,
+        enabled: Option<bool>,
+        now_ms: u64,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        self.check()?;
+        self.inner
+            .update_webhook(tenant, id, config, enabled, now_ms)
+            .await
+    }
+    async fn delete_webhook(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.delete_webhook(tenant, id).await
+    }
+    async fn list_deliveries(
+        &self,
+        tenant: &str,
+        endpoint_id: &str,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.check()?;
+        self.inner.list_deliveries(tenant, endpoint_id, limit).await
+    }
+    async fn retry_delivery(
+        &self,
+        tenant: &str,
+        endpoint_id: &str,
+        event_id: &str,
+        now_ms: u64,
+    ) -> Result<Option<Delivery>, StoreError> {
+        self.check()?;
+        self.inner
+            .retry_delivery(tenant, endpoint_id, event_id, now_ms)
+            .await
+    }
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        self.check()?;
+        self.inner
+            .claim_deliveries(owner, now_ms, lease_ms, limit)
+            .await
+    }
+    async fn record_attempt(
+        &self,
+        claimed: &ClaimedDelivery,
+        owner: &str,
+        attempt: &Attempt,
+    ) -> Result<Recorded, StoreError> {
+        self.check()?;
+        self.inner.record_attempt(claimed, owner, attempt).await
+    }
+    async fn pending_deliveries(&self) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.pending_deliveries().await
     }
 }
 

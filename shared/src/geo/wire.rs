@@ -19,6 +19,12 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// Longest `client` accepted in a report; it is hashed, so only abuse sends more.
 pub const MAX_CLIENT_LEN: usize = 256;
 
+/// How long voice-router may reuse geo-router's decision for the same [`RouteRequest`] (same
+/// caller location and pin) within one isolate: far below one probe interval (the Cron Trigger
+/// runs every minute), so a region marked down still loses its traffic within one; an isolate
+/// that reports a failure forgets its decisions at once (issue 15).
+pub const DECISION_REUSE_MS: u64 = 5_000;
+
 /// `POST /v1/route`: where should this caller's request go?
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RouteRequest {

@@ -120,8 +120,13 @@ impl From<KeyError> for RequestError {
 /// `POST /check` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckRequest {
-    /// The checks, decided independently and in parallel.
+    /// The checks, decided independently and in parallel…
     pub checks: Vec<Check>,
+    /// …or, when true, one after another in their order, stopping at the first refusal: the
+    /// checks after it are neither counted nor answered (as if each had been its own request,
+    /// sent only when the previous one allowed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_order: bool,
 }
 
 /// One check: take `cost` units from `key` under `policy`.
@@ -242,7 +247,14 @@ pub struct ValidLease {
 
 /// Parses and checks a `POST /check` body.
 pub fn parse_check_request(body: &str) -> Result<Vec<ValidCheck>, RequestError> {
+    parse_check_plan(body).map(|(checks, _)| checks)
+}
+
+/// [`parse_check_request`], with whether the checks are decided in order
+/// ([`CheckRequest::in_order`]).
+pub fn parse_check_plan(body: &str) -> Result<(Vec<ValidCheck>, bool), RequestError> {
     let request: CheckRequest = parse_json(body)?;
+    let in_order = request.in_order;
     if request.checks.is_empty() {
         return Err(RequestError::NoChecks);
     }
@@ -274,7 +286,8 @@ pub fn parse_check_request(body: &str) -> Result<Vec<ValidCheck>, RequestError> 
                 scope: scope(check.tenant.as_deref(), check.plan.as_deref())?,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()
+        .map(|checks| (checks, in_order))
 }
 
 /// Parses and checks a lease route's body.
@@ -362,6 +375,24 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&lease).expect("serializes"),
             serde_json::json!({"policy":"tenant-calls","key":"t1","lease_id":"call_1","tenant":"t1","plan":"pro"})
+        );
+    }
+
+    #[test]
+    fn checks_are_parallel_unless_asked_in_order() {
+        let body = |flag: &str| format!(r#"{{"checks":[{{"policy":"ip","key":"k"}}]{flag}}}"#);
+        let plan = |flag: &str| parse_check_plan(&body(flag)).map(|(_, in_order)| in_order);
+        assert_eq!(plan(""), Ok(false));
+        assert_eq!(plan(r#","in_order":false"#), Ok(false));
+        assert_eq!(plan(r#","in_order":true"#), Ok(true));
+        let request = CheckRequest {
+            checks: vec![],
+            in_order: false,
+        };
+        assert_eq!(
+            serde_json::to_string(&request).expect("serializes"),
+            r#"{"checks":[]}"#,
+            "the parallel default is not spelled out"
         );
     }
 

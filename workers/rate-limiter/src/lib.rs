@@ -11,7 +11,9 @@
 //!   {"policy":"principal","key":"t1/u1","cost":1,"tenant":"t1","plan":"pro"}]}`
 //!   (1–8 checks; `cost` defaults to 1, 0 reads without taking; `tenant`/`plan` select KV
 //!   overrides). The checks go to their objects in parallel and are counted independently (a
-//!   request refused by one check still counts against the others). 200 with
+//!   request refused by one check still counts against the others) — or, with
+//!   `"in_order":true`, one after another, stopping at the first refusal (the later checks are
+//!   neither counted nor answered: voice-router's per-IP then per-principal checks in one hop). 200 with
 //!   [`api::CheckResponse`] `{"allowed": bool, "decisions": [Decision, …]}`: every decision,
 //!   in the order of the checks; `allowed` is true when all allow. A refusal is a 200 too: the
 //!   caller answers 429 (headers from `shared::rate_limit::headers::for_decisions`).
@@ -202,7 +204,7 @@ async fn route(
     }
 }
 
-/// `POST /check`: every check decided by its own object, in parallel.
+/// `POST /check`: every check decided by its own object, in parallel (or in order).
 async fn check(
     mut req: Request,
     env: &Env,
@@ -210,7 +212,7 @@ async fn check(
 ) -> std::result::Result<Response, Failure> {
     let service = service(env)?;
     let body = read_body(&mut req).await?;
-    let checks = api::parse_check_request(&body).map_err(Refusal::from)?;
+    let (checks, in_order) = api::parse_check_plan(&body).map_err(Refusal::from)?;
     let scopes = checks.iter().map(|check| &check.scope);
     let docs = policies::load(env, service.config.policy_cache_ttl_ms, scopes).await;
     let mut targets = Vec::with_capacity(checks.len());
@@ -222,12 +224,25 @@ async fn check(
         let target = objects::Target::new(&service, &check.policy, policy, &check.key);
         targets.push((target, check.cost));
     }
-    let decisions = futures::future::join_all(
-        targets
-            .iter()
-            .map(|(target, cost)| target.check(env, *cost, request_id)),
-    )
-    .await;
+    let decisions = if in_order {
+        let mut decisions = Vec::with_capacity(targets.len());
+        for (target, cost) in &targets {
+            let decision = target.check(env, *cost, request_id).await;
+            let allowed = decision.allowed;
+            decisions.push(decision);
+            if !allowed {
+                break;
+            }
+        }
+        decisions
+    } else {
+        futures::future::join_all(
+            targets
+                .iter()
+                .map(|(target, cost)| target.check(env, *cost, request_id)),
+        )
+        .await
+    };
     let response = CheckResponse {
         allowed: all_allowed(&decisions),
         decisions,

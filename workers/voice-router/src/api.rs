@@ -62,7 +62,8 @@ struct CallCreated {
 }
 
 /// The API routes. Authentication, the per-IP limit and (for reads of a call) the call's state
-/// go in parallel; the per-principal limit follows once the principal is known.
+/// go in parallel; the per-principal limit follows once the principal is known. A principal
+/// this isolate remembers is known at once: the two limits then take one hop, in order.
 pub async fn handle(
     x: &Exchange<'_>,
     req: &Request,
@@ -77,30 +78,49 @@ pub async fn handle(
             | PublicRoute::Events
             | PublicRoute::Usage
             | PublicRoute::SigningSecret { .. }
+            | PublicRoute::Webhooks { .. }
     );
     let route_request = RouteRequest {
         caller: Some(x.client.location()),
         pin: None,
     };
-    let (principal, limited, state, decision) = futures::join!(
-        gate::authenticate(x.env, req, route, &x.public_url, &x.body, x.request_id),
-        gate::enforce_ip(x),
-        async {
-            match call_id {
-                Some(id) => Some(stub::state(x.env, id).await),
-                None => None,
-            }
-        },
-        async {
-            match wants_route {
-                true => Some(services::route(x.env, &route_request, x.request_id).await),
-                false => None,
-            }
-        },
-    );
-    limited?;
-    let principal = principal?;
-    gate::enforce_principal(x, &principal).await?;
+    let state = async {
+        match call_id {
+            Some(id) => Some(stub::state(x.env, id).await),
+            None => None,
+        }
+    };
+    let decision = async {
+        match wants_route {
+            true => Some(services::route(x.env, &route_request, x.request_id).await),
+            false => None,
+        }
+    };
+    let credentials = gate::Credentials::of(x, req, route, &x.body);
+    let (principal, state, decision) = match credentials.recalled() {
+        // Remembered: both limits in one hop (the IP's first), beside the state and the route.
+        Some(principal) => {
+            let (limited, state, decision) = futures::join!(
+                gate::enforce_ip_then_principal(x, &principal),
+                state,
+                decision
+            );
+            limited?;
+            (principal, state, decision)
+        }
+        None => {
+            let (principal, limited, state, decision) = futures::join!(
+                credentials.authenticate(x.env, x.request_id),
+                gate::enforce_ip(x),
+                state,
+                decision,
+            );
+            limited?;
+            let principal = principal?;
+            gate::enforce_principal(x, &principal).await?;
+            (principal, state, decision)
+        }
+    };
     let state = state
         .transpose()?
         .map(|state| stub::owned(state, &principal))
@@ -125,7 +145,8 @@ pub async fn handle(
         }
         (
             PublicRoute::Agents { origin_path: path }
-            | PublicRoute::SigningSecret { origin_path: path },
+            | PublicRoute::SigningSecret { origin_path: path }
+            | PublicRoute::Webhooks { origin_path: path },
             _,
         ) => {
             let path_and_query = format!("{path}{}", query_of(req));

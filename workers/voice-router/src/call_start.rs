@@ -10,6 +10,7 @@ use shared::call_session::wire::StartSession;
 use shared::carrier::CarrierKind;
 use shared::geo::{Target, targets};
 use shared::principal::Principal;
+use shared::public_route::means_origin_unavailable;
 use shared::rate_limit::api::LeaseRequest;
 use worker::{Method, console_error, console_warn};
 
@@ -54,6 +55,45 @@ pub enum StartError {
     UnknownAgent,
     /// No origin recorded the call, or its session was not created; the cause is logged.
     NotStarted,
+    /// Every origin tried refused new work for now (a database outage): what the last one said.
+    OriginRefused(OriginRefusal),
+}
+
+/// An origin's refusal of new work, passed on to the client as it gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginRefusal {
+    /// Its status (502–504, 520–524).
+    pub status: u16,
+    /// Its error code (`database_unavailable`), when its body had one.
+    pub code: Option<String>,
+    /// Its `Retry-After`, when it gave one.
+    pub retry_after: Option<String>,
+}
+
+impl OriginRefusal {
+    /// Reads the refusal out of an origin's answer.
+    pub async fn read(response: &mut worker::Response) -> Self {
+        // Whole seconds only: anything else is not passed on.
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .ok()
+            .flatten()
+            .filter(|value| {
+                (1..=6).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_digit())
+            });
+        let code = response
+            .json::<shared::error_body::ErrorBody>()
+            .await
+            .ok()
+            .map(|body| body.error.code)
+            .filter(|code| shared::error_body::is_code(code));
+        Self {
+            status: response.status_code(),
+            code,
+            retry_after,
+        }
+    }
 }
 
 impl From<StartError> for Refusal {
@@ -68,6 +108,7 @@ impl From<StartError> for Refusal {
             },
             StartError::UnknownAgent => Refusal::UnknownAgent,
             StartError::NotStarted => Refusal::CallNotStarted,
+            StartError::OriginRefused(refusal) => Refusal::OriginRefused(refusal),
         }
     }
 }
@@ -160,6 +201,15 @@ async fn create_at_origin(
     match response.status_code() {
         201 | 409 => Ok(target),
         404 => Err(StartError::UnknownAgent),
+        status if means_origin_unavailable(status) => {
+            let refusal = OriginRefusal::read(&mut response).await;
+            console_warn!(
+                "request {}: the origin in {} refused the call: {refusal:?}",
+                x.request_id,
+                target.region
+            );
+            Err(StartError::OriginRefused(refusal))
+        }
         status => {
             let text = response.text().await.unwrap_or_default();
             console_error!(

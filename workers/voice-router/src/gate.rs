@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 use std::net::IpAddr;
 
+use shared::auth::principal_cache::{self, CAPACITY, CredentialDigest, PrincipalCache};
 use shared::auth::{AuthenticateRequest, CredentialHeaders};
 use shared::edge_config::EdgeConfig;
 use shared::firewall::{self, ClientFacts, Verdict};
@@ -148,9 +149,10 @@ pub async fn enforce(
     env: &Env,
     limits: &Limits,
     checks: Vec<Check>,
+    in_order: bool,
     request_id: &str,
 ) -> Result<(), Refusal> {
-    match services::check(env, checks, request_id).await {
+    match services::check(env, checks, in_order, request_id).await {
         Ok(answer) => {
             let allowed = answer.allowed;
             limits.record(answer.decisions);
@@ -188,7 +190,25 @@ fn ip_check(client: &Client) -> Check {
 
 /// The per-IP limit alone: what every route takes before anything more specific.
 pub async fn enforce_ip(x: &crate::Exchange<'_>) -> Result<(), Refusal> {
-    enforce(x.env, x.limits, vec![ip_check(&x.client)], x.request_id).await
+    enforce(
+        x.env,
+        x.limits,
+        vec![ip_check(&x.client)],
+        false,
+        x.request_id,
+    )
+    .await
+}
+
+/// The per-IP limit, then the per-principal one, in one round trip: what an API route takes
+/// when the principal is known at once (remembered). The principal's is not counted when the
+/// IP's refuses, as when they are separate hops.
+pub async fn enforce_ip_then_principal(
+    x: &crate::Exchange<'_>,
+    principal: &Principal,
+) -> Result<(), Refusal> {
+    let checks = vec![ip_check(&x.client), principal_check(principal)];
+    enforce(x.env, x.limits, checks, true, x.request_id).await
 }
 
 /// The per-principal limit: what every API route takes once the principal is known.
@@ -200,6 +220,7 @@ pub async fn enforce_principal(
         x.env,
         x.limits,
         vec![principal_check(principal)],
+        false,
         x.request_id,
     )
     .await
@@ -216,29 +237,77 @@ pub fn principal_check(principal: &Principal) -> Check {
     }
 }
 
-/// Asks auth-validator who this is, for a route that takes `route.credential()`.
+/// The request's credentials as auth-validator is asked about them, and what this isolate
+/// remembers of its answers (`shared::auth::principal_cache`).
+pub struct Credentials {
+    envelope: AuthenticateRequest,
+    /// The cache key of the credential and the expiry an answer gets, when it may be kept.
+    key: Option<(CredentialDigest, u64)>,
+}
+
+thread_local! {
+    /// Principals auth-validator verified for this isolate, by credential digest.
+    static PRINCIPALS: RefCell<PrincipalCache> = RefCell::new(PrincipalCache::new(CAPACITY));
+}
+
+impl Credentials {
+    /// Reads the credentials of a request for a route that takes `route.credential()`.
+    pub fn of(x: &crate::Exchange<'_>, req: &Request, route: &PublicRoute, body: &[u8]) -> Self {
+        let carrier_body = matches!(route.credential(), Credential::CarrierSignature);
+        let envelope = AuthenticateRequest {
+            method: req.method().to_string(),
+            url: x.public_url.clone(),
+            headers: CredentialHeaders::from_lookup(|name| req.headers().get(name).ok().flatten()),
+            body: carrier_body.then(|| String::from_utf8_lossy(body).into_owned()),
+            required_scopes: route
+                .required_scopes()
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            call_id: route.call_id().map(str::to_owned),
+        };
+        let ttl_ms = x.config.principal_cache_ttl_ms;
+        let key = (ttl_ms > 0)
+            .then(|| principal_cache::cache_key(&envelope, edge_io::clock::now_ms(), ttl_ms))
+            .flatten();
+        Self { envelope, key }
+    }
+
+    /// The principal this isolate remembers for these credentials, when it serves the route.
+    pub fn recalled(&self) -> Option<Principal> {
+        let (key, _) = self.key.as_ref()?;
+        let now = edge_io::clock::now_ms();
+        PRINCIPALS.with(|cache| principal_cache::recall(&cache.borrow(), key, &self.envelope, now))
+    }
+
+    /// Who this is: remembered, or asked of auth-validator (and then remembered).
+    pub async fn authenticate(&self, env: &Env, request_id: &str) -> Result<Principal, Refusal> {
+        if let Some(principal) = self.recalled() {
+            return Ok(principal);
+        }
+        let principal = services::authenticate(env, &self.envelope, request_id).await?;
+        if let Some((key, expires_at_ms)) = self.key {
+            let now = edge_io::clock::now_ms();
+            PRINCIPALS.with(|cache| {
+                cache
+                    .borrow_mut()
+                    .insert(key, principal.clone(), expires_at_ms, now)
+            });
+        }
+        Ok(principal)
+    }
+}
+
+/// Who this is, for a route that takes `route.credential()`.
 pub async fn authenticate(
-    env: &Env,
+    x: &crate::Exchange<'_>,
     req: &Request,
     route: &PublicRoute,
-    public_url: &str,
     body: &[u8],
-    request_id: &str,
 ) -> Result<Principal, Refusal> {
-    let carrier_body = matches!(route.credential(), Credential::CarrierSignature);
-    let envelope = AuthenticateRequest {
-        method: req.method().to_string(),
-        url: public_url.to_owned(),
-        headers: CredentialHeaders::from_lookup(|name| req.headers().get(name).ok().flatten()),
-        body: carrier_body.then(|| String::from_utf8_lossy(body).into_owned()),
-        required_scopes: route
-            .required_scopes()
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect(),
-        call_id: route.call_id().map(str::to_owned),
-    };
-    Ok(services::authenticate(env, &envelope, request_id).await?)
+    Credentials::of(x, req, route, body)
+        .authenticate(x.env, x.request_id)
+        .await
 }
 
 /// What a route starting a call needs first, at once: who this is, the per-IP limit, and the
@@ -254,7 +323,7 @@ pub async fn admit_and_route(
         pin: None,
     };
     let (principal, limited, decision) = futures::join!(
-        authenticate(x.env, req, route, &x.public_url, &x.body, x.request_id),
+        authenticate(x, req, route, &x.body),
         enforce_ip(x),
         services::route(x.env, &route_request, x.request_id),
     );

@@ -100,7 +100,8 @@ async fn handle(
         | PublicRoute::CallEvents { .. }
         | PublicRoute::Events
         | PublicRoute::Usage
-        | PublicRoute::SigningSecret { .. } => api::handle(&exchange, &req, &route).await,
+        | PublicRoute::SigningSecret { .. }
+        | PublicRoute::Webhooks { .. } => api::handle(&exchange, &req, &route).await,
         PublicRoute::Preflight => api::preflight(&req, &config),
     }
 }
@@ -133,6 +134,7 @@ impl Exchange<'_> {
             principal,
             country: self.client.country.as_deref(),
             request_id: self.request_id,
+            failover_budget_ms: self.config.failover_budget_ms,
         }
     }
 
@@ -156,7 +158,9 @@ impl Exchange<'_> {
 }
 
 /// Adds the request id, the security headers, the rate-limit headers and CORS to an answer. A
-/// WebSocket upgrade (101) is passed as it is: its headers are the handshake's.
+/// WebSocket upgrade (101) is passed as it is: its headers are the handshake's. An answer built
+/// here gets them in place; one whose headers are immutable (a fetched response, e.g. a static
+/// asset) is rebuilt around its body with a copy of its headers.
 fn finish(
     response: Response,
     request_id: &str,
@@ -166,18 +170,25 @@ fn finish(
     if response.status_code() == 101 {
         return Ok(response);
     }
+    let add = |headers: &Headers| -> Result<()> {
+        headers.set(shared::headers::REQUEST_ID, request_id)?;
+        for (name, value) in shared::headers::SECURITY {
+            headers.set(name, value)?;
+        }
+        for (name, value) in rate_limit.iter().chain(cors) {
+            headers.set(name, value)?;
+        }
+        Ok(())
+    };
+    if add(response.headers()).is_ok() {
+        return Ok(response);
+    }
     let status = response.status_code();
     let headers = Headers::new();
     for (name, value) in response.headers().entries() {
         headers.set(&name, &value)?;
     }
-    headers.set(shared::headers::REQUEST_ID, request_id)?;
-    for (name, value) in shared::headers::SECURITY {
-        headers.set(name, value)?;
-    }
-    for (name, value) in rate_limit.iter().chain(cors) {
-        headers.set(name, value)?;
-    }
+    add(&headers)?;
     let (_, body) = response.into_parts();
     Ok(ResponseBuilder::new()
         .with_status(status)

@@ -10,6 +10,7 @@ use shared::call_session::Routing;
 use shared::call_session::relay::origin_knows_it_ended;
 use shared::carrier::AnsweredBy;
 use shared::edge_config::EdgeConfig;
+use shared::failover::{Failover, FailoverPolicy, Step};
 use shared::geo::Target;
 use shared::geo::wire::ReportRequest;
 use shared::headers;
@@ -34,6 +35,8 @@ pub struct Signer<'a> {
     pub country: Option<&'a str>,
     /// This request's id.
     pub request_id: &'a str,
+    /// How long the request may spend failing over to further regions, in ms.
+    pub failover_budget_ms: u64,
 }
 
 /// What a forwarded request carries.
@@ -71,6 +74,9 @@ pub fn signed_request(
 ) -> worker::Result<Request> {
     let principal = signer.principal.to_header();
     let timestamp = now_ms() / 1000;
+    // Fresh for every attempt (a retry in the next region is a new request): the origin
+    // refuses a nonce it has seen within the skew window (`shared::signing::replay`).
+    let nonce = edge_io::request_id::random_uuid();
     let body_hash = match body {
         Body::Empty => BodyHash::of(b""),
         Body::Bytes(bytes) => BodyHash::of(bytes),
@@ -82,6 +88,7 @@ pub fn signed_request(
             method: method.as_ref(),
             path_and_query,
             timestamp,
+            nonce: &nonce,
             body: body_hash,
             principal: &principal,
         },
@@ -96,6 +103,7 @@ pub fn signed_request(
     }
     headers.set(headers::EDGE_PRINCIPAL, &principal)?;
     headers.set(headers::EDGE_TIMESTAMP, &timestamp.to_string())?;
+    headers.set(headers::EDGE_NONCE, &nonce)?;
     headers.set(headers::EDGE_SIGNATURE, &signature)?;
     if let Some(content_type) = content_type {
         headers.set("content-type", content_type)?;
@@ -133,18 +141,36 @@ pub struct Forward<'a> {
 }
 
 /// Sends `forward` to the targets in order until one answers; returns the answer and the
-/// target that gave it. An answer meaning the origin could not serve (502–504, 520–524) that
-/// cannot move on (no retry allowed, or no region left) is returned as the origin gave it, so
-/// its `Retry-After` reaches the client.
+/// target that gave it. Further regions are tried only within the request's failover budget
+/// (`shared::failover`). When no region answered usefully, the last answer meaning the origin
+/// could not serve (502–504, 520–524) is returned as the origin gave it, so its code and
+/// `Retry-After` reach the client; without any, `Unavailable`.
 pub async fn send(
     env: &Env,
     signer: &Signer<'_>,
     targets: &[Target],
     forward: &Forward<'_>,
 ) -> Result<(Response, Target), Unavailable> {
+    let failover = Failover::start(
+        FailoverPolicy {
+            budget_ms: signer.failover_budget_ms,
+            head_timeout_ms: u64::try_from(HEAD_DEADLINE.as_millis()).unwrap_or(u64::MAX),
+        },
+        now_ms(),
+    );
     let mut attempts = Vec::new();
+    let mut refused: Option<(Response, Target)> = None;
+    let mut failed: Vec<&Target> = Vec::new();
+    let mut answered: Option<(Response, Target)> = None;
+    let mut step = failover.first();
     for (index, target) in targets.iter().enumerate() {
-        let is_last = index + 1 == targets.len();
+        let timeout_ms = match step {
+            Step::Send { timeout_ms } => timeout_ms,
+            Step::Stop(reason) => {
+                attempts.push(format!("stopped: {reason:?}"));
+                break;
+            }
+        };
         let request = signed_request(
             signer,
             target,
@@ -155,22 +181,25 @@ pub async fn send(
             forward.extra,
         );
         let outcome = match request {
-            Ok(request) => within(HEAD_DEADLINE, worker::Fetch::Request(request).send()).await,
+            Ok(request) => {
+                within(
+                    Duration::from_millis(timeout_ms),
+                    worker::Fetch::Request(request).send(),
+                )
+                .await
+            }
             Err(error) => Some(Err(error)),
         };
         let failure = match outcome {
             Some(Ok(response)) => {
                 let status = response.status_code();
                 if !means_origin_unavailable(status) {
-                    return Ok((response, target.clone()));
-                }
-                let failure = ForwardFailure::Unavailable(status);
-                if is_last || !(forward.may_retry)(failure) {
-                    report(env, signer, target, forward).await;
-                    return Ok((response, target.clone()));
+                    answered = Some((response, target.clone()));
+                    break;
                 }
                 attempts.push(format!("{}: answered {status}", target.region));
-                failure
+                refused = Some((response, target.clone()));
+                ForwardFailure::Unavailable(status)
             }
             Some(Err(error)) => {
                 attempts.push(format!("{}: {error}", target.region));
@@ -178,19 +207,38 @@ pub async fn send(
             }
             None => {
                 attempts.push(format!(
-                    "{}: no answer within {} ms",
-                    target.region,
-                    HEAD_DEADLINE.as_millis()
+                    "{}: no answer within {timeout_ms} ms",
+                    target.region
                 ));
                 ForwardFailure::Connect
             }
         };
-        report(env, signer, target, forward).await;
-        if !(forward.may_retry)(failure) {
-            break;
-        }
+        failed.push(target);
+        let regions_left = targets.len() - index - 1;
+        step = failover.after_failure(failure, forward.may_retry, regions_left, now_ms());
     }
-    Err(Unavailable { attempts })
+    // Reported together once the failover is over: a report is a round trip to geo-router, and
+    // one per region, in turn, would spend the request's deadline on bookkeeping.
+    futures::future::join_all(
+        failed
+            .iter()
+            .map(|target| report(env, signer, target, forward)),
+    )
+    .await;
+    if let Some(answer) = answered {
+        return Ok(answer);
+    }
+    match refused {
+        Some(answer) => {
+            worker::console_warn!(
+                "request {}: the origins refused: {}",
+                signer.request_id,
+                attempts.join("; ")
+            );
+            Ok(answer)
+        }
+        None => Err(Unavailable { attempts }),
+    }
 }
 
 async fn report(env: &Env, signer: &Signer<'_>, target: &Target, forward: &Forward<'_>) {
@@ -220,6 +268,7 @@ pub fn call_signer<'a>(
         principal: &routing.principal,
         country: routing.country.as_deref(),
         request_id,
+        failover_budget_ms: config.failover_budget_ms,
     }
 }
 

@@ -83,6 +83,7 @@ pub async fn place(
         x.env,
         x.limits,
         vec![pacing_check(account, &principal)],
+        false,
         x.request_id,
     )
     .await?;

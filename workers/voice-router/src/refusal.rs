@@ -58,6 +58,8 @@ pub enum Refusal {
     OriginUnavailable,
     /// A call could not be started (its origin or its session did not take it).
     CallNotStarted,
+    /// The origins refuse new work for now; their status, code and `Retry-After` are passed on.
+    OriginRefused(crate::call_start::OriginRefusal),
     /// An internal service refused (its own answer, passed on) or could not be reached.
     Service(ServiceError),
     /// The edge's configuration is broken (the cause is logged where it is read).
@@ -210,6 +212,17 @@ pub fn rejection(refusal: Refusal, request_id: &str) -> Rejection {
             "the call could not be started; retry shortly",
         )
         .with_header("retry-after", "1"),
+        Refusal::OriginRefused(refusal) => Rejection::new(
+            refusal.status,
+            refusal
+                .code
+                .unwrap_or_else(|| Code::OriginUnavailable.as_str().to_owned()),
+            "the call could not be started now; retry after the time in Retry-After",
+        )
+        .with_header(
+            "retry-after",
+            refusal.retry_after.unwrap_or_else(|| "1".into()),
+        ),
         Refusal::Service(ServiceError::Refused(rejection)) => rejection,
         Refusal::Service(ServiceError::Unavailable { service, cause }) => {
             console_error!("request {request_id}: {service} unavailable: {cause}");

@@ -3,6 +3,7 @@
 //! (status, code, message, challenge), so the client sees auth-validator's own answer.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::time::Duration;
 
 use edge_io::Rejection;
@@ -15,13 +16,18 @@ use shared::auth::{
 };
 use shared::call_session::{LeaseAction, LeaseOutcome};
 use shared::error_body::ErrorBody;
-use shared::geo::wire::{REPORT_PATH, ROUTE_PATH, ReportRequest, RouteDecision, RouteRequest};
+use shared::geo::wire::{
+    DECISION_REUSE_MS, REPORT_PATH, ROUTE_PATH, ReportRequest, RouteDecision, RouteRequest,
+};
 use shared::principal::Principal;
 use shared::rate_limit::api::{
     ACQUIRE_PATH, CHECK_PATH, Check, CheckRequest, CheckResponse, LEASE_NOT_HELD, LeaseRequest,
     LeaseResponse, RELEASE_PATH, RENEW_PATH, ReleaseResponse,
 };
-use worker::{Env, Headers, Method, Request, RequestInit};
+use shared::ttl_map::TtlMap;
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{Env, Headers, Method, Request, RequestInit, web_sys};
 
 /// Service binding to auth-validator.
 pub const AUTH: &str = "AUTH";
@@ -57,11 +63,25 @@ async fn post<Req: Serialize, Resp: DeserializeOwned>(
     body: &Req,
     request_id: &str,
 ) -> Result<Resp, ServiceError> {
+    let json = serde_json::to_string(body).map_err(|e| ServiceError::Unavailable {
+        service: binding,
+        cause: e.to_string(),
+    })?;
+    post_json(env, binding, path, json, request_id).await
+}
+
+/// [`post`] of a body already serialised.
+async fn post_json<Resp: DeserializeOwned>(
+    env: &Env,
+    binding: &'static str,
+    path: &str,
+    json: String,
+    request_id: &str,
+) -> Result<Resp, ServiceError> {
     let unavailable = |cause: String| ServiceError::Unavailable {
         service: binding,
         cause,
     };
-    let json = serde_json::to_string(body).map_err(|e| unavailable(e.to_string()))?;
     let headers = Headers::new();
     let request = headers
         .set("content-type", "application/json")
@@ -77,12 +97,21 @@ async fn post<Req: Serialize, Resp: DeserializeOwned>(
             )
         })
         .map_err(|e| unavailable(e.to_string()))?;
-    let fetcher = env
+    // The binding's own `fetch` and the answer's `text()` in JS: the body is read in one call,
+    // not chunk by chunk through a Rust stream (issue 15's profile).
+    let fetcher: worker::worker_sys::Fetcher = env
         .service(binding)
-        .map_err(|e| unavailable(e.to_string()))?;
-    let mut response = match within(DEADLINE, fetcher.fetch_request(request)).await {
-        Some(Ok(response)) => response,
-        Some(Err(error)) => return Err(unavailable(error.to_string())),
+        .map_err(|e| unavailable(e.to_string()))?
+        .into_rpc();
+    let answered = async {
+        let promise = fetcher.fetch(request.inner())?;
+        let response: web_sys::Response = JsFuture::from(promise).await?.dyn_into()?;
+        let text = JsFuture::from(response.text()?).await?;
+        Ok::<_, JsValue>((response, text.as_string().unwrap_or_default()))
+    };
+    let (response, text) = match within(DEADLINE, answered).await {
+        Some(Ok(answered)) => answered,
+        Some(Err(error)) => return Err(unavailable(worker::Error::from(error).to_string())),
         None => {
             return Err(unavailable(format!(
                 "no answer within {} ms",
@@ -90,11 +119,7 @@ async fn post<Req: Serialize, Resp: DeserializeOwned>(
             )));
         }
     };
-    let status = response.status_code();
-    let text = response
-        .text()
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
+    let status = response.status();
     match status {
         200..=299 => serde_json::from_str(&text)
             .map_err(|e| unavailable(format!("answer {status} not understood: {e}"))),
@@ -138,17 +163,20 @@ pub async fn mint_session_token(
     post(env, AUTH, SESSION_TOKENS_PATH, request, request_id).await
 }
 
-/// rate-limiter: may these proceed? One hop for every check of a request.
+/// rate-limiter: may these proceed? One hop for every check of a request; `in_order` decides
+/// them one after another and stops at the first refusal (what the later ones would not have
+/// been asked had they been separate hops).
 pub async fn check(
     env: &Env,
     checks: Vec<Check>,
+    in_order: bool,
     request_id: &str,
 ) -> Result<CheckResponse, ServiceError> {
     post(
         env,
         RATE_LIMITER,
         CHECK_PATH,
-        &CheckRequest { checks },
+        &CheckRequest { checks, in_order },
         request_id,
     )
     .await
@@ -181,17 +209,43 @@ pub async fn release_lease(
     post(env, RATE_LIMITER, RELEASE_PATH, lease, request_id).await
 }
 
-/// geo-router: which region, and in what order to fall back.
+thread_local! {
+    /// geo-router's recent decisions in this isolate, by the request's JSON
+    /// ([`DECISION_REUSE_MS`]); forgotten when this isolate reports a failure.
+    static DECISIONS: RefCell<TtlMap<String, RouteDecision>> =
+        RefCell::new(TtlMap::new(DECISIONS_KEPT));
+}
+/// Distinct caller locations whose decisions an isolate keeps.
+const DECISIONS_KEPT: usize = 256;
+
+/// geo-router: which region, and in what order to fall back. A decision for the same location
+/// and pin is reused for [`DECISION_REUSE_MS`].
 pub async fn route(
     env: &Env,
     request: &RouteRequest,
     request_id: &str,
 ) -> Result<RouteDecision, ServiceError> {
-    post(env, GEO_ROUTER, ROUTE_PATH, request, request_id).await
+    let json = serde_json::to_string(request).map_err(|e| ServiceError::Unavailable {
+        service: GEO_ROUTER,
+        cause: e.to_string(),
+    })?;
+    let now = edge_io::clock::now_ms();
+    if let Some(decision) = DECISIONS.with(|kept| kept.borrow().get(&json, now)) {
+        return Ok(decision);
+    }
+    let decision: RouteDecision =
+        post_json(env, GEO_ROUTER, ROUTE_PATH, json.clone(), request_id).await?;
+    DECISIONS.with(|kept| {
+        kept.borrow_mut()
+            .insert(json, decision.clone(), now + DECISION_REUSE_MS, now)
+    });
+    Ok(decision)
 }
 
 /// geo-router: an origin request in `region` failed. Best effort: the answer only informs.
+/// This isolate's reused decisions are forgotten: the next request asks again.
 pub async fn report_failure(env: &Env, report: &ReportRequest, request_id: &str) {
+    DECISIONS.with(|kept| kept.borrow_mut().clear());
     let outcome: Result<serde_json::Value, ServiceError> =
         post(env, GEO_ROUTER, REPORT_PATH, report, request_id).await;
     if let Err(error) = outcome {

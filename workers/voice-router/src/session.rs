@@ -4,10 +4,22 @@
 //! the origin, the rate-limiter's lease, geo-router's failure reports, telling the origin the
 //! call ended — feeding each answer back as the next event. Every rule is in the relay; this is
 //! I/O. Routes and bodies: `shared::call_session::wire`.
+//!
+//! The relay's hot path is kept short (issue 15, measured by tests/bench/voice.bench.mjs): the
+//! origin's messages arrive through JS event listeners on its socket and are handled at once,
+//! with no task or channel between; actions that need no waiting (the sends) are performed
+//! synchronously, and only the first that does (storage, a binding) and those after it go to a
+//! task, while later events of that socket queue behind it, so their order is as before. The
+//! caller's sockets are remembered in memory instead of asked of the runtime per message; after
+//! a wake from hibernation (which drops that memory) they are asked once.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
+
+use wasm_bindgen::JsCast;
+use wasm_bindgen::closure::Closure;
+use worker::web_sys;
 
 use edge_io::answer::rejection_response;
 use shared::call_session::relay::{Action, LeaseAction, LinkId, Note, Record};
@@ -50,8 +62,34 @@ struct Inner {
     loaded: Cell<bool>,
     /// Open origin sockets by link: the relay's current one, and one that opened after it was
     /// given up on until its close is done.
-    origins: RefCell<Vec<(LinkId, WebSocket)>>,
+    origins: RefCell<Vec<Rc<OriginFeed>>>,
+    /// The caller's sockets (hibernation API) as accepted here; `None` until known, e.g. after
+    /// a wake from hibernation, when they are read from the runtime once.
+    callers: RefCell<Option<Vec<WebSocket>>>,
 }
+
+/// What happened on an origin socket, in the order it happened.
+enum OriginEvent {
+    Text(String),
+    Closed,
+}
+
+/// The listeners of one origin socket and the events that wait for an earlier event's actions.
+struct OriginFeed {
+    link: LinkId,
+    socket: WebSocket,
+    /// Events not yet handled because `busy`.
+    inbox: RefCell<VecDeque<OriginEvent>>,
+    /// An earlier event's actions are still being performed (in a task).
+    busy: Cell<bool>,
+    /// The socket closed or failed: nothing more is handled.
+    closed: Cell<bool>,
+    /// The JS listeners (`message`, `close`, `error`); dropped once the socket is done.
+    listeners: RefCell<Vec<(&'static str, Listener)>>,
+}
+
+/// A JS event listener calling into the object.
+type Listener = Closure<dyn FnMut(web_sys::Event)>;
 
 impl DurableObject for CallSession {
     fn new(state: State, env: Env) -> Self {
@@ -61,6 +99,7 @@ impl DurableObject for CallSession {
             relay: RefCell::new(None),
             loaded: Cell::new(false),
             origins: RefCell::new(Vec::new()),
+            callers: RefCell::new(None),
         };
         Self {
             inner: Rc::new(inner),
@@ -126,12 +165,14 @@ impl DurableObject for CallSession {
     async fn websocket_close(&self, ws: WebSocket, _: usize, _: String, _: bool) -> Result<()> {
         // The runtime does not complete the close handshake for us.
         let _ = ws.close(Some(1000), Some("closing"));
+        self.inner.forget_caller(&ws);
         self.inner.caller_left(&ws).await
     }
 
     async fn websocket_error(&self, ws: WebSocket, error: worker::Error) -> Result<()> {
         console_warn!("call relay: caller socket error: {error}");
         let _ = ws.close(Some(1011), Some("socket error"));
+        self.inner.forget_caller(&ws);
         self.inner.caller_left(&ws).await
     }
 }
@@ -221,6 +262,8 @@ impl Inner {
         self.perform(closes).await;
         let pair = WebSocketPair::new()?;
         self.state.accept_web_socket(&pair.server);
+        // The previous callers were closed just now: the new one is the one to send to.
+        *self.callers.borrow_mut() = Some(vec![pair.server.clone()]);
         self.perform(rest).await;
         Response::from_websocket(pair.client)
     }
@@ -236,15 +279,77 @@ impl Inner {
     /// and the rest still happen: the call's other duties do not wait on one broken binding.
     async fn perform(self: &Rc<Self>, actions: Vec<Action>) {
         let mut queue = VecDeque::from(actions);
-        while let Some(action) = queue.pop_front() {
-            match self.perform_one(action).await {
+        self.perform_waiting(&mut queue).await;
+    }
+
+    /// [`Self::perform`] of a queue whose first actions may already be done by
+    /// [`Self::perform_ready`].
+    async fn perform_waiting(self: &Rc<Self>, queue: &mut VecDeque<Action>) {
+        loop {
+            self.perform_ready(queue);
+            let Some(action) = queue.pop_front() else {
+                return;
+            };
+            match self.perform_awaited(action).await {
                 Ok(more) => queue.extend(more),
                 Err(error) => console_error!("call {}: {error}", self.call_id()),
             }
         }
     }
 
-    async fn perform_one(self: &Rc<Self>, action: Action) -> Result<Vec<Action>> {
+    /// Performs the queue's actions that need no waiting, in order, up to the first that does
+    /// (left at the front of the queue).
+    fn perform_ready(self: &Rc<Self>, queue: &mut VecDeque<Action>) {
+        while let Some(action) = queue.pop_front() {
+            match self.perform_now(action) {
+                Ok(Now::Done(more)) => queue.extend(more),
+                Ok(Now::Wait(action)) => {
+                    queue.push_front(action);
+                    return;
+                }
+                Err(error) => console_error!("call {}: {error}", self.call_id()),
+            }
+        }
+    }
+
+    /// An action done at once, or handed back when it has to be awaited.
+    fn perform_now(self: &Rc<Self>, action: Action) -> Result<Now> {
+        match action {
+            Action::Connect { link, target } => Inner::connect(self, link, target),
+            Action::SendToOrigin { link, text } => {
+                let sent = self
+                    .origin_socket(link)
+                    .is_some_and(|socket| socket.send_with_str(&text).is_ok());
+                if !sent {
+                    let more = self.with(|relay| relay.on_send_failed(link, text, now()));
+                    return Ok(Now::Done(more));
+                }
+            }
+            Action::CloseOrigin { link, code, reason } => {
+                if let Some(socket) = self.origin_socket(link) {
+                    let _ = socket.close(Some(code), Some(reason));
+                }
+            }
+            Action::SendToCaller(text) => self.with_callers(|callers| {
+                for caller in callers {
+                    let _ = caller.send_with_str(&text);
+                }
+            }),
+            Action::CloseCallers { code, reason } => {
+                self.with_callers(|callers| {
+                    for caller in callers {
+                        let _ = caller.close(Some(code), Some(reason));
+                    }
+                });
+                *self.callers.borrow_mut() = Some(Vec::new());
+            }
+            Action::Note(note) => self.log(note),
+            action => return Ok(Now::Wait(action)),
+        }
+        Ok(Now::Done(Vec::new()))
+    }
+
+    async fn perform_awaited(self: &Rc<Self>, action: Action) -> Result<Vec<Action>> {
         let storage = self.state.storage();
         match action {
             // The value is copied out first: no borrow is held across the write.
@@ -265,30 +370,6 @@ impl Inner {
             }
             Action::ScheduleAlarm(at) => storage.set_alarm(edge_io::clock::alarm_at(at)).await?,
             Action::CancelAlarm => storage.delete_alarm().await?,
-            Action::Connect { link, target } => Inner::connect(self, link, target),
-            Action::SendToOrigin { link, text } => {
-                let sent = self
-                    .origin_socket(link)
-                    .is_some_and(|socket| socket.send_with_str(&text).is_ok());
-                if !sent {
-                    return Ok(self.with(|relay| relay.on_send_failed(link, text, now())));
-                }
-            }
-            Action::CloseOrigin { link, code, reason } => {
-                if let Some(socket) = self.origin_socket(link) {
-                    let _ = socket.close(Some(code), Some(reason));
-                }
-            }
-            Action::SendToCaller(text) => {
-                for caller in self.state.get_websockets() {
-                    let _ = caller.send_with_str(&text);
-                }
-            }
-            Action::CloseCallers { code, reason } => {
-                for caller in self.state.get_websockets() {
-                    let _ = caller.close(Some(code), Some(reason));
-                }
-            }
             Action::ReportFailure { region } => {
                 let client = self.read(|relay| relay.session().tenant_id.clone());
                 let report = ReportRequest {
@@ -315,7 +396,18 @@ impl Inner {
                 targets,
                 answered_by,
             } => self.answered_at_origin(&targets, answered_by).await,
-            Action::Note(note) => self.log(note),
+            // Done at once by `perform_now`, which never hands these back.
+            action @ (Action::Connect { .. }
+            | Action::SendToOrigin { .. }
+            | Action::CloseOrigin { .. }
+            | Action::SendToCaller(_)
+            | Action::CloseCallers { .. }
+            | Action::Note(_)) => {
+                return match self.perform_now(action)? {
+                    Now::Done(more) => Ok(more),
+                    Now::Wait(_) => Ok(Vec::new()),
+                };
+            }
         }
         Ok(Vec::new())
     }
@@ -335,10 +427,8 @@ impl Inner {
             };
             let actions = match opened {
                 Ok(socket) => {
-                    inner.origins.borrow_mut().push((link, socket.clone()));
-                    let actions = inner.with(|relay| relay.on_origin_connected(link, now()));
-                    Inner::pump(&inner, link, socket);
-                    actions
+                    Inner::listen(&inner, link, socket);
+                    inner.with(|relay| relay.on_origin_connected(link, now()))
                 }
                 Err(error) => {
                     let region = &target.region;
@@ -350,38 +440,120 @@ impl Inner {
         });
     }
 
-    /// Relays the origin's messages of `link` until its socket closes, then says so.
-    fn pump(self: &Rc<Self>, link: LinkId, socket: WebSocket) {
-        let inner = Rc::clone(self);
-        worker::wasm_bindgen_futures::spawn_local(async move {
-            use futures::StreamExt;
-            match socket.events() {
-                Ok(mut events) => {
-                    while let Some(event) = events.next().await {
-                        match event {
-                            Ok(worker::WebsocketEvent::Message(message)) => {
-                                if let Some(text) = message.text() {
-                                    inner
-                                        .on(|relay| relay.on_origin_text(link, text, now()))
-                                        .await;
-                                }
-                            }
-                            Ok(worker::WebsocketEvent::Close(_)) => break,
-                            Err(error) => {
-                                console_warn!("call relay: origin socket error: {error}");
-                                break;
-                            }
-                        }
-                    }
-                }
-                Err(error) => console_error!("call relay: listening to the origin failed: {error}"),
-            }
-            inner.origins.borrow_mut().retain(|(open, _)| *open != link);
-            let caller_present = !inner.state.get_websockets().is_empty();
-            inner
-                .on(|relay| relay.on_origin_closed(link, caller_present, now()))
-                .await;
+    /// Relays the origin's messages of `link` until its socket closes (or fails), then says
+    /// so: JS listeners on the socket hand each event to [`Self::on_origin_event`].
+    fn listen(self: &Rc<Self>, link: LinkId, socket: WebSocket) {
+        let feed = Rc::new(OriginFeed {
+            link,
+            socket,
+            inbox: RefCell::new(VecDeque::new()),
+            busy: Cell::new(false),
+            closed: Cell::new(false),
+            listeners: RefCell::new(Vec::new()),
         });
+        for kind in ["message", "close", "error"] {
+            let (inner, weak) = (Rc::clone(self), Rc::downgrade(&feed));
+            let listener =
+                Closure::<dyn FnMut(web_sys::Event)>::new(move |event: web_sys::Event| {
+                    let Some(feed) = weak.upgrade() else {
+                        return;
+                    };
+                    let event = match event.dyn_into::<web_sys::MessageEvent>() {
+                        // Binary frames are not part of the protocol: ignored, as before.
+                        Ok(message) => match message.data().as_string() {
+                            Some(text) => OriginEvent::Text(text),
+                            None => return,
+                        },
+                        Err(event) => {
+                            if let Some(error) = event.dyn_ref::<web_sys::ErrorEvent>() {
+                                console_warn!(
+                                    "call relay: origin socket error: {}",
+                                    error.message()
+                                );
+                            }
+                            OriginEvent::Closed
+                        }
+                    };
+                    Inner::on_origin_event(&inner, &feed, event);
+                });
+            let added = feed
+                .socket
+                .as_ref()
+                .add_event_listener_with_callback(kind, listener.as_ref().unchecked_ref());
+            if let Err(error) = added {
+                console_error!("call relay: listening to the origin failed: {error:?}");
+            }
+            feed.listeners.borrow_mut().push((kind, listener));
+        }
+        // The listeners hold the feed only weakly: it is kept here until the socket is done.
+        self.origins.borrow_mut().push(feed);
+    }
+
+    /// One event of an origin socket: handled now when nothing of the socket's is pending, or
+    /// queued behind the event whose actions are still being performed.
+    fn on_origin_event(self: &Rc<Self>, feed: &Rc<OriginFeed>, event: OriginEvent) {
+        if feed.closed.get() {
+            return;
+        }
+        if matches!(event, OriginEvent::Closed) {
+            feed.closed.set(true);
+        }
+        if feed.busy.get() {
+            feed.inbox.borrow_mut().push_back(event);
+            return;
+        }
+        let mut queue = VecDeque::from(self.handle_origin_event(feed, event));
+        self.perform_ready(&mut queue);
+        if queue.is_empty() {
+            return;
+        }
+        feed.busy.set(true);
+        let (inner, feed) = (Rc::clone(self), Rc::clone(feed));
+        worker::wasm_bindgen_futures::spawn_local(async move {
+            inner.perform_waiting(&mut queue).await;
+            loop {
+                let next = feed.inbox.borrow_mut().pop_front();
+                let Some(event) = next else {
+                    break;
+                };
+                let mut queue = VecDeque::from(inner.handle_origin_event(&feed, event));
+                inner.perform_waiting(&mut queue).await;
+            }
+            feed.busy.set(false);
+        });
+    }
+
+    /// The relay's answer to one origin event; a close also ends the socket's listening.
+    fn handle_origin_event(
+        self: &Rc<Self>,
+        feed: &Rc<OriginFeed>,
+        event: OriginEvent,
+    ) -> Vec<Action> {
+        let link = feed.link;
+        match event {
+            OriginEvent::Text(text) => self.with(|relay| relay.on_origin_text(link, text, now())),
+            OriginEvent::Closed => {
+                self.stop_listening(feed);
+                let caller_present = !self.state.get_websockets().is_empty();
+                self.with(|relay| relay.on_origin_closed(link, caller_present, now()))
+            }
+        }
+    }
+
+    /// Removes an origin socket's listeners; they are dropped in a task of their own, since
+    /// one of them may be running now.
+    fn stop_listening(&self, feed: &Rc<OriginFeed>) {
+        let listeners = std::mem::take(&mut *feed.listeners.borrow_mut());
+        for (kind, listener) in &listeners {
+            let _ = feed
+                .socket
+                .as_ref()
+                .remove_event_listener_with_callback(kind, listener.as_ref().unchecked_ref());
+        }
+        self.origins
+            .borrow_mut()
+            .retain(|kept| !Rc::ptr_eq(kept, feed));
+        worker::wasm_bindgen_futures::spawn_local(async move { drop(listeners) });
     }
 
     async fn lease(&self, lease: LeaseAction) -> Vec<Action> {
@@ -440,10 +612,28 @@ impl Inner {
             .unwrap_or_default()
     }
 
+    /// Calls `use_them` with the caller's sockets, read from the runtime when not yet known.
+    fn with_callers(&self, use_them: impl FnOnce(&[WebSocket])) {
+        if self.callers.borrow().is_none() {
+            let known = self.state.get_websockets();
+            *self.callers.borrow_mut() = Some(known);
+        }
+        if let Some(callers) = self.callers.borrow().as_deref() {
+            use_them(callers);
+        }
+    }
+
+    /// A caller socket closed or failed: no longer sent to.
+    fn forget_caller(&self, left: &WebSocket) {
+        if let Some(callers) = self.callers.borrow_mut().as_mut() {
+            callers.retain(|caller| caller != left);
+        }
+    }
+
     fn origin_socket(&self, link: LinkId) -> Option<WebSocket> {
         let origins = self.origins.borrow();
-        let found = origins.iter().find(|(open, _)| *open == link);
-        found.map(|(_, socket)| socket.clone())
+        let found = origins.iter().find(|feed| feed.link == link);
+        found.map(|feed| feed.socket.clone())
     }
 
     fn read<T>(&self, read: impl FnOnce(&Relay) -> T) -> Option<T> {
@@ -463,6 +653,14 @@ impl Inner {
             .ok()?;
         Some((config, self.read(|relay| relay.routing().clone())?))
     }
+}
+
+/// What [`Inner::perform_now`] did with an action.
+enum Now {
+    /// Done; these actions follow from it.
+    Done(Vec<Action>),
+    /// It must be awaited: handed back.
+    Wait(Action),
 }
 
 /// The object's answer to a refused request: the one error envelope, its status from

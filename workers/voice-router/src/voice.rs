@@ -86,7 +86,7 @@ pub async fn incoming(
         Err(StartError::Busy { .. }) => {
             return answer(&carrier.say_and_hang_up(BUSY, language));
         }
-        Err(StartError::UnknownAgent | StartError::NotStarted) => {
+        Err(StartError::UnknownAgent | StartError::NotStarted | StartError::OriginRefused(_)) => {
             return answer(&carrier.say_and_hang_up(TROUBLE, language));
         }
     }
@@ -256,7 +256,7 @@ pub async fn status(
     carrier: &dyn Carrier,
 ) -> Result<Response, Refusal> {
     let (principal, limited) = futures::join!(
-        gate::authenticate(x.env, req, route, &x.public_url, &x.body, x.request_id),
+        gate::authenticate(x, req, route, &x.body),
         gate::enforce_ip(x),
     );
     limited?;
@@ -324,7 +324,7 @@ async fn twilio_signed(
     route: &PublicRoute,
 ) -> Result<Principal, Refusal> {
     let (principal, limited) = futures::join!(
-        gate::authenticate(x.env, req, route, &x.public_url, &x.body, x.request_id),
+        gate::authenticate(x, req, route, &x.body),
         gate::enforce_ip(x),
     );
     limited?;
@@ -357,10 +357,8 @@ pub async fn relay(
     if !upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
         return Err(Refusal::UpgradeRequired);
     }
-    let (principal, limited) = futures::join!(
-        gate::authenticate(x.env, &req, route, &x.public_url, &[], x.request_id),
-        gate::enforce_ip(x),
-    );
+    let (principal, limited) =
+        futures::join!(gate::authenticate(x, &req, route, &[]), gate::enforce_ip(x),);
     limited?;
     let principal = principal?;
     let call_id = route.call_id().unwrap_or_default();

@@ -328,18 +328,20 @@ impl Relay {
         method: &str,
         path: &str,
         body: BodyHash,
-    ) -> Result<[(&'static str, String); 3], String> {
+    ) -> Result<[(&'static str, String); 4], String> {
         let principal = self.principal.to_header();
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_err(|e| e.to_string())?
             .as_secs();
+        let nonce = uuid::Uuid::new_v4().to_string();
         let signature = sign(
             self.secret.as_bytes(),
             &SignedRequest {
                 method,
                 path_and_query: path,
                 timestamp,
+                nonce: &nonce,
                 body,
                 principal: &principal,
             },
@@ -347,6 +349,7 @@ impl Relay {
         .map_err(|e| e.to_string())?;
         Ok([
             (shared::headers::EDGE_TIMESTAMP, timestamp.to_string()),
+            (shared::headers::EDGE_NONCE, nonce),
             (shared::headers::EDGE_SIGNATURE, signature),
             (shared::headers::EDGE_PRINCIPAL, principal),
         ])

@@ -1,0 +1,274 @@
+// A database outage end to end (issue 20): the four Workers in workerd with every seed region
+// configured, an origin on a PostgreSQL of this file's own (so it can be stopped the hard way,
+// `pg_ctl stop -m immediate`, and started again), the Bedrock emulator. A phone call goes on
+// through the outage — every reply closes with `last: true`, every turn said meanwhile is stored
+// once the database is back, in order, once — and new work is refused fast and honestly: a new
+// call through the edge gets 503 `database_unavailable` with `Retry-After`, a carrier's webhook
+// its polite TwiML, both in under 2 s.
+
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import {
+  closedPortUrl,
+  edgeHeaders,
+  geoRegions,
+  hs256Jwt,
+  json,
+  startEmulator,
+  startOrigin,
+  startWorkers,
+  twilioSignature as signTwilio,
+  wsClient,
+} from "./harness.mjs";
+
+const ACCOUNT = "AC" + "0a7a6e".padEnd(32, "0");
+const TWILIO_TOKEN = "e2e-outage-twilio-auth-token";
+const HS256_SECRET = "e2e-outage-hs256-secret-0123456789abcdef";
+const ISSUER = "https://issuer.outage.e2e";
+const AUDIENCE = "aybiza-outage-e2e";
+const TENANT = "tenant-outage";
+const NUMBER = "+18005550177";
+const MODEL = "e2e-outage";
+const NEW_YORK = JSON.stringify({ country: "US", regionCode: "NY", continent: "NA", latitude: "40.71", longitude: "-74.01", colo: "EWR" });
+const REPLY = "We open at nine. We close at five. Parking is free on weekends. Ask me anything else.";
+
+const ADMIN = hs256Jwt(HS256_SECRET, { iss: ISSUER, aud: AUDIENCE, sub: "admin", tenant_id: TENANT, scope: "calls:read calls:write agents:admin" });
+const callSid = () => "CA" + randomBytes(16).toString("hex");
+
+/** PostgreSQL's server binaries (Debian keeps them off PATH), as tests/stack/services.sh finds them. */
+function postgresBin() {
+  const base = "/usr/lib/postgresql";
+  const versions = existsSync(base) ? readdirSync(base).sort((a, b) => Number(b) - Number(a)) : [];
+  for (const version of versions) {
+    const dir = path.join(base, version, "bin");
+    if (existsSync(path.join(dir, "pg_ctl"))) return dir;
+  }
+  throw new Error("PostgreSQL server binaries not found: run tests/stack/setup.sh --with-databases");
+}
+
+/** Runs a PostgreSQL tool as the data directory's owner (initdb refuses root). */
+function asOwner(tool, args) {
+  const root = process.getuid?.() === 0;
+  return root ? execFileSync("runuser", ["-u", "postgres", "--", tool, ...args]) : execFileSync(tool, args);
+}
+
+/** A PostgreSQL cluster of this file's own on a free loopback port: `stop()` (immediate), `start()`. */
+async function startPostgres() {
+  const bin = postgresBin();
+  const dir = mkdtempSync(path.join(os.tmpdir(), "aybiza-outage-pg-"));
+  chmodSync(dir, 0o777);
+  const data = path.join(dir, "data");
+  const port = new URL(await closedPortUrl()).port;
+  asOwner(path.join(bin, "initdb"), ["-D", data, "--auth=trust", "--username=postgres", "--encoding=UTF8", "--no-sync"]);
+  const options = `-c listen_addresses=127.0.0.1 -p ${port} -k ${dir} -c fsync=off -c synchronous_commit=off`;
+  const pgCtl = (...args) => asOwner(path.join(bin, "pg_ctl"), ["-D", data, ...args]);
+  const start = () => pgCtl("-l", path.join(dir, "server.log"), "-w", "-t", "30", "-o", options, "start");
+  start();
+  return {
+    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    stop: () => pgCtl("-m", "immediate", "-w", "stop"),
+    start,
+    remove() {
+      try {
+        pgCtl("-m", "immediate", "-w", "stop");
+      } catch {
+        // already stopped
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+let emulator, postgres, origin, edge;
+
+before(async () => {
+  emulator = await startEmulator({ ttftMs: 20, interTokenMs: 2 });
+  await emulator.script(MODEL, { ttft_ms: 20, inter_token_ms: 2, reply: REPLY });
+  postgres = await startPostgres();
+  origin = await startOrigin({
+    DATABASE_URL: postgres.url,
+    DATABASE_PROBE_INTERVAL_MS: "100",
+    BEDROCK_ENDPOINT_URL: emulator.url,
+    BEDROCK_DEFAULT_MODELS: MODEL,
+  });
+  // Every seed region is configured, all served by this origin: failover has regions to try.
+  edge = await startWorkers({
+    originUrl: origin.url,
+    vars: {
+      "geo-router": { GEO_REGIONS: geoRegions(() => origin.url) },
+      "auth-validator": {
+        JWT_ISSUER: ISSUER,
+        JWT_AUDIENCE: AUDIENCE,
+        JWT_DEFAULT_PLAN: "pro",
+        TWILIO_ACCOUNTS: JSON.stringify({ [ACCOUNT]: { tenant_id: TENANT, plan: "pro" } }),
+      },
+    },
+    secrets: {
+      "auth-validator": {
+        JWT_HS256_SECRET: HS256_SECRET,
+        SESSION_TOKEN_SECRET: "e2e-outage-session-token-secret-0123456789",
+        [`TWILIO_AUTH_TOKEN_${ACCOUNT}`]: TWILIO_TOKEN,
+      },
+    },
+  });
+  const limiterEnv = await edge.worker("rate-limiter").getEnv();
+  await limiterEnv.RATE_LIMIT_KV.put("policies:global", JSON.stringify({ ip: { algorithm: "sliding_window", limit: 100000, window_ms: 60000 } }));
+  const agent = await api("PUT", "/api/v1/agents/ava", {
+    body: { name: "Ava", system_prompt: "You answer questions about opening hours.", model: MODEL, fallback_models: [], phone_numbers: [NUMBER], voice: { voice: "en-US-Journey-O", language: "en-US" } },
+  });
+  assert.ok([200, 201].includes(agent.status), `agent: ${agent.status} ${await agent.text()}`);
+});
+
+after(async () => {
+  await edge?.close();
+  await origin?.stop();
+  await emulator?.stop();
+  postgres?.remove();
+});
+
+function api(method, pathAndQuery, { body, token = ADMIN } = {}) {
+  const text = body === undefined ? undefined : JSON.stringify(body);
+  return fetch(`${edge.url}${pathAndQuery}`, {
+    method,
+    headers: {
+      authorization: `Bearer ${token}`,
+      ...(text === undefined ? {} : { "content-type": "application/json" }),
+      "mf-cf-blob": NEW_YORK,
+    },
+    body: text,
+  });
+}
+
+function incoming(sid) {
+  const url = `${edge.url}/voice/twilio/incoming`;
+  const params = { AccountSid: ACCOUNT, CallSid: sid, From: "+14155550100", To: NUMBER, CallStatus: "ringing", Direction: "inbound" };
+  return fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded", "x-twilio-signature": signTwilio(TWILIO_TOKEN, url, params), "mf-cf-blob": NEW_YORK },
+    body: new URLSearchParams(params).toString(),
+  });
+}
+
+function carrierRelay(sid) {
+  const url = `${edge.url.replace("http", "ws")}/voice/relay/${sid}`;
+  return wsClient(url, { "x-twilio-signature": signTwilio(TWILIO_TOKEN, url) });
+}
+
+const principal = { tenant_id: TENANT, subject: "e2e", scopes: [], plan: "pro", method: "api_key" };
+
+/** A signed request straight to the origin (as the edge would sign it). */
+async function originGet(pathAndQuery) {
+  return fetch(`${origin.url}${pathAndQuery}`, { headers: edgeHeaders({ pathAndQuery, principal }) });
+}
+
+async function until(predicate, message, ms = 10_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (await predicate()) return;
+    assert.ok(Date.now() < deadline, message);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+async function ready() {
+  const response = await originGet("/ready");
+  return { status: response.status, body: await response.json() };
+}
+
+/** One talk cycle: every `text` up to `last: true`; fails on an `error` note before it. */
+async function talkCycle(socket) {
+  let text = "";
+  for (;;) {
+    const message = await socket.next();
+    assert.notEqual(message.type, "error", `an error note instead of the reply: ${JSON.stringify(message)}`);
+    if (message.type !== "text") continue;
+    text += message.token;
+    if (message.last) return text;
+  }
+}
+
+describe("a database outage", () => {
+  test("a live phone call goes on, every turn is kept in order and once; new work is refused fast with Retry-After", async (t) => {
+    const sid = callSid();
+    const twiml = await (await incoming(sid)).text();
+    assert.ok(twiml.includes("<ConversationRelay"), twiml);
+    const socket = await carrierRelay(sid);
+    socket.send({ type: "setup", sessionId: `VX${sid.slice(2)}`, callSid: sid, accountSid: ACCOUNT, from: "+14155550100", to: NUMBER, direction: "inbound", customParameters: { agent_id: "ava", greeting: "carrier" } });
+    socket.send({ type: "prompt", voicePrompt: "When do you open?", lang: "en-US", last: true });
+    assert.equal(await talkCycle(socket), REPLY);
+
+    // Stopped mid-reply: the reply streams on and closes its talk cycle.
+    await emulator.script(MODEL, { ttft_ms: 20, inter_token_ms: 60, reply: REPLY });
+    socket.send({ type: "prompt", voicePrompt: "And on Sundays?", lang: "en-US", last: true });
+    const first = await socket.next();
+    assert.equal(first.type, "text", JSON.stringify(first));
+    postgres.stop();
+    assert.equal(first.token + (await talkCycle(socket)), REPLY);
+    await until(async () => (await ready()).status === 503, "/ready says the database is down", 5_000);
+
+    // Idle, during the outage: the caller presses a key and talks on.
+    await emulator.script(MODEL, { ttft_ms: 20, inter_token_ms: 2, reply: REPLY });
+    socket.send({ type: "dtmf", digit: "5" });
+    socket.send({ type: "prompt", voicePrompt: "Is parking free?", lang: "en-US", last: true });
+    assert.equal(await talkCycle(socket), REPLY);
+    socket.send({ type: "interrupt", utteranceUntilInterrupt: "We open at nine.", durationUntilInterruptMs: 900 });
+
+    // New work meanwhile: refused fast, with the origin's code and Retry-After, through the edge.
+    let started = Date.now();
+    const refused = await api("POST", "/api/v1/calls", { body: { agent_id: "ava" } });
+    const refusedIn = Date.now() - started;
+    const body = await json(refused);
+    assert.equal(refused.status, 503, JSON.stringify(body));
+    assert.equal(body.error.code, "database_unavailable");
+    assert.equal(refused.headers.get("retry-after"), "2");
+    assert.ok(refusedIn < 2_000, `a new API call was refused in ${refusedIn} ms`);
+    started = Date.now();
+    const sorry = await incoming(callSid());
+    const sorryIn = Date.now() - started;
+    const sorryTwiml = await sorry.text();
+    assert.equal(sorry.status, 200);
+    assert.ok(sorryTwiml.includes("<Say") && sorryTwiml.includes("<Hangup/>") && !sorryTwiml.includes("<ConversationRelay"), sorryTwiml);
+    assert.ok(sorryIn < 2_000, `a carrier's webhook got its TwiML in ${sorryIn} ms`);
+    t.diagnostic(`during the outage: a new API call refused in ${refusedIn} ms, a carrier's webhook answered in ${sorryIn} ms`);
+
+    const during = await ready();
+    assert.equal(during.body.bindings.DATABASE.ok, false);
+    // "And on Sundays?" was written before the stop; its reply, the key press, the third
+    // prompt, its reply and the correction wait (the reply may have been written in time).
+    await until(async () => (await ready()).body.journal.depth >= 4, "the turns wait in the journal", 5_000);
+    assert.ok((await ready()).body.journal.oldest_age_ms > 0);
+
+    postgres.start();
+    await until(async () => (await ready()).status === 200, "the origin finds the database back");
+    await until(async () => (await ready()).body.journal.depth === 0, "the journal is written");
+    const turns = (await json(await originGet(`/v1/calls/${sid}/turns`))).turns;
+    const said = turns.map((t) => [t.role, t.text, t.interrupted]);
+    assert.deepEqual(said, [
+      ["user", "When do you open?", false],
+      ["assistant", REPLY, false],
+      ["user", "And on Sundays?", false],
+      ["assistant", REPLY, false],
+      ["dtmf", "5", false],
+      ["user", "Is parking free?", false],
+      ["assistant", "We open at nine.", true],
+    ]);
+    const seqs = turns.map((t) => t.seq);
+    assert.ok(seqs.every((seq, i) => i === 0 || seq > seqs[i - 1]), `in order, none twice: ${seqs}`);
+    const after = await ready();
+    assert.equal(after.body.journal.dropped, 0);
+    assert.ok(after.body.journal.written_late >= 4, JSON.stringify(after.body.journal));
+    const metrics = await (await originGet("/metrics")).text();
+    assert.match(metrics, /^origin_journal_dropped_total 0$/m);
+    assert.match(metrics, /^origin_database_up 1$/m);
+
+    // The caller talks on, and new calls are taken again.
+    socket.send({ type: "prompt", voicePrompt: "Thanks, bye.", lang: "en-US", last: true });
+    assert.equal(await talkCycle(socket), REPLY);
+    socket.close();
+  });
+});
