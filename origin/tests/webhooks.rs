@@ -556,6 +556,9 @@ async fn the_outbox_survives_an_origin_restart_and_a_database_outage(db: Db) {
     clock.reset();
     let hits = receiver.hits();
     assert_eq!(hits[0].idempotency_key, hits[1].idempotency_key);
+    // The API answers once the database probe has seen the store back (the delivery task does
+    // not wait for it: a claim that fails is tried again).
+    second.until_ready().await;
     let log = deliveries(&second.client("acme"), &hook).await;
     assert_eq!(log[0]["status"], "delivered");
     assert_eq!(log[0]["attempts"], 2);
