@@ -108,7 +108,9 @@ describe("the whole stack", () => {
     const origin = await startOrigin();
     const code = await origin.stop("SIGTERM");
     assert.equal(code, 0);
-    assert.ok(origin.logs.some((line) => line.includes("shutting down")), origin.logs.join("\n"));
+    // The drain (issue 18): new calls refused, relay sockets closed after their live turn.
+    assert.ok(origin.logs.some((line) => line.includes("draining")), origin.logs.join("\n"));
+    assert.ok(origin.logs.some((line) => line.includes("origin stopped")), origin.logs.join("\n"));
   });
 });
 

@@ -65,7 +65,10 @@ async function startPostgres() {
   const data = path.join(dir, "data");
   const port = new URL(await closedPortUrl()).port;
   asOwner(path.join(bin, "initdb"), ["-D", data, "--auth=trust", "--username=postgres", "--encoding=UTF8", "--no-sync"]);
-  const options = `-c listen_addresses=127.0.0.1 -p ${port} -k ${dir} -c fsync=off -c synchronous_commit=off`;
+  // An immediate stop is a crash of the server (not of the machine): a commit must have reached
+  // the WAL before it is acknowledged (synchronous_commit on), or the last ones before the stop
+  // are lost and the test would blame the origin; fsync can stay off, the OS keeps the file.
+  const options = `-c listen_addresses=127.0.0.1 -p ${port} -k ${dir} -c fsync=off -c synchronous_commit=on`;
   const pgCtl = (...args) => asOwner(path.join(bin, "pg_ctl"), ["-D", data, ...args]);
   const start = () => pgCtl("-l", path.join(dir, "server.log"), "-w", "-t", "30", "-o", options, "start");
   start();
