@@ -65,6 +65,11 @@ impl DbHealth {
         }
     }
 
+    /// Follows the database's state (`true`: up) as the probe finds it.
+    pub fn watch(&self) -> watch::Receiver<bool> {
+        self.up.subscribe()
+    }
+
     /// Resolves once the database is up (at once when it is).
     pub async fn until_up(&self) {
         let mut receiver = self.up.subscribe();

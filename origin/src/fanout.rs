@@ -1,6 +1,8 @@
 //! What replicas share through Redis: call events (pub/sub per tenant, so any replica can serve
 //! `GET /v1/calls/{id}/events` and tell a relay session its call was ended elsewhere), the
-//! agent config cache, and the edge nonces already used (`shared::signing::replay`).
+//! agent config cache, the edge nonces already used (`shared::signing::replay`), and the
+//! context of live calls whose journal waits for the database (`crate::journal`), so another
+//! replica can take such a call over.
 //!
 //! Without `REDIS_URL` everything is in-process. With it, Redis is used while it answers; when
 //! it goes away, events are delivered in-process (to this replica's listeners) and the cache
@@ -44,6 +46,10 @@ const COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
 const LOCAL_NONCE_CAPACITY: usize = 100_000;
 /// Events buffered per listener before a slow one starts losing the oldest.
 const EVENT_BUFFER: usize = 1024;
+/// How long a live call's takeover context lives in Redis after its last update
+/// (`crate::journal`): longer than an outage worth riding out, short enough that the context
+/// of a call that ended meanwhile goes by itself.
+const TAKEOVER_TTL_SECS: i64 = 6 * 60 * 60;
 
 /// What a relay session hears about its call from elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -439,6 +445,74 @@ impl Fanout {
             self.metrics.redis_error("nonce");
         }
         Claim::Fresh
+    }
+
+    fn takeover_key(prefix: &str, tenant: &str, call_id: &str) -> String {
+        format!("{prefix}takeover:{tenant}:{call_id}")
+    }
+
+    /// Whether live calls' contexts can be kept for another replica (Redis is configured).
+    pub fn keeps_takeovers(&self) -> bool {
+        self.redis.is_some()
+    }
+
+    /// Keeps a call's takeover context (JSON); whether Redis took it.
+    pub async fn save_takeover(&self, tenant: &str, call_id: &str, json: String) -> bool {
+        let Some(redis) = self.redis_up() else {
+            if self.redis.is_some() {
+                self.metrics.redis_error("takeover_set");
+            }
+            return false;
+        };
+        let stored: Result<(), _> = redis
+            .client
+            .with_options(&Self::fast())
+            .set(
+                Self::takeover_key(&redis.prefix, tenant, call_id),
+                json,
+                Some(Expiration::EX(TAKEOVER_TTL_SECS)),
+                None,
+                false,
+            )
+            .await;
+        stored
+            .inspect_err(|error| {
+                self.metrics.redis_error("takeover_set");
+                tracing::warn!(%error, call_id, "a live call's context could not be kept in Redis");
+            })
+            .is_ok()
+    }
+
+    /// A call's takeover context (JSON), when another replica kept one.
+    pub async fn load_takeover(&self, tenant: &str, call_id: &str) -> Option<String> {
+        let redis = self.redis_up()?;
+        let found: Result<Option<String>, _> = redis
+            .client
+            .with_options(&Self::fast())
+            .get(Self::takeover_key(&redis.prefix, tenant, call_id))
+            .await;
+        found
+            .inspect_err(|error| {
+                self.metrics.redis_error("takeover_get");
+                tracing::warn!(%error, call_id, "a live call's context could not be read from Redis");
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// Forgets a call's takeover context (its journal is written).
+    pub async fn drop_takeover(&self, tenant: &str, call_id: &str) {
+        let Some(redis) = self.redis_up() else { return };
+        let deleted: Result<i64, _> = redis
+            .client
+            .with_options(&Self::fast())
+            .del(Self::takeover_key(&redis.prefix, tenant, call_id))
+            .await;
+        if let Err(error) = deleted {
+            // It expires within TAKEOVER_TTL_SECS anyway.
+            self.metrics.redis_error("takeover_del");
+            tracing::warn!(%error, call_id, "a live call's context could not be dropped from Redis");
+        }
     }
 
     /// Closes the Redis connections.

@@ -14,16 +14,30 @@
 //! logged with its content hash (never its text), counted in `origin_journal_dropped_total`, and
 //! the call's relay gets an `error` note `journal_full` (for the edge's log); the call itself
 //! goes on. An entry the database refuses for good (the call no longer exists) is dropped the
-//! same way. The journal lives in process: an origin that stops while entries wait loses them
-//! (`/ready`'s `journal.depth` says how many wait; keeping them in Redis is not built yet).
+//! same way.
+//!
+//! Takeover (with `REDIS_URL`): while the database is down or a call's entries wait for it,
+//! the call's context — the call, its agent, every turn the session knows (written or not) and
+//! the entries still waiting, each with its key — is kept in Redis ([`Takeover`], refreshed as
+//! turns are journaled, dropped once the journal is written). When the session's socket is lost
+//! (this replica killed or drained), the `CallSession` reconnects to another replica, which finds
+//! the database away, reads the context ([`Takeover::load`]), goes on with the same history and
+//! adopts the waiting entries ([`CallJournal::adopt`]) under their original keys: whichever
+//! replica writes an entry first stores it, the other's write of the same key stores nothing.
+//! Without Redis (or with Redis away as well) the journal lives in process only: an origin that
+//! dies while entries wait loses them, and `/ready`'s `journal.depth` says how many wait.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+use shared::agent::Agent;
+use shared::call::Call;
 use shared::call_event::CallEventKind;
 use shared::journal::{Admission, Entry, Journal, JournalLimits, JournalReport, content_hash};
+use shared::turn::{Turn, TurnRole};
 use tokio::sync::{Notify, watch};
 
 use crate::AppState;
@@ -35,7 +49,8 @@ use prometheus_client::metrics::counter::Counter;
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// What a journal entry writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Record {
     /// A turn to append, and the event published once it is written.
     Turn {
@@ -44,11 +59,10 @@ pub enum Record {
         /// Published with the turn's `seq`.
         announce: Option<Announce>,
     },
-    /// The reply journaled at `reply` (its place in this journal) was spoken over: it becomes
-    /// what was heard.
+    /// The reply was spoken over: it becomes what was heard.
     Interrupted {
-        /// The reply's entry.
-        reply: u64,
+        /// The reply.
+        reply: Reply,
         /// `utteranceUntilInterrupt`.
         heard: String,
     },
@@ -63,8 +77,18 @@ impl Record {
     }
 }
 
+/// The reply a correction is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    /// Journaled at this entry (its place in the same journal).
+    Entry(u64),
+    /// Already written, at this `seq` of the call's turns.
+    Stored(u32),
+}
+
 /// The call event a written turn announces.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Announce {
     /// Its kind.
     pub kind: CallEventKind,
@@ -72,6 +96,77 @@ pub struct Announce {
     pub model: Option<String>,
     /// Its time to first token.
     pub ttft_ms: Option<u32>,
+}
+
+/// What another replica needs to go on with a live call while the database is away.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Takeover {
+    /// The call.
+    pub call: Call,
+    /// Its agent.
+    pub agent: Agent,
+    /// Every turn of the call the session knew, in order (`seq` 0: not written yet).
+    pub history: Vec<Turn>,
+    /// The entries still waiting for the database, oldest first.
+    pub pending: Vec<Pending>,
+}
+
+/// A waiting entry, as a takeover carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// Its place in the journal it was journaled in.
+    pub entry: u64,
+    /// The key the database keeps with it.
+    pub key: String,
+    /// What to write.
+    pub record: Record,
+}
+
+impl Takeover {
+    /// The context another replica kept for the call, when there is one and it reads.
+    pub async fn load(state: &AppState, tenant: &str, call_id: &str) -> Option<Self> {
+        let json = state.fanout.load_takeover(tenant, call_id).await?;
+        serde_json::from_str(&json)
+            .inspect_err(|error| {
+                tracing::warn!(call_id, %error, "a live call's kept context does not read; ignored");
+            })
+            .ok()
+            .filter(|takeover: &Self| takeover.call.tenant_id == tenant && takeover.call.id == call_id)
+    }
+}
+
+/// The context a journal keeps for a takeover: the session's call, agent and history.
+#[derive(Debug)]
+struct Context {
+    call: Call,
+    agent: Arc<Agent>,
+    history: Vec<Turn>,
+    /// A reply's entry → its place in `history`, for a correction.
+    replies: HashMap<u64, usize>,
+}
+
+impl Context {
+    /// What `record`, journaled at `entry`, changes in the history.
+    fn apply(&mut self, entry: u64, record: &Record) {
+        match record {
+            Record::Turn { turn, .. } => {
+                if turn.role == TurnRole::Assistant {
+                    self.replies.insert(entry, self.history.len());
+                }
+                self.history.push(turn.stored(0));
+            }
+            Record::Interrupted { reply, heard } => {
+                let index = match reply {
+                    Reply::Entry(entry) => self.replies.get(entry).copied(),
+                    Reply::Stored(seq) => self.history.iter().rposition(|turn| turn.seq == *seq),
+                };
+                if let Some(turn) = index.and_then(|index| self.history.get_mut(index)) {
+                    turn.text.clone_from(heard);
+                    turn.interrupted = true;
+                }
+            }
+        }
+    }
 }
 
 /// Every journal of the process, for the bounds and `/ready`/`/metrics`.
@@ -109,6 +204,9 @@ impl Journals {
             left: watch::Sender::new(0),
             seqs: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
+            adopted_keys: Mutex::new(HashMap::new()),
+            context: Mutex::new(None),
+            changed: Notify::new(),
         });
         state
             .journals
@@ -117,6 +215,9 @@ impl Journals {
             .unwrap_or_else(|e| e.into_inner())
             .insert(journal.id.clone(), Arc::clone(&journal));
         tokio::spawn(flush(state.clone(), Arc::clone(&journal)));
+        if state.fanout.keeps_takeovers() {
+            tokio::spawn(keep_for_takeover(state.clone(), Arc::clone(&journal)));
+        }
         journal
     }
 
@@ -151,6 +252,19 @@ pub struct CallJournal {
     /// Entry → the `seq` it was stored at.
     seqs: Mutex<HashMap<u64, u32>>,
     closed: AtomicBool,
+    /// Entry → its key, for entries adopted from another replica's journal (the others' key is
+    /// [`shared::journal::entry_key`] of this journal).
+    adopted_keys: Mutex<HashMap<u64, String>>,
+    /// The session's context, once bound, when takeovers are kept.
+    context: Mutex<Option<Context>>,
+    /// Something a takeover carries changed.
+    changed: Notify,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl CallJournal {
@@ -161,6 +275,105 @@ impl CallJournal {
     /// Journals `record`; its place, or `None` when a bound refused it (logged with its hash
     /// and counted as dropped).
     pub fn push(&self, state: &AppState, record: Record) -> Option<u64> {
+        let mut context = lock(&self.context);
+        let applied = context.is_some().then(|| record.clone());
+        let entry = self.enqueue(state, record)?;
+        if let (Some(context), Some(record)) = (context.as_mut(), applied) {
+            context.apply(entry, &record);
+        }
+        drop(context);
+        self.changed.notify_one();
+        Some(entry)
+    }
+
+    /// The session is bound: from now on a takeover carries this context (when takeovers are
+    /// kept at all).
+    pub fn bind(&self, state: &AppState, call: &Call, agent: &Arc<Agent>, history: &[Turn]) {
+        if !state.fanout.keeps_takeovers() {
+            return;
+        }
+        *lock(&self.context) = Some(Context {
+            call: call.clone(),
+            agent: Arc::clone(agent),
+            history: history.to_vec(),
+            replies: HashMap::new(),
+        });
+        self.changed.notify_one();
+    }
+
+    /// Journals the entries another replica's session left waiting, in their order and under
+    /// their own keys (so each is stored once, whichever replica writes it first). Before
+    /// [`CallJournal::bind`]: the takeover's history has them already.
+    pub fn adopt(&self, state: &AppState, pending: Vec<Pending>) {
+        let mut here = HashMap::new();
+        for Pending { entry, key, record } in pending {
+            let record = match record {
+                Record::Interrupted {
+                    reply: Reply::Entry(reply),
+                    heard,
+                } => match here.get(&reply) {
+                    Some(&adopted) => Record::Interrupted {
+                        reply: Reply::Entry(adopted),
+                        heard,
+                    },
+                    // Its reply was dropped where it was journaled: nothing to correct.
+                    None => continue,
+                },
+                record => record,
+            };
+            if let Some(adopted) = self.enqueue(state, record) {
+                lock(&self.adopted_keys).insert(adopted, key);
+                here.insert(entry, adopted);
+            }
+        }
+        tracing::info!(call_id = %self.call_id, adopted = here.len(), "a live call was taken over with its waiting turns");
+    }
+
+    /// What another replica needs to go on with this call, once bound.
+    fn takeover(&self) -> Option<Takeover> {
+        let context = lock(&self.context);
+        let context = context.as_ref()?;
+        let seqs = lock(&self.seqs);
+        let journal = self.lock();
+        let pending = journal
+            .entries()
+            .map(|entry| Pending {
+                entry: entry.seq,
+                key: self.key_of(entry.seq),
+                record: match &entry.item {
+                    // A reply written meanwhile is named by its `seq`: the adopting journal
+                    // does not have its entry.
+                    Record::Interrupted {
+                        reply: Reply::Entry(reply),
+                        heard,
+                    } => Record::Interrupted {
+                        reply: seqs
+                            .get(reply)
+                            .map_or(Reply::Entry(*reply), |&seq| Reply::Stored(seq)),
+                        heard: heard.clone(),
+                    },
+                    record => record.clone(),
+                },
+            })
+            .collect();
+        Some(Takeover {
+            call: context.call.clone(),
+            agent: Agent::clone(&context.agent),
+            history: context.history.clone(),
+            pending,
+        })
+    }
+
+    /// The key the database keeps with `entry`.
+    fn key_of(&self, entry: u64) -> String {
+        lock(&self.adopted_keys)
+            .get(&entry)
+            .cloned()
+            .unwrap_or_else(|| shared::journal::entry_key(&self.id, entry))
+    }
+
+    /// Queues `record` within the bounds; its place, or `None` when a bound refused it.
+    fn enqueue(&self, state: &AppState, record: Record) -> Option<u64> {
         let journals = &state.journals;
         let text_hash = content_hash(record.text());
         let admission = self.lock().push(
@@ -195,6 +408,14 @@ impl CallJournal {
         self.seq_of(entry)
     }
 
+    /// The `seq` a reply was stored at, once written.
+    fn reply_seq(&self, reply: Reply) -> Option<u32> {
+        match reply {
+            Reply::Entry(entry) => self.seq_of(entry),
+            Reply::Stored(seq) => Some(seq),
+        }
+    }
+
     /// The `seq` `entry` was stored at, once written.
     pub fn seq_of(&self, entry: u64) -> Option<u32> {
         self.seqs
@@ -208,6 +429,11 @@ impl CallJournal {
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.wake.notify_one();
+        self.changed.notify_one();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Entries waiting.
@@ -230,6 +456,7 @@ impl CallJournal {
         let written = self.lock().written(entry, state.now_ms());
         state.journals.depth.fetch_sub(1, Ordering::Relaxed);
         self.left.send_modify(|left| *left = entry + 1);
+        self.changed.notify_one();
         written.is_some_and(|written| written.late)
     }
 }
@@ -238,7 +465,7 @@ impl CallJournal {
 async fn flush(state: AppState, journal: Arc<CallJournal>) {
     loop {
         let Some(entry) = journal.front() else {
-            if journal.closed.load(Ordering::Acquire) {
+            if journal.is_closed() {
                 break;
             }
             journal.wake.notified().await;
@@ -283,6 +510,47 @@ async fn flush(state: AppState, journal: Arc<CallJournal>) {
         .remove(&journal.id);
 }
 
+/// Keeps the call's context in Redis while the database is down or the call's entries wait
+/// for it, so another replica can take the call over; drops it once they are written. A
+/// closed session's context is no longer refreshed (the replica that took the call over keeps
+/// its own), only dropped once this journal is written.
+async fn keep_for_takeover(state: AppState, journal: Arc<CallJournal>) {
+    let mut database = state.db_health.watch();
+    let mut kept = false;
+    loop {
+        let database_up = *database.borrow_and_update();
+        let waiting = journal.lock().is_blocked();
+        if (!database_up || waiting) && !journal.is_closed() {
+            if let Some(json) = journal
+                .takeover()
+                .and_then(|takeover| serde_json::to_string(&takeover).ok())
+            {
+                kept |= state
+                    .fanout
+                    .save_takeover(&journal.tenant, &journal.call_id, json)
+                    .await;
+            }
+        } else if kept && database_up && journal.depth() == 0 {
+            state
+                .fanout
+                .drop_takeover(&journal.tenant, &journal.call_id)
+                .await;
+            kept = false;
+        }
+        if journal.is_closed() && journal.depth() == 0 && !kept {
+            break;
+        }
+        tokio::select! {
+            () = journal.changed.notified() => {}
+            changed = database.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// Writes one entry; the turn's `seq` (none for a correction).
 async fn write(
     state: &AppState,
@@ -291,7 +559,7 @@ async fn write(
 ) -> Result<Option<u32>, StoreError> {
     match &entry.item {
         Record::Turn { turn, .. } => {
-            let key = shared::journal::entry_key(&journal.id, entry.seq);
+            let key = journal.key_of(entry.seq);
             let seq = state
                 .store
                 .append_journaled(&journal.tenant, &journal.call_id, &key, turn)
@@ -302,7 +570,7 @@ async fn write(
         }
         Record::Interrupted { reply, heard } => {
             // A reply that was never written (dropped) has nothing to correct.
-            let Some(seq) = journal.seq_of(*reply) else {
+            let Some(seq) = journal.reply_seq(*reply) else {
                 return Ok(None);
             };
             state
@@ -320,7 +588,7 @@ async fn announce(state: &AppState, journal: &CallJournal, record: &Record, seq:
             announce: Some(announce),
             ..
         } => (announce.kind, seq, announce.model.clone(), announce.ttft_ms),
-        Record::Interrupted { reply, .. } => match journal.seq_of(*reply) {
+        Record::Interrupted { reply, .. } => match journal.reply_seq(*reply) {
             Some(seq) => (CallEventKind::TurnInterrupted, Some(seq), None, None),
             None => return,
         },
@@ -337,4 +605,102 @@ async fn announce(state: &AppState, journal: &CallJournal, record: &Record, seq:
         state.now_ms(),
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turn(role: TurnRole, text: &str) -> Record {
+        Record::Turn {
+            turn: NewTurn::said(role, text, 1_000),
+            announce: None,
+        }
+    }
+
+    fn context() -> Context {
+        Context {
+            call: serde_json::from_value(serde_json::json!({
+                "id": "CA01", "tenant_id": "t1", "agent_id": "ava", "source": "phone",
+                "region": "us-east-1", "status": "active", "turn_count": 0, "started_at_ms": 1
+            }))
+            .unwrap_or_else(|error| panic!("a call: {error}")),
+            agent: Arc::new(
+                serde_json::from_value(serde_json::json!({
+                    "id": "ava", "tenant_id": "t1", "name": "Ava", "system_prompt": "Be brief.",
+                    "model": "m", "version": 1, "created_at_ms": 1, "updated_at_ms": 1
+                }))
+                .unwrap_or_else(|error| panic!("an agent: {error}")),
+            ),
+            history: vec![NewTurn::said(TurnRole::User, "stored", 0).stored(1)],
+            replies: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn the_context_follows_what_is_journaled_and_corrected() {
+        let mut context = context();
+        context.apply(0, &turn(TurnRole::User, "When do you open?"));
+        context.apply(
+            1,
+            &turn(TurnRole::Assistant, "At nine. And we close at five."),
+        );
+        context.apply(
+            2,
+            &Record::Interrupted {
+                reply: Reply::Entry(1),
+                heard: "At nine.".into(),
+            },
+        );
+        // A correction of a reply written before (named by its seq).
+        context.apply(
+            3,
+            &Record::Interrupted {
+                reply: Reply::Stored(1),
+                heard: "sto".into(),
+            },
+        );
+        let said: Vec<(&str, bool, u32)> = context
+            .history
+            .iter()
+            .map(|turn| (turn.text.as_str(), turn.interrupted, turn.seq))
+            .collect();
+        assert_eq!(
+            said,
+            [
+                ("sto", true, 1),
+                ("When do you open?", false, 0),
+                ("At nine.", true, 0),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_takeover_reads_back_as_it_was_kept() {
+        let context = context();
+        let takeover = Takeover {
+            call: context.call.clone(),
+            agent: Agent::clone(&context.agent),
+            history: context.history.clone(),
+            pending: vec![
+                Pending {
+                    entry: 4,
+                    key: "j1:4".into(),
+                    record: turn(TurnRole::Dtmf, "5"),
+                },
+                Pending {
+                    entry: 5,
+                    key: "j1:5".into(),
+                    record: Record::Interrupted {
+                        reply: Reply::Stored(3),
+                        heard: "We open".into(),
+                    },
+                },
+            ],
+        };
+        let json = serde_json::to_string(&takeover).unwrap_or_default();
+        let read: Takeover =
+            serde_json::from_str(&json).unwrap_or_else(|error| panic!("{error}: {json}"));
+        assert_eq!(read, takeover);
+    }
 }

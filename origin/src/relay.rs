@@ -3,7 +3,9 @@
 //!
 //! - `setup` binds the call (creating it when the edge has not: the agent from the
 //!   `agentId` custom parameter, else the agent owning the called number) and loads its stored
-//!   turns, so a reconnect to any replica continues the same conversation. The agent's greeting
+//!   turns, so a reconnect to any replica continues the same conversation — while the database
+//!   is away, from the context another replica kept in Redis (`crate::journal`, a takeover),
+//!   whose waiting turns this session's journal adopts. The agent's greeting
 //!   is spoken (and stored) on the call's first setup, unless the custom parameter
 //!   `greeting=carrier` says the carrier already spoke it (TwiML `welcomeGreeting`).
 //! - A final `prompt` starts a turn; its reply streams as `text` pieces with `last: false`, and
@@ -71,11 +73,11 @@ use crate::AppState;
 use crate::edge_auth::Caller;
 use crate::error::{AppError, Failed, OrFail};
 use crate::fanout::SessionSignal;
-use crate::journal::{Announce, CallJournal, Journals, Record};
+use crate::journal::{Announce, CallJournal, Journals, Record, Reply, Takeover};
 use crate::metrics::label;
 use crate::request_id::RequestId;
 use crate::routes::{load_agent, stored};
-use crate::store::{EndOutcome, NewTurn};
+use crate::store::{EndOutcome, NewTurn, StoreError};
 use crate::tools::{Carrier, SessionEnd};
 use crate::turn::{self, Ending, Stop, StopSignal, TurnError, TurnInput, TurnReport};
 
@@ -107,7 +109,15 @@ pub async fn upgrade(
         .map_err(|error| AppError::bad_request("invalid_id", error.to_string()))
         .or_fail(&request_id)?;
     let tenant = caller.tenant().to_owned();
-    let call = stored(&state, state.store.get_call(&tenant, &id).await).or_fail(&request_id)?;
+    let call = match stored_call(&state, &tenant, &id).await {
+        // The database is away: a call another replica kept the context of goes on here.
+        Err(error @ StoreError::Unavailable(_)) => match Takeover::load(&state, &tenant, &id).await
+        {
+            Some(takeover) => Some(takeover.call),
+            None => return Err(Failed(error.into(), request_id)),
+        },
+        call => call.or_fail(&request_id)?,
+    };
     if call.as_ref().is_some_and(|c| c.status == CallStatus::Ended) {
         return Err(Failed(
             AppError::conflict("call_ended", "the call has ended"),
@@ -122,6 +132,15 @@ pub async fn upgrade(
         .on_upgrade(move |socket| async move {
             Session::new(state, tenant, id, region).run(socket).await;
         }))
+}
+
+/// The stored call; unavailable at once while the probe finds the database down (a takeover
+/// is then read instead of waiting out the pool's timeout).
+async fn stored_call(state: &AppState, tenant: &str, id: &str) -> Result<Option<Call>, StoreError> {
+    if !state.db_health.is_up() {
+        return Err(StoreError::Unavailable("the database is down".into()));
+    }
+    stored(state, state.store.get_call(tenant, id).await)
 }
 
 /// What a socket writer is asked to do.
@@ -439,10 +458,13 @@ impl Session {
 
     async fn on_setup(&mut self, setup: Setup) {
         let state = &self.state;
-        let call = match stored(
-            state,
-            state.store.get_call(&self.tenant, &self.call_id).await,
-        ) {
+        let call = match stored_call(state, &self.tenant, &self.call_id).await {
+            Err(StoreError::Unavailable(_))
+                if let Some(takeover) =
+                    Takeover::load(state, &self.tenant, &self.call_id).await =>
+            {
+                return self.take_over(&setup, takeover).await;
+            }
             Ok(Some(call)) => call,
             Ok(None) => {
                 let request = CreateCall {
@@ -516,7 +538,30 @@ impl Session {
             // The call goes on without them; the operator loses a detail, not the caller.
             tracing::warn!(call_id = %self.call_id, %error, "caller details not stored");
         }
+        self.bind(&setup, call, agent, history).await;
+    }
+
+    /// Goes on with a call another replica's session held while the database is away: its
+    /// history from the kept context, its waiting turns adopted by this session's journal.
+    async fn take_over(&mut self, setup: &Setup, takeover: Takeover) {
+        let Takeover {
+            call,
+            agent,
+            history,
+            pending,
+        } = takeover;
+        if call.status == CallStatus::Ended {
+            return self.fail("call_ended", "the call has ended".into());
+        }
+        tracing::info!(call_id = %self.call_id, turns = history.len(), waiting = pending.len(), "taking a live call over while the database is away");
+        self.journal.adopt(&self.state, pending);
+        self.bind(setup, call, Arc::new(agent), history).await;
+    }
+
+    /// Binds the session to its call and greets (or waits for) the caller.
+    async fn bind(&mut self, setup: &Setup, call: Call, agent: Arc<Agent>, history: Vec<Turn>) {
         let greet = history.is_empty() && !setup.carrier_greets();
+        self.journal.bind(&self.state, &call, &agent, &history);
         self.bound = Some(Bound {
             call,
             agent: Arc::clone(&agent),
@@ -914,7 +959,7 @@ impl Session {
             .push(
                 &self.state,
                 Record::Interrupted {
-                    reply: entry,
+                    reply: Reply::Entry(entry),
                     heard,
                 },
             )

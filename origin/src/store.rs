@@ -36,8 +36,9 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// A turn to append.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A turn to append (serialised when a waiting journal is kept for a takeover,
+/// `crate::journal`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NewTurn {
     /// Who.
     pub role: TurnRole,

@@ -192,6 +192,16 @@ impl<T> Journal<T> {
         self.entries.len()
     }
 
+    /// Every waiting entry, oldest first.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry<T>> {
+        self.entries.iter()
+    }
+
+    /// A write failed and none succeeded since: what waits is waiting for the database.
+    pub fn is_blocked(&self) -> bool {
+        self.blocked && !self.entries.is_empty()
+    }
+
     /// When the oldest waiting entry was journaled.
     pub fn oldest_at_ms(&self) -> Option<u64> {
         self.entries.front().map(|e| e.at_ms)
@@ -266,6 +276,23 @@ mod tests {
         .collect();
         assert_eq!(late, [("behind", true), ("during", true), ("after", false)]);
         assert_eq!(journal.oldest_age_ms(3_000), 0);
+    }
+
+    #[test]
+    fn a_journal_is_blocked_while_a_failed_write_has_entries_waiting() {
+        let mut journal = Journal::default();
+        journal.push("hi", 0, 0, LIMITS);
+        journal.push("there", 1, 0, LIMITS);
+        assert!(!journal.is_blocked());
+        journal.failed(0);
+        assert!(journal.is_blocked());
+        let waiting: Vec<(u64, &str)> = journal.entries().map(|e| (e.seq, e.item)).collect();
+        assert_eq!(waiting, [(0, "hi"), (1, "there")]);
+        journal.written(0, 2);
+        assert!(!journal.is_blocked(), "a write succeeded");
+        journal.failed(1);
+        journal.written(1, 3);
+        assert!(!journal.is_blocked(), "nothing waits");
     }
 
     #[test]

@@ -11,10 +11,9 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes, randomUUID } from "node:crypto";
 import { mkdtempSync } from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { edgeHeaders, geoRegions, json, principalOf, startEmulator, startOrigin, startWorkers, twilioSignature, wsClient } from "./harness.mjs";
+import { edgeHeaders, geoRegions, json, principalOf, startEmulator, startOrigin, startWorkers, tcpProxy, twilioSignature, wsClient } from "./harness.mjs";
 
 const ACCOUNT = "AC" + "d7a1".padEnd(32, "0");
 const TWILIO_TOKEN = "e2e-drain-twilio-auth-token-not-secret";
@@ -29,39 +28,6 @@ const PRINCIPAL = principalOf(TENANT);
 let emulator, edge, database, proxyA, proxyB;
 const origins = [];
 
-/**
- * A load balancer in miniature: accepts on a fixed loopback port and pipes each connection to
- * the current backend. Switching the backend sends new connections to it; live ones stay put.
- */
-async function tcpProxy(backendUrl) {
-  let backend = new URL(backendUrl);
-  const sockets = new Set();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(Number(backend.port), backend.hostname);
-    sockets.add(client).add(upstream);
-    const drop = () => {
-      client.destroy();
-      upstream.destroy();
-      sockets.delete(client);
-      sockets.delete(upstream);
-    };
-    client.pipe(upstream).pipe(client);
-    client.on("error", drop).on("close", drop);
-    upstream.on("error", drop).on("close", drop);
-  });
-  server.listen(0, "127.0.0.1");
-  await new Promise((resolve) => server.once("listening", resolve));
-  return {
-    url: `http://127.0.0.1:${server.address().port}`,
-    switchTo(url) {
-      backend = new URL(url);
-    },
-    close() {
-      for (const socket of sockets) socket.destroy();
-      return new Promise((resolve) => server.close(resolve));
-    },
-  };
-}
 
 async function origin() {
   const started = await startOrigin(database);

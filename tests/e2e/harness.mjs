@@ -13,6 +13,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import { createRequire } from "node:module";
 import { once } from "node:events";
+import net from "node:net";
 import { createInterface } from "node:readline";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -460,4 +461,38 @@ export function parseSse(text) {
       return data ? { event, data: JSON.parse(data) } : null;
     })
     .filter(Boolean);
+}
+
+/**
+ * A load balancer in miniature: accepts on a fixed loopback port and pipes each connection to
+ * the current backend. Switching the backend sends new connections to it; live ones stay put.
+ */
+export async function tcpProxy(backendUrl) {
+  let backend = new URL(backendUrl);
+  const sockets = new Set();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(backend.port), backend.hostname);
+    sockets.add(client).add(upstream);
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    client.pipe(upstream).pipe(client);
+    client.on("error", drop).on("close", drop);
+    upstream.on("error", drop).on("close", drop);
+  });
+  server.listen(0, "127.0.0.1");
+  await new Promise((resolve) => server.once("listening", resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    switchTo(url) {
+      backend = new URL(url);
+    },
+    close() {
+      for (const socket of sockets) socket.destroy();
+      return new Promise((resolve) => server.close(resolve));
+    },
+  };
 }

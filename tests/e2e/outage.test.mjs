@@ -1,15 +1,19 @@
 // A database outage end to end (issue 20): the four Workers in workerd with every seed region
-// configured, an origin on a PostgreSQL of this file's own (so it can be stopped the hard way,
-// `pg_ctl stop -m immediate`, and started again), the Bedrock emulator. A phone call goes on
-// through the outage — every reply closes with `last: true`, every turn said meanwhile is stored
-// once the database is back, in order, once — and new work is refused fast and honestly: a new
-// call through the edge gets 503 `database_unavailable` with `Retry-After`, a carrier's webhook
-// its polite TwiML, both in under 2 s.
+// configured, two origins sharing a PostgreSQL and a Redis of this file's own (so each can be
+// stopped the hard way — `pg_ctl stop -m immediate`, the Redis process killed — and started
+// again), the Bedrock emulator. The call's region (us-east-1) is served by origin A, every other
+// region by origin B. A phone call goes on through the outage — every reply closes with
+// `last: true`, every turn said meanwhile is stored once the database is back, in order, once —
+// and new work is refused fast and honestly: a new call through the edge gets 503
+// `database_unavailable` with `Retry-After`, a carrier's webhook its polite TwiML, both in under
+// 2 s. Origin A killed during the outage: the call goes on at B with its history, and B stores
+// what A had not. Redis down too: the journal is kept in process and written all the same.
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { once } from "node:events";
 import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -22,6 +26,7 @@ import {
   startEmulator,
   startOrigin,
   startWorkers,
+  tcpProxy,
   twilioSignature as signTwilio,
   wsClient,
 } from "./harness.mjs";
@@ -87,23 +92,63 @@ async function startPostgres() {
   };
 }
 
-let emulator, postgres, origin, edge;
+/** A Redis of this file's own on a free loopback port: `stop()` kills it, `start()` starts it again. */
+async function startRedis() {
+  const port = new URL(await closedPortUrl()).port;
+  let server;
+  const start = async () => {
+    server = spawn("redis-server", ["--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" });
+    const deadline = Date.now() + 5_000;
+    for (;;) {
+      try {
+        if (execFileSync("redis-cli", ["-p", port, "ping"]).toString().includes("PONG")) return;
+      } catch {
+        // not yet
+      }
+      assert.ok(Date.now() < deadline, "redis-server did not answer");
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  };
+  await start();
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    start,
+    async stop() {
+      if (server.exitCode !== null || server.signalCode !== null) return;
+      server.kill("SIGKILL");
+      await once(server, "exit");
+    },
+  };
+}
+
+let emulator, postgres, redis, origin, originB, proxyA, edge;
 
 before(async () => {
   emulator = await startEmulator({ ttftMs: 20, interTokenMs: 2 });
   await emulator.script(MODEL, { ttft_ms: 20, inter_token_ms: 2, reply: REPLY });
   postgres = await startPostgres();
-  origin = await startOrigin({
+  redis = await startRedis();
+  // Both origins share the database (one schema) and Redis (one key prefix), as replicas do.
+  const shared = {
     DATABASE_URL: postgres.url,
+    DATABASE_SCHEMA: "outage",
     DATABASE_PROBE_INTERVAL_MS: "100",
+    REDIS_URL: redis.url,
+    REDIS_KEY_PREFIX: "outage:",
     BEDROCK_ENDPOINT_URL: emulator.url,
     BEDROCK_DEFAULT_MODELS: MODEL,
-  });
-  // Every seed region is configured, all served by this origin: failover has regions to try.
+  };
+  origin = await startOrigin(shared);
+  originB = await startOrigin(shared);
+  // Every seed region is configured: the call's (us-east-1) at origin A, behind a load balancer
+  // in miniature (as an ALB closes its connections when its target dies); the others at B.
+  proxyA = await tcpProxy(origin.url);
   edge = await startWorkers({
-    originUrl: origin.url,
+    originUrl: proxyA.url,
     vars: {
-      "geo-router": { GEO_REGIONS: geoRegions(() => origin.url) },
+      // Reports of refused requests would mark every region down (each answers 503 during
+      // the outage); this file is about the database, so region health stays out of it.
+      "geo-router": { GEO_REGIONS: geoRegions((region) => (region === "us-east-1" ? proxyA.url : originB.url)), GEO_REPORT_THRESHOLD: "0" },
       "auth-validator": {
         JWT_ISSUER: ISSUER,
         JWT_AUDIENCE: AUDIENCE,
@@ -130,7 +175,10 @@ before(async () => {
 after(async () => {
   await edge?.close();
   await origin?.stop();
+  await originB?.stop();
+  await proxyA?.close();
   await emulator?.stop();
+  await redis?.stop();
   postgres?.remove();
 });
 
@@ -164,9 +212,9 @@ function carrierRelay(sid) {
 
 const principal = { tenant_id: TENANT, subject: "e2e", scopes: [], plan: "pro", method: "api_key" };
 
-/** A signed request straight to the origin (as the edge would sign it). */
-async function originGet(pathAndQuery) {
-  return fetch(`${origin.url}${pathAndQuery}`, { headers: edgeHeaders({ pathAndQuery, principal }) });
+/** A signed request straight to an origin (as the edge would sign it): A unless told. */
+async function originGet(pathAndQuery, at = origin) {
+  return fetch(`${at.url}${pathAndQuery}`, { headers: edgeHeaders({ pathAndQuery, principal }) });
 }
 
 async function until(predicate, message, ms = 10_000) {
@@ -178,9 +226,39 @@ async function until(predicate, message, ms = 10_000) {
   }
 }
 
-async function ready() {
-  const response = await originGet("/ready");
+async function ready(at = origin) {
+  const response = await originGet("/ready", at);
   return { status: response.status, body: await response.json() };
+}
+
+/** The turns stored for a call: [role, text, interrupted], checked in order and none twice. */
+async function storedTurns(sid, at) {
+  const turns = (await json(await originGet(`/v1/calls/${sid}/turns`, at))).turns;
+  const seqs = turns.map((t) => t.seq);
+  assert.ok(seqs.every((seq, i) => i === 0 || seq > seqs[i - 1]), `in order, none twice: ${seqs}`);
+  return turns.map((t) => [t.role, t.text, t.interrupted]);
+}
+
+/** A carrier's call through the edge: the webhook, the relay socket, its setup. */
+async function phoneCall() {
+  const sid = callSid();
+  const twiml = await (await incoming(sid)).text();
+  assert.ok(twiml.includes("<ConversationRelay"), twiml);
+  const socket = await carrierRelay(sid);
+  socket.send({ type: "setup", sessionId: `VX${sid.slice(2)}`, callSid: sid, accountSid: ACCOUNT, from: "+14155550100", to: NUMBER, direction: "inbound", customParameters: { agent_id: "ava", greeting: "carrier" } });
+  return { sid, socket };
+}
+
+/** Says `words` as a final prompt and returns the whole reply (its talk cycle). */
+async function ask(socket, words) {
+  socket.send({ type: "prompt", voicePrompt: words, lang: "en-US", last: true });
+  return talkCycle(socket);
+}
+
+/** The last conversation the model was given, as text. */
+async function lastModelRequest() {
+  const requests = await (await fetch(`${emulator.url}/control/models/${MODEL}/requests`)).json();
+  return JSON.stringify(requests.at(-1)?.messages ?? []);
 }
 
 /** One talk cycle: every `text` up to `last: true`; fails on an `error` note before it. */
@@ -272,6 +350,81 @@ describe("a database outage", () => {
     // The caller talks on, and new calls are taken again.
     socket.send({ type: "prompt", voicePrompt: "Thanks, bye.", lang: "en-US", last: true });
     assert.equal(await talkCycle(socket), REPLY);
+    socket.close();
+  });
+
+  test("an origin killed during the outage: the call goes on at another with its history, and every turn is stored once", async (t) => {
+    await emulator.script(MODEL, { ttft_ms: 20, inter_token_ms: 2, reply: REPLY });
+    const { sid, socket } = await phoneCall();
+    assert.equal(await ask(socket, "When do you open?"), REPLY);
+
+    postgres.stop();
+    await until(async () => (await ready()).status === 503, "A finds the database down", 5_000);
+    await until(async () => (await ready(originB)).status === 503, "B finds the database down", 5_000);
+    // Said at A during the outage: journaled there, its context kept in Redis.
+    assert.equal(await ask(socket, "Is parking free?"), REPLY);
+    socket.send({ type: "dtmf", digit: "7" });
+    await until(async () => (await ready()).body.journal.depth >= 3, "A's journal waits", 5_000);
+
+    // A dies with those turns unwritten; the call's object reconnects to the next region (B).
+    const killedAt = Date.now();
+    await origin.stop("SIGKILL");
+    assert.equal(await ask(socket, "And on Sundays?"), REPLY);
+    t.diagnostic(`the first reply after A was killed ended ${Date.now() - killedAt} ms later`);
+    const context = await lastModelRequest();
+    assert.ok(context.includes("Is parking free?") && context.includes("When do you open?"), `B's model saw the call's history: ${context}`);
+    assert.ok(originB.logs.some((line) => line.includes("taking a live call over")), "B took the call over");
+
+    postgres.start();
+    await until(async () => (await ready(originB)).status === 200, "B finds the database back");
+    await until(async () => (await ready(originB)).body.journal.depth === 0, "B's journal is written");
+    assert.deepEqual(await storedTurns(sid, originB), [
+      ["user", "When do you open?", false],
+      ["assistant", REPLY, false],
+      ["user", "Is parking free?", false],
+      ["assistant", REPLY, false],
+      ["dtmf", "7", false],
+      ["user", "And on Sundays?", false],
+      ["assistant", REPLY, false],
+    ]);
+    assert.equal((await ready(originB)).body.journal.dropped, 0);
+    assert.equal(await ask(socket, "Thanks, bye."), REPLY);
+    socket.close();
+  });
+
+  test("Redis down as well: the journal is kept in process, the call goes on, new work is refused fast", async () => {
+    await emulator.script(MODEL, { ttft_ms: 20, inter_token_ms: 2, reply: REPLY });
+    // Origin A is gone (killed above) and out of its load balancer: us-east-1 is served by B.
+    proxyA.switchTo(originB.url);
+    const { sid, socket } = await phoneCall();
+    assert.equal(await ask(socket, "When do you open?"), REPLY);
+
+    await redis.stop();
+    postgres.stop();
+    await until(async () => (await ready(originB)).status === 503, "B finds the database down", 5_000);
+    assert.equal(await ask(socket, "Is parking free?"), REPLY);
+    const during = await ready(originB);
+    assert.equal(during.body.bindings.REDIS.ok, false, JSON.stringify(during.body.bindings));
+    assert.ok(during.body.journal.depth >= 2, JSON.stringify(during.body.journal));
+
+    const started = Date.now();
+    const refused = await api("POST", "/api/v1/calls", { body: { agent_id: "ava" } });
+    const refusedIn = Date.now() - started;
+    assert.equal(refused.status, 503, await refused.text());
+    assert.equal(refused.headers.get("retry-after"), "2");
+    assert.ok(refusedIn < 2_000, `a new API call was refused in ${refusedIn} ms`);
+
+    postgres.start();
+    await until(async () => (await ready(originB)).body.journal.depth === 0, "the journal is written without Redis");
+    assert.deepEqual(await storedTurns(sid, originB), [
+      ["user", "When do you open?", false],
+      ["assistant", REPLY, false],
+      ["user", "Is parking free?", false],
+      ["assistant", REPLY, false],
+    ]);
+    assert.equal((await ready(originB)).body.journal.dropped, 0);
+    await redis.start();
+    assert.equal(await ask(socket, "Thanks, bye."), REPLY);
     socket.close();
   });
 });
