@@ -986,6 +986,58 @@ async fn the_database_going_away_fails_fast_with_503_and_the_origin_recovers_by_
 }
 
 #[tokio::test]
+async fn an_api_turn_whose_reply_cannot_be_stored_ends_with_an_error_not_done() {
+    let upstream = authority_of(&postgres_url());
+    let proxy = Proxy::start(&upstream).await;
+    let mut options = Options::new(Db::Postgres);
+    options.database_url = Some(with_authority(&postgres_url(), &proxy.addr.to_string()));
+    let origin = Origin::start(options).await;
+    origin.script(
+        "counter",
+        slow("One. Two. Three. Four. Five. Six. Seven. Eight.", 60),
+    );
+    let client = origin.client("acme");
+    client.agent("a1", "counter", &[]).await;
+    let call = client.call("a1").await;
+
+    // The database goes away while the reply streams: `done` says durable, so it never comes.
+    let ((status, events), ()) = tokio::join!(client.turn(&call, "count to eight"), async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        proxy.down();
+    });
+    assert_eq!(status, 200, "the stream had started: {events:?}");
+    assert!(
+        events.iter().any(|e| e.event == "token"),
+        "tokens streamed before the outage: {events:?}"
+    );
+    assert!(
+        events.iter().all(|e| e.event != "done"),
+        "no done for a reply that is not stored: {events:?}"
+    );
+    let last = events
+        .last()
+        .map(|e| (e.event.as_str(), e.data["error"]["code"].as_str()));
+    assert_eq!(last, Some(("error", Some("not_durable"))), "{events:?}");
+
+    proxy.up();
+    eventually(
+        Duration::from_secs(10),
+        "the origin serves again",
+        || async { client.json("GET", "/ready", None).await.0 == 200 },
+    )
+    .await;
+    // What was stored is what was said, nothing the client was not told is durable.
+    let turns = turns_of(&client, &call).await;
+    assert!(
+        turns.iter().all(|t| t["role"] != "assistant"),
+        "no reply stored: {turns:?}"
+    );
+    let (status, events) = client.turn(&call, "again").await;
+    assert_eq!(status, 200);
+    assert_eq!(events.last().map(|e| e.event.as_str()), Some("done"));
+}
+
+#[tokio::test]
 async fn events_fan_out_across_replicas_and_ending_a_call_anywhere_ends_its_relay() {
     let mut a_options = Options::new(Db::Postgres);
     a_options.redis = true;
