@@ -81,8 +81,9 @@ use crate::store::{EndOutcome, NewTurn, StoreError};
 use crate::tools::{Carrier, SessionEnd};
 use crate::turn::{self, Ending, Stop, StopSignal, TurnError, TurnInput, TurnReport};
 
-/// Close code when the origin shuts down: the edge reconnects elsewhere.
-const CLOSE_RESTART: u16 = 1012;
+/// Close code when the origin shuts down: the edge reconnects elsewhere, and says again there
+/// a caller turn this session never answered (`shared::call_session::relay::OriginClosed`).
+const CLOSE_RESTART: u16 = shared::call_session::relay::CLOSE_SERVICE_RESTART;
 /// Read buffer per socket; relay messages are small, and 10,000 sockets share the memory.
 const READ_BUFFER: usize = 4 * 1024;
 /// Largest frame read; bigger ones are answered `message_too_large` by the parser.

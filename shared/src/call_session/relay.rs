@@ -13,7 +13,9 @@
 //! - Connecting tries the current region's origin, then the next ones in the call's failover
 //!   order, each once, reporting each failure; when none accepts, the call ends. When a live
 //!   origin connection closes, the call moves on to the next region; a failed send reconnects
-//!   to the same one.
+//!   to the same one. An origin that closes for a restart (1012, its drain) has answered every
+//!   caller turn it read, so the turns it sent no word after are said again to the next origin;
+//!   after any other close what the origin read is unknown, and nothing is said twice.
 //! - The origin's messages go to the caller unchanged, except its `error` notes (for the log).
 //!   When the origin is lost mid-reply, the caller's talk cycle is closed (`text` with
 //!   `last: true`), so the carrier's turn-taking is not left waiting. The origin's `end` reaches
@@ -197,6 +199,34 @@ pub fn origin_knows_it_ended(status: u16) -> bool {
     matches!(status, 200 | 404 | 409)
 }
 
+/// WebSocket close code "service restart" (RFC 6455 registry): the origin's drain.
+pub const CLOSE_SERVICE_RESTART: u16 = 1012;
+
+/// How an origin socket closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OriginClosed {
+    /// The origin is restarting (close code [`CLOSE_SERVICE_RESTART`]): it finished the turn it
+    /// was in before closing, so a caller turn it sent nothing after was never read.
+    Restart,
+    /// Any other way (a failure, a crash, a close without that code): what it read is unknown.
+    Lost,
+}
+
+impl OriginClosed {
+    /// From a close event's code (none when the socket failed without one).
+    pub fn from_code(code: Option<u16>) -> Self {
+        if code == Some(CLOSE_SERVICE_RESTART) {
+            Self::Restart
+        } else {
+            Self::Lost
+        }
+    }
+}
+
+/// Most caller turns kept as possibly unread by the origin (more than a caller says between
+/// two words of the origin).
+const UNANSWERED_MAX: usize = 16;
+
 /// The state of the connection to the origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Link {
@@ -222,6 +252,9 @@ pub struct Relay {
     persisted_activity_ms: u64,
     /// A reply's pieces went to the caller and its `last: true` has not.
     reply_open: bool,
+    /// Caller turns sent on the open link since the origin last said anything, oldest first:
+    /// said again to the next origin when this one closes for a restart.
+    unanswered: Vec<String>,
     next_link: u64,
     /// The call ended while the origin's socket was open: its `end` is awaited until this Unix ms.
     awaiting_origin_end: Option<u64>,
@@ -271,6 +304,7 @@ impl Relay {
             target,
             buffer: RelayBuffer::new(BUFFER_MESSAGES, BUFFER_BYTES),
             reply_open: false,
+            unanswered: Vec::new(),
             next_link: 0,
             awaiting_origin_end: None,
         }
@@ -334,7 +368,12 @@ impl Relay {
         }
         self.session.touch(now_ms);
         match self.link {
-            Link::Up { id } => actions.push(Action::SendToOrigin { link: id, text }),
+            Link::Up { id } => {
+                if turn {
+                    self.sent_turn(&text);
+                }
+                actions.push(Action::SendToOrigin { link: id, text });
+            }
             Link::Connecting { .. } | Link::Down => {
                 actions.extend(self.hold(text, now_ms));
                 if !self.session.is_active() {
@@ -372,10 +411,12 @@ impl Relay {
                 text: setup.clone(),
             });
         }
-        actions.extend(
-            held.into_iter()
-                .map(|text| Action::SendToOrigin { link, text }),
-        );
+        for text in held {
+            if relayed_kind(&text) == RelayedKind::CallerTurn {
+                self.sent_turn(&text);
+            }
+            actions.push(Action::SendToOrigin { link, text });
+        }
         let region = self.routing.targets[self.target].region.clone();
         if region != self.session.region && self.session.repin(&region, now_ms).is_ok() {
             actions.push(Action::Note(Note::Moved { region }));
@@ -415,6 +456,8 @@ impl Relay {
             // A connection already replaced: its late words must not reach the caller twice.
             return Vec::new();
         }
+        // The origin speaks after reading what came before: nothing sent so far is unread.
+        self.unanswered.clear();
         match relayed_kind(&text) {
             RelayedKind::OriginError => {
                 let shortened = text.chars().take(300).collect();
@@ -446,11 +489,13 @@ impl Relay {
         actions
     }
 
-    /// The origin socket of `link` closed (or failed). A live call with a caller moves on to
-    /// the next region.
+    /// The origin socket of `link` closed (or failed), as `closed` says. A live call with a
+    /// caller moves on to the next region; after a restart, the caller turns the origin sent no
+    /// word after go to the next origin first (after `setup`).
     pub fn on_origin_closed(
         &mut self,
         link: LinkId,
+        closed: OriginClosed,
         caller_present: bool,
         _now_ms: u64,
     ) -> Vec<Action> {
@@ -462,12 +507,29 @@ impl Relay {
             return self.close_after_end(link);
         }
         self.link = Link::Down;
+        let unanswered = std::mem::take(&mut self.unanswered);
         let mut actions = self.close_open_reply();
         if self.session.is_active() && caller_present {
+            if closed == OriginClosed::Restart {
+                // The buffer is empty while a link is up: these go first, in their order.
+                for text in unanswered {
+                    if self.buffer.push(text).is_err() {
+                        break;
+                    }
+                }
+            }
             self.target = targets::next_index(self.target, self.routing.targets.len());
             actions.push(self.connect(0));
         }
         actions
+    }
+
+    /// A caller turn went out on the open link.
+    fn sent_turn(&mut self, text: &str) {
+        if self.unanswered.len() >= UNANSWERED_MAX {
+            self.unanswered.remove(0);
+        }
+        self.unanswered.push(text.to_owned());
     }
 
     /// Sending `text` on the origin socket of `link` failed: the message is held and the same
@@ -479,6 +541,8 @@ impl Relay {
         let mut actions = Vec::new();
         if self.link == (Link::Up { id: link }) {
             self.link = Link::Down;
+            // The socket broke: what the origin read of it is unknown.
+            self.unanswered.clear();
             actions.extend(self.close_open_reply());
         }
         actions.extend(self.hold(text, now_ms));
@@ -517,6 +581,7 @@ impl Relay {
             Link::Down => return actions,
         }
         self.link = Link::Down;
+        self.unanswered.clear();
         self.reply_open = false;
         // Nobody is left to hear an ended call's last words.
         self.awaiting_origin_end = None;

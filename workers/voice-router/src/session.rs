@@ -22,7 +22,7 @@ use wasm_bindgen::closure::Closure;
 use worker::web_sys;
 
 use edge_io::answer::rejection_response;
-use shared::call_session::relay::{Action, LeaseAction, LinkId, Note, Record};
+use shared::call_session::relay::{Action, LeaseAction, LinkId, Note, OriginClosed, Record};
 use shared::call_session::wire::{
     CARRIER_PATH, CarrierReport, END_PATH, EndRequest, HEALTH_PATH, RELAY_PATH, START_PATH,
     STATE_PATH, StartSession, TENANT_HEADER, TOUCH_PATH, Touch,
@@ -71,7 +71,7 @@ struct Inner {
 /// What happened on an origin socket, in the order it happened.
 enum OriginEvent {
     Text(String),
-    Closed,
+    Closed(OriginClosed),
 }
 
 /// The listeners of one origin socket and the events that wait for an earlier event's actions.
@@ -471,7 +471,10 @@ impl Inner {
                                     error.message()
                                 );
                             }
-                            OriginEvent::Closed
+                            let code = event
+                                .dyn_ref::<web_sys::CloseEvent>()
+                                .map(web_sys::CloseEvent::code);
+                            OriginEvent::Closed(OriginClosed::from_code(code))
                         }
                     };
                     Inner::on_origin_event(&inner, &feed, event);
@@ -495,7 +498,7 @@ impl Inner {
         if feed.closed.get() {
             return;
         }
-        if matches!(event, OriginEvent::Closed) {
+        if matches!(event, OriginEvent::Closed(_)) {
             feed.closed.set(true);
         }
         if feed.busy.get() {
@@ -532,10 +535,10 @@ impl Inner {
         let link = feed.link;
         match event {
             OriginEvent::Text(text) => self.with(|relay| relay.on_origin_text(link, text, now())),
-            OriginEvent::Closed => {
+            OriginEvent::Closed(closed) => {
                 self.stop_listening(feed);
                 let caller_present = !self.state.get_websockets().is_empty();
-                self.with(|relay| relay.on_origin_closed(link, caller_present, now()))
+                self.with(|relay| relay.on_origin_closed(link, closed, caller_present, now()))
             }
         }
     }

@@ -200,6 +200,15 @@ impl World {
 
     /// The region's origin dies: its socket (if open) closes, and it refuses new connections.
     fn kill(&mut self, region: &str) {
+        self.close_region(region, OriginClosed::Lost);
+    }
+
+    /// The region's origin drains: its socket closes with 1012, and it refuses new connections.
+    fn restart(&mut self, region: &str) {
+        self.close_region(region, OriginClosed::Restart);
+    }
+
+    fn close_region(&mut self, region: &str, closed: OriginClosed) {
         self.origin(region).up = false;
         let dropped: Vec<LinkId> = self
             .sockets
@@ -212,7 +221,7 @@ impl World {
         for link in dropped {
             let actions = self
                 .relay
-                .on_origin_closed(link, self.caller_present, self.now);
+                .on_origin_closed(link, closed, self.caller_present, self.now);
             self.drive(actions);
         }
     }
@@ -324,9 +333,12 @@ impl World {
                 if self.sockets.iter().any(|(open, _)| *open == link) {
                     self.sockets.retain(|(open, _)| *open != link);
                     // The object sees its own close come back.
-                    return self
-                        .relay
-                        .on_origin_closed(link, self.caller_present, self.now);
+                    return self.relay.on_origin_closed(
+                        link,
+                        OriginClosed::Lost,
+                        self.caller_present,
+                        self.now,
+                    );
                 }
             }
             Action::SendToCaller(text) => {
@@ -751,7 +763,9 @@ fn a_replaced_origins_late_words_never_reach_the_caller() {
     w.kill("us-east-1");
     let late = w.relay.on_origin_text(old_link, piece("stale"), w.now);
     assert!(late.is_empty());
-    let late_close = w.relay.on_origin_closed(old_link, true, w.now);
+    let late_close = w
+        .relay
+        .on_origin_closed(old_link, OriginClosed::Lost, true, w.now);
     assert!(
         late_close.is_empty(),
         "no second failover for an old socket"
@@ -1294,4 +1308,59 @@ fn a_connection_given_up_on_that_opens_late_is_closed_and_the_live_one_kept() {
     w.caller_says(&setup());
     assert_eq!(w.origins["us-east-1"].received, vec![setup()]);
     assert_eq!(w.origins["us-east-1"].connections, 2);
+}
+
+/// The call's first exchange, then `second` said to us-east-1 (received, not yet answered).
+fn a_call_with_a_turn_in_flight() -> World {
+    let mut w = World::new(&["us-east-1", "us-west-2"]);
+    w.connect_caller();
+    w.caller_says(&setup());
+    w.caller_says(&prompt("first"));
+    w.origin_says(&piece("Hi."));
+    w.origin_says(&turn_end());
+    w.caller_says(&prompt("second"));
+    w
+}
+
+#[test]
+fn a_turn_an_origin_never_answered_before_its_restart_is_said_to_the_next_origin_once() {
+    let mut w = a_call_with_a_turn_in_flight();
+    w.restart("us-east-1");
+    assert_eq!(w.origin("us-west-2").received, [setup(), prompt("second")]);
+    // Answered there, nothing more goes anywhere twice.
+    w.origin_says(&piece("Sure."));
+    w.origin_says(&turn_end());
+    w.caller_says(&prompt("third"));
+    assert_eq!(
+        w.origin("us-west-2").received,
+        [setup(), prompt("second"), prompt("third")]
+    );
+    assert_eq!(
+        w.delivered
+            .iter()
+            .filter(|m| **m == prompt("second"))
+            .count(),
+        2,
+        "once to the origin that restarted, once to the next"
+    );
+}
+
+#[test]
+fn after_a_crash_or_an_answer_nothing_is_said_twice() {
+    let mut crashed = a_call_with_a_turn_in_flight();
+    crashed.kill("us-east-1");
+    assert_eq!(
+        crashed.origin("us-west-2").received,
+        [setup()],
+        "a crashed origin may have read it: not said again"
+    );
+
+    let mut answered = a_call_with_a_turn_in_flight();
+    answered.origin_says(&piece("Sure."));
+    answered.restart("us-east-1");
+    assert_eq!(
+        answered.origin("us-west-2").received,
+        [setup()],
+        "the origin spoke after it: it was read"
+    );
 }
