@@ -50,6 +50,11 @@ pub const JOURNAL_MAX_TOTAL: &str = "JOURNAL_MAX_TOTAL";
 /// Env var: how long a relay turn waits for its journal entry to be written before its reply
 /// is closed anyway (the entry stays journaled).
 pub const JOURNAL_WRITE_WAIT_MS: &str = "JOURNAL_WRITE_WAIT_MS";
+/// Env var ECS injects into every task: the container agent's endpoint; with it, the task
+/// protects itself from scale-in while it holds live calls (`crate::task_protection`).
+pub const ECS_AGENT_URI: &str = "ECS_AGENT_URI";
+/// Env var: minutes of scale-in protection asked for at a time (1–2880; 0 = never asked).
+pub const TASK_PROTECTION_MINUTES: &str = "TASK_PROTECTION_MINUTES";
 /// Env var (secret in production): `redis://…` or `rediss://…`; absent = in-process fan-out.
 pub const REDIS_URL: &str = "REDIS_URL";
 /// Env var: prefix of every Redis key and channel.
@@ -117,6 +122,9 @@ pub struct Config {
     pub journal: JournalLimits,
     /// How long a relay turn waits for its journal entry to be written.
     pub journal_write_wait: Duration,
+    /// ECS task scale-in protection while calls are live (`crate::task_protection`); `None`
+    /// outside ECS or when switched off.
+    pub task_protection: Option<TaskProtectionConfig>,
 }
 
 // Secrets stay out of logs and panics.
@@ -134,6 +142,7 @@ impl fmt::Debug for Config {
             .field("bedrock", &self.bedrock)
             .field("outbound_policy", &self.outbound_policy)
             .field("journal", &self.journal)
+            .field("task_protection", &self.task_protection)
             .finish_non_exhaustive()
     }
 }
@@ -184,6 +193,15 @@ impl DatabaseConfig {
             Backend::Postgres
         }
     }
+}
+
+/// ECS task scale-in protection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskProtectionConfig {
+    /// `ECS_AGENT_URI`, without a trailing slash.
+    pub agent_uri: String,
+    /// `TASK_PROTECTION_MINUTES`: asked for at a time, renewed at half time.
+    pub minutes: u32,
 }
 
 /// Redis.
@@ -353,11 +371,31 @@ impl Config {
             .unwrap_or(journal_defaults.total),
         };
         let journal_write_wait = reader.millis(JOURNAL_WRITE_WAIT_MS, 0..=60_000, 1_000);
+        let protection_minutes = reader.number(
+            TASK_PROTECTION_MINUTES,
+            0..=u64::from(shared::task_protection::MAX_MINUTES),
+            u64::from(shared::task_protection::DEFAULT_MINUTES),
+        );
+        let task_protection = reader
+            .parse(ECS_AGENT_URI, |uri| {
+                if uri.starts_with("http://") {
+                    Ok(uri.trim_end_matches('/').to_owned())
+                } else {
+                    Err(invalid(OriginIssue::WrongScheme("http://")))
+                }
+            })
+            .filter(|_| protection_minutes > 0)
+            .map(|agent_uri| TaskProtectionConfig {
+                agent_uri,
+                minutes: u32::try_from(protection_minutes)
+                    .unwrap_or(shared::task_protection::DEFAULT_MINUTES),
+            });
 
         reader.finish()?;
         Ok(Self {
             journal,
             journal_write_wait,
+            task_protection,
             listen_addr,
             log_format,
             log_filter,
@@ -459,6 +497,26 @@ mod tests {
         map.entry(EDGE_SIGNING_SECRET.to_owned())
             .or_insert_with(|| SECRET.to_owned());
         Config::from_lookup(|key| map.get(key).cloned())
+    }
+
+    #[test]
+    fn task_protection_needs_the_ecs_agent_and_can_be_switched_off() {
+        let outside_ecs = parse(&[]).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(outside_ecs.task_protection, None);
+        let agent = "http://169.254.170.2/api/abc-123/";
+        let inside = parse(&[(ECS_AGENT_URI, agent)]).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(
+            inside.task_protection,
+            Some(TaskProtectionConfig {
+                agent_uri: "http://169.254.170.2/api/abc-123".into(),
+                minutes: shared::task_protection::DEFAULT_MINUTES,
+            })
+        );
+        let off = parse(&[(ECS_AGENT_URI, agent), (TASK_PROTECTION_MINUTES, "0")])
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(off.task_protection, None);
+        assert!(parse(&[(TASK_PROTECTION_MINUTES, "2881")]).is_err());
+        assert!(parse(&[(ECS_AGENT_URI, "https://agent")]).is_err());
     }
 
     #[test]

@@ -72,6 +72,7 @@ pub mod request_id;
 mod routes;
 pub mod signing_secret;
 pub mod store;
+pub mod task_protection;
 pub mod tools;
 pub mod turn;
 pub mod webhooks;
@@ -320,6 +321,10 @@ pub async fn serve(
     // sent waits in the outbox for another replica (or the next start).
     let delivering = tokio::spawn(webhooks::deliver(state.clone()));
     let census = tokio::spawn(log_live_calls(Arc::clone(&metrics)));
+    // Runs through the drain, which gives the protection back; it ends with the process.
+    if let Some(config) = state.config.task_protection.clone() {
+        tokio::spawn(task_protection::keep(state.clone(), config));
+    }
     let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!(

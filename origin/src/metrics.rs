@@ -59,6 +59,8 @@ pub struct Metrics {
     pub webhook_pending: Gauge,
     /// `origin_database_up`: 1 while the background probe finds the database up.
     pub database_up: Gauge,
+    /// `origin_task_protected`: 1 while ECS has acknowledged this task's scale-in protection.
+    pub task_protected: Gauge,
     /// `origin_journal_depth`: live calls' turns waiting for the database (`crate::journal`).
     pub journal_depth: Gauge,
     /// `origin_journal_oldest_age_ms`: how long the oldest of them has waited.
@@ -201,6 +203,12 @@ impl Metrics {
             "Webhook deliveries waiting in the outbox",
             webhook_pending.clone(),
         );
+        let task_protected = Gauge::default();
+        registry.register(
+            "task_protected",
+            "Whether ECS protects this task from scale-in while it holds live calls",
+            task_protected.clone(),
+        );
         let database_up = Gauge::default();
         registry.register(
             "database_up",
@@ -233,6 +241,7 @@ impl Metrics {
         );
         Self {
             database_up,
+            task_protected,
             journal_depth,
             journal_oldest_age_ms,
             journal_written_late,

@@ -5,6 +5,7 @@
 #[macro_use]
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bedrock_emulator::{Fault, FaultKind, ModelScript};
@@ -1272,4 +1273,105 @@ async fn redis_going_away_degrades_to_in_process_without_failing_calls_and_comes
             "events never crossed replicas through Redis"
         );
     }
+}
+
+/// A stand-in for the ECS container agent's task-protection endpoint: records each PUT's body
+/// and refuses the first one the way the agent does when ECS refuses (a `failure` object).
+async fn ecs_agent() -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let recorded = Arc::clone(&seen);
+    let app = axum::Router::new().route(
+        "/api/task-1/task-protection/v1/state",
+        axum::routing::put(move |axum::Json(body): axum::Json<Value>| {
+            let recorded = Arc::clone(&recorded);
+            async move {
+                let mut seen = recorded.lock().unwrap_or_else(|e| e.into_inner());
+                seen.push(body.clone());
+                if seen.len() == 1 {
+                    return (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        axum::Json(json!({"failure": {"Arn": "task-1", "Reason": "THROTTLED"}})),
+                    );
+                }
+                let enabled = body["ProtectionEnabled"] == true;
+                (
+                    axum::http::StatusCode::OK,
+                    axum::Json(
+                        json!({"protection": {"ProtectionEnabled": enabled, "TaskArn": "task-1"}}),
+                    ),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/api/task-1"), seen)
+}
+
+#[tokio::test]
+async fn a_task_holding_live_calls_protects_itself_from_scale_in_and_gives_it_back_after() {
+    let (agent_uri, seen) = ecs_agent().await;
+    let mut options = Options::new(Db::Sqlite);
+    options.env = vec![
+        ("ECS_AGENT_URI".into(), agent_uri),
+        ("TASK_PROTECTION_MINUTES".into(), "90".into()),
+    ];
+    let origin = Origin::start(options).await;
+    let client = origin.client("acme");
+    client.agent("a1", "m", &[]).await;
+    let call = client.call("a1").await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(
+        seen.lock().unwrap_or_else(|e| e.into_inner()).is_empty(),
+        "no live call, nothing asked"
+    );
+
+    let mut relay = client.relay(&call).await;
+    relay.setup(&call, json!({})).await;
+    // The first request is refused; the next check asks again.
+    eventually(Duration::from_secs(5), "ECS protects the task", || async {
+        origin
+            .state
+            .metrics
+            .render()
+            .lines()
+            .any(|line| line == "origin_task_protected 1")
+    })
+    .await;
+    let protects = |seen: &[Value]| {
+        seen.iter()
+            .filter(|b| **b == json!({"ProtectionEnabled": true, "ExpiresInMinutes": 90}))
+            .count()
+    };
+    let asked = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(
+        protects(&asked),
+        2,
+        "asked twice, refused then granted: {asked:?}"
+    );
+
+    relay.close().await;
+    eventually(
+        Duration::from_secs(5),
+        "the protection is given back",
+        || async {
+            origin
+                .state
+                .metrics
+                .render()
+                .lines()
+                .any(|line| line == "origin_task_protected 0")
+        },
+    )
+    .await;
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(
+        seen.last(),
+        Some(&json!({"ProtectionEnabled": false})),
+        "{seen:?}"
+    );
+    assert_eq!(protects(&seen), 2, "not renewed before half time: {seen:?}");
 }

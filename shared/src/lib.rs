@@ -43,6 +43,7 @@ pub mod secret;
 pub mod session_token;
 pub mod signature;
 pub mod signing;
+pub mod task_protection;
 pub mod telnyx;
 pub mod ttl_map;
 pub mod turn;
