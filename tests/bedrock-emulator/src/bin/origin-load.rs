@@ -7,6 +7,10 @@
 //! origin-load relay --origin URL --secret K --tenant T --agent A --conversations N --seconds S --warmup S --think-ms T
 //!     N ConversationRelay conversations through the origin: time from sending a final
 //!     `prompt` to the first `text` message back.
+//! origin-load sse --origin URL --secret K --tenant T --agent A --conversations N --seconds S --warmup S --think-ms T
+//!     N API conversations through the origin: each creates its call (`POST /v1/calls`), then
+//!     sends turns as `POST /v1/calls/{id}/turns`: time from sending to the first `token` event
+//!     of the Server-Sent Events reply (the stream is read to its end before the next turn).
 //! origin-load hold --origin URL --secret K --tenant T --agent A --connections N
 //!     Opens N relay sockets (each sends `setup`), prints when they are open, holds them until
 //!     stdin closes (or a line arrives), then closes them.
@@ -100,6 +104,28 @@ struct Samples {
     turns: u64,
 }
 
+impl Samples {
+    /// One turn sent at `sent`: its time to first token when it had one and did not fail,
+    /// counted when it was sent inside the measured window.
+    fn record(
+        &mut self,
+        window: (Instant, Instant),
+        sent: Instant,
+        first: Option<Duration>,
+        failed: bool,
+    ) {
+        self.turns += 1;
+        match first {
+            Some(ttft) if !failed => {
+                if sent >= window.0 && sent < window.1 {
+                    self.ttft_ms.push(ttft.as_secs_f64() * 1000.0);
+                }
+            }
+            _ => self.errors += 1,
+        }
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -143,8 +169,9 @@ async fn main() -> ExitCode {
         Ok(args) => match mode.as_str() {
             "direct" => direct(&args).await,
             "relay" => relay(&args).await,
+            "sse" => sse(&args).await,
             "hold" => hold(&args).await,
-            _ => Err("usage: origin-load direct|relay|hold --flag value …".into()),
+            _ => Err("usage: origin-load direct|relay|sse|hold --flag value …".into()),
         },
         Err(error) => Err(error),
     };
@@ -273,6 +300,7 @@ async fn direct(args: &Args) -> Result<serde_json::Value, String> {
     Ok(summary("direct", conversations, samples, started.elapsed()))
 }
 
+/// The origin, reached as the edge reaches it (signed headers naming the principal).
 struct Relay {
     base: String,
     secret: String,
@@ -282,7 +310,7 @@ struct Relay {
 impl Relay {
     fn from(args: &Args) -> Result<Self, String> {
         Ok(Self {
-            base: args.text("origin")?.replacen("http://", "ws://", 1),
+            base: args.text("origin")?,
             secret: args.text("secret")?,
             principal: Principal {
                 tenant_id: args.text("tenant")?,
@@ -294,12 +322,13 @@ impl Relay {
         })
     }
 
-    /// Connects a call's relay socket with the edge's signed headers.
-    async fn connect(&self, call_id: &str) -> Result<Socket, String> {
-        let path = format!("/v1/calls/{call_id}/relay");
-        let mut request = format!("{}{path}", self.base)
-            .into_client_request()
-            .map_err(|e| e.to_string())?;
+    /// The edge's signed headers for one request (`body`: its hash, or a WebSocket's marker).
+    fn edge_headers(
+        &self,
+        method: &str,
+        path: &str,
+        body: BodyHash,
+    ) -> Result<[(&'static str, String); 4], String> {
         let principal = self.principal.to_header();
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -309,22 +338,31 @@ impl Relay {
         let signature = sign(
             self.secret.as_bytes(),
             &SignedRequest {
-                method: "GET",
-                path_and_query: &path,
+                method,
+                path_and_query: path,
                 timestamp,
                 nonce: &nonce,
-                body: BodyHash::Stream,
+                body,
                 principal: &principal,
             },
         )
         .map_err(|e| e.to_string())?;
-        let headers = request.headers_mut();
-        for (name, value) in [
+        Ok([
             (shared::headers::EDGE_TIMESTAMP, timestamp.to_string()),
             (shared::headers::EDGE_NONCE, nonce),
             (shared::headers::EDGE_SIGNATURE, signature),
             (shared::headers::EDGE_PRINCIPAL, principal),
-        ] {
+        ])
+    }
+
+    /// Connects a call's relay socket with the edge's signed headers.
+    async fn connect(&self, call_id: &str) -> Result<Socket, String> {
+        let path = format!("/v1/calls/{call_id}/relay");
+        let mut request = format!("{}{path}", self.base.replacen("http://", "ws://", 1))
+            .into_client_request()
+            .map_err(|e| e.to_string())?;
+        let headers = request.headers_mut();
+        for (name, value) in self.edge_headers("GET", &path, BodyHash::Stream)? {
             headers.insert(name, value.parse().map_err(|_| "bad header".to_owned())?);
         }
         // Small buffers: the hold test opens ten thousand of these in one process.
@@ -413,17 +451,10 @@ async fn relay(args: &Args) -> Result<serde_json::Value, String> {
                             _ => {}
                         }
                     }
-                    let mut samples = samples.lock().await;
-                    samples.turns += 1;
-                    match first {
-                        Some(ttft) if !failed => {
-                            if sent >= measure_from && sent < until {
-                                samples.ttft_ms.push(ttft.as_secs_f64() * 1000.0);
-                            }
-                        }
-                        _ => samples.errors += 1,
-                    }
-                    drop(samples);
+                    samples
+                        .lock()
+                        .await
+                        .record((measure_from, until), sent, first, failed);
                     tokio::time::sleep(jitter.around(think)).await;
                 }
                 let _ = socket.close(None).await;
@@ -443,6 +474,140 @@ async fn relay(args: &Args) -> Result<serde_json::Value, String> {
         .map_err(|_| "samples still shared".to_owned())?
         .into_inner();
     Ok(summary("relay", conversations, samples, started.elapsed()))
+}
+
+/// An HTTP/1.1 client to the origin, keeping connections alive between turns.
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+impl Relay {
+    /// Sends a signed request with a JSON `body`; the response as it arrives.
+    async fn post(
+        &self,
+        client: &HttpClient,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+        let body = body.to_string();
+        let mut request = hyper::Request::post(format!("{}{path}", self.base))
+            .header("content-type", "application/json");
+        for (name, value) in self.edge_headers("POST", path, BodyHash::of(body.as_bytes()))? {
+            request = request.header(name, value);
+        }
+        let request = request
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        client.request(request).await.map_err(|e| e.to_string())
+    }
+}
+
+/// Reads an SSE reply to its end: when its first `token` event arrived (after `sent`), and
+/// whether it carried an `error` event.
+async fn read_reply(
+    response: hyper::Response<hyper::body::Incoming>,
+    sent: Instant,
+) -> Result<(Option<Duration>, bool), String> {
+    use http_body_util::BodyExt;
+    if !response.status().is_success() {
+        return Err(format!("turn answered {}", response.status()));
+    }
+    let token = format!("event: {}\n", shared::turn::EVENT_TOKEN);
+    let error = format!("event: {}\n", shared::turn::EVENT_ERROR);
+    let (mut first, mut failed, mut seen) = (None, false, String::new());
+    let mut body = response.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        seen.push_str(&String::from_utf8_lossy(data));
+        if first.is_none() && seen.contains(&token) {
+            first = Some(sent.elapsed());
+        }
+        failed |= seen.contains(&error);
+        // Only the tail can hold the start of an event name split across frames.
+        if seen.len() > 64 {
+            let keep = seen.len() - 32;
+            let cut = (keep..seen.len())
+                .find(|&at| seen.is_char_boundary(at))
+                .unwrap_or(seen.len());
+            seen.drain(..cut);
+        }
+    }
+    Ok((first, failed))
+}
+
+async fn sse(args: &Args) -> Result<serde_json::Value, String> {
+    let api = Arc::new(Relay::from(args)?);
+    let agent = args.text("agent")?;
+    let run = args.text("run")?;
+    let conversations = args.number("conversations", 1)?;
+    let seconds = args.number("seconds", 5)?;
+    let warmup = args.number("warmup", 1)?;
+    let think = args.number("think-ms", 1000)?;
+    let client: HttpClient =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let started = Instant::now();
+    let measure_from = started + Duration::from_secs(warmup);
+    let until = measure_from + Duration::from_secs(seconds);
+    let samples = Arc::new(Mutex::new(Samples::default()));
+    let mut tasks = Vec::new();
+    for index in 0..conversations {
+        let (api, client, samples) = (Arc::clone(&api), client.clone(), Arc::clone(&samples));
+        let (agent, call_id) = (agent.clone(), format!("sse-{run}-{index}"));
+        tasks.push(tokio::spawn(async move {
+            let mut jitter = Jitter(0x9E37_79B9_7F4A_7C15 ^ (index + 1));
+            let outcome = async {
+                let created = api
+                    .post(
+                        &client,
+                        "/v1/calls",
+                        &serde_json::json!({"id": call_id, "agent_id": agent, "source": "api"}),
+                    )
+                    .await?;
+                if !created.status().is_success() {
+                    return Err(format!("call answered {}", created.status()));
+                }
+                let path = format!("/v1/calls/{call_id}/turns");
+                tokio::time::sleep(jitter.around(think)).await;
+                let mut turn = 0;
+                while Instant::now() < until {
+                    turn += 1;
+                    let text = format!("Turn {turn} of conversation {index}");
+                    let sent = Instant::now();
+                    let response = api
+                        .post(
+                            &client,
+                            &path,
+                            &serde_json::json!({"text": text, "lang": "en-US"}),
+                        )
+                        .await?;
+                    let (first, failed) = read_reply(response, sent).await?;
+                    samples
+                        .lock()
+                        .await
+                        .record((measure_from, until), sent, first, failed);
+                    tokio::time::sleep(jitter.around(think)).await;
+                }
+                Ok::<(), String>(())
+            }
+            .await;
+            if let Err(error) = outcome {
+                eprintln!("conversation {index}: {error}");
+                samples.lock().await.errors += 1;
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let samples = Arc::try_unwrap(samples)
+        .map_err(|_| "samples still shared".to_owned())?
+        .into_inner();
+    Ok(summary("sse", conversations, samples, started.elapsed()))
 }
 
 async fn hold(args: &Args) -> Result<serde_json::Value, String> {
