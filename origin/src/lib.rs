@@ -58,6 +58,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub mod config;
+pub mod conversations;
 pub mod db_health;
 pub mod edge_auth;
 pub mod error;
@@ -78,6 +79,7 @@ pub mod webhooks;
 
 pub use config::Config;
 
+use crate::conversations::Conversations;
 use crate::db_health::DbHealth;
 use crate::fanout::Fanout;
 use crate::journal::Journals;
@@ -126,6 +128,8 @@ pub struct AppState {
     pub db_health: Arc<DbHealth>,
     /// The live calls' write-behind journals.
     pub journals: Arc<Journals>,
+    /// The API's conversations kept between their SSE turns.
+    pub conversations: Arc<Conversations>,
 }
 
 impl AppState {
@@ -139,6 +143,7 @@ impl AppState {
     ) -> Self {
         let outbound = OutboundClient::new(config.outbound_policy, Arc::new(SystemResolver));
         let journals = Journals::new(config.journal, &metrics);
+        let conversations = Conversations::new(fanout.subscribe());
         Self {
             config: Arc::new(config),
             store,
@@ -152,6 +157,7 @@ impl AppState {
             webhooks: Arc::new(webhooks::Doorbell::default()),
             db_health: Arc::new(DbHealth::default()),
             journals: Arc::new(journals),
+            conversations: Arc::new(conversations),
         }
     }
 
