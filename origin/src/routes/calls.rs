@@ -23,13 +23,14 @@ use shared::turn::{
     DoneEvent, EVENT_DONE, EVENT_ERROR, EVENT_TOKEN, TokenEvent, TurnList, TurnRequest, TurnRole,
 };
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::{json_body, load_agent, stored};
 use crate::AppState;
 use crate::conversations::Conversation;
 use crate::edge_auth::Caller;
 use crate::error::{AppError, Failed, OrFail};
-use crate::request_id::RequestId;
+use crate::request_id::{LogsItsOwnLine, RequestId};
 use crate::store::{AnswerOutcome, EndOutcome, NewTurn, StoreError};
 use crate::turn::{self, Ending, Stop, StopSignal, TurnError, TurnInput};
 
@@ -334,56 +335,60 @@ pub async fn turn(
     let ticket = begun.ticket;
     let task_state = state.clone();
     let rid = request_id.as_str().to_owned();
-    tokio::spawn(async move {
-        let stop = StopSignal::default();
-        let text = request.text.trim();
-        let sink = |piece: String| pieces_tx.send(piece).is_ok();
-        let outcome = {
-            let run = turn::run(
-                &task_state,
-                TurnInput {
-                    tenant: &tenant,
-                    call_id: &id,
-                    agent: &agent,
-                    history: &conversation.history,
-                    text,
-                    lang: request.lang.as_deref(),
-                    reply_lang: None,
-                    // An API client's turn has no carrier session: built-ins are not offered.
-                    carrier: None,
-                    // `done` says the turn is durable: written directly, never behind.
-                    journal: None,
-                },
-                &sink,
-                &stop,
-            );
-            tokio::pin!(run);
-            // A client that hangs up stops the turn, which cancels the model request; the turn
-            // still ends (what was said is stored).
-            tokio::select! {
-                outcome = &mut run => outcome,
-                () = pieces_tx.closed() => {
-                    stop.stop(Stop::ClientGone);
-                    run.await
+    tokio::spawn(
+        async move {
+            let stop = StopSignal::default();
+            let text = request.text.trim();
+            let sink = |piece: String| pieces_tx.send(piece).is_ok();
+            let outcome = {
+                let run = turn::run(
+                    &task_state,
+                    TurnInput {
+                        tenant: &tenant,
+                        call_id: &id,
+                        agent: &agent,
+                        history: &conversation.history,
+                        text,
+                        lang: request.lang.as_deref(),
+                        reply_lang: None,
+                        // An API client's turn has no carrier session: built-ins are not offered.
+                        carrier: None,
+                        // `done` says the turn is durable: written directly, never behind.
+                        journal: None,
+                    },
+                    &sink,
+                    &stop,
+                );
+                tokio::pin!(run);
+                // A client that hangs up stops the turn, which cancels the model request; the turn
+                // still ends (what was said is stored).
+                tokio::select! {
+                    outcome = &mut run => outcome,
+                    () = pieces_tx.closed() => {
+                        stop.stop(Stop::ClientGone);
+                        run.await
+                    }
                 }
-            }
-        };
-        if let (Some(ticket), Ok(report)) = (ticket, &outcome) {
-            // Kept before `done` leaves, so the client's next turn finds it.
-            let user = NewTurn {
-                lang: request.lang.clone(),
-                ..NewTurn::said(TurnRole::User, text, task_state.now_ms())
             };
-            let reply = report.reply_seq.zip(report.reply.as_ref());
-            let added = std::iter::once(user.stored(report.user_seq))
-                .chain(reply.map(|(seq, reply)| reply.stored(seq)))
-                .collect();
-            ticket.keep(conversation, added);
+            if let (Some(ticket), Ok(report)) = (ticket, &outcome) {
+                // Kept before `done` leaves, so the client's next turn finds it.
+                let user = NewTurn {
+                    lang: request.lang.clone(),
+                    ..NewTurn::said(TurnRole::User, text, task_state.now_ms())
+                };
+                let reply = report.reply_seq.zip(report.reply.as_ref());
+                let added = std::iter::once(user.stored(report.user_seq))
+                    .chain(reply.map(|(seq, reply)| reply.stored(seq)))
+                    .collect();
+                ticket.keep(conversation, added);
+            }
+            let event = final_event(&outcome, &rid);
+            let _ = final_tx.send(event);
+            // The token stream ends here (the last sender goes), then `last` sends the final event.
         }
-        let event = final_event(&outcome, &rid);
-        let _ = final_tx.send(event);
-        // The token stream ends here (the last sender goes), then `last` sends the final event.
-    });
+        // Its `turn finished` line is the request's line (`LogsItsOwnLine`).
+        .instrument(tracing::Span::current()),
+    );
 
     let tokens = stream::unfold(pieces_rx, |mut rx| async move {
         let piece = rx.recv().await?;
@@ -400,9 +405,11 @@ pub async fn turn(
                 .data(ErrorBody::new("internal", "internal error", "").to_json())
         }))
     });
-    Ok(Sse::new(tokens.chain(last))
+    let mut response = Sse::new(tokens.chain(last))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
-        .into_response())
+        .into_response();
+    response.extensions_mut().insert(LogsItsOwnLine);
+    Ok(response)
 }
 
 /// A call's conversation as stored: 404 for no such call (in this tenant), 409 once it ended.

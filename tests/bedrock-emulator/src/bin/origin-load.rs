@@ -322,13 +322,14 @@ impl Relay {
         })
     }
 
-    /// The edge's signed headers for one request (`body`: its hash, or a WebSocket's marker).
+    /// The edge's signed headers for one request (`body`: its hash, or a WebSocket's marker),
+    /// with its request id.
     fn edge_headers(
         &self,
         method: &str,
         path: &str,
         body: BodyHash,
-    ) -> Result<[(&'static str, String); 4], String> {
+    ) -> Result<[(&'static str, String); 5], String> {
         let principal = self.principal.to_header();
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -352,6 +353,11 @@ impl Relay {
             (shared::headers::EDGE_NONCE, nonce),
             (shared::headers::EDGE_SIGNATURE, signature),
             (shared::headers::EDGE_PRINCIPAL, principal),
+            // The edge names every request it forwards (voice-router's `origin.rs`).
+            (
+                shared::headers::REQUEST_ID,
+                uuid::Uuid::new_v4().to_string(),
+            ),
         ])
     }
 
