@@ -1,5 +1,5 @@
 // Origin benchmark: the time-to-first-token the origin adds on top of Bedrock, and how many
-// relay WebSockets it holds in how much memory. Loopback only, bounded (~1.5 minutes).
+// relay WebSockets it holds in how much memory. Loopback only, bounded (~2 minutes).
 //
 // 1. TTFT: the Bedrock emulator answers with a fixed 50 ms time to first token. The Rust load
 //    generator (tests/bedrock-emulator/src/bin/origin-load.rs) runs N concurrent conversations
@@ -8,13 +8,17 @@
 //    Added TTFT = origin percentile − direct percentile, at 1, 100 and 1,000 conversations.
 //    Conversations pause like callers between turns (think time ±50%) and grow their history.
 //    The same conversations as API turns (`POST /v1/calls/{id}/turns`, Server-Sent Events,
-//    prompt → first `token` event) run beside the relay at each level (issue 19).
+//    prompt → first `token` event, the stream read to its end) run beside the relay at each
+//    level, with their ratio to the relay's (issue 19).
 // 1b. Closed loop: 100 conversations with no think time, relay then SSE: streams per second and
 //    the origin's CPU per stream (utime + stime from /proc/<pid>/stat over the run / turns).
 // 2. Connections: a fresh origin, then 10,000 relay sockets each bound to a call (`setup`);
 //    RSS from /proc/<pid>/status before and after.
 //
 // Inputs (tests/stack/bench.sh sets them): ORIGIN_BIN, EMULATOR_BIN, LOAD_BIN (release builds).
+// Alone: `tests/stack/bench.sh origin`, or, once `cargo build --profile server -p origin -p
+// bedrock-emulator` has run, `source tests/stack/env.sh` and `node tests/bench/origin.bench.mjs`
+// with the three set to `$CARGO_TARGET_DIR/server/{origin,bedrock-emulator,origin-load}`.
 // Every process shares the same machine (2 cores here): the figures include that contention.
 
 import { spawn } from "node:child_process";
@@ -172,6 +176,13 @@ try {
       const key = `${stat}_ms`;
       const added = sse[key] - direct[key];
       const relayAdded = relay[key] - direct[key];
+      rows.push({
+        figure: `TTFT via SSE turn ${stat} @${n}`,
+        value: sse[key],
+        unit: "ms",
+        baseline: `via relay ${stat}: ${relay[key].toFixed(2)} ms`,
+        ratio: sse[key] / relay[key],
+      });
       rows.push({
         figure: `SSE turn added TTFT ${stat} @${n}`,
         value: added,

@@ -421,15 +421,12 @@ async fn relay(args: &Args) -> Result<serde_json::Value, String> {
     let started = Instant::now();
     let measure_from = started + Duration::from_secs(warmup);
     let until = measure_from + Duration::from_secs(seconds);
-    let samples = Arc::new(Mutex::new(Samples::default()));
-    let mut tasks = Vec::new();
-    for index in 0..conversations {
+    let samples = run_conversations(conversations, |index, samples| {
         let relay = Arc::clone(&relay);
-        let samples = Arc::clone(&samples);
         let (agent, call_id) = (agent.clone(), format!("bench-{run}-{index}"));
-        tasks.push(tokio::spawn(async move {
+        async move {
             let mut jitter = Jitter(0x9E37_79B9_7F4A_7C15 ^ (index + 1));
-            let outcome = async {
+            {
                 let mut socket = relay.connect(&call_id).await?;
                 send_json(&mut socket, &setup(&call_id, &agent)).await?;
                 tokio::time::sleep(jitter.around(think)).await;
@@ -466,19 +463,9 @@ async fn relay(args: &Args) -> Result<serde_json::Value, String> {
                 let _ = socket.close(None).await;
                 Ok::<(), String>(())
             }
-            .await;
-            if let Err(error) = outcome {
-                eprintln!("conversation {index}: {error}");
-                samples.lock().await.errors += 1;
-            }
-        }));
-    }
-    for task in tasks {
-        let _ = task.await;
-    }
-    let samples = Arc::try_unwrap(samples)
-        .map_err(|_| "samples still shared".to_owned())?
-        .into_inner();
+        }
+    })
+    .await?;
     Ok(summary("relay", conversations, samples, started.elapsed()))
 }
 
@@ -489,24 +476,30 @@ type HttpClient = hyper_util::client::legacy::Client<
 >;
 
 impl Relay {
-    /// Sends a signed request with a JSON `body`; the response as it arrives.
-    async fn post(
+    /// A signed POST with a JSON `body`, ready to send.
+    fn signed_post(
         &self,
-        client: &HttpClient,
         path: &str,
         body: &serde_json::Value,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+    ) -> Result<hyper::Request<http_body_util::Full<bytes::Bytes>>, String> {
         let body = body.to_string();
         let mut request = hyper::Request::post(format!("{}{path}", self.base))
             .header("content-type", "application/json");
         for (name, value) in self.edge_headers("POST", path, BodyHash::of(body.as_bytes()))? {
             request = request.header(name, value);
         }
-        let request = request
+        request
             .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
-        client.request(request).await.map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())
     }
+}
+
+/// Sends a request; the response as it arrives.
+async fn send(
+    client: &HttpClient,
+    request: hyper::Request<http_body_util::Full<bytes::Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+    client.request(request).await.map_err(|e| e.to_string())
 }
 
 /// Reads an SSE reply to its end: when its first `token` event arrived (after `sent`), and
@@ -553,27 +546,23 @@ async fn sse(args: &Args) -> Result<serde_json::Value, String> {
     let seconds = args.number("seconds", 5)?;
     let warmup = args.number("warmup", 1)?;
     let think = args.number("think-ms", 1000)?;
+    // Small requests go out at once, as the edge's do (no Nagle delay behind the last ACK).
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
     let client: HttpClient =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http();
+            .build(connector);
     let started = Instant::now();
     let measure_from = started + Duration::from_secs(warmup);
     let until = measure_from + Duration::from_secs(seconds);
-    let samples = Arc::new(Mutex::new(Samples::default()));
-    let mut tasks = Vec::new();
-    for index in 0..conversations {
-        let (api, client, samples) = (Arc::clone(&api), client.clone(), Arc::clone(&samples));
+    let samples = run_conversations(conversations, |index, samples| {
+        let (api, client) = (Arc::clone(&api), client.clone());
         let (agent, call_id) = (agent.clone(), format!("sse-{run}-{index}"));
-        tasks.push(tokio::spawn(async move {
+        async move {
             let mut jitter = Jitter(0x9E37_79B9_7F4A_7C15 ^ (index + 1));
-            let outcome = async {
-                let created = api
-                    .post(
-                        &client,
-                        "/v1/calls",
-                        &serde_json::json!({"id": call_id, "agent_id": agent, "source": "api"}),
-                    )
-                    .await?;
+            {
+                let create = serde_json::json!({"id": call_id, "agent_id": agent, "source": "api"});
+                let created = send(&client, api.signed_post("/v1/calls", &create)?).await?;
                 if !created.status().is_success() {
                     return Err(format!("call answered {}", created.status()));
                 }
@@ -583,14 +572,12 @@ async fn sse(args: &Args) -> Result<serde_json::Value, String> {
                 while Instant::now() < until {
                     turn += 1;
                     let text = format!("Turn {turn} of conversation {index}");
+                    let request = api
+                        .signed_post(&path, &serde_json::json!({"text": text, "lang": "en-US"}))?;
+                    // As for the relay, the clock starts once the prompt is ready to go (the
+                    // relay's once its frame is written; here just before the request is).
                     let sent = Instant::now();
-                    let response = api
-                        .post(
-                            &client,
-                            &path,
-                            &serde_json::json!({"text": text, "lang": "en-US"}),
-                        )
-                        .await?;
+                    let response = send(&client, request).await?;
                     let (first, failed) = read_reply(response, sent).await?;
                     samples
                         .lock()
@@ -600,8 +587,26 @@ async fn sse(args: &Args) -> Result<serde_json::Value, String> {
                 }
                 Ok::<(), String>(())
             }
-            .await;
-            if let Err(error) = outcome {
+        }
+    })
+    .await?;
+    Ok(summary("sse", conversations, samples, started.elapsed()))
+}
+
+/// Runs `count` conversations at once, each the future `converse(index, samples)` makes, to
+/// their end; a conversation that fails counts one error (and says why on stderr).
+async fn run_conversations<F, Fut>(count: u64, converse: F) -> Result<Samples, String>
+where
+    F: Fn(u64, Arc<Mutex<Samples>>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    let samples = Arc::new(Mutex::new(Samples::default()));
+    let mut tasks = Vec::new();
+    for index in 0..count {
+        let conversation = converse(index, Arc::clone(&samples));
+        let samples = Arc::clone(&samples);
+        tasks.push(tokio::spawn(async move {
+            if let Err(error) = conversation.await {
                 eprintln!("conversation {index}: {error}");
                 samples.lock().await.errors += 1;
             }
@@ -610,10 +615,9 @@ async fn sse(args: &Args) -> Result<serde_json::Value, String> {
     for task in tasks {
         let _ = task.await;
     }
-    let samples = Arc::try_unwrap(samples)
-        .map_err(|_| "samples still shared".to_owned())?
-        .into_inner();
-    Ok(summary("sse", conversations, samples, started.elapsed()))
+    Arc::try_unwrap(samples)
+        .map(Mutex::into_inner)
+        .map_err(|_| "samples still shared".to_owned())
 }
 
 async fn hold(args: &Args) -> Result<serde_json::Value, String> {
