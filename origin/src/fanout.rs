@@ -222,6 +222,14 @@ impl Fanout {
         lock(&self.sessions)
     }
 
+    /// Whether the events of every replica reach this one now: always without Redis (one
+    /// replica), while it is connected with it.
+    pub fn events_reach_every_replica(&self) -> bool {
+        self.redis
+            .as_ref()
+            .is_none_or(|r| r.client.is_connected() && r.subscriber.is_connected())
+    }
+
     fn redis_up(&self) -> Option<&RedisLink> {
         self.redis.as_ref().filter(|r| r.client.is_connected())
     }

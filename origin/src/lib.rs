@@ -58,6 +58,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub mod config;
+pub mod conversations;
 pub mod db_health;
 pub mod edge_auth;
 pub mod error;
@@ -79,6 +80,7 @@ pub mod webhooks;
 
 pub use config::Config;
 
+use crate::conversations::Conversations;
 use crate::db_health::DbHealth;
 use crate::fanout::Fanout;
 use crate::journal::Journals;
@@ -127,6 +129,8 @@ pub struct AppState {
     pub db_health: Arc<DbHealth>,
     /// The live calls' write-behind journals.
     pub journals: Arc<Journals>,
+    /// The API's conversations kept between their SSE turns.
+    pub conversations: Arc<Conversations>,
 }
 
 impl AppState {
@@ -140,6 +144,7 @@ impl AppState {
     ) -> Self {
         let outbound = OutboundClient::new(config.outbound_policy, Arc::new(SystemResolver));
         let journals = Journals::new(config.journal, &metrics);
+        let conversations = Conversations::new(fanout.subscribe());
         Self {
             config: Arc::new(config),
             store,
@@ -153,6 +158,7 @@ impl AppState {
             webhooks: Arc::new(webhooks::Doorbell::default()),
             db_health: Arc::new(DbHealth::default()),
             journals: Arc::new(journals),
+            conversations: Arc::new(conversations),
         }
     }
 

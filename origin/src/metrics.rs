@@ -69,6 +69,9 @@ pub struct Metrics {
     pub journal_written_late: Counter,
     /// `origin_journal_dropped_total`: turns that could not be kept.
     pub journal_dropped: Counter,
+    /// `origin_conversation_reads_total{source}`: where an SSE turn found its call's
+    /// conversation (`kept` in process, or read from the `database`; `crate::conversations`).
+    pub conversation_reads: Family<Labels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -128,6 +131,12 @@ impl Metrics {
             "guardrail_interventions",
             "Replies a Bedrock guardrail ended",
             guardrail_interventions.clone(),
+        );
+        let conversation_reads = Family::<Labels, Counter>::default();
+        registry.register(
+            "conversation_reads",
+            "Where SSE turns found their call's conversation (kept in process or the database)",
+            conversation_reads.clone(),
         );
         let relay_ignored = Family::<Labels, Counter>::default();
         registry.register(
@@ -246,6 +255,7 @@ impl Metrics {
             journal_oldest_age_ms,
             journal_written_late,
             journal_dropped,
+            conversation_reads,
             registry,
             requests,
             ttft,

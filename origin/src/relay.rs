@@ -752,6 +752,7 @@ impl Session {
                 .await,
         ) {
             Ok(EndOutcome::Ended(call)) => {
+                state.conversations.forget(&self.tenant, &self.call_id);
                 let mut event = CallEvent::new(
                     CallEventKind::CallEnded,
                     &self.tenant,

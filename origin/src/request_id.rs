@@ -37,7 +37,14 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     }
 }
 
-/// Middleware: assigns the id, logs the request once it is answered, echoes the id back.
+/// In a response's extensions: its request logs its own line, inside the request's span, when
+/// it is done (an SSE turn's `turn finished`), so [`assign`] writes no `answered` line for it —
+/// one line per turn, as on the relay.
+#[derive(Debug, Clone, Copy)]
+pub struct LogsItsOwnLine;
+
+/// Middleware: assigns the id, logs the request once it is answered (unless it
+/// [`LogsItsOwnLine`]), echoes the id back.
 pub async fn assign(mut request: Request, next: Next) -> Response {
     let incoming = request
         .headers()
@@ -58,13 +65,15 @@ pub async fn assign(mut request: Request, next: Next) -> Response {
     );
     let started = std::time::Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
-    span.in_scope(|| {
-        tracing::info!(
-            status = response.status().as_u16(),
-            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "answered"
-        );
-    });
+    if response.extensions().get::<LogsItsOwnLine>().is_none() {
+        span.in_scope(|| {
+            tracing::info!(
+                status = response.status().as_u16(),
+                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "answered"
+            );
+        });
+    }
     if let Ok(value) = HeaderValue::from_str(&id) {
         response
             .headers_mut()

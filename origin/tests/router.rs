@@ -554,6 +554,134 @@ async fn an_sse_turn_streams_pieces_then_done_once_durable() {
     assert!(turns[1]["ttft_ms"].is_number());
 }
 
+/// The texts of the conversation the model was sent for its `index`th request.
+fn model_saw(llm: &FakeLlm, index: usize) -> Vec<String> {
+    let requests = llm.requests.lock().expect("lock");
+    requests[index]
+        .messages
+        .iter()
+        .map(|message| message.text.clone())
+        .collect()
+}
+
+/// A counter of the origin's `/metrics` (0 when absent).
+async fn counter(client: &support::Client, line: &str) -> u64 {
+    let response = client.send("GET", "/metrics", None).await;
+    let text = response.text().await.expect("metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn an_sse_turn_keeps_its_conversation_until_the_call_changes_elsewhere() {
+    let (origin, llm) = fake_origin().await;
+    let client = origin.client("t1");
+    client.agent("a1", "m1", &[]).await;
+    let call = client.call("a1").await;
+    for text in ["One", "Two"] {
+        let (status, events) = client.turn(&call, text).await;
+        assert_eq!(status, 200);
+        assert_eq!(events.last().map(|e| e.event.as_str()), Some("done"));
+    }
+    // The second turn read nothing from the database, yet the model heard the first.
+    let kept = "origin_conversation_reads_total{source=\"kept\"}";
+    let read = "origin_conversation_reads_total{source=\"database\"}";
+    assert_eq!(
+        (counter(&client, kept).await, counter(&client, read).await),
+        (1, 1)
+    );
+    assert_eq!(
+        model_saw(&llm, 1),
+        vec!["One", "Hello there. Bye.", "Two"],
+        "the kept history is the stored one"
+    );
+
+    // The same call on the phone relay: its turn reaches the next SSE turn.
+    let mut relay = client.relay(&call).await;
+    relay.setup(&call, json!({})).await;
+    relay.prompt("By phone").await;
+    assert!(!relay.reply().await.is_empty());
+    relay.close().await;
+    let (status, _) = client.turn(&call, "Three").await;
+    assert_eq!(status, 200);
+    let heard = model_saw(&llm, 3);
+    assert_eq!(
+        heard[heard.len() - 3..],
+        ["By phone", "Hello there. Bye.", "Three"]
+    );
+    assert_eq!(
+        counter(&client, read).await,
+        2,
+        "read again after the phone turn"
+    );
+
+    // Ended: the next turn is refused before it streams, as before.
+    let (status, _) = client
+        .json(
+            "POST",
+            &format!("/v1/calls/{call}/end"),
+            Some(json!({"reason": "done"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, events) = client.turn(&call, "Four").await;
+    assert_eq!(status, 409, "{events:?}");
+    assert_eq!(events[0].data["error"]["code"], "call_ended");
+}
+
+#[tokio::test]
+async fn an_sse_turn_body_ends_after_its_last_event_on_a_kept_alive_connection() {
+    let (origin, _) = fake_origin().await;
+    let client = origin.client("t1");
+    client.agent("a1", "m1", &[]).await;
+    let call = client.call("a1").await;
+    let addr = origin.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let path = format!("/v1/calls/{call}/turns");
+    let body = br#"{"text":"Hi"}"#;
+    // Two turns on one connection: the first body must end (chunked, `0\r\n\r\n`) with the
+    // connection left open, or a client waiting for the end never sends the second.
+    for _ in 0..2 {
+        let mut request = format!(
+            "POST {path} HTTP/1.1\r\nhost: origin\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n",
+            body.len()
+        );
+        let principal = principal("t1");
+        for (name, value) in support::edge_headers(
+            "POST",
+            &path,
+            BodyHash::of(body),
+            Some(&principal),
+            now_secs(),
+        ) {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).await.expect("sent");
+        stream.write_all(body).await.expect("sent");
+        let mut answer = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut buffer = [0_u8; 4096];
+            while !answer.ends_with(b"\r\n0\r\n\r\n") {
+                let n = stream.read(&mut buffer).await.expect("read");
+                assert!(n > 0, "the connection closed instead");
+                answer.extend_from_slice(&buffer[..n]);
+            }
+        })
+        .await;
+        let text = String::from_utf8_lossy(&answer);
+        assert!(ended.is_ok(), "the body did not end: {text}");
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.contains("event: done"), "{text}");
+        let last_event = text.rfind("event: ").expect("events");
+        assert!(text[last_event..].starts_with("event: done"), "{text}");
+    }
+}
+
 #[tokio::test]
 async fn throttling_before_the_first_token_falls_back_and_says_so() {
     let (origin, llm) = fake_origin().await;

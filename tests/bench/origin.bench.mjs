@@ -1,5 +1,5 @@
 // Origin benchmark: the time-to-first-token the origin adds on top of Bedrock, and how many
-// relay WebSockets it holds in how much memory. Loopback only, bounded (~1.5 minutes).
+// relay WebSockets it holds in how much memory. Loopback only, bounded (~2 minutes).
 //
 // 1. TTFT: the Bedrock emulator answers with a fixed 50 ms time to first token. The Rust load
 //    generator (tests/bedrock-emulator/src/bin/origin-load.rs) runs N concurrent conversations
@@ -7,10 +7,18 @@
 //    then through the origin's ConversationRelay WebSocket (prompt → first `text` message).
 //    Added TTFT = origin percentile − direct percentile, at 1, 100 and 1,000 conversations.
 //    Conversations pause like callers between turns (think time ±50%) and grow their history.
+//    The same conversations as API turns (`POST /v1/calls/{id}/turns`, Server-Sent Events,
+//    prompt → first `token` event, the stream read to its end) run beside the relay at each
+//    level, with their ratio to the relay's (issue 19).
+// 1b. Closed loop: 100 conversations with no think time, relay then SSE: streams per second and
+//    the origin's CPU per stream (utime + stime from /proc/<pid>/stat over the run / turns).
 // 2. Connections: a fresh origin, then 10,000 relay sockets each bound to a call (`setup`);
 //    RSS from /proc/<pid>/status before and after.
 //
 // Inputs (tests/stack/bench.sh sets them): ORIGIN_BIN, EMULATOR_BIN, LOAD_BIN (release builds).
+// Alone: `tests/stack/bench.sh origin`, or, once `cargo build --profile server -p origin -p
+// bedrock-emulator` has run, `source tests/stack/env.sh` and `node tests/bench/origin.bench.mjs`
+// with the three set to `$CARGO_TARGET_DIR/server/{origin,bedrock-emulator,origin-load}`.
 // Every process shares the same machine (2 cores here): the figures include that contention.
 
 import { spawn } from "node:child_process";
@@ -29,6 +37,7 @@ const LEVELS = [
   { conversations: 100, seconds: 6, warmup: 2, thinkMs: 1_000 },
   { conversations: 1_000, seconds: 8, warmup: 4, thinkMs: 2_000 },
 ];
+const CLOSED = { conversations: 100, seconds: 6, warmup: 2 };
 const HOLD = 10_000;
 
 function required(name) {
@@ -63,6 +72,19 @@ async function signed(origin, method, pathAndQuery, body) {
     body: body === undefined ? undefined : text,
   });
   return { status: response.status, text: await response.text() };
+}
+
+/** CPU seconds the process has used (utime + stime, in clock ticks of 1/100 s). */
+function cpuSeconds(pid) {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** `load(args)` with the origin's CPU seconds over the run. */
+async function loadWithCpu(origin, args) {
+  const before = cpuSeconds(origin.process.pid);
+  const result = await load(args);
+  return { ...result, cpu_s: cpuSeconds(origin.process.pid) - before };
 }
 
 function rssKiB(pid) {
@@ -122,10 +144,12 @@ try {
   for (const level of LEVELS) {
     const common = ["--conversations", String(level.conversations), "--seconds", String(level.seconds), "--warmup", String(level.warmup), "--think-ms", String(level.thinkMs)];
     const direct = await load(["direct", "--emulator", emulator.url, "--model", MODEL, ...common]);
-    const relay = await load([
-      "relay", "--origin", origin.url, "--secret", EDGE_SIGNING_SECRET, "--tenant", TENANT, "--agent", AGENT,
+    const through = (mode) => [
+      mode, "--origin", origin.url, "--secret", EDGE_SIGNING_SECRET, "--tenant", TENANT, "--agent", AGENT,
       "--run", `c${level.conversations}`, ...common,
-    ]);
+    ];
+    const relay = await load(through("relay"));
+    const sse = await load(through("sse"));
     const n = level.conversations.toLocaleString("en-US");
     const at1000 = level.conversations === 1_000;
     for (const [stat, target] of [["p50", 1], ["p99", 5]]) {
@@ -147,11 +171,68 @@ try {
         ...(at1000 ? { target: `<= ${target} ms`, met: added <= target } : {}),
       });
     }
+    // The API's streamed turn beside the relay (issue 19's targets at 1,000 conversations).
+    for (const [stat, target] of [["p50", 1], ["p99", 5]]) {
+      const key = `${stat}_ms`;
+      const added = sse[key] - direct[key];
+      const relayAdded = relay[key] - direct[key];
+      rows.push({
+        figure: `TTFT via SSE turn ${stat} @${n}`,
+        value: sse[key],
+        unit: "ms",
+        baseline: `via relay ${stat}: ${relay[key].toFixed(2)} ms`,
+        ratio: sse[key] / relay[key],
+      });
+      rows.push({
+        figure: `SSE turn added TTFT ${stat} @${n}`,
+        value: added,
+        unit: "ms",
+        baseline: `relay added ${stat}: ${relayAdded.toFixed(2)} ms`,
+        ...(at1000 ? { target: `<= ${target} ms`, met: added <= target } : {}),
+      });
+    }
     notes.push(
-      `@${n}: direct ${direct.samples} samples (${direct.errors} errors), via origin ${relay.samples} samples (${relay.errors} errors), think ${level.thinkMs} ms`,
+      `@${n}: direct ${direct.samples} samples (${direct.errors} errors), via origin ${relay.samples} samples (${relay.errors} errors), SSE ${sse.samples} samples (${sse.errors} errors), think ${level.thinkMs} ms`,
     );
-    if (relay.errors > 0 || direct.errors > 0) rows.push({ figure: `errors @${n}`, value: relay.errors + direct.errors, unit: "", target: "0", met: false });
+    const errors = relay.errors + direct.errors + sse.errors;
+    if (errors > 0) rows.push({ figure: `errors @${n}`, value: errors, unit: "", target: "0", met: false });
   }
+
+  // Closed loop: as many turns as the origin serves, relay then SSE, same conversations.
+  const closed = ["--conversations", String(CLOSED.conversations), "--seconds", String(CLOSED.seconds), "--warmup", String(CLOSED.warmup), "--think-ms", "0"];
+  const run = async (mode) =>
+    loadWithCpu(origin, [mode, "--origin", origin.url, "--secret", EDGE_SIGNING_SECRET, "--tenant", TENANT, "--agent", AGENT, "--run", "closed", ...closed]);
+  const relay = await run("relay");
+  const sse = await run("sse");
+  const perSecond = (result) => result.samples / CLOSED.seconds;
+  const cpuPerStream = (result) => (result.cpu_s * 1000) / Math.max(1, result.turns);
+  rows.push({ figure: `relay closed loop @${CLOSED.conversations}`, value: perSecond(relay), unit: "streams/s" });
+  rows.push({
+    figure: `SSE closed loop @${CLOSED.conversations}`,
+    value: perSecond(sse),
+    unit: "streams/s",
+    target: ">= 0.9x relay",
+    met: perSecond(sse) >= 0.9 * perSecond(relay),
+    baseline: `relay: ${perSecond(relay).toFixed(0)} streams/s`,
+    ratio: perSecond(sse) / perSecond(relay),
+    headline: true,
+  });
+  rows.push({ figure: "origin CPU per relay stream (closed loop)", value: cpuPerStream(relay), unit: "ms" });
+  rows.push({
+    figure: "origin CPU per SSE stream (closed loop)",
+    value: cpuPerStream(sse),
+    unit: "ms",
+    target: "<= 1.2x relay",
+    met: cpuPerStream(sse) <= 1.2 * cpuPerStream(relay),
+    baseline: `relay: ${cpuPerStream(relay).toFixed(2)} ms`,
+    ratio: cpuPerStream(sse) / cpuPerStream(relay),
+  });
+  for (const [name, result] of [["relay", relay], ["SSE", sse]]) {
+    rows.push({ figure: `${name} closed-loop TTFT p50 (emulator's ${TTFT_MS} ms included)`, value: result.p50_ms, unit: "ms" });
+    rows.push({ figure: `${name} closed-loop TTFT p99 (emulator's ${TTFT_MS} ms included)`, value: result.p99_ms, unit: "ms" });
+  }
+  notes.push(`closed loop: relay ${relay.turns} turns (${relay.errors} errors), SSE ${sse.turns} turns (${sse.errors} errors), ${CLOSED.warmup} s warm-up then ${CLOSED.seconds} s measured`);
+  if (relay.errors + sse.errors > 0) rows.push({ figure: "errors, closed loop", value: relay.errors + sse.errors, unit: "", target: "0", met: false });
 } finally {
   await origin.stop();
 }

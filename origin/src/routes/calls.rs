@@ -20,16 +20,18 @@ use shared::call_list::{CallListQuery, CallPage};
 use shared::error_body::{ErrorBody, ErrorCode};
 use shared::headers::LAST_EVENT_ID;
 use shared::turn::{
-    DoneEvent, EVENT_DONE, EVENT_ERROR, EVENT_TOKEN, TokenEvent, TurnList, TurnRequest,
+    DoneEvent, EVENT_DONE, EVENT_ERROR, EVENT_TOKEN, TokenEvent, TurnList, TurnRequest, TurnRole,
 };
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::{json_body, load_agent, stored};
 use crate::AppState;
+use crate::conversations::Conversation;
 use crate::edge_auth::Caller;
 use crate::error::{AppError, Failed, OrFail};
-use crate::request_id::RequestId;
-use crate::store::{AnswerOutcome, EndOutcome};
+use crate::request_id::{LogsItsOwnLine, RequestId};
+use crate::store::{AnswerOutcome, EndOutcome, NewTurn, StoreError};
 use crate::turn::{self, Ending, Stop, StopSignal, TurnError, TurnInput};
 
 /// Keeps idle event streams open through proxies (the ALB's idle timeout is 60 s).
@@ -196,6 +198,9 @@ pub async fn end(
     .or_fail(&request_id)?;
     match outcome {
         EndOutcome::Ended(call) => {
+            // This replica's next turn on the call reads it again (and finds it ended), even
+            // before the event below comes back through Redis.
+            state.conversations.forget(caller.tenant(), &call.id);
             let mut event = CallEvent::new(
                 CallEventKind::CallEnded,
                 caller.tenant(),
@@ -292,17 +297,30 @@ pub async fn turn(
         .validate()
         .map_err(|error| AppError::bad_request("invalid_turn", error.to_string()))
         .or_fail(&request_id)?;
+    valid_id(&id).or_fail(&request_id)?;
     let tenant = caller.tenant().to_owned();
-    let call = existing_call(&state, &tenant, &id)
-        .await
-        .or_fail(&request_id)?;
-    if call.status == CallStatus::Ended {
-        return Err(Failed(
-            AppError::conflict("call_ended", "the call has ended"),
-            request_id,
-        ));
-    }
-    let agent = load_agent(&state, &tenant, &call.agent_id)
+    // The call's last turn left its conversation in process (`crate::conversations`), or it is
+    // read from the database.
+    let begun = state
+        .conversations
+        .begin(&tenant, &id, state.fanout.events_reach_every_replica());
+    let source = if begun.kept.is_some() {
+        "kept"
+    } else {
+        "database"
+    };
+    state
+        .metrics
+        .conversation_reads
+        .get_or_create(&crate::metrics::label("source", source))
+        .inc();
+    let conversation = match begun.kept {
+        Some(kept) => kept,
+        None => read_conversation(&state, &tenant, &id)
+            .await
+            .or_fail(&request_id)?,
+    };
+    let agent = load_agent(&state, &tenant, &conversation.agent_id)
         .await
         .or_fail(&request_id)?
         .ok_or_else(|| {
@@ -311,47 +329,66 @@ pub async fn turn(
                 request_id.clone(),
             )
         })?;
-    let history =
-        stored(&state, state.store.list_turns(&tenant, &id).await).or_fail(&request_id)?;
 
     let (pieces_tx, pieces_rx) = mpsc::unbounded_channel::<String>();
     let (final_tx, final_rx) = tokio::sync::oneshot::channel::<Event>();
-    let stop = StopSignal::default();
+    let ticket = begun.ticket;
     let task_state = state.clone();
     let rid = request_id.as_str().to_owned();
-    tokio::spawn(async move {
-        // A client that hangs up stops the turn, which cancels the model request.
-        let watcher_stop = stop.clone();
-        let watched = pieces_tx.clone();
-        let watcher = tokio::spawn(async move {
-            watched.closed().await;
-            watcher_stop.stop(Stop::ClientGone);
-        });
-        let sink = move |piece: String| pieces_tx.send(piece).is_ok();
-        let outcome = turn::run(
-            &task_state,
-            TurnInput {
-                tenant: &tenant,
-                call_id: &call.id,
-                agent: &agent,
-                history: &history,
-                text: request.text.trim(),
-                lang: request.lang.as_deref(),
-                reply_lang: None,
-                // An API client's turn has no carrier session: built-ins are not offered.
-                carrier: None,
-                // `done` says the turn is durable: written directly, never behind.
-                journal: None,
-            },
-            &sink,
-            &stop,
-        )
-        .await;
-        drop(sink);
-        watcher.abort();
-        let event = final_event(&outcome, &rid);
-        let _ = final_tx.send(event);
-    });
+    tokio::spawn(
+        async move {
+            let stop = StopSignal::default();
+            let text = request.text.trim();
+            let sink = |piece: String| pieces_tx.send(piece).is_ok();
+            let outcome = {
+                let run = turn::run(
+                    &task_state,
+                    TurnInput {
+                        tenant: &tenant,
+                        call_id: &id,
+                        agent: &agent,
+                        history: &conversation.history,
+                        text,
+                        lang: request.lang.as_deref(),
+                        reply_lang: None,
+                        // An API client's turn has no carrier session: built-ins are not offered.
+                        carrier: None,
+                        // `done` says the turn is durable: written directly, never behind.
+                        journal: None,
+                    },
+                    &sink,
+                    &stop,
+                );
+                tokio::pin!(run);
+                // A client that hangs up stops the turn, which cancels the model request; the turn
+                // still ends (what was said is stored).
+                tokio::select! {
+                    outcome = &mut run => outcome,
+                    () = pieces_tx.closed() => {
+                        stop.stop(Stop::ClientGone);
+                        run.await
+                    }
+                }
+            };
+            if let (Some(ticket), Ok(report)) = (ticket, &outcome) {
+                // Kept before `done` leaves, so the client's next turn finds it.
+                let user = NewTurn {
+                    lang: request.lang.clone(),
+                    ..NewTurn::said(TurnRole::User, text, task_state.now_ms())
+                };
+                let reply = report.reply_seq.zip(report.reply.as_ref());
+                let added = std::iter::once(user.stored(report.user_seq))
+                    .chain(reply.map(|(seq, reply)| reply.stored(seq)))
+                    .collect();
+                ticket.keep(conversation, added);
+            }
+            let event = final_event(&outcome, &rid);
+            let _ = final_tx.send(event);
+            // The token stream ends here (the last sender goes), then `last` sends the final event.
+        }
+        // Its `turn finished` line is the request's line (`LogsItsOwnLine`).
+        .instrument(tracing::Span::current()),
+    );
 
     let tokens = stream::unfold(pieces_rx, |mut rx| async move {
         let piece = rx.recv().await?;
@@ -368,9 +405,28 @@ pub async fn turn(
                 .data(ErrorBody::new("internal", "internal error", "").to_json())
         }))
     });
-    Ok(Sse::new(tokens.chain(last))
+    let mut response = Sse::new(tokens.chain(last))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
-        .into_response())
+        .into_response();
+    response.extensions_mut().insert(LogsItsOwnLine);
+    Ok(response)
+}
+
+/// A call's conversation as stored: 404 for no such call (in this tenant), 409 once it ended.
+async fn read_conversation(
+    state: &AppState,
+    tenant: &str,
+    id: &str,
+) -> Result<Conversation, AppError> {
+    let call = existing_call(state, tenant, id).await?;
+    if call.status == CallStatus::Ended {
+        return Err(AppError::conflict("call_ended", "the call has ended"));
+    }
+    let history = stored(state, state.store.list_turns(tenant, id).await)?;
+    Ok(Conversation {
+        agent_id: call.agent_id,
+        history,
+    })
 }
 
 /// `done` for a durable turn, `error` otherwise.
@@ -415,6 +471,10 @@ fn final_event(outcome: &Result<turn::TurnReport, TurnError>, request_id: &str) 
                 )
             }
         },
+        // Ended elsewhere while this turn ran (or before its event reached this replica).
+        Err(TurnError::Store(StoreError::CallEnded)) => {
+            error("call_ended", "the call has ended".into())
+        }
         Err(TurnError::Store(store_error)) => {
             tracing::warn!(error = %store_error, "turn not durable");
             error(

@@ -7,6 +7,10 @@
 //! origin-load relay --origin URL --secret K --tenant T --agent A --conversations N --seconds S --warmup S --think-ms T
 //!     N ConversationRelay conversations through the origin: time from sending a final
 //!     `prompt` to the first `text` message back.
+//! origin-load sse --origin URL --secret K --tenant T --agent A --conversations N --seconds S --warmup S --think-ms T
+//!     N API conversations through the origin: each creates its call (`POST /v1/calls`), then
+//!     sends turns as `POST /v1/calls/{id}/turns`: time from sending to the first `token` event
+//!     of the Server-Sent Events reply (the stream is read to its end before the next turn).
 //! origin-load hold --origin URL --secret K --tenant T --agent A --connections N
 //!     Opens N relay sockets (each sends `setup`), prints when they are open, holds them until
 //!     stdin closes (or a line arrives), then closes them.
@@ -100,6 +104,28 @@ struct Samples {
     turns: u64,
 }
 
+impl Samples {
+    /// One turn sent at `sent`: its time to first token when it had one and did not fail,
+    /// counted when it was sent inside the measured window.
+    fn record(
+        &mut self,
+        window: (Instant, Instant),
+        sent: Instant,
+        first: Option<Duration>,
+        failed: bool,
+    ) {
+        self.turns += 1;
+        match first {
+            Some(ttft) if !failed => {
+                if sent >= window.0 && sent < window.1 {
+                    self.ttft_ms.push(ttft.as_secs_f64() * 1000.0);
+                }
+            }
+            _ => self.errors += 1,
+        }
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -143,8 +169,9 @@ async fn main() -> ExitCode {
         Ok(args) => match mode.as_str() {
             "direct" => direct(&args).await,
             "relay" => relay(&args).await,
+            "sse" => sse(&args).await,
             "hold" => hold(&args).await,
-            _ => Err("usage: origin-load direct|relay|hold --flag value …".into()),
+            _ => Err("usage: origin-load direct|relay|sse|hold --flag value …".into()),
         },
         Err(error) => Err(error),
     };
@@ -273,6 +300,7 @@ async fn direct(args: &Args) -> Result<serde_json::Value, String> {
     Ok(summary("direct", conversations, samples, started.elapsed()))
 }
 
+/// The origin, reached as the edge reaches it (signed headers naming the principal).
 struct Relay {
     base: String,
     secret: String,
@@ -282,7 +310,7 @@ struct Relay {
 impl Relay {
     fn from(args: &Args) -> Result<Self, String> {
         Ok(Self {
-            base: args.text("origin")?.replacen("http://", "ws://", 1),
+            base: args.text("origin")?,
             secret: args.text("secret")?,
             principal: Principal {
                 tenant_id: args.text("tenant")?,
@@ -294,12 +322,14 @@ impl Relay {
         })
     }
 
-    /// Connects a call's relay socket with the edge's signed headers.
-    async fn connect(&self, call_id: &str) -> Result<Socket, String> {
-        let path = format!("/v1/calls/{call_id}/relay");
-        let mut request = format!("{}{path}", self.base)
-            .into_client_request()
-            .map_err(|e| e.to_string())?;
+    /// The edge's signed headers for one request (`body`: its hash, or a WebSocket's marker),
+    /// with its request id.
+    fn edge_headers(
+        &self,
+        method: &str,
+        path: &str,
+        body: BodyHash,
+    ) -> Result<[(&'static str, String); 5], String> {
         let principal = self.principal.to_header();
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -309,22 +339,36 @@ impl Relay {
         let signature = sign(
             self.secret.as_bytes(),
             &SignedRequest {
-                method: "GET",
-                path_and_query: &path,
+                method,
+                path_and_query: path,
                 timestamp,
                 nonce: &nonce,
-                body: BodyHash::Stream,
+                body,
                 principal: &principal,
             },
         )
         .map_err(|e| e.to_string())?;
-        let headers = request.headers_mut();
-        for (name, value) in [
+        Ok([
             (shared::headers::EDGE_TIMESTAMP, timestamp.to_string()),
             (shared::headers::EDGE_NONCE, nonce),
             (shared::headers::EDGE_SIGNATURE, signature),
             (shared::headers::EDGE_PRINCIPAL, principal),
-        ] {
+            // The edge names every request it forwards (voice-router's `origin.rs`).
+            (
+                shared::headers::REQUEST_ID,
+                uuid::Uuid::new_v4().to_string(),
+            ),
+        ])
+    }
+
+    /// Connects a call's relay socket with the edge's signed headers.
+    async fn connect(&self, call_id: &str) -> Result<Socket, String> {
+        let path = format!("/v1/calls/{call_id}/relay");
+        let mut request = format!("{}{path}", self.base.replacen("http://", "ws://", 1))
+            .into_client_request()
+            .map_err(|e| e.to_string())?;
+        let headers = request.headers_mut();
+        for (name, value) in self.edge_headers("GET", &path, BodyHash::Stream)? {
             headers.insert(name, value.parse().map_err(|_| "bad header".to_owned())?);
         }
         // Small buffers: the hold test opens ten thousand of these in one process.
@@ -377,15 +421,12 @@ async fn relay(args: &Args) -> Result<serde_json::Value, String> {
     let started = Instant::now();
     let measure_from = started + Duration::from_secs(warmup);
     let until = measure_from + Duration::from_secs(seconds);
-    let samples = Arc::new(Mutex::new(Samples::default()));
-    let mut tasks = Vec::new();
-    for index in 0..conversations {
+    let samples = run_conversations(conversations, |index, samples| {
         let relay = Arc::clone(&relay);
-        let samples = Arc::clone(&samples);
         let (agent, call_id) = (agent.clone(), format!("bench-{run}-{index}"));
-        tasks.push(tokio::spawn(async move {
+        async move {
             let mut jitter = Jitter(0x9E37_79B9_7F4A_7C15 ^ (index + 1));
-            let outcome = async {
+            {
                 let mut socket = relay.connect(&call_id).await?;
                 send_json(&mut socket, &setup(&call_id, &agent)).await?;
                 tokio::time::sleep(jitter.around(think)).await;
@@ -413,24 +454,159 @@ async fn relay(args: &Args) -> Result<serde_json::Value, String> {
                             _ => {}
                         }
                     }
-                    let mut samples = samples.lock().await;
-                    samples.turns += 1;
-                    match first {
-                        Some(ttft) if !failed => {
-                            if sent >= measure_from && sent < until {
-                                samples.ttft_ms.push(ttft.as_secs_f64() * 1000.0);
-                            }
-                        }
-                        _ => samples.errors += 1,
-                    }
-                    drop(samples);
+                    samples
+                        .lock()
+                        .await
+                        .record((measure_from, until), sent, first, failed);
                     tokio::time::sleep(jitter.around(think)).await;
                 }
                 let _ = socket.close(None).await;
                 Ok::<(), String>(())
             }
-            .await;
-            if let Err(error) = outcome {
+        }
+    })
+    .await?;
+    Ok(summary("relay", conversations, samples, started.elapsed()))
+}
+
+/// An HTTP/1.1 client to the origin, keeping connections alive between turns.
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+impl Relay {
+    /// A signed POST with a JSON `body`, ready to send.
+    fn signed_post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<hyper::Request<http_body_util::Full<bytes::Bytes>>, String> {
+        let body = body.to_string();
+        let mut request = hyper::Request::post(format!("{}{path}", self.base))
+            .header("content-type", "application/json");
+        for (name, value) in self.edge_headers("POST", path, BodyHash::of(body.as_bytes()))? {
+            request = request.header(name, value);
+        }
+        request
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Sends a request; the response as it arrives.
+async fn send(
+    client: &HttpClient,
+    request: hyper::Request<http_body_util::Full<bytes::Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+    client.request(request).await.map_err(|e| e.to_string())
+}
+
+/// Reads an SSE reply to its end: when its first `token` event arrived (after `sent`), and
+/// whether it carried an `error` event.
+async fn read_reply(
+    response: hyper::Response<hyper::body::Incoming>,
+    sent: Instant,
+) -> Result<(Option<Duration>, bool), String> {
+    use http_body_util::BodyExt;
+    if !response.status().is_success() {
+        return Err(format!("turn answered {}", response.status()));
+    }
+    let token = format!("event: {}\n", shared::turn::EVENT_TOKEN);
+    let error = format!("event: {}\n", shared::turn::EVENT_ERROR);
+    let (mut first, mut failed, mut seen) = (None, false, String::new());
+    let mut body = response.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        seen.push_str(&String::from_utf8_lossy(data));
+        if first.is_none() && seen.contains(&token) {
+            first = Some(sent.elapsed());
+        }
+        failed |= seen.contains(&error);
+        // Only the tail can hold the start of an event name split across frames.
+        if seen.len() > 64 {
+            let keep = seen.len() - 32;
+            let cut = (keep..seen.len())
+                .find(|&at| seen.is_char_boundary(at))
+                .unwrap_or(seen.len());
+            seen.drain(..cut);
+        }
+    }
+    Ok((first, failed))
+}
+
+async fn sse(args: &Args) -> Result<serde_json::Value, String> {
+    let api = Arc::new(Relay::from(args)?);
+    let agent = args.text("agent")?;
+    let run = args.text("run")?;
+    let conversations = args.number("conversations", 1)?;
+    let seconds = args.number("seconds", 5)?;
+    let warmup = args.number("warmup", 1)?;
+    let think = args.number("think-ms", 1000)?;
+    // Small requests go out at once, as the edge's do (no Nagle delay behind the last ACK).
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: HttpClient =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector);
+    let started = Instant::now();
+    let measure_from = started + Duration::from_secs(warmup);
+    let until = measure_from + Duration::from_secs(seconds);
+    let samples = run_conversations(conversations, |index, samples| {
+        let (api, client) = (Arc::clone(&api), client.clone());
+        let (agent, call_id) = (agent.clone(), format!("sse-{run}-{index}"));
+        async move {
+            let mut jitter = Jitter(0x9E37_79B9_7F4A_7C15 ^ (index + 1));
+            {
+                let create = serde_json::json!({"id": call_id, "agent_id": agent, "source": "api"});
+                let created = send(&client, api.signed_post("/v1/calls", &create)?).await?;
+                if !created.status().is_success() {
+                    return Err(format!("call answered {}", created.status()));
+                }
+                let path = format!("/v1/calls/{call_id}/turns");
+                tokio::time::sleep(jitter.around(think)).await;
+                let mut turn = 0;
+                while Instant::now() < until {
+                    turn += 1;
+                    let text = format!("Turn {turn} of conversation {index}");
+                    let request = api
+                        .signed_post(&path, &serde_json::json!({"text": text, "lang": "en-US"}))?;
+                    // As for the relay, the clock starts once the prompt is ready to go (the
+                    // relay's once its frame is written; here just before the request is).
+                    let sent = Instant::now();
+                    let response = send(&client, request).await?;
+                    let (first, failed) = read_reply(response, sent).await?;
+                    samples
+                        .lock()
+                        .await
+                        .record((measure_from, until), sent, first, failed);
+                    tokio::time::sleep(jitter.around(think)).await;
+                }
+                Ok::<(), String>(())
+            }
+        }
+    })
+    .await?;
+    Ok(summary("sse", conversations, samples, started.elapsed()))
+}
+
+/// Runs `count` conversations at once, each the future `converse(index, samples)` makes, to
+/// their end; a conversation that fails counts one error (and says why on stderr).
+async fn run_conversations<F, Fut>(count: u64, converse: F) -> Result<Samples, String>
+where
+    F: Fn(u64, Arc<Mutex<Samples>>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    let samples = Arc::new(Mutex::new(Samples::default()));
+    let mut tasks = Vec::new();
+    for index in 0..count {
+        let conversation = converse(index, Arc::clone(&samples));
+        let samples = Arc::clone(&samples);
+        tasks.push(tokio::spawn(async move {
+            if let Err(error) = conversation.await {
                 eprintln!("conversation {index}: {error}");
                 samples.lock().await.errors += 1;
             }
@@ -439,10 +615,9 @@ async fn relay(args: &Args) -> Result<serde_json::Value, String> {
     for task in tasks {
         let _ = task.await;
     }
-    let samples = Arc::try_unwrap(samples)
-        .map_err(|_| "samples still shared".to_owned())?
-        .into_inner();
-    Ok(summary("relay", conversations, samples, started.elapsed()))
+    Arc::try_unwrap(samples)
+        .map(Mutex::into_inner)
+        .map_err(|_| "samples still shared".to_owned())
 }
 
 async fn hold(args: &Args) -> Result<serde_json::Value, String> {
