@@ -72,6 +72,7 @@ pub mod request_id;
 mod routes;
 pub mod signing_secret;
 pub mod store;
+pub mod telemetry;
 pub mod tools;
 pub mod turn;
 pub mod webhooks;

@@ -44,6 +44,7 @@ pub mod session_token;
 pub mod signature;
 pub mod signing;
 pub mod telnyx;
+pub mod trace_context;
 pub mod ttl_map;
 pub mod turn;
 pub mod twilio;

@@ -23,6 +23,7 @@ use shared::turn::{
     DoneEvent, EVENT_DONE, EVENT_ERROR, EVENT_TOKEN, TokenEvent, TurnList, TurnRequest,
 };
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::{json_body, load_agent, stored};
 use crate::AppState;
@@ -319,39 +320,42 @@ pub async fn turn(
     let stop = StopSignal::default();
     let task_state = state.clone();
     let rid = request_id.as_str().to_owned();
-    tokio::spawn(async move {
-        // A client that hangs up stops the turn, which cancels the model request.
-        let watcher_stop = stop.clone();
-        let watched = pieces_tx.clone();
-        let watcher = tokio::spawn(async move {
-            watched.closed().await;
-            watcher_stop.stop(Stop::ClientGone);
-        });
-        let sink = move |piece: String| pieces_tx.send(piece).is_ok();
-        let outcome = turn::run(
-            &task_state,
-            TurnInput {
-                tenant: &tenant,
-                call_id: &call.id,
-                agent: &agent,
-                history: &history,
-                text: request.text.trim(),
-                lang: request.lang.as_deref(),
-                reply_lang: None,
-                // An API client's turn has no carrier session: built-ins are not offered.
-                carrier: None,
-                // `done` says the turn is durable: written directly, never behind.
-                journal: None,
-            },
-            &sink,
-            &stop,
-        )
-        .await;
-        drop(sink);
-        watcher.abort();
-        let event = final_event(&outcome, &rid);
-        let _ = final_tx.send(event);
-    });
+    tokio::spawn(
+        async move {
+            // A client that hangs up stops the turn, which cancels the model request.
+            let watcher_stop = stop.clone();
+            let watched = pieces_tx.clone();
+            let watcher = tokio::spawn(async move {
+                watched.closed().await;
+                watcher_stop.stop(Stop::ClientGone);
+            });
+            let sink = move |piece: String| pieces_tx.send(piece).is_ok();
+            let outcome = turn::run(
+                &task_state,
+                TurnInput {
+                    tenant: &tenant,
+                    call_id: &call.id,
+                    agent: &agent,
+                    history: &history,
+                    text: request.text.trim(),
+                    lang: request.lang.as_deref(),
+                    reply_lang: None,
+                    // An API client's turn has no carrier session: built-ins are not offered.
+                    carrier: None,
+                    // `done` says the turn is durable: written directly, never behind.
+                    journal: None,
+                },
+                &sink,
+                &stop,
+            )
+            .await;
+            drop(sink);
+            watcher.abort();
+            let event = final_event(&outcome, &rid);
+            let _ = final_tx.send(event);
+        }
+        .in_current_span(),
+    );
 
     let tokens = stream::unfold(pieces_rx, |mut rx| async move {
         let piece = rx.recv().await?;

@@ -1,0 +1,108 @@
+//! One trace per call: the origin's `tracing` spans exported over OTLP/HTTP when an endpoint is
+//! configured (`config::TracesConfig`), parented on the edge's W3C `traceparent`.
+//!
+//! Spans (names are stable; docs/operations.md lists them): `request` (every HTTP request and
+//! the relay's WebSocket upgrade, parent = the incoming `traceparent`), `turn`,
+//! `model_attempt` (attributes `model`, `attempt`, `outcome`, `fallback_reason` when the chain
+//! moved on), the event `first_token` on the attempt that answered, `tool_call`, and `db.write`.
+//! Only the origin's own spans are exported (target `origin`): the SDKs' internals stay out.
+
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
+};
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use shared::trace_context::TraceParent;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::Targets;
+
+use crate::config::{OtlpProtocol, TracesConfig};
+
+/// The instrumentation scope and the only target whose spans are exported.
+const SCOPE: &str = "origin";
+
+/// A running exporter; [`Exporter::shutdown`] flushes what is still queued.
+pub struct Exporter {
+    provider: SdkTracerProvider,
+}
+
+impl Exporter {
+    /// Builds the OTLP exporter and its batch processor (its own thread).
+    pub fn start(config: &TracesConfig) -> Result<Self, String> {
+        let protocol = match config.protocol {
+            OtlpProtocol::Protobuf => Protocol::HttpBinary,
+            OtlpProtocol::Json => Protocol::HttpJson,
+        };
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(protocol)
+            .with_endpoint(&config.endpoint)
+            .build()
+            .map_err(|error| format!("OTLP exporter: {error}"))?;
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(
+                Resource::builder()
+                    .with_service_name(config.service_name.clone())
+                    .build(),
+            )
+            .build();
+        Ok(Self { provider })
+    }
+
+    /// The `tracing` layer feeding this exporter, limited to the origin's own spans.
+    pub fn layer<S>(&self) -> impl tracing_subscriber::Layer<S> + use<S>
+    where
+        S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+    {
+        use tracing_subscriber::Layer as _;
+        tracing_opentelemetry::layer()
+            .with_tracer(self.provider.tracer(SCOPE))
+            .with_filter(Targets::new().with_target(SCOPE, tracing::Level::INFO))
+    }
+
+    /// Flushes queued spans and stops the exporter (blocking: call off the async threads).
+    pub fn shutdown(self) {
+        if let Err(error) = self.provider.shutdown() {
+            tracing::warn!(%error, "traces not flushed at shutdown");
+        }
+    }
+}
+
+/// Makes `span` a child of the remote span named by `traceparent` (when valid), and returns the
+/// trace id to log: the incoming one, else the one the exporter gave `span`, else none (traces
+/// off and no parent).
+pub fn adopt_parent(span: &tracing::Span, traceparent: Option<&str>) -> Option<String> {
+    let parent = traceparent.and_then(|value| TraceParent::parse(value.trim()).ok());
+    if let Some(parent) = parent {
+        let remote = SpanContext::new(
+            TraceId::from_bytes(parent.trace_id),
+            SpanId::from_bytes(parent.parent_id),
+            TraceFlags::new(parent.flags),
+            true,
+            TraceState::default(),
+        );
+        // Fails only when no OpenTelemetry layer is installed; the id is still logged.
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+        return Some(parent.trace_id_hex());
+    }
+    let id = span.context().span().span_context().trace_id();
+    (id != TraceId::INVALID).then(|| id.to_string())
+}
+
+/// The current span's context as a `traceparent` to send on (a tool call to a tenant's URL),
+/// when traces are on.
+pub fn current_traceparent() -> Option<String> {
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let span_context = span.span_context();
+    span_context.is_valid().then(|| {
+        TraceParent {
+            trace_id: span_context.trace_id().to_bytes(),
+            parent_id: span_context.span_id().to_bytes(),
+            flags: span_context.trace_flags().to_u8(),
+        }
+        .to_string()
+    })
+}
