@@ -116,16 +116,18 @@ pub async fn upgrade(
         ));
     }
     let region = crate::routes::calls::region(&state, &headers);
+    // The session runs in a task of its own after the upgrade: it stays inside this request's
+    // span (and so the edge's trace) for the whole call.
+    let span = tracing::Span::current();
     Ok(ws
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .max_message_size(MAX_MESSAGE)
         .on_upgrade(move |socket| {
-            // The session lives in its own task: it stays inside this request's span (and so
-            // the edge's trace) for the whole call.
-            tracing::Instrument::in_current_span(async move {
+            async move {
                 Session::new(state, tenant, id, region).run(socket).await;
-            })
+            }
+            .instrument(span)
         }))
 }
 

@@ -230,8 +230,12 @@ pub async fn run(
         if let Some(model) = &report.model {
             span.record("model", model.as_str());
         }
-        span.record("ttft_ms", report.timings.ttft_ms);
-        span.record("fallbacks", report.fallbacks.len());
+        // Signed integers: tracing-opentelemetry exports unsigned ones as text.
+        span.record("ttft_ms", i64::from(report.timings.ttft_ms));
+        span.record(
+            "fallbacks",
+            i64::try_from(report.fallbacks.len()).unwrap_or(i64::MAX),
+        );
     }
     report
 }
@@ -441,7 +445,7 @@ async fn generate(
             let attempt_span = tracing::info_span!(
                 "model_attempt",
                 model = %model,
-                attempt,
+                attempt = i64::from(attempt),
                 outcome = Empty,
                 fallback_reason = Empty,
                 error = Empty,
@@ -475,7 +479,7 @@ async fn generate(
                     generation.ttft = Some(ttft);
                     attempt_span.record("outcome", "answered");
                     attempt_span.in_scope(|| {
-                        tracing::info!(ttft_ms = u64::from(millis(ttft)), "first_token");
+                        tracing::info!(ttft_ms = i64::from(millis(ttft)), "first_token");
                     });
                     generation.ending = converse(
                         state,

@@ -124,6 +124,24 @@ impl TraceParent {
         }
     }
 
+    /// A request of a trace known only by its id (a call's stored trace, whose requests are
+    /// made later by the call's session): sampled, the new span named by `random`'s last 8
+    /// bytes. An absent or invalid id starts a trace instead.
+    pub fn within(trace_id: Option<&str>, random: [u8; 24]) -> Self {
+        match trace_id.and_then(parse_trace_id) {
+            Some(trace_id) => {
+                let mut span_id = [0u8; 8];
+                span_id.copy_from_slice(&random[16..]);
+                Self {
+                    trace_id,
+                    parent_id: non_zero(span_id),
+                    flags: SAMPLED,
+                }
+            }
+            None => Self::start(random),
+        }
+    }
+
     /// The trace id as 32 lowercase hex characters (what logs show).
     pub fn trace_id_hex(&self) -> String {
         hex(&self.trace_id)
@@ -323,6 +341,20 @@ mod tests {
                 "00-0102030405060708090a0b0c0d0e0f10-1112131415161718-01",
                 "{incoming:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_stored_trace_is_continued_by_id() {
+        let random = [9u8; 24];
+        let sent = TraceParent::within(Some("4bf92f3577b34da6a3ce929d0e0e4736"), random);
+        assert_eq!(
+            sent.to_string(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0909090909090909-01"
+        );
+        for lost in [None, Some(""), Some("not-a-trace")] {
+            let sent = TraceParent::within(lost, random);
+            assert_eq!(sent, TraceParent::start(random), "{lost:?}");
         }
     }
 
