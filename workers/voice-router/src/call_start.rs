@@ -131,10 +131,7 @@ pub async fn start_call(
             });
         }
         // Fail open like the limiter itself: a limiter outage must not hang up on callers.
-        Err(error) => console_warn!(
-            "{}: call {call_id}: lease not taken: {error:?}",
-            x.tag()
-        ),
+        Err(error) => console_warn!("{}: call {call_id}: lease not taken: {error:?}", x.tag()),
     }
     let started = match create_at_origin(x, principal, call, targets).await {
         Ok(target) => start_session(x, principal, call, targets, &target)

@@ -264,12 +264,7 @@ async fn dial(
         },
     );
     let (status, answer) = send(&request).await.map_err(|cause| {
-        console_error!(
-            "{}: {} {}: {cause}",
-            x.tag(),
-            request.method,
-            request.url
-        );
+        console_error!("{}: {} {}: {cause}", x.tag(), request.method, request.url);
         Refusal::Carrier(PlacementError::Unavailable { status: 0 })
     })?;
     carrier.placement(status, &answer).map_err(Refusal::Carrier)

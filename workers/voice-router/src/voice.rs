@@ -62,10 +62,7 @@ pub async fn incoming(
         Ok(Some(agent)) => agent,
         Ok(None) => return answer(&carrier.say_and_hang_up(NOT_IN_SERVICE, None)),
         Err(cause) => {
-            console_error!(
-                "{}: call {call_id}: agent lookup: {cause}",
-                x.tag()
-            );
+            console_error!("{}: call {call_id}: agent lookup: {cause}", x.tag());
             return answer(&carrier.say_and_hang_up(TROUBLE, None));
         }
     };
@@ -101,10 +98,7 @@ pub async fn incoming(
             ))
         }
         Err(refusal) => {
-            console_error!(
-                "{}: call {call_id}: no relay URL: {refusal:?}",
-                x.tag()
-            );
+            console_error!("{}: call {call_id}: no relay URL: {refusal:?}", x.tag());
             if let Err(ending) = stub::end(
                 x.env,
                 &call_id,
@@ -112,10 +106,7 @@ pub async fn incoming(
             )
             .await
             {
-                console_error!(
-                    "{}: call {call_id}: not ended: {ending:?}",
-                    x.tag()
-                );
+                console_error!("{}: call {call_id}: not ended: {ending:?}", x.tag());
             }
             answer(&carrier.say_and_hang_up(TROUBLE, language))
         }
