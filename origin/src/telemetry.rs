@@ -48,7 +48,11 @@ impl Exporter {
                     .build(),
             )
             .build();
-        Ok(Self { provider })
+        Ok(Self::with_provider(provider))
+    }
+
+    fn with_provider(provider: SdkTracerProvider) -> Self {
+        Self { provider }
     }
 
     /// The `tracing` layer feeding this exporter, limited to the origin's own spans.
@@ -105,4 +109,102 @@ pub fn current_traceparent() -> Option<String> {
         }
         .to_string()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::SpanKind;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    use super::*;
+
+    // W3C Trace Context's example.
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    /// Runs `body` under the exporter's layer; returns the spans it finished.
+    fn traced(body: impl FnOnce()) -> Vec<SpanData> {
+        let memory = InMemorySpanExporter::default();
+        let exporter = Exporter::with_provider(
+            SdkTracerProvider::builder()
+                .with_simple_exporter(memory.clone())
+                .build(),
+        );
+        let subscriber = tracing_subscriber::registry().with(exporter.layer());
+        tracing::subscriber::with_default(subscriber, body);
+        memory.get_finished_spans().expect("spans")
+    }
+
+    #[test]
+    fn a_request_span_is_the_child_of_the_edge_span() {
+        let mut logged = None;
+        let mut sent_on = None;
+        let spans = traced(|| {
+            let span = tracing::info_span!("request", otel.kind = "server");
+            logged = adopt_parent(&span, Some(PARENT));
+            let child = span.in_scope(|| tracing::info_span!("turn"));
+            sent_on = child.in_scope(current_traceparent);
+        });
+        assert_eq!(logged.as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        let request = spans.iter().find(|s| s.name == "request").expect("request");
+        let turn = spans.iter().find(|s| s.name == "turn").expect("turn");
+        assert_eq!(
+            request.span_context.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(request.parent_span_id.to_string(), "00f067aa0ba902b7");
+        assert_eq!(request.span_kind, SpanKind::Server);
+        assert_eq!(turn.parent_span_id, request.span_context.span_id());
+        assert_eq!(
+            turn.span_context.trace_id(),
+            request.span_context.trace_id()
+        );
+        // What a tenant's tool is sent: the same trace, the turn as the parent.
+        let sent_on = TraceParent::parse(&sent_on.expect("traces are on")).expect("valid");
+        assert_eq!(sent_on.trace_id, request.span_context.trace_id().to_bytes());
+        assert_eq!(sent_on.parent_id, turn.span_context.span_id().to_bytes());
+    }
+
+    #[test]
+    fn without_a_valid_traceparent_the_request_starts_a_trace() {
+        let mut logged = None;
+        let invalid = PARENT.to_uppercase();
+        let spans = traced(|| {
+            let span = tracing::info_span!("request");
+            logged = adopt_parent(&span, Some(&invalid));
+        });
+        let [request] = spans.as_slice() else {
+            panic!("one span: {spans:?}");
+        };
+        assert_eq!(request.parent_span_id, SpanId::INVALID, "a root");
+        assert_ne!(request.span_context.trace_id(), TraceId::INVALID);
+        assert_eq!(
+            logged,
+            Some(request.span_context.trace_id().to_string()),
+            "the log shows the trace the exporter started"
+        );
+    }
+
+    #[test]
+    fn only_the_origins_own_spans_are_exported() {
+        let spans = traced(|| {
+            let _sdk = tracing::info_span!(target: "aws_smithy_runtime", "invoke");
+            let _debug = tracing::debug_span!("detail");
+            let _ours = tracing::info_span!("turn");
+        });
+        let names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
+        assert_eq!(names, ["turn"]);
+    }
+
+    #[test]
+    fn with_traces_off_the_log_still_names_the_edge_trace() {
+        let span = tracing::info_span!("request");
+        assert_eq!(
+            adopt_parent(&span, Some(PARENT)).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(adopt_parent(&span, None), None);
+        assert_eq!(adopt_parent(&span, Some("00-zz")), None);
+        assert_eq!(current_traceparent(), None);
+    }
 }

@@ -8,7 +8,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { geoRegions, principalOf, signedCall, startEmulator, startOrigin, startWorkers, twilioSignature as signTwilio, wsClient } from "./harness.mjs";
+import { geoRegions, principalOf, signedCall, startEmulator, startOrigin, startWorkers, twilioSignature as signTwilio, until, wsClient } from "./harness.mjs";
 import { startOtlpReceiver } from "./otlp.mjs";
 
 const ACCOUNT = "AC" + "7ace".padEnd(32, "0");
@@ -83,16 +83,6 @@ function webhook(route, params, headers = {}) {
 const incoming = (sid, headers) =>
   webhook("/voice/twilio/incoming", { AccountSid: ACCOUNT, CallSid: sid, From: "+14155550100", To: NUMBER, CallStatus: "ringing", Direction: "inbound" }, headers);
 const completed = (sid) => webhook("/voice/twilio/status", { AccountSid: ACCOUNT, CallSid: sid, CallStatus: "completed" });
-
-async function until(predicate, message, ms = 10_000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await predicate();
-    if (value) return value;
-    assert.ok(Date.now() < deadline, message);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 const requestSpan = (path) => receiver.spans.find((span) => span.name === "request" && span.attributes.path === path);
 const hex = (bytes) => randomBytes(bytes).toString("hex");
