@@ -51,14 +51,25 @@ pub async fn assign(mut request: Request, next: Next) -> Response {
     };
     request.extensions_mut().insert(RequestId(id.clone()));
 
-    let span = tracing::info_span!(
-        "request",
-        request_id = %id,
-        trace_id = tracing::field::Empty,
-        method = %request.method(),
-        path = %request.uri().path(),
-        otel.kind = "server",
-    );
+    macro_rules! request_span {
+        ($name:literal) => {
+            tracing::info_span!(
+                $name,
+                request_id = %id,
+                trace_id = tracing::field::Empty,
+                method = %request.method(),
+                path = %request.uri().path(),
+                otel.kind = "server",
+            )
+        };
+    }
+    // Health checks and scrapes are logged like any request but not traced
+    // (`telemetry::PROBE_SPAN`): a trace per load-balancer probe would bury the calls'.
+    let span = if crate::telemetry::is_probe(request.uri().path()) {
+        request_span!("probe")
+    } else {
+        request_span!("request")
+    };
     let traceparent = request
         .headers()
         .get(shared::headers::TRACEPARENT)

@@ -5,7 +5,8 @@
 //! the relay's WebSocket upgrade, parent = the incoming `traceparent`), `turn`,
 //! `model_attempt` (attributes `model`, `attempt`, `outcome`, `fallback_reason` when the chain
 //! moved on), the event `first_token` on the attempt that answered, `tool_call`, and `db.write`.
-//! Only the origin's own spans are exported (target `origin`): the SDKs' internals stay out.
+//! Only the origin's own spans are exported (target `origin`): the SDKs' internals stay out, and
+//! so do health checks and scrapes (logged, not traced).
 
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
@@ -21,6 +22,21 @@ use crate::config::{OtlpProtocol, TracesConfig};
 
 /// The instrumentation scope and the only target whose spans are exported.
 const SCOPE: &str = "origin";
+
+/// The name of a request span that is logged but not exported: a health check or a scrape.
+pub const PROBE_SPAN: &str = "probe";
+
+/// Paths of the load balancer's, the container's and Prometheus's requests.
+const PROBE_PATHS: [&str; 3] = [
+    shared::health::HEALTH_PATH,
+    crate::READY_PATH,
+    crate::METRICS_PATH,
+];
+
+/// Whether a request to `path` is a probe (see [`PROBE_SPAN`]).
+pub fn is_probe(path: &str) -> bool {
+    PROBE_PATHS.contains(&path)
+}
 
 /// A running exporter; [`Exporter::shutdown`] flushes what is still queued.
 pub struct Exporter {
@@ -61,9 +77,12 @@ impl Exporter {
         S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
     {
         use tracing_subscriber::Layer as _;
+        use tracing_subscriber::filter::FilterExt as _;
+        let ours = Targets::new().with_target(SCOPE, tracing::Level::INFO);
+        let not_probes = tracing_subscriber::filter::filter_fn(|meta| meta.name() != PROBE_SPAN);
         tracing_opentelemetry::layer()
             .with_tracer(self.provider.tracer(SCOPE))
-            .with_filter(Targets::new().with_target(SCOPE, tracing::Level::INFO))
+            .with_filter(ours.and(not_probes))
     }
 
     /// Flushes queued spans and stops the exporter (blocking: call off the async threads).
@@ -191,6 +210,7 @@ mod tests {
             let _sdk = tracing::info_span!(target: "aws_smithy_runtime", "invoke");
             let _debug = tracing::debug_span!("detail");
             let _ours = tracing::info_span!("turn");
+            let _probe = tracing::info_span!("probe", path = "/health");
         });
         let names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
         assert_eq!(names, ["turn"]);
