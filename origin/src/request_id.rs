@@ -52,9 +52,10 @@ pub async fn assign(mut request: Request, next: Next) -> Response {
     request.extensions_mut().insert(RequestId(id.clone()));
 
     macro_rules! request_span {
-        ($name:literal) => {
+        ($target:expr) => {
             tracing::info_span!(
-                $name,
+                target: $target,
+                "request",
                 request_id = %id,
                 trace_id = tracing::field::Empty,
                 method = %request.method(),
@@ -64,11 +65,11 @@ pub async fn assign(mut request: Request, next: Next) -> Response {
         };
     }
     // Health checks and scrapes are logged like any request but not traced
-    // (`telemetry::PROBE_SPAN`): a trace per load-balancer probe would bury the calls'.
+    // (`telemetry::PROBE_TARGET`): a trace per load-balancer probe would bury the calls'.
     let span = if crate::telemetry::is_probe(request.uri().path()) {
-        request_span!("probe")
+        request_span!(crate::telemetry::PROBE_TARGET)
     } else {
-        request_span!("request")
+        request_span!(module_path!())
     };
     let traceparent = request
         .headers()

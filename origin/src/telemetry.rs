@@ -23,8 +23,9 @@ use crate::config::{OtlpProtocol, TracesConfig};
 /// The instrumentation scope and the only target whose spans are exported.
 const SCOPE: &str = "origin";
 
-/// The name of a request span that is logged but not exported: a health check or a scrape.
-pub const PROBE_SPAN: &str = "probe";
+/// The target of a request span that is logged but not exported (outside [`SCOPE`]): a health
+/// check or a scrape.
+pub const PROBE_TARGET: &str = "probe";
 
 /// Paths of the load balancer's, the container's and Prometheus's requests.
 const PROBE_PATHS: [&str; 3] = [
@@ -33,7 +34,7 @@ const PROBE_PATHS: [&str; 3] = [
     crate::METRICS_PATH,
 ];
 
-/// Whether a request to `path` is a probe (see [`PROBE_SPAN`]).
+/// Whether a request to `path` is a probe (see [`PROBE_TARGET`]).
 pub fn is_probe(path: &str) -> bool {
     PROBE_PATHS.contains(&path)
 }
@@ -77,12 +78,11 @@ impl Exporter {
         S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
     {
         use tracing_subscriber::Layer as _;
-        use tracing_subscriber::filter::FilterExt as _;
-        let ours = Targets::new().with_target(SCOPE, tracing::Level::INFO);
-        let not_probes = tracing_subscriber::filter::filter_fn(|meta| meta.name() != PROBE_SPAN);
+        // Targets only: a `filter_fn` combined into this per-layer filter made the log layer
+        // lose events (seen with tracing-subscriber 0.3.23).
         tracing_opentelemetry::layer()
             .with_tracer(self.provider.tracer(SCOPE))
-            .with_filter(ours.and(not_probes))
+            .with_filter(Targets::new().with_target(SCOPE, tracing::Level::INFO))
     }
 
     /// Flushes queued spans and stops the exporter (blocking: call off the async threads).
@@ -210,7 +210,7 @@ mod tests {
             let _sdk = tracing::info_span!(target: "aws_smithy_runtime", "invoke");
             let _debug = tracing::debug_span!("detail");
             let _ours = tracing::info_span!("turn");
-            let _probe = tracing::info_span!("probe", path = "/health");
+            let _probe = tracing::info_span!(target: PROBE_TARGET, "request", path = "/health");
         });
         let names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
         assert_eq!(names, ["turn"]);

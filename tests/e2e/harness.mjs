@@ -438,14 +438,14 @@ export async function withTimeout(promise, ms, message) {
 
 /**
  * Polls `predicate` every 50 ms until it returns something truthy, which is returned; fails
- * with `message` after `ms`.
+ * with `message` (or what `message()` says then) after `ms`.
  */
 export async function until(predicate, message, ms = 10_000) {
   const deadline = Date.now() + ms;
   for (;;) {
     const value = await predicate();
     if (value) return value;
-    if (Date.now() >= deadline) throw new Error(`${message}: not within ${ms} ms`);
+    if (Date.now() >= deadline) throw new Error(`${typeof message === "function" ? message() : message}: not within ${ms} ms`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }

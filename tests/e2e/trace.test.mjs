@@ -85,6 +85,8 @@ const incoming = (sid, headers) =>
 const completed = (sid) => webhook("/voice/twilio/status", { AccountSid: ACCOUNT, CallSid: sid, CallStatus: "completed" });
 
 const requestSpan = (path) => receiver.spans.find((span) => span.name === "request" && span.attributes.path === path);
+/** What the collector holds, for a failure's message. */
+const received = () => `${receiver.spans.length} spans (${[...new Set(receiver.spans.map((span) => `${span.name} ${span.attributes.path ?? ""}`))].join(", ")}); refused: ${receiver.refused.join(", ") || "none"}`;
 const hex = (bytes) => randomBytes(bytes).toString("hex");
 
 describe("one trace per call", () => {
@@ -106,8 +108,8 @@ describe("one trace per call", () => {
     await until(() => socket.closed() !== null, "the session closed the carrier's socket");
 
     // The relay's request span ends with the call, and is exported after it.
-    const relay = await until(() => requestSpan(`/v1/calls/${sid}/relay`), "the relay's span reached the collector");
-    const end = await until(() => requestSpan(`/v1/calls/${sid}/end`), "the end's span reached the collector");
+    const relay = await until(() => requestSpan(`/v1/calls/${sid}/relay`), () => `the relay's span reached the collector: ${received()}`);
+    const end = await until(() => requestSpan(`/v1/calls/${sid}/end`), () => `the end's span reached the collector: ${received()}`);
     const trace = receiver.spans.filter((span) => span.traceId === carrier.traceId);
 
     // The carrier's trace id, kept by the edge on every forward; the origin's service name.
@@ -186,7 +188,7 @@ describe("one trace per call", () => {
     const answer = await incoming(sid, { traceparent: invalid });
     assert.equal(answer.status, 200, await answer.text());
     assert.equal((await completed(sid)).status, 204);
-    const end = await until(() => requestSpan(`/v1/calls/${sid}/end`), "the end's span reached the collector");
+    const end = await until(() => requestSpan(`/v1/calls/${sid}/end`), () => `the end's span reached the collector: ${received()}`);
     assert.match(end.traceId, /^[0-9a-f]{32}$/);
     assert.notEqual(end.traceId, "0".repeat(32));
     assert.notEqual(end.traceId, invalid.slice(3, 35).toLowerCase());
