@@ -81,6 +81,18 @@ pub const ORIGIN_ENVIRONMENT: &str = "ORIGIN_ENVIRONMENT";
 /// replica wakes it at once; the poll finds retries and other replicas' rows).
 pub const WEBHOOK_POLL_MS: &str = "WEBHOOK_POLL_MS";
 
+/// Env var (OpenTelemetry standard): base URL of an OTLP/HTTP collector; traces go to
+/// `{base}/v1/traces`. Traces are off when neither this nor the traces endpoint is set.
+pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+/// Env var (OpenTelemetry standard): full URL traces are posted to, used as given.
+pub const OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+/// Env var (OpenTelemetry standard): `http/protobuf` (default) or `http/json`.
+pub const OTEL_EXPORTER_OTLP_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
+/// Env var (OpenTelemetry standard): the `service.name` of the origin's spans.
+pub const OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
+/// `service.name` when `OTEL_SERVICE_NAME` is unset.
+pub const DEFAULT_SERVICE_NAME: &str = "aybiza-origin";
+
 /// Port 4000 on every interface: what the ECS task definition and ALB target group expect.
 const DEFAULT_LISTEN_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 4000);
@@ -125,6 +137,28 @@ pub struct Config {
     /// ECS task scale-in protection while calls are live (`crate::task_protection`); `None`
     /// outside ECS or when switched off.
     pub task_protection: Option<TaskProtectionConfig>,
+    /// Where traces go over OTLP; `None` = no traces exported.
+    pub traces: Option<TracesConfig>,
+}
+
+/// Where the origin's spans are exported (OTLP over HTTP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TracesConfig {
+    /// The URL spans are posted to (`…/v1/traces`).
+    pub endpoint: String,
+    /// How they are encoded.
+    pub protocol: OtlpProtocol,
+    /// `service.name`.
+    pub service_name: String,
+}
+
+/// OTLP/HTTP encodings (gRPC is not built in: it would pull a second HTTP stack).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// `http/protobuf`, the specification's default.
+    Protobuf,
+    /// `http/json`.
+    Json,
 }
 
 // Secrets stay out of logs and panics.
@@ -143,6 +177,7 @@ impl fmt::Debug for Config {
             .field("outbound_policy", &self.outbound_policy)
             .field("journal", &self.journal)
             .field("task_protection", &self.task_protection)
+            .field("traces", &self.traces)
             .finish_non_exhaustive()
     }
 }
@@ -391,8 +426,11 @@ impl Config {
                     .unwrap_or(shared::task_protection::DEFAULT_MINUTES),
             });
 
+        let traces = traces_config(&mut reader);
+
         reader.finish()?;
         Ok(Self {
+            traces,
             journal,
             journal_write_wait,
             task_protection,
@@ -410,6 +448,30 @@ impl Config {
             webhook_poll,
         })
     }
+}
+
+/// The OTLP endpoint per the OpenTelemetry exporter specification ("Endpoint URLs for
+/// OTLP/HTTP"): the per-signal variable is used as is, the base one gets `/v1/traces` appended.
+fn traces_config(reader: &mut Reader<'_>) -> Option<TracesConfig> {
+    let signal = reader.url(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT);
+    let base = reader.url(OTEL_EXPORTER_OTLP_ENDPOINT);
+    let protocol = reader
+        .parse(OTEL_EXPORTER_OTLP_PROTOCOL, |text| match text {
+            "http/protobuf" => Ok(OtlpProtocol::Protobuf),
+            "http/json" => Ok(OtlpProtocol::Json),
+            _ => Err(ConfigIssue::NotOneOf(&["http/protobuf", "http/json"])),
+        })
+        .unwrap_or(OtlpProtocol::Protobuf);
+    let service_name = reader
+        .text(OTEL_SERVICE_NAME)
+        .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_owned());
+    let endpoint =
+        signal.or_else(|| base.map(|base| format!("{}/v1/traces", base.trim_end_matches('/'))))?;
+    Some(TracesConfig {
+        endpoint,
+        protocol,
+        service_name,
+    })
 }
 
 fn database_config(reader: &mut Reader<'_>) -> DatabaseConfig {
@@ -545,6 +607,50 @@ mod tests {
             config.outbound_policy,
             OutboundPolicy::PublicOnly,
             "production unless told otherwise"
+        );
+        assert_eq!(config.traces, None, "no traces unless an endpoint is given");
+    }
+
+    #[test]
+    fn traces_follow_the_opentelemetry_variables() {
+        let config =
+            parse(&[(OTEL_EXPORTER_OTLP_ENDPOINT, "http://127.0.0.1:4318/")]).expect("valid");
+        assert_eq!(
+            config.traces,
+            Some(TracesConfig {
+                endpoint: "http://127.0.0.1:4318/v1/traces".into(),
+                protocol: OtlpProtocol::Protobuf,
+                service_name: DEFAULT_SERVICE_NAME.into(),
+            })
+        );
+        let config = parse(&[
+            (OTEL_EXPORTER_OTLP_ENDPOINT, "http://collector:4318"),
+            (
+                OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+                "http://jaeger:4318/custom",
+            ),
+            (OTEL_EXPORTER_OTLP_PROTOCOL, "http/json"),
+            (OTEL_SERVICE_NAME, "origin-eu"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            config.traces,
+            Some(TracesConfig {
+                endpoint: "http://jaeger:4318/custom".into(),
+                protocol: OtlpProtocol::Json,
+                service_name: "origin-eu".into(),
+            }),
+            "the per-signal endpoint is used as given and wins"
+        );
+        let error = parse(&[
+            (OTEL_EXPORTER_OTLP_ENDPOINT, "collector:4318"),
+            (OTEL_EXPORTER_OTLP_PROTOCOL, "grpc"),
+        ])
+        .expect_err("not a URL, gRPC not built");
+        let named: Vec<&str> = error.problems.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            named,
+            [OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL]
         );
     }
 

@@ -214,7 +214,11 @@ impl Journals {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(journal.id.clone(), Arc::clone(&journal));
-        tokio::spawn(flush(state.clone(), Arc::clone(&journal)));
+        // Its writes belong to the call's trace (the relay request's span).
+        tokio::spawn(tracing::Instrument::in_current_span(flush(
+            state.clone(),
+            Arc::clone(&journal),
+        )));
         if state.fanout.keeps_takeovers() {
             tokio::spawn(keep_for_takeover(state.clone(), Arc::clone(&journal)));
         }

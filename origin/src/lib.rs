@@ -74,6 +74,7 @@ mod routes;
 pub mod signing_secret;
 pub mod store;
 pub mod task_protection;
+pub mod telemetry;
 pub mod tools;
 pub mod turn;
 pub mod webhooks;
@@ -207,12 +208,17 @@ impl AppState {
     }
 }
 
+/// Readiness: database, Redis and Bedrock configuration.
+pub const READY_PATH: &str = "/ready";
+/// Prometheus text.
+pub const METRICS_PATH: &str = "/metrics";
+
 /// The origin's routes.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route(HEALTH_PATH, get(routes::health))
-        .route("/ready", get(routes::ready))
-        .route("/metrics", get(routes::metrics))
+        .route(READY_PATH, get(routes::ready))
+        .route(METRICS_PATH, get(routes::metrics))
         .route(
             origin_path::AGENT,
             put(routes::agents::put)

@@ -21,7 +21,31 @@ async fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("healthcheck") {
         return origin::healthcheck::run(config.listen_addr).await;
     }
-    init_logging(&config);
+    let exporter = match config
+        .traces
+        .as_ref()
+        .map(origin::telemetry::Exporter::start)
+    {
+        None => None,
+        Some(Ok(exporter)) => Some(exporter),
+        Some(Err(error)) => {
+            eprintln!("origin: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config, exporter.as_ref());
+    if let Some(traces) = &config.traces {
+        tracing::info!(endpoint = %traces.endpoint, service = %traces.service_name, "exporting traces over OTLP");
+    }
+    let code = run(config).await;
+    if let Some(exporter) = exporter {
+        // The batch processor's flush blocks; keep it off the runtime's threads.
+        let _ = tokio::task::spawn_blocking(move || exporter.shutdown()).await;
+    }
+    code
+}
+
+async fn run(config: Config) -> ExitCode {
     let listen_addr = config.listen_addr;
     let shutdown = shutdown_signal();
 
@@ -56,13 +80,26 @@ async fn main() -> ExitCode {
     }
 }
 
-fn init_logging(config: &Config) {
+/// Log lines to stdout as `RUST_LOG` filters them; the origin's spans to the OTLP exporter
+/// (when configured) whatever `RUST_LOG` says.
+fn init_logging(config: &Config, exporter: Option<&origin::telemetry::Exporter>) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match config.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
+    let lines = match config.log_format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_filter(filter).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(lines)
+        .with(exporter.map(|exporter| exporter.layer()))
+        .init();
 }
 
 /// Resolves on SIGTERM (what ECS sends to stop a task) or Ctrl-C. The handlers are installed

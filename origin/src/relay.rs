@@ -68,6 +68,7 @@ use shared::turn::{Turn, TurnRole};
 use shared::voicemail::{self, OnAnswer};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::AppState;
 use crate::edge_auth::Caller;
@@ -126,12 +127,18 @@ pub async fn upgrade(
         ));
     }
     let region = crate::routes::calls::region(&state, &headers);
+    // The session runs in a task of its own after the upgrade: it stays inside this request's
+    // span (and so the edge's trace) for the whole call.
+    let span = tracing::Span::current();
     Ok(ws
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .max_message_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| async move {
-            Session::new(state, tenant, id, region).run(socket).await;
+        .on_upgrade(move |socket| {
+            async move {
+                Session::new(state, tenant, id, region).run(socket).await;
+            }
+            .instrument(span)
         }))
 }
 
@@ -821,43 +828,46 @@ impl Session {
         let turn_lang = lang.clone();
         let turn_stop = stop.clone();
         let journal = Arc::clone(&self.journal);
-        let handle = tokio::spawn(async move {
-            let reply_lang = options.lang.clone();
-            let options = std::sync::Mutex::new(options);
-            let sink = |piece: String| {
-                let options = options.lock().unwrap_or_else(|e| e.into_inner());
-                out.send(Out::Text(Outbound::text(piece, false, &options).to_json()))
-                    .is_ok()
-            };
-            let send = |message: Outbound| {
-                if matches!(message, Outbound::Language { .. }) {
-                    // The session now speaks the new language: text needs no `lang` of its own.
-                    options.lock().unwrap_or_else(|e| e.into_inner()).lang = None;
-                }
-                out.send(Out::Text(message.to_json())).is_ok()
-            };
-            let carrier = Carrier {
-                send: &send,
-                languages,
-            };
-            turn::run(
-                &state,
-                TurnInput {
-                    tenant: &tenant,
-                    call_id: &call_id,
-                    agent: &agent,
-                    history: &history,
-                    text: &turn_text,
-                    lang: turn_lang.as_deref(),
-                    reply_lang: reply_lang.as_deref(),
-                    carrier: Some(&carrier),
-                    journal: Some(&journal),
-                },
-                &sink,
-                &turn_stop,
-            )
-            .await
-        });
+        let handle = tokio::spawn(
+            async move {
+                let reply_lang = options.lang.clone();
+                let options = std::sync::Mutex::new(options);
+                let sink = |piece: String| {
+                    let options = options.lock().unwrap_or_else(|e| e.into_inner());
+                    out.send(Out::Text(Outbound::text(piece, false, &options).to_json()))
+                        .is_ok()
+                };
+                let send = |message: Outbound| {
+                    if matches!(message, Outbound::Language { .. }) {
+                        // The session now speaks the new language: text needs no `lang` of its own.
+                        options.lock().unwrap_or_else(|e| e.into_inner()).lang = None;
+                    }
+                    out.send(Out::Text(message.to_json())).is_ok()
+                };
+                let carrier = Carrier {
+                    send: &send,
+                    languages,
+                };
+                turn::run(
+                    &state,
+                    TurnInput {
+                        tenant: &tenant,
+                        call_id: &call_id,
+                        agent: &agent,
+                        history: &history,
+                        text: &turn_text,
+                        lang: turn_lang.as_deref(),
+                        reply_lang: reply_lang.as_deref(),
+                        carrier: Some(&carrier),
+                        journal: Some(&journal),
+                    },
+                    &sink,
+                    &turn_stop,
+                )
+                .await
+            }
+            .in_current_span(),
+        );
         self.live = Some(LiveTurn {
             stop,
             text,

@@ -1,5 +1,6 @@
 //! Every request carries an id: the edge's `X-Request-Id` when it sent a sane one, else a new
-//! UUID. The id is in every log line of the request and in the response.
+//! UUID. The id is in every log line of the request and in the response, beside the trace id:
+//! the request's span is the child of the edge's W3C `traceparent` (`crate::telemetry`).
 
 use axum::extract::{FromRequestParts, Request};
 use axum::http::HeaderValue;
@@ -57,12 +58,33 @@ pub async fn assign(mut request: Request, next: Next) -> Response {
     };
     request.extensions_mut().insert(RequestId(id.clone()));
 
-    let span = tracing::info_span!(
-        "request",
-        request_id = %id,
-        method = %request.method(),
-        path = %request.uri().path()
-    );
+    macro_rules! request_span {
+        ($target:expr) => {
+            tracing::info_span!(
+                target: $target,
+                "request",
+                request_id = %id,
+                trace_id = tracing::field::Empty,
+                method = %request.method(),
+                path = %request.uri().path(),
+                otel.kind = "server",
+            )
+        };
+    }
+    // Health checks and scrapes are logged like any request but not traced
+    // (`telemetry::PROBE_TARGET`): a trace per load-balancer probe would bury the calls'.
+    let span = if crate::telemetry::is_probe(request.uri().path()) {
+        request_span!(crate::telemetry::PROBE_TARGET)
+    } else {
+        request_span!(module_path!())
+    };
+    let traceparent = request
+        .headers()
+        .get(shared::headers::TRACEPARENT)
+        .and_then(|value| value.to_str().ok());
+    if let Some(trace_id) = crate::telemetry::adopt_parent(&span, traceparent) {
+        span.record("trace_id", trace_id.as_str());
+    }
     let started = std::time::Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     if response.extensions().get::<LogsItsOwnLine>().is_none() {

@@ -31,6 +31,7 @@ use shared::handoff::{HandoffData, REASON_AGENT_ENDED, REASON_TRANSFER};
 use shared::language::LanguageSession;
 use shared::relay::Outbound;
 use shared::turn::{ToolCall, ToolOutcome};
+use tracing::Instrument;
 
 use crate::AppState;
 use crate::llm::{ToolResult, ToolResultContent, ToolUse};
@@ -141,10 +142,17 @@ pub async fn run_round(
         .enumerate()
         .filter_map(|(index, plan)| match plan {
             Planned::Tenant(tool) => Some(async move {
-                (
-                    index,
-                    call_tenant_tool(state, tools, tool, &uses[index]).await,
-                )
+                let span = tracing::info_span!(
+                    "tool_call",
+                    tool = %tool.name,
+                    kind = "tenant",
+                    outcome = tracing::field::Empty,
+                );
+                let (content, call) = call_tenant_tool(state, tools, tool, &uses[index])
+                    .instrument(span.clone())
+                    .await;
+                span.record("outcome", call.outcome.as_str());
+                (index, (content, call))
             }),
             _ => None,
         })
@@ -168,7 +176,17 @@ pub async fn run_round(
                     started,
                 )
             }
-            Planned::Builtin(call) => perform(call, tool_use, tools, log, started),
+            Planned::Builtin(call) => {
+                let span = tracing::info_span!(
+                    "tool_call",
+                    tool = %tool_use.name,
+                    kind = "builtin",
+                    outcome = tracing::field::Empty,
+                );
+                let done = span.in_scope(|| perform(call, tool_use, tools, log, started));
+                span.record("outcome", done.1.outcome.as_str());
+                done
+            }
         };
         results[index] = Some(done);
     }
@@ -411,7 +429,10 @@ async fn call_tenant_tool(
             signature,
             timeout,
             max_response: outbound::MAX_RESPONSE_BYTES,
-            headers: Vec::new(),
+            // The tenant's service may continue the call's trace.
+            headers: crate::telemetry::current_traceparent()
+                .map(|traceparent| vec![(shared::headers::TRACEPARENT, traceparent)])
+                .unwrap_or_default(),
         })
         .await;
     let failed = |outcome: ToolOutcome, why: String| {

@@ -35,6 +35,8 @@ use shared::language::LanguageSession;
 use shared::model::{ModelFailure, Recovery, recovery};
 use shared::turn::{Fallback, GUARDRAIL_INTERVENED, Timings, ToolCall, Turn, TurnRole, Usage};
 use tokio::sync::watch;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::AppState;
 use crate::journal::{Announce, CallJournal, Record};
@@ -206,8 +208,39 @@ pub struct TurnInput<'a> {
 /// Where a turn's pieces go; `false` means the client is gone.
 pub type PieceSink<'a> = &'a (dyn Fn(String) -> bool + Send + Sync);
 
-/// Runs one turn: pieces go to `pieces` as they are cut; `stop` ends it early.
+/// Runs one turn: pieces go to `pieces` as they are cut; `stop` ends it early. The turn is a
+/// span (`crate::telemetry`) holding its model attempts, tool calls and writes.
 pub async fn run(
+    state: &AppState,
+    input: TurnInput<'_>,
+    pieces: PieceSink<'_>,
+    stop: &StopSignal,
+) -> Result<TurnReport, TurnError> {
+    let span = tracing::info_span!(
+        "turn",
+        call_id = input.call_id,
+        model = Empty,
+        ttft_ms = Empty,
+        fallbacks = Empty,
+    );
+    let report = run_turn(state, input, pieces, stop)
+        .instrument(span.clone())
+        .await;
+    if let Ok(report) = &report {
+        if let Some(model) = &report.model {
+            span.record("model", model.as_str());
+        }
+        // Signed integers: tracing-opentelemetry exports unsigned ones as text.
+        span.record("ttft_ms", i64::from(report.timings.ttft_ms));
+        span.record(
+            "fallbacks",
+            i64::try_from(report.fallbacks.len()).unwrap_or(i64::MAX),
+        );
+    }
+    report
+}
+
+async fn run_turn(
     state: &AppState,
     input: TurnInput<'_>,
     pieces: PieceSink<'_>,
@@ -241,13 +274,16 @@ pub async fn run(
             let store = Arc::clone(&state.store);
             let (tenant, call_id) = (input.tenant.to_owned(), input.call_id.to_owned());
             let write_stop = stop.clone();
-            UserWrite::Direct(tokio::spawn(async move {
-                let written = store.append_turns(&tenant, &call_id, &[user_turn]).await;
-                if written.is_err() {
-                    write_stop.stop(Stop::NotDurable);
+            UserWrite::Direct(tokio::spawn(
+                async move {
+                    let written = store.append_turns(&tenant, &call_id, &[user_turn]).await;
+                    if written.is_err() {
+                        write_stop.stop(Stop::NotDurable);
+                    }
+                    written
                 }
-                written
-            }))
+                .in_current_span(),
+            ))
         }
     };
 
@@ -400,9 +436,20 @@ async fn generate(
         languages: None,
     };
     let mut chunker = Chunker::new(ChunkPolicy::default());
+    let mut attempt: u32 = 0;
     'models: for model in chain {
         let mut retried_same_model = false;
         loop {
+            attempt += 1;
+            // One span per request to a model: how it ended, and why the chain moved on.
+            let attempt_span = tracing::info_span!(
+                "model_attempt",
+                model = %model,
+                attempt = i64::from(attempt),
+                outcome = Empty,
+                fallback_reason = Empty,
+                error = Empty,
+            );
             generation.model = Some(model.clone());
             let request = LlmRequest {
                 model: model.clone(),
@@ -414,10 +461,12 @@ async fn generate(
             // Phase 1: the request and the first event, under the first-token deadline.
             let first = tokio::select! {
                 reason = stop.stopped() => {
+                    attempt_span.record("outcome", "stopped");
                     generation.ending = Ending::Stopped(reason);
                     break 'models;
                 }
-                first = tokio::time::timeout(deadlines.first_token_timeout, first_event(state, request.clone())) => first,
+                first = tokio::time::timeout(deadlines.first_token_timeout, first_event(state, request.clone()))
+                    .instrument(attempt_span.clone()) => first,
             };
             let failure = match first {
                 Err(_) => LlmError::new(
@@ -426,7 +475,12 @@ async fn generate(
                 ),
                 Ok(Err(error)) => error,
                 Ok(Ok((stream, event))) => {
-                    generation.ttft = Some(started.elapsed());
+                    let ttft = started.elapsed();
+                    generation.ttft = Some(ttft);
+                    attempt_span.record("outcome", "answered");
+                    attempt_span.in_scope(|| {
+                        tracing::info!(ttft_ms = i64::from(millis(ttft)), "first_token");
+                    });
                     generation.ending = converse(
                         state,
                         request,
@@ -437,16 +491,21 @@ async fn generate(
                         stop,
                         tools,
                     )
+                    .instrument(attempt_span.clone())
                     .await;
                     break 'models;
                 }
             };
+            attempt_span.record("error", failure.failure.as_str());
             match recovery(failure.failure, false, retried_same_model) {
                 Recovery::SameModelAgain => {
+                    attempt_span.record("outcome", "retried");
                     tracing::info!(%model, error = %failure, "model request failed; retrying once");
                     retried_same_model = true;
                 }
                 Recovery::NextModel => {
+                    attempt_span.record("outcome", "fell_back");
+                    attempt_span.record("fallback_reason", failure.failure.as_str());
                     tracing::warn!(%model, error = %failure, "model failed before its first token; falling back");
                     state
                         .metrics
@@ -464,6 +523,7 @@ async fn generate(
                     continue 'models;
                 }
                 Recovery::GiveUp => {
+                    attempt_span.record("outcome", "gave_up");
                     tracing::warn!(%model, error = %failure, "model refused the request");
                     generation.ending = Ending::Failed(failure);
                     break 'models;

@@ -15,6 +15,11 @@ pub const EDGE_SIGNATURE: &str = "x-edge-signature";
 /// A fresh random value per forwarded request, signed, so the origin can refuse a replay.
 pub const EDGE_NONCE: &str = "x-edge-nonce";
 
+/// W3C Trace Context parent (`shared::trace_context`): set by the edge on every forward to the
+/// origin and on the relay, adopted by the origin as the parent of its spans. Not signed: it
+/// grants nothing, and a tracing proxy on the path may legitimately rewrite it.
+pub const TRACEPARENT: &str = "traceparent";
+
 /// Every header only the edge may set; a client-sent copy is stripped before forwarding.
 pub const EDGE_SET: [&str; 7] = [
     REQUEST_ID,

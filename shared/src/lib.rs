@@ -45,6 +45,7 @@ pub mod signature;
 pub mod signing;
 pub mod task_protection;
 pub mod telnyx;
+pub mod trace_context;
 pub mod ttl_map;
 pub mod turn;
 pub mod twilio;

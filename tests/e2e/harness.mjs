@@ -437,6 +437,20 @@ export async function withTimeout(promise, ms, message) {
   }
 }
 
+/**
+ * Polls `predicate` every 50 ms until it returns something truthy, which is returned; fails
+ * with `message` (or what `message()` says then) after `ms`.
+ */
+export async function until(predicate, message, ms = 10_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await predicate();
+    if (value) return value;
+    if (Date.now() >= deadline) throw new Error(`${typeof message === "function" ? message() : message}: not within ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
 /** Reads a response as JSON, failing with the text when it is not. */
 export async function json(response) {
   const text = await response.text();

@@ -929,6 +929,7 @@ impl Store for SqlStore {
         row.as_ref().map(agent_from_row).transpose()
     }
 
+    #[tracing::instrument(name = "db.write", skip_all, fields(db.operation = "create_call"))]
     async fn create_call(&self, call: &Call) -> Result<(), StoreError> {
         let pool = self.ready()?;
         let mut tx = pool.begin().await.map_err(classify)?;
@@ -1010,6 +1011,7 @@ impl Store for SqlStore {
         rows.iter().map(call_from_row).collect()
     }
 
+    #[tracing::instrument(name = "db.write", skip_all, fields(db.operation = "end_call"))]
     async fn end_call(
         &self,
         tenant: &str,
@@ -1056,6 +1058,7 @@ impl Store for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "db.write", skip_all, fields(db.operation = "record_answer"))]
     async fn record_answer(
         &self,
         tenant: &str,
@@ -1082,6 +1085,7 @@ impl Store for SqlStore {
         })
     }
 
+    #[tracing::instrument(name = "db.write", skip_all, fields(db.operation = "record_voicemail"))]
     async fn record_voicemail(
         &self,
         tenant: &str,
@@ -1117,6 +1121,7 @@ impl Store for SqlStore {
         rows.iter().map(turn_from_row).collect()
     }
 
+    #[tracing::instrument(name = "db.write", skip_all, fields(db.operation = "append_turns"))]
     async fn append_turns(
         &self,
         tenant: &str,
@@ -1172,6 +1177,7 @@ impl Store for SqlStore {
         Ok(seqs)
     }
 
+    #[tracing::instrument(name = "db.write", skip_all, fields(db.operation = "append_journaled"))]
     async fn append_journaled(
         &self,
         tenant: &str,
@@ -1222,6 +1228,7 @@ impl Store for SqlStore {
         Ok(small(seq))
     }
 
+    #[tracing::instrument(name = "db.write", skip_all, fields(db.operation = "record_caller"))]
     async fn record_caller(
         &self,
         tenant: &str,
@@ -1248,6 +1255,7 @@ impl Store for SqlStore {
         Ok(updated > 0)
     }
 
+    #[tracing::instrument(name = "db.write", skip_all, fields(db.operation = "mark_interrupted"))]
     async fn mark_interrupted(
         &self,
         tenant: &str,

@@ -59,6 +59,10 @@ pub struct Routing {
     pub targets: Vec<Target>,
     /// The caller's country, for `X-CF-Country`.
     pub country: Option<String>,
+    /// The call's trace id, continued by every request made for the call (absent in a session
+    /// stored before traces, which then starts a trace per request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 /// One connection attempt (or connection) to an origin. A socket event names the link it
@@ -275,6 +279,7 @@ impl Relay {
             principal: start.principal,
             targets: start.targets,
             country: start.country,
+            trace_id: start.trace_id,
         };
         let relay = Self::restore(session, routing, None, limits);
         let mut actions = vec![

@@ -53,6 +53,10 @@ pub struct StartSession {
     pub country: Option<String>,
     /// The request that started the call (for logs).
     pub request_id: String,
+    /// The trace of that request (`shared::trace_context`): the call's own requests to its
+    /// origin (the relay, the end) continue it, so one call is one trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 /// `POST /touch`: activity on the call (an API turn).

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod probe;
 pub mod request_id;
+pub mod trace;
 
 pub use answer::{Failure, Rejection, json, respond};
 pub use request_id::request_id;

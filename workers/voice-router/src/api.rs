@@ -381,14 +381,14 @@ async fn turn(
     );
     if let Err(refusal) = touched {
         console_warn!(
-            "request {}: call {call_id}: activity not recorded: {refusal:?}",
-            x.request_id
+            "{}: call {call_id}: activity not recorded: {refusal:?}",
+            x.tag()
         );
     }
     match forwarded {
         Ok((response, _)) => pass_through(response),
         Err(unavailable) => {
-            console_error!("request {}: turn on {call_id}: {unavailable}", x.request_id);
+            console_error!("{}: turn on {call_id}: {unavailable}", x.tag());
             Err(Refusal::OriginUnavailable)
         }
     }
@@ -430,7 +430,7 @@ async fn forward(
     match origin::send(x.env, &x.signer(principal), targets, &forward).await {
         Ok((response, _)) => pass_through(response),
         Err(unavailable) => {
-            console_error!("request {}: {route:?}: {unavailable}", x.request_id);
+            console_error!("{}: {route:?}: {unavailable}", x.tag());
             Err(Refusal::OriginUnavailable)
         }
     }

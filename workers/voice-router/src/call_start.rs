@@ -131,10 +131,7 @@ pub async fn start_call(
             });
         }
         // Fail open like the limiter itself: a limiter outage must not hang up on callers.
-        Err(error) => console_warn!(
-            "request {}: call {call_id}: lease not taken: {error:?}",
-            x.request_id
-        ),
+        Err(error) => console_warn!("{}: call {call_id}: lease not taken: {error:?}", x.tag()),
     }
     let started = match create_at_origin(x, principal, call, targets).await {
         Ok(target) => start_session(x, principal, call, targets, &target)
@@ -145,12 +142,12 @@ pub async fn start_call(
     if let Err(error) = &started {
         if let Err(release) = services::release_lease(x.env, &lease, x.request_id).await {
             console_error!(
-                "request {}: call {call_id}: lease not released: {release:?}",
-                x.request_id
+                "{}: call {call_id}: lease not released: {release:?}",
+                x.tag()
             );
         }
         if !matches!(error, StartError::UnknownAgent) {
-            console_error!("request {}: call {call_id}: not started", x.request_id);
+            console_error!("{}: call {call_id}: not started", x.tag());
         }
     }
     started
@@ -180,7 +177,7 @@ async fn create_at_origin(
         metadata: call.metadata.clone(),
     };
     let body = serde_json::to_vec(&create).map_err(|error| {
-        console_error!("request {}: {error}", x.request_id);
+        console_error!("{}: {error}", x.tag());
         StartError::NotStarted
     })?;
     let forward = Forward {
@@ -195,7 +192,7 @@ async fn create_at_origin(
     let (mut response, target) = origin::send(x.env, &x.signer(principal), targets, &forward)
         .await
         .map_err(|unavailable| {
-            console_error!("request {}: {unavailable}", x.request_id);
+            console_error!("{}: {unavailable}", x.tag());
             StartError::NotStarted
         })?;
     match response.status_code() {
@@ -204,8 +201,8 @@ async fn create_at_origin(
         status if means_origin_unavailable(status) => {
             let refusal = OriginRefusal::read(&mut response).await;
             console_warn!(
-                "request {}: the origin in {} refused the call: {refusal:?}",
-                x.request_id,
+                "{}: the origin in {} refused the call: {refusal:?}",
+                x.tag(),
                 target.region
             );
             Err(StartError::OriginRefused(refusal))
@@ -213,8 +210,8 @@ async fn create_at_origin(
         status => {
             let text = response.text().await.unwrap_or_default();
             console_error!(
-                "request {}: the origin in {} answered {status} to the call: {}",
-                x.request_id,
+                "{}: the origin in {} answered {status} to the call: {}",
+                x.tag(),
                 target.region,
                 text.chars().take(200).collect::<String>()
             );
@@ -246,14 +243,15 @@ async fn start_session(
         targets: targets::with_first(targets, chosen),
         country: x.client.country.clone(),
         request_id: x.request_id.to_owned(),
+        trace_id: Some(x.trace.trace_id_hex()),
     };
     match stub::start(x.env, &start).await {
         // A carrier retrying its webhook finds the session there already.
         Ok(_) | Err(Refusal::Session(SessionRefusal::CallExists)) => Ok(()),
         Err(refusal) => {
             console_error!(
-                "request {}: call {}: session not created: {refusal:?}",
-                x.request_id,
+                "{}: call {}: session not created: {refusal:?}",
+                x.tag(),
                 call.call_id
             );
             Err(StartError::NotStarted)

@@ -11,6 +11,7 @@ use shared::geo::wire::RouteDecision;
 use shared::geo::{Target, targets};
 use shared::principal::Principal;
 use shared::request_id::Trust;
+use shared::trace_context::TraceParent;
 use worker::{Context, Env, Headers, Request, Response, ResponseBuilder, Result, event};
 
 mod api;
@@ -35,11 +36,19 @@ pub const CALL_SESSION: &str = "CALL_SESSION";
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let request_id = edge_io::request_id(&req, Trust::Public);
+    // This hop's span of the caller's trace (or a new trace): sent on to the origin.
+    let trace = edge_io::trace::continue_or_start(&req);
     let browser_origin = req.headers().get("origin").ok().flatten();
     let limits = gate::Limits::default();
-    let response = match handle(req, &env, &ctx, &limits, &request_id).await {
+    let response = match handle(req, &env, &ctx, &limits, &request_id, trace).await {
         Ok(response) => response,
-        Err(refusal) => rejection_response(&refusal::rejection(refusal, &request_id), &request_id)?,
+        Err(refusal) => {
+            let tag = origin::Tag {
+                request_id: &request_id,
+                trace: &trace,
+            };
+            rejection_response(&refusal::rejection(refusal, &tag), &request_id)?
+        }
     };
     let cors = config::load(&env)
         .map(|config| config.cors.response_headers(browser_origin.as_deref()))
@@ -54,6 +63,7 @@ async fn handle(
     ctx: &Context,
     limits: &gate::Limits,
     request_id: &str,
+    trace: TraceParent,
 ) -> std::result::Result<Response, Refusal> {
     let config = config::load(env).map_err(|error| {
         worker::console_error!("request {request_id}: {error}");
@@ -73,6 +83,7 @@ async fn handle(
         config: &config,
         limits,
         request_id,
+        trace,
         client,
         body,
         public_url: gate::public_url(&req, &config),
@@ -118,6 +129,8 @@ pub struct Exchange<'a> {
     pub limits: &'a gate::Limits,
     /// This request's id.
     pub request_id: &'a str,
+    /// This request's place in its trace: the `traceparent` forwarded to the origin.
+    pub trace: TraceParent,
     /// What the edge knows about the client.
     pub client: gate::Client,
     /// The request body (within the route's limit).
@@ -134,7 +147,16 @@ impl Exchange<'_> {
             principal,
             country: self.client.country.as_deref(),
             request_id: self.request_id,
+            trace: self.trace,
             failover_budget_ms: self.config.failover_budget_ms,
+        }
+    }
+
+    /// How this request's log lines name it: its id beside its trace id.
+    pub fn tag(&self) -> origin::Tag<'_> {
+        origin::Tag {
+            request_id: self.request_id,
+            trace: &self.trace,
         }
     }
 
@@ -148,8 +170,8 @@ impl Exchange<'_> {
             Ok(decision) => targets::of_decision(&decision),
             Err(error) => {
                 worker::console_warn!(
-                    "request {}: geo-router did not route, using ORIGIN_URL: {error:?}",
-                    self.request_id
+                    "{}: geo-router did not route, using ORIGIN_URL: {error:?}",
+                    self.tag()
                 );
                 vec![Target::new("default", &self.config.origin_url)]
             }

@@ -17,6 +17,7 @@ use shared::headers;
 use shared::principal::Principal;
 use shared::public_route::{ForwardFailure, means_origin_unavailable};
 use shared::signing::{self, BodyHash, SignedRequest};
+use shared::trace_context::TraceParent;
 use worker::{Env, Headers, Method, Request, RequestInit, Response};
 
 use crate::services;
@@ -35,8 +36,40 @@ pub struct Signer<'a> {
     pub country: Option<&'a str>,
     /// This request's id.
     pub request_id: &'a str,
+    /// The `traceparent` sent: this request's span in its trace.
+    pub trace: TraceParent,
     /// How long the request may spend failing over to further regions, in ms.
     pub failover_budget_ms: u64,
+}
+
+impl Signer<'_> {
+    /// How log lines about this request name it.
+    pub fn tag(&self) -> Tag<'_> {
+        Tag {
+            request_id: self.request_id,
+            trace: &self.trace,
+        }
+    }
+}
+
+/// A request as log lines name it: `request <id> trace <trace id>`, so an edge log line leads to
+/// the origin's spans and log lines of the same request.
+pub struct Tag<'a> {
+    /// The request id.
+    pub request_id: &'a str,
+    /// Its trace.
+    pub trace: &'a TraceParent,
+}
+
+impl std::fmt::Display for Tag<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "request {} trace {}",
+            self.request_id,
+            self.trace.trace_id_hex()
+        )
+    }
 }
 
 /// What a forwarded request carries.
@@ -105,6 +138,8 @@ pub fn signed_request(
     headers.set(headers::EDGE_TIMESTAMP, &timestamp.to_string())?;
     headers.set(headers::EDGE_NONCE, &nonce)?;
     headers.set(headers::EDGE_SIGNATURE, &signature)?;
+    // Not signed (`shared::headers::TRACEPARENT` says why).
+    headers.set(headers::TRACEPARENT, &signer.trace.to_string())?;
     if let Some(content_type) = content_type {
         headers.set("content-type", content_type)?;
     }
@@ -231,8 +266,8 @@ pub async fn send(
     match refused {
         Some(answer) => {
             worker::console_warn!(
-                "request {}: the origins refused: {}",
-                signer.request_id,
+                "{}: the origins refused: {}",
+                signer.tag(),
                 attempts.join("; ")
             );
             Ok(answer)
@@ -258,6 +293,7 @@ const RELAY_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Who a call's own requests to its origin are signed as: the principal that started the call,
 /// from the `CallSession`'s routing.
+/// Each is a new span of the call's trace.
 pub fn call_signer<'a>(
     config: &'a EdgeConfig,
     routing: &'a Routing,
@@ -268,6 +304,7 @@ pub fn call_signer<'a>(
         principal: &routing.principal,
         country: routing.country.as_deref(),
         request_id,
+        trace: edge_io::trace::within(routing.trace_id.as_deref()),
         failover_budget_ms: config.failover_budget_ms,
     }
 }

@@ -109,8 +109,8 @@ pub async fn place(
                 stub::end(x.env, &call.call_id, &EndRequest::new(EndReason::Failed)).await
             {
                 console_error!(
-                    "request {}: call {}: not ended after the carrier refused it: {ending:?}",
-                    x.request_id,
+                    "{}: call {}: not ended after the carrier refused it: {ending:?}",
+                    x.tag(),
                     call.call_id
                 );
             }
@@ -118,8 +118,8 @@ pub async fn place(
         }
     };
     console_log!(
-        "request {}: call {} placed through {} {}",
-        x.request_id,
+        "{}: call {} placed through {} {}",
+        x.tag(),
         call.call_id,
         account.carrier.as_str(),
         account.account_id
@@ -134,8 +134,8 @@ pub async fn place(
         if let Err(refusal) = stub::carrier(x.env, &call.call_id, &report).await {
             // Its first status callback binds it instead.
             console_error!(
-                "request {}: call {}: carrier call id not recorded: {refusal:?}",
-                x.request_id,
+                "{}: call {}: carrier call id not recorded: {refusal:?}",
+                x.tag(),
                 call.call_id
             );
         }
@@ -184,7 +184,7 @@ async fn agent_at(
     voice::lookup_agent(x, principal, targets, path)
         .await
         .map_err(|error| {
-            console_error!("request {}: agent lookup: {error}", x.request_id);
+            console_error!("{}: agent lookup: {error}", x.tag());
             match error {
                 LookupError::Unavailable(_) | LookupError::Answered(_) => {
                     Refusal::OriginUnavailable
@@ -264,12 +264,7 @@ async fn dial(
         },
     );
     let (status, answer) = send(&request).await.map_err(|cause| {
-        console_error!(
-            "request {}: {} {}: {cause}",
-            x.request_id,
-            request.method,
-            request.url
-        );
+        console_error!("{}: {} {}: {cause}", x.tag(), request.method, request.url);
         Refusal::Carrier(PlacementError::Unavailable { status: 0 })
     })?;
     carrier.placement(status, &answer).map_err(Refusal::Carrier)

@@ -102,7 +102,7 @@ impl From<ServiceError> for Refusal {
 /// How a carrier's refusal to place a call reaches the client: the numbers it refused are the
 /// client's to fix (422, the carrier's words); everything else is the edge's or the carrier's
 /// trouble (502, or 503 with `Retry-After` when the carrier asks to slow down), logged.
-fn carrier_rejection(error: PlacementError, request_id: &str) -> Rejection {
+fn carrier_rejection(error: PlacementError, tag: &dyn std::fmt::Display) -> Rejection {
     use ErrorCode as Code;
     match &error {
         PlacementError::Destination(_) => Rejection::new(
@@ -116,7 +116,7 @@ fn carrier_rejection(error: PlacementError, request_id: &str) -> Rejection {
             error.to_string(),
         ),
         PlacementError::Refused { .. } => {
-            console_error!("request {request_id}: {error}");
+            console_error!("{tag}: {error}");
             Rejection::new(502, Code::CarrierRefused.as_str(), error.to_string())
         }
         PlacementError::RateLimited => Rejection::new(
@@ -126,7 +126,7 @@ fn carrier_rejection(error: PlacementError, request_id: &str) -> Rejection {
         )
         .with_header("retry-after", "1"),
         PlacementError::Credentials { .. } | PlacementError::Unavailable { .. } => {
-            console_error!("request {request_id}: {error}");
+            console_error!("{tag}: {error}");
             Rejection::new(
                 502,
                 Code::CarrierUnavailable.as_str(),
@@ -137,8 +137,8 @@ fn carrier_rejection(error: PlacementError, request_id: &str) -> Rejection {
 }
 
 /// The status, code, message and headers a client sees for `refusal`. 5xx messages are generic
-/// and the cause goes to the log under the request id.
-pub fn rejection(refusal: Refusal, request_id: &str) -> Rejection {
+/// and the cause goes to the log under `tag` (the request id and trace id).
+pub fn rejection(refusal: Refusal, tag: &dyn std::fmt::Display) -> Rejection {
     use ErrorCode as Code;
     let plain = |status: u16, code: ErrorCode, message: &str| {
         Rejection::new(status, code.as_str(), message.to_owned())
@@ -204,7 +204,7 @@ pub fn rejection(refusal: Refusal, request_id: &str) -> Rejection {
             Code::OutboundNotConfigured.as_str(),
             format!("no carrier account of the tenant places calls from {number}"),
         ),
-        Refusal::Carrier(error) => carrier_rejection(error, request_id),
+        Refusal::Carrier(error) => carrier_rejection(error, tag),
         Refusal::OriginUnavailable => plain(502, Code::OriginUnavailable, "no origin answered"),
         Refusal::CallNotStarted => plain(
             503,
@@ -225,7 +225,7 @@ pub fn rejection(refusal: Refusal, request_id: &str) -> Rejection {
         ),
         Refusal::Service(ServiceError::Refused(rejection)) => rejection,
         Refusal::Service(ServiceError::Unavailable { service, cause }) => {
-            console_error!("request {request_id}: {service} unavailable: {cause}");
+            console_error!("{tag}: {service} unavailable: {cause}");
             plain(
                 503,
                 Code::ServiceUnavailable,
@@ -239,7 +239,7 @@ pub fn rejection(refusal: Refusal, request_id: &str) -> Rejection {
             "the edge is misconfigured; quote the request id when reporting it",
         ),
         Refusal::Internal(cause) => {
-            console_error!("request {request_id} failed: {cause}");
+            console_error!("{tag} failed: {cause}");
             plain(
                 500,
                 Code::Internal,

@@ -201,6 +201,7 @@ impl Inner {
             return refused(SessionRefusal::CallExists.into());
         }
         let request_id = start.request_id.clone();
+        let trace_id = start.trace_id.clone().unwrap_or_default();
         let limits = crate::config::session_limits(&self.env);
         let (relay, actions) = match Relay::start(start, limits, now()) {
             Ok(started) => started,
@@ -210,7 +211,7 @@ impl Inner {
         *self.relay.borrow_mut() = Some(relay);
         self.perform(actions).await;
         console_log!(
-            "call {} started for tenant {} in {} (request {request_id})",
+            "call {} started for tenant {} in {} (request {request_id} trace {trace_id})",
             session.call_id,
             session.tenant_id,
             session.region
@@ -421,7 +422,15 @@ impl Inner {
                 Some((config, routing)) => {
                     let request_id = format!("{call_id}-relay-{}", now());
                     let signer = origin::call_signer(&config, &routing, &request_id);
-                    origin::open_relay(&signer, &target, &call_id).await
+                    let opened = origin::open_relay(&signer, &target, &call_id).await;
+                    if opened.is_ok() {
+                        console_log!(
+                            "call {call_id}: relay open in {} ({})",
+                            target.region,
+                            signer.tag()
+                        );
+                    }
+                    opened
                 }
                 None => Err(worker::Error::RustError("nothing to sign for".into())),
             };
@@ -669,7 +678,7 @@ enum Now {
 /// The object's answer to a refused request: the one error envelope, its status from
 /// voice-router's one status map.
 fn refused(refusal: Refusal) -> Result<Response> {
-    rejection_response(&rejection(refusal, ""), "")
+    rejection_response(&rejection(refusal, &"call session"), "")
 }
 
 fn now() -> u64 {

@@ -62,10 +62,7 @@ pub async fn incoming(
         Ok(Some(agent)) => agent,
         Ok(None) => return answer(&carrier.say_and_hang_up(NOT_IN_SERVICE, None)),
         Err(cause) => {
-            console_error!(
-                "request {}: call {call_id}: agent lookup: {cause}",
-                x.request_id
-            );
+            console_error!("{}: call {call_id}: agent lookup: {cause}", x.tag());
             return answer(&carrier.say_and_hang_up(TROUBLE, None));
         }
     };
@@ -101,10 +98,7 @@ pub async fn incoming(
             ))
         }
         Err(refusal) => {
-            console_error!(
-                "request {}: call {call_id}: no relay URL: {refusal:?}",
-                x.request_id
-            );
+            console_error!("{}: call {call_id}: no relay URL: {refusal:?}", x.tag());
             if let Err(ending) = stub::end(
                 x.env,
                 &call_id,
@@ -112,10 +106,7 @@ pub async fn incoming(
             )
             .await
             {
-                console_error!(
-                    "request {}: call {call_id}: not ended: {ending:?}",
-                    x.request_id
-                );
+                console_error!("{}: call {call_id}: not ended: {ending:?}", x.tag());
             }
             answer(&carrier.say_and_hang_up(TROUBLE, language))
         }
@@ -164,13 +155,13 @@ pub async fn action(
     let session = webhook.session_status.as_deref().unwrap_or("unknown");
     match &after {
         AfterSession::Dial(plan) => console_log!(
-            "request {}: call {call_id}: relay session {session}; transferring to {}",
-            x.request_id,
+            "{}: call {call_id}: relay session {session}; transferring to {}",
+            x.tag(),
             plan.to.as_str()
         ),
         AfterSession::HangUp => console_log!(
-            "request {}: call {call_id}: relay session {session}; hanging up",
-            x.request_id
+            "{}: call {call_id}: relay session {session}; hanging up",
+            x.tag()
         ),
     }
     match after {

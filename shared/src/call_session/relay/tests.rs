@@ -127,6 +127,7 @@ impl World {
             targets: regions.iter().map(|r| target(r)).collect(),
             country: Some("US".into()),
             request_id: "req-1".into(),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
         };
         let (relay, actions) = Relay::start(start, limits(), T0).expect("starts");
         let mut world = World {
@@ -1174,11 +1175,30 @@ fn a_start_without_regions_is_refused() {
         targets: Vec::new(),
         country: None,
         request_id: "r".into(),
+        trace_id: None,
     };
     assert!(matches!(
         Relay::start(start, limits(), T0),
         Err(SessionRefusal::NoRegion)
     ));
+}
+
+#[test]
+fn the_call_keeps_the_trace_it_started_in_even_when_stored_before_traces() {
+    let world = World::new(&["us-east-1"]);
+    let routing = world.relay.routing().clone();
+    assert_eq!(
+        routing.trace_id.as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    let stored = serde_json::to_value(&routing).expect("json");
+    let restored: Routing = serde_json::from_value(stored.clone()).expect("reads back");
+    assert_eq!(restored, routing);
+    // A routing stored by an edge from before traces has no trace id, and still reads.
+    let mut old = stored;
+    old.as_object_mut().expect("object").remove("trace_id");
+    let restored: Routing = serde_json::from_value(old).expect("reads without a trace id");
+    assert_eq!(restored.trace_id, None);
 }
 
 #[test]
