@@ -1187,20 +1187,10 @@ impl Store for SqlStore {
     ) -> Result<u32, StoreError> {
         let pool = self.ready()?;
         let mut tx = pool.begin().await.map_err(classify)?;
-        // Written before (its answer was lost): the same turn, nothing new.
-        let written = sqlx::query(
-            "SELECT seq FROM turns WHERE tenant_id = $1 AND call_id = $2 AND journal_key = $3",
-        )
-        .bind(tenant)
-        .bind(call_id)
-        .bind(key)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(classify)?;
-        if let Some(row) = written {
-            let seq: i64 = row.try_get(0).map_err(corrupt("turn"))?;
-            return Ok(small(seq));
-        }
+        // The write comes first: it takes the write lock at once (waiting for it if need be).
+        // Reading first would make SQLite fail the transaction outright (SQLITE_BUSY, no retry)
+        // whenever another write committed between the read and this one; on PostgreSQL it
+        // locks the call's row, so the call's turns are numbered one at a time either way.
         // Said while the call lived: stored even if the call has ended since.
         let reserved = sqlx::query(
             "UPDATE calls SET turn_count = turn_count + 1 \
@@ -1214,6 +1204,21 @@ impl Store for SqlStore {
         let Some(row) = reserved else {
             return Err(StoreError::CallNotFound);
         };
+        // Written before (its answer was lost): the same turn, nothing new (the transaction
+        // rolls back as it is dropped, the count with it).
+        let written = sqlx::query(
+            "SELECT seq FROM turns WHERE tenant_id = $1 AND call_id = $2 AND journal_key = $3",
+        )
+        .bind(tenant)
+        .bind(call_id)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+        if let Some(row) = written {
+            let seq: i64 = row.try_get(0).map_err(corrupt("turn"))?;
+            return Ok(small(seq));
+        }
         let seq: i64 = row.try_get("turn_count").map_err(corrupt("call"))?;
         let agent_id: String = row.try_get("agent_id").map_err(corrupt("call"))?;
         insert_turn(&mut tx, tenant, call_id, seq, turn, Some(key)).await?;
