@@ -875,13 +875,18 @@ async fn shutdown_drains_new_work_gets_503_the_live_turn_finishes_then_the_relay
     assert!(!stored[1].interrupted);
 }
 
-#[tokio::test]
-async fn the_database_going_away_fails_fast_with_503_and_the_origin_recovers_by_itself() {
+/// An origin on the test command's PostgreSQL, reached through a proxy the test can cut.
+async fn origin_behind_a_cuttable_database() -> (Proxy, Origin) {
     let upstream = authority_of(&postgres_url());
     let proxy = Proxy::start(&upstream).await;
     let mut options = Options::new(Db::Postgres);
     options.database_url = Some(with_authority(&postgres_url(), &proxy.addr.to_string()));
-    let origin = Origin::start(options).await;
+    (proxy, Origin::start(options).await)
+}
+
+#[tokio::test]
+async fn the_database_going_away_fails_fast_with_503_and_the_origin_recovers_by_itself() {
+    let (proxy, origin) = origin_behind_a_cuttable_database().await;
     let client = origin.client("acme");
     client.agent("a1", "m", &[]).await;
     let call = client.call("a1").await;
@@ -988,11 +993,7 @@ async fn the_database_going_away_fails_fast_with_503_and_the_origin_recovers_by_
 
 #[tokio::test]
 async fn an_api_turn_whose_reply_cannot_be_stored_ends_with_an_error_not_done() {
-    let upstream = authority_of(&postgres_url());
-    let proxy = Proxy::start(&upstream).await;
-    let mut options = Options::new(Db::Postgres);
-    options.database_url = Some(with_authority(&postgres_url(), &proxy.addr.to_string()));
-    let origin = Origin::start(options).await;
+    let (proxy, origin) = origin_behind_a_cuttable_database().await;
     origin.script(
         "counter",
         slow("One. Two. Three. Four. Five. Six. Seven. Eight.", 60),
