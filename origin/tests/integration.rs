@@ -29,7 +29,7 @@ on_both_databases!(
 
 /// An outbound call (as the edge creates it) on an agent with a voicemail message.
 async fn outbound_call(client: &support::Client, agent: &str) -> String {
-    let (status, _) = client
+    let (status, answer) = client
         .json(
             "PUT",
             &format!("/v1/agents/{agent}"),
@@ -41,7 +41,7 @@ async fn outbound_call(client: &support::Client, agent: &str) -> String {
             })),
         )
         .await;
-    assert!(status == 201 || status == 200);
+    assert!(status == 201 || status == 200, "agent: {status} {answer}");
     let (status, call) = client
         .json(
             "POST",

@@ -745,22 +745,6 @@ impl Store for SqlStore {
     ) -> Result<(Agent, bool), StoreError> {
         let pool = self.ready()?;
         let mut tx = pool.begin().await.map_err(classify)?;
-        for number in &spec.phone_numbers {
-            let owner = sqlx::query(
-                "SELECT agent_id FROM agent_phone_numbers WHERE tenant_id = $1 AND phone_number = $2",
-            )
-            .bind(tenant)
-            .bind(number.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(classify)?;
-            if let Some(row) = owner {
-                let owner: String = row.try_get(0).map_err(corrupt("phone number"))?;
-                if owner != id {
-                    return Err(StoreError::PhoneNumberTaken(number.clone()));
-                }
-            }
-        }
         let fallback_models = spec.fallback_models.as_deref().map(to_json);
         let voice_settings = serde_json::to_string(&spec.voice)
             .map_err(|error| StoreError::Corrupt(format!("agent voice_settings: {error}")))?;
@@ -838,6 +822,25 @@ impl Store for SqlStore {
         .map_err(classify)?;
         let version = unsigned(row.try_get::<i64, _>(0).map_err(corrupt("agent"))?);
         let created_at_ms = unsigned(row.try_get::<i64, _>(1).map_err(corrupt("agent"))?);
+        // Checked after the write above, which took the write lock: SQLite fails a transaction
+        // that reads first outright (SQLITE_BUSY) when another write commits in between. A
+        // number taken by another agent rolls the whole transaction back.
+        for number in &spec.phone_numbers {
+            let owner = sqlx::query(
+                "SELECT agent_id FROM agent_phone_numbers WHERE tenant_id = $1 AND phone_number = $2",
+            )
+            .bind(tenant)
+            .bind(number.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?;
+            if let Some(row) = owner {
+                let owner: String = row.try_get(0).map_err(corrupt("phone number"))?;
+                if owner != id {
+                    return Err(StoreError::PhoneNumberTaken(number.clone()));
+                }
+            }
+        }
         sqlx::query("DELETE FROM agent_phone_numbers WHERE tenant_id = $1 AND agent_id = $2")
             .bind(tenant)
             .bind(id)
