@@ -31,6 +31,9 @@ function run(command, args, { env = {}, input } = {}) {
     let stderr = "";
     child.stdout.on("data", (chunk) => (stdout += chunk));
     child.stderr.on("data", (chunk) => (stderr += chunk));
+    // A command that refuses its arguments exits before reading its input: writing to it then
+    // fails with EPIPE, which is no failure of the command.
+    child.stdin.on("error", () => {});
     child.stdin.end(input ?? "");
     child.on("close", (code) => resolve({ code, stdout, stderr, output: stdout + stderr }));
   });
