@@ -17,7 +17,7 @@
 import { mkdtempSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { edgeHeaders, relaySocket, startEmulator, startOrigin, tcpProxy } from "../e2e/harness.mjs";
+import { relaySocket, signedCall, startEmulator, startOrigin, tcpProxy } from "../e2e/harness.mjs";
 import { CF, TENANT, WORKERS, externalService, jwt, rustWorker, workerd } from "./edge-stack.mjs";
 import { percentile, report } from "./report.mjs";
 import { Client, freePort } from "./workerd.mjs";
@@ -37,15 +37,6 @@ const EDGE_HEADERS = { "cf-connecting-ip": "198.51.100.9", "cf-blob": CF };
 const startedAt = performance.now();
 const progress = (message) => console.error(`  [drain ${((performance.now() - startedAt) / 1000).toFixed(1)} s] ${message}`);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** A request to an origin signed as the edge signs it. */
-function signed(origin, method, pathAndQuery, body) {
-  return fetch(`${origin.url}${pathAndQuery}`, {
-    method,
-    headers: { ...edgeHeaders({ method, pathAndQuery, body: body ?? "", principal }), "content-type": "application/json" },
-    body,
-  });
-}
 
 /**
  * One caller until `until` (performance.now()): turns with a pause between them. Returns what
@@ -108,7 +99,7 @@ try {
   const spec = JSON.stringify({ name: "Drain bench", system_prompt: "You answer at once.", model: MODEL, fallback_models: [], idle_reprompt_secs: 0 });
   // The origin listens before its database is ready and answers 503 until then: retry, bounded.
   for (const deadline = Date.now() + 15_000; ; ) {
-    const put = await signed(a, "PUT", `/v1/agents/${AGENT}`, spec);
+    const put = await signedCall(a, "PUT", `/v1/agents/${AGENT}`, { body: spec, principal });
     if ([200, 201].includes(put.status)) break;
     if (put.status !== 503 || Date.now() > deadline) throw new Error(`creating the agent: ${put.status} ${await put.text()}`);
     await sleep(100);
@@ -156,7 +147,7 @@ try {
   let lost = 0;
   let twice = 0;
   for (const [i, call] of calls.entries()) {
-    const response = await signed(b, "GET", `/v1/calls/${call.id}/turns`);
+    const response = await signedCall(b, "GET", `/v1/calls/${call.id}/turns`, { principal });
     if (response.status !== 200) throw new Error(`turns of ${call.id}: ${response.status} ${await response.text()}`);
     const stored = (await response.json()).turns.filter((turn) => turn.role === "user").map((turn) => turn.text);
     for (const words of results[i].said) {

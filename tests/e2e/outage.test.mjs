@@ -19,10 +19,10 @@ import os from "node:os";
 import path from "node:path";
 import {
   closedPortUrl,
-  edgeHeaders,
   geoRegions,
   hs256Jwt,
   json,
+  signedCall,
   startEmulator,
   startOrigin,
   startWorkers,
@@ -214,7 +214,7 @@ const principal = { tenant_id: TENANT, subject: "e2e", scopes: [], plan: "pro", 
 
 /** A signed request straight to an origin (as the edge would sign it): A unless told. */
 async function originGet(pathAndQuery, at = origin) {
-  return fetch(`${at.url}${pathAndQuery}`, { headers: edgeHeaders({ pathAndQuery, principal }) });
+  return signedCall(at, "GET", pathAndQuery, { principal });
 }
 
 async function until(predicate, message, ms = 10_000) {
