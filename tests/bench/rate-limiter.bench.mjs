@@ -4,11 +4,15 @@
 // measured in the same run on the same process: the rate-limiter Worker answering a request
 // without touching any Durable Object (its 404), i.e. the Worker's own floor on this machine.
 //
+// PROFILE=1 (tests/bench/profile.mjs) also prints where the Rust isolate and the plain-JS floor's
+// spend their CPU on the hot GCRA key.
+//
 // Inputs (set by tests/stack/bench.sh): WORKER_BUNDLES_DIR, the development dry-run bundles.
 
 import { copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { PROFILING, printProfile, profileService } from "./profile.mjs";
 import { percentile, report } from "./report.mjs";
 import { Client, bundleDir, bundleModules, capnp, compatibilityDate, freePort, kvSource, root, startWorkerd } from "./workerd.mjs";
 
@@ -81,11 +85,13 @@ ${split ? `const objects :Workerd.Worker = (\n  modules = [ ${modules} ],\n  com
 async function startWithStorage(base, name, write) {
   const storageDir = mkdtempSync(path.join(base, `${name}-objects-`));
   const port = await freePort();
+  const inspectorPort = PROFILING ? await freePort() : undefined;
   const client = new Client(port);
   let handle;
   try {
     handle = await startWorkerd({
       name,
+      inspectorPort,
       write: (dir) => write(dir, port, storageDir),
       ready: async () => (await client.request("GET", "/ready-probe")).status === 404,
     });
@@ -96,6 +102,12 @@ async function startWithStorage(base, name, write) {
   }
   return {
     client,
+    /** With PROFILE=1: where the `limiter` isolate spends its CPU while `next` runs at c=16. */
+    async profile(title, next) {
+      if (!PROFILING) return;
+      const top = await profileService({ port: inspectorPort, service: "limiter", load: () => throughput(client, next) });
+      printProfile(title, top);
+    },
     async stop() {
       client.close();
       await handle.stop();
@@ -250,6 +262,8 @@ try {
     met: gcra.allowed <= gcraBound && gcra.degraded === 0 && gcra.errors === 0,
   });
 
+  await memory.profile("rate-limiter isolate (Worker and objects), one hot GCRA key", () => check("bench-gcra", `profile-${gcraKey}`));
+
   const openKey = `open-${Date.now()}`;
   const open = await throughput(client, () => check("bench-open", openKey));
   rows.push({
@@ -352,6 +366,7 @@ try {
     baseline: "the Rust rate-limiter, same key and load",
     ratio: jsGcra.rate / gcra.rate,
   });
+  await js.profile("plain-JS floor isolate (Worker and object), one hot GCRA key", () => jsCheck(`profile-${jsKey}`));
   notes.push(
     `loopback, c=${CONCURRENCY}, ${RUN_MS / 1_000} s per run, ${LATENCY_SAMPLES} sequential samples of each for latency, alternating; 1-min load average at start ${load.toFixed(2)} on ${os.cpus().length} cores (other work on the machine lowers every figure)`,
     `Durable Object storage on ${memoryDir()} except the last row; the client is Node on the same machine, sharing its cores`,

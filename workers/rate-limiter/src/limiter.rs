@@ -20,8 +20,8 @@ use serde::Deserialize;
 use shared::health::HEALTH_PATH;
 use shared::rate_limit::object::{self, Clock, ObjectRequest, Stored, Transition};
 use worker::{
-    Date, DurableObject, Env, Method, Request, Response, Result, SqlStorage, SqlStorageValue,
-    State, console_error, console_log, durable_object,
+    DurableObject, Env, Method, Request, Response, Result, SqlStorage, SqlStorageValue, State,
+    console_error, console_log, durable_object,
 };
 
 /// Log lines name an object by this many hex digits of its name: enough to find it, and the
@@ -236,7 +236,7 @@ impl RateLimiter {
 
     fn now_ms(&self) -> u64 {
         let mut clock = self.clock.get();
-        let now_ms = clock.observe(Date::now().as_millis());
+        let now_ms = clock.observe(edge_io::clock::now_ms());
         self.clock.set(clock);
         now_ms
     }

@@ -3,7 +3,6 @@
 use std::cell::RefCell;
 use std::time::Duration;
 
-use edge_io::clock::within;
 use shared::rate_limit::decision::Decision;
 use shared::rate_limit::lease::LeaseGrant;
 use shared::rate_limit::object::{ObjectReply, ObjectRequest, Op};
@@ -11,7 +10,7 @@ use shared::rate_limit::policy::{FailureMode, Policy, PolicyName};
 use shared::rate_limit::refusals::RefusalCache;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::{Date, Env, console_error, console_log, web_sys};
+use worker::{Env, console_error, console_log, web_sys};
 
 use crate::limiter::{APPLY_URL, LOGGED_NAME_LEN};
 use crate::{RATE_LIMITER, Service};
@@ -60,7 +59,7 @@ impl Target {
 
     /// Takes `cost` units, or repeats a refusal still in force.
     pub async fn check(&self, env: &Env, cost: u64, request_id: &str) -> Decision {
-        let sent_at_ms = Date::now().as_millis();
+        let sent_at_ms = edge_io::clock::now_ms();
         let repeated = REFUSALS.with(|cache| {
             cache
                 .borrow()
@@ -173,20 +172,26 @@ impl Target {
         let namespace: &worker::worker_sys::DurableObjectNamespace =
             namespace.as_ref().unchecked_ref();
         let stub = namespace.get_by_name(&self.object_name).map_err(js_error)?;
+        // The deadline covers the answer and its body.
+        let late = |e: JsValue| {
+            if edge_io::clock::is_timeout(&e) {
+                format!("no answer within {} ms", self.timeout.as_millis())
+            } else {
+                js_error(e)
+            }
+        };
         let init = web_sys::RequestInit::new();
         init.set_method("POST");
         init.set_body(&JsValue::from_str(&body));
+        init.set_signal(Some(&edge_io::clock::deadline_signal(self.timeout)));
         let outgoing =
             web_sys::Request::new_with_str_and_init(APPLY_URL, &init).map_err(js_error)?;
         let answer = stub.fetch_with_request(&outgoing).map_err(js_error)?;
-        let response: web_sys::Response = within(self.timeout, JsFuture::from(answer))
-            .await
-            .ok_or_else(|| format!("no answer within {} ms", self.timeout.as_millis()))?
-            .map_err(js_error)?
-            .unchecked_into();
+        let response: web_sys::Response =
+            JsFuture::from(answer).await.map_err(late)?.unchecked_into();
         let text = JsFuture::from(response.text().map_err(js_error)?)
             .await
-            .map_err(js_error)?
+            .map_err(late)?
             .as_string()
             .unwrap_or_default();
         let status = response.status();

@@ -11,7 +11,7 @@ use shared::rate_limit::policy::{
     GLOBAL_DOC_KEY, Policy, PolicyCache, PolicyDoc, PolicyError, PolicyName, plan_doc_key, resolve,
     tenant_doc_key,
 };
-use worker::{Date, Env, console_error};
+use worker::{Env, console_error};
 
 use crate::RATE_LIMIT_KV;
 
@@ -46,7 +46,7 @@ pub async fn load<'a>(env: &Env, ttl_ms: u64, scopes: impl Iterator<Item = &'a S
         keys.extend(scope.tenant.as_ref().map(tenant_doc_key));
         keys.extend(scope.plan.as_ref().map(plan_doc_key));
     }
-    let now_ms = Date::now().as_millis();
+    let now_ms = edge_io::clock::now_ms();
     let mut docs = HashMap::with_capacity(keys.len());
     let mut missing = Vec::new();
     CACHE.with(|cell| {

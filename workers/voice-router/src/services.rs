@@ -7,7 +7,6 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use edge_io::Rejection;
-use edge_io::clock::within;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::auth::{
@@ -27,7 +26,7 @@ use shared::rate_limit::api::{
 use shared::ttl_map::TtlMap;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::{Env, Headers, Method, Request, RequestInit, web_sys};
+use worker::{Env, Headers, web_sys};
 
 /// Service binding to auth-validator.
 pub const AUTH: &str = "AUTH";
@@ -82,43 +81,42 @@ async fn post_json<Resp: DeserializeOwned>(
         service: binding,
         cause,
     };
+    // The runtime's own `Request`, binding `fetch` and `text()`: the body is read in one call,
+    // not chunk by chunk through a Rust stream, and the deadline is the runtime's own signal,
+    // covering the answer and its body (issue 15's profile).
+    let late = |error: JsValue| {
+        if edge_io::clock::is_timeout(&error) {
+            unavailable(format!("no answer within {} ms", DEADLINE.as_millis()))
+        } else {
+            unavailable(worker::Error::from(error).to_string())
+        }
+    };
     let headers = Headers::new();
-    let request = headers
+    headers
         .set("content-type", "application/json")
         .and_then(|()| headers.set(shared::headers::REQUEST_ID, request_id))
-        .and_then(|()| {
-            let mut init = RequestInit::new();
-            init.with_method(Method::Post)
-                .with_headers(headers)
-                .with_body(Some(json.into()));
-            Request::new_with_init(
-                &format!("https://{}{path}", binding.to_ascii_lowercase()),
-                &init,
-            )
-        })
         .map_err(|e| unavailable(e.to_string()))?;
-    // The binding's own `fetch` and the answer's `text()` in JS: the body is read in one call,
-    // not chunk by chunk through a Rust stream (issue 15's profile).
+    let init = web_sys::RequestInit::new();
+    init.set_method("POST");
+    init.set_headers(&headers.0);
+    init.set_body(&JsValue::from_str(&json));
+    init.set_signal(Some(&edge_io::clock::deadline_signal(DEADLINE)));
+    let url = format!("https://{}{path}", binding.to_ascii_lowercase());
+    let request = web_sys::Request::new_with_str_and_init(&url, &init).map_err(late)?;
     let fetcher: worker::worker_sys::Fetcher = env
         .service(binding)
         .map_err(|e| unavailable(e.to_string()))?
         .into_rpc();
-    let answered = async {
-        let promise = fetcher.fetch(request.inner())?;
-        let response: web_sys::Response = JsFuture::from(promise).await?.dyn_into()?;
-        let text = JsFuture::from(response.text()?).await?;
-        Ok::<_, JsValue>((response, text.as_string().unwrap_or_default()))
-    };
-    let (response, text) = match within(DEADLINE, answered).await {
-        Some(Ok(answered)) => answered,
-        Some(Err(error)) => return Err(unavailable(worker::Error::from(error).to_string())),
-        None => {
-            return Err(unavailable(format!(
-                "no answer within {} ms",
-                DEADLINE.as_millis()
-            )));
-        }
-    };
+    let response: web_sys::Response = JsFuture::from(fetcher.fetch(&request).map_err(late)?)
+        .await
+        .map_err(late)?
+        .dyn_into()
+        .map_err(late)?;
+    let text = JsFuture::from(response.text().map_err(late)?)
+        .await
+        .map_err(late)?
+        .as_string()
+        .unwrap_or_default();
     let status = response.status();
     match status {
         200..=299 => serde_json::from_str(&text)
