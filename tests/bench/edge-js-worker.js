@@ -9,10 +9,24 @@
 // headers. Only what this one request needs: no other route, no failover to another region, no
 // CORS, no body (GET). So it is a floor for a JS voice-router, not a full one.
 //
+// MODE "warm": voice-router's warm path in plain JS. The principal auth-validator answered is
+// remembered per credential (30 s) and geo-router's decision per caller location (5 s), as the
+// Rust isolate does, so a warm request makes one in-order call to rate-limiter for both limits
+// (`"in_order": true`) and the origin's: the like-for-like baseline of the Rust edge's warm path.
+//
+// MODE "warm-direct": "warm", but both limits are decided by the RateLimiter objects bound
+// directly (LIMITER_OBJECTS, the rate-limiter script's namespace), one after the other, named as
+// rate-limiter names them (HMAC-SHA256 of `policy:key` with RATE_LIMIT_KEY_SECRET, hex) and sent
+// the policy the bench configures (LIMIT_POLICIES, the KV document's JSON): the path without the
+// rate-limiter Worker's hop (issue 15's "bind the RateLimiter namespace directly"), measured
+// before building it. Its keys are prefixed `direct/`, so its objects are its own.
+//
 // MODE "proxy": no service calls at all; a fixed principal, signed and forwarded to ORIGIN_URL.
 // The floor of any edge hop in workerd: a request in, a signed subrequest out.
 //
-// Bindings: MODE, ORIGIN_URL, EDGE_SIGNING_SECRET, and for "chain" AUTH, RATE_LIMITER, GEO_ROUTER.
+// Bindings: MODE, ORIGIN_URL, EDGE_SIGNING_SECRET; for "chain" and the warm modes AUTH,
+// RATE_LIMITER, GEO_ROUTER; for "warm-direct" also LIMITER_OBJECTS, RATE_LIMIT_KEY_SECRET and
+// LIMIT_POLICIES.
 
 const SECURITY = [
   ["x-content-type-options", "nosniff"],
@@ -126,6 +140,79 @@ async function chain(request, env, requestId) {
   return answer(origin, rateLimitHeaders(decisions));
 }
 
+const remembered = { principals: new Map(), routes: new Map() };
+const PRINCIPAL_MS = 30_000;
+const ROUTE_MS = 5_000;
+
+/** `fetch()`'s answer for `key` from `cache`, kept for `ms`; only successes are kept. */
+async function recall(cache, key, ms, fetch) {
+  const now = Date.now();
+  const kept = cache.get(key);
+  if (kept && kept.until > now) return kept.answer;
+  const answer = await fetch();
+  if (answer.status === 200) cache.set(key, { answer, until: now + ms });
+  return answer;
+}
+
+let limiterKey;
+/** The RateLimiter object's name for `key` under `policy`, as rate-limiter derives it. */
+async function objectName(env, policy, key) {
+  limiterKey ??= crypto.subtle.importKey("raw", encoder.encode(env.RATE_LIMIT_KEY_SECRET), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  return hex(await crypto.subtle.sign("HMAC", await limiterKey, encoder.encode(`${policy}:${key}`)));
+}
+
+let policies;
+/** The checks decided by their objects, in order, stopping at the first refusal. */
+async function checkObjects(env, checks) {
+  policies ??= JSON.parse(env.LIMIT_POLICIES);
+  const decisions = [];
+  for (const check of checks) {
+    const key = `direct/${check.key}`;
+    const stub = env.LIMITER_OBJECTS.get(env.LIMITER_OBJECTS.idFromName(await objectName(env, check.policy, key)));
+    const response = await stub.fetch("https://rate-limiter.object/apply", {
+      method: "POST",
+      body: JSON.stringify({ policy_name: check.policy, policy: policies[check.policy], op: { type: "check", cost: 1 } }),
+    });
+    if (response.status !== 200) throw new Error(`object for ${check.policy} answered ${response.status}: ${await response.text()}`);
+    const reply = await response.json();
+    decisions.push(reply.decision);
+    if (!reply.decision.allowed) break;
+  }
+  return { allowed: decisions.every((d) => d.allowed), decisions };
+}
+
+async function warm(request, env, requestId, direct) {
+  const url = new URL(request.url);
+  if (request.method !== "GET" || !url.pathname.startsWith("/api/v1/agents")) return refuse(404, "not_found", "no such route", requestId);
+  const cf = request.cf ?? {};
+  if (!API_COUNTRIES.has(cf.country)) return refuse(403, "country_blocked", "the API is not offered in this country", requestId);
+  const ip = request.headers.get("cf-connecting-ip") ?? "unknown";
+  const headers = {};
+  for (const name of ["authorization", "x-api-key", "x-twilio-signature", "content-type"]) {
+    const value = request.headers.get(name);
+    if (value !== null) headers[name] = value;
+  }
+  const caller = { country: cf.country, region_code: cf.regionCode, continent: cf.continent, latitude: cf.latitude, longitude: cf.longitude, colo: cf.colo };
+  const [auth, route] = await Promise.all([
+    recall(remembered.principals, headers.authorization ?? headers["x-api-key"] ?? "", PRINCIPAL_MS, () =>
+      call(env.AUTH, "/v1/authenticate", { method: request.method, url: request.url, headers, body: null, required_scopes: ["agents:admin"], call_id: null }, requestId),
+    ),
+    recall(remembered.routes, JSON.stringify(caller), ROUTE_MS, () => call(env.GEO_ROUTER, "/v1/route", { caller, pin: null }, requestId)),
+  ]);
+  if (auth.status !== 200) return refuse(auth.status, auth.json.error.code, auth.json.error.message, requestId);
+  const principal = auth.json;
+  const checks = [
+    { policy: "ip", key: ip },
+    { policy: "principal", key: `${principal.tenant_id}/${principal.subject}`, tenant: principal.tenant_id, plan: principal.plan },
+  ];
+  const limits = direct ? await checkObjects(env, checks) : (await call(env.RATE_LIMITER, "/check", { checks, in_order: true }, requestId)).json;
+  if (!limits.allowed) return refuse(429, "rate_limited", "too many requests", requestId, rateLimitHeaders(limits.decisions));
+  if (route.status !== 200) return refuse(503, "service_unavailable", "no region", requestId);
+  const originPath = url.pathname.replace(/^\/api/, "") + url.search;
+  const origin = await signedFetch(env, route.json.origin_url.replace(/\/$/, ""), "GET", originPath, principal, cf.country, route.json.region, requestId);
+  return answer(origin, rateLimitHeaders(limits.decisions));
+}
+
 async function proxy(request, env, requestId) {
   const url = new URL(request.url);
   const originPath = url.pathname.replace(/^\/api/, "") + url.search;
@@ -137,7 +224,16 @@ export default {
   async fetch(request, env) {
     const requestId = request.headers.get("cf-ray") ?? crypto.randomUUID();
     try {
-      return env.MODE === "proxy" ? await proxy(request, env, requestId) : await chain(request, env, requestId);
+      switch (env.MODE) {
+        case "proxy":
+          return await proxy(request, env, requestId);
+        case "warm":
+          return await warm(request, env, requestId, false);
+        case "warm-direct":
+          return await warm(request, env, requestId, true);
+        default:
+          return await chain(request, env, requestId);
+      }
     } catch (error) {
       console.error(`request ${requestId}: ${error.stack ?? error}`);
       return refuse(500, "internal", "internal error", requestId);

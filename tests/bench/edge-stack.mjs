@@ -92,12 +92,19 @@ export function rustWorker(worker, dir, originUrl, bind = (service) => service) 
   return entries;
 }
 
-/** The JS baseline Worker as a service named `name`. */
+/** The JS baseline Worker as a service named `name`, in `mode` (see tests/bench/edge-js-worker.js). */
 export function jsWorker(name, mode, dir, originUrl, bind = (service) => service) {
   copyFileSync(path.join(root, "tests/bench/edge-js-worker.js"), path.join(dir, "edge-js-worker.js"));
   const bindings = textBindings({ MODE: mode, ORIGIN_URL: originUrl, EDGE_SIGNING_SECRET });
-  if (mode === "chain") {
+  if (mode !== "proxy") {
     for (const [binding, service] of Object.entries(SERVICES)) bindings.push(`(name = ${capnp(binding)}, service = ${capnp(bind(service))})`);
+  }
+  if (mode === "warm-direct") {
+    // The rate-limiter script's own RateLimiter namespace, as a cross-script binding would be.
+    const [, className] = OBJECTS["rate-limiter"];
+    bindings.push(`(name = "LIMITER_OBJECTS", durableObjectNamespace = (className = ${capnp(className)}, serviceName = "rate-limiter"))`);
+    const { RATE_LIMIT_KEY_SECRET } = DEV_VARS["rate-limiter"]();
+    bindings.push(...textBindings({ RATE_LIMIT_KEY_SECRET, LIMIT_POLICIES: JSON.stringify(POLICIES) }));
   }
   return `(name = ${capnp(name)}, worker = (
       modules = [(name = "worker.js", esModule = embed "edge-js-worker.js")],
@@ -105,6 +112,23 @@ export function jsWorker(name, mode, dir, originUrl, bind = (service) => service
       bindings = [
         ${bindings.join(",\n        ")}
       ],
+      globalOutbound = "origin",
+    ))`;
+}
+
+/**
+ * The plain-JS relay floor (tests/bench/voice-js-relay.js) as a service named `name`: a Worker
+ * and its `JsRelay` Durable Object on the same storage as the Rust objects, reaching the origin
+ * through the `origin` service as voice-router does.
+ */
+export function jsRelay(name, dir) {
+  copyFileSync(path.join(root, "tests/bench/voice-js-relay.js"), path.join(dir, "voice-js-relay.js"));
+  return `(name = ${capnp(name)}, worker = (
+      modules = [(name = "relay.js", esModule = embed "voice-js-relay.js")],
+      compatibilityDate = ${capnp(compatibilityDate("voice-router"))},
+      bindings = [(name = "RELAY", durableObjectNamespace = "JsRelay")],
+      durableObjectNamespaces = [(className = "JsRelay", uniqueKey = ${capnp(`${name}-bench`)}, enableSql = true)],
+      durableObjectStorage = (localDisk = "storage"),
       globalOutbound = "origin",
     ))`;
 }

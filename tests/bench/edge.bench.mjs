@@ -15,6 +15,12 @@
 // embedded SQLite, Bedrock emulator configured) verifies the signature and answers the agent.
 // Baseline: `GET /v1/agents/bench-agent` with the edge headers, signed by this script.
 //
+// Two more JS baselines in the same process (tests/bench/edge-js-worker.js): "warm", the JS
+// Worker on the Rust edge's warm path (principal and region remembered, both limits in one
+// in-order call to rate-limiter), the like-for-like comparison; and "warm-direct", the same with
+// the RateLimiter objects bound directly, which measures what removing the rate-limiter hop
+// would save before anyone builds it in Rust.
+//
 // Two topologies, both from the release `wrangler deploy --dry-run` bundles:
 //   together — the four Workers in one workerd, real service bindings, Durable Objects on SQLite
 //     storage (tmpfs), KV as in-memory services speaking workerd's KV protocol; the JS Worker
@@ -179,7 +185,7 @@ try {
 
   progress("starting the four Workers and the JS Workers in one workerd");
   // Together: the four Workers and the JS baselines in one process.
-  const ports = { rust: await freePort(), js: await freePort(), proxy: await freePort() };
+  const ports = { rust: await freePort(), js: await freePort(), proxy: await freePort(), warm: await freePort(), direct: await freePort() };
   const inspectorPort = PROFILING ? await freePort() : undefined;
   const together = await workerd(
     "together",
@@ -187,12 +193,16 @@ try {
       ...WORKERS.flatMap((worker) => rustWorker(worker, dir, origin.url)),
       jsWorker("js-chain", "chain", dir, origin.url),
       jsWorker("js-proxy", "proxy", dir, origin.url),
+      jsWorker("js-warm", "warm", dir, origin.url),
+      jsWorker("js-warm-direct", "warm-direct", dir, origin.url),
       externalService("origin", originPort),
     ],
     [
       { name: "rust", port: ports.rust, service: "voice-router" },
       { name: "js", port: ports.js, service: "js-chain" },
       { name: "proxy", port: ports.proxy, service: "js-proxy" },
+      { name: "warm", port: ports.warm, service: "js-warm" },
+      { name: "direct", port: ports.direct, service: "js-warm-direct" },
     ],
     inspectorPort,
   );
@@ -202,7 +212,9 @@ try {
   const rust = edgeTarget("edge (Rust, four Workers)", ports.rust);
   const js = edgeTarget("JS Worker, same chain", ports.js);
   const proxy = edgeTarget("JS sign-and-forward proxy", ports.proxy);
-  const targets = [direct, rust, js, proxy];
+  const jsWarm = edgeTarget("JS Worker, warm path", ports.warm);
+  const jsDirect = edgeTarget("JS Worker, warm path, objects bound directly", ports.direct);
+  const targets = [direct, rust, js, proxy, jsWarm, jsDirect];
   clients.push(...targets.map((t) => t.client));
 
   progress("checking every path's answer");
@@ -210,7 +222,7 @@ try {
   const reference = await direct.send(0);
   if (reference.status !== 200) throw new Error(`origin direct: ${reference.status} ${reference.text}`);
   expectedBody = reference.text;
-  for (const target of [rust, js]) {
+  for (const target of [rust, js, jsWarm, jsDirect]) {
     const answer = await target.send(0);
     check(target, answer);
     assertNoneWrong();
@@ -262,7 +274,7 @@ try {
     assertNoneWrong();
   }
   const conc = c16.map((run) => ({ ...stats(run.latencies), rate: run.count / run.seconds, cpuUs: run.cpuNs / run.count / 1000 }));
-  const [d, r, j, p] = [0, 1, 2, 3];
+  const [d, r, j, p, w, o] = [0, 1, 2, 3, 4, 5];
 
   for (const [label, at] of [["c=1", seq], [`c=${LANES}`, conc]]) {
     for (const [stat, target] of [["p50", ADDED_P50_MS], ["p99", ADDED_P99_MS]]) {
@@ -298,6 +310,24 @@ try {
         value: addedProxy,
         unit: "ms",
       });
+      // Like for like: the JS Worker on the Rust edge's warm path, and the same without the
+      // rate-limiter Worker's hop (the objects bound directly): what that lever would save.
+      const addedWarm = at[w][stat] - at[d][stat];
+      const addedDirect = at[o][stat] - at[d][stat];
+      rows.push({
+        figure: `added latency ${stat}, ${label}: edge (Rust) against the JS Worker on the same warm path`,
+        value: added,
+        unit: "ms",
+        baseline: `JS Worker, warm path: ${addedWarm.toFixed(2)} ms`,
+        ratio: added / addedWarm,
+      });
+      rows.push({
+        figure: `added latency ${stat}, ${label}: JS warm path with the RateLimiter objects bound directly (no rate-limiter hop)`,
+        value: addedDirect,
+        unit: "ms",
+        baseline: `JS Worker, warm path through rate-limiter: ${addedWarm.toFixed(2)} ms`,
+        ratio: addedDirect / addedWarm,
+      });
     }
   }
   rows.push({
@@ -326,6 +356,20 @@ try {
     ratio: conc[r].cpuUs / conc[j].cpuUs,
     headline: true,
   });
+  rows.push({
+    figure: "edge CPU per request, all four Workers in one workerd (Rust), against the JS Worker on the same warm path",
+    value: conc[r].cpuUs,
+    unit: "µs",
+    baseline: `JS Worker, warm path, + the same three Rust Workers: ${Math.round(conc[w].cpuUs)} µs`,
+    ratio: conc[r].cpuUs / conc[w].cpuUs,
+  });
+  rows.push({
+    figure: "edge CPU per request, JS warm path with the RateLimiter objects bound directly",
+    value: conc[o].cpuUs,
+    unit: "µs",
+    baseline: `JS Worker, warm path through rate-limiter: ${Math.round(conc[w].cpuUs)} µs`,
+    ratio: conc[o].cpuUs / conc[w].cpuUs,
+  });
   rows.push({ figure: "edge CPU per request, JS sign-and-forward proxy (no service calls)", value: conc[p].cpuUs, unit: "µs" });
   notes.push(
     `c=1: ${SEQUENTIAL_SAMPLES} sequential requests per path, alternating; c=${LANES}: ${ROUNDS} interleaved rounds of ${ROUND_MS / 1000} s per path; ${LANES} clients (own IP, own JWT subject)`,
@@ -333,6 +377,7 @@ try {
     `1-min load average at start ${load.toFixed(2)} on ${os.cpus().length} cores; the client (Node), the origin, the emulator and workerd share them`,
     "the origin's per-request access log is off for both paths (RUST_LOG origin::request_id=warn); the JS sign-and-forward proxy's CPU is workerd's cost of one request in and one subrequest out",
     `JS Worker (tests/bench/edge-js-worker.js): voice-router's stages for this request in plain JS over the same bindings to the same Rust auth-validator, rate-limiter and geo-router (same envelopes, two limit checks, HMAC signing with WebCrypto); the proxy only signs and forwards`,
+    "JS warm path: the JS Worker remembering the principal and the region as the Rust edge does, both limits in one in-order call to rate-limiter; with the objects bound directly it names them and sends them the policy itself, as voice-router would have to (a measurement of that lever, not a deployable design: it needs rate-limiter's key secret and KV policies in voice-router)",
   );
   for (const c of clients) c.close();
   clients.length = 0;

@@ -1,7 +1,7 @@
 // Where a Worker's CPU goes: V8's sampling CPU profiler over workerd's inspector (`workerd serve
 // --inspector-addr`), started around a piece of load and folded into self time per function.
-// The benchmarks run it when PROFILE=1 (tests/stack/bench.sh profile builds keep the wasm's name
-// section, so Rust functions appear by name; otherwise they show as wasm-function[N]).
+// The benchmarks run it when PROFILE=1 (the release bundles keep the wasm's name section, so Rust
+// functions appear by name); PROFILE_TOP sets how many functions are listed (25).
 
 import { createRequire } from "node:module";
 import path from "node:path";
@@ -17,7 +17,7 @@ export const PROFILING = process.env.PROFILE === "1";
  * `load()` runs; returns `{ top, kinds }`: the `top` functions by self time and the time per kind of code,
  * each row `{ name, selfMs, share }`.
  */
-export async function profileService({ port, service, load, top = 25, intervalUs = 100 }) {
+export async function profileService({ port, service, load, top = Number(process.env.PROFILE_TOP ?? 25), intervalUs = 100 }) {
   const targets = await (await fetch(`http://127.0.0.1:${port}/json/list`)).json();
   const target = targets.find((t) => t.id === service);
   if (!target) throw new Error(`no inspector target ${service}: ${targets.map((t) => t.id).join(", ")}`);

@@ -4,6 +4,10 @@
 // belong to calls of one agent whose model (the Bedrock emulator) has a fixed time to first token,
 // so the difference is what the edge adds to a spoken turn.
 //
+// The floor of such a hop in workerd, measured in the same run: the same turn through a
+// plain-JS Worker and Durable Object that only pass messages between the caller's socket and
+// the origin's (tests/bench/voice-js-relay.js).
+//
 // Release bundles in raw `workerd serve` (the four Workers in one process, as edge.bench.mjs
 // runs them), the origin and emulator from the server profile. The workerd process's CPU time
 // over the edge's turns, divided by the messages the object relayed (the prompt in, every
@@ -13,7 +17,7 @@
 
 import os from "node:os";
 import { edgeHeaders, relaySocket, startEmulator, startOrigin } from "../e2e/harness.mjs";
-import { CF, TENANT, WORKERS, externalService, jwt, rustWorker, workerd } from "./edge-stack.mjs";
+import { CF, TENANT, WORKERS, externalService, jsRelay, jwt, rustWorker, workerd } from "./edge-stack.mjs";
 import { percentile, report } from "./report.mjs";
 import { PROFILING, printProfile, profileService } from "./profile.mjs";
 import { Client, cpuNs, freePort } from "./workerd.mjs";
@@ -90,12 +94,16 @@ try {
 
   progress("starting the four Workers in one workerd");
   const port = await freePort();
+  const jsPort = await freePort();
   const inspectorPort = PROFILING ? await freePort() : undefined;
   const originPort = Number(new URL(origin.url).port);
   edge = await workerd(
     "voice",
-    (dir) => [...WORKERS.flatMap((worker) => rustWorker(worker, dir, origin.url)), externalService("origin", originPort)],
-    [{ name: "http", port, service: "voice-router" }],
+    (dir) => [...WORKERS.flatMap((worker) => rustWorker(worker, dir, origin.url)), jsRelay("js-relay", dir), externalService("origin", originPort)],
+    [
+      { name: "http", port, service: "voice-router" },
+      { name: "js", port: jsPort, service: "js-relay" },
+    ],
     inspectorPort,
   );
   const api = new Client(port, 1);
@@ -122,15 +130,31 @@ try {
   sockets.push(straight);
   straight.send(setup(directId));
 
+  // The JS floor's socket: another call at the origin, relayed by the plain-JS Worker and object.
+  const forJs = await signed("POST", "/v1/calls", JSON.stringify({ agent_id: AGENT, source: "api" }));
+  if (forJs.status !== 201) throw new Error(`creating the JS floor's call: ${forJs.status} ${await forJs.text()}`);
+  const jsId = (await forJs.json()).id;
+  const jsPath = `/v1/calls/${jsId}/relay`;
+  const viaJs = await relay(`ws://127.0.0.1:${jsPort}/relay`, {
+    "x-relay-origin": `${origin.url}${jsPath}`,
+    "x-relay-headers": JSON.stringify(edgeHeaders({ method: "GET", pathAndQuery: jsPath, principal, stream: true })),
+  });
+  sockets.push(viaJs);
+  viaJs.send(setup(jsId));
+
   progress(`warming up (${WARMUP_TURNS} turns per path)`);
   for (let i = 0; i < WARMUP_TURNS; i++) {
     await viaEdge.turn("When are you open?");
     await straight.turn("When are you open?");
+    await viaJs.turn("When are you open?");
   }
 
   progress(`${TURNS} turns per path, alternating`);
   const edgeFirst = [];
   const directFirst = [];
+  const jsFirst = [];
+  let jsCpuNs = 0;
+  let jsRelayed = 0;
   let edgeCpuNs = 0;
   let relayed = 0;
   for (let i = 0; i < TURNS; i++) {
@@ -140,6 +164,11 @@ try {
     relayed += messages + 1;
     edgeFirst.push(ms);
     directFirst.push((await straight.turn("When are you open?"))[0]);
+    const beforeJs = cpuNs(edge.pid);
+    const [jsMs, jsMessages] = await viaJs.turn("When are you open?");
+    jsCpuNs += cpuNs(edge.pid) - beforeJs;
+    jsRelayed += jsMessages + 1;
+    jsFirst.push(jsMs);
   }
   if (PROFILING) {
     progress("profiling voice-router's isolate over 200 more turns through the edge");
@@ -165,15 +194,26 @@ try {
       ratio: at(edgeFirst, p) / at(directFirst, p),
       headline: true,
     });
+    const addedJs = at(jsFirst, p) - at(directFirst, p);
+    rows.push({
+      figure: `voice path: added time to the first token ${stat} through a plain-JS Worker and object that only relay (the floor of the hop)`,
+      value: addedJs,
+      unit: "ms",
+      baseline: `voice-router and its CallSession: ${added.toFixed(2)} ms`,
+      ratio: added / addedJs,
+    });
   }
   rows.push({
     figure: "voice path: CPU per relayed message in workerd (the CallSession object and the runtime)",
     value: edgeCpuNs / relayed / 1000,
     unit: "µs",
     headline: true,
+    baseline: `plain-JS relay floor: ${Math.round(jsCpuNs / jsRelayed / 1000)} µs`,
+    ratio: edgeCpuNs / relayed / (jsCpuNs / jsRelayed),
   });
   notes.push(
-    `${TURNS} turns per path after ${WARMUP_TURNS} of warm-up, alternating edge and direct; the emulator's time to first token fixed at ${TTFT_MS} ms; ${REPLY.length} characters of reply`,
+    `${TURNS} turns per path after ${WARMUP_TURNS} of warm-up, alternating edge, direct and the JS floor; the emulator's time to first token fixed at ${TTFT_MS} ms; ${REPLY.length} characters of reply`,
+    "the JS floor (tests/bench/voice-js-relay.js) passes messages between the caller's socket (hibernation API, as CallSession) and the origin's and does nothing else: no session state, storage, turn tracking or reconnection; its ratio is voice-router's added time over the floor's",
     `relayed messages: each turn's prompt in and every text message out (${(relayed / TURNS).toFixed(1)} per turn)`,
     `1-min load average at start ${load.toFixed(2)} on ${os.cpus().length} cores; the client (Node), the origin, the emulator and workerd share them`,
   );
