@@ -110,11 +110,15 @@ async function answer(origin, extra) {
   return new Response(origin.body, { status: origin.status, headers });
 }
 
-async function chain(request, env, requestId) {
+/**
+ * The route and firewall stages, and what the later ones need from the request: `{ refusal }`
+ * when the request goes no further.
+ */
+function gate(request, requestId) {
   const url = new URL(request.url);
-  if (request.method !== "GET" || !url.pathname.startsWith("/api/v1/agents")) return refuse(404, "not_found", "no such route", requestId);
+  if (request.method !== "GET" || !url.pathname.startsWith("/api/v1/agents")) return { refusal: refuse(404, "not_found", "no such route", requestId) };
   const cf = request.cf ?? {};
-  if (!API_COUNTRIES.has(cf.country)) return refuse(403, "country_blocked", "the API is not offered in this country", requestId);
+  if (!API_COUNTRIES.has(cf.country)) return { refusal: refuse(403, "country_blocked", "the API is not offered in this country", requestId) };
   const ip = request.headers.get("cf-connecting-ip") ?? "unknown";
   const headers = {};
   for (const name of ["authorization", "x-api-key", "x-twilio-signature", "content-type"]) {
@@ -122,6 +126,12 @@ async function chain(request, env, requestId) {
     if (value !== null) headers[name] = value;
   }
   const caller = { country: cf.country, region_code: cf.regionCode, continent: cf.continent, latitude: cf.latitude, longitude: cf.longitude, colo: cf.colo };
+  return { url, cf, ip, headers, caller };
+}
+
+async function chain(request, env, requestId) {
+  const { refusal, url, cf, ip, headers, caller } = gate(request, requestId);
+  if (refusal) return refusal;
   const [auth, ipCheck, route] = await Promise.all([
     call(env.AUTH, "/v1/authenticate", { method: request.method, url: request.url, headers, body: null, required_scopes: ["agents:admin"], call_id: null }, requestId),
     call(env.RATE_LIMITER, "/check", { checks: [{ policy: "ip", key: ip }] }, requestId),
@@ -182,17 +192,8 @@ async function checkObjects(env, checks) {
 }
 
 async function warm(request, env, requestId, direct) {
-  const url = new URL(request.url);
-  if (request.method !== "GET" || !url.pathname.startsWith("/api/v1/agents")) return refuse(404, "not_found", "no such route", requestId);
-  const cf = request.cf ?? {};
-  if (!API_COUNTRIES.has(cf.country)) return refuse(403, "country_blocked", "the API is not offered in this country", requestId);
-  const ip = request.headers.get("cf-connecting-ip") ?? "unknown";
-  const headers = {};
-  for (const name of ["authorization", "x-api-key", "x-twilio-signature", "content-type"]) {
-    const value = request.headers.get(name);
-    if (value !== null) headers[name] = value;
-  }
-  const caller = { country: cf.country, region_code: cf.regionCode, continent: cf.continent, latitude: cf.latitude, longitude: cf.longitude, colo: cf.colo };
+  const { refusal, url, cf, ip, headers, caller } = gate(request, requestId);
+  if (refusal) return refusal;
   const [auth, route] = await Promise.all([
     recall(remembered.principals, headers.authorization ?? headers["x-api-key"] ?? "", PRINCIPAL_MS, () =>
       call(env.AUTH, "/v1/authenticate", { method: request.method, url: request.url, headers, body: null, required_scopes: ["agents:admin"], call_id: null }, requestId),
