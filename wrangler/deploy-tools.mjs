@@ -12,7 +12,8 @@
 //       the secrets this run uploads with the Worker's version: names (one per line), or the
 //       JSON object for `wrangler deploy --secrets-file /dev/stdin`. They come from the
 //       environment only: WORKER_SECRETS_<WORKER> (a JSON object of name → value, e.g.
-//       WORKER_SECRETS_AUTH_VALIDATOR) and, for voice-router, EDGE_SIGNING_SECRET.
+//       WORKER_SECRETS_AUTH_VALIDATOR) and, for voice-router, EDGE_SIGNING_SECRET and
+//       rate-limiter's RATE_LIMIT_KEY_SECRET (SHARED_SECRETS).
 //   node wrangler/deploy-tools.mjs required WORKER
 //       the secrets the Worker cannot run without (one per line)
 //   node wrangler/deploy-tools.mjs missing WORKER < `wrangler secret list --format json`
@@ -39,7 +40,16 @@ export const REQUIRED_SECRETS = {
   "auth-validator": [],
   "rate-limiter": ["RATE_LIMIT_KEY_SECRET"],
   "geo-router": [],
-  "voice-router": ["EDGE_SIGNING_SECRET"],
+  "voice-router": ["EDGE_SIGNING_SECRET", "RATE_LIMIT_KEY_SECRET"],
+};
+
+/**
+ * Secrets a Worker shares with another, taken from that Worker's so the two cannot disagree:
+ * voice-router names rate-limiter's RateLimiter objects (its RATE_LIMITER_OBJECTS binding) with
+ * rate-limiter's key.
+ */
+export const SHARED_SECRETS = {
+  "voice-router": { RATE_LIMIT_KEY_SECRET: "rate-limiter" },
 };
 
 /** Text in a var that means "not configured for a real deploy yet". */
@@ -149,6 +159,14 @@ export function secretsFor(worker, env = process.env) {
       throw new UsageError(`EDGE_SIGNING_SECRET is given twice (in ${variable} and on its own) with different values`);
     }
     secrets.EDGE_SIGNING_SECRET = env.EDGE_SIGNING_SECRET;
+  }
+  for (const [name, owner] of Object.entries(SHARED_SECRETS[worker] ?? {})) {
+    const value = secretsFor(owner, env)[name];
+    if (value === undefined) continue;
+    if (secrets[name] !== undefined && secrets[name] !== value) {
+      throw new UsageError(`${name} is given to ${worker} (in ${variable}) and to ${owner} (in ${envName(owner)}) with different values: they must be the same`);
+    }
+    secrets[name] = value;
   }
   return secrets;
 }

@@ -11,6 +11,14 @@ use crate::cors::CorsPolicy;
 use crate::firewall::{FirewallConfig, IpNet, IpNetError};
 use crate::signing::MIN_SECRET_LEN;
 
+/// rate-limiter's settings voice-router reads too, when it sends checks straight to the objects.
+mod rate_limit {
+    pub use crate::rate_limit::config::{
+        DEFAULT_LIMITER_TIMEOUT_MS, KEY_SECRET, LIMITER_TIMEOUT_MS, MAX_LIMITER_TIMEOUT_MS,
+    };
+    pub use crate::rate_limit::key::MIN_SECRET_LEN as MIN_KEY_SECRET_LEN;
+}
+
 pub use crate::signing::EDGE_SIGNING_SECRET;
 
 /// Var: fallback origin base URL when geo-router cannot answer.
@@ -66,6 +74,11 @@ pub struct EdgeConfig {
     pub failover_budget_ms: u64,
     /// How long a verified principal is remembered (`PRINCIPAL_CACHE_SECS`), in ms.
     pub principal_cache_ttl_ms: u64,
+    /// rate-limiter's key for naming `RateLimiter` objects (`RATE_LIMIT_KEY_SECRET`), needed
+    /// when voice-router binds their namespace to send checks straight to them.
+    pub rate_limit_key: Option<Vec<u8>>,
+    /// Deadline of one check sent straight to a `RateLimiter` object (`LIMITER_TIMEOUT_MS`).
+    pub limiter_timeout_ms: u64,
 }
 
 impl std::fmt::Debug for EdgeConfig {
@@ -81,6 +94,11 @@ impl std::fmt::Debug for EdgeConfig {
             .field("outbound_accounts", &self.outbound.len())
             .field("failover_budget_ms", &self.failover_budget_ms)
             .field("principal_cache_ttl_ms", &self.principal_cache_ttl_ms)
+            .field(
+                "rate_limit_key",
+                &self.rate_limit_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("limiter_timeout_ms", &self.limiter_timeout_ms)
             .finish()
     }
 }
@@ -183,6 +201,15 @@ impl EdgeConfig {
             MAX_TTL_MS / 1000,
         );
 
+        let rate_limit_key = reader
+            .secret(rate_limit::KEY_SECRET, rate_limit::MIN_KEY_SECRET_LEN)
+            .map(|secret| secret.expose().to_vec());
+        let limiter_timeout_ms = reader.number(
+            rate_limit::LIMITER_TIMEOUT_MS,
+            1..=rate_limit::MAX_LIMITER_TIMEOUT_MS,
+            rate_limit::DEFAULT_LIMITER_TIMEOUT_MS,
+        );
+
         reader.finish()?;
         Ok(Self {
             origin_url,
@@ -206,6 +233,8 @@ impl EdgeConfig {
             outbound,
             failover_budget_ms,
             principal_cache_ttl_ms: principal_cache_secs * 1000,
+            rate_limit_key,
+            limiter_timeout_ms,
         })
     }
 }
@@ -417,6 +446,37 @@ mod tests {
         ])
         .expect_err("bad sid");
         assert_eq!(broken.problems[0].name, "TWILIO_ACCOUNTS");
+    }
+
+    #[test]
+    fn the_rate_limit_key_is_optional_but_never_short_and_never_shown() {
+        let base = [(ORIGIN_URL, "http://o"), (EDGE_SIGNING_SECRET, SECRET)];
+        let config = parse(&base).expect("valid without it");
+        assert_eq!(config.rate_limit_key, None);
+        assert_eq!(
+            config.limiter_timeout_ms,
+            rate_limit::DEFAULT_LIMITER_TIMEOUT_MS
+        );
+        let key = "rate-limit-key-of-the-deployment-0001";
+        let config = parse(&[
+            base[0],
+            base[1],
+            (rate_limit::KEY_SECRET, key),
+            (rate_limit::LIMITER_TIMEOUT_MS, "300"),
+        ])
+        .expect("valid with it");
+        assert_eq!(config.rate_limit_key.as_deref(), Some(key.as_bytes()));
+        assert_eq!(config.limiter_timeout_ms, 300);
+        assert!(!format!("{config:?}").contains(key));
+        let short =
+            parse(&[base[0], base[1], (rate_limit::KEY_SECRET, "short")]).expect_err("too short");
+        assert_eq!(short.problems[0].name, rate_limit::KEY_SECRET);
+        assert!(!short.to_string().contains("short\""), "{short}");
+        for bad in ["0", "30001", "soon"] {
+            let error =
+                parse(&[base[0], base[1], (rate_limit::LIMITER_TIMEOUT_MS, bad)]).expect_err(bad);
+            assert_eq!(error.problems[0].name, rate_limit::LIMITER_TIMEOUT_MS);
+        }
     }
 
     #[test]

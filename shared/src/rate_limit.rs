@@ -10,6 +10,7 @@
 //! - [`lease`]: concurrent-call leases with expiries, reclaimed when a call vanishes.
 //! - [`policy`]: which limit applies, built-in defaults and per-plan/per-tenant overrides.
 //! - [`key`]: namespaced, keyed-hash names of the Durable Object instances.
+//! - [`learned`]: the policies objects applied, for a Worker that asks them directly.
 
 pub mod api;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod decision;
 pub mod gcra;
 pub mod headers;
 pub mod key;
+pub mod learned;
 pub mod lease;
 pub mod object;
 pub mod policy;

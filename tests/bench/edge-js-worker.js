@@ -17,16 +17,15 @@
 // MODE "warm-direct": "warm", but both limits are decided by the RateLimiter objects bound
 // directly (LIMITER_OBJECTS, the rate-limiter script's namespace), one after the other, named as
 // rate-limiter names them (HMAC-SHA256 of `policy:key` with RATE_LIMIT_KEY_SECRET, hex) and sent
-// the policy the bench configures (LIMIT_POLICIES, the KV document's JSON): the path without the
-// rate-limiter Worker's hop (issue 15's "bind the RateLimiter namespace directly"), measured
-// before building it. Its keys are prefixed `direct/`, so its objects are its own.
+// the check itself (the object resolves its policy): voice-router's path with its
+// RATE_LIMITER_OBJECTS binding, in JS. Its keys are prefixed `direct/`, so its objects are its
+// own.
 //
 // MODE "proxy": no service calls at all; a fixed principal, signed and forwarded to ORIGIN_URL.
 // The floor of any edge hop in workerd: a request in, a signed subrequest out.
 //
 // Bindings: MODE, ORIGIN_URL, EDGE_SIGNING_SECRET; for "chain" and the warm modes AUTH,
-// RATE_LIMITER, GEO_ROUTER; for "warm-direct" also LIMITER_OBJECTS, RATE_LIMIT_KEY_SECRET and
-// LIMIT_POLICIES.
+// RATE_LIMITER, GEO_ROUTER; for "warm-direct" also LIMITER_OBJECTS and RATE_LIMIT_KEY_SECRET.
 
 const SECURITY = [
   ["x-content-type-options", "nosniff"],
@@ -171,17 +170,15 @@ async function objectName(env, policy, key) {
   return hex(await crypto.subtle.sign("HMAC", await limiterKey, encoder.encode(`${policy}:${key}`)));
 }
 
-let policies;
 /** The checks decided by their objects, in order, stopping at the first refusal. */
 async function checkObjects(env, checks) {
-  policies ??= JSON.parse(env.LIMIT_POLICIES);
   const decisions = [];
   for (const check of checks) {
     const key = `direct/${check.key}`;
     const stub = env.LIMITER_OBJECTS.get(env.LIMITER_OBJECTS.idFromName(await objectName(env, check.policy, key)));
-    const response = await stub.fetch("https://rate-limiter.object/apply", {
+    const response = await stub.fetch("https://rate-limiter.object/check", {
       method: "POST",
-      body: JSON.stringify({ policy_name: check.policy, policy: policies[check.policy], op: { type: "check", cost: 1 } }),
+      body: JSON.stringify({ ...check, key }),
     });
     if (response.status !== 200) throw new Error(`object for ${check.policy} answered ${response.status}: ${await response.text()}`);
     const reply = await response.json();

@@ -33,8 +33,9 @@ export function jwt(subject, scope = "agents:admin") {
   return `${header}.${claims}.${createHmac("sha256", HS256_SECRET).update(`${header}.${claims}`).digest("base64url")}`;
 }
 
+const RATE_LIMIT_KEY_SECRET = "bench-only-rate-limit-key-secret-0123";
 const DEV_VARS = {
-  "voice-router": (originUrl) => ({ ORIGIN_URL: originUrl, EDGE_SIGNING_SECRET }),
+  "voice-router": (originUrl) => ({ ORIGIN_URL: originUrl, EDGE_SIGNING_SECRET, RATE_LIMIT_KEY_SECRET, LIMITER_TIMEOUT_MS: "1000" }),
   "auth-validator": () => ({
     JWT_ISSUER: ISSUER,
     JWT_AUDIENCE: AUDIENCE,
@@ -42,7 +43,7 @@ const DEV_VARS = {
     JWT_HS256_SECRET: HS256_SECRET,
     SESSION_TOKEN_SECRET: "bench-only-session-token-secret-0123456789",
   }),
-  "rate-limiter": () => ({ RATE_LIMIT_KEY_SECRET: "bench-only-rate-limit-key-secret-0123", POLICY_CACHE_TTL_MS: "60000", LIMITER_TIMEOUT_MS: "1000" }),
+  "rate-limiter": () => ({ RATE_LIMIT_KEY_SECRET, POLICY_CACHE_TTL_MS: "60000", LIMITER_TIMEOUT_MS: "1000" }),
   "geo-router": (originUrl) => ({ GEO_REGIONS: JSON.stringify(Object.fromEntries(SEED_REGIONS.map((r) => [r, { origin_url: originUrl }]))) }),
 };
 const KV = {
@@ -57,9 +58,11 @@ const textBindings = (vars) => Object.entries(vars).map(([name, value]) => `(nam
 
 /**
  * The capnp service entries of one Rust Worker (its KV stand-in and storage included); `bind`
- * names the service each of voice-router's bindings reaches.
+ * names the service each of voice-router's bindings reaches. `name` runs a second copy under
+ * another service name; `objects: false` leaves voice-router without RATE_LIMITER_OBJECTS (its
+ * checks then go through rate-limiter's /check).
  */
-export function rustWorker(worker, dir, originUrl, bind = (service) => service) {
+export function rustWorker(worker, dir, originUrl, bind = (service) => service, { name = worker, objects = true } = {}) {
   const entries = [];
   const bindings = textBindings(DEV_VARS[worker](originUrl));
   const extra = [];
@@ -72,16 +75,21 @@ export function rustWorker(worker, dir, originUrl, bind = (service) => service) 
   if (OBJECTS[worker]) {
     const [binding, className] = OBJECTS[worker];
     bindings.push(`(name = ${capnp(binding)}, durableObjectNamespace = ${capnp(className)})`);
-    extra.push(`durableObjectNamespaces = [(className = ${capnp(className)}, uniqueKey = ${capnp(`${worker}-bench`)}, enableSql = true)]`);
+    extra.push(`durableObjectNamespaces = [(className = ${capnp(className)}, uniqueKey = ${capnp(`${name}-bench`)}, enableSql = true)]`);
     extra.push(`durableObjectStorage = (localDisk = "storage")`);
   }
   if (worker === "voice-router") {
     for (const [binding, service] of Object.entries(SERVICES)) bindings.push(`(name = ${capnp(binding)}, service = ${capnp(bind(service))})`);
+    // rate-limiter's RateLimiter namespace, as wrangler/voice-router.toml binds it, when
+    // rate-limiter runs in the same workerd (a namespace cannot be bound across processes;
+    // without it voice-router checks through rate-limiter's /check).
+    const [, className] = OBJECTS["rate-limiter"];
+    if (objects && bind("rate-limiter") === "rate-limiter") bindings.push(`(name = "RATE_LIMITER_OBJECTS", durableObjectNamespace = (className = ${capnp(className)}, serviceName = ${capnp(bind("rate-limiter"))}))`);
     extra.push(`globalOutbound = "origin"`);
   }
-  entries.push(`(name = ${capnp(worker)}, worker = (
+  entries.push(`(name = ${capnp(name)}, worker = (
       modules = [
-        ${bundleModules(bundleDir(worker), dir, worker)}
+        ${bundleModules(bundleDir(worker), dir, name)}
       ],
       compatibilityDate = ${capnp(compatibilityDate(worker))},
       bindings = [
@@ -103,8 +111,7 @@ export function jsWorker(name, mode, dir, originUrl, bind = (service) => service
     // The rate-limiter script's own RateLimiter namespace, as a cross-script binding would be.
     const [, className] = OBJECTS["rate-limiter"];
     bindings.push(`(name = "LIMITER_OBJECTS", durableObjectNamespace = (className = ${capnp(className)}, serviceName = "rate-limiter"))`);
-    const { RATE_LIMIT_KEY_SECRET } = DEV_VARS["rate-limiter"]();
-    bindings.push(...textBindings({ RATE_LIMIT_KEY_SECRET, LIMIT_POLICIES: JSON.stringify(POLICIES) }));
+    bindings.push(...textBindings({ RATE_LIMIT_KEY_SECRET }));
   }
   return `(name = ${capnp(name)}, worker = (
       modules = [(name = "worker.js", esModule = embed "edge-js-worker.js")],

@@ -7,19 +7,19 @@
 //
 // The request: `GET /api/v1/agents/bench-agent` with an HS256 JWT (scope agents:admin), from a US
 // caller (request.cf through workerd's cf-blob header). voice-router runs its gate: route,
-// firewall, then auth-validator (AUTH) ∥ the per-IP check (RATE_LIMITER → a RateLimiter Durable
-// Object) ∥ geo-router (GEO_ROUTER), then the per-principal check (another object), signs the
-// request (shared::signing) and forwards it to the region's origin — once warm, with the
-// principal and the region decision remembered in its isolate, only the two checks in one
-// in-order call to rate-limiter, then the origin (issue 15); the origin (server profile,
+// firewall, then auth-validator (AUTH) ∥ the per-IP check (a RateLimiter Durable Object, bound
+// as RATE_LIMITER_OBJECTS) ∥ geo-router (GEO_ROUTER), then the per-principal check (another
+// object), signs the request (shared::signing) and forwards it to the region's origin — once
+// warm, with the principal and the region decision remembered in its isolate, only the two
+// checks, one object after the other, then the origin (issue 15); the origin (server profile,
 // embedded SQLite, Bedrock emulator configured) verifies the signature and answers the agent.
 // Baseline: `GET /v1/agents/bench-agent` with the edge headers, signed by this script.
 //
-// Two more JS baselines in the same process (tests/bench/edge-js-worker.js): "warm", the JS
-// Worker on the Rust edge's warm path (principal and region remembered, both limits in one
-// in-order call to rate-limiter), the like-for-like comparison; and "warm-direct", the same with
-// the RateLimiter objects bound directly, which measures what removing the rate-limiter hop
-// would save before anyone builds it in Rust.
+// Two more JS baselines in the same process (tests/bench/edge-js-worker.js): "warm-direct", the
+// JS Worker on the Rust edge's warm path (principal and region remembered, the two limits asked
+// of their RateLimiter objects directly, one after the other), the like-for-like comparison; and
+// "warm", the same through one in-order call to rate-limiter (the Rust edge's path before it
+// bound the objects, and its path in the split topology below).
 //
 // Two topologies, both from the release `wrangler deploy --dry-run` bundles:
 //   together — the four Workers in one workerd, real service bindings, Durable Objects on SQLite
@@ -29,7 +29,9 @@
 //   split — one workerd per Worker, service bindings as HTTP to the other processes. workerd runs
 //     all of a process's isolates on one thread, so a process's CPU cannot be split by Worker;
 //     one process per Worker splits it exactly and drives each Worker with exactly the calls
-//     voice-router makes for this request (rate-limiter twice). Each figure then includes the
+//     voice-router makes for this request (rate-limiter twice). A Durable Object namespace
+//     cannot be bound across processes, so here voice-router checks limits through
+//     rate-limiter's /check, as it does when RATE_LIMITER_OBJECTS is not bound. Each figure then includes the
 //     process's side of one loopback HTTP hop per call, which a service binding does not cost.
 //
 // Each client lane is its own client: its own IP (CF-Connecting-IP) and its own JWT subject, so
@@ -185,12 +187,13 @@ try {
 
   progress("starting the four Workers and the JS Workers in one workerd");
   // Together: the four Workers and the JS baselines in one process.
-  const ports = { rust: await freePort(), js: await freePort(), proxy: await freePort(), warm: await freePort(), direct: await freePort() };
+  const ports = { rust: await freePort(), js: await freePort(), proxy: await freePort(), warm: await freePort(), direct: await freePort(), hop: await freePort() };
   const inspectorPort = PROFILING ? await freePort() : undefined;
   const together = await workerd(
     "together",
     (dir) => [
       ...WORKERS.flatMap((worker) => rustWorker(worker, dir, origin.url)),
+      ...rustWorker("voice-router", dir, origin.url, undefined, { name: "voice-router-hop", objects: false }),
       jsWorker("js-chain", "chain", dir, origin.url),
       jsWorker("js-proxy", "proxy", dir, origin.url),
       jsWorker("js-warm", "warm", dir, origin.url),
@@ -203,6 +206,7 @@ try {
       { name: "proxy", port: ports.proxy, service: "js-proxy" },
       { name: "warm", port: ports.warm, service: "js-warm" },
       { name: "direct", port: ports.direct, service: "js-warm-direct" },
+      { name: "hop", port: ports.hop, service: "voice-router-hop" },
     ],
     inspectorPort,
   );
@@ -214,7 +218,8 @@ try {
   const proxy = edgeTarget("JS sign-and-forward proxy", ports.proxy);
   const jsWarm = edgeTarget("JS Worker, warm path", ports.warm);
   const jsDirect = edgeTarget("JS Worker, warm path, objects bound directly", ports.direct);
-  const targets = [direct, rust, js, proxy, jsWarm, jsDirect];
+  const rustHop = edgeTarget("edge (Rust), limits through rate-limiter's /check", ports.hop);
+  const targets = [direct, rust, js, proxy, jsWarm, jsDirect, rustHop];
   clients.push(...targets.map((t) => t.client));
 
   progress("checking every path's answer");
@@ -222,7 +227,7 @@ try {
   const reference = await direct.send(0);
   if (reference.status !== 200) throw new Error(`origin direct: ${reference.status} ${reference.text}`);
   expectedBody = reference.text;
-  for (const target of [rust, js, jsWarm, jsDirect]) {
+  for (const target of [rust, js, jsWarm, jsDirect, rustHop]) {
     const answer = await target.send(0);
     check(target, answer);
     assertNoneWrong();
@@ -274,7 +279,7 @@ try {
     assertNoneWrong();
   }
   const conc = c16.map((run) => ({ ...stats(run.latencies), rate: run.count / run.seconds, cpuUs: run.cpuNs / run.count / 1000 }));
-  const [d, r, j, p, w, o] = [0, 1, 2, 3, 4, 5];
+  const [d, r, j, p, w, o, h] = [0, 1, 2, 3, 4, 5, 6];
 
   for (const [label, at] of [["c=1", seq], [`c=${LANES}`, conc]]) {
     for (const [stat, target] of [["p50", ADDED_P50_MS], ["p99", ADDED_P99_MS]]) {
@@ -310,16 +315,24 @@ try {
         value: addedProxy,
         unit: "ms",
       });
-      // Like for like: the JS Worker on the Rust edge's warm path, and the same without the
-      // rate-limiter Worker's hop (the objects bound directly): what that lever would save.
+      // Like for like: the JS Worker on the Rust edge's warm path, the objects bound directly as
+      // voice-router binds them; and the same JS through the rate-limiter Worker's hop.
       const addedWarm = at[w][stat] - at[d][stat];
       const addedDirect = at[o][stat] - at[d][stat];
       rows.push({
         figure: `added latency ${stat}, ${label}: edge (Rust) against the JS Worker on the same warm path`,
         value: added,
         unit: "ms",
-        baseline: `JS Worker, warm path: ${addedWarm.toFixed(2)} ms`,
-        ratio: added / addedWarm,
+        baseline: `JS Worker, warm path, objects bound directly: ${addedDirect.toFixed(2)} ms`,
+        ratio: added / addedDirect,
+      });
+      const addedHop = at[h][stat] - at[d][stat];
+      rows.push({
+        figure: `added latency ${stat}, ${label}: edge (Rust) with RATE_LIMITER_OBJECTS against itself through rate-limiter's /check`,
+        value: added,
+        unit: "ms",
+        baseline: `edge (Rust), limits through rate-limiter: ${addedHop.toFixed(2)} ms`,
+        ratio: added / addedHop,
       });
       rows.push({
         figure: `added latency ${stat}, ${label}: JS warm path with the RateLimiter objects bound directly (no rate-limiter hop)`,
@@ -360,8 +373,15 @@ try {
     figure: "edge CPU per request, all four Workers in one workerd (Rust), against the JS Worker on the same warm path",
     value: conc[r].cpuUs,
     unit: "µs",
-    baseline: `JS Worker, warm path, + the same three Rust Workers: ${Math.round(conc[w].cpuUs)} µs`,
-    ratio: conc[r].cpuUs / conc[w].cpuUs,
+    baseline: `JS Worker, warm path, objects bound directly, + the same three Rust Workers: ${Math.round(conc[o].cpuUs)} µs`,
+    ratio: conc[r].cpuUs / conc[o].cpuUs,
+  });
+  rows.push({
+    figure: "edge CPU per request (Rust) with RATE_LIMITER_OBJECTS, against itself through rate-limiter's /check",
+    value: conc[r].cpuUs,
+    unit: "µs",
+    baseline: `edge (Rust), limits through rate-limiter: ${Math.round(conc[h].cpuUs)} µs`,
+    ratio: conc[r].cpuUs / conc[h].cpuUs,
   });
   rows.push({
     figure: "edge CPU per request, JS warm path with the RateLimiter objects bound directly",
@@ -377,7 +397,8 @@ try {
     `1-min load average at start ${load.toFixed(2)} on ${os.cpus().length} cores; the client (Node), the origin, the emulator and workerd share them`,
     "the origin's per-request access log is off for both paths (RUST_LOG origin::request_id=warn); the JS sign-and-forward proxy's CPU is workerd's cost of one request in and one subrequest out",
     `JS Worker (tests/bench/edge-js-worker.js): voice-router's stages for this request in plain JS over the same bindings to the same Rust auth-validator, rate-limiter and geo-router (same envelopes, two limit checks, HMAC signing with WebCrypto); the proxy only signs and forwards`,
-    "JS warm path: the JS Worker remembering the principal and the region as the Rust edge does, both limits in one in-order call to rate-limiter; with the objects bound directly it names them and sends them the policy itself, as voice-router would have to (a measurement of that lever, not a deployable design: it needs rate-limiter's key secret and KV policies in voice-router)",
+    "JS warm path: the JS Worker remembering the principal and the region as the Rust edge does; with the objects bound directly (the like-for-like baseline) it names them with rate-limiter's key, one after the other, as voice-router does; through rate-limiter, both limits in one in-order call to /check. The JS Worker sends its objects the policy itself, where voice-router's objects resolve it (an in-isolate cache hit)",
+    "split topology: voice-router checks through rate-limiter's /check (a namespace cannot be bound across workerd processes)",
   );
   for (const c of clients) c.close();
   clients.length = 0;

@@ -268,7 +268,19 @@ describe("wrangler/: deploy-tools.mjs, deploy.sh and rollback.sh", () => {
     assert.throws(() => secretsFor("auth-validator", { WORKER_SECRETS_AUTH_VALIDATOR: '{"A":""}' }), /non-empty string/);
     assert.deepEqual(missingSecrets("rate-limiter", {}, "[]"), ["RATE_LIMIT_KEY_SECRET"]);
     assert.deepEqual(missingSecrets("rate-limiter", {}, '[{"name":"RATE_LIMIT_KEY_SECRET","type":"secret_text"}]'), []);
-    assert.deepEqual(missingSecrets("voice-router", { EDGE_SIGNING_SECRET: "s" }, ""), []);
+    assert.deepEqual(missingSecrets("voice-router", { EDGE_SIGNING_SECRET: "s" }, ""), ["RATE_LIMIT_KEY_SECRET"]);
+    assert.deepEqual(missingSecrets("voice-router", { EDGE_SIGNING_SECRET: "s" }, '[{"name":"RATE_LIMIT_KEY_SECRET","type":"secret_text"}]'), []);
+  });
+
+  test("voice-router gets rate-limiter's naming key, the same value or none", () => {
+    const limiter = { WORKER_SECRETS_RATE_LIMITER: '{"RATE_LIMIT_KEY_SECRET":"k"}' };
+    assert.deepEqual(secretsFor("voice-router", { ...limiter, EDGE_SIGNING_SECRET: "s" }), { EDGE_SIGNING_SECRET: "s", RATE_LIMIT_KEY_SECRET: "k" });
+    assert.deepEqual(secretsFor("voice-router", { ...limiter, WORKER_SECRETS_VOICE_ROUTER: '{"RATE_LIMIT_KEY_SECRET":"k"}' }), { RATE_LIMIT_KEY_SECRET: "k" });
+    assert.throws(
+      () => secretsFor("voice-router", { ...limiter, WORKER_SECRETS_VOICE_ROUTER: '{"RATE_LIMIT_KEY_SECRET":"other"}' }),
+      /RATE_LIMIT_KEY_SECRET is given to voice-router .* and to rate-limiter .* with different values/,
+    );
+    assert.deepEqual(secretsFor("rate-limiter", { WORKER_SECRETS_VOICE_ROUTER: '{"RATE_LIMIT_KEY_SECRET":"k"}' }), {}, "only the owner's flows to the other");
   });
 
   test("version-for-tag picks the newest version carrying the tag", () => {

@@ -32,6 +32,7 @@ describe("the whole stack", () => {
       assert.ok(body.bindings[binding].version.startsWith(service), body.bindings[binding].version);
     }
     assert.equal(body.bindings.CALL_SESSION?.ok, true, "CallSession Durable Object answered");
+    assert.equal(body.bindings.RATE_LIMITER_OBJECTS?.ok, true, "rate-limiter's RateLimiter objects answer voice-router directly");
   });
 
   test("each internal Worker reports its own bindings", async () => {

@@ -9,7 +9,7 @@
 
 import { spawn } from "node:child_process";
 import { createHmac, createHash, randomUUID } from "node:crypto";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { createRequire } from "node:module";
 import { once } from "node:events";
@@ -148,18 +148,21 @@ export async function startOrigin(env = {}) {
  * Test-only secrets each Worker gets unless a test overrides them (never used by a deploy), so
  * every suite can start the stack without knowing other Workers' secrets.
  */
+const RATE_LIMIT_KEY_SECRET = "test-only-rate-limit-key-secret-0123456789";
 export const TEST_SECRETS = {
-  "rate-limiter": { RATE_LIMIT_KEY_SECRET: "test-only-rate-limit-key-secret-0123456789" },
-  "voice-router": { EDGE_SIGNING_SECRET },
+  "rate-limiter": { RATE_LIMIT_KEY_SECRET },
+  // voice-router names rate-limiter's objects itself (RATE_LIMITER_OBJECTS): the same key.
+  "voice-router": { EDGE_SIGNING_SECRET, RATE_LIMIT_KEY_SECRET },
 };
 
 /**
  * Starts the four Workers. `originUrl` is what voice-router forwards to and where geo-router's
  * regions all point (unless `vars["geo-router"].GEO_REGIONS` says otherwise); `vars` and
  * `secrets` override a Worker's vars and secrets, keyed by worker name (e.g.
- * `{ "auth-validator": {...} }`).
+ * `{ "auth-validator": {...} }`); `configs` replaces a Worker's config file (see
+ * `rewrittenConfig`), and `extra` adds Workers (as `createTestHarness` takes them).
  */
-export async function startWorkers({ originUrl, vars = {}, secrets = {} } = {}) {
+export async function startWorkers({ originUrl, vars = {}, secrets = {}, configs = {}, extra = [] } = {}) {
   const bundles = required("WORKER_BUNDLES_DIR");
   // voice-router's static assets (the console) are read from its config's `assets.directory`,
   // which its build fills; the prebuilt bundles do not carry them.
@@ -167,13 +170,13 @@ export async function startWorkers({ originUrl, vars = {}, secrets = {} } = {}) 
     throw new Error("the console is not built: run `node workers/voice-router/console/build.mjs` (make test and wrangler's build of voice-router do)");
   }
   const workers = WORKERS.map((worker) => ({
-    configPath: path.join(root, "wrangler", `${worker}.toml`),
+    configPath: configs[worker] ?? path.join(root, "wrangler", `${worker}.toml`),
     env: ENVIRONMENT,
     prebuiltWorkerDir: path.join(bundles, worker),
     vars: { ...originVars(worker, originUrl), ...vars[worker] },
     secrets: { ...TEST_SECRETS[worker], ...secrets[worker] },
   }));
-  const server = createTestHarness({ root, workers });
+  const server = createTestHarness({ root, workers: [...workers, ...extra] });
   const { url } = await server.listen();
   return {
     /** The public entry (voice-router) over real HTTP. */
@@ -183,6 +186,21 @@ export async function startWorkers({ originUrl, vars = {}, secrets = {} } = {}) 
     worker: (worker) => server.getWorker(workerName(worker)),
     close: () => server.close(),
   };
+}
+
+/**
+ * A copy of `wrangler/<worker>.toml` with each `[from, to]` replaced (every `from` must occur),
+ * beside the original so its relative paths still resolve; `remove()` deletes it.
+ */
+export function rewrittenConfig(worker, replacements) {
+  let text = readFileSync(path.join(root, "wrangler", `${worker}.toml`), "utf8");
+  for (const [from, to] of replacements) {
+    if (!text.includes(from)) throw new Error(`wrangler/${worker}.toml no longer contains ${from}`);
+    text = text.replaceAll(from, to);
+  }
+  const file = path.join(root, "wrangler", `.test-${worker}-${process.pid}-${randomUUID()}.toml`);
+  writeFileSync(file, text);
+  return { path: file, remove: () => rmSync(file, { force: true }) };
 }
 
 /** The vars that point a Worker at the stack's origin. */

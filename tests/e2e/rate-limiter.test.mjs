@@ -1,4 +1,5 @@
-// rate-limiter as voice-router meets it over its service binding: exact limits under concurrent
+// rate-limiter as voice-router meets it over its service binding, and its objects as voice-router's
+// RATE_LIMITER_OBJECTS binding meets them: exact limits under concurrent
 // bursts, state that survives a restart, leases reclaimed by the Durable Object's alarm, shadow
 // mode, KV policies, bad input, and the degraded path (objects that throw, fail or hang) in both
 // failure modes.
@@ -11,7 +12,7 @@ import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { json, startWorkers, TEST_SECRETS, workerName } from "./harness.mjs";
+import { json, rewrittenConfig, startWorkers, TEST_SECRETS, workerName } from "./harness.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const SECRET = TEST_SECRETS["rate-limiter"].RATE_LIMIT_KEY_SECRET;
@@ -406,6 +407,69 @@ describe("rate-limiter", () => {
       assert.equal((await json(response)).error.request_id, "hop-7");
     });
   });
+
+  describe("checks sent straight to an object (voice-router's RATE_LIMITER_OBJECTS)", () => {
+    /** Posts `body` to the object named `name` (by default the one for the check's key). */
+    async function direct(body, name = objectName(body.policy, body.key)) {
+      const env = await limiter.getEnv();
+      const response = await env.RATE_LIMITER.getByName(name).fetch("https://rate-limiter.object/check", {
+        method: "POST",
+        body: typeof body === "string" ? body : JSON.stringify(body),
+      });
+      return { status: response.status, body: await json(response) };
+    }
+
+    test("the object resolves the tenant's policy from KV, answers it with the decision, and counts with /check", async () => {
+      const tenant = fresh("t-direct");
+      const policy = { algorithm: "gcra", limit: 1, period_ms: 3_600_000, burst: 3 };
+      await kv.put(`policies:tenant:${tenant}`, JSON.stringify({ principal: policy }));
+      const principal = { policy: "principal", key: `${tenant}/u1`, tenant, plan: "pro" };
+      const first = await direct(principal);
+      assert.equal(first.status, 200, JSON.stringify(first.body));
+      assert.deepEqual(
+        { allowed: first.body.decision.allowed, remaining: first.body.decision.remaining, limit: first.body.decision.limit },
+        { allowed: true, remaining: 2, limit: 3 },
+      );
+      assert.deepEqual(first.body.policy, { ...policy, shadow: false, failure_mode: "open" }, "the policy the object applied");
+      // The Worker's /check names the same object: one count for both paths.
+      const viaWorker = await check({ ...principal, cost: 2 });
+      assert.equal(viaWorker.body.decisions[0].remaining, 0);
+      const refused = await direct(principal);
+      assert.equal(refused.status, 200);
+      assert.equal(refused.body.decision.allowed, false);
+      assert.ok(refused.body.decision.retry_after_ms > 3_500_000, refused.body.decision.retry_after_ms);
+    });
+
+    test("a caller keyed with another secret reaches another object, which refuses: 400 wrong_object, logged", async () => {
+      edge.server.clearLogs();
+      const key = fresh("198.51.100");
+      const otherName = createHmac("sha256", "another-secret-of-enough-length").update(`ip:${key}`).digest("hex");
+      const answer = await direct({ policy: "ip", key }, otherName);
+      assert.equal(answer.status, 400, JSON.stringify(answer.body));
+      assert.equal(answer.body.error.code, "wrong_object");
+      assert.match(answer.body.error.message, /RATE_LIMIT_KEY_SECRET/);
+      assert.ok(edge.server.getLogs().some((l) => /not named for its policy and key/.test(l.message)));
+      // Nothing was counted on the right object either.
+      assert.equal((await check({ policy: "ip", key, cost: 0 })).body.decisions[0].remaining, 100);
+    });
+
+    const cases = [
+      ["not JSON", "{", "invalid_json"],
+      ["no policy", { key: "k" }, "missing_policy"],
+      ["an unknown policy", { policy: "nope", key: "k" }, "unknown_policy"],
+      ["a concurrency policy", { policy: "tenant-calls", key: "t" }, "wrong_policy_kind"],
+      ["a cost over the capacity", { policy: "ip", key: "k", cost: 101 }, "cost_exceeds_capacity"],
+      ["a negative cost", { policy: "ip", key: "k", cost: -1 }, "invalid_cost"],
+    ];
+    for (const [what, body, code] of cases) {
+      test(`${what}: 400 ${code}, as rate-limiter's /check says it`, async () => {
+        const name = typeof body === "string" ? objectName("ip", "k") : undefined;
+        const answer = await direct(body, name ?? objectName(body.policy ?? "", body.key));
+        assert.equal(answer.status, 400, JSON.stringify(answer.body));
+        assert.equal(answer.body.error.code, code);
+      });
+    }
+  });
 });
 
 describe("rate-limiter without its secret", () => {
@@ -436,6 +500,17 @@ describe("rate-limiter without its secret", () => {
     await health.body?.cancel();
   });
 });
+
+/** The Worker whose `FaultyLimiter` objects stand in for `RateLimiter` (fixtures/faulty-limiter.mjs). */
+const FAULTY_LIMITER = {
+  config: {
+    name: "faulty-limiter",
+    main: path.join(root, "tests/e2e/fixtures/faulty-limiter.mjs"),
+    compatibility_date: "2026-11-01",
+    durable_objects: { bindings: [{ name: "FAULTY", class_name: "FaultyLimiter" }] },
+    migrations: [{ tag: "v1", new_sqlite_classes: ["FaultyLimiter"] }],
+  },
+};
 
 /**
  * rate-limiter alone, its RATE_LIMITER binding pointing at a stand-in object that fails on
@@ -470,15 +545,7 @@ async function startWithFaultyObjects(vars) {
         vars,
         secrets: TEST_SECRETS["rate-limiter"],
       },
-      {
-        config: {
-          name: "faulty-limiter",
-          main: path.join(root, "tests/e2e/fixtures/faulty-limiter.mjs"),
-          compatibility_date: "2026-11-01",
-          durable_objects: { bindings: [{ name: "FAULTY", class_name: "FaultyLimiter" }] },
-          migrations: [{ tag: "v1", new_sqlite_classes: ["FaultyLimiter"] }],
-        },
-      },
+      FAULTY_LIMITER,
     ],
   });
   try {
@@ -591,5 +658,115 @@ describe("rate-limiter when its objects fail (degraded)", () => {
     assert.equal(answer.body.allowed, true);
     assert.equal(answer.body.decisions[0].degraded, true);
     assert.equal(answer.body.decisions[0].shadow, true);
+  });
+});
+
+/**
+ * voice-router's own side of the checks it sends straight to the objects: what it does when
+ * its key is not rate-limiter's, when it has none, and when the objects fail. The happy path,
+ * exact limits through the public entry, is voice.test.mjs's and read.test.mjs's.
+ */
+describe("voice-router's checks sent straight to the objects", () => {
+  /** The messages of the stack's log lines so far. */
+  const messages = (edge) => edge.server.getLogs().map((l) => l.message);
+
+  test("keyed with another secret: every object refuses (wrong_object), voice-router logs it and does not limit", async () => {
+    const other = "another-rate-limit-key-secret-0123456789";
+    const edge = await startWorkers({ secrets: { "voice-router": { RATE_LIMIT_KEY_SECRET: other } } });
+    try {
+      edge.server.clearLogs();
+      const response = await fetch(`${edge.url}/health`);
+      await response.arrayBuffer();
+      assert.notEqual(response.status, 429);
+      assert.notEqual(response.status, 500);
+      assert.equal(response.headers.get("ratelimit-policy"), null, "no decision to advertise");
+      const logs = messages(edge);
+      assert.ok(
+        logs.some((m) => /rate limiter object [0-9a-f]{12} refused the check itself: 400 wrong_object/.test(m)),
+        JSON.stringify(logs),
+      );
+      assert.ok(!logs.some((m) => m.includes(other)), "the secret is never logged");
+    } finally {
+      await edge.close();
+    }
+  });
+
+  test("bound without RATE_LIMIT_KEY_SECRET: 500 misconfigured, and the log says what to set", async () => {
+    const edge = await startWorkers({ secrets: { "voice-router": { RATE_LIMIT_KEY_SECRET: "" } } });
+    try {
+      edge.server.clearLogs();
+      const response = await fetch(`${edge.url}/health`);
+      const body = await json(response);
+      assert.equal(response.status, 500);
+      assert.equal(body.error.code, "misconfigured");
+      assert.ok(
+        messages(edge).some((m) => /RATE_LIMITER_OBJECTS is bound but RATE_LIMIT_KEY_SECRET is not set/.test(m)),
+        JSON.stringify(messages(edge)),
+      );
+    } finally {
+      await edge.close();
+    }
+  });
+
+  describe("when the objects fail (degraded)", () => {
+    let edge;
+    let config;
+    before(async () => {
+      config = rewrittenConfig("voice-router", [
+        [
+          '{ name = "RATE_LIMITER_OBJECTS", class_name = "RateLimiter", script_name = "rate-limiter-development" }',
+          '{ name = "RATE_LIMITER_OBJECTS", class_name = "FaultyLimiter", script_name = "faulty-limiter" }',
+        ],
+      ]);
+      edge = await startWorkers({
+        vars: { "voice-router": { LIMITER_TIMEOUT_MS: "300" } },
+        configs: { "voice-router": config.path },
+        extra: [FAULTY_LIMITER],
+      });
+    });
+    after(async () => {
+      await edge?.close();
+      config?.remove();
+    });
+
+    async function failing(mode) {
+      const response = await edge.server.getWorker("faulty-limiter").fetch("https://faulty/mode", { method: "POST", body: mode });
+      assert.equal(await response.text(), mode);
+    }
+
+    const modes = { throw: "throws", status: "answers 500", hang: "never answers" };
+    for (const [mode, what] of Object.entries(modes)) {
+      test(`an object that ${what}: the built-in policy's failure mode (open) before any answer, logged`, async () => {
+        await failing(mode);
+        edge.server.clearLogs();
+        const started = Date.now();
+        const response = await fetch(`${edge.url}/health`);
+        await response.arrayBuffer();
+        const elapsed = Date.now() - started;
+        assert.notEqual(response.status, 429);
+        if (mode === "hang") assert.ok(elapsed >= 250, `waited the 300 ms deadline, took ${elapsed} ms`);
+        const cause = { throw: /storage unavailable/, status: /answered 500: storage unavailable/, hang: /no answer within 300 ms/ }[mode];
+        assert.ok(
+          messages(edge).some((m) => /rate limiter object [0-9a-f]{12} for policy ip failed/.test(m) && cause.test(m) && /failing open/.test(m)),
+          JSON.stringify(messages(edge)),
+        );
+      });
+    }
+
+    test("once an object has answered with a policy that fails closed, its failure is a 429 with a retry", async () => {
+      await failing("closed");
+      const allowed = await fetch(`${edge.url}/health`);
+      await allowed.arrayBuffer();
+      assert.notEqual(allowed.status, 429);
+      assert.match(allowed.headers.get("ratelimit-policy") ?? "", /"ip";q=50/, "the object's answer is advertised");
+      await failing("throw");
+      edge.server.clearLogs();
+      const refused = await fetch(`${edge.url}/health`);
+      const body = await json(refused);
+      assert.equal(refused.status, 429, JSON.stringify(body));
+      assert.equal(body.error.code, "rate_limited");
+      assert.equal(refused.headers.get("retry-after"), "1");
+      assert.ok(messages(edge).some((m) => /for policy ip failed .*failing closed/.test(m)), JSON.stringify(messages(edge)));
+    });
   });
 });

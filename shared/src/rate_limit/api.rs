@@ -267,27 +267,36 @@ pub fn parse_check_plan(body: &str) -> Result<(Vec<ValidCheck>, bool), RequestEr
     request
         .checks
         .into_iter()
-        .map(|check| {
-            let cost = match check.cost {
-                None => 1,
-                Some(cost) if cost < 0 => return Err(RequestError::NegativeCost(cost)),
-                Some(cost) => cost.unsigned_abs(),
-            };
-            if cost > MAX_COST {
-                return Err(RequestError::CostTooLarge {
-                    cost,
-                    max: MAX_COST,
-                });
-            }
-            Ok(ValidCheck {
-                policy: policy_name(&check.policy)?,
-                key: valid_key(check.key)?,
-                cost,
-                scope: scope(check.tenant.as_deref(), check.plan.as_deref())?,
-            })
-        })
+        .map(valid_check)
         .collect::<Result<Vec<_>, _>>()
         .map(|checks| (checks, in_order))
+}
+
+/// Parses and checks the body of a check sent straight to its object: one [`Check`]
+/// (`shared::rate_limit::object`, "Checks sent straight to the object").
+pub fn parse_object_check(body: &str) -> Result<ValidCheck, RequestError> {
+    valid_check(parse_json(body)?)
+}
+
+/// Checks everything about one check that does not need its policy.
+pub fn valid_check(check: Check) -> Result<ValidCheck, RequestError> {
+    let cost = match check.cost {
+        None => 1,
+        Some(cost) if cost < 0 => return Err(RequestError::NegativeCost(cost)),
+        Some(cost) => cost.unsigned_abs(),
+    };
+    if cost > MAX_COST {
+        return Err(RequestError::CostTooLarge {
+            cost,
+            max: MAX_COST,
+        });
+    }
+    Ok(ValidCheck {
+        policy: policy_name(&check.policy)?,
+        key: valid_key(check.key)?,
+        cost,
+        scope: scope(check.tenant.as_deref(), check.plan.as_deref())?,
+    })
 }
 
 /// Parses and checks a lease route's body.

@@ -19,7 +19,8 @@ const MAX_POLICY_CACHE_TTL_MS: u64 = 3_600_000;
 /// An object normally answers in milliseconds; a second means it is in trouble, and the caller
 /// (a phone call being set up) should not wait longer for a rate limit.
 pub const DEFAULT_LIMITER_TIMEOUT_MS: u64 = 1_000;
-const MAX_LIMITER_TIMEOUT_MS: u64 = 30_000;
+/// The longest `LIMITER_TIMEOUT_MS` accepted.
+pub const MAX_LIMITER_TIMEOUT_MS: u64 = 30_000;
 
 /// Everything rate-limiter reads from its vars and secrets.
 #[derive(Clone, PartialEq, Eq)]

@@ -18,6 +18,9 @@ use crate::signing::hex;
 pub const MAX_KEY_LEN: usize = 512;
 /// Shortest secret accepted (bytes).
 pub const MIN_SECRET_LEN: usize = 16;
+/// Log lines name an object by this many hex digits of its name: enough to find it, and the
+/// name is a keyed hash, so it reveals nothing about the key.
+pub const LOGGED_NAME_LEN: usize = 12;
 
 /// Why a key was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

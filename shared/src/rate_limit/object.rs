@@ -3,6 +3,17 @@
 //! its clock, stores (or deletes) what comes back, schedules an alarm at `wake_at_ms` and
 //! answers the [`ObjectReply`]. Its alarm calls [`on_alarm`], which reclaims expired leases and
 //! forgets state that no longer limits anything.
+//!
+//! # Checks sent straight to the object
+//!
+//! A Worker that binds the `RateLimiter` namespace itself (voice-router, saving the hop through
+//! rate-limiter) names the object as rate-limiter does (`super::key`, the same secret) and
+//! posts one [`super::api::Check`] to [`CHECK_URL`]. The object resolves the policy from
+//! rate-limiter's own KV, so policies have one owner, checks that the name is the HMAC of that
+//! policy and key (a caller with another secret would split the limit silently), and answers a
+//! [`CheckedReply`]: the decision and the policy it applied, which the caller needs to remember
+//! refusals and to fail as the policy says when the object does not answer
+//! (`super::learned`). Errors are rate-limiter's JSON errors, with its codes.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +35,20 @@ pub struct ObjectRequest {
     pub policy: Policy,
     /// The operation.
     pub op: Op,
+}
+
+/// The URL of a check sent straight to the object (see the module documentation).
+pub const CHECK_URL: &str = "https://rate-limiter.object/check";
+/// Its path.
+pub const CHECK_PATH: &str = "/check";
+
+/// The object's answer to a check sent straight to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckedReply {
+    /// The decision.
+    pub decision: Decision,
+    /// The policy the object resolved and applied.
+    pub policy: Policy,
 }
 
 /// One operation on a key.

@@ -34,6 +34,13 @@
 //! `LIMITER_TIMEOUT_MS` or fails, the decision is `degraded` and the policy's failure mode
 //! applies: open (the default: allowed) or closed (refused, retry after 1 s).
 //!
+//! The `RateLimiter` objects also answer checks sent straight to them (`POST /check` on the
+//! object, one [`api::Check`], answered `{"decision": Decision, "policy": Policy}`), from
+//! voice-router's `RATE_LIMITER_OBJECTS` binding: the object resolves the policy from this
+//! Worker's KV as `/check` would, after checking that its name is this Worker's HMAC of the
+//! policy and key (400 `wrong_object` otherwise: the caller's key is not this Worker's). The
+//! protocol is `shared::rate_limit::object`'s.
+//!
 //! An isolate repeats an enforced rate refusal for the same key, policy and at least the same
 //! cost until its `retry_after_ms` lapses, without asking the object again
 //! (`shared::rate_limit::refusals`): the object would refuse too, and a flood on one key is
@@ -44,7 +51,7 @@
 //! 400 with a code for bad input: `invalid_json`, `no_checks`, `too_many_checks`,
 //! `missing_policy`, `invalid_policy_name`, `unknown_policy`, `invalid_scope`, `missing_key`,
 //! `key_too_long`, `invalid_cost`, `cost_too_large`, `cost_exceeds_capacity`,
-//! `wrong_policy_kind`, `invalid_lease_id`; 413 `body_too_large`; 404 `lease_not_held`,
+//! `wrong_policy_kind`, `invalid_lease_id`, `wrong_object` (an object only); 413 `body_too_large`; 404 `lease_not_held`,
 //! `not_found`; 405 `method_not_allowed`; 500 `misconfigured` (a missing or short
 //! `RATE_LIMIT_KEY_SECRET`, or bad vars; the log says which).
 
@@ -109,6 +116,8 @@ enum Refusal {
     Request(RequestError),
     LeaseNotHeld,
     Misconfigured(ConfigError),
+    /// A check sent straight to an object that is not the one named for its policy and key.
+    WrongObject,
 }
 
 impl From<RequestError> for Refusal {
@@ -145,6 +154,16 @@ fn rejection(refusal: Refusal) -> Rejection {
                 500,
                 "misconfigured",
                 "rate-limiter is misconfigured; see its log",
+            );
+        }
+        Refusal::WrongObject => {
+            console_error!(
+                "a check reached a RateLimiter object not named for its policy and key: the caller's RATE_LIMIT_KEY_SECRET is not rate-limiter's"
+            );
+            return Rejection::new(
+                400,
+                "wrong_object",
+                "this object is not the one named for that policy and key: the caller's RATE_LIMIT_KEY_SECRET must be rate-limiter's",
             );
         }
         Refusal::Request(error) => error,

@@ -4,6 +4,11 @@
 //! writing happen with no `await` in between, so concurrent requests to one key are decided one
 //! after the other: a limit is exact.
 //!
+//! Besides the Worker's `/apply` (a resolved policy and an operation), the object answers
+//! checks sent straight to it (`shared::rate_limit::object`, "Checks sent straight to the
+//! object"): it resolves the policy from this script's KV and its own isolate's cache, as the
+//! Worker would, after checking that its name is the keyed hash of that policy and key.
+//!
 //! Storage: one row, `limiter(id = 1, state TEXT, alarm_at_ms INTEGER)`, `state` being the JSON
 //! of `shared::rate_limit::object::Stored`. The alarm reclaims expired leases and deletes state
 //! that no longer limits anything, so idle keys cost no storage.
@@ -16,17 +21,22 @@
 
 use std::cell::{Cell, RefCell};
 
+use edge_io::Failure;
 use serde::Deserialize;
 use shared::health::HEALTH_PATH;
-use shared::rate_limit::object::{self, Clock, ObjectRequest, Stored, Transition};
+use shared::rate_limit::api::{self, ValidCheck};
+use shared::rate_limit::key::{KeyHasher, LOGGED_NAME_LEN};
+use shared::rate_limit::object::{
+    self, CHECK_PATH, CheckedReply, Clock, ObjectReply, ObjectRequest, Op, Stored, Transition,
+};
+use shared::rate_limit::policy::PolicyName;
+use shared::request_id::Trust;
 use worker::{
     DurableObject, Env, Method, Request, Response, Result, SqlStorage, SqlStorageValue, State,
     console_error, console_log, durable_object,
 };
 
-/// Log lines name an object by this many hex digits of its name: enough to find it, and the
-/// name is a keyed hash, so it reveals nothing about the key.
-pub const LOGGED_NAME_LEN: usize = 12;
+use crate::{Refusal, policies};
 
 /// Where the Worker sends operations.
 pub const APPLY_URL: &str = "https://rate-limiter.object/apply";
@@ -46,6 +56,9 @@ const SET_ALARM_AT: &str = "UPDATE limiter SET alarm_at_ms = ? WHERE id = 1";
 #[durable_object]
 pub struct RateLimiter {
     state: State,
+    env: Env,
+    /// The policy and key this instance's name was last found to be the hash of.
+    named_for: RefCell<Option<(PolicyName, String)>>,
     clock: Cell<Clock>,
     /// The row as stored, once read or written (see the module documentation).
     row: RefCell<Option<CachedRow>>,
@@ -76,13 +89,15 @@ struct Loaded {
 }
 
 impl DurableObject for RateLimiter {
-    fn new(state: State, _env: Env) -> Self {
+    fn new(state: State, env: Env) -> Self {
         if let Err(error) = state.storage().sql().exec(CREATE_TABLE, None) {
             // Every request will fail and be answered degraded; say why once.
             console_error!("RateLimiter: creating its table failed: {error}");
         }
         Self {
             state,
+            env,
+            named_for: RefCell::new(None),
             clock: Cell::new(Clock::default()),
             row: RefCell::new(None),
         }
@@ -100,7 +115,15 @@ impl DurableObject for RateLimiter {
                         return Response::error(format!("not an object request: {error}"), 400);
                     }
                 };
-                self.apply(&request).await
+                match self.apply(&request).await? {
+                    Ok(reply) => Response::from_json(&reply),
+                    Err(error) => Response::error(error.to_string(), 400),
+                }
+            }
+            (Method::Post, CHECK_PATH) => {
+                let request_id = edge_io::request_id(&req, Trust::Internal);
+                let body = req.text().await?;
+                edge_io::respond(self.check(&body, &request_id).await, &request_id)
             }
             _ => Response::error("no such Durable Object route", 404),
         }
@@ -127,24 +150,87 @@ impl DurableObject for RateLimiter {
 }
 
 impl RateLimiter {
-    async fn apply(&self, request: &ObjectRequest) -> Result<Response> {
+    /// Applies `request`: storage trouble is the outer error, an operation that does not apply
+    /// to the policy the inner one.
+    async fn apply(
+        &self,
+        request: &ObjectRequest,
+    ) -> Result<std::result::Result<ObjectReply, object::ObjectError>> {
         let now_ms = self.now_ms();
         let sql = self.state.storage().sql();
         // Load, decide, store: synchronous, so no other request interleaves.
         let loaded = self.load(&sql)?;
         let (transition, reply) = match object::apply(loaded.stored, request, now_ms) {
             Ok(outcome) => outcome,
-            // The Worker validates before calling, so this is a bug worth a loud answer. The
-            // state was handed over: read it again next time.
+            // Callers validate before calling, so this is a bug worth a loud answer. The state
+            // was handed over: read it again next time.
             Err(error) => {
                 self.row.replace(None);
-                return Response::error(error.to_string(), 400);
+                return Ok(Err(error));
             }
         };
         self.store(&sql, &transition)?;
         self.schedule(&sql, loaded.alarm_at_ms, transition.wake_at_ms)
             .await?;
-        Response::from_json(&reply)
+        Ok(Ok(reply))
+    }
+
+    /// A check sent straight to this object: validated, its policy resolved as the Worker's
+    /// `/check` does, then applied.
+    async fn check(&self, body: &str, request_id: &str) -> std::result::Result<Response, Failure> {
+        let service = crate::service(&self.env)?;
+        let check = api::parse_object_check(body).map_err(Refusal::from)?;
+        self.is_named_for(&service.hasher, &check)?;
+        let docs = policies::load(
+            &self.env,
+            service.config.policy_cache_ttl_ms,
+            std::iter::once(&check.scope),
+        )
+        .await;
+        let policy = docs
+            .resolve(&check.policy, &check.scope)
+            .map_err(Refusal::from)?;
+        api::check_fits(&check.policy, &policy, check.cost).map_err(Refusal::from)?;
+        let request = ObjectRequest {
+            policy_name: check.policy,
+            policy,
+            op: Op::Check { cost: check.cost },
+        };
+        match self.apply(&request).await? {
+            Ok(ObjectReply::Decided { decision, .. }) => {
+                edge_io::json(200, &CheckedReply { decision, policy }, request_id)
+            }
+            Ok(other) => {
+                Err(worker::Error::RustError(format!("a check was answered {other:?}")).into())
+            }
+            Err(error) => Err(worker::Error::RustError(error.to_string()).into()),
+        }
+    }
+
+    /// Whether this instance is the one rate-limiter names for the check's policy and key: a
+    /// caller keyed with another secret reaches other instances, and would split every limit.
+    fn is_named_for(
+        &self,
+        hasher: &KeyHasher,
+        check: &ValidCheck,
+    ) -> std::result::Result<(), Refusal> {
+        let known = self
+            .named_for
+            .borrow()
+            .as_ref()
+            .is_some_and(|(policy, key)| *policy == check.policy && *key == check.key);
+        if known {
+            return Ok(());
+        }
+        // Available inside the object since March 2026 (Cloudflare changelog,
+        // 2026-03-15-durable-object-id-name): the name given to getByName/idFromName.
+        let name = self.state.id().name().unwrap_or_default();
+        if name != hasher.object_name(&check.policy, &check.key) {
+            return Err(Refusal::WrongObject);
+        }
+        self.named_for
+            .replace(Some((check.policy.clone(), check.key.clone())));
+        Ok(())
     }
 
     /// Sets the alarm for `wake_at_ms` unless one is already due no later.

@@ -8,11 +8,11 @@ use shared::rate_limit::lease::LeaseGrant;
 use shared::rate_limit::object::{ObjectReply, ObjectRequest, Op};
 use shared::rate_limit::policy::{FailureMode, Policy, PolicyName};
 use shared::rate_limit::refusals::RefusalCache;
-use worker::wasm_bindgen::{JsCast, JsValue};
-use worker::wasm_bindgen_futures::JsFuture;
-use worker::{Env, console_error, console_log, web_sys};
+use worker::{Env, console_error, console_log};
 
-use crate::limiter::{APPLY_URL, LOGGED_NAME_LEN};
+use shared::rate_limit::key::LOGGED_NAME_LEN;
+
+use crate::limiter::APPLY_URL;
 use crate::{RATE_LIMITER, Service};
 
 thread_local! {
@@ -156,50 +156,23 @@ impl Target {
         outcome
     }
 
-    /// One round trip to the object. It goes through the runtime's own `Request`, stub and
-    /// `Response.text()` rather than workers-rs's wrappers, which build a `Headers` object and
-    /// read the answer chunk by chunk: every check that is not a remembered refusal pays this.
+    /// One round trip to the object (`edge_io::objects`).
     async fn call(&self, env: &Env, request: &ObjectRequest) -> Result<ObjectReply, String> {
-        // An exception's message, one line, without its stack.
-        let js_error = |e: JsValue| match e.dyn_ref::<worker::js_sys::Error>() {
-            Some(error) => String::from(error.message()),
-            None => e.as_string().unwrap_or_else(|| format!("{e:?}")),
-        };
         let body = serde_json::to_string(request).map_err(|e| e.to_string())?;
-        let namespace = env
-            .durable_object(RATE_LIMITER)
-            .map_err(|e| e.to_string())?;
-        let namespace: &worker::worker_sys::DurableObjectNamespace =
-            namespace.as_ref().unchecked_ref();
-        let stub = namespace.get_by_name(&self.object_name).map_err(js_error)?;
-        // The deadline covers the answer and its body.
-        let late = |e: JsValue| {
-            if edge_io::clock::is_timeout(&e) {
-                format!("no answer within {} ms", self.timeout.as_millis())
-            } else {
-                js_error(e)
-            }
-        };
-        let init = web_sys::RequestInit::new();
-        init.set_method("POST");
-        init.set_body(&JsValue::from_str(&body));
-        init.set_signal(Some(&edge_io::clock::deadline_signal(self.timeout)));
-        let outgoing =
-            web_sys::Request::new_with_str_and_init(APPLY_URL, &init).map_err(js_error)?;
-        let answer = stub.fetch_with_request(&outgoing).map_err(js_error)?;
-        let response: web_sys::Response =
-            JsFuture::from(answer).await.map_err(late)?.unchecked_into();
-        let text = JsFuture::from(response.text().map_err(js_error)?)
-            .await
-            .map_err(late)?
-            .as_string()
-            .unwrap_or_default();
-        let status = response.status();
-        if status != 200 {
-            let first_line = text.lines().next().unwrap_or_default();
-            return Err(format!("answered {status}: {first_line}"));
+        let answer = edge_io::objects::post(
+            env,
+            RATE_LIMITER,
+            &self.object_name,
+            APPLY_URL,
+            &body,
+            self.timeout,
+        )
+        .await?;
+        if answer.status != 200 {
+            let first_line = answer.text.lines().next().unwrap_or_default();
+            return Err(format!("answered {}: {first_line}", answer.status));
         }
-        serde_json::from_str(&text).map_err(|e| format!("unreadable answer: {e}"))
+        serde_json::from_str(&answer.text).map_err(|e| format!("unreadable answer: {e}"))
     }
 
     fn degraded(&self, request_id: &str, cause: &str) -> Outcome {

@@ -142,17 +142,21 @@ impl Limits {
     }
 }
 
-/// Runs `checks` and refuses with 429 when any refuses. The rate-limiter answers degraded
-/// decisions itself; when it cannot be reached at all, the request proceeds (fail open, as the
-/// limiter's own default) and the log says so.
+/// Runs `checks` and refuses with 429 when any refuses: straight at the `RateLimiter` objects
+/// when their namespace is bound (`crate::limiter`), through rate-limiter otherwise. Either
+/// answers degraded decisions itself; when rate-limiter cannot be reached at all, the request
+/// proceeds (fail open, as the limiter's own default) and the log says so.
 pub async fn enforce(
-    env: &Env,
-    limits: &Limits,
+    x: &crate::Exchange<'_>,
     checks: Vec<Check>,
     in_order: bool,
-    request_id: &str,
 ) -> Result<(), Refusal> {
-    match services::check(env, checks, in_order, request_id).await {
+    let (env, limits, request_id) = (x.env, x.limits, x.request_id);
+    let answer = match crate::limiter::direct(env, x.config)? {
+        Some(direct) => Ok(direct.check(env, checks, in_order, request_id).await),
+        None => services::check(env, checks, in_order, request_id).await,
+    };
+    match answer {
         Ok(answer) => {
             let allowed = answer.allowed;
             limits.record(answer.decisions);
@@ -190,14 +194,7 @@ fn ip_check(client: &Client) -> Check {
 
 /// The per-IP limit alone: what every route takes before anything more specific.
 pub async fn enforce_ip(x: &crate::Exchange<'_>) -> Result<(), Refusal> {
-    enforce(
-        x.env,
-        x.limits,
-        vec![ip_check(&x.client)],
-        false,
-        x.request_id,
-    )
-    .await
+    enforce(x, vec![ip_check(&x.client)], false).await
 }
 
 /// The per-IP limit, then the per-principal one, in one round trip: what an API route takes
@@ -208,7 +205,7 @@ pub async fn enforce_ip_then_principal(
     principal: &Principal,
 ) -> Result<(), Refusal> {
     let checks = vec![ip_check(&x.client), principal_check(principal)];
-    enforce(x.env, x.limits, checks, true, x.request_id).await
+    enforce(x, checks, true).await
 }
 
 /// The per-principal limit: what every API route takes once the principal is known.
@@ -216,14 +213,7 @@ pub async fn enforce_principal(
     x: &crate::Exchange<'_>,
     principal: &Principal,
 ) -> Result<(), Refusal> {
-    enforce(
-        x.env,
-        x.limits,
-        vec![principal_check(principal)],
-        false,
-        x.request_id,
-    )
-    .await
+    enforce(x, vec![principal_check(principal)], false).await
 }
 
 /// The per-principal check API routes get.

@@ -3,6 +3,7 @@
 use edge_io::probe;
 use shared::health::{BindingHealth, HealthReport};
 
+use crate::limiter::RATE_LIMITER_OBJECTS;
 use crate::refusal::Refusal;
 use crate::services::{AUTH, GEO_ROUTER, RATE_LIMITER};
 use crate::{CALL_SESSION, Exchange};
@@ -29,13 +30,25 @@ pub async fn answer(exchange: &Exchange<'_>) -> Result<worker::Response, Refusal
             probe::url(ORIGIN, &exchange.config.origin_url, request_id).await
         }
     };
-    let (auth, limiter, geo, session, origin) = futures::join!(
+    // The objects' own namespace, when checks go straight to them.
+    let objects = async {
+        if env.durable_object(RATE_LIMITER_OBJECTS).is_ok() {
+            Some(probe::durable_object(env, RATE_LIMITER_OBJECTS).await)
+        } else {
+            None
+        }
+    };
+    let (auth, limiter, geo, session, origin, objects) = futures::join!(
         probe::service(env, AUTH, request_id),
         probe::service(env, RATE_LIMITER, request_id),
         probe::service(env, GEO_ROUTER, request_id),
         probe::durable_object(env, CALL_SESSION),
         origin,
+        objects,
     );
-    let report = HealthReport::from_checks(SERVICE, VERSION, [auth, limiter, geo, session, origin]);
+    let checks = [auth, limiter, geo, session, origin]
+        .into_iter()
+        .chain(objects);
+    let report = HealthReport::from_checks(SERVICE, VERSION, checks);
     Ok(edge_io::answer::health(&report, request_id)?)
 }

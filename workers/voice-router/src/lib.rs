@@ -1,5 +1,5 @@
 //! voice-router: the only public Worker. Every request passes the gate (route, firewall, body
-//! limit, authentication through auth-validator, rate limits through rate-limiter), is routed by
+//! limit, authentication through auth-validator, rate limits decided by rate-limiter's objects), is routed by
 //! geo-router to a region, and is forwarded to that region's origin signed by the edge; each call
 //! lives in a `CallSession` Durable Object. Every answer carries the request id, the security
 //! headers, the rate-limit headers and CORS for configured browser origins; every refusal gets
@@ -19,6 +19,7 @@ mod call_start;
 mod config;
 mod gate;
 mod health;
+mod limiter;
 mod origin;
 mod outbound;
 mod refusal;

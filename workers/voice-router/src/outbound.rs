@@ -79,14 +79,7 @@ pub async fn place(
         .outbound
         .for_call(&principal.tenant_id, &from)
         .ok_or_else(|| Refusal::OutboundNotConfigured(from.clone()))?;
-    gate::enforce(
-        x.env,
-        x.limits,
-        vec![pacing_check(account, &principal)],
-        false,
-        x.request_id,
-    )
-    .await?;
+    gate::enforce(x, vec![pacing_check(account, &principal)], false).await?;
 
     let call = NewCall {
         call_id: format!("call_{}", crate::uuid()),
