@@ -10,6 +10,9 @@ cd "$ROOT"
 for environment in $ENVIRONMENTS; do
   for worker in $WORKERS; do
     log=$(mktemp)
+    # wrangler names the wasm by its hash and never clears the folder: start empty, so it holds
+    # exactly this bundle (the benches and e2e tests load every module in it).
+    rm -rf "${out:?}/$environment/$worker"
     if wrangler deploy --dry-run --env "$environment" -c "wrangler/$worker.toml" \
       --outdir "$out/$environment/$worker" >"$log" 2>&1; then
       # voice-router also uploads the console (static assets): wrangler says how many files.
