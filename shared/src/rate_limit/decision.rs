@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::policy::{FailureMode, Policy, PolicyName};
+use super::policy::{Policy, PolicyName};
 
 /// What a caller refused while the limiter is unreachable (fail closed) is told to wait.
 pub const DEGRADED_RETRY_AFTER_MS: u64 = 1_000;
@@ -69,7 +69,7 @@ impl Decision {
 
     /// The decision when the limiter could not decide: the failure mode applies, shadow never denies.
     pub fn degraded(name: &PolicyName, policy: &Policy) -> Self {
-        let open = policy.shadow || policy.failure_mode == FailureMode::Open;
+        let open = policy.fails_open();
         Self {
             allowed: open,
             limit: policy.limit.capacity(),
@@ -116,7 +116,7 @@ pub fn governing(decisions: &[Decision]) -> Option<&Decision> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rate_limit::policy::{Limit, WindowParams};
+    use crate::rate_limit::policy::{FailureMode, Limit, WindowParams};
 
     fn policy(shadow: bool, failure_mode: FailureMode) -> Policy {
         Policy {

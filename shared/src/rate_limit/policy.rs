@@ -500,6 +500,12 @@ fn in_range(field: &'static str, value: u64, min: u64, max: u64) -> Result<u64, 
 }
 
 impl Policy {
+    /// Whether a request proceeds when the limiter cannot decide: a shadow policy never denies,
+    /// otherwise the failure mode says.
+    pub fn fails_open(&self) -> bool {
+        self.shadow || self.failure_mode == FailureMode::Open
+    }
+
     /// Parses and validates one policy from JSON.
     pub fn from_json(text: &str) -> Result<Self, PolicyError> {
         let raw: RawPolicy =

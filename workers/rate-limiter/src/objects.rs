@@ -6,7 +6,7 @@ use std::time::Duration;
 use shared::rate_limit::decision::Decision;
 use shared::rate_limit::lease::LeaseGrant;
 use shared::rate_limit::object::{ObjectReply, ObjectRequest, Op};
-use shared::rate_limit::policy::{FailureMode, Policy, PolicyName};
+use shared::rate_limit::policy::{Policy, PolicyName};
 use shared::rate_limit::refusals::RefusalCache;
 use worker::{Env, console_error, console_log};
 
@@ -176,7 +176,7 @@ impl Target {
     }
 
     fn degraded(&self, request_id: &str, cause: &str) -> Outcome {
-        let mode = if self.policy.shadow || self.policy.failure_mode == FailureMode::Open {
+        let mode = if self.policy.fails_open() {
             "open"
         } else {
             "closed"

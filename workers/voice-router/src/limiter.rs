@@ -22,7 +22,7 @@ use shared::rate_limit::decision::{Decision, all_allowed};
 use shared::rate_limit::key::{KeyHasher, LOGGED_NAME_LEN};
 use shared::rate_limit::learned::LearnedPolicies;
 use shared::rate_limit::object::{CHECK_URL, CheckedReply};
-use shared::rate_limit::policy::{FailureMode, Policy};
+use shared::rate_limit::policy::Policy;
 use shared::rate_limit::refusals::RefusalCache;
 use worker::{Env, console_error, console_log};
 
@@ -32,8 +32,9 @@ use crate::refusal::Refusal;
 pub const RATE_LIMITER_OBJECTS: &str = "RATE_LIMITER_OBJECTS";
 
 thread_local! {
-    /// The naming key, prepared once per isolate (secrets do not change within one).
-    static HASHER: OnceCell<KeyHasher> = const { OnceCell::new() };
+    /// How this isolate reaches the objects, found once (bindings and secrets do not change
+    /// within an isolate): the naming key prepared, or `None` without the binding.
+    static DIRECT: OnceCell<Option<Rc<Direct>>> = const { OnceCell::new() };
     /// Refusals still in force, repeated without asking the object.
     static REFUSALS: RefCell<RefusalCache> = RefCell::new(RefusalCache::new());
     /// The policies the objects last applied.
@@ -48,20 +49,24 @@ pub struct Direct {
 
 /// How this isolate's checks reach the objects: `None` through rate-limiter (no binding).
 pub fn direct(env: &Env, config: &EdgeConfig) -> Result<Option<Rc<Direct>>, Refusal> {
-    if env.durable_object(RATE_LIMITER_OBJECTS).is_err() {
-        return Ok(None);
+    if let Some(known) = DIRECT.with(|cell| cell.get().cloned()) {
+        return Ok(known);
     }
-    let Some(key) = config.rate_limit_key.as_deref() else {
-        console_error!(
-            "{RATE_LIMITER_OBJECTS} is bound but RATE_LIMIT_KEY_SECRET is not set: voice-router needs rate-limiter's secret to name its objects"
-        );
-        return Err(Refusal::Misconfigured);
+    let found = if env.durable_object(RATE_LIMITER_OBJECTS).is_err() {
+        None
+    } else {
+        let Some(key) = config.rate_limit_key.as_deref() else {
+            console_error!(
+                "{RATE_LIMITER_OBJECTS} is bound but RATE_LIMIT_KEY_SECRET is not set: voice-router needs rate-limiter's secret to name its objects"
+            );
+            return Err(Refusal::Misconfigured);
+        };
+        Some(Rc::new(Direct {
+            hasher: KeyHasher::new(key),
+            timeout: Duration::from_millis(config.limiter_timeout_ms),
+        }))
     };
-    let hasher = HASHER.with(|cell| cell.get_or_init(|| KeyHasher::new(key)).clone());
-    Ok(Some(Rc::new(Direct {
-        hasher,
-        timeout: Duration::from_millis(config.limiter_timeout_ms),
-    })))
+    Ok(DIRECT.with(|cell| cell.get_or_init(|| found).clone()))
 }
 
 impl Direct {
@@ -203,7 +208,7 @@ fn degraded(
     request_id: &str,
 ) -> Option<Decision> {
     let mode = match &policy {
-        Some(policy) if !policy.shadow && policy.failure_mode == FailureMode::Closed => "closed",
+        Some(policy) if !policy.fails_open() => "closed",
         _ => "open",
     };
     console_error!(
